@@ -1,0 +1,447 @@
+//! The compiled routing table: dense, index-addressed and immutable. Every
+//! invariant the hot path relies on was checked by [`crate::compile`], so
+//! nothing here re-validates.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::geo_codes::{Continent, Country, COUNTRY_SLOTS};
+
+/// Maximum number of regions in one table (the width of [`RegionSet`]).
+pub const MAX_REGIONS: usize = 128;
+/// Canary shares are expressed in basis points of this many buckets.
+pub const BUCKETS: u32 = 10_000;
+
+/// Index of a region in [`RoutingTable::regions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionId(pub u8);
+
+/// Index of a zone in [`RoutingTable::zones`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ZoneId(pub u8);
+
+/// Index of a backend in [`RoutingTable::backends`]. Only meaningful for the
+/// table that issued it; state that must outlive a table is keyed by
+/// [`Backend::key`] instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u32);
+
+impl BackendId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl RegionId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A set of regions as a bitmask; copying it is free and membership is one AND.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionSet(pub u128);
+
+impl RegionSet {
+    pub const EMPTY: RegionSet = RegionSet(0);
+
+    pub fn contains(self, r: RegionId) -> bool {
+        self.0 & (1u128 << r.0) != 0
+    }
+
+    pub fn insert(&mut self, r: RegionId) {
+        self.0 |= 1u128 << r.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    /// Regions in index order.
+    pub fn iter(self) -> impl Iterator<Item = RegionId> {
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            // trailing_zeros of a non-zero u128 is < 128, so it fits in u8.
+            let i = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            Some(RegionId(i))
+        })
+    }
+}
+
+/// Release track of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Track {
+    Stable,
+    Canary,
+}
+
+impl Track {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Stable => "stable",
+            Track::Canary => "canary",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Track::Stable => 0,
+            Track::Canary => 1,
+        }
+    }
+
+    pub fn other(self) -> Track {
+        match self {
+            Track::Stable => Track::Canary,
+            Track::Canary => Track::Stable,
+        }
+    }
+}
+
+/// Where a backend lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendAddr {
+    /// A literal socket address.
+    Socket(SocketAddr),
+    /// A DNS name, resolved by the health service.
+    Host { host: String, port: u16 },
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Socket(s) => write!(f, "{s}"),
+            BackendAddr::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub id: BackendId,
+    pub region: RegionId,
+    pub addr: BackendAddr,
+    /// Stable identity across tables: the address as written. Health, RTT
+    /// and ejection state are keyed by it, so they survive reloads.
+    pub key: String,
+    pub weight: u32,
+    pub track: Track,
+}
+
+/// Weighted backends of one track of one region, as a cumulative-weight
+/// table so a weighted pick is one binary search.
+#[derive(Clone, Debug, Default)]
+pub struct WeightedSet {
+    /// `(cumulative weight, backend)`; weight-0 backends are left out.
+    pub(crate) cumulative: Vec<(u64, BackendId)>,
+    pub(crate) total: u64,
+}
+
+impl WeightedSet {
+    pub fn total_weight(&self) -> u64 {
+        self.total
+    }
+
+    pub fn len(&self) -> usize {
+        self.cumulative.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cumulative.is_empty()
+    }
+
+    /// Backends in weight order starting at the weighted pick for `hash`,
+    /// then cycling, so callers can skip unhealthy ones deterministically.
+    pub fn walk(&self, hash: u64) -> impl Iterator<Item = BackendId> + '_ {
+        let start = if self.total == 0 {
+            0
+        } else {
+            let point = hash % self.total;
+            self.cumulative.partition_point(|&(c, _)| c <= point)
+        };
+        let n = self.cumulative.len();
+        (0..n).filter_map(move |i| self.cumulative.get((start + i) % n).map(|&(_, b)| b))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Http,
+    Tcp,
+}
+
+/// Resolved active health-check settings of a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub kind: ProbeKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect_status: u16,
+    pub expect_body: Option<String>,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            kind: ProbeKind::Http,
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            expect_status: 200,
+            expect_body: None,
+            unhealthy_after: 3,
+            healthy_after: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub id: RegionId,
+    pub name: String,
+    pub zone: Option<ZoneId>,
+    /// Failover order, already checked never to leave this region's zone.
+    pub failover: Vec<RegionId>,
+    pub canary_bps: u32,
+    pub health: HealthSettings,
+    /// All backends of the region, in table order.
+    pub backends: Vec<BackendId>,
+    /// Weighted sets indexed by [`Track::index`].
+    pub tracks: [WeightedSet; 2],
+}
+
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub id: ZoneId,
+    pub name: String,
+    pub isolated: bool,
+    pub countries: Vec<Country>,
+    pub regions: RegionSet,
+}
+
+/// Where the sticky key of a request comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickySource {
+    /// A request header (name stored lower-case).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ReleaseSettings {
+    pub salt: String,
+    pub sticky: Vec<StickySource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Upstream attempts per request, the first one included.
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    pub per_try_timeout: Duration,
+    pub total_timeout: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_attempts: 3,
+            connect_timeout: Duration::from_secs(1),
+            per_try_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSettings {
+    pub track: bool,
+    pub version: bool,
+}
+
+/// How the proxy classifies a client: its confining zone (if any), the
+/// regions it may be served by, and its geographic home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientClass {
+    pub zone: Option<ZoneId>,
+    pub allowed: RegionSet,
+    pub home: RegionId,
+    pub home_via: HomeVia,
+}
+
+/// Which rule of the table chose the home region; used by explain and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HomeVia {
+    Country,
+    Continent,
+    Default,
+}
+
+/// A validated routing table. Construct it with [`crate::compile`].
+#[derive(Clone, Debug)]
+pub struct RoutingTable {
+    pub description: Option<String>,
+    pub regions: Vec<Region>,
+    pub zones: Vec<Zone>,
+    pub backends: Vec<Backend>,
+    pub default_region: RegionId,
+    pub headers: HeaderSettings,
+    pub release: ReleaseSettings,
+    pub retry: RetrySettings,
+    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) continent_home: [Option<RegionId>; 7],
+    pub(crate) country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]>,
+    pub(crate) country_zone: Box<[Option<ZoneId>; COUNTRY_SLOTS]>,
+    /// Regions any unconfined client may use: all but isolated zones'.
+    pub(crate) unconfined: RegionSet,
+    /// `(host, region)` with hosts lower-case; few enough to scan.
+    pub(crate) pins: Vec<(String, RegionId)>,
+}
+
+impl RoutingTable {
+    pub fn region(&self, id: RegionId) -> &Region {
+        // RegionIds are only minted by compile for this table's regions.
+        &self.regions[id.index()]
+    }
+
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        &self.backends[id.index()]
+    }
+
+    pub fn zone(&self, id: ZoneId) -> &Zone {
+        &self.zones[usize::from(id.0)]
+    }
+
+    pub fn region_by_name(&self, name: &str) -> Option<RegionId> {
+        self.regions.iter().find(|r| r.name == name).map(|r| r.id)
+    }
+
+    pub fn zone_by_name(&self, name: &str) -> Option<ZoneId> {
+        self.zones.iter().find(|z| z.name == name).map(|z| z.id)
+    }
+
+    /// The pinned region for a `Host` header value (port and case ignored).
+    pub fn pin_for_host(&self, host: &str) -> Option<RegionId> {
+        if self.pins.is_empty() {
+            return None;
+        }
+        let host = strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.pins
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            .map(|&(_, r)| r)
+    }
+
+    /// All host pins, for explain and docs.
+    pub fn pins(&self) -> impl Iterator<Item = (&str, RegionId)> {
+        self.pins.iter().map(|(h, r)| (h.as_str(), *r))
+    }
+
+    /// The zone that confines clients from `country`, if any.
+    pub fn confining_zone(&self, country: Country) -> Option<ZoneId> {
+        self.country_zone[country.index()]
+    }
+
+    /// Classifies a client by its geo result. `continent` is the database's
+    /// answer when it has one; the built-in table fills in otherwise.
+    pub fn classify(&self, country: Option<Country>, continent: Option<Continent>) -> ClientClass {
+        let Some(country) = country else {
+            return ClientClass {
+                zone: None,
+                allowed: self.unconfined,
+                home: self.default_region,
+                home_via: HomeVia::Default,
+            };
+        };
+        let zone = self.country_zone[country.index()];
+        let allowed = match zone {
+            Some(z) => self.zone(z).regions,
+            None => self.unconfined,
+        };
+        let (home, home_via) = if let Some(r) = self.country_home[country.index()] {
+            (r, HomeVia::Country)
+        } else if let Some(r) = continent
+            .or_else(|| country.builtin_continent())
+            .and_then(|c| self.continent_home[c.index()])
+        {
+            (r, HomeVia::Continent)
+        } else {
+            (self.default_region, HomeVia::Default)
+        };
+        ClientClass {
+            zone,
+            allowed,
+            home,
+            home_via,
+        }
+    }
+
+    /// Whether a client IP's forwarding headers may be believed.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) compare as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// `host[:port]` or `[v6]:port` -> host.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_set_iterates_in_order() {
+        let mut s = RegionSet::EMPTY;
+        for i in [3u8, 0, 127, 64] {
+            s.insert(RegionId(i));
+        }
+        let v: Vec<u8> = s.iter().map(|r| r.0).collect();
+        assert_eq!(v, vec![0, 3, 64, 127]);
+        assert_eq!(s.len(), 4);
+        assert!(s.contains(RegionId(127)));
+        assert!(!s.contains(RegionId(1)));
+    }
+
+    #[test]
+    fn strip_port_forms() {
+        assert_eq!(strip_port("api.x.ai:443"), "api.x.ai");
+        assert_eq!(strip_port("api.x.ai"), "api.x.ai");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+}

@@ -1,0 +1,196 @@
+//! The routing decision: a pure function of (table, client class, health,
+//! sticky hash, already-tried backends). No sockets, no clocks, no
+//! allocation; property-tested and benchmarked on its own.
+
+use crate::model::{
+    BackendId, ClientClass, RegionId, RegionSet, RoutingTable, Track, ZoneId, BUCKETS,
+};
+
+/// What the routing decision needs to know about backend health.
+pub trait HealthView {
+    /// Whether a backend may receive traffic (active and passive checks).
+    fn is_healthy(&self, backend: BackendId) -> bool;
+    /// Smoothed round-trip time to a region in microseconds, if measured.
+    fn region_rtt_us(&self, region: RegionId) -> Option<u32>;
+}
+
+/// Every backend healthy, no RTT data. What a proxy sees before the first probe.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllHealthy;
+
+impl HealthView for AllHealthy {
+    fn is_healthy(&self, _: BackendId) -> bool {
+        true
+    }
+    fn region_rtt_us(&self, _: RegionId) -> Option<u32> {
+        None
+    }
+}
+
+/// Why a region was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The client's geographic home region.
+    Home,
+    /// A host pin chose the region.
+    Pin,
+    /// The home (or pinned) region had nothing available; next in its failover list.
+    Failover,
+    /// Failover exhausted; lowest-RTT available region inside the allowed set.
+    LatencyFallback,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Home => "home",
+            Reason::Pin => "pin",
+            Reason::Failover => "failover",
+            Reason::LatencyFallback => "latency_fallback",
+        }
+    }
+}
+
+/// A routed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub region: RegionId,
+    pub backend: BackendId,
+    pub track: Track,
+    pub reason: Reason,
+    /// The assigned track had nothing available, so the other track served.
+    pub track_fallback: bool,
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Route(Route),
+    /// The host pin names a region outside the client's allowed set (421).
+    PinOutsideZone { pinned: RegionId, zone: Option<ZoneId> },
+    /// No allowed region has an available backend (503, fail closed).
+    NoHealthyBackend { zone: Option<ZoneId> },
+}
+
+/// A request's routing inputs that stay fixed across its retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub class: ClientClass,
+    pub pin: Option<RegionId>,
+    /// Stable hash of the sticky key (see [`sticky_hash`]).
+    pub sticky: u64,
+    /// Backends already attempted by this request.
+    pub tried: &'a [BackendId],
+}
+
+/// Chooses where a request goes.
+///
+/// Candidate order: the pinned or home region, then its failover list, then
+/// the lowest-RTT region of the allowed set; every candidate is filtered by
+/// `class.allowed`, so no health state can move a client out of its zone.
+pub fn decide<H: HealthView + ?Sized>(table: &RoutingTable, req: &Request<'_>, health: &H) -> Decision {
+    let allowed = req.class.allowed;
+    let (home, home_reason) = match req.pin {
+        Some(p) if !allowed.contains(p) => {
+            return Decision::PinOutsideZone {
+                pinned: p,
+                zone: req.class.zone,
+            }
+        }
+        Some(p) => (p, Reason::Pin),
+        None => (req.class.home, Reason::Home),
+    };
+    let bucket = bucket(req.sticky);
+    let mut visited = RegionSet::EMPTY;
+
+    if allowed.contains(home) {
+        visited.insert(home);
+        if let Some(r) = pick_in_region(table, home, bucket, req, health, home_reason) {
+            return Decision::Route(r);
+        }
+    }
+    for &f in &table.region(home).failover {
+        if !allowed.contains(f) || visited.contains(f) {
+            continue;
+        }
+        visited.insert(f);
+        if let Some(r) = pick_in_region(table, f, bucket, req, health, Reason::Failover) {
+            return Decision::Route(r);
+        }
+    }
+    // Latency fallback: the allowed regions not yet tried, best RTT first
+    // (unknown RTT sorts last, ties by region order).
+    let mut remaining = RegionSet(allowed.0 & !visited.0);
+    while !remaining.is_empty() {
+        let best = remaining
+            .iter()
+            .min_by_key(|&r| (health.region_rtt_us(r).unwrap_or(u32::MAX), r.0));
+        let Some(best) = best else { break };
+        remaining.0 &= !(1u128 << best.0);
+        if let Some(r) = pick_in_region(table, best, bucket, req, health, Reason::LatencyFallback) {
+            return Decision::Route(r);
+        }
+    }
+    Decision::NoHealthyBackend {
+        zone: req.class.zone,
+    }
+}
+
+/// Whether a region has any backend that could take traffic now.
+pub fn region_available<H: HealthView + ?Sized>(table: &RoutingTable, region: RegionId, health: &H) -> bool {
+    table.region(region).tracks.iter().any(|t| t.walk(0).any(|b| health.is_healthy(b)))
+}
+
+fn pick_in_region<H: HealthView + ?Sized>(
+    table: &RoutingTable,
+    region: RegionId,
+    bucket: u32,
+    req: &Request<'_>,
+    health: &H,
+    reason: Reason,
+) -> Option<Route> {
+    let r = table.region(region);
+    let assigned = if bucket < r.canary_bps { Track::Canary } else { Track::Stable };
+    // Backend choice uses other hash bits than the bucket, so the two are independent.
+    let pick = req.sticky.rotate_left(32);
+    for (track, fallback) in [(assigned, false), (assigned.other(), true)] {
+        let available = r.tracks[track.index()]
+            .walk(pick)
+            .find(|&b| !req.tried.contains(&b) && health.is_healthy(b));
+        if let Some(backend) = available {
+            return Some(Route {
+                region,
+                backend,
+                track,
+                reason,
+                track_fallback: fallback,
+            });
+        }
+    }
+    None
+}
+
+/// The canary bucket (0..10000) of a sticky hash.
+pub fn bucket(sticky: u64) -> u32 {
+    // Multiply-shift maps the hash uniformly onto 0..BUCKETS without the
+    // bias of `%`; the result is < BUCKETS so it fits in u32.
+    ((u128::from(sticky) * u128::from(BUCKETS)) >> 64) as u32
+}
+
+/// Stable 64-bit hash of `(salt, key)`: FNV-1a over the bytes, finished with
+/// the murmur3 avalanche. It is specified here rather than borrowed from a
+/// hasher crate because every proxy, build and version must agree on it.
+pub fn sticky_hash(salt: &[u8], key: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h = OFFSET;
+    for &b in salt.iter().chain(&[0xff]).chain(key) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}

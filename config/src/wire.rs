@@ -1,0 +1,170 @@
+//! The wire format of a routing table: what operators write (TOML) and what
+//! the API carries (JSON). It is deliberately loose in types (strings, plain
+//! numbers) and strict in shape (`deny_unknown_fields` everywhere); all
+//! meaning is checked by [`crate::compile`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A routing table as written. Maps are `BTreeMap` so that serialisation is
+/// deterministic (diffs and golden tests stay stable).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Free-text description shown by `edgesteer validate` and the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Region that serves clients whose country is unknown, private or unmapped.
+    pub default_region: String,
+    /// Client-address handling (trusted proxies for `X-Forwarded-For`).
+    #[serde(default)]
+    pub client_ip: ClientIpSpec,
+    /// Response headers the proxy adds.
+    #[serde(default)]
+    pub headers: HeadersSpec,
+    /// Compliance zones by name.
+    #[serde(default)]
+    pub zones: BTreeMap<String, ZoneSpec>,
+    /// Geography: continent and country -> region.
+    #[serde(default)]
+    pub geo: GeoSpec,
+    /// Host pins: exact host name -> region.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
+    /// Table-wide health-check defaults; regions may override.
+    #[serde(default)]
+    pub health: HealthSpec,
+    /// Canary assignment (salt and sticky key source).
+    #[serde(default)]
+    pub release: ReleaseSpec,
+    /// Retry budget for failed upstream attempts.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Regions by name.
+    pub regions: BTreeMap<String, RegionSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpSpec {
+    /// CIDRs whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSpec {
+    /// `X-Steer-Track` on responses.
+    #[serde(default)]
+    pub track: bool,
+    /// `X-Steer-Version` (routing-table version) on responses.
+    #[serde(default)]
+    pub version: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSpec {
+    /// No client from outside the zone may be served by its regions.
+    #[serde(default)]
+    pub isolated: bool,
+    /// Clients from these countries may only be served by the zone's regions.
+    #[serde(default)]
+    pub countries: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoSpec {
+    /// Continent code (AF AN AS EU NA OC SA) -> region.
+    #[serde(default)]
+    pub continents: BTreeMap<String, String>,
+    /// Country code -> region; wins over the continent.
+    #[serde(default)]
+    pub countries: BTreeMap<String, String>,
+}
+
+/// Active health-check settings; every field is optional so a region can
+/// override only what differs from the table-wide defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_after: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_after: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// Salt of the canary hash; changing it reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Where the sticky key comes from, in order: `header:<name>`,
+    /// `cookie:<name>`; the client IP is always the last resort.
+    #[serde(default)]
+    pub sticky_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSpec {
+    /// The compliance zone this region belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Ordered regions to try when this one has no healthy backend.
+    #[serde(default)]
+    pub failover: Vec<String>,
+    /// Share of this region's users sent to the canary track, in basis points.
+    #[serde(default)]
+    pub canary_bps: u32,
+    /// Overrides of the table-wide health-check settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+    pub backends: Vec<BackendSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// `ip:port`, `[ipv6]:port` or `hostname:port`.
+    pub address: String,
+    /// Relative weight within its region and track; 0 drains it.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// `stable` (default) or `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
