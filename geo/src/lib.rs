@@ -1,1 +1,482 @@
-//! geo
+//! # edgesteer-geo
+//!
+//! Owns client IP -> country -> continent. It reads MaxMind-format
+//! databases (memory-mapped files, or the bundled one embedded in the
+//! binary), understands both the GeoIP2/GeoLite2/DB-IP schema
+//! (`country.iso_code`, `continent.code`) and the flat `country_code`
+//! schema, and falls back to the built-in ISO-3166 continent table when a
+//! database has no continents.
+//!
+//! The database sits behind an `ArcSwap`: [`GeoDb::reload_if_changed`]
+//! swaps in a new file atomically while lookups continue. Each worker thread
+//! keeps a small direct-mapped cache of recent answers, invalidated by a
+//! generation number on every swap, so repeat clients cost a few
+//! nanoseconds and no lock is ever taken.
+//!
+//! Private, loopback, link-local and other non-routable addresses are
+//! answered as [`LookupStatus::Private`] without touching the database; the
+//! routing table sends them to its default region.
+//!
+//! The bundled database is the CC0 `geo-whois-asn-country` MMDB from the
+//! ip-location-db project, built from NRO/RIR data (CC BY 4.0, attribution:
+//! nro.net); see `geo/data/README.md`.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use edgesteer_config::{Continent, Country};
+use maxminddb::{Mmap, Reader};
+use serde::Deserialize;
+
+#[cfg(feature = "test-util")]
+pub mod testdb;
+
+/// The bundled country database (see `geo/data/README.md` for its origin).
+pub static BUNDLED_DB: &[u8] = include_bytes!("../data/geo-whois-asn-country.mmdb");
+
+/// How a lookup ended; also the `result` label of `edgesteer_geo_lookups_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LookupStatus {
+    Found,
+    NotFound,
+    Private,
+    Error,
+}
+
+impl LookupStatus {
+    pub const ALL: [LookupStatus; 4] = [
+        LookupStatus::Found,
+        LookupStatus::NotFound,
+        LookupStatus::Private,
+        LookupStatus::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupStatus::Found => "found",
+            LookupStatus::NotFound => "not_found",
+            LookupStatus::Private => "private",
+            LookupStatus::Error => "error",
+        }
+    }
+}
+
+/// The answer for one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeoResult {
+    pub country: Option<Country>,
+    /// From the database when it has one, else from the built-in table.
+    pub continent: Option<Continent>,
+    pub status: LookupStatus,
+}
+
+impl GeoResult {
+    const fn empty(status: LookupStatus) -> Self {
+        GeoResult {
+            country: None,
+            continent: None,
+            status,
+        }
+    }
+}
+
+/// Anything that maps an address to a country; tests inject fixed answers.
+pub trait GeoLookup: Send + Sync {
+    fn lookup(&self, ip: IpAddr) -> GeoResult;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    #[error("cannot open geo database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: maxminddb::MaxMindDbError,
+    },
+    #[error("cannot read geo database {path}: {source}")]
+    Stat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("geo database {origin} is not usable: {reason}")]
+    Unusable { origin: String, reason: String },
+}
+
+/// One loaded database and where it came from.
+struct Loaded {
+    reader: AnyReader,
+    generation: u64,
+    origin: Origin,
+}
+
+enum AnyReader {
+    Mapped(Reader<Mmap>),
+    Memory(Reader<Cow<'static, [u8]>>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    Bundled,
+    Memory,
+    File { path: PathBuf, stamp: FileStamp },
+}
+
+/// What identifies a version of a file on disk; a new file renamed into
+/// place changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+/// A hot-swappable geo database.
+pub struct GeoDb {
+    current: ArcSwap<Loaded>,
+}
+
+/// Database metadata for logs, `/v1/explain` and `edgesteer validate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeoInfo {
+    pub origin: String,
+    pub database_type: String,
+    pub build_epoch: u64,
+    pub ip_version: u16,
+    pub generation: u64,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+impl GeoDb {
+    /// The database embedded in the binary.
+    pub fn bundled() -> Result<GeoDb, GeoError> {
+        Self::from_loaded(load_memory(Cow::Borrowed(BUNDLED_DB), Origin::Bundled)?)
+    }
+
+    /// A database from bytes (tests and embedded uses).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoDb, GeoError> {
+        Self::from_loaded(load_memory(Cow::Owned(bytes), Origin::Memory)?)
+    }
+
+    /// A memory-mapped database file. Replace it by renaming a new file
+    /// over it (as `geoipupdate` does), never by rewriting it in place.
+    pub fn open(path: impl AsRef<Path>) -> Result<GeoDb, GeoError> {
+        Self::from_loaded(load_file(path.as_ref())?)
+    }
+
+    fn from_loaded(loaded: Loaded) -> Result<GeoDb, GeoError> {
+        Ok(GeoDb {
+            current: ArcSwap::from_pointee(loaded),
+        })
+    }
+
+    /// Re-opens the file if it changed on disk since it was loaded, and
+    /// swaps it in. Returns whether a new database is now live. A file that
+    /// fails to load leaves the current database serving.
+    pub fn reload_if_changed(&self) -> Result<bool, GeoError> {
+        let cur = self.current.load();
+        let Origin::File { path, stamp } = &cur.origin else {
+            return Ok(false);
+        };
+        let now = stamp_of(path)?;
+        if now == *stamp {
+            return Ok(false);
+        }
+        let next = load_file(path)?;
+        tracing::info!(path = %path.display(), generation = next.generation, "geo database reloaded");
+        self.current.store(Arc::new(next));
+        Ok(true)
+    }
+
+    pub fn info(&self) -> GeoInfo {
+        let cur = self.current.load();
+        let meta = match &cur.reader {
+            AnyReader::Mapped(r) => &r.metadata,
+            AnyReader::Memory(r) => &r.metadata,
+        };
+        GeoInfo {
+            origin: match &cur.origin {
+                Origin::Bundled => "bundled".into(),
+                Origin::Memory => "memory".into(),
+                Origin::File { path, .. } => path.display().to_string(),
+            },
+            database_type: meta.database_type.clone(),
+            build_epoch: meta.build_epoch,
+            ip_version: meta.ip_version,
+            generation: cur.generation,
+        }
+    }
+
+    /// Looks an address up, bypassing the per-thread cache.
+    pub fn lookup_uncached(&self, ip: IpAddr) -> GeoResult {
+        let ip = canonical(ip);
+        if is_non_routable(ip) {
+            return GeoResult::empty(LookupStatus::Private);
+        }
+        let cur = self.current.load();
+        match &cur.reader {
+            AnyReader::Mapped(r) => decode(r, ip),
+            AnyReader::Memory(r) => decode(r, ip),
+        }
+    }
+}
+
+impl GeoLookup for GeoDb {
+    fn lookup(&self, ip: IpAddr) -> GeoResult {
+        let ip = canonical(ip);
+        if is_non_routable(ip) {
+            return GeoResult::empty(LookupStatus::Private);
+        }
+        let cur = self.current.load();
+        let key = cache_key(ip);
+        let slot = slot_of(key);
+        let hit = CACHE.with(|c| {
+            let c = c.borrow();
+            c.get(slot)
+                .filter(|e| e.key == key && e.generation == cur.generation)
+                .map(|e| e.result)
+        });
+        if let Some(result) = hit {
+            return result;
+        }
+        let result = match &cur.reader {
+            AnyReader::Mapped(r) => decode(r, ip),
+            AnyReader::Memory(r) => decode(r, ip),
+        };
+        CACHE.with(|c| {
+            if let Some(e) = c.borrow_mut().get_mut(slot) {
+                *e = CacheEntry {
+                    key,
+                    generation: cur.generation,
+                    result,
+                };
+            }
+        });
+        result
+    }
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoDb").field("info", &self.info()).finish()
+    }
+}
+
+/// Fixed answers by exact address, for tests of code that takes a [`GeoLookup`].
+#[derive(Clone, Debug, Default)]
+pub struct StaticGeo(pub Vec<(IpAddr, Country)>);
+
+impl GeoLookup for StaticGeo {
+    fn lookup(&self, ip: IpAddr) -> GeoResult {
+        match self.0.iter().find(|(a, _)| *a == ip) {
+            Some(&(_, c)) => GeoResult {
+                country: Some(c),
+                continent: c.builtin_continent(),
+                status: LookupStatus::Found,
+            },
+            None => GeoResult::empty(LookupStatus::NotFound),
+        }
+    }
+}
+
+// ---- loading -------------------------------------------------------------
+
+fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoError> {
+    let name = match origin {
+        Origin::Bundled => "bundled",
+        _ => "in-memory",
+    };
+    let reader = Reader::from_source(bytes).map_err(|e| GeoError::Unusable {
+        origin: name.into(),
+        reason: e.to_string(),
+    })?;
+    check_usable(&reader, name)?;
+    Ok(Loaded {
+        reader: AnyReader::Memory(reader),
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+        origin,
+    })
+}
+
+fn load_file(path: &Path) -> Result<Loaded, GeoError> {
+    let stamp = stamp_of(path)?;
+    let reader = Reader::open_mmap(path).map_err(|source| GeoError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_usable(&reader, &path.display().to_string())?;
+    Ok(Loaded {
+        reader: AnyReader::Mapped(reader),
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+        origin: Origin::File {
+            path: path.to_path_buf(),
+            stamp,
+        },
+    })
+}
+
+/// Rejects databases we cannot answer from, before they go live.
+fn check_usable<S: AsRef<[u8]>>(reader: &Reader<S>, origin: &str) -> Result<(), GeoError> {
+    let probe: IpAddr = if reader.metadata.ip_version == 6 {
+        IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0x4860, 0, 0, 0, 0, 0, 0x8888))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::new(8, 8, 8, 8))
+    };
+    match reader.lookup::<Record<'_>>(probe) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(GeoError::Unusable {
+            origin: origin.into(),
+            reason: format!("records do not decode as a country database: {e}"),
+        }),
+    }
+}
+
+fn stamp_of(path: &Path) -> Result<FileStamp, GeoError> {
+    let meta = std::fs::metadata(path).map_err(|source| GeoError::Stat {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        #[cfg(unix)]
+        inode: std::os::unix::fs::MetadataExt::ino(&meta),
+    })
+}
+
+// ---- decoding ------------------------------------------------------------
+
+/// The fields we read from either schema; everything else is skipped.
+/// Strings are borrowed from the database, so decoding never allocates.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    country: Option<Named<'a>>,
+    #[serde(borrow, default)]
+    registered_country: Option<Named<'a>>,
+    #[serde(borrow, default)]
+    continent: Option<ContinentRec<'a>>,
+    #[serde(borrow, default)]
+    country_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ContinentRec<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+fn decode<S: AsRef<[u8]>>(reader: &Reader<S>, ip: IpAddr) -> GeoResult {
+    let rec = match reader.lookup::<Record<'_>>(ip) {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return GeoResult::empty(LookupStatus::NotFound),
+        // An IPv6 address in an IPv4-only database lands here too.
+        Err(_) => return GeoResult::empty(LookupStatus::Error),
+    };
+    let code = rec
+        .country
+        .and_then(|c| c.iso_code)
+        .or(rec.country_code)
+        .or_else(|| rec.registered_country.and_then(|c| c.iso_code));
+    let country = code.and_then(Country::parse);
+    let continent = rec
+        .continent
+        .and_then(|c| c.code)
+        .and_then(Continent::parse)
+        .or_else(|| country.and_then(Country::builtin_continent));
+    match country {
+        Some(_) => GeoResult {
+            country,
+            continent,
+            status: LookupStatus::Found,
+        },
+        None => GeoResult::empty(LookupStatus::NotFound),
+    }
+}
+
+// ---- address classes -----------------------------------------------------
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Addresses no geo database can place: private, loopback, link-local,
+/// shared (CGNAT), documentation, multicast, unspecified and reserved.
+pub fn is_non_routable(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+        }
+    }
+}
+
+// ---- per-thread cache ----------------------------------------------------
+
+const CACHE_SLOTS: usize = 4096;
+
+#[derive(Clone, Copy)]
+struct CacheEntry {
+    key: u128,
+    generation: u64,
+    result: GeoResult,
+}
+
+thread_local! {
+    static CACHE: RefCell<Box<[CacheEntry]>> = RefCell::new(
+        vec![CacheEntry { key: 0, generation: 0, result: GeoResult::empty(LookupStatus::NotFound) }; CACHE_SLOTS]
+            .into_boxed_slice(),
+    );
+}
+
+fn cache_key(ip: IpAddr) -> u128 {
+    match ip {
+        // The top bit marks IPv4 so it never collides with an IPv6 key.
+        IpAddr::V4(v4) => (1u128 << 127) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) & !(1u128 << 127),
+    }
+}
+
+fn slot_of(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64);
+    let h = folded.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // CACHE_SLOTS is a power of two; the high bits of the product mix best.
+    (h >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+}
+
+#[cfg(test)]
+mod tests;

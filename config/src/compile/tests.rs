@@ -334,7 +334,7 @@ fn parse_errors_name_the_field() {
 
     let err = parse::from_json(br#"{"default_region":"a","regions":{"a":{"backends":[{"address":"1.2.3.4:80","wieght":1}]}}}"#).unwrap_err();
     let e = &err.errors()[0];
-    assert_eq!(e.path, "regions.a.backends[0]");
+    assert_eq!(e.path, "regions.a.backends[0].wieght");
     assert!(e.reason.contains("unknown field `wieght`"), "{e}");
 
     let err = parse::from_json(br#"{"default_region":"a","regions":{"a":{"backends":[{"address":"1.2.3.4:80","weight":"x"}]}}}"#).unwrap_err();
