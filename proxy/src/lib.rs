@@ -1,1 +1,21 @@
-//! proxy
+//! # edgesteer
+//!
+//! The data plane and the `edgesteer` binary. Owns the Pingora adapter
+//! ([`proxy::EdgeProxy`]), the live routing state ([`steer::Steering`], one
+//! `ArcSwap<Snapshot>`), client-IP extraction, TLS termination, metrics,
+//! the admin listener, the demo backends and the command line.
+//!
+//! The routing logic itself is not here: `decide()` and the table model
+//! live in `edgesteer-config`, geo lookups in `edgesteer-geo`, backend
+//! state in `edgesteer-health`. This crate reads a request, calls them, and
+//! acts on the answer.
+
+pub mod admin;
+pub mod cli;
+pub mod client_ip;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod steer;
+pub mod tls;

@@ -1,0 +1,284 @@
+//! The `edgesteer` command line. `main.rs` (and the test harness's copy of
+//! the binary) call [`main`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use edgesteer_config::{parse, ConfigError, RoutingTable, TableSpec};
+use edgesteer_geo::GeoDb;
+
+use crate::metrics::Metrics;
+use crate::server::{self, ServeOptions};
+use crate::steer::Steering;
+use crate::tls::CertPair;
+
+#[derive(Parser, Debug)]
+#[command(name = "edgesteer", version, about = "Global traffic-steering edge proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy with a routing table file.
+    Proxy(ProxyArgs),
+    /// Check a routing table (TOML or JSON) and print a summary or every error.
+    Validate {
+        /// Table file; `.json` is read as JSON, anything else as TOML.
+        file: PathBuf,
+    },
+    /// Start demo backends for all regions and the proxy with the covergen table.
+    Demo(DemoArgs),
+    /// Run one demo backend (for tests and experiments).
+    Backend {
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "stable")]
+        track: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ListenArgs {
+    /// Plaintext listener (HTTP/1.1 and h2c); repeat for several.
+    #[arg(long = "listen")]
+    listen: Vec<String>,
+    /// TLS listener (h2 and HTTP/1.1 by ALPN); repeat for several.
+    #[arg(long = "tls-listen")]
+    tls_listen: Vec<String>,
+    /// Certificate and key as CERT.pem:KEY.pem; repeat for SNI.
+    #[arg(long = "tls-cert")]
+    tls_cert: Vec<CertPair>,
+    /// Admin listener (/healthz, /metrics, /v1/...).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds to keep serving after SIGTERM before closing listeners.
+    #[arg(long, default_value_t = 5)]
+    grace_period: u64,
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// Routing table (TOML or JSON).
+    #[arg(long)]
+    config: PathBuf,
+    /// MaxMind-format database; default: the bundled country database.
+    #[arg(long)]
+    geo_db: Option<PathBuf>,
+    /// Extra trusted proxy CIDR for X-Forwarded-For (added to the table's).
+    #[arg(long = "trust")]
+    trust: Vec<String>,
+    #[command(flatten)]
+    net: ListenArgs,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Entry point shared by every copy of the binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { file } => return validate(&file),
+        Command::Proxy(args) => run_proxy(args),
+        Command::Demo(args) => run_demo(args),
+        Command::Backend {
+            region,
+            name,
+            track,
+            listen,
+        } => run_backend(region, name, track, listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgesteer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Reads a table file as TOML, or JSON when it ends in `.json`.
+pub fn read_table(path: &Path) -> anyhow::Result<Result<TableSpec, ConfigError>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(if path.extension().is_some_and(|e| e == "json") {
+        parse::from_json(text.as_bytes())
+    } else {
+        parse::from_toml(&text)
+    })
+}
+
+fn validate(path: &Path) -> ExitCode {
+    let spec = match read_table(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("edgesteer: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match spec.and_then(|s| edgesteer_config::compile(&s)) {
+        Ok(t) => {
+            println!("ok: {}: {}", path.display(), summary(&t));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("invalid: {}: {} error(s)", path.display(), e.errors().len());
+            for err in e.errors() {
+                eprintln!("  {}: {}", err.path, err.reason);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line describing a table.
+pub fn summary(t: &RoutingTable) -> String {
+    let zones: Vec<String> = t
+        .zones
+        .iter()
+        .map(|z| format!("{}{}", z.name, if z.isolated { " (isolated)" } else { "" }))
+        .collect();
+    format!(
+        "{} regions, {} backends, zones [{}], {} host pins, default region {}",
+        t.regions.len(),
+        t.backends.len(),
+        zones.join(", "),
+        t.pins().count(),
+        t.region(t.default_region).name
+    )
+}
+
+fn compile_or_explain(spec: &TableSpec) -> anyhow::Result<RoutingTable> {
+    edgesteer_config::compile(spec).map_err(|e| {
+        let lines: Vec<String> = e.errors().iter().map(|f| format!("  {}: {}", f.path, f.reason)).collect();
+        anyhow::anyhow!("the routing table is invalid:\n{}", lines.join("\n"))
+    })
+}
+
+fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
+    let defaults = ServeOptions::default();
+    ServeOptions {
+        listen: if net.listen.is_empty() && net.tls_listen.is_empty() {
+            vec![default_listen.to_string()]
+        } else {
+            net.listen
+        },
+        tls_listen: net.tls_listen,
+        tls_certs: net.tls_cert,
+        admin: net.admin.or(defaults.admin),
+        threads: net.threads.unwrap_or(defaults.threads),
+        grace_period_secs: net.grace_period,
+    }
+}
+
+fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut spec = read_table(&args.config)?.map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    spec.client_ip.trusted_proxies.extend(args.trust);
+    let table = compile_or_explain(&spec)?;
+    let geo = match &args.geo_db {
+        Some(p) => GeoDb::open(p)?,
+        None => GeoDb::bundled()?,
+    };
+    tracing::info!(table = %summary(&table), geo = ?geo.info(), "starting proxy");
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let steer = Arc::new(Steering::new(1, spec, table, Arc::new(geo), metrics));
+    let opts = serve_options(args.net, "0.0.0.0:8080");
+    if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
+        anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");
+    }
+    let server = server::build(steer, &opts)?;
+    server.run_forever()
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let mut spec = parse::from_toml(edgesteer_config::COVERGEN_TOML)
+        .map_err(|e| anyhow::anyhow!("embedded covergen table: {e}"))?;
+    spec.description = Some("covergen demo (loopback backends)".into());
+    spec.client_ip.trusted_proxies = vec!["127.0.0.0/8".into(), "::1".into()];
+    spec.headers.track = true;
+    spec.headers.version = true;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("demo-backends")
+        .build()
+        .context("starting the demo backends' runtime")?;
+    let (spec, backends) = rt
+        .block_on(crate::demo::spawn_for_spec(&spec))
+        .context("starting demo backends")?;
+    let table = compile_or_explain(&spec)?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let steer = Arc::new(Steering::new(1, spec, table, Arc::new(GeoDb::bundled()?), metrics));
+    let opts = ServeOptions {
+        listen: vec![args.listen.clone()],
+        admin: Some(args.admin),
+        threads: args.threads,
+        ..ServeOptions::default()
+    };
+    let server = server::build(steer, &opts)?;
+
+    println!("edgesteer demo: {} backends in 8 regions on loopback", backends.len());
+    for b in &backends {
+        println!("  {:<13} {:<16} {:<7} http://{}", b.id.region, b.id.backend, b.id.track, b.addr);
+    }
+    let base = format!("http://{}", args.listen);
+    println!("\nproxy:  {base}      admin: http://{}  (/metrics, /v1/table)", args.admin);
+    println!("try:");
+    println!("  curl -s -H 'X-Forwarded-For: 80.128.0.1'    {base}/v1/covers   # Germany  -> eu-west");
+    println!("  curl -s -H 'X-Forwarded-For: 8.8.8.8'       {base}/v1/covers   # US       -> us-east");
+    println!("  curl -s -H 'X-Forwarded-For: 202.96.128.86' {base}/v1/covers   # China    -> cn-east");
+    println!("  curl -s -H 'X-Forwarded-For: 1.36.0.1'      {base}/v1/covers   # Hong Kong-> ap-southeast");
+    println!("  curl -si -H 'Host: api-cn.covergen.ai' -H 'X-Forwarded-For: 8.8.8.8' {base}/  # pin across zone -> 421");
+    // Keep the backends' runtime alive for as long as the server runs.
+    let _keep = (rt, backends);
+    server.run_forever()
+}
+
+fn run_backend(region: String, name: String, track: String, listen: SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    rt.block_on(async move {
+        let id = crate::demo::Identity {
+            region,
+            backend: name,
+            track,
+        };
+        let b = crate::demo::spawn_backend(id, listen).await?;
+        println!("listening on {}", b.addr);
+        tokio::signal::ctrl_c().await?;
+        drop(b);
+        Ok(())
+    })
+}

@@ -1,0 +1,133 @@
+//! Demo region backends: tiny HTTP servers on loopback that answer every
+//! request with who they are, so a curl (or a test) sees where it landed.
+//! `GET /health` answers `OK` for the health checker.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use edgesteer_config::wire::BackendSpec;
+use edgesteer_config::TableSpec;
+use tokio::sync::oneshot;
+
+/// Identity a demo backend reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Identity {
+    pub region: String,
+    pub backend: String,
+    pub track: String,
+}
+
+/// A running demo backend. Dropping it stops it.
+#[derive(Debug)]
+pub struct DemoBackend {
+    pub id: Identity,
+    pub addr: SocketAddr,
+    /// Requests answered (health checks excluded).
+    pub served: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl DemoBackend {
+    /// Stops accepting and closes the listener.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Clone)]
+struct BackendState {
+    id: Arc<Identity>,
+    served: Arc<AtomicU64>,
+}
+
+/// Starts one backend on `bind` (port 0 picks a free port).
+pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<DemoBackend> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let served = Arc::new(AtomicU64::new(0));
+    let state = BackendState {
+        id: Arc::new(id.clone()),
+        served: served.clone(),
+    };
+    let app = Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .fallback(echo)
+        .with_state(state);
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "demo backend stopped");
+        }
+    });
+    Ok(DemoBackend {
+        id,
+        addr,
+        served,
+        stop: Some(tx),
+    })
+}
+
+async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
+    s.served.fetch_add(1, Ordering::Relaxed);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let body = serde_json::json!({
+        "region": s.id.region,
+        "backend": s.id.backend,
+        "track": s.id.track,
+        "path": req.uri().path(),
+        "method": req.method().as_str(),
+        "forwarded_for": header("x-forwarded-for"),
+        "forwarded_proto": header("x-forwarded-proto"),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+/// Starts one loopback backend for every backend of every region in
+/// `spec` (same count, weights and tracks) and returns the spec rewritten
+/// to point at them.
+pub async fn spawn_for_spec(spec: &TableSpec) -> std::io::Result<(TableSpec, Vec<DemoBackend>)> {
+    let mut out = spec.clone();
+    let mut running = Vec::new();
+    for (region, r) in out.regions.iter_mut() {
+        let mut backends = Vec::with_capacity(r.backends.len());
+        for (i, b) in r.backends.iter().enumerate() {
+            let track = b.track.clone().unwrap_or_else(|| "stable".into());
+            let id = Identity {
+                region: region.clone(),
+                backend: format!("{region}-{}", i + 1),
+                track,
+            };
+            let backend = spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            backends.push(BackendSpec {
+                address: backend.addr.to_string(),
+                weight: b.weight,
+                track: b.track.clone(),
+            });
+            running.push(backend);
+        }
+        r.backends = backends;
+    }
+    Ok((out, running))
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics. Label values are resolved to counter handles when a
+//! routing table is installed ([`RegionMetrics`]), so recording on the
+//! request path is an atomic add with no label hashing or locking.
+//!
+//! Cardinality is bounded by construction: region, track, status class,
+//! zone and lookup result; never paths or addresses.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use edgesteer_config::RoutingTable;
+use edgesteer_geo::LookupStatus;
+
+/// Buckets resolving 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Status classes used as the `status` label.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Region label for requests that never reached a region (refused, errors).
+pub const NO_REGION: &str = "none";
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_connect: HistogramVec,
+    upstream_response: HistogramVec,
+    pub table_version: IntGauge,
+    pub zone_blocked: IntCounterVec,
+    pub pin_refused: IntCounterVec,
+    pub failovers: IntCounterVec,
+    pub backend_healthy: IntGaugeVec,
+    pub downstream_active: IntGauge,
+    pub upstream_active: IntGauge,
+    pub table_applies: IntCounterVec,
+    geo: [IntCounter; 4],
+}
+
+/// Pre-resolved handles for one region.
+#[derive(Clone)]
+pub struct RegionMetrics {
+    /// `[track][status class]`
+    requests: [[IntCounter; 5]; 2],
+    pub duration: Histogram,
+    pub upstream_connect: Histogram,
+    pub upstream_response: Histogram,
+}
+
+impl RegionMetrics {
+    pub fn request(&self, track: usize, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.requests.get(track).and_then(|t| t.get(class)) {
+            c.inc();
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "Requests by serving region, release track and status class."),
+            &["region", "track", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "Time from request start to response end, by region.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["region"],
+        )?;
+        let upstream_connect = HistogramVec::new(
+            HistogramOpts::new("edgesteer_upstream_connect_seconds", "Time to obtain an upstream connection (0 when reused).")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["region"],
+        )?;
+        let upstream_response = HistogramVec::new(
+            HistogramOpts::new("edgesteer_upstream_response_seconds", "Time from upstream request to upstream response header.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["region"],
+        )?;
+        let table_version = IntGauge::new("edgesteer_table_version", "Version of the routing table in use.")?;
+        let geo_lookups = IntCounterVec::new(
+            Opts::new("edgesteer_geo_lookups_total", "Client geo lookups by result."),
+            &["result"],
+        )?;
+        let zone_blocked = IntCounterVec::new(
+            Opts::new("edgesteer_zone_blocked_total", "Requests refused with 503 because no region of the client's zone was available."),
+            &["zone"],
+        )?;
+        let pin_refused = IntCounterVec::new(
+            Opts::new("edgesteer_pin_refused_total", "Requests refused with 421 because a host pin lies outside the client's zone."),
+            &["zone"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new("edgesteer_failovers_total", "Requests served outside their home region, by cause."),
+            &["from", "to", "reason"],
+        )?;
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new("edgesteer_backend_healthy", "1 when a backend may take traffic."),
+            &["region", "backend"],
+        )?;
+        let downstream_active = IntGauge::new("edgesteer_downstream_requests_active", "Requests being served.")?;
+        let upstream_active = IntGauge::new("edgesteer_upstream_requests_active", "Requests with an upstream connection in use.")?;
+        let table_applies = IntCounterVec::new(
+            Opts::new("edgesteer_table_applies_total", "Routing tables offered to this proxy, by outcome."),
+            &["outcome"],
+        )?;
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_connect.clone()),
+            Box::new(upstream_response.clone()),
+            Box::new(table_version.clone()),
+            Box::new(geo_lookups.clone()),
+            Box::new(zone_blocked.clone()),
+            Box::new(pin_refused.clone()),
+            Box::new(failovers.clone()),
+            Box::new(backend_healthy.clone()),
+            Box::new(downstream_active.clone()),
+            Box::new(upstream_active.clone()),
+            Box::new(table_applies.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        let geo = LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()]));
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_connect,
+            upstream_response,
+            table_version,
+            zone_blocked,
+            pin_refused,
+            failovers,
+            backend_healthy,
+            downstream_active,
+            upstream_active,
+            table_applies,
+            geo,
+        })
+    }
+
+    /// Handles for every region of `table`, index-aligned, plus one for
+    /// [`NO_REGION`] at the end.
+    pub fn for_table(&self, table: &RoutingTable) -> Vec<RegionMetrics> {
+        table
+            .regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(std::iter::once(NO_REGION))
+            .map(|name| self.region(name))
+            .collect()
+    }
+
+    fn region(&self, name: &str) -> RegionMetrics {
+        let track = |t: &str| STATUS_CLASSES.map(|s| self.requests.with_label_values(&[name, t, s]));
+        RegionMetrics {
+            requests: [track("stable"), track("canary")],
+            duration: self.duration.with_label_values(&[name]),
+            upstream_connect: self.upstream_connect.with_label_values(&[name]),
+            upstream_response: self.upstream_response.with_label_values(&[name]),
+        }
+    }
+
+    pub fn geo_lookup(&self, status: LookupStatus) {
+        let i = LookupStatus::ALL.iter().position(|s| *s == status).unwrap_or(3);
+        if let Some(c) = self.geo.get(i) {
+            c.inc();
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

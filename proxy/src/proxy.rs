@@ -1,0 +1,419 @@
+//! The Pingora adapter: [`EdgeProxy`] implements `ProxyHttp` and does
+//! nothing but read the request, call the pure pieces (client IP, geo,
+//! classify, [`decide`]) and act on their answer.
+//!
+//! Phases:
+//! - `request_filter`: load the snapshot once, find the client, classify
+//!   it, and decide. Refusals (421 pin across zone, 503 zone exhausted) are
+//!   answered here, before any upstream work.
+//! - `upstream_peer`: the decided backend, or on a retry a fresh decision
+//!   that excludes the backends already tried (same snapshot).
+//! - `fail_to_connect` / `error_while_proxy`: retry within the budget.
+//! - `upstream_request_filter`: `X-Forwarded-For` / `-Proto` upstream.
+//! - `response_filter`: `X-Steer-Region` (and track/version if configured).
+//! - `logging`: metrics.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use edgesteer_config::model::StickySource;
+use edgesteer_config::route::{decide, sticky_hash, Decision, Reason, Request, Route};
+use edgesteer_config::{BackendId, ClientClass, RegionId};
+use edgesteer_geo::{GeoLookup, GeoResult, LookupStatus};
+use http::HeaderMap;
+use pingora_core::prelude::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::client_ip::client_ip;
+use crate::steer::{Snapshot, Steering};
+
+/// Most upstream attempts one request can make (the table caps it lower).
+const MAX_TRIED: usize = 10;
+
+pub struct EdgeProxy {
+    steer: Arc<Steering>,
+}
+
+impl EdgeProxy {
+    pub fn new(steer: Arc<Steering>) -> Self {
+        EdgeProxy { steer }
+    }
+}
+
+/// What a request was answered with, when not proxied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    PinOutsideZone,
+    ZoneExhausted,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    snap: Option<Arc<Snapshot>>,
+    client: IpAddr,
+    geo: GeoResult,
+    class: Option<ClientClass>,
+    pin: Option<RegionId>,
+    sticky: u64,
+    tried: [BackendId; MAX_TRIED],
+    tried_len: usize,
+    route: Option<Route>,
+    /// Set when `upstream_peer` has handed out `route` and a retry must re-decide.
+    route_used: bool,
+    refusal: Option<Refusal>,
+    tls: bool,
+    start: Instant,
+    upstream_start: Option<Instant>,
+}
+
+impl Ctx {
+    fn tried(&self) -> &[BackendId] {
+        self.tried.get(..self.tried_len).unwrap_or(&[])
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snap: None,
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            geo: GeoResult {
+                country: None,
+                continent: None,
+                status: LookupStatus::NotFound,
+            },
+            class: None,
+            pin: None,
+            sticky: 0,
+            tried: [BackendId(0); MAX_TRIED],
+            tried_len: 0,
+            route: None,
+            route_used: false,
+            refusal: None,
+            tls: false,
+            start: Instant::now(),
+            upstream_start: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.steer.metrics.downstream_active.inc();
+        let snap = self.steer.current();
+        let table = &snap.table;
+        let downstream = session.as_downstream();
+        let peer = downstream
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        ctx.tls = downstream
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        ctx.client = client_ip(peer, &req.headers, table);
+        ctx.geo = self.steer.geo.lookup(ctx.client);
+        self.steer.metrics.geo_lookup(ctx.geo.status);
+        let class = table.classify(ctx.geo.country, ctx.geo.continent);
+        ctx.class = Some(class);
+        ctx.pin = host_of(req).and_then(|h| table.pin_for_host(h));
+        ctx.sticky = sticky_of(&snap, &req.headers, ctx.client);
+
+        let decision = decide(
+            table,
+            &Request {
+                class,
+                pin: ctx.pin,
+                sticky: ctx.sticky,
+                tried: &[],
+            },
+            &snap.health,
+        );
+        ctx.snap = Some(snap.clone());
+        match decision {
+            Decision::Route(route) => {
+                ctx.route = Some(route);
+                Ok(false)
+            }
+            Decision::PinOutsideZone { pinned, zone } => {
+                ctx.refusal = Some(Refusal::PinOutsideZone);
+                let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
+                self.steer.metrics.pin_refused.with_label_values(&[zone_name]).inc();
+                let body = format!(
+                    "421 Misdirected Request: host pins region {} which is outside the regions allowed for this client (zone {zone_name})\n",
+                    snap.table.region(pinned).name
+                );
+                respond(session, 421, "text/plain; charset=utf-8", Bytes::from(body), zone_name).await?;
+                Ok(true)
+            }
+            Decision::NoHealthyBackend { zone } => {
+                ctx.refusal = Some(Refusal::ZoneExhausted);
+                let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
+                self.steer.metrics.zone_blocked.with_label_values(&[zone_name]).inc();
+                respond(session, 503, "application/json", zone_body(zone_name), zone_name).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(snap) = ctx.snap.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no routing snapshot on the request");
+        };
+        let route = match (ctx.route, ctx.route_used) {
+            (Some(r), false) => r,
+            _ => {
+                // A retry: decide again without the backends already tried.
+                let Some(class) = ctx.class else {
+                    return Error::e_explain(ErrorType::InternalError, "request was not classified");
+                };
+                let decision = decide(
+                    &snap.table,
+                    &Request {
+                        class,
+                        pin: ctx.pin,
+                        sticky: ctx.sticky,
+                        tried: ctx.tried(),
+                    },
+                    &snap.health,
+                );
+                match decision {
+                    Decision::Route(r) => r,
+                    _ => {
+                        return Error::e_explain(ErrorType::HTTPStatus(502), "every candidate backend failed");
+                    }
+                }
+            }
+        };
+        ctx.route = Some(route);
+        ctx.route_used = true;
+        if let Some(slot) = ctx.tried.get_mut(ctx.tried_len) {
+            *slot = route.backend;
+            ctx.tried_len += 1;
+        }
+        let Some(addr) = snap.health.state(route.backend).and_then(|s| s.addr()) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "backend has no resolved address");
+        };
+        let retry = &snap.table.retry;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(retry.connect_timeout);
+        peer.options.total_connection_timeout = Some(retry.connect_timeout);
+        peer.options.read_timeout = Some(retry.per_try_timeout);
+        peer.options.write_timeout = Some(retry.per_try_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        // Nothing reached the backend, so any method may go elsewhere.
+        e.set_retry(self.attempts_left(ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+            if !self.attempts_left(ctx) {
+                e.set_retry(false);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora_http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let trusted = ctx
+            .snap
+            .as_ref()
+            .is_some_and(|s| {
+                session
+                    .as_downstream()
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .is_some_and(|a| s.table.is_trusted_proxy(a.ip()))
+            });
+        let peer = session
+            .as_downstream()
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let xff = match (trusted, upstream.headers.get("x-forwarded-for"), peer) {
+            (true, Some(prev), Some(p)) => format!("{}, {p}", prev.to_str().unwrap_or("")),
+            (_, _, Some(p)) => p.to_string(),
+            (_, _, None) => ctx.client.to_string(),
+        };
+        upstream.insert_header("x-forwarded-for", xff)?;
+        if !(trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+            upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let (Some(snap), Some(route)) = (&ctx.snap, ctx.route) {
+            if let Some(v) = snap.region_header.get(route.region.index()) {
+                resp.insert_header("x-steer-region", v.clone())?;
+            }
+            if snap.table.headers.track {
+                resp.insert_header("x-steer-track", route.track.as_str())?;
+            }
+            if snap.table.headers.version {
+                resp.insert_header("x-steer-version", snap.version_header.clone())?;
+            }
+        }
+        if let Some(t) = ctx.upstream_start {
+            if let Some(m) = ctx.snap.as_ref().and_then(|s| s.region_metrics(ctx.route.map(|r| r.region.index()))) {
+                m.upstream_response.observe(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora_core::ErrorSource::Upstream => 502,
+                pingora_core::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            let mut resp = match ResponseHeader::build(code, Some(3)) {
+                Ok(r) => r,
+                Err(_) => return FailToProxy { error_code: code, can_reuse_downstream: false },
+            };
+            if let (Some(snap), Some(route)) = (&ctx.snap, ctx.route) {
+                if let Some(v) = snap.region_header.get(route.region.index()) {
+                    let _ = resp.insert_header("x-steer-region", v.clone());
+                }
+            }
+            let _ = resp.insert_header("content-length", "0");
+            let _ = resp.insert_header("cache-control", "private, no-store");
+            if let Err(err) = session.write_response_header(Box::new(resp), true).await {
+                tracing::debug!(error = %err, "cannot write error response downstream");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.steer.metrics.downstream_active.dec();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let Some(snap) = &ctx.snap else { return };
+        let region = ctx.route.filter(|_| ctx.route_used).map(|r| r.region.index());
+        let track = ctx.route.map_or(0, |r| r.track.index());
+        if let Some(m) = snap.region_metrics(region) {
+            m.request(track, status);
+            m.duration.observe(ctx.start.elapsed().as_secs_f64());
+        }
+        let served = ctx.route.filter(|_| ctx.route_used);
+        if let (Some(route), Some(class)) = (served, ctx.class) {
+            if matches!(route.reason, Reason::Failover | Reason::LatencyFallback) {
+                let from = ctx.pin.unwrap_or(class.home);
+                self.steer
+                    .metrics
+                    .failovers
+                    .with_label_values(&[
+                        &snap.table.region(from).name,
+                        &snap.table.region(route.region).name,
+                        route.reason.as_str(),
+                    ])
+                    .inc();
+            }
+        }
+    }
+}
+
+impl EdgeProxy {
+    fn attempts_left(&self, ctx: &Ctx) -> bool {
+        let max = ctx.snap.as_ref().map_or(1, |s| s.table.retry.max_attempts as usize);
+        ctx.tried_len < max.min(MAX_TRIED)
+    }
+}
+
+/// The `Host` of a request: `:authority` for HTTP/2, else the header.
+fn host_of(req: &pingora_http::RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Hash of the request's sticky key: the first configured source present,
+/// else the client address.
+fn sticky_of(snap: &Snapshot, headers: &HeaderMap, client: IpAddr) -> u64 {
+    let salt = snap.table.release.salt.as_bytes();
+    for source in &snap.table.release.sticky {
+        let value = match source {
+            StickySource::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes()),
+            StickySource::Cookie(name) => cookie(headers, name),
+        };
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            return sticky_hash(salt, v);
+        }
+    }
+    match client {
+        IpAddr::V4(v4) => sticky_hash(salt, &v4.octets()),
+        IpAddr::V6(v6) => sticky_hash(salt, &v6.octets()),
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.as_bytes())
+        })
+}
+
+fn zone_body(zone: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "error": "no_healthy_region",
+            "zone": zone,
+            "message": format!("no healthy backend is available in the regions allowed for this client (zone {zone}); the request was not sent outside the zone"),
+        })
+        .to_string(),
+    )
+}
+
+async fn respond(session: &mut Session, status: u16, content_type: &str, body: Bytes, zone: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", content_type.to_string())?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "private, no-store")?;
+    resp.insert_header("x-steer-zone", zone.to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

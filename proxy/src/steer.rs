@@ -1,0 +1,111 @@
+//! The shared steering state: one `ArcSwap<Snapshot>` that every request
+//! loads once, plus the long-lived pieces that outlive tables (geo database,
+//! health registry, metrics).
+//!
+//! A [`Snapshot`] bundles everything a request needs from one table version
+//! (the compiled table, its health binding, pre-built header values and
+//! metric handles), so one atomic load gives a consistent view and retries
+//! of a request see the same version even if a new table lands meanwhile.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use edgesteer_config::{RoutingTable, TableSpec};
+use edgesteer_geo::GeoDb;
+use edgesteer_health::{HealthRegistry, TableHealth};
+use http::HeaderValue;
+
+use crate::metrics::{Metrics, RegionMetrics};
+
+/// One routing-table version and everything derived from it.
+pub struct Snapshot {
+    pub version: u64,
+    pub spec: Arc<TableSpec>,
+    pub table: RoutingTable,
+    pub health: TableHealth,
+    /// `X-Steer-Region` values, by region index.
+    pub region_header: Vec<HeaderValue>,
+    /// `X-Steer-Version` value.
+    pub version_header: HeaderValue,
+    /// Metric handles by region index; the extra last one is for "none".
+    pub metrics: Vec<RegionMetrics>,
+}
+
+impl Snapshot {
+    pub fn region_metrics(&self, region: Option<usize>) -> Option<&RegionMetrics> {
+        match region {
+            Some(i) => self.metrics.get(i),
+            None => self.metrics.last(),
+        }
+    }
+}
+
+/// State shared by the data plane, the admin API and background tasks.
+pub struct Steering {
+    current: ArcSwap<Snapshot>,
+    pub geo: Arc<GeoDb>,
+    pub registry: HealthRegistry,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Steering {
+    pub fn new(
+        version: u64,
+        spec: TableSpec,
+        table: RoutingTable,
+        geo: Arc<GeoDb>,
+        metrics: Arc<Metrics>,
+    ) -> Steering {
+        let registry = HealthRegistry::new();
+        let first = build_snapshot(version, spec, table, &registry, &metrics);
+        metrics.table_version.set(version as i64);
+        Steering {
+            current: ArcSwap::from_pointee(first),
+            geo,
+            registry,
+            metrics,
+        }
+    }
+
+    /// The snapshot new requests use.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Installs a compiled table as the new live version. In-flight
+    /// requests keep the snapshot they loaded.
+    pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
+        let snap = Arc::new(build_snapshot(version, spec, table, &self.registry, &self.metrics));
+        self.current.store(snap.clone());
+        self.metrics.table_version.set(version as i64);
+        self.metrics.table_applies.with_label_values(&["applied"]).inc();
+        tracing::info!(version, regions = snap.table.regions.len(), backends = snap.table.backends.len(), "routing table installed");
+        snap
+    }
+}
+
+fn build_snapshot(
+    version: u64,
+    spec: TableSpec,
+    table: RoutingTable,
+    registry: &HealthRegistry,
+    metrics: &Metrics,
+) -> Snapshot {
+    let health = registry.bind(&table);
+    let region_header = table
+        .regions
+        .iter()
+        .map(|r| HeaderValue::from_str(&r.name).unwrap_or(HeaderValue::from_static("invalid")))
+        .collect();
+    let version_header = HeaderValue::from(version);
+    let metrics = metrics.for_table(&table);
+    Snapshot {
+        version,
+        spec: Arc::new(spec),
+        table,
+        health,
+        region_header,
+        version_header,
+        metrics,
+    }
+}
