@@ -53,7 +53,10 @@ impl Compiler {
         if spec.regions.len() > MAX_REGIONS {
             self.err(
                 "regions",
-                format!("{} regions; at most {MAX_REGIONS} are supported", spec.regions.len()),
+                format!(
+                    "{} regions; at most {MAX_REGIONS} are supported",
+                    spec.regions.len()
+                ),
             );
             return None;
         }
@@ -70,17 +73,25 @@ impl Compiler {
             self.err("zones", "at most 255 zones are supported");
             return None;
         }
-        let mut country_zone: Box<[Option<ZoneId>; COUNTRY_SLOTS]> = Box::new([None; COUNTRY_SLOTS]);
+        let mut country_zone: Box<[Option<ZoneId>; COUNTRY_SLOTS]> =
+            Box::new([None; COUNTRY_SLOTS]);
         for (name, z) in &spec.zones {
             let id = zone_ids[name.as_str()];
             let mut countries = Vec::new();
             for (i, code) in z.countries.iter().enumerate() {
                 let path = format!("zones.{name}.countries[{i}]");
-                let Some(c) = self.country(&path, code) else { continue };
+                let Some(c) = self.country(&path, code) else {
+                    continue;
+                };
                 match country_zone[c.index()] {
                     Some(other) if other == id => self.err(path, format!("{c} is listed twice")),
                     Some(other) => {
-                        let other_name = spec.zones.keys().nth(usize::from(other.0)).cloned().unwrap_or_default();
+                        let other_name = spec
+                            .zones
+                            .keys()
+                            .nth(usize::from(other.0))
+                            .cloned()
+                            .unwrap_or_default();
                         self.err(path, format!("{c} is already confined to zone {other_name}; a country belongs to at most one zone"));
                     }
                     None => {
@@ -113,21 +124,34 @@ impl Compiler {
                 Some(z) => match zone_ids.get(z.as_str()) {
                     Some(&id) => Some(id),
                     None => {
-                        self.err(format!("regions.{name}.zone"), format!("unknown zone `{z}`; declared zones: {}", list(spec.zones.keys())));
+                        self.err(
+                            format!("regions.{name}.zone"),
+                            format!(
+                                "unknown zone `{z}`; declared zones: {}",
+                                list(spec.zones.keys())
+                            ),
+                        );
                         None
                     }
                 },
             };
             if let Some(z) = zone {
-                zones[usize::from(z.0)].regions.insert(region_ids[name.as_str()]);
+                zones[usize::from(z.0)]
+                    .regions
+                    .insert(region_ids[name.as_str()]);
             }
             region_zone.push(zone);
         }
         let isolated_of = |r: RegionId| -> Option<&Zone> {
-            region_zone[r.index()].map(|z| &zones[usize::from(z.0)]).filter(|z| z.isolated)
+            region_zone[r.index()]
+                .map(|z| &zones[usize::from(z.0)])
+                .filter(|z| z.isolated)
         };
         let zone_name = |z: Option<ZoneId>| -> String {
-            z.map_or_else(|| "(none)".to_string(), |z| zones[usize::from(z.0)].name.clone())
+            z.map_or_else(
+                || "(none)".to_string(),
+                |z| zones[usize::from(z.0)].name.clone(),
+            )
         };
 
         for z in &zones {
@@ -153,7 +177,14 @@ impl Compiler {
                 Some(r)
             }
             None => {
-                self.err("default_region", format!("unknown region `{}`; regions: {}", spec.default_region, list(spec.regions.keys())));
+                self.err(
+                    "default_region",
+                    format!(
+                        "unknown region `{}`; regions: {}",
+                        spec.default_region,
+                        list(spec.regions.keys())
+                    ),
+                );
                 None
             }
         };
@@ -163,10 +194,15 @@ impl Compiler {
         for (code, region) in &spec.geo.continents {
             let path = format!("geo.continents.{code}");
             let Some(c) = Continent::parse(code) else {
-                self.err(path, format!("`{code}` is not a continent code (AF AN AS EU NA OC SA)"));
+                self.err(
+                    path,
+                    format!("`{code}` is not a continent code (AF AN AS EU NA OC SA)"),
+                );
                 continue;
             };
-            let Some(r) = self.region_ref(&path, region, &region_ids) else { continue };
+            let Some(r) = self.region_ref(&path, region, &region_ids) else {
+                continue;
+            };
             if let Some(z) = isolated_of(r) {
                 self.err(path, format!("region {region} is in isolated zone {}; a continent-wide mapping would send clients from outside the zone into it (map the zone's countries under geo.countries)", z.name));
             }
@@ -174,16 +210,25 @@ impl Compiler {
         }
 
         // Country overrides.
-        let mut country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]> = Box::new([None; COUNTRY_SLOTS]);
+        let mut country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]> =
+            Box::new([None; COUNTRY_SLOTS]);
         for (code, region) in &spec.geo.countries {
             let path = format!("geo.countries.{code}");
-            let Some(c) = self.country(&path, code) else { continue };
-            let Some(r) = self.region_ref(&path, region, &region_ids) else { continue };
+            let Some(c) = self.country(&path, code) else {
+                continue;
+            };
+            let Some(r) = self.region_ref(&path, region, &region_ids) else {
+                continue;
+            };
             let confined = country_zone[c.index()];
             match confined {
                 Some(z) if region_zone[r.index()] != Some(z) => self.err(
                     path,
-                    format!("{c} is confined to zone {} but region {region} is in zone {}", zone_name(Some(z)), zone_name(region_zone[r.index()])),
+                    format!(
+                        "{c} is confined to zone {} but region {region} is in zone {}",
+                        zone_name(Some(z)),
+                        zone_name(region_zone[r.index()])
+                    ),
                 ),
                 None => {
                     if let Some(z) = isolated_of(r) {
@@ -204,13 +249,20 @@ impl Compiler {
                     if country_home[c.index()].is_some() {
                         continue;
                     }
-                    let via_continent = c.builtin_continent().and_then(|k| continent_home[k.index()].map(|r| (k, r)));
+                    let via_continent = c
+                        .builtin_continent()
+                        .and_then(|k| continent_home[k.index()].map(|r| (k, r)));
                     let (home, via) = match via_continent {
                         Some((k, r)) => (r, format!("geo.continents.{k}")),
                         None => (default_region, "default_region".to_string()),
                     };
                     if region_zone[home.index()] != Some(z.id) {
-                        let home_name = spec.regions.keys().nth(home.index()).cloned().unwrap_or_default();
+                        let home_name = spec
+                            .regions
+                            .keys()
+                            .nth(home.index())
+                            .cloned()
+                            .unwrap_or_default();
                         self.err(
                             format!("zones.{}.countries[{i}]", z.name),
                             format!("{c} would be routed to {home_name} (via {via}), outside zone {}; add geo.countries.{c} with a region of the zone", z.name),
@@ -228,10 +280,15 @@ impl Compiler {
         for (host, region) in &spec.hosts {
             let path = format!("hosts.\"{host}\"");
             if !valid_host(host) {
-                self.err(&path, "not a valid host name (letters, digits, '-', '.', no port)");
+                self.err(
+                    &path,
+                    "not a valid host name (letters, digits, '-', '.', no port)",
+                );
                 continue;
             }
-            let Some(r) = self.region_ref(&path, region, &region_ids) else { continue };
+            let Some(r) = self.region_ref(&path, region, &region_ids) else {
+                continue;
+            };
             pins.push((host.to_ascii_lowercase(), r));
         }
 
@@ -250,7 +307,9 @@ impl Compiler {
             let mut seen = HashSet::new();
             for (j, target) in r.failover.iter().enumerate() {
                 let path = format!("regions.{name}.failover[{j}]");
-                let Some(t) = self.region_ref(&path, target, &region_ids) else { continue };
+                let Some(t) = self.region_ref(&path, target, &region_ids) else {
+                    continue;
+                };
                 if t == id {
                     self.err(path, "a region cannot fail over to itself");
                     continue;
@@ -272,39 +331,59 @@ impl Compiler {
                 failover.push(t);
             }
             if r.canary_bps > BUCKETS {
-                self.err(format!("regions.{name}.canary_bps"), format!("{} is over {BUCKETS} (100%)", r.canary_bps));
+                self.err(
+                    format!("regions.{name}.canary_bps"),
+                    format!("{} is over {BUCKETS} (100%)", r.canary_bps),
+                );
             }
             let health = match &r.health {
                 Some(h) => self.health(&format!("regions.{name}.health"), h, &default_health),
                 None => default_health.clone(),
             };
             if r.backends.is_empty() {
-                self.err(format!("regions.{name}.backends"), "at least one backend is required");
+                self.err(
+                    format!("regions.{name}.backends"),
+                    "at least one backend is required",
+                );
             }
             let mut ids = Vec::with_capacity(r.backends.len());
             let mut tracks = [WeightedSet::default(), WeightedSet::default()];
             let mut addrs = HashSet::new();
             for (j, b) in r.backends.iter().enumerate() {
                 let path = format!("regions.{name}.backends[{j}]");
-                let Some(addr) = self.backend_addr(&format!("{path}.address"), &b.address) else { continue };
+                let Some(addr) = self.backend_addr(&format!("{path}.address"), &b.address) else {
+                    continue;
+                };
                 if !addrs.insert(b.address.clone()) {
-                    self.err(format!("{path}.address"), format!("{} is listed twice in this region", b.address));
+                    self.err(
+                        format!("{path}.address"),
+                        format!("{} is listed twice in this region", b.address),
+                    );
                     continue;
                 }
                 if b.weight > MAX_WEIGHT {
-                    self.err(format!("{path}.weight"), format!("{} is over the maximum {MAX_WEIGHT}", b.weight));
+                    self.err(
+                        format!("{path}.weight"),
+                        format!("{} is over the maximum {MAX_WEIGHT}", b.weight),
+                    );
                     continue;
                 }
                 let track = match b.track.as_deref() {
                     None | Some("stable") => Track::Stable,
                     Some("canary") => Track::Canary,
                     Some(other) => {
-                        self.err(format!("{path}.track"), format!("`{other}` is not a track; use stable or canary"));
+                        self.err(
+                            format!("{path}.track"),
+                            format!("`{other}` is not a track; use stable or canary"),
+                        );
                         continue;
                     }
                 };
                 if backends.len() >= MAX_BACKENDS {
-                    self.err(&path, format!("more than {MAX_BACKENDS} backends in the table"));
+                    self.err(
+                        &path,
+                        format!("more than {MAX_BACKENDS} backends in the table"),
+                    );
                     break;
                 }
                 let bid = BackendId(backends.len() as u32);
@@ -359,9 +438,14 @@ impl Compiler {
     fn check_name(&mut self, path: &str, name: &str) {
         let ok = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !ok {
-            self.err(path, "names use lower-case letters, digits, '-' and '_' (1 to 63 characters)");
+            self.err(
+                path,
+                "names use lower-case letters, digits, '-' and '_' (1 to 63 characters)",
+            );
         }
     }
 
@@ -369,18 +453,29 @@ impl Compiler {
         if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
             Country::parse(code)
         } else {
-            self.err(path, format!("`{code}` is not an upper-case ISO-3166 alpha-2 country code"));
+            self.err(
+                path,
+                format!("`{code}` is not an upper-case ISO-3166 alpha-2 country code"),
+            );
             None
         }
     }
 
-    fn region_ref(&mut self, path: &str, name: &str, ids: &HashMap<&str, RegionId>) -> Option<RegionId> {
+    fn region_ref(
+        &mut self,
+        path: &str,
+        name: &str,
+        ids: &HashMap<&str, RegionId>,
+    ) -> Option<RegionId> {
         match ids.get(name) {
             Some(&r) => Some(r),
             None => {
                 let mut known: Vec<&&str> = ids.keys().collect();
                 known.sort();
-                self.err(path, format!("unknown region `{name}`; regions: {}", list(known)));
+                self.err(
+                    path,
+                    format!("unknown region `{name}`; regions: {}", list(known)),
+                );
                 None
             }
         }
@@ -391,7 +486,10 @@ impl Compiler {
         for (i, c) in cidrs.iter().enumerate() {
             match parse_cidr(c) {
                 Some(n) => out.push(n),
-                None => self.err(format!("client_ip.trusted_proxies[{i}]"), format!("`{c}` is not an IP address or CIDR")),
+                None => self.err(
+                    format!("client_ip.trusted_proxies[{i}]"),
+                    format!("`{c}` is not an IP address or CIDR"),
+                ),
             }
         }
         out
@@ -405,13 +503,23 @@ impl Compiler {
             }
             return Some(BackendAddr::Socket(sa));
         }
-        let parsed = s.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)));
+        let parsed = s
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)));
         match parsed {
-            Some((host, port)) if port > 0 && valid_host(host) && host.parse::<IpAddr>().is_err() => {
-                Some(BackendAddr::Host { host: host.to_ascii_lowercase(), port })
+            Some((host, port))
+                if port > 0 && valid_host(host) && host.parse::<IpAddr>().is_err() =>
+            {
+                Some(BackendAddr::Host {
+                    host: host.to_ascii_lowercase(),
+                    port,
+                })
             }
             _ => {
-                self.err(path, format!("`{s}` is not `ip:port`, `[ipv6]:port` or `hostname:port`"));
+                self.err(
+                    path,
+                    format!("`{s}` is not `ip:port`, `[ipv6]:port` or `hostname:port`"),
+                );
                 None
             }
         }
@@ -423,52 +531,84 @@ impl Compiler {
             match kind.as_str() {
                 "http" => out.kind = ProbeKind::Http,
                 "tcp" => out.kind = ProbeKind::Tcp,
-                other => self.err(format!("{path}.kind"), format!("`{other}` is not a probe kind; use http or tcp")),
+                other => self.err(
+                    format!("{path}.kind"),
+                    format!("`{other}` is not a probe kind; use http or tcp"),
+                ),
             }
         }
         if let Some(p) = &h.path {
-            if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            if p.starts_with('/')
+                && !p
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
                 out.path = p.clone();
             } else {
-                self.err(format!("{path}.path"), "must start with '/' and contain no spaces");
+                self.err(
+                    format!("{path}.path"),
+                    "must start with '/' and contain no spaces",
+                );
             }
         }
         if let Some(ms) = h.interval_ms {
             if (100..=3_600_000).contains(&ms) {
                 out.interval = Duration::from_millis(ms);
             } else {
-                self.err(format!("{path}.interval_ms"), format!("{ms} is outside 100..=3600000"));
+                self.err(
+                    format!("{path}.interval_ms"),
+                    format!("{ms} is outside 100..=3600000"),
+                );
             }
         }
         if let Some(ms) = h.timeout_ms {
             if (1..=60_000).contains(&ms) {
                 out.timeout = Duration::from_millis(ms);
             } else {
-                self.err(format!("{path}.timeout_ms"), format!("{ms} is outside 1..=60000"));
+                self.err(
+                    format!("{path}.timeout_ms"),
+                    format!("{ms} is outside 1..=60000"),
+                );
             }
         }
         if out.timeout > out.interval {
-            self.err(format!("{path}.timeout_ms"), format!("timeout {:?} is longer than the interval {:?}", out.timeout, out.interval));
+            self.err(
+                format!("{path}.timeout_ms"),
+                format!(
+                    "timeout {:?} is longer than the interval {:?}",
+                    out.timeout, out.interval
+                ),
+            );
         }
         if let Some(s) = h.expect_status {
             if (100..=599).contains(&s) {
                 out.expect_status = s;
             } else {
-                self.err(format!("{path}.expect_status"), format!("{s} is not an HTTP status"));
+                self.err(
+                    format!("{path}.expect_status"),
+                    format!("{s} is not an HTTP status"),
+                );
             }
         }
         if let Some(b) = &h.expect_body {
             out.expect_body = Some(b.clone());
         }
         for (field, value, slot) in [
-            ("unhealthy_after", h.unhealthy_after, &mut out.unhealthy_after),
+            (
+                "unhealthy_after",
+                h.unhealthy_after,
+                &mut out.unhealthy_after,
+            ),
             ("healthy_after", h.healthy_after, &mut out.healthy_after),
         ] {
             if let Some(n) = value {
                 if (1..=100).contains(&n) {
                     *slot = n;
                 } else {
-                    self.errors.push(FieldError::new(format!("{path}.{field}"), format!("{n} is outside 1..=100")));
+                    self.errors.push(FieldError::new(
+                        format!("{path}.{field}"),
+                        format!("{n} is outside 1..=100"),
+                    ));
                 }
             }
         }
@@ -480,8 +620,12 @@ impl Compiler {
         for (i, s) in spec.release.sticky_keys.iter().enumerate() {
             let path = format!("release.sticky_keys[{i}]");
             let parsed = match s.split_once(':') {
-                Some(("header", name)) if valid_token(name) => Some(StickySource::Header(name.to_ascii_lowercase())),
-                Some(("cookie", name)) if valid_token(name) => Some(StickySource::Cookie(name.to_string())),
+                Some(("header", name)) if valid_token(name) => {
+                    Some(StickySource::Header(name.to_ascii_lowercase()))
+                }
+                Some(("cookie", name)) if valid_token(name) => {
+                    Some(StickySource::Cookie(name.to_string()))
+                }
                 _ => None,
             };
             match parsed {
@@ -490,7 +634,11 @@ impl Compiler {
             }
         }
         ReleaseSettings {
-            salt: spec.release.salt.clone().unwrap_or_else(|| "edgesteer".into()),
+            salt: spec
+                .release
+                .salt
+                .clone()
+                .unwrap_or_else(|| "edgesteer".into()),
             sticky,
         }
     }
@@ -506,15 +654,30 @@ impl Compiler {
             }
         }
         for (field, value, slot) in [
-            ("connect_timeout_ms", r.connect_timeout_ms, &mut out.connect_timeout),
-            ("per_try_timeout_ms", r.per_try_timeout_ms, &mut out.per_try_timeout),
-            ("total_timeout_ms", r.total_timeout_ms, &mut out.total_timeout),
+            (
+                "connect_timeout_ms",
+                r.connect_timeout_ms,
+                &mut out.connect_timeout,
+            ),
+            (
+                "per_try_timeout_ms",
+                r.per_try_timeout_ms,
+                &mut out.per_try_timeout,
+            ),
+            (
+                "total_timeout_ms",
+                r.total_timeout_ms,
+                &mut out.total_timeout,
+            ),
         ] {
             if let Some(ms) = value {
                 if (1..=600_000).contains(&ms) {
                     *slot = Duration::from_millis(ms);
                 } else {
-                    self.errors.push(FieldError::new(format!("retry.{field}"), format!("{ms} is outside 1..=600000")));
+                    self.errors.push(FieldError::new(
+                        format!("retry.{field}"),
+                        format!("{ms} is outside 1..=600000"),
+                    ));
                 }
             }
         }
@@ -545,14 +708,19 @@ fn valid_host(h: &str) -> bool {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
 }
 
 fn valid_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

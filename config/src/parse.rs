@@ -34,7 +34,8 @@ pub fn from_json(text: &[u8]) -> Result<TableSpec, ConfigError> {
 
 /// Renders a spec as TOML (for `edgesteer ctl get --toml` and files).
 pub fn to_toml(spec: &TableSpec) -> Result<String, ConfigError> {
-    toml::to_string_pretty(spec).map_err(|e| ConfigError::Parse(FieldError::new(".", e.to_string())))
+    toml::to_string_pretty(spec)
+        .map_err(|e| ConfigError::Parse(FieldError::new(".", e.to_string())))
 }
 
 fn path_of(path: &serde_path_to_error::Path) -> String {

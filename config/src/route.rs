@@ -67,9 +67,14 @@ pub struct Route {
 pub enum Decision {
     Route(Route),
     /// The host pin names a region outside the client's allowed set (421).
-    PinOutsideZone { pinned: RegionId, zone: Option<ZoneId> },
+    PinOutsideZone {
+        pinned: RegionId,
+        zone: Option<ZoneId>,
+    },
     /// No allowed region has an available backend (503, fail closed).
-    NoHealthyBackend { zone: Option<ZoneId> },
+    NoHealthyBackend {
+        zone: Option<ZoneId>,
+    },
 }
 
 /// A request's routing inputs that stay fixed across its retries.
@@ -88,7 +93,11 @@ pub struct Request<'a> {
 /// Candidate order: the pinned or home region, then its failover list, then
 /// the lowest-RTT region of the allowed set; every candidate is filtered by
 /// `class.allowed`, so no health state can move a client out of its zone.
-pub fn decide<H: HealthView + ?Sized>(table: &RoutingTable, req: &Request<'_>, health: &H) -> Decision {
+pub fn decide<H: HealthView + ?Sized>(
+    table: &RoutingTable,
+    req: &Request<'_>,
+    health: &H,
+) -> Decision {
     let allowed = req.class.allowed;
     let (home, home_reason) = match req.pin {
         Some(p) if !allowed.contains(p) => {
@@ -137,8 +146,16 @@ pub fn decide<H: HealthView + ?Sized>(table: &RoutingTable, req: &Request<'_>, h
 }
 
 /// Whether a region has any backend that could take traffic now.
-pub fn region_available<H: HealthView + ?Sized>(table: &RoutingTable, region: RegionId, health: &H) -> bool {
-    table.region(region).tracks.iter().any(|t| t.walk(0).any(|b| health.is_healthy(b)))
+pub fn region_available<H: HealthView + ?Sized>(
+    table: &RoutingTable,
+    region: RegionId,
+    health: &H,
+) -> bool {
+    table
+        .region(region)
+        .tracks
+        .iter()
+        .any(|t| t.walk(0).any(|b| health.is_healthy(b)))
 }
 
 fn pick_in_region<H: HealthView + ?Sized>(
@@ -150,7 +167,11 @@ fn pick_in_region<H: HealthView + ?Sized>(
     reason: Reason,
 ) -> Option<Route> {
     let r = table.region(region);
-    let assigned = if bucket < r.canary_bps { Track::Canary } else { Track::Stable };
+    let assigned = if bucket < r.canary_bps {
+        Track::Canary
+    } else {
+        Track::Stable
+    };
     // Backend choice uses other hash bits than the bucket, so the two are independent.
     let pick = req.sticky.rotate_left(32);
     for (track, fallback) in [(assigned, false), (assigned.other(), true)] {

@@ -324,7 +324,9 @@ fn load_file(path: &Path) -> Result<Loaded, GeoError> {
 /// Rejects databases we cannot answer from, before they go live.
 fn check_usable<S: AsRef<[u8]>>(reader: &Reader<S>, origin: &str) -> Result<(), GeoError> {
     let probe: IpAddr = if reader.metadata.ip_version == 6 {
-        IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0x4860, 0, 0, 0, 0, 0, 0x8888))
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0x4860, 0, 0, 0, 0, 0, 0x8888,
+        ))
     } else {
         IpAddr::V4(std::net::Ipv4Addr::new(8, 8, 8, 8))
     };

@@ -23,7 +23,10 @@ fn geoip2_schema_v4_and_v6() {
     // The continent comes from the database, not the built-in table: the
     // sample database says CY is in Asia, as GeoIP2 does.
     assert_eq!(db.lookup(sample_ip("CY")).continent, Some(Continent::Asia));
-    assert_eq!(db.lookup(sample_ip("DE")).continent, Some(Continent::Europe));
+    assert_eq!(
+        db.lookup(sample_ip("DE")).continent,
+        Some(Continent::Europe)
+    );
 }
 
 #[test]
@@ -41,8 +44,20 @@ fn country_code_schema_uses_builtin_continents() {
 fn private_and_unknown_addresses() {
     let db = GeoDb::from_bytes(build(Schema::GeoIp2, SAMPLE)).unwrap();
     for p in [
-        "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.1.1", "100.64.0.1",
-        "0.0.0.0", "255.255.255.255", "192.0.2.1", "::1", "fe80::1", "fd00::1", "::", "2001:db8::1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "192.0.2.1",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::",
+        "2001:db8::1",
         "::ffff:10.0.0.1",
     ] {
         let r = db.lookup(ip(p));
@@ -77,7 +92,14 @@ fn reload_swaps_the_file_atomically() {
 
     // Write the new version beside it and rename over, as geoipupdate does.
     let tmp = dir.path().join("geo.mmdb.tmp");
-    std::fs::write(&tmp, build(Schema::GeoIp2, &[("5.0.0.0/16", "FR", "EU"), ("5.9.0.0/16", "IT", "EU")])).unwrap();
+    std::fs::write(
+        &tmp,
+        build(
+            Schema::GeoIp2,
+            &[("5.0.0.0/16", "FR", "EU"), ("5.9.0.0/16", "IT", "EU")],
+        ),
+    )
+    .unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     assert!(db.reload_if_changed().unwrap());
     // The cached DE answer must not survive the swap.

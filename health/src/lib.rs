@@ -224,7 +224,9 @@ mod tests {
         let t = table(&["origin.example:80"]);
         let h = reg.bind(&t);
         assert!(!h.is_healthy(BackendId(0)));
-        h.state(BackendId(0)).unwrap().set_addr(Some("127.0.0.1:80".parse().unwrap()));
+        h.state(BackendId(0))
+            .unwrap()
+            .set_addr(Some("127.0.0.1:80".parse().unwrap()));
         assert!(h.is_healthy(BackendId(0)));
     }
 

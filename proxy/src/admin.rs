@@ -56,7 +56,10 @@ async fn metrics(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
             .set(i64::from(state.is_available()));
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         steer.metrics.render(),
     )
 }

@@ -17,7 +17,11 @@ use crate::steer::Steering;
 use crate::tls::CertPair;
 
 #[derive(Parser, Debug)]
-#[command(name = "edgesteer", version, about = "Global traffic-steering edge proxy")]
+#[command(
+    name = "edgesteer",
+    version,
+    about = "Global traffic-steering edge proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,12 +128,14 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
 /// Reads a table file as TOML, or JSON when it ends in `.json`.
 pub fn read_table(path: &Path) -> anyhow::Result<Result<TableSpec, ConfigError>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(if path.extension().is_some_and(|e| e == "json") {
         parse::from_json(text.as_bytes())
     } else {
@@ -179,7 +185,11 @@ pub fn summary(t: &RoutingTable) -> String {
 
 fn compile_or_explain(spec: &TableSpec) -> anyhow::Result<RoutingTable> {
     edgesteer_config::compile(spec).map_err(|e| {
-        let lines: Vec<String> = e.errors().iter().map(|f| format!("  {}: {}", f.path, f.reason)).collect();
+        let lines: Vec<String> = e
+            .errors()
+            .iter()
+            .map(|f| format!("  {}: {}", f.path, f.reason))
+            .collect();
         anyhow::anyhow!("the routing table is invalid:\n{}", lines.join("\n"))
     })
 }
@@ -201,7 +211,8 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
 }
 
 fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let mut spec = read_table(&args.config)?.map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let mut spec =
+        read_table(&args.config)?.map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     spec.client_ip.trusted_proxies.extend(args.trust);
     let table = compile_or_explain(&spec)?;
     let geo = match &args.geo_db {
@@ -238,7 +249,13 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting demo backends")?;
     let table = compile_or_explain(&spec)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let steer = Arc::new(Steering::new(1, spec, table, Arc::new(GeoDb::bundled()?), metrics));
+    let steer = Arc::new(Steering::new(
+        1,
+        spec,
+        table,
+        Arc::new(GeoDb::bundled()?),
+        metrics,
+    ));
     let opts = ServeOptions {
         listen: vec![args.listen.clone()],
         admin: Some(args.admin),
@@ -247,16 +264,31 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let server = server::build(steer, &opts)?;
 
-    println!("edgesteer demo: {} backends in 8 regions on loopback", backends.len());
+    println!(
+        "edgesteer demo: {} backends in 8 regions on loopback",
+        backends.len()
+    );
     for b in &backends {
-        println!("  {:<13} {:<16} {:<7} http://{}", b.id.region, b.id.backend, b.id.track, b.addr);
+        println!(
+            "  {:<13} {:<16} {:<7} http://{}",
+            b.id.region, b.id.backend, b.id.track, b.addr
+        );
     }
     let base = format!("http://{}", args.listen);
-    println!("\nproxy:  {base}      admin: http://{}  (/metrics, /v1/table)", args.admin);
+    println!(
+        "\nproxy:  {base}      admin: http://{}  (/metrics, /v1/table)",
+        args.admin
+    );
     println!("try:");
-    println!("  curl -s -H 'X-Forwarded-For: 80.128.0.1'    {base}/v1/covers   # Germany  -> eu-west");
-    println!("  curl -s -H 'X-Forwarded-For: 8.8.8.8'       {base}/v1/covers   # US       -> us-east");
-    println!("  curl -s -H 'X-Forwarded-For: 202.96.128.86' {base}/v1/covers   # China    -> cn-east");
+    println!(
+        "  curl -s -H 'X-Forwarded-For: 80.128.0.1'    {base}/v1/covers   # Germany  -> eu-west"
+    );
+    println!(
+        "  curl -s -H 'X-Forwarded-For: 8.8.8.8'       {base}/v1/covers   # US       -> us-east"
+    );
+    println!(
+        "  curl -s -H 'X-Forwarded-For: 202.96.128.86' {base}/v1/covers   # China    -> cn-east"
+    );
     println!("  curl -s -H 'X-Forwarded-For: 1.36.0.1'      {base}/v1/covers   # Hong Kong-> ap-southeast");
     println!("  curl -si -H 'Host: api-cn.covergen.ai' -H 'X-Forwarded-For: 8.8.8.8' {base}/  # pin across zone -> 421");
     // Keep the backends' runtime alive for as long as the server runs.
@@ -264,7 +296,12 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     server.run_forever()
 }
 
-fn run_backend(region: String, name: String, track: String, listen: SocketAddr) -> anyhow::Result<()> {
+fn run_backend(
+    region: String,
+    name: String,
+    track: String,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn untrusted_peer_cannot_spoof() {
         let t = table(&["10.0.0.0/8"]);
-        let h = headers(&[("x-forwarded-for", "36.1.1.1"), ("forwarded", "for=36.1.1.1")]);
+        let h = headers(&[
+            ("x-forwarded-for", "36.1.1.1"),
+            ("forwarded", "for=36.1.1.1"),
+        ]);
         assert_eq!(client_ip(ip("203.0.113.9"), &h, &t), ip("203.0.113.9"));
         // No trusted proxies configured at all.
         let t = table(&[]);
@@ -116,7 +119,10 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "36.1.1.1, 5.0.1.1, 10.1.1.1")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
         // Multiple header lines are one list, in order.
-        let h = headers(&[("x-forwarded-for", "36.1.1.1"), ("x-forwarded-for", "5.0.1.1,10.2.2.2")]);
+        let h = headers(&[
+            ("x-forwarded-for", "36.1.1.1"),
+            ("x-forwarded-for", "5.0.1.1,10.2.2.2"),
+        ]);
         assert_eq!(client_ip(ip("127.0.0.1"), &h, &t), ip("5.0.1.1"));
         // All hops trusted: the left-most.
         let h = headers(&[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]);
@@ -126,22 +132,34 @@ mod tests {
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.1.1.1"));
         // IPv6 and IPv4-mapped forms.
         let h = headers(&[("x-forwarded-for", "2a00:1450::1")]);
-        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &h, &t), ip("2a00:1450::1"));
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &h, &t),
+            ip("2a00:1450::1")
+        );
         // No header: the peer.
-        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &t), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &t),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn forwarded_header() {
         let t = table(&["10.0.0.0/8"]);
-        let h = headers(&[("forwarded", "for=36.1.1.1, for=\"[2a00:1450::1]:4711\";proto=https, for=10.0.0.2")]);
+        let h = headers(&[(
+            "forwarded",
+            "for=36.1.1.1, for=\"[2a00:1450::1]:4711\";proto=https, for=10.0.0.2",
+        )]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("2a00:1450::1"));
         let h = headers(&[("forwarded", "for=\"5.0.1.1:8080\";by=10.0.0.1")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
         let h = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
         // X-Forwarded-For wins when both are present.
-        let h = headers(&[("forwarded", "for=36.1.1.1"), ("x-forwarded-for", "5.0.1.1")]);
+        let h = headers(&[
+            ("forwarded", "for=36.1.1.1"),
+            ("x-forwarded-for", "5.0.1.1"),
+        ]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
     }
 }

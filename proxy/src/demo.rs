@@ -101,7 +101,10 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
         "forwarded_for": header("x-forwarded-for"),
         "forwarded_proto": header("x-forwarded-proto"),
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 /// Starts one loopback backend for every backend of every region in

@@ -64,49 +64,88 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "Requests by serving region, release track and status class."),
+            Opts::new(
+                "http_requests_total",
+                "Requests by serving region, release track and status class.",
+            ),
             &["region", "track", "status"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time from request start to response end, by region.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request start to response end, by region.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["region"],
         )?;
         let upstream_connect = HistogramVec::new(
-            HistogramOpts::new("edgesteer_upstream_connect_seconds", "Time to obtain an upstream connection (0 when reused).")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "edgesteer_upstream_connect_seconds",
+                "Time to obtain an upstream connection (0 when reused).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["region"],
         )?;
         let upstream_response = HistogramVec::new(
-            HistogramOpts::new("edgesteer_upstream_response_seconds", "Time from upstream request to upstream response header.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "edgesteer_upstream_response_seconds",
+                "Time from upstream request to upstream response header.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["region"],
         )?;
-        let table_version = IntGauge::new("edgesteer_table_version", "Version of the routing table in use.")?;
+        let table_version = IntGauge::new(
+            "edgesteer_table_version",
+            "Version of the routing table in use.",
+        )?;
         let geo_lookups = IntCounterVec::new(
-            Opts::new("edgesteer_geo_lookups_total", "Client geo lookups by result."),
+            Opts::new(
+                "edgesteer_geo_lookups_total",
+                "Client geo lookups by result.",
+            ),
             &["result"],
         )?;
         let zone_blocked = IntCounterVec::new(
-            Opts::new("edgesteer_zone_blocked_total", "Requests refused with 503 because no region of the client's zone was available."),
+            Opts::new(
+                "edgesteer_zone_blocked_total",
+                "Requests refused with 503 because no region of the client's zone was available.",
+            ),
             &["zone"],
         )?;
         let pin_refused = IntCounterVec::new(
-            Opts::new("edgesteer_pin_refused_total", "Requests refused with 421 because a host pin lies outside the client's zone."),
+            Opts::new(
+                "edgesteer_pin_refused_total",
+                "Requests refused with 421 because a host pin lies outside the client's zone.",
+            ),
             &["zone"],
         )?;
         let failovers = IntCounterVec::new(
-            Opts::new("edgesteer_failovers_total", "Requests served outside their home region, by cause."),
+            Opts::new(
+                "edgesteer_failovers_total",
+                "Requests served outside their home region, by cause.",
+            ),
             &["from", "to", "reason"],
         )?;
         let backend_healthy = IntGaugeVec::new(
-            Opts::new("edgesteer_backend_healthy", "1 when a backend may take traffic."),
+            Opts::new(
+                "edgesteer_backend_healthy",
+                "1 when a backend may take traffic.",
+            ),
             &["region", "backend"],
         )?;
-        let downstream_active = IntGauge::new("edgesteer_downstream_requests_active", "Requests being served.")?;
-        let upstream_active = IntGauge::new("edgesteer_upstream_requests_active", "Requests with an upstream connection in use.")?;
+        let downstream_active = IntGauge::new(
+            "edgesteer_downstream_requests_active",
+            "Requests being served.",
+        )?;
+        let upstream_active = IntGauge::new(
+            "edgesteer_upstream_requests_active",
+            "Requests with an upstream connection in use.",
+        )?;
         let table_applies = IntCounterVec::new(
-            Opts::new("edgesteer_table_applies_total", "Routing tables offered to this proxy, by outcome."),
+            Opts::new(
+                "edgesteer_table_applies_total",
+                "Routing tables offered to this proxy, by outcome.",
+            ),
             &["outcome"],
         )?;
         for c in [
@@ -158,7 +197,8 @@ impl Metrics {
     }
 
     fn region(&self, name: &str) -> RegionMetrics {
-        let track = |t: &str| STATUS_CLASSES.map(|s| self.requests.with_label_values(&[name, t, s]));
+        let track =
+            |t: &str| STATUS_CLASSES.map(|s| self.requests.with_label_values(&[name, t, s]));
         RegionMetrics {
             requests: [track("stable"), track("canary")],
             duration: self.duration.with_label_values(&[name]),
@@ -168,7 +208,10 @@ impl Metrics {
     }
 
     pub fn geo_lookup(&self, status: LookupStatus) {
-        let i = LookupStatus::ALL.iter().position(|s| *s == status).unwrap_or(3);
+        let i = LookupStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(3);
         if let Some(c) = self.geo.get(i) {
             c.inc();
         }

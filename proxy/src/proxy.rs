@@ -113,9 +113,7 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        ctx.tls = downstream
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.tls = downstream.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         ctx.client = client_ip(peer, &req.headers, table);
         ctx.geo = self.steer.geo.lookup(ctx.client);
@@ -144,19 +142,53 @@ impl ProxyHttp for EdgeProxy {
             Decision::PinOutsideZone { pinned, zone } => {
                 ctx.refusal = Some(Refusal::PinOutsideZone);
                 let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
-                self.steer.metrics.pin_refused.with_label_values(&[zone_name]).inc();
+                self.steer
+                    .metrics
+                    .pin_refused
+                    .with_label_values(&[zone_name])
+                    .inc();
+                let pinned = snap.table.region(pinned);
+                let why = match (zone, pinned.zone) {
+                    (Some(_), _) => {
+                        format!("clients in zone {zone_name} may only be served inside it")
+                    }
+                    (None, Some(pz)) => format!(
+                        "{} is in isolated zone {}",
+                        pinned.name,
+                        snap.table.zone(pz).name
+                    ),
+                    (None, None) => "it is outside this client's allowed regions".to_string(),
+                };
                 let body = format!(
-                    "421 Misdirected Request: host pins region {} which is outside the regions allowed for this client (zone {zone_name})\n",
-                    snap.table.region(pinned).name
+                    "421 Misdirected Request: this host is pinned to region {}, and {why}\n",
+                    pinned.name
                 );
-                respond(session, 421, "text/plain; charset=utf-8", Bytes::from(body), zone_name).await?;
+                respond(
+                    session,
+                    421,
+                    "text/plain; charset=utf-8",
+                    Bytes::from(body),
+                    zone_name,
+                )
+                .await?;
                 Ok(true)
             }
             Decision::NoHealthyBackend { zone } => {
                 ctx.refusal = Some(Refusal::ZoneExhausted);
                 let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
-                self.steer.metrics.zone_blocked.with_label_values(&[zone_name]).inc();
-                respond(session, 503, "application/json", zone_body(zone_name), zone_name).await?;
+                self.steer
+                    .metrics
+                    .zone_blocked
+                    .with_label_values(&[zone_name])
+                    .inc();
+                respond(
+                    session,
+                    503,
+                    "application/json",
+                    zone_body(zone_name),
+                    zone_name,
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -164,14 +196,20 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(snap) = ctx.snap.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no routing snapshot on the request");
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no routing snapshot on the request",
+            );
         };
         let route = match (ctx.route, ctx.route_used) {
             (Some(r), false) => r,
             _ => {
                 // A retry: decide again without the backends already tried.
                 let Some(class) = ctx.class else {
-                    return Error::e_explain(ErrorType::InternalError, "request was not classified");
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "request was not classified",
+                    );
                 };
                 let decision = decide(
                     &snap.table,
@@ -186,7 +224,10 @@ impl ProxyHttp for EdgeProxy {
                 match decision {
                     Decision::Route(r) => r,
                     _ => {
-                        return Error::e_explain(ErrorType::HTTPStatus(502), "every candidate backend failed");
+                        return Error::e_explain(
+                            ErrorType::HTTPStatus(502),
+                            "every candidate backend failed",
+                        );
                     }
                 }
             }
@@ -211,7 +252,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         // Nothing reached the backend, so any method may go elsewhere.
         e.set_retry(self.attempts_left(ctx));
         e
@@ -226,7 +273,8 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -243,16 +291,13 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut pingora_http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let trusted = ctx
-            .snap
-            .as_ref()
-            .is_some_and(|s| {
-                session
-                    .as_downstream()
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .is_some_and(|a| s.table.is_trusted_proxy(a.ip()))
-            });
+        let trusted = ctx.snap.as_ref().is_some_and(|s| {
+            session
+                .as_downstream()
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| s.table.is_trusted_proxy(a.ip()))
+        });
         let peer = session
             .as_downstream()
             .client_addr()
@@ -270,7 +315,12 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if let (Some(snap), Some(route)) = (&ctx.snap, ctx.route) {
             if let Some(v) = snap.region_header.get(route.region.index()) {
                 resp.insert_header("x-steer-region", v.clone())?;
@@ -283,7 +333,11 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         if let Some(t) = ctx.upstream_start {
-            if let Some(m) = ctx.snap.as_ref().and_then(|s| s.region_metrics(ctx.route.map(|r| r.region.index()))) {
+            if let Some(m) = ctx
+                .snap
+                .as_ref()
+                .and_then(|s| s.region_metrics(ctx.route.map(|r| r.region.index())))
+            {
                 m.upstream_response.observe(t.elapsed().as_secs_f64());
             }
         }
@@ -305,7 +359,12 @@ impl ProxyHttp for EdgeProxy {
         if code > 0 {
             let mut resp = match ResponseHeader::build(code, Some(3)) {
                 Ok(r) => r,
-                Err(_) => return FailToProxy { error_code: code, can_reuse_downstream: false },
+                Err(_) => {
+                    return FailToProxy {
+                        error_code: code,
+                        can_reuse_downstream: false,
+                    }
+                }
             };
             if let (Some(snap), Some(route)) = (&ctx.snap, ctx.route) {
                 if let Some(v) = snap.region_header.get(route.region.index()) {
@@ -328,7 +387,10 @@ impl ProxyHttp for EdgeProxy {
         self.steer.metrics.downstream_active.dec();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let Some(snap) = &ctx.snap else { return };
-        let region = ctx.route.filter(|_| ctx.route_used).map(|r| r.region.index());
+        let region = ctx
+            .route
+            .filter(|_| ctx.route_used)
+            .map(|r| r.region.index());
         let track = ctx.route.map_or(0, |r| r.track.index());
         if let Some(m) = snap.region_metrics(region) {
             m.request(track, status);
@@ -354,17 +416,21 @@ impl ProxyHttp for EdgeProxy {
 
 impl EdgeProxy {
     fn attempts_left(&self, ctx: &Ctx) -> bool {
-        let max = ctx.snap.as_ref().map_or(1, |s| s.table.retry.max_attempts as usize);
+        let max = ctx
+            .snap
+            .as_ref()
+            .map_or(1, |s| s.table.retry.max_attempts as usize);
         ctx.tried_len < max.min(MAX_TRIED)
     }
 }
 
 /// The `Host` of a request: `:authority` for HTTP/2, else the header.
 fn host_of(req: &pingora_http::RequestHeader) -> Option<&str> {
-    req.uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+    req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 /// Hash of the request's sticky key: the first configured source present,
@@ -408,7 +474,13 @@ fn zone_body(zone: &str) -> Bytes {
     )
 }
 
-async fn respond(session: &mut Session, status: u16, content_type: &str, body: Bytes, zone: &str) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    zone: &str,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", content_type.to_string())?;
     resp.insert_header("content-length", body.len().to_string())?;

@@ -74,7 +74,8 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         proxy.add_tcp(addr);
     }
     if !opts.tls_listen.is_empty() {
-        let resolver = Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
+        let resolver =
+            Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
         tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
         for addr in &opts.tls_listen {
             let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
@@ -110,12 +111,12 @@ impl BackgroundService for Maintenance {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 if let Err(e) = self.steer.geo.reload_if_changed() {
                     tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
                 }
             }
-            if n % 30 == 0 {
+            if n.is_multiple_of(30) {
                 resolve_hostnames(&self.steer).await;
             }
             n = n.wrapping_add(1);
@@ -126,7 +127,9 @@ impl BackgroundService for Maintenance {
 async fn resolve_hostnames(steer: &Steering) {
     let snap = steer.current();
     for (b, state) in snap.table.backends.iter().zip(snap.health.states()) {
-        let BackendAddr::Host { host, port } = &b.addr else { continue };
+        let BackendAddr::Host { host, port } = &b.addr else {
+            continue;
+        };
         match tokio::net::lookup_host((host.as_str(), *port)).await {
             Ok(mut addrs) => {
                 let first = addrs.next();

@@ -75,11 +75,25 @@ impl Steering {
     /// Installs a compiled table as the new live version. In-flight
     /// requests keep the snapshot they loaded.
     pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
-        let snap = Arc::new(build_snapshot(version, spec, table, &self.registry, &self.metrics));
+        let snap = Arc::new(build_snapshot(
+            version,
+            spec,
+            table,
+            &self.registry,
+            &self.metrics,
+        ));
         self.current.store(snap.clone());
         self.metrics.table_version.set(version as i64);
-        self.metrics.table_applies.with_label_values(&["applied"]).inc();
-        tracing::info!(version, regions = snap.table.regions.len(), backends = snap.table.backends.len(), "routing table installed");
+        self.metrics
+            .table_applies
+            .with_label_values(&["applied"])
+            .inc();
+        tracing::info!(
+            version,
+            regions = snap.table.regions.len(),
+            backends = snap.table.backends.len(),
+            "routing table installed"
+        );
         snap
     }
 }

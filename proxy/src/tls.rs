@@ -55,7 +55,9 @@ pub struct SniResolver {
 
 impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SniResolver").field("names", &self.names).finish()
+        f.debug_struct("SniResolver")
+            .field("names", &self.names)
+            .finish()
     }
 }
 
@@ -71,13 +73,14 @@ impl SniResolver {
         for pair in pairs {
             let chain = read_certs(&pair.cert)?;
             let key = read_key(&pair.key)?;
-            let signing = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| TlsError::Invalid {
-                    path: pair.key.clone(),
-                    reason: format!("unsupported private key: {e}"),
-                })?;
+            let signing =
+                provider
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| TlsError::Invalid {
+                        path: pair.key.clone(),
+                        reason: format!("unsupported private key: {e}"),
+                    })?;
             let leaf = chain.first().cloned().ok_or_else(|| TlsError::Invalid {
                 path: pair.cert.clone(),
                 reason: "no certificate in file".into(),
@@ -86,7 +89,10 @@ impl SniResolver {
             if let Err(e) = ck.keys_match() {
                 return Err(TlsError::Invalid {
                     path: pair.key.clone(),
-                    reason: format!("key does not match certificate {}: {e}", pair.cert.display()),
+                    reason: format!(
+                        "key does not match certificate {}: {e}",
+                        pair.cert.display()
+                    ),
                 });
             }
             for name in dns_names(&leaf, &pair.cert)? {
@@ -171,8 +177,5 @@ fn dns_names(leaf: &CertificateDer<'_>, path: &Path) -> Result<Vec<String>, TlsE
         path: path.to_path_buf(),
         reason: format!("cannot parse certificate: {e:?}"),
     })?;
-    Ok(cert
-        .valid_dns_names()
-        .map(|n| n.to_string())
-        .collect())
+    Ok(cert.valid_dns_names().map(|n| n.to_string()).collect())
 }

@@ -1,1 +1,288 @@
-//! tests
+//! # edgesteer-tests
+//!
+//! The end-to-end harness: real `edgesteer` processes (the binary built
+//! from this package's `edgesteer-e2e` target, same entry point as the real
+//! one), real HTTP backends on 127.0.0.1, a real geo database file, and a
+//! real HTTP client. Nothing is mocked.
+//!
+//! Tests live in `tests/tests/*.rs`; this library holds what they share.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use edgesteer::demo::{spawn_for_spec, DemoBackend};
+use edgesteer_config::{parse, TableSpec};
+use edgesteer_geo::testdb::{self, Schema};
+
+pub use edgesteer_geo::testdb::sample_ip;
+
+/// The binary under test: `$EDGESTEER_BIN`, else this package's
+/// `edgesteer-e2e`, which cargo builds next to the test executables'
+/// `deps/` directory before it runs them.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGESTEER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    target_dir.join(format!("edgesteer-e2e{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A port that was free a moment ago (Pingora binds its own listeners, so
+/// we cannot hand it a bound socket).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A scratch directory holding the test geo database and table files.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> anyhow::Result<Workdir> {
+        Ok(Workdir {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the sample GeoIP2-schema database and returns its path.
+    pub fn geo_db(&self) -> anyhow::Result<PathBuf> {
+        let p = self.path("geo.mmdb");
+        std::fs::write(&p, testdb::build(Schema::GeoIp2, testdb::SAMPLE))?;
+        Ok(p)
+    }
+
+    pub fn write_table(&self, name: &str, spec: &TableSpec) -> anyhow::Result<PathBuf> {
+        let p = self.path(name);
+        std::fs::write(&p, parse::to_toml(spec)?)?;
+        Ok(p)
+    }
+}
+
+/// The covergen table from `examples/`.
+pub fn covergen() -> TableSpec {
+    match parse::from_toml(edgesteer_config::COVERGEN_TOML) {
+        Ok(s) => s,
+        Err(e) => panic!("examples/covergen.toml does not parse: {e}"),
+    }
+}
+
+/// The covergen table pointed at fresh loopback backends (one per backend
+/// in the table), with response headers on.
+pub async fn covergen_on_loopback() -> anyhow::Result<(TableSpec, Vec<DemoBackend>)> {
+    let mut spec = covergen();
+    spec.headers.track = true;
+    spec.headers.version = true;
+    let (spec, backends) = spawn_for_spec(&spec).await?;
+    Ok((spec, backends))
+}
+
+/// A running proxy process; killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<SocketAddr>,
+}
+
+/// How to start a proxy.
+#[derive(Default)]
+pub struct ProxyConfig {
+    pub table: PathBuf,
+    pub geo_db: Option<PathBuf>,
+    /// Trust loopback for X-Forwarded-For (what the tests' clients use).
+    pub trust_loopback: bool,
+    /// `(cert, key)` pairs; enables a TLS listener.
+    pub tls_certs: Vec<(PathBuf, PathBuf)>,
+    pub extra_args: Vec<String>,
+}
+
+impl Proxy {
+    pub async fn start(cfg: ProxyConfig) -> anyhow::Result<Proxy> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls =
+            (!cfg.tls_certs.is_empty()).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let mut cmd = Command::new(binary());
+        cmd.arg("proxy")
+            .arg("--config")
+            .arg(&cfg.table)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--threads")
+            .arg("1")
+            .arg("--grace-period")
+            .arg("0");
+        if let Some(db) = &cfg.geo_db {
+            cmd.arg("--geo-db").arg(db);
+        }
+        if cfg.trust_loopback {
+            cmd.args(["--trust", "127.0.0.0/8", "--trust", "::1"]);
+        }
+        if let Some(t) = tls {
+            cmd.arg("--tls-listen").arg(t.to_string());
+            for (c, k) in &cfg.tls_certs {
+                cmd.arg("--tls-cert")
+                    .arg(format!("{}:{}", c.display(), k.display()));
+            }
+        }
+        cmd.args(&cfg.extra_args);
+        // Quiet by default; `RUST_LOG=debug cargo test` shows the proxies' logs.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn,pingora_proxy=error");
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", binary().display()))?;
+        let mut proxy = Proxy {
+            child,
+            addr,
+            admin,
+            tls,
+        };
+        proxy.wait_ready().await?;
+        Ok(proxy)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("proxy exited during start-up: {status}");
+            }
+            let admin_ok = client
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let proxy_ok = tokio::net::TcpStream::connect(self.addr).await.is_ok();
+            if admin_ok && proxy_ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "proxy did not become ready on {} / {}",
+                    self.addr,
+                    self.admin
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("http://{}/metrics", self.admin))
+            .await?
+            .text()
+            .await?)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a demo backend said about a proxied request.
+#[derive(Debug, Clone)]
+pub struct Landed {
+    pub status: u16,
+    pub region_header: Option<String>,
+    pub body: serde_json::Value,
+    pub version: reqwest::Version,
+}
+
+impl Landed {
+    /// The region the backend says it is in.
+    pub fn region(&self) -> &str {
+        self.body
+            .get("region")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// GETs `url` as a client at `client` (sent as X-Forwarded-For), optionally with a Host.
+pub async fn get_as(
+    client: &reqwest::Client,
+    url: &str,
+    ip: IpAddr,
+    host: Option<&str>,
+) -> anyhow::Result<Landed> {
+    let mut req = client.get(url).header("x-forwarded-for", ip.to_string());
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let region_header = resp
+        .headers()
+        .get("x-steer-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok(Landed {
+        status,
+        region_header,
+        body,
+        version,
+    })
+}
+
+/// A CA and leaf certificates signed by it, written as PEM files.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub leaves: Vec<(PathBuf, PathBuf)>,
+}
+
+/// One leaf per name list, each signed by a fresh CA.
+pub fn make_pki(dir: &Path, leaves: &[&[&str]]) -> anyhow::Result<TestPki> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let mut out = Vec::new();
+    for (i, names) in leaves.iter().enumerate() {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        let c = dir.join(format!("leaf{i}.pem"));
+        let k = dir.join(format!("leaf{i}.key"));
+        std::fs::write(&c, cert.pem())?;
+        std::fs::write(&k, key.serialize_pem())?;
+        out.push((c, k));
+    }
+    Ok(TestPki {
+        ca_pem: ca.pem(),
+        leaves: out,
+    })
+}

@@ -20,7 +20,11 @@ fn assert_one_error(spec: &TableSpec, path: &str, needle: &str) {
     let errs = errors(spec);
     assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:#?}");
     assert_eq!(errs[0].path, path, "{errs:#?}");
-    assert!(errs[0].reason.contains(needle), "reason {:?} lacks {needle:?}", errs[0].reason);
+    assert!(
+        errs[0].reason.contains(needle),
+        "reason {:?} lacks {needle:?}",
+        errs[0].reason
+    );
 }
 
 fn region<'a>(spec: &'a mut TableSpec, name: &str) -> &'a mut RegionSpec {
@@ -33,7 +37,10 @@ fn covergen_compiles_and_classifies() {
     assert_eq!(t.regions.len(), 8);
     let home = |cc: &str| {
         let c = t.classify(Country::parse(cc), None);
-        (t.region(c.home).name.as_str(), c.zone.map(|z| t.zone(z).name.as_str()))
+        (
+            t.region(c.home).name.as_str(),
+            c.zone.map(|z| t.zone(z).name.as_str()),
+        )
     };
     assert_eq!(home("US"), ("us-east", None));
     assert_eq!(home("BR"), ("us-east", None));
@@ -111,10 +118,22 @@ fn failover_into_isolated_zone_is_rejected() {
 #[test]
 fn failover_unknown_self_and_duplicate() {
     let mut s = covergen();
-    region(&mut s, "us-east").failover = vec!["us-mars".into(), "us-east".into(), "us-west".into(), "us-west".into()];
+    region(&mut s, "us-east").failover = vec![
+        "us-mars".into(),
+        "us-east".into(),
+        "us-west".into(),
+        "us-west".into(),
+    ];
     let errs = errors(&s);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["regions.us-east.failover[0]", "regions.us-east.failover[1]", "regions.us-east.failover[3]"]);
+    assert_eq!(
+        paths,
+        [
+            "regions.us-east.failover[0]",
+            "regions.us-east.failover[1]",
+            "regions.us-east.failover[3]"
+        ]
+    );
     assert!(errs[0].reason.contains("unknown region `us-mars`"));
     assert!(errs[1].reason.contains("itself"));
     assert!(errs[2].reason.contains("twice"));
@@ -167,7 +186,9 @@ fn confined_country_falling_through_to_continent_is_rejected() {
     let errs = errors(&s);
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(errs[0].path.starts_with("zones.eu.countries["));
-    assert!(errs[0].reason.contains("CY would be routed to ap-southeast"));
+    assert!(errs[0]
+        .reason
+        .contains("CY would be routed to ap-southeast"));
 }
 
 #[test]
@@ -175,9 +196,17 @@ fn country_in_two_zones_and_bad_codes() {
     let mut s = covergen();
     s.zones.get_mut("eu").unwrap().countries.push("CN".into());
     let errs = errors(&s);
-    assert!(errs.iter().any(|e| e.path.starts_with("zones.") && e.reason.contains("at most one zone")), "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.path.starts_with("zones.") && e.reason.contains("at most one zone")),
+        "{errs:#?}"
+    );
     let mut s = covergen();
-    s.zones.get_mut("cn").unwrap().countries.push("china".into());
+    s.zones
+        .get_mut("cn")
+        .unwrap()
+        .countries
+        .push("china".into());
     assert_one_error(&s, "zones.cn.countries[1]", "not an upper-case ISO-3166");
     let mut s = covergen();
     s.geo.countries.insert("de".into(), "eu-west".into());
@@ -187,9 +216,19 @@ fn country_in_two_zones_and_bad_codes() {
 #[test]
 fn zone_without_regions_is_rejected() {
     let mut s = covergen();
-    s.zones.insert("ru".into(), crate::wire::ZoneSpec { isolated: true, countries: vec!["RU".into()] });
+    s.zones.insert(
+        "ru".into(),
+        crate::wire::ZoneSpec {
+            isolated: true,
+            countries: vec!["RU".into()],
+        },
+    );
     let errs = errors(&s);
-    assert!(errs.iter().any(|e| e.path == "zones.ru" && e.reason.contains("no region belongs")), "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "zones.ru" && e.reason.contains("no region belongs")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
@@ -235,13 +274,29 @@ fn backend_rules() {
 fn backend_address_forms() {
     let mut s = covergen();
     region(&mut s, "us-west").backends = vec![
-        BackendSpec { address: "127.0.0.1:9000".into(), weight: 1, track: None },
-        BackendSpec { address: "[::1]:9000".into(), weight: 2, track: Some("canary".into()) },
-        BackendSpec { address: "Origin.Example:80".into(), weight: 0, track: None },
+        BackendSpec {
+            address: "127.0.0.1:9000".into(),
+            weight: 1,
+            track: None,
+        },
+        BackendSpec {
+            address: "[::1]:9000".into(),
+            weight: 2,
+            track: Some("canary".into()),
+        },
+        BackendSpec {
+            address: "Origin.Example:80".into(),
+            weight: 0,
+            track: None,
+        },
     ];
     let t = compile(&s).unwrap();
     let r = t.region(t.region_by_name("us-west").unwrap());
-    let addrs: Vec<String> = r.backends.iter().map(|&b| t.backend(b).addr.to_string()).collect();
+    let addrs: Vec<String> = r
+        .backends
+        .iter()
+        .map(|&b| t.backend(b).addr.to_string())
+        .collect();
     assert_eq!(addrs, ["127.0.0.1:9000", "[::1]:9000", "origin.example:80"]);
     // Weight-0 backends are drained: not in any weighted set.
     assert_eq!(r.tracks[0].len(), 1);
@@ -271,8 +326,15 @@ fn health_retry_release_and_client_ip_rules() {
     assert_one_error(&s, "health.kind", "not a probe kind");
 
     let mut s = covergen();
-    region(&mut s, "eu-west").health = Some(HealthSpec { unhealthy_after: Some(0), ..Default::default() });
-    assert_one_error(&s, "regions.eu-west.health.unhealthy_after", "outside 1..=100");
+    region(&mut s, "eu-west").health = Some(HealthSpec {
+        unhealthy_after: Some(0),
+        ..Default::default()
+    });
+    assert_one_error(
+        &s,
+        "regions.eu-west.health.unhealthy_after",
+        "outside 1..=100",
+    );
 
     let mut s = covergen();
     s.retry.max_attempts = Some(0);
@@ -288,14 +350,23 @@ fn health_retry_release_and_client_ip_rules() {
 
     let mut s = covergen();
     s.client_ip.trusted_proxies = vec!["10.0.0.0/8".into(), "10.0.0.0/99".into()];
-    assert_one_error(&s, "client_ip.trusted_proxies[1]", "not an IP address or CIDR");
+    assert_one_error(
+        &s,
+        "client_ip.trusted_proxies[1]",
+        "not an IP address or CIDR",
+    );
 }
 
 #[test]
 fn host_pin_rules() {
     let mut s = covergen();
-    s.hosts.insert("api-xx.covergen.ai".into(), "xx-north".into());
-    assert_one_error(&s, "hosts.\"api-xx.covergen.ai\"", "unknown region `xx-north`");
+    s.hosts
+        .insert("api-xx.covergen.ai".into(), "xx-north".into());
+    assert_one_error(
+        &s,
+        "hosts.\"api-xx.covergen.ai\"",
+        "unknown region `xx-north`",
+    );
     let mut s = covergen();
     s.hosts.insert("bad host:443".into(), "us-east".into());
     assert_one_error(&s, "hosts.\"bad host:443\"", "not a valid host name");

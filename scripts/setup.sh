@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks for building and testing edgesteer:
+#   cmake         - Pingora's build (libz-ng-sys)
+#   redis-server  - the shared store of fleet-wide rate limits (tests start their own)
+# Debian/Ubuntu packages; needs root or sudo. Safe to run again.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+  echo "setup: please install: ${need[*]} (no root or sudo here)" >&2; exit 1
+fi
+echo "setup: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+//! End-to-end tests, one binary (one link of Pingora) with a module per area.
+
+mod cli;
+mod routing;
+mod tls_h2;
