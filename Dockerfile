@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Multi-stage release build of `edgesteer`. The builder installs exactly what
+# .ci/run installs (scripts/setup.sh: cmake for Pingora's libz-ng-sys).
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY scripts/setup.sh scripts/setup.sh
+RUN scripts/setup.sh
+COPY . .
+RUN cargo build --release --locked -p edgesteer \
+ && install -m 0755 target/release/edgesteer /usr/local/bin/edgesteer
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin edgesteer
+COPY --from=build /usr/local/bin/edgesteer /usr/local/bin/edgesteer
+COPY examples/ /etc/edgesteer/examples/
+USER 10001:10001
+EXPOSE 8080 8443 9090
+# The bundled geo database is embedded in the binary; mount a fresher one
+# and pass --geo-db to use it.
+ENTRYPOINT ["/usr/local/bin/edgesteer"]
+CMD ["proxy", "--config", "/etc/edgesteer/examples/covergen.toml", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:9090"]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs ../shared/bench/peer-bench.sh with edgesteer ("ours": full covergen
+# table, geo on, every request through decide(), metrics on) and the bare
+# Pingora pass-through ("pingora") against nginx and HAProxy.
+#
+#   benches/peer.sh                       # defaults of peer-bench.sh
+#   DUR=5 ROUNDS=3 benches/peer.sh        # any peer-bench.sh knob passes through
+#
+# Results: the summary table on stdout; CSV in $CSV (default target/peer-bench.csv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bench=${PEER_BENCH:-$root/../shared/bench/peer-bench.sh}
+[ -x "$bench" ] || [ -f "$bench" ] || { echo "peer.sh: $bench not found (set PEER_BENCH)" >&2; exit 1; }
+
+cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
+
+# The covergen table with every region's backends replaced by the bench
+# upstream, so routing, zones and pins are exactly production's.
+table=$root/target/peer-bench-table.toml
+python3 - "$root/examples/covergen.toml" "$table" <<'PY'
+import re, sys
+src, dst = sys.argv[1], sys.argv[2]
+text = open(src).read()
+text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "@UPSTREAM@", weight = 1 } ]', text)
+open(dst, "w").write(text)
+PY
+
+export CSV=${CSV:-$root/target/peer-bench.csv}
+export PINGORA_NAME=${PINGORA_NAME:-pingora-bare}
+export PINGORA_CMD=${PINGORA_CMD:-"$root/target/release/passthrough --listen \$LISTEN --upstream \$UPSTREAM --threads 1"}
+export OURS_CMD=${OURS_CMD:-"sh -c 'sed s/@UPSTREAM@/\$UPSTREAM/ $table > \$BENCH_WORKDIR/table.toml && exec $root/target/release/edgesteer proxy --config \$BENCH_WORKDIR/table.toml --listen \$LISTEN --admin 127.0.0.1:0 --threads 1 --grace-period 0'"}
+exec bash "$bench"
