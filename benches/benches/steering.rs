@@ -41,17 +41,36 @@ fn random_ips(n: usize) -> Vec<IpAddr> {
     (0..n).map(|_| IpAddr::from(rng.gen::<[u8; 4]>())).collect()
 }
 
-fn steer_one(t: &RoutingTable, geo: &GeoDb, health: &impl edgesteer_config::route::HealthView, headers: &HeaderMap, uncached: bool) -> u64 {
+fn steer_one(
+    t: &RoutingTable,
+    geo: &GeoDb,
+    health: &impl edgesteer_config::route::HealthView,
+    headers: &HeaderMap,
+    uncached: bool,
+) -> u64 {
     let peer: IpAddr = [127, 0, 0, 1].into();
     let client = client_ip(peer, headers, t);
-    let g = if uncached { geo.lookup_uncached(client) } else { geo.lookup(client) };
+    let g = if uncached {
+        geo.lookup_uncached(client)
+    } else {
+        geo.lookup(client)
+    };
     let class = t.classify(g.country, g.continent);
     let pin = t.pin_for_host("api.covergen.ai");
     let sticky = match client {
         IpAddr::V4(v4) => sticky_hash(t.release.salt.as_bytes(), &v4.octets()),
         IpAddr::V6(v6) => sticky_hash(t.release.salt.as_bytes(), &v6.octets()),
     };
-    match decide(t, &Request { class, pin, sticky, tried: &[] }, health) {
+    match decide(
+        t,
+        &Request {
+            class,
+            pin,
+            sticky,
+            tried: &[],
+        },
+        health,
+    ) {
         edgesteer_config::route::Decision::Route(r) => u64::from(r.backend.0),
         _ => u64::MAX,
     }
@@ -61,7 +80,10 @@ fn headers_for(ips: &[IpAddr]) -> Vec<HeaderMap> {
     ips.iter()
         .map(|ip| {
             let mut h = HeaderMap::new();
-            h.insert("x-forwarded-for", HeaderValue::from_str(&ip.to_string()).expect("ip header"));
+            h.insert(
+                "x-forwarded-for",
+                HeaderValue::from_str(&ip.to_string()).expect("ip header"),
+            );
             h
         })
         .collect()
@@ -108,13 +130,31 @@ fn steering(c: &mut Criterion) {
     g.bench_function("decide_only", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            black_box(decide(&t, &Request { class: de, pin: None, sticky: i as u64, tried: &[] }, &AllHealthy))
+            black_box(decide(
+                &t,
+                &Request {
+                    class: de,
+                    pin: None,
+                    sticky: i as u64,
+                    tried: &[],
+                },
+                &AllHealthy,
+            ))
         })
     });
     g.bench_function("decide_with_health_view", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            black_box(decide(&t, &Request { class: de, pin: None, sticky: i as u64, tried: &[] }, &health))
+            black_box(decide(
+                &t,
+                &Request {
+                    class: de,
+                    pin: None,
+                    sticky: i as u64,
+                    tried: &[],
+                },
+                &health,
+            ))
         })
     });
     g.finish();
@@ -137,12 +177,18 @@ fn snapshot_load(c: &mut Criterion) {
         })
     };
     let mut g = c.benchmark_group("snapshot_load_contended");
-    g.bench_function("arc_swap_load_full", |b| b.iter(|| black_box(swap.load_full())));
+    g.bench_function("arc_swap_load_full", |b| {
+        b.iter(|| black_box(swap.load_full()))
+    });
     g.bench_function("naive_rwlock_arc_clone", |b| {
         b.iter(|| black_box(lock.read().map(|g| g.clone()).ok()))
     });
     g.bench_function("arc_swap_store_while_loading", |b| {
-        b.iter_batched(|| Arc::new(table()), |next| swap.store(next), BatchSize::LargeInput)
+        b.iter_batched(
+            || Arc::new(table()),
+            |next| swap.store(next),
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -296,6 +296,7 @@ impl Compiler {
         let default_health = self.health("health", &spec.health, &HealthSettings::default());
         let release = self.release(spec);
         let retry = self.retry(spec);
+        let outlier = self.outlier(spec);
 
         // Regions and backends.
         let mut regions = Vec::with_capacity(spec.regions.len());
@@ -426,6 +427,7 @@ impl Compiler {
             },
             release,
             retry,
+            outlier,
             trusted_proxies,
             continent_home,
             country_home,
@@ -679,6 +681,66 @@ impl Compiler {
                         format!("{ms} is outside 1..=600000"),
                     ));
                 }
+            }
+        }
+        out
+    }
+}
+
+impl Compiler {
+    fn outlier(&mut self, spec: &TableSpec) -> OutlierSettings {
+        let mut out = OutlierSettings::default();
+        let o = &spec.outlier;
+        for (field, value, slot) in [
+            (
+                "consecutive_failures",
+                o.consecutive_failures,
+                &mut out.consecutive_failures,
+            ),
+            (
+                "consecutive_5xx",
+                o.consecutive_5xx,
+                &mut out.consecutive_5xx,
+            ),
+        ] {
+            if let Some(n) = value {
+                if n <= 1000 {
+                    *slot = n;
+                } else {
+                    self.errors.push(FieldError::new(
+                        format!("outlier.{field}"),
+                        format!("{n} is outside 0..=1000 (0 disables)"),
+                    ));
+                }
+            }
+        }
+        for (field, value, slot) in [
+            (
+                "base_ejection_ms",
+                o.base_ejection_ms,
+                &mut out.base_ejection,
+            ),
+            ("max_ejection_ms", o.max_ejection_ms, &mut out.max_ejection),
+        ] {
+            if let Some(ms) = value {
+                if (1..=86_400_000).contains(&ms) {
+                    *slot = Duration::from_millis(ms);
+                } else {
+                    self.errors.push(FieldError::new(
+                        format!("outlier.{field}"),
+                        format!("{ms} is outside 1..=86400000"),
+                    ));
+                }
+            }
+        }
+        if out.max_ejection < out.base_ejection {
+            self.err("outlier.max_ejection_ms", "shorter than base_ejection_ms");
+        }
+        if let Some(p) = o.max_ejection_percent {
+            if p <= 100 {
+                out.max_ejection_percent = p;
+            } else {
+                self.err("outlier.max_ejection_percent", format!("{p} is over 100"));
             }
         }
         out

@@ -267,6 +267,30 @@ impl Default for RetrySettings {
     }
 }
 
+/// Passive outlier detection (Envoy-style consecutive-error ejection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// 0 disables.
+    pub consecutive_failures: u32,
+    /// 0 disables.
+    pub consecutive_5xx: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierSettings {
+    fn default() -> Self {
+        OutlierSettings {
+            consecutive_failures: 3,
+            consecutive_5xx: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeaderSettings {
     pub track: bool,
@@ -302,6 +326,7 @@ pub struct RoutingTable {
     pub headers: HeaderSettings,
     pub release: ReleaseSettings,
     pub retry: RetrySettings,
+    pub outlier: OutlierSettings,
     pub trusted_proxies: Vec<IpNet>,
     pub(crate) continent_home: [Option<RegionId>; 7],
     pub(crate) country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]>,

@@ -41,6 +41,9 @@ pub struct TableSpec {
     /// Retry budget for failed upstream attempts.
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Passive outlier detection from live traffic.
+    #[serde(default)]
+    pub outlier: OutlierSpec,
     /// Regions by name.
     pub regions: BTreeMap<String, RegionSpec>,
 }
@@ -132,6 +135,26 @@ pub struct RetrySpec {
     pub per_try_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_timeout_ms: Option<u64>,
+}
+
+/// Passive ejection; every field optional, defaults in the model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    /// Consecutive connect failures, resets or timeouts that eject (0 = off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Consecutive 5xx answers that eject (0 = off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<u32>,
+    /// First ejection lasts this long; the n-th lasts n times as long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_ms: Option<u64>,
+    /// At most this share of a region's backends may be ejected passively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

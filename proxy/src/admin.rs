@@ -38,6 +38,7 @@ pub fn router(steer: Arc<Steering>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/table", get(table))
+        .route("/v1/health", get(health))
         .with_state(steer)
 }
 
@@ -62,6 +63,11 @@ async fn metrics(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
         )],
         steer.metrics.render(),
     )
+}
+
+async fn health(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
+    let snap = steer.current();
+    Json(snap.health.status(&snap.table))
 }
 
 async fn table(State(steer): State<Arc<Steering>>) -> impl IntoResponse {

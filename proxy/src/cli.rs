@@ -71,6 +71,9 @@ struct ListenArgs {
     /// Seconds to keep serving after SIGTERM before closing listeners.
     #[arg(long, default_value_t = 5)]
     grace_period: u64,
+    /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
+    #[arg(long = "resolver")]
+    resolver: Vec<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +210,11 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         admin: net.admin.or(defaults.admin),
         threads: net.threads.unwrap_or(defaults.threads),
         grace_period_secs: net.grace_period,
+        dns: if net.resolver.is_empty() {
+            edgesteer_health::DnsConfig::System
+        } else {
+            edgesteer_health::DnsConfig::Servers(net.resolver)
+        },
     }
 }
 

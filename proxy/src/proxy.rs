@@ -13,7 +13,7 @@
 //! - `response_filter`: `X-Steer-Region` (and track/version if configured).
 //! - `logging`: metrics.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use edgesteer_config::model::StickySource;
 use edgesteer_config::route::{decide, sticky_hash, Decision, Reason, Request, Route};
 use edgesteer_config::{BackendId, ClientClass, RegionId};
 use edgesteer_geo::{GeoLookup, GeoResult, LookupStatus};
+use edgesteer_health::Outcome;
 use http::HeaderMap;
 use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -69,6 +70,8 @@ pub struct Ctx {
     tls: bool,
     start: Instant,
     upstream_start: Option<Instant>,
+    /// The endpoint of the current attempt, for passive health reports.
+    peer_addr: Option<SocketAddr>,
 }
 
 impl Ctx {
@@ -101,6 +104,7 @@ impl ProxyHttp for EdgeProxy {
             tls: false,
             start: Instant::now(),
             upstream_start: None,
+            peer_addr: None,
         }
     }
 
@@ -223,10 +227,25 @@ impl ProxyHttp for EdgeProxy {
                 );
                 match decision {
                     Decision::Route(r) => r,
-                    _ => {
+                    Decision::NoHealthyBackend { zone } => {
+                        // Every allowed candidate has been tried: the zone is
+                        // exhausted for this request. Fail closed, never cross.
+                        ctx.refusal = Some(Refusal::ZoneExhausted);
+                        let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
+                        self.steer
+                            .metrics
+                            .zone_blocked
+                            .with_label_values(&[zone_name])
+                            .inc();
                         return Error::e_explain(
-                            ErrorType::HTTPStatus(502),
-                            "every candidate backend failed",
+                            ErrorType::HTTPStatus(503),
+                            "every allowed backend failed",
+                        );
+                    }
+                    Decision::PinOutsideZone { .. } => {
+                        return Error::e_explain(
+                            ErrorType::HTTPStatus(421),
+                            "pin outside the client's zone",
                         );
                     }
                 }
@@ -238,15 +257,28 @@ impl ProxyHttp for EdgeProxy {
             *slot = route.backend;
             ctx.tried_len += 1;
         }
-        let Some(addr) = snap.health.state(route.backend).and_then(|s| s.addr()) else {
+        let Some(addr) = snap
+            .health
+            .state(route.backend)
+            .and_then(|s| s.pick(ctx.sticky, &[]))
+        else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "backend has no resolved address");
         };
+        ctx.peer_addr = Some(addr);
         let retry = &snap.table.retry;
+        let remaining = retry.total_timeout.saturating_sub(ctx.start.elapsed());
+        if remaining.is_zero() {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(504),
+                "total upstream timeout exhausted",
+            );
+        }
+        let per_try = retry.per_try_timeout.min(remaining);
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(retry.connect_timeout);
-        peer.options.total_connection_timeout = Some(retry.connect_timeout);
-        peer.options.read_timeout = Some(retry.per_try_timeout);
-        peer.options.write_timeout = Some(retry.per_try_timeout);
+        peer.options.connection_timeout = Some(retry.connect_timeout.min(per_try));
+        peer.options.total_connection_timeout = Some(retry.connect_timeout.min(per_try));
+        peer.options.read_timeout = Some(per_try);
+        peer.options.write_timeout = Some(per_try);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
@@ -259,6 +291,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        self.passive(ctx, Outcome::ConnectFailure);
         // Nothing reached the backend, so any method may go elsewhere.
         e.set_retry(self.attempts_left(ctx));
         e
@@ -270,19 +303,30 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Ctx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-            if !self.attempts_left(ctx) {
-                e.set_retry(false);
-            }
+        let upstream_fault = matches!(e.esource(), pingora_core::ErrorSource::Upstream);
+        if upstream_fault {
+            self.passive(ctx, Outcome::Reset);
         }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Retry only what cannot have had an effect twice: an idempotent
+        // request whose body we still hold, before any response went out.
+        let safe = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        e.set_retry(upstream_fault && safe && self.attempts_left(ctx));
         e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.passive(ctx, Outcome::Status(upstream.status.as_u16()));
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -356,7 +400,25 @@ impl ProxyHttp for EdgeProxy {
                 _ => 500,
             },
         };
-        if code > 0 {
+        // The connection is not reused after an error; say so, so clients
+        // do not race a request onto a closing connection.
+        session.as_downstream_mut().set_keepalive(None);
+        if code == 503 && ctx.refusal == Some(Refusal::ZoneExhausted) {
+            let zone = ctx
+                .snap
+                .as_ref()
+                .and_then(|s| {
+                    ctx.class
+                        .and_then(|c| c.zone)
+                        .map(|z| s.table.zone(z).name.clone())
+                })
+                .unwrap_or_else(|| "none".into());
+            if let Err(err) =
+                respond(session, 503, "application/json", zone_body(&zone), &zone).await
+            {
+                tracing::debug!(error = %err, "cannot write error response downstream");
+            }
+        } else if code > 0 {
             let mut resp = match ResponseHeader::build(code, Some(3)) {
                 Ok(r) => r,
                 Err(_) => {
@@ -381,6 +443,11 @@ impl ProxyHttp for EdgeProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // A fail-closed 503 is a decision, already counted and logged as such.
+        ctx.refusal == Some(Refusal::ZoneExhausted)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -415,6 +482,19 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
+    /// Feeds an attempt's outcome to passive outlier detection.
+    fn passive(&self, ctx: &Ctx, outcome: Outcome) {
+        if let (Some(snap), Some(route), Some(addr)) = (&ctx.snap, ctx.route, ctx.peer_addr) {
+            snap.health.report(
+                route.backend,
+                addr,
+                outcome,
+                &snap.table.outlier,
+                route.region,
+            );
+        }
+    }
+
     fn attempts_left(&self, ctx: &Ctx) -> bool {
         let max = ctx
             .snap

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use edgesteer_config::model::BackendAddr;
+use edgesteer_health::service::{PlanFn, SweepFn};
+use edgesteer_health::{DnsConfig, ProbeTarget};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -33,6 +34,8 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Seconds to keep serving after SIGTERM/SIGQUIT before closing listeners.
     pub grace_period_secs: u64,
+    /// Where backend hostnames are resolved.
+    pub dns: DnsConfig,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +47,7 @@ impl Default for ServeOptions {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grace_period_secs: 5,
+            dns: DnsConfig::System,
         }
     }
 }
@@ -91,59 +95,65 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
             .with_context(|| format!("binding the admin listener on {addr}"))?;
         server.add_service(background_service("admin", admin));
     }
-    server.add_service(background_service("maintenance", Maintenance { steer }));
+    server.add_service(background_service(
+        "maintenance",
+        Maintenance {
+            steer,
+            dns: opts.dns.clone(),
+        },
+    ));
     Ok(server)
 }
 
-/// Periodic upkeep off the request path: reload the geo database when its
-/// file changes, and resolve backends named by hostname.
+/// Upkeep off the request path: the health service (probes, DNS,
+/// ejection sweep) following the live table, and geo database reloads.
 struct Maintenance {
     steer: Arc<Steering>,
+    dns: DnsConfig,
 }
 
 #[async_trait]
 impl BackgroundService for Maintenance {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut n: u64 = 0;
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let steer = self.steer.clone();
+        let plan: PlanFn = Arc::new(move || {
+            let snap = steer.current();
+            let targets = snap
+                .table
+                .backends
+                .iter()
+                .zip(snap.health.states())
+                .map(|(b, state)| {
+                    let region = snap.table.region(b.region);
+                    ProbeTarget {
+                        region: region.name.clone(),
+                        state: state.clone(),
+                        settings: region.health.clone(),
+                    }
+                })
+                .collect();
+            (snap.version, targets)
+        });
+        let steer = self.steer.clone();
+        let sweep: SweepFn = Arc::new(move |now| steer.registry.sweep(now));
+        let health = tokio::spawn(edgesteer_health::service::run(
+            plan,
+            sweep,
+            self.dns.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut shutdown = shutdown;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
-            if n.is_multiple_of(5) {
-                if let Err(e) = self.steer.geo.reload_if_changed() {
-                    tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
-                }
-            }
-            if n.is_multiple_of(30) {
-                resolve_hostnames(&self.steer).await;
-            }
-            n = n.wrapping_add(1);
-        }
-    }
-}
-
-async fn resolve_hostnames(steer: &Steering) {
-    let snap = steer.current();
-    for (b, state) in snap.table.backends.iter().zip(snap.health.states()) {
-        let BackendAddr::Host { host, port } = &b.addr else {
-            continue;
-        };
-        match tokio::net::lookup_host((host.as_str(), *port)).await {
-            Ok(mut addrs) => {
-                let first = addrs.next();
-                if state.addr() != first {
-                    tracing::info!(backend = %b.key, addr = ?first, "backend resolved");
-                }
-                state.set_addr(first);
-            }
-            Err(e) => {
-                if state.addr().is_some() {
-                    tracing::warn!(backend = %b.key, error = %e, "backend no longer resolves");
-                }
-                state.set_addr(None);
+            if let Err(e) = self.steer.geo.reload_if_changed() {
+                tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
             }
         }
+        let _ = health.await;
     }
 }

@@ -286,3 +286,175 @@ pub fn make_pki(dir: &Path, leaves: &[&[&str]]) -> anyhow::Result<TestPki> {
         leaves: out,
     })
 }
+
+/// Tunes a table for tests: fast probes, short timeouts and cool-downs.
+pub fn fast_health(spec: &mut TableSpec) {
+    spec.health.interval_ms = Some(200);
+    spec.health.timeout_ms = Some(150);
+    spec.health.unhealthy_after = Some(3);
+    spec.health.healthy_after = Some(2);
+    spec.retry.max_attempts = Some(3);
+    spec.retry.connect_timeout_ms = Some(300);
+    spec.retry.per_try_timeout_ms = Some(500);
+    spec.retry.total_timeout_ms = Some(3000);
+    spec.outlier.base_ejection_ms = Some(1000);
+}
+
+/// A demo backend running as its own process, so tests can SIGKILL,
+/// SIGSTOP and SIGCONT it like a real server.
+pub struct BackendProc {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BackendProc {
+    pub fn spawn(region: &str, name: &str, listen: SocketAddr) -> anyhow::Result<BackendProc> {
+        use std::io::BufRead;
+        let mut child = Command::new(binary())
+            .args(["backend", "--region", region, "--name", name, "--listen"])
+            .arg(listen.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("backend stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("backend said {line:?}"))?;
+        Ok(BackendProc { child, addr })
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for BackendProc {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// What a bounded load run saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: u64,
+    /// Non-200 statuses and transport errors, as text.
+    pub failures: Vec<String>,
+    pub by_region: std::collections::BTreeMap<String, u64>,
+}
+
+/// Sends GETs at about `rate` per second for `duration`, from `ips` in
+/// turn (as X-Forwarded-For), `conns` at a time. Bounded in count and time.
+pub async fn run_load(
+    url: String,
+    ips: Vec<IpAddr>,
+    rate: u32,
+    duration: Duration,
+    conns: usize,
+) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let total = (u64::from(rate) * duration.as_millis() as u64 / 1000).max(1);
+    let period = Duration::from_secs_f64(f64::from(conns as u32) / f64::from(rate.max(1)));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, url, ips, next) = (client.clone(), url.clone(), ips.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut report = LoadReport::default();
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return report;
+                }
+                let ip = ips[(i as usize) % ips.len()];
+                match get_as(&client, &url, ip, None).await {
+                    Ok(l) if l.status == 200 => {
+                        report.ok += 1;
+                        *report.by_region.entry(l.region().to_string()).or_default() += 1;
+                    }
+                    Ok(l) => report
+                        .failures
+                        .push(format!("{ip}: status {} {:?}", l.status, l.body)),
+                    Err(e) => report.failures.push(format!("{ip}: {e}")),
+                }
+            }
+        }));
+    }
+    let mut all = LoadReport::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            all.ok += r.ok;
+            all.failures.extend(r.failures);
+            for (k, v) in r.by_region {
+                *all.by_region.entry(k).or_default() += v;
+            }
+        }
+    }
+    all
+}
+
+/// Polls `f` every 50 ms until it is true or `limit` passes; returns the time it took.
+pub async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+impl Proxy {
+    /// The admin `/v1/health` document.
+    pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::get(format!("http://{}/v1/health", self.admin))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Whether `/v1/health` reports `region` as healthy.
+    pub async fn region_healthy(&self, region: &str) -> bool {
+        let Ok(h) = self.health().await else {
+            return false;
+        };
+        h["regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["region"] == region)
+            .is_some_and(|r| r["healthy"] == true)
+    }
+}

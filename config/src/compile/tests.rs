@@ -358,6 +358,20 @@ fn health_retry_release_and_client_ip_rules() {
 }
 
 #[test]
+fn outlier_rules() {
+    let mut s = covergen();
+    s.outlier.max_ejection_percent = Some(101);
+    assert_one_error(&s, "outlier.max_ejection_percent", "over 100");
+    let mut s = covergen();
+    s.outlier.base_ejection_ms = Some(60_000);
+    s.outlier.max_ejection_ms = Some(1_000);
+    assert_one_error(&s, "outlier.max_ejection_ms", "shorter than base");
+    let mut s = covergen();
+    s.outlier.consecutive_5xx = Some(5000);
+    assert_one_error(&s, "outlier.consecutive_5xx", "outside 0..=1000");
+}
+
+#[test]
 fn host_pin_rules() {
     let mut s = covergen();
     s.hosts

@@ -2,5 +2,6 @@
 //! End-to-end tests, one binary (one link of Pingora) with a module per area.
 
 mod cli;
+mod failover;
 mod routing;
 mod tls_h2;

@@ -1,0 +1,205 @@
+//! The background health service: one probe task per backend (probing each
+//! of its endpoints), one DNS task per hostname backend, and the sweep that
+//! ends passive ejections. It follows the live table: every tick it asks
+//! for the current plan and starts, restarts or stops tasks to match.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgesteer_config::model::HealthSettings;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::probe::{jitter, probe};
+use crate::state::{now_ms, BackendState};
+
+/// One backend to watch, with the settings of its region.
+#[derive(Clone, Debug)]
+pub struct ProbeTarget {
+    pub region: String,
+    pub state: Arc<BackendState>,
+    pub settings: HealthSettings,
+}
+
+/// Where hostnames are resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DnsConfig {
+    /// `/etc/resolv.conf` and the hosts file.
+    #[default]
+    System,
+    /// These name servers (UDP and TCP), e.g. `127.0.0.1:53`.
+    Servers(Vec<SocketAddr>),
+}
+
+/// Supplies the current plan: `(table version, targets)`.
+pub type PlanFn = Arc<dyn Fn() -> (u64, Vec<ProbeTarget>) + Send + Sync>;
+/// Ends expired ejections (called every tick).
+pub type SweepFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    plan: PlanFn,
+    sweep: SweepFn,
+    dns: DnsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut probes: HashMap<String, (HealthSettings, JoinHandle<()>)> = HashMap::new();
+    let mut resolvers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut resolver: Option<TokioResolver> = None;
+    let mut seen_version = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        sweep(now_ms());
+        let (version, targets) = plan();
+        if seen_version == Some(version) {
+            continue;
+        }
+        seen_version = Some(version);
+
+        let mut keep = std::collections::HashSet::new();
+        for t in targets {
+            let key = t.state.key.clone();
+            keep.insert(key.clone());
+            let restart = match probes.get(&key) {
+                Some((settings, handle)) => *settings != t.settings || handle.is_finished(),
+                None => true,
+            };
+            if restart {
+                if let Some((_, h)) = probes.remove(&key) {
+                    h.abort();
+                }
+                let handle = tokio::spawn(probe_loop(t.state.clone(), t.settings.clone()));
+                probes.insert(key.clone(), (t.settings, handle));
+            }
+            if let Some((host, port)) = t.state.host.clone() {
+                if !resolvers.contains_key(&key) {
+                    let r = match &resolver {
+                        Some(r) => r.clone(),
+                        None => match build_resolver(&dns) {
+                            Ok(r) => resolver.insert(r).clone(),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot build the DNS resolver; hostname backends stay unresolved");
+                                continue;
+                            }
+                        },
+                    };
+                    resolvers.insert(
+                        key.clone(),
+                        tokio::spawn(resolve_loop(t.state.clone(), host, port, r)),
+                    );
+                }
+            }
+        }
+        probes.retain(|k, (_, h)| {
+            let live = keep.contains(k);
+            if !live {
+                h.abort();
+            }
+            live
+        });
+        resolvers.retain(|k, h| {
+            let live = keep.contains(k);
+            if !live {
+                h.abort();
+            }
+            live
+        });
+    }
+    for (_, (_, h)) in probes {
+        h.abort();
+    }
+    for (_, h) in resolvers {
+        h.abort();
+    }
+}
+
+async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings) {
+    // Start at a random point of the interval so probes do not move in lockstep.
+    let first = settings
+        .interval
+        .mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+    tokio::time::sleep(first).await;
+    loop {
+        let endpoints = state.endpoints();
+        let mut set = tokio::task::JoinSet::new();
+        for ep in endpoints.iter().cloned() {
+            let host = match &state.host {
+                Some((h, p)) => format!("{h}:{p}"),
+                None => ep.addr.to_string(),
+            };
+            let settings = settings.clone();
+            set.spawn(async move {
+                let report = probe(ep.addr, &host, &settings).await;
+                (ep, report)
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            if let Ok((ep, report)) = done {
+                state.record_probe(&ep, report, &settings);
+            }
+        }
+        let seed: u64 = rand::thread_rng().gen();
+        tokio::time::sleep(jitter(settings.interval, 0.1, seed)).await;
+    }
+}
+
+async fn resolve_loop(state: Arc<BackendState>, host: String, port: u16, resolver: TokioResolver) {
+    loop {
+        let wait = match resolver.lookup_ip(host.as_str()).await {
+            Ok(lookup) => {
+                let mut addrs: Vec<SocketAddr> =
+                    lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                addrs.sort();
+                addrs.dedup();
+                if state.set_addrs(&addrs) {
+                    tracing::info!(backend = %state.key, addrs = ?addrs, "backend resolved");
+                }
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(std::time::Instant::now());
+                ttl.clamp(Duration::from_secs(1), Duration::from_secs(300))
+            }
+            Err(e) => {
+                // Keep serving the last good addresses; try again soon.
+                tracing::warn!(backend = %state.key, error = %e, "cannot resolve backend; keeping its last addresses");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn build_resolver(dns: &DnsConfig) -> Result<TokioResolver, String> {
+    match dns {
+        DnsConfig::System => TokioResolver::builder_tokio()
+            .map_err(|e| format!("reading the system DNS configuration: {e}"))?
+            .build()
+            .map_err(|e| e.to_string()),
+        DnsConfig::Servers(servers) => {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            let config = ResolverConfig::from_parts(None, vec![], name_servers);
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .build()
+                .map_err(|e| e.to_string())
+        }
+    }
+}

@@ -1,0 +1,250 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edgesteer_config::model::{HealthSettings, OutlierSettings, ProbeKind};
+use edgesteer_config::route::HealthView;
+use edgesteer_config::{parse, BackendId, RegionId, RoutingTable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::probe::probe;
+use crate::state::*;
+
+fn table(addrs: &[&str]) -> RoutingTable {
+    let backends: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    let text = format!(
+        "default_region = \"a\"\n[regions.a]\nbackends = [{}]\n",
+        backends.join(", ")
+    );
+    edgesteer_config::compile(&parse::from_toml(&text).unwrap()).unwrap()
+}
+
+fn ok_report(ok: bool) -> ProbeReport {
+    ProbeReport {
+        ok,
+        detail: if ok {
+            "status 200".into()
+        } else {
+            "connect: refused".into()
+        },
+        rtt_us: Some(500),
+        at_ms: now_ms(),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn state_survives_reload_by_identity() {
+    let reg = HealthRegistry::new();
+    let h1 = reg.bind(&table(&["127.0.0.1:1", "127.0.0.1:2"]));
+    let s = h1.state(BackendId(1)).unwrap();
+    let ep = s.endpoint(addr("127.0.0.1:2")).unwrap();
+    ep.set_active_healthy(false);
+    s.recompute();
+    ep.observe_rtt_us(900);
+
+    // Reordered and with a new backend: :2 keeps its state at its new index.
+    let h2 = reg.bind(&table(&["127.0.0.1:3", "127.0.0.1:2"]));
+    assert!(h2.is_healthy(BackendId(0)));
+    assert!(!h2.is_healthy(BackendId(1)));
+    assert_eq!(
+        h2.state(BackendId(1)).unwrap().endpoints()[0].rtt_us(),
+        Some(900)
+    );
+    assert!(reg.get("127.0.0.1:1").is_none());
+    assert_eq!(reg.len(), 2);
+}
+
+#[test]
+fn hostname_backends_are_unavailable_until_resolved() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["origin.example:80"]));
+    assert!(!h.is_healthy(BackendId(0)));
+    let s = h.state(BackendId(0)).unwrap();
+    assert!(s.set_addrs(&[addr("127.0.0.1:80"), addr("127.0.0.2:80")]));
+    assert!(h.is_healthy(BackendId(0)));
+    // Each address has its own state; one down leaves the backend up.
+    s.endpoint(addr("127.0.0.1:80"))
+        .unwrap()
+        .set_active_healthy(false);
+    s.recompute();
+    assert!(h.is_healthy(BackendId(0)));
+    assert_eq!(s.pick(0, &[]), Some(addr("127.0.0.2:80")));
+    assert_eq!(s.pick(1, &[]), Some(addr("127.0.0.2:80")));
+    // Re-resolution keeps the state of addresses that remain.
+    assert!(s.set_addrs(&[addr("127.0.0.1:80")]));
+    assert!(!h.is_healthy(BackendId(0)));
+    assert!(!s.set_addrs(&[addr("127.0.0.1:80")]));
+}
+
+#[test]
+fn active_thresholds() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["127.0.0.1:1"]));
+    let s = h.state(BackendId(0)).unwrap();
+    let ep = s.endpoints()[0].clone();
+    let settings = HealthSettings {
+        unhealthy_after: 3,
+        healthy_after: 2,
+        ..HealthSettings::default()
+    };
+    assert_eq!(s.record_probe(&ep, ok_report(false), &settings), None);
+    assert_eq!(s.record_probe(&ep, ok_report(false), &settings), None);
+    assert!(h.is_healthy(BackendId(0)));
+    assert_eq!(
+        s.record_probe(&ep, ok_report(false), &settings),
+        Some(false)
+    );
+    assert!(!h.is_healthy(BackendId(0)));
+    assert_eq!(s.record_probe(&ep, ok_report(true), &settings), None);
+    assert!(!h.is_healthy(BackendId(0)));
+    assert_eq!(s.record_probe(&ep, ok_report(true), &settings), Some(true));
+    assert!(h.is_healthy(BackendId(0)));
+    assert_eq!(ep.rtt_us(), Some(500));
+}
+
+#[test]
+fn passive_ejection_respects_the_region_cap_and_ends() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["127.0.0.1:1", "127.0.0.1:2"]));
+    let settings = OutlierSettings {
+        consecutive_failures: 3,
+        consecutive_5xx: 2,
+        base_ejection: Duration::from_millis(50),
+        max_ejection: Duration::from_secs(1),
+        max_ejection_percent: 50,
+    };
+    let (a, b) = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
+    let r = RegionId(0);
+    assert!(!h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r));
+    assert!(!h.report(BackendId(0), a, Outcome::Reset, &settings, r));
+    assert!(h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r));
+    assert!(!h.is_healthy(BackendId(0)));
+    // The second would take the region to 100% ejected: refused.
+    for _ in 0..5 {
+        assert!(!h.report(BackendId(1), b, Outcome::Status(503), &settings, r));
+    }
+    assert!(h.is_healthy(BackendId(1)));
+    // A success resets the count.
+    h.report(BackendId(1), b, Outcome::Status(200), &settings, r);
+    // The cool-down ends on the sweep after it expires.
+    reg.sweep(now_ms());
+    assert!(!h.is_healthy(BackendId(0)));
+    reg.sweep(now_ms() + 60);
+    assert!(h.is_healthy(BackendId(0)));
+    // A second ejection lasts twice as long.
+    for _ in 0..3 {
+        h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r);
+    }
+    let status = h.status(&table(&["127.0.0.1:1", "127.0.0.1:2"]));
+    let ep = &status.regions[0].backends[0].endpoints[0];
+    assert_eq!(ep.state, "ejected");
+    assert_eq!(ep.ejections, 2);
+    assert!(
+        ep.ejected_for_ms > 60 && ep.ejected_for_ms <= 100,
+        "{}",
+        ep.ejected_for_ms
+    );
+    assert!(
+        ep.reason.contains("3 consecutive connect failures"),
+        "{}",
+        ep.reason
+    );
+}
+
+#[test]
+fn region_rtt_is_the_best_available_backend() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["127.0.0.1:1", "127.0.0.1:2"]));
+    assert_eq!(h.region_rtt_us(RegionId(0)), None);
+    h.state(BackendId(0)).unwrap().endpoints()[0].observe_rtt_us(1000);
+    h.state(BackendId(1)).unwrap().endpoints()[0].observe_rtt_us(400);
+    assert_eq!(h.region_rtt_us(RegionId(0)), Some(400));
+    let s1 = h.state(BackendId(1)).unwrap();
+    s1.endpoints()[0].set_active_healthy(false);
+    s1.recompute();
+    assert_eq!(h.region_rtt_us(RegionId(0)), Some(1000));
+    h.state(BackendId(0)).unwrap().endpoints()[0].observe_rtt_us(2000);
+    assert_eq!(
+        h.state(BackendId(0)).unwrap().endpoints()[0].rtt_us(),
+        Some(1250)
+    );
+}
+
+/// A one-shot HTTP server answering every connection with `response`.
+async fn server(response: &'static str, delay: Duration) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = s.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn http_and_tcp_probes() {
+    let ok = server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nOK",
+        Duration::ZERO,
+    )
+    .await;
+    let bad = server(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+        Duration::ZERO,
+    )
+    .await;
+    let slow = server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    let settings = HealthSettings {
+        timeout: Duration::from_millis(300),
+        ..HealthSettings::default()
+    };
+
+    let r = probe(ok, "x", &settings).await;
+    assert!(r.ok, "{r:?}");
+    let body = HealthSettings {
+        expect_body: Some("OK".into()),
+        ..settings.clone()
+    };
+    assert!(probe(ok, "x", &body).await.ok);
+    let wrong = HealthSettings {
+        expect_body: Some("READY".into()),
+        ..settings.clone()
+    };
+    let r = probe(ok, "x", &wrong).await;
+    assert!(!r.ok && r.detail.contains("body lacks"), "{r:?}");
+    let r = probe(bad, "x", &settings).await;
+    assert!(
+        !r.ok && r.detail.contains("status 503, expected 200"),
+        "{r:?}"
+    );
+    let r = probe(slow, "x", &settings).await;
+    assert!(!r.ok && r.detail.contains("timed out"), "{r:?}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let r = probe(closed, "x", &settings).await;
+    assert!(!r.ok && r.detail.contains("connect"), "{r:?}");
+    let tcp = HealthSettings {
+        kind: ProbeKind::Tcp,
+        ..settings.clone()
+    };
+    assert!(probe(slow, "x", &tcp).await.ok);
+    assert!(!probe(closed, "x", &tcp).await.ok);
+}
