@@ -409,6 +409,7 @@ impl Compiler {
                 zone,
                 failover,
                 canary_bps: r.canary_bps.min(BUCKETS),
+                drained: r.drain,
                 health,
                 backends: ids,
                 tracks,

@@ -16,6 +16,7 @@
 //! - [`geo_codes`]: compact country/continent codes and the ISO-3166 table.
 
 pub mod compile;
+pub mod diff;
 pub mod error;
 pub mod geo_codes;
 pub mod model;

@@ -216,6 +216,8 @@ pub struct Region {
     /// Failover order, already checked never to leave this region's zone.
     pub failover: Vec<RegionId>,
     pub canary_bps: u32,
+    /// Drained by an operator: never chosen, clients fail over.
+    pub drained: bool,
     pub health: HealthSettings,
     /// All backends of the region, in table order.
     pub backends: Vec<BackendId>,

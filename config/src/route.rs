@@ -167,6 +167,9 @@ fn pick_in_region<H: HealthView + ?Sized>(
     reason: Reason,
 ) -> Option<Route> {
     let r = table.region(region);
+    if r.drained {
+        return None;
+    }
     let assigned = if bucket < r.canary_bps {
         Track::Canary
     } else {

@@ -169,6 +169,9 @@ pub struct RegionSpec {
     /// Share of this region's users sent to the canary track, in basis points.
     #[serde(default)]
     pub canary_bps: u32,
+    /// Drained: takes no traffic; its clients go to the failover list.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drain: bool,
     /// Overrides of the table-wide health-check settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
@@ -186,6 +189,10 @@ pub struct BackendSpec {
     /// `stable` (default) or `canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_weight() -> u32 {

@@ -29,6 +29,7 @@ struct Shape {
     picks: Vec<usize>,
     failover_raw: Vec<Vec<usize>>,
     backends: Vec<usize>,
+    drained: Vec<bool>,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -41,9 +42,19 @@ fn shape() -> impl Strategy<Value = Shape> {
             prop::collection::vec(any::<usize>(), 64),
             prop::collection::vec(prop::collection::vec(0usize..n, 0..4), n),
             prop::collection::vec(1usize..4, n),
+            prop::collection::vec(prop::bool::weighted(0.15), n),
         )
             .prop_map(
-                |(regions, region_zone, isolated, country_zone, picks, failover_raw, backends)| {
+                |(
+                    regions,
+                    region_zone,
+                    isolated,
+                    country_zone,
+                    picks,
+                    failover_raw,
+                    backends,
+                    drained,
+                )| {
                     Shape {
                         regions,
                         region_zone,
@@ -52,6 +63,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                         picks,
                         failover_raw,
                         backends,
+                        drained,
                     }
                 },
             )
@@ -138,6 +150,7 @@ fn build(s: &Shape) -> TableSpec {
                 zone: s.region_zone[r].map(|z| format!("z{z}")),
                 failover,
                 canary_bps: 2_500,
+                drain: s.drained[r],
                 health: None,
                 backends,
             },
@@ -214,18 +227,18 @@ proptest! {
         let allowed = oracle_allowed(&spec, cc);
         let pin = pin.filter(|&p| p < table.regions.len()).map(|p| RegionId(p as u8));
         let req = Request { class, pin, sticky, tried: &[] };
-        let any_allowed_healthy = table.regions.iter().any(|r| {
-            allowed[&r.name] && r.backends.iter().any(|&b| health.is_healthy(b))
-        });
+        let usable = |r: &edgesteer_config::model::Region| !r.drained && r.backends.iter().any(|&b| health.is_healthy(b));
+        let any_allowed_healthy = table.regions.iter().any(|r| allowed[&r.name] && usable(r));
         match decide(&table, &req, &health) {
             Decision::Route(route) => {
                 let name = &table.region(route.region).name;
                 prop_assert!(allowed[name], "{:?} routed to {} outside {:?}", cc, name, allowed);
                 prop_assert!(health.is_healthy(route.backend), "picked an unhealthy backend");
+                prop_assert!(!table.region(route.region).drained, "routed to a drained region");
                 prop_assert_eq!(table.backend(route.backend).region, route.region);
                 // The home (or pin) wins whenever it has a healthy backend.
                 let first = pin.unwrap_or(class.home);
-                let first_healthy = table.region(first).backends.iter().any(|&b| health.is_healthy(b));
+                let first_healthy = usable(table.region(first));
                 if first_healthy && allowed[&table.region(first).name] {
                     prop_assert_eq!(route.region, first);
                 }

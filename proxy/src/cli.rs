@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use edgesteer_config::{parse, ConfigError, RoutingTable, TableSpec};
 use edgesteer_geo::GeoDb;
+use pingora_core::services::background::background_service;
 
 use crate::metrics::Metrics;
 use crate::server::{self, ServeOptions};
@@ -38,6 +39,10 @@ enum Command {
     },
     /// Start demo backends for all regions and the proxy with the covergen table.
     Demo(DemoArgs),
+    /// Run the config service (versioned tables, audit, push to proxies).
+    Control(ControlArgs),
+    /// Ops CLI over the config service API.
+    Ctl(crate::ctl::CtlArgs),
     /// Run one demo backend (for tests and experiments).
     Backend {
         #[arg(long)]
@@ -77,10 +82,40 @@ struct ListenArgs {
 }
 
 #[derive(Args, Debug)]
-struct ProxyArgs {
-    /// Routing table (TOML or JSON).
+struct ControlArgs {
+    /// API listener.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (one file per version).
     #[arg(long)]
-    config: PathBuf,
+    data: PathBuf,
+    /// Write token as NAME=SECRET; NAME becomes the audit actor. Repeat for
+    /// several; also read from EDGESTEER_TOKENS (comma-separated).
+    #[arg(long = "token")]
+    tokens: Vec<edgesteer_control::Token>,
+    /// Table stored as version 1 when the store is empty.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = edgesteer_control::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// Routing table (TOML or JSON); with --control, only used when there
+    /// is neither a cached table nor a reachable service.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Config service URL to watch for new tables.
+    #[arg(long)]
+    control: Option<String>,
+    /// Where the last good table is saved (with --control).
+    #[arg(long, default_value = ".edgesteer/last-good-table.json")]
+    cache: PathBuf,
+    /// This proxy's name in the fleet view (default: host:pid).
+    #[arg(long)]
+    name: Option<String>,
     /// MaxMind-format database; default: the bundled country database.
     #[arg(long)]
     geo_db: Option<PathBuf>,
@@ -97,6 +132,9 @@ struct DemoArgs {
     listen: String,
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
+    /// Where the demo's config service listens.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    control: SocketAddr,
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
@@ -109,6 +147,8 @@ pub fn main() -> ExitCode {
         Command::Validate { file } => return validate(&file),
         Command::Proxy(args) => run_proxy(args),
         Command::Demo(args) => run_demo(args),
+        Command::Control(args) => run_control(args),
+        Command::Ctl(args) => crate::ctl::run(args),
         Command::Backend {
             region,
             name,
@@ -219,24 +259,126 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
 }
 
 fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let mut spec =
-        read_table(&args.config)?.map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    spec.client_ip.trusted_proxies.extend(args.trust);
+    let (version, mut spec) = initial_table(&args)?;
+    spec.client_ip
+        .trusted_proxies
+        .extend(args.trust.iter().cloned());
     let table = compile_or_explain(&spec)?;
     let geo = match &args.geo_db {
         Some(p) => GeoDb::open(p)?,
         None => GeoDb::bundled()?,
     };
-    tracing::info!(table = %summary(&table), geo = ?geo.info(), "starting proxy");
+    tracing::info!(version, table = %summary(&table), geo = ?geo.info(), "starting proxy");
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let steer = Arc::new(Steering::new(1, spec, table, Arc::new(geo), metrics));
+    let steer = Arc::new(Steering::new(version, spec, table, Arc::new(geo), metrics));
     let opts = serve_options(args.net, "0.0.0.0:8080");
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
         anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");
     }
-    let server = server::build(steer, &opts)?;
+    let mut server = server::build(steer.clone(), &opts)?;
+    if let Some(url) = &args.control {
+        let watcher = crate::watch::Watcher {
+            steer,
+            client: edgesteer_control::client::Client::new(url, None),
+            name: args.name.unwrap_or_else(default_name),
+            cache: Some(args.cache),
+            extra_trust: args.trust,
+        };
+        server.add_service(background_service("control watch", watcher));
+    }
     server.run_forever()
 }
+
+fn default_name() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into());
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// The table a proxy starts with: with --control, the cached last good
+/// table, else the service's current one, else --config; without, --config.
+fn initial_table(args: &ProxyArgs) -> anyhow::Result<(u64, TableSpec)> {
+    // A file table is version 1 on its own; as a fallback while a service
+    // is configured it is version 0, so the first watch fetches any version.
+    let from_file = |path: &PathBuf, version: u64| -> anyhow::Result<(u64, TableSpec)> {
+        let spec = read_table(path)?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok((version, spec))
+    };
+    let Some(url) = &args.control else {
+        return match &args.config {
+            Some(p) => from_file(p, 1),
+            None => {
+                anyhow::bail!("give --config FILE, or --control URL to follow a config service")
+            }
+        };
+    };
+    if let Some(c) = crate::watch::load_cache(&args.cache) {
+        if edgesteer_config::compile(&c.table).is_ok() {
+            tracing::info!(version = c.version, cache = %args.cache.display(), "starting from the cached last good table");
+            return Ok((c.version, c.table));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = edgesteer_control::client::Client::new(url, None);
+    match rt.block_on(client.get()) {
+        Ok(v) => Ok((v.version, v.table)),
+        Err(e) => match &args.config {
+            Some(p) => {
+                tracing::warn!(error = %e, "config service unreachable and no cache; starting from --config");
+                from_file(p, 0)
+            }
+            None => Err(anyhow::anyhow!(
+                "no table to start with: {e}; no cached table at {}",
+                args.cache.display()
+            )),
+        },
+    }
+}
+
+fn run_control(args: ControlArgs) -> anyhow::Result<()> {
+    let mut tokens = args.tokens;
+    if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
+        for t in env.split(',').filter(|t| !t.trim().is_empty()) {
+            tokens.push(
+                t.trim()
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("EDGESTEER_TOKENS: {e}"))?,
+            );
+        }
+    }
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no write tokens configured: every write will be refused (give --token NAME=SECRET)"
+        );
+    }
+    let seed = match &args.seed {
+        Some(p) => Some(read_table(p)?.map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let store = Arc::new(edgesteer_control::FileStore::open(&args.data)?);
+        let control = edgesteer_control::Control::open(store, tokens, seed).await?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding the config service on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
+        axum::serve(listener, edgesteer_control::router(control, args.body_limit))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+/// The demo config service's write token (printed at start-up).
+pub const DEMO_TOKEN: &str = "demo-token-not-secret";
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut spec = parse::from_toml(edgesteer_config::COVERGEN_TOML)
@@ -256,9 +398,32 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .block_on(crate::demo::spawn_for_spec(&spec))
         .context("starting demo backends")?;
     let table = compile_or_explain(&spec)?;
+
+    // The config service, in memory, seeded with the demo table.
+    let control_url = format!("http://{}", args.control);
+    let control = rt.block_on(async {
+        let tokens = vec![edgesteer_control::Token {
+            name: "demo".into(),
+            secret: DEMO_TOKEN.into(),
+        }];
+        let store = Arc::new(edgesteer_control::MemoryStore::default());
+        let control = edgesteer_control::Control::open(store, tokens, Some(spec.clone())).await?;
+        let listener = tokio::net::TcpListener::bind(args.control)
+            .await
+            .with_context(|| format!("binding the demo config service on {}", args.control))?;
+        let app = edgesteer_control::router(control.clone(), edgesteer_control::DEFAULT_BODY_LIMIT);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "demo config service stopped");
+            }
+        });
+        anyhow::Ok(control)
+    })?;
+    let version = control.latest().map_or(1, |r| r.version);
+
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let steer = Arc::new(Steering::new(
-        1,
+        version,
         spec,
         table,
         Arc::new(GeoDb::bundled()?),
@@ -270,7 +435,17 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         threads: args.threads,
         ..ServeOptions::default()
     };
-    let server = server::build(steer, &opts)?;
+    let mut server = server::build(steer.clone(), &opts)?;
+    server.add_service(background_service(
+        "control watch",
+        crate::watch::Watcher {
+            steer,
+            client: edgesteer_control::client::Client::new(&control_url, None),
+            name: "demo-proxy".into(),
+            cache: None,
+            extra_trust: Vec::new(),
+        },
+    ));
 
     println!(
         "edgesteer demo: {} backends in 8 regions on loopback",
@@ -283,8 +458,13 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let base = format!("http://{}", args.listen);
+    let us_east_1 = backends
+        .iter()
+        .find(|b| b.id.region == "us-east")
+        .map(|b| b.addr.to_string())
+        .unwrap_or_default();
     println!(
-        "\nproxy:  {base}      admin: http://{}  (/metrics, /v1/table)",
+        "\nproxy:  {base}      admin: http://{}  (/metrics, /v1/health, /v1/table)",
         args.admin
     );
     println!("try:");
@@ -299,8 +479,14 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  curl -s -H 'X-Forwarded-For: 1.36.0.1'      {base}/v1/covers   # Hong Kong-> ap-southeast");
     println!("  curl -si -H 'Host: api-cn.covergen.ai' -H 'X-Forwarded-For: 8.8.8.8' {base}/  # pin across zone -> 421");
-    // Keep the backends' runtime alive for as long as the server runs.
-    let _keep = (rt, backends);
+    println!("\nconfig service: {control_url}   token: {DEMO_TOKEN}");
+    println!("  export EDGESTEER_TOKEN={DEMO_TOKEN}");
+    println!("  edgesteer ctl get");
+    println!("  edgesteer ctl set-weight us-east {us_east_1} 0 --reason 'drain one backend'");
+    println!("  edgesteer ctl shift eu-west --reason maintenance     # EU traffic -> eu-central");
+    println!("  edgesteer ctl history");
+    // Keep the backends' runtime (and the config service) alive for as long as the server runs.
+    let _keep = (rt, backends, control);
     server.run_forever()
 }
 

@@ -13,9 +13,11 @@
 pub mod admin;
 pub mod cli;
 pub mod client_ip;
+pub mod ctl;
 pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod steer;
 pub mod tls;
+pub mod watch;

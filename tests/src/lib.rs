@@ -102,6 +102,7 @@ pub struct Proxy {
 /// How to start a proxy.
 #[derive(Default)]
 pub struct ProxyConfig {
+    /// `--config`; may be empty when `extra_args` has `--control`.
     pub table: PathBuf,
     pub geo_db: Option<PathBuf>,
     /// Trust loopback for X-Forwarded-For (what the tests' clients use).
@@ -118,10 +119,11 @@ impl Proxy {
         let tls =
             (!cfg.tls_certs.is_empty()).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let mut cmd = Command::new(binary());
-        cmd.arg("proxy")
-            .arg("--config")
-            .arg(&cfg.table)
-            .arg("--listen")
+        cmd.arg("proxy");
+        if !cfg.table.as_os_str().is_empty() {
+            cmd.arg("--config").arg(&cfg.table);
+        }
+        cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--admin")
             .arg(admin.to_string())
@@ -457,4 +459,124 @@ impl Proxy {
             .find(|r| r["region"] == region)
             .is_some_and(|r| r["healthy"] == true)
     }
+}
+
+/// The write token the tests' config services accept.
+pub const OPS_TOKEN: &str = "ops-secret-token-1";
+
+/// A config service process; killed (SIGKILL) on drop.
+pub struct ControlProc {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+}
+
+impl ControlProc {
+    /// Starts `edgesteer control` on a free port with `data` as its store.
+    pub async fn start(
+        data: &Path,
+        seed: Option<&Path>,
+        extra: &[&str],
+    ) -> anyhow::Result<ControlProc> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_on(addr, data, seed, extra).await
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        data: &Path,
+        seed: Option<&Path>,
+        extra: &[&str],
+    ) -> anyhow::Result<ControlProc> {
+        let mut cmd = Command::new(binary());
+        cmd.arg("control")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data")
+            .arg(data)
+            .arg("--token")
+            .arg(format!("ops={OPS_TOKEN}"))
+            .args(extra);
+        if let Some(s) = seed {
+            cmd.arg("--seed").arg(s);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+        let mut c = ControlProc {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        };
+        let client = reqwest::Client::new();
+        let ready = wait_until(Duration::from_secs(15), || {
+            let url = c.url("/healthz");
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        if let Some(status) = c.child.try_wait()? {
+            bail!("config service exited during start-up: {status}");
+        }
+        if ready.is_none() {
+            bail!("config service did not become ready on {}", c.addr);
+        }
+        Ok(c)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A client with the ops token.
+    pub fn client(&self) -> edgesteer_control::client::Client {
+        edgesteer_control::client::Client::new(&self.base(), Some(OPS_TOKEN.to_string()))
+    }
+}
+
+impl Drop for ControlProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl Proxy {
+    /// The version of the table the proxy is serving (admin `/v1/table`).
+    pub async fn table_version(&self) -> Option<u64> {
+        let v: serde_json::Value = reqwest::get(format!("http://{}/v1/table", self.admin))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["version"].as_u64()
+    }
+}
+
+/// Proxy arguments to follow a config service with a table cache.
+pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
+    vec![
+        "--control".into(),
+        control.base(),
+        "--cache".into(),
+        cache.display().to_string(),
+        "--name".into(),
+        name.into(),
+    ]
 }

@@ -2,6 +2,7 @@
 //! End-to-end tests, one binary (one link of Pingora) with a module per area.
 
 mod cli;
+mod control;
 mod failover;
 mod routing;
 mod tls_h2;

@@ -1,0 +1,338 @@
+//! `edgesteer ctl`: the ops CLI over the config service API. Output is for
+//! people by default and JSON with `--json`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use edgesteer_control::client::{Client, Versioned};
+use serde_json::{json, Value};
+
+/// Where the demo's config service listens; `ctl` talks to it by default.
+pub const DEMO_CONTROL: &str = "http://127.0.0.1:9300";
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Config service URL.
+    #[arg(long, env = "EDGESTEER_CONTROL", default_value = DEMO_CONTROL)]
+    control: String,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Show the current table (regions, weights, canary, drain).
+    Get {
+        /// Print the whole table as TOML.
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Replace the table with a file (TOML or JSON).
+    Apply {
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Only apply if the current version is still this one.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Set one backend's weight (0 drains it).
+    SetWeight {
+        region: String,
+        backend: String,
+        weight: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Set a region's canary share in basis points (0-10000).
+    SetCanary {
+        region: String,
+        bps: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Drain a region to its failover list (or bring it back with --undo).
+    Shift {
+        region: String,
+        #[arg(long)]
+        undo: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Make an earlier version current again (as a new version).
+    Rollback {
+        version: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Recent versions with who, when, what and why.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Every watching proxy and the version it runs.
+    Fleet,
+    /// What changed between two versions (default: the last change).
+    Diff {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let token = std::env::var("EDGESTEER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let client = Client::new(&args.control, token);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    rt.block_on(exec(client, args.json, args.cmd))
+}
+
+async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
+    match cmd {
+        CtlCommand::Get { toml } => {
+            let v = c.get().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v.raw)?);
+            } else if toml {
+                print!("{}", edgesteer_config::parse::to_toml(&v.table)?);
+            } else {
+                print_table(&v);
+            }
+        }
+        CtlCommand::Apply {
+            file,
+            reason,
+            if_match,
+        } => {
+            let spec = crate::cli::read_table(&file)?
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let v = c.put(&spec, &reason, if_match).await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetWeight {
+            region,
+            backend,
+            weight,
+            reason,
+        } => {
+            let v = c
+                .patch_region(
+                    &region,
+                    json!({ "weights": { backend: weight }, "reason": reason }),
+                )
+                .await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetCanary {
+            region,
+            bps,
+            reason,
+        } => {
+            let v = c
+                .patch_region(&region, json!({ "canary_bps": bps, "reason": reason }))
+                .await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::Shift {
+            region,
+            undo,
+            reason,
+        } => {
+            let v = c
+                .patch_region(&region, json!({ "drain": !undo, "reason": reason }))
+                .await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::Rollback { version, reason } => {
+            let v = c.rollback(version, &reason).await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::History { limit } => {
+            let h = c.history(limit).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                println!(
+                    "{:>7}  {:<24}  {:<10} {:<14} REASON / CHANGES",
+                    "VERSION", "WHEN", "WHO", "ACTION"
+                );
+                for v in h["versions"].as_array().into_iter().flatten() {
+                    let a = &v["audit"];
+                    let summary = a["summary"].as_array().map(|s| s.len()).unwrap_or(0);
+                    let first = a["summary"][0].as_str().unwrap_or("");
+                    println!(
+                        "{:>7}  {:<24}  {:<10} {:<14} {}{}",
+                        v["version"].as_u64().unwrap_or(0),
+                        a["at"].as_str().unwrap_or(""),
+                        a["actor"].as_str().unwrap_or(""),
+                        a["action"].as_str().unwrap_or(""),
+                        a["reason"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .map(|r| format!("{r} | "))
+                            .unwrap_or_default(),
+                        if summary > 1 {
+                            format!("{first} (+{} more)", summary - 1)
+                        } else {
+                            first.to_string()
+                        }
+                    );
+                }
+            }
+        }
+        CtlCommand::Fleet => {
+            let f = c.fleet().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!(
+                    "current version: {}",
+                    f["current_version"].as_u64().unwrap_or(0)
+                );
+                println!(
+                    "{:<28} {:>8} {:<9} {:>10}  LAST REJECTION",
+                    "PROXY", "APPLIED", "STATUS", "SEEN (ms)"
+                );
+                for p in f["proxies"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<28} {:>8} {:<9} {:>10}  {}",
+                        p["proxy"].as_str().unwrap_or(""),
+                        p["applied_version"]
+                            .as_u64()
+                            .map_or("-".to_string(), |v| v.to_string()),
+                        p["last_status"].as_str().unwrap_or("-"),
+                        p["last_seen_ms_ago"]
+                            .as_u64()
+                            .map_or("-".to_string(), |v| v.to_string()),
+                        p["last_rejection"]
+                            .as_str()
+                            .map(|r| format!("v{}: {r}", p["rejected_version"]))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        CtlCommand::Diff { from, to } => {
+            let d = c.diff(from, to).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                println!("v{} -> v{}", d["from"], d["to"]);
+                for line in d["changes"].as_array().into_iter().flatten() {
+                    println!("  {}", line.as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a write: print it, then wait (up to 5 s) for the fleet to apply it.
+async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut applied = (0, 0);
+    while start.elapsed() < Duration::from_secs(5) {
+        let f = c.fleet().await?;
+        let proxies: Vec<&Value> = f["proxies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["watching"] == true)
+            .collect();
+        let done = proxies
+            .iter()
+            .filter(|p| {
+                p["applied_version"]
+                    .as_u64()
+                    .is_some_and(|a| a >= v.version)
+            })
+            .count();
+        applied = (done, proxies.len());
+        if done == proxies.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "version": v.version, "audit": v.raw["audit"], "applied_by": applied.0, "proxies": applied.1 })
+            )?
+        );
+    } else {
+        println!(
+            "version {} committed by {}",
+            v.version,
+            v.raw["audit"]["actor"].as_str().unwrap_or("?")
+        );
+        for line in v.raw["audit"]["summary"].as_array().into_iter().flatten() {
+            println!("  {}", line.as_str().unwrap_or(""));
+        }
+        println!(
+            "applied by {}/{} watching proxies after {} ms",
+            applied.0,
+            applied.1,
+            start.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+fn print_table(v: &Versioned) {
+    let a = &v.raw["audit"];
+    println!(
+        "version {} ({}), {} by {} at {}{}",
+        v.version,
+        v.raw["etag"].as_str().unwrap_or(""),
+        a["action"].as_str().unwrap_or(""),
+        a["actor"].as_str().unwrap_or(""),
+        a["at"].as_str().unwrap_or(""),
+        a["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<13} {:<5} {:>7} {:<6} {:<24} BACKENDS (weight, track)",
+        "REGION", "ZONE", "CANARY", "DRAIN", "FAILOVER"
+    );
+    for (name, r) in &v.table.regions {
+        let backends: Vec<String> = r
+            .backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} ({}{})",
+                    b.address,
+                    b.weight,
+                    b.track
+                        .as_deref()
+                        .map(|t| format!(", {t}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        println!(
+            "{:<13} {:<5} {:>6.1}% {:<6} {:<24} {}",
+            name,
+            r.zone.as_deref().unwrap_or("-"),
+            f64::from(r.canary_bps) / 100.0,
+            if r.drain { "yes" } else { "-" },
+            r.failover.join(","),
+            backends.join("  ")
+        );
+    }
+}

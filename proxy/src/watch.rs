@@ -1,0 +1,231 @@
+//! The proxy side of live updates: long-poll the config service, validate
+//! and compile each new version, swap it in with one `ArcSwap` store, save
+//! it as the last good table, and acknowledge applied or rejected.
+//!
+//! A version that does not compile is never installed: the proxy keeps
+//! serving the previous one and reports why. When the service is away the
+//! proxy keeps serving and reconnects with capped, jittered backoff.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edgesteer_config::TableSpec;
+use edgesteer_control::client::{Client, Versioned};
+use edgesteer_control::service::Ack;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+
+use crate::steer::Steering;
+
+/// How long one watch request is held open by the service.
+const POLL: Duration = Duration::from_secs(25);
+
+/// The last good table as saved on disk.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Cached {
+    pub version: u64,
+    pub table: TableSpec,
+}
+
+/// Reads a cache file written by [`save_cache`].
+pub fn load_cache(path: &Path) -> Option<Cached> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable table cache");
+            None
+        }
+    }
+}
+
+/// Writes the cache atomically (temp file + rename), so a crash never
+/// leaves half a table behind.
+pub fn save_cache(path: &Path, version: u64, table: &TableSpec) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let bytes = serde_json::to_vec(&Cached {
+        version,
+        table: table.clone(),
+    })?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Applies pushed tables to a running proxy.
+pub struct Watcher {
+    pub steer: Arc<Steering>,
+    pub client: Client,
+    /// Name under which this proxy appears in `/v1/fleet`.
+    pub name: String,
+    pub cache: Option<PathBuf>,
+    /// Trusted-proxy CIDRs from the command line, added to every table.
+    pub extra_trust: Vec<String>,
+}
+
+impl Watcher {
+    /// Validates, compiles and installs one version; `Err` carries the
+    /// reason for the rejection ack.
+    pub fn apply(&self, v: &Versioned) -> Result<(), String> {
+        let mut spec = v.table.clone();
+        spec.client_ip
+            .trusted_proxies
+            .extend(self.extra_trust.iter().cloned());
+        let table = edgesteer_config::compile(&spec).map_err(|e| e.to_string())?;
+        self.steer.install(v.version, spec, table);
+        if let Some(path) = &self.cache {
+            if let Err(e) = save_cache(path, v.version, &v.table) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the last good table");
+            }
+        }
+        Ok(())
+    }
+
+    async fn ack(&self, version: u64, result: &Result<(), String>) {
+        let ack = Ack {
+            proxy: self.name.clone(),
+            version,
+            status: if result.is_ok() {
+                "applied"
+            } else {
+                "rejected"
+            }
+            .into(),
+            reason: result.as_ref().err().cloned(),
+        };
+        if let Err(e) = self.client.ack(&ack).await {
+            tracing::debug!(error = %e, "ack not delivered");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Watcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut after = self.steer.current().version;
+        let mut backoff = Duration::from_millis(100);
+        let mut down_since: Option<std::time::Instant> = None;
+        if after > 0 {
+            self.ack(after, &Ok(())).await;
+        }
+        loop {
+            let polled = tokio::select! {
+                r = self.client.watch(after, &self.name, POLL) => r,
+                _ = shutdown.changed() => return,
+            };
+            match polled {
+                Ok(Some(v)) => {
+                    if let Some(t) = down_since.take() {
+                        tracing::info!(control = %self.client.base(), after = ?t.elapsed(), "config service reachable again");
+                    }
+                    backoff = Duration::from_millis(100);
+                    let result = self.apply(&v);
+                    match &result {
+                        Ok(()) => {}
+                        Err(reason) => {
+                            self.steer
+                                .metrics
+                                .table_applies
+                                .with_label_values(&["rejected"])
+                                .inc();
+                            tracing::error!(version = v.version, %reason, "pushed table rejected; the previous table keeps serving");
+                        }
+                    }
+                    self.ack(v.version, &result).await;
+                    after = v.version;
+                }
+                Ok(None) => {
+                    // Poll timed out with nothing new; tell the fleet view we are current.
+                    down_since = None;
+                    self.ack(after, &Ok(())).await;
+                }
+                Err(e) => {
+                    if down_since.is_none() {
+                        tracing::warn!(error = %e, "config service unreachable; serving the current table and retrying");
+                        down_since = Some(std::time::Instant::now());
+                    }
+                    let jitter = Duration::from_millis(u64::from(std::process::id() % 97));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use edgesteer_config::parse;
+    use edgesteer_geo::GeoDb;
+
+    fn steering() -> Arc<Steering> {
+        let spec = parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
+        let table = edgesteer_config::compile(&spec).unwrap();
+        Arc::new(Steering::new(
+            1,
+            spec,
+            table,
+            Arc::new(GeoDb::bundled().unwrap()),
+            Arc::new(Metrics::new().unwrap()),
+        ))
+    }
+
+    #[test]
+    fn a_bad_version_is_rejected_and_the_last_good_one_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.json");
+        let steer = steering();
+        let w = Watcher {
+            steer: steer.clone(),
+            client: Client::new("http://127.0.0.1:9", None),
+            name: "t".into(),
+            cache: Some(cache.clone()),
+            extra_trust: vec!["10.0.0.0/8".into()],
+        };
+        let mut good = steer.current().spec.as_ref().clone();
+        good.regions.get_mut("us-east").unwrap().drain = true;
+        let v2 = Versioned {
+            version: 2,
+            table: good.clone(),
+            raw: serde_json::Value::Null,
+        };
+        assert_eq!(w.apply(&v2), Ok(()));
+        assert_eq!(steer.current().version, 2);
+        assert_eq!(load_cache(&cache).unwrap().version, 2);
+        // --trust is added to every pushed table.
+        assert!(steer
+            .current()
+            .table
+            .is_trusted_proxy("10.1.2.3".parse().unwrap()));
+
+        let mut bad = good;
+        bad.regions.get_mut("cn-east").unwrap().failover = vec!["ap-southeast".into()];
+        let v3 = Versioned {
+            version: 3,
+            table: bad,
+            raw: serde_json::Value::Null,
+        };
+        let err = w.apply(&v3).unwrap_err();
+        assert!(err.contains("regions.cn-east.failover[0]"), "{err}");
+        assert_eq!(
+            steer.current().version,
+            2,
+            "a rejected table must not be installed"
+        );
+        assert_eq!(
+            load_cache(&cache).unwrap().version,
+            2,
+            "the cache keeps the last good table"
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! The config service and live reload: pushes under load, propagation,
+//! bad writes, outages, auth and rollback, with real processes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgesteer::demo::DemoBackend;
+use edgesteer_config::TableSpec;
+use edgesteer_tests::*;
+use serde_json::{json, Value};
+
+struct Setup {
+    wd: Workdir,
+    spec: TableSpec,
+    _backends: Vec<DemoBackend>,
+    control: ControlProc,
+}
+
+async fn setup(extra: &[&str]) -> Setup {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, backends) = covergen_on_loopback().await.unwrap();
+    fast_health(&mut spec);
+    let seed = wd.write_table("seed.toml", &spec).unwrap();
+    let data = wd.path("control-data");
+    let control = ControlProc::start(&data, Some(&seed), extra).await.unwrap();
+    Setup {
+        wd,
+        spec,
+        _backends: backends,
+        control,
+    }
+}
+
+impl Setup {
+    async fn proxy(&self, name: &str) -> Proxy {
+        Proxy::start(ProxyConfig {
+            geo_db: Some(self.wd.geo_db().unwrap()),
+            trust_loopback: true,
+            extra_args: follow(
+                &self.control,
+                &self.wd.path(&format!("{name}.cache.json")),
+                name,
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn a_hundred_pushes_under_load_drop_nothing() {
+    let s = setup(&[]).await;
+    let proxies = [s.proxy("p1").await, s.proxy("p2").await];
+    let api = s.control.client();
+    let east: Vec<String> = s.spec.regions["us-east"]
+        .backends
+        .iter()
+        .map(|b| b.address.clone())
+        .collect();
+
+    // Version -> when its write returned (version 1 is the seed).
+    let committed: Arc<Mutex<BTreeMap<u64, Instant>>> =
+        Arc::new(Mutex::new(BTreeMap::from([(1, Instant::now())])));
+    let start = Instant::now();
+    let run_for = Duration::from_secs(20);
+
+    // Load: 300 requests/s over both proxies from US, AP and DE clients.
+    let clients = [
+        sample_ip("US"),
+        sample_ip("SG"),
+        sample_ip("DE"),
+        sample_ip("JP"),
+    ];
+    let mut load = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        for c in 0..3 {
+            let url = p.url("/v1/covers");
+            let ip = clients[(i * 3 + c) % clients.len()];
+            load.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut seen = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(20)); // 50/s per task
+                while start.elapsed() < run_for {
+                    tick.tick().await;
+                    let t0 = Instant::now();
+                    let r = http
+                        .get(&url)
+                        .header("x-forwarded-for", ip.to_string())
+                        .send()
+                        .await;
+                    let t1 = Instant::now();
+                    let r = r.map(|r| {
+                        (
+                            r.status().as_u16(),
+                            r.headers()
+                                .get("x-steer-version")
+                                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+                        )
+                    });
+                    seen.push((t0, t1, r.map_err(|e| e.to_string())));
+                }
+                seen
+            }));
+        }
+    }
+
+    // 100 changes: move us-east weight back and forth and drain/undrain ap-southeast.
+    let mut propagation = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..100u32 {
+        let change = if i % 2 == 0 {
+            let (a, b) = if i % 4 == 0 { (0, 1) } else { (1, 0) };
+            json!({ "weights": { east[0].clone(): a, east[1].clone(): b }, "reason": format!("push {i}") })
+        } else {
+            json!({ "drain": i % 4 == 1, "reason": format!("push {i}") })
+        };
+        let region = if i % 2 == 0 {
+            "us-east"
+        } else {
+            "ap-southeast"
+        };
+        let v = api.patch_region(region, change).await.unwrap();
+        let wrote = Instant::now();
+        committed.lock().unwrap().insert(v.version, wrote);
+        // Propagation: until both proxies report the version.
+        loop {
+            let mut all = true;
+            for p in &proxies {
+                all &= p.table_version().await.is_some_and(|pv| pv >= v.version);
+            }
+            if all {
+                propagation.push(wrote.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                wrote.elapsed() < Duration::from_secs(5),
+                "version {} not applied by every proxy in 5 s",
+                v.version
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    let mut total = 0;
+    let committed = committed.lock().unwrap().clone();
+    for task in load {
+        for (t0, t1, r) in task.await.unwrap() {
+            total += 1;
+            let (status, version) = r.unwrap_or_else(|e| panic!("request failed: {e}"));
+            assert_eq!(status, 200, "a request failed during pushes");
+            let v = version.expect("X-Steer-Version on every response");
+            // The version was live while the request ran: committed before it
+            // ended, and not superseded well before it started.
+            let at = committed
+                .get(&v)
+                .unwrap_or_else(|| panic!("unknown version {v}"));
+            assert!(*at <= t1, "version {v} served before it was written");
+            if let Some(next) = committed.get(&(v + 1)) {
+                assert!(
+                    *next + Duration::from_millis(500) >= t0,
+                    "version {v} served {:?} after v{} replaced it",
+                    t0 - *next,
+                    v + 1
+                );
+            }
+        }
+    }
+    assert!(total > 5000, "only {total} requests");
+    propagation.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (
+        percentile(&propagation, 0.5),
+        percentile(&propagation, 0.99),
+    );
+    eprintln!("propagation over {} writes: p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms; {total} requests, 0 failed", propagation.len(), propagation.last().unwrap_or(&0.0));
+    let fleet = api.fleet().await.unwrap();
+    let names: Vec<&str> = fleet["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["proxy"].as_str())
+        .collect();
+    assert_eq!(names, ["p1", "p2"]);
+    assert!(
+        fleet["proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["applied_version"] == json!(101)),
+        "{fleet}"
+    );
+}
+
+async fn raw(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Vec<u8>,
+    if_match: Option<&str>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(m) = if_match {
+        req = req.header("if-match", m);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_writes_are_refused_and_change_nothing() {
+    let s = setup(&["--body-limit", "65536"]).await;
+    let proxy = s.proxy("p1").await;
+    let url = s.control.url("/v1/table");
+    let put =
+        |table: Value| serde_json::to_vec(&json!({ "table": table, "reason": "test" })).unwrap();
+    let good = serde_json::to_value(&s.spec).unwrap();
+
+    let mut crossing = good.clone();
+    crossing["regions"]["cn-east"]["failover"] = json!(["ap-southeast"]);
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some(OPS_TOKEN),
+        put(crossing),
+        None,
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"], "invalid_table");
+    assert_eq!(
+        body["errors"][0]["path"], "regions.cn-east.failover[0]",
+        "{body}"
+    );
+    assert!(body["errors"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("outside zone cn"));
+
+    let mut unknown = good.clone();
+    unknown["regions"]["us-east"]["colour"] = json!("red");
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some(OPS_TOKEN),
+        put(unknown),
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["path"], "regions.us-east.colour",
+        "{body}"
+    );
+
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some(OPS_TOKEN),
+        vec![b' '; 100_000],
+        None,
+    )
+    .await;
+    assert_eq!(st, 413, "{body}");
+    assert_eq!(body["error"], "body_too_large");
+
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some(OPS_TOKEN),
+        b"{\"table\": {".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["error"], "malformed_request");
+
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some(OPS_TOKEN),
+        put(good.clone()),
+        Some("\"v0\""),
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"v1\""),
+        "{body}"
+    );
+
+    // Auth: no token, a wrong token.
+    let (st, _) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        None,
+        put(good.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, _) = raw(
+        reqwest::Method::PUT,
+        url.clone(),
+        Some("ops-secret-token-2"),
+        put(good.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, _) = raw(
+        reqwest::Method::PATCH,
+        s.control.url("/v1/regions/us-east"),
+        None,
+        br#"{"drain":true}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, body) = raw(
+        reqwest::Method::PATCH,
+        s.control.url("/v1/regions/us-mars"),
+        Some(OPS_TOKEN),
+        br#"{"drain":true}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!((st, body["error"].as_str()), (404, Some("unknown_region")));
+    let (st, body) = raw(
+        reqwest::Method::PATCH,
+        s.control.url("/v1/regions/us-east"),
+        Some(OPS_TOKEN),
+        br#"{"canary_bps": 20000}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["errors"][0]["path"], "regions.us-east.canary_bps");
+
+    // Nothing was stored, and the proxy still serves version 1.
+    let history = s.control.client().history(100).await.unwrap();
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    assert_eq!(proxy.table_version().await, Some(1));
+    let got = reqwest::Client::new()
+        .get(proxy.url("/"))
+        .header("x-forwarded-for", sample_ip("US").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["x-steer-version"], "1");
+    // The good table with the right If-Match is accepted.
+    let (st, body) = raw(
+        reqwest::Method::PUT,
+        url,
+        Some(OPS_TOKEN),
+        put(good),
+        Some("\"v1\""),
+    )
+    .await;
+    assert_eq!((st, body["version"].as_u64()), (200, Some(2)), "{body}");
+}
+
+#[tokio::test]
+async fn proxies_survive_the_service_and_history_survives_kill_9() {
+    let mut s = setup(&[]).await;
+    let p1 = s.proxy("p1").await;
+    let api = s.control.client();
+    let v = api
+        .patch_region(
+            "us-east",
+            json!({ "drain": true, "reason": "move US to us-west" }),
+        )
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(3), || async {
+        p1.table_version().await == Some(v.version)
+    })
+    .await
+    .is_some());
+
+    // Writes racing a kill -9: every acknowledged version must survive.
+    let writer = {
+        let api = s.control.client();
+        let east = s.spec.regions["us-east"].backends[0].address.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..1000u32 {
+                match api
+                    .patch_region("us-east", json!({ "weights": { east.clone(): i % 3 + 1 } }))
+                    .await
+                {
+                    Ok(v) => acked.push(v.version),
+                    Err(_) => break,
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.control.kill9();
+    let acked = writer.await.unwrap();
+    assert!(!acked.is_empty());
+
+    // The proxy keeps serving (with the drain in force) while the service is down.
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let got = get_as(&client, &p1.url("/"), sample_ip("US"), None)
+            .await
+            .unwrap();
+        assert_eq!((got.status, got.region()), (200, "us-west"));
+    }
+    // A proxy restarted while the service is down serves its cached table.
+    let served = p1.table_version().await.unwrap();
+    drop(p1);
+    let p1 = s.proxy("p1").await;
+    assert_eq!(p1.table_version().await, Some(served));
+    let got = get_as(&client, &p1.url("/"), sample_ip("US"), None)
+        .await
+        .unwrap();
+    assert_eq!((got.status, got.region()), (200, "us-west"));
+
+    // The service comes back with every acknowledged version, densely numbered.
+    let data = s.control.data.clone();
+    let back = ControlProc::start_on(s.control.addr, &data, None, &[])
+        .await
+        .unwrap();
+    let history = back.client().history(10_000).await.unwrap();
+    let mut versions: Vec<u64> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    versions.reverse();
+    let last = *versions.last().unwrap();
+    assert_eq!(
+        versions,
+        (1..=last).collect::<Vec<_>>(),
+        "versions are not dense"
+    );
+    for a in &acked {
+        assert!(versions.contains(a), "acknowledged version {a} lost");
+    }
+    // The proxy reconnects by itself and catches up.
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            p1.table_version().await == Some(last)
+        })
+        .await
+        .is_some(),
+        "proxy did not catch up to v{last}"
+    );
+}
+
+#[tokio::test]
+async fn rollback_restores_routing_and_is_audited() {
+    let s = setup(&[]).await;
+    let p = s.proxy("p1").await;
+    let api = s.control.client();
+    let client = reqwest::Client::new();
+    let v2 = api
+        .patch_region("us-east", json!({ "drain": true, "reason": "bad change" }))
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(3), || async {
+        p.table_version().await == Some(v2.version)
+    })
+    .await
+    .is_some());
+    assert_eq!(
+        get_as(&client, &p.url("/"), sample_ip("US"), None)
+            .await
+            .unwrap()
+            .region(),
+        "us-west"
+    );
+
+    let v3 = api.rollback(1, "undo bad change").await.unwrap();
+    assert_eq!(v3.version, 3);
+    assert!(wait_until(Duration::from_secs(3), || async {
+        p.table_version().await == Some(3)
+    })
+    .await
+    .is_some());
+    let got = get_as(&client, &p.url("/"), sample_ip("US"), None)
+        .await
+        .unwrap();
+    assert_eq!(got.region(), "us-east");
+    assert_eq!(v3.table, api.version(1).await.unwrap().table);
+    let audit = &v3.raw["audit"];
+    assert_eq!(audit["actor"], "ops");
+    assert_eq!(audit["action"], "rollback");
+    assert_eq!(audit["reason"], "undo bad change");
+    assert_eq!(audit["restored"], 1);
+    assert!(
+        audit["summary"][0]
+            .as_str()
+            .unwrap()
+            .contains("regions.us-east.drain"),
+        "{audit}"
+    );
+}
