@@ -426,6 +426,7 @@ impl Compiler {
                 track: spec.headers.track,
                 version: spec.headers.version,
             },
+            access_log: spec.logging.access_log,
             release,
             retry,
             outlier,

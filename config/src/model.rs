@@ -326,6 +326,8 @@ pub struct RoutingTable {
     pub backends: Vec<Backend>,
     pub default_region: RegionId,
     pub headers: HeaderSettings,
+    /// Write one JSON access-log line per request.
+    pub access_log: bool,
     pub release: ReleaseSettings,
     pub retry: RetrySettings,
     pub outlier: OutlierSettings,

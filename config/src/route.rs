@@ -98,45 +98,13 @@ pub fn decide<H: HealthView + ?Sized>(
     req: &Request<'_>,
     health: &H,
 ) -> Decision {
-    let allowed = req.class.allowed;
-    let (home, home_reason) = match req.pin {
-        Some(p) if !allowed.contains(p) => {
-            return Decision::PinOutsideZone {
-                pinned: p,
-                zone: req.class.zone,
-            }
-        }
-        Some(p) => (p, Reason::Pin),
-        None => (req.class.home, Reason::Home),
+    let candidates = match candidates(table, req, health) {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
     };
     let bucket = bucket(req.sticky);
-    let mut visited = RegionSet::EMPTY;
-
-    if allowed.contains(home) {
-        visited.insert(home);
-        if let Some(r) = pick_in_region(table, home, bucket, req, health, home_reason) {
-            return Decision::Route(r);
-        }
-    }
-    for &f in &table.region(home).failover {
-        if !allowed.contains(f) || visited.contains(f) {
-            continue;
-        }
-        visited.insert(f);
-        if let Some(r) = pick_in_region(table, f, bucket, req, health, Reason::Failover) {
-            return Decision::Route(r);
-        }
-    }
-    // Latency fallback: the allowed regions not yet tried, best RTT first
-    // (unknown RTT sorts last, ties by region order).
-    let mut remaining = RegionSet(allowed.0 & !visited.0);
-    while !remaining.is_empty() {
-        let best = remaining
-            .iter()
-            .min_by_key(|&r| (health.region_rtt_us(r).unwrap_or(u32::MAX), r.0));
-        let Some(best) = best else { break };
-        remaining.0 &= !(1u128 << best.0);
-        if let Some(r) = pick_in_region(table, best, bucket, req, health, Reason::LatencyFallback) {
+    for (region, reason) in candidates {
+        if let Some(r) = pick_in_region(table, region, bucket, req, health, reason) {
             return Decision::Route(r);
         }
     }
@@ -145,17 +113,112 @@ pub fn decide<H: HealthView + ?Sized>(
     }
 }
 
-/// Whether a region has any backend that could take traffic now.
+/// The regions `decide` tries for a request, in order, with the reason
+/// each would be chosen for; or the refusal when the pin is out of zone.
+/// Lazy and allocation-free: the latency phase is only computed if reached.
+pub fn candidates<'a, H: HealthView + ?Sized>(
+    table: &'a RoutingTable,
+    req: &Request<'_>,
+    health: &'a H,
+) -> Result<Candidates<'a, H>, Decision> {
+    let allowed = req.class.allowed;
+    let (home, home_reason) = match req.pin {
+        Some(p) if !allowed.contains(p) => {
+            return Err(Decision::PinOutsideZone {
+                pinned: p,
+                zone: req.class.zone,
+            })
+        }
+        Some(p) => (p, Reason::Pin),
+        None => (req.class.home, Reason::Home),
+    };
+    Ok(Candidates {
+        table,
+        health,
+        allowed,
+        home,
+        home_reason,
+        phase: Phase::Home,
+        visited: RegionSet::EMPTY,
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Home,
+    Failover(usize),
+    Latency,
+}
+
+/// Iterator returned by [`candidates`].
+pub struct Candidates<'a, H: ?Sized> {
+    table: &'a RoutingTable,
+    health: &'a H,
+    allowed: RegionSet,
+    home: RegionId,
+    home_reason: Reason,
+    phase: Phase,
+    visited: RegionSet,
+}
+
+impl<H: HealthView + ?Sized> Iterator for Candidates<'_, H> {
+    type Item = (RegionId, Reason);
+
+    fn next(&mut self) -> Option<(RegionId, Reason)> {
+        loop {
+            match self.phase {
+                Phase::Home => {
+                    self.phase = Phase::Failover(0);
+                    if self.allowed.contains(self.home) {
+                        self.visited.insert(self.home);
+                        return Some((self.home, self.home_reason));
+                    }
+                }
+                Phase::Failover(i) => match self.table.region(self.home).failover.get(i) {
+                    Some(&f) => {
+                        self.phase = Phase::Failover(i + 1);
+                        if self.allowed.contains(f) && !self.visited.contains(f) {
+                            self.visited.insert(f);
+                            return Some((f, Reason::Failover));
+                        }
+                    }
+                    None => self.phase = Phase::Latency,
+                },
+                Phase::Latency => {
+                    // The allowed regions not yet offered, best RTT first
+                    // (unknown RTT sorts last, ties by region order).
+                    let remaining = RegionSet(self.allowed.0 & !self.visited.0);
+                    let best = remaining
+                        .iter()
+                        .min_by_key(|&r| (self.health.region_rtt_us(r).unwrap_or(u32::MAX), r.0))?;
+                    self.visited.insert(best);
+                    return Some((best, Reason::LatencyFallback));
+                }
+            }
+        }
+    }
+}
+
+/// The track a request is assigned in `region` (before any track fallback).
+pub fn assigned_track(table: &RoutingTable, region: RegionId, sticky: u64) -> Track {
+    if bucket(sticky) < table.region(region).canary_bps {
+        Track::Canary
+    } else {
+        Track::Stable
+    }
+}
+
+/// Whether a region could take traffic now: not drained, and a backend available.
 pub fn region_available<H: HealthView + ?Sized>(
     table: &RoutingTable,
     region: RegionId,
     health: &H,
 ) -> bool {
-    table
-        .region(region)
-        .tracks
-        .iter()
-        .any(|t| t.walk(0).any(|b| health.is_healthy(b)))
+    let r = table.region(region);
+    !r.drained
+        && r.tracks
+            .iter()
+            .any(|t| t.walk(0).any(|b| health.is_healthy(b)))
 }
 
 fn pick_in_region<H: HealthView + ?Sized>(

@@ -23,6 +23,9 @@ pub struct TableSpec {
     /// Response headers the proxy adds.
     #[serde(default)]
     pub headers: HeadersSpec,
+    /// Access logging.
+    #[serde(default)]
+    pub logging: LoggingSpec,
     /// Compliance zones by name.
     #[serde(default)]
     pub zones: BTreeMap<String, ZoneSpec>,
@@ -65,6 +68,14 @@ pub struct HeadersSpec {
     /// `X-Steer-Version` (routing-table version) on responses.
     #[serde(default)]
     pub version: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSpec {
+    /// One JSON line per request (destination: `edgesteer proxy --access-log`).
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -39,6 +39,7 @@ pub fn router(steer: Arc<Steering>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/table", get(table))
         .route("/v1/health", get(health))
+        .route("/v1/explain", get(explain))
         .with_state(steer)
 }
 
@@ -68,6 +69,27 @@ async fn metrics(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
 async fn health(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
     let snap = steer.current();
     Json(snap.health.status(&snap.table))
+}
+
+async fn explain(
+    State(steer): State<Arc<Steering>>,
+    q: Result<
+        axum::extract::Query<crate::explain::Query>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> impl IntoResponse {
+    match q {
+        Ok(axum::extract::Query(q)) => (
+            StatusCode::OK,
+            Json(crate::explain::explain(&steer.current(), &steer.geo, &q)),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(
+                serde_json::json!({ "error": "bad_query", "message": format!("{e}; use ?ip=ADDR[&host=HOST][&key=KEY]") }),
+            ),
+        ),
+    }
 }
 
 async fn table(State(steer): State<Arc<Steering>>) -> impl IntoResponse {

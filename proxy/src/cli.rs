@@ -122,6 +122,9 @@ struct ProxyArgs {
     /// Extra trusted proxy CIDR for X-Forwarded-For (added to the table's).
     #[arg(long = "trust")]
     trust: Vec<String>,
+    /// Access-log destination when the table enables it: `-` (stdout) or a file.
+    #[arg(long, default_value = "-")]
+    access_log: crate::access_log::Sink,
     #[command(flatten)]
     net: ListenArgs,
 }
@@ -270,7 +273,15 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     tracing::info!(version, table = %summary(&table), geo = ?geo.info(), "starting proxy");
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let steer = Arc::new(Steering::new(version, spec, table, Arc::new(geo), metrics));
+    let mut steering = Steering::new(version, spec, table, Arc::new(geo), metrics.clone());
+    steering.access_log = Some(
+        crate::access_log::AccessLog::start(
+            args.access_log.clone(),
+            metrics.access_log_dropped.clone(),
+        )
+        .context("opening the access log")?,
+    );
+    let steer = Arc::new(steering);
     let opts = serve_options(args.net, "0.0.0.0:8080");
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
         anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");

@@ -77,6 +77,21 @@ enum CtlCommand {
     },
     /// Every watching proxy and the version it runs.
     Fleet,
+    /// Where a client would be routed right now, and why (asks a proxy's admin listener).
+    Explain {
+        /// Client address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// Host header (for pins).
+        #[arg(long)]
+        host: Option<String>,
+        /// Sticky key (e.g. the X-Api-Key value).
+        #[arg(long)]
+        key: Option<String>,
+        /// The proxy's admin listener.
+        #[arg(long, env = "EDGESTEER_ADMIN", default_value = "http://127.0.0.1:9090")]
+        admin: String,
+    },
     /// What changed between two versions (default: the last change).
     Diff {
         #[arg(long)]
@@ -223,6 +238,29 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        CtlCommand::Explain {
+            ip,
+            host,
+            key,
+            admin,
+        } => {
+            let mut q = vec![("ip", ip.to_string())];
+            q.extend(host.map(|h| ("host", h)));
+            q.extend(key.map(|k| ("key", k)));
+            let url = format!("{}/v1/explain", admin.trim_end_matches('/'));
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .query(&q)
+                .send()
+                .await
+                .with_context(|| format!("asking {url}"))?;
+            let e: Value = resp.json().await.context("reading the explanation")?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print_explain(&e);
+            }
+        }
         CtlCommand::Diff { from, to } => {
             let d = c.diff(from, to).await?;
             if as_json {
@@ -288,6 +326,91 @@ async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+fn print_explain(e: &Value) {
+    let c = &e["client"];
+    let s = |v: &Value| v.as_str().map_or("-".to_string(), str::to_string);
+    println!(
+        "client {}: country {} ({}), lookup {}, zone {}, home {} (via {}), allowed [{}]",
+        s(&c["ip"]),
+        s(&c["country"]),
+        s(&c["continent"]),
+        s(&c["lookup"]),
+        s(&c["zone"]),
+        s(&c["home"]),
+        s(&c["home_via"]),
+        c["allowed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(p) = e["pin"].as_str() {
+        println!("host pin: {p}");
+    }
+    println!(
+        "table version {}, sticky bucket {} (from {})",
+        e["table_version"],
+        e["sticky"]["bucket"],
+        s(&e["sticky"]["key"])
+    );
+    println!("candidates, in order:");
+    for (i, k) in e["candidates"].as_array().into_iter().flatten().enumerate() {
+        let up = k["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["available"] == true)
+            .count();
+        let all = k["backends"].as_array().map_or(0, |b| b.len());
+        println!(
+            "  {}. {:<13} as {:<16} {:<11} {}/{} backends up  rtt {}  track {}{}",
+            i + 1,
+            s(&k["region"]),
+            s(&k["as"]),
+            if k["available"] == true {
+                "available"
+            } else {
+                "unavailable"
+            },
+            up,
+            all,
+            k["rtt_ms"]
+                .as_f64()
+                .map_or("-".into(), |r| format!("{r:.2} ms")),
+            s(&k["track"]),
+            if k["drained"] == true {
+                "  (drained)"
+            } else {
+                ""
+            }
+        );
+    }
+    let d = &e["decision"];
+    match d["outcome"].as_str() {
+        Some("route") => println!(
+            "decision: {} -> {} / {} ({}, {}{})",
+            d["status"],
+            s(&d["region"]),
+            s(&d["backend"]),
+            s(&d["track"]),
+            s(&d["reason"]),
+            if d["track_fallback"] == true {
+                ", track fallback"
+            } else {
+                ""
+            }
+        ),
+        _ => println!(
+            "decision: {} {} (zone {})",
+            d["status"],
+            s(&d["reason"]),
+            s(&d["zone"])
+        ),
+    }
 }
 
 fn print_table(v: &Versioned) {

@@ -10,11 +10,13 @@
 //! state in `edgesteer-health`. This crate reads a request, calls them, and
 //! acts on the answer.
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod client_ip;
 pub mod ctl;
 pub mod demo;
+pub mod explain;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

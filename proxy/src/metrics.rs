@@ -38,6 +38,7 @@ pub struct Metrics {
     pub downstream_active: IntGauge,
     pub upstream_active: IntGauge,
     pub table_applies: IntCounterVec,
+    pub access_log_dropped: IntCounter,
     geo: [IntCounter; 4],
 }
 
@@ -148,8 +149,13 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let access_log_dropped = IntCounter::new(
+            "edgesteer_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind.",
+        )?;
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_connect.clone()),
             Box::new(upstream_response.clone()),
@@ -180,6 +186,7 @@ impl Metrics {
             downstream_active,
             upstream_active,
             table_applies,
+            access_log_dropped,
             geo,
         })
     }

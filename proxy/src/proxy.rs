@@ -463,6 +463,11 @@ impl ProxyHttp for EdgeProxy {
             m.request(track, status);
             m.duration.observe(ctx.start.elapsed().as_secs_f64());
         }
+        if snap.table.access_log {
+            if let Some(log) = &self.steer.access_log {
+                log.write(access_line(session, ctx, snap, status));
+            }
+        }
         let served = ctx.route.filter(|_| ctx.route_used);
         if let (Some(route), Some(class)) = (served, ctx.class) {
             if matches!(route.reason, Reason::Failover | Reason::LatencyFallback) {
@@ -516,19 +521,24 @@ fn host_of(req: &pingora_http::RequestHeader) -> Option<&str> {
 /// Hash of the request's sticky key: the first configured source present,
 /// else the client address.
 fn sticky_of(snap: &Snapshot, headers: &HeaderMap, client: IpAddr) -> u64 {
-    let salt = snap.table.release.salt.as_bytes();
-    for source in &snap.table.release.sticky {
+    let key = snap.table.release.sticky.iter().find_map(|source| {
         let value = match source {
             StickySource::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes()),
             StickySource::Cookie(name) => cookie(headers, name),
         };
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            return sticky_hash(salt, v);
-        }
-    }
-    match client {
-        IpAddr::V4(v4) => sticky_hash(salt, &v4.octets()),
-        IpAddr::V6(v6) => sticky_hash(salt, &v6.octets()),
+        value.filter(|v| !v.is_empty())
+    });
+    sticky_for(snap, key, client)
+}
+
+/// The sticky hash of a key, or of the client address when there is none.
+/// Shared with `/v1/explain` so both agree.
+pub fn sticky_for(snap: &Snapshot, key: Option<&[u8]>, client: IpAddr) -> u64 {
+    let salt = snap.table.release.salt.as_bytes();
+    match (key, client) {
+        (Some(k), _) => sticky_hash(salt, k),
+        (None, IpAddr::V4(v4)) => sticky_hash(salt, &v4.octets()),
+        (None, IpAddr::V6(v6)) => sticky_hash(salt, &v6.octets()),
     }
 }
 
@@ -541,6 +551,42 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then_some(v.as_bytes())
         })
+}
+
+/// One access-log line (JSON, newline-terminated).
+fn access_line(session: &Session, ctx: &Ctx, snap: &Snapshot, status: u16) -> String {
+    let t = &snap.table;
+    let req = session.req_header();
+    let served = ctx.route.filter(|_| ctx.route_used);
+    let reason = match (ctx.refusal, served) {
+        (Some(Refusal::PinOutsideZone), _) => "pin_refused",
+        (Some(Refusal::ZoneExhausted), _) => "blocked",
+        (None, Some(r)) => r.reason.as_str(),
+        (None, None) => "error",
+    };
+    let now = std::time::SystemTime::now();
+    let mut line = serde_json::json!({
+        "ts": humantime::format_rfc3339_millis(now).to_string(),
+        "client": ctx.client.to_string(),
+        "country": ctx.geo.country.map(|c| c.as_str()),
+        "zone": ctx.class.and_then(|c| c.zone).map(|z| t.zone(z).name.as_str()),
+        "region": served.map(|r| t.region(r.region).name.as_str()),
+        "backend": served.and(ctx.peer_addr).map(|a| a.to_string()),
+        "track": served.map(|r| r.track.as_str()),
+        "status": status,
+        "method": req.method.as_str(),
+        "host": host_of(req),
+        "path": req.uri.path(),
+        "duration_ms": ctx.start.elapsed().as_secs_f64() * 1000.0,
+        "upstream_ms": ctx.upstream_start.map(|u| u.elapsed().as_secs_f64() * 1000.0),
+        "bytes_sent": session.as_downstream().body_bytes_sent(),
+        "attempts": ctx.tried_len,
+        "version": snap.version,
+        "reason": reason,
+    })
+    .to_string();
+    line.push('\n');
+    line
 }
 
 fn zone_body(zone: &str) -> Bytes {

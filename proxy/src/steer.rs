@@ -46,6 +46,8 @@ pub struct Steering {
     pub geo: Arc<GeoDb>,
     pub registry: HealthRegistry,
     pub metrics: Arc<Metrics>,
+    /// Where access-log lines go when a table turns logging on.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl Steering {
@@ -64,6 +66,7 @@ impl Steering {
             geo,
             registry,
             metrics,
+            access_log: None,
         }
     }
 

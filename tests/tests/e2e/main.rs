@@ -4,5 +4,6 @@
 mod cli;
 mod control;
 mod failover;
+mod observe;
 mod routing;
 mod tls_h2;

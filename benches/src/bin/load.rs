@@ -1,0 +1,77 @@
+//! `edgesteer-load`: the load driver (see `edgesteer_benches::load`).
+//!
+//! edgesteer-load --target 127.0.0.1:8080 --duration 10 --connections 32
+//! edgesteer-load --target 127.0.0.1:8080 --rate 2000 --h2 --json
+
+use std::time::Duration;
+
+use clap::Parser;
+use edgesteer_benches::load::{default_mix, run, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "edgesteer-load",
+    about = "Global-traffic load driver for edgesteer"
+)]
+struct Args {
+    /// Proxy address (host:port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: std::net::SocketAddr,
+    /// Host header / :authority.
+    #[arg(long, default_value = "api.covergen.ai")]
+    host: String,
+    #[arg(long, default_value = "/v1/covers")]
+    path: String,
+    /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    #[arg(long)]
+    h2: bool,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Open loop at this many requests/s (closed loop when absent).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let a = Args::parse();
+    let cfg = Config {
+        target: a.target,
+        host: a.host,
+        path: a.path,
+        h2: a.h2,
+        connections: a.connections.max(1),
+        duration: Duration::from_secs_f64(a.duration.clamp(0.1, 3600.0)),
+        rate: a.rate,
+        mix: default_mix(),
+        timeout: Duration::from_secs_f64(a.timeout),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgesteer-load: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(run(cfg));
+    if a.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("edgesteer-load: {e}"),
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    std::process::ExitCode::SUCCESS
+}
