@@ -72,6 +72,10 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     /// The endpoint of the current attempt, for passive health reports.
     peer_addr: Option<SocketAddr>,
+    /// An upstream connection is held (counted in the active gauge).
+    upstream_held: bool,
+    /// Counted in the downstream active gauge.
+    active: bool,
 }
 
 impl Ctx {
@@ -105,11 +109,14 @@ impl ProxyHttp for EdgeProxy {
             start: Instant::now(),
             upstream_start: None,
             peer_addr: None,
+            upstream_held: false,
+            active: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.steer.metrics.downstream_active.inc();
+        ctx.active = true;
         let snap = self.steer.current();
         let table = &snap.table;
         let downstream = session.as_downstream();
@@ -329,6 +336,34 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Connect time: from handing out the peer to holding a connection
+        // (near zero when a pooled connection was reused).
+        if let (Some(t), Some(snap)) = (ctx.upstream_start, &ctx.snap) {
+            if let Some(m) = snap.region_metrics(ctx.route.map(|r| r.region.index())) {
+                m.upstream_connect.observe(if reused {
+                    0.0
+                } else {
+                    t.elapsed().as_secs_f64()
+                });
+            }
+        }
+        if !ctx.upstream_held {
+            ctx.upstream_held = true;
+            self.steer.metrics.upstream_active.inc();
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -451,7 +486,12 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        self.steer.metrics.downstream_active.dec();
+        if ctx.active {
+            self.steer.metrics.downstream_active.dec();
+        }
+        if ctx.upstream_held {
+            self.steer.metrics.upstream_active.dec();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let Some(snap) = &ctx.snap else { return };
         let region = ctx
