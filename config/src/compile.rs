@@ -337,6 +337,10 @@ impl Compiler {
                     format!("{} is over {BUCKETS} (100%)", r.canary_bps),
                 );
             }
+            let (rollout_state, rollout_step) = match &r.rollout {
+                None => (RolloutState::Idle, 0),
+                Some(ro) => self.rollout(&format!("regions.{name}.rollout"), ro),
+            };
             let health = match &r.health {
                 Some(h) => self.health(&format!("regions.{name}.health"), h, &default_health),
                 None => default_health.clone(),
@@ -410,6 +414,8 @@ impl Compiler {
                 failover,
                 canary_bps: r.canary_bps.min(BUCKETS),
                 drained: r.drain,
+                rollout_state,
+                rollout_step,
                 health,
                 backends: ids,
                 tracks,
@@ -690,6 +696,58 @@ impl Compiler {
 }
 
 impl Compiler {
+    fn rollout(&mut self, path: &str, ro: &crate::wire::RolloutSpec) -> (RolloutState, usize) {
+        let state = RolloutState::parse(&ro.state).unwrap_or_else(|| {
+            self.err(
+                format!("{path}.state"),
+                format!(
+                    "`{}` is not idle, running, paused, completed, rolled_back or aborted",
+                    ro.state
+                ),
+            );
+            RolloutState::Idle
+        });
+        if ro.steps.is_empty() {
+            self.err(format!("{path}.steps"), "a rollout needs at least one step");
+        }
+        let mut prev = 0;
+        for (i, st) in ro.steps.iter().enumerate() {
+            if st.canary_bps > BUCKETS || st.canary_bps < prev {
+                self.err(
+                    format!("{path}.steps[{i}].canary_bps"),
+                    format!(
+                        "{} must be in {prev}..=10000 (steps only raise the share)",
+                        st.canary_bps
+                    ),
+                );
+            }
+            prev = st.canary_bps;
+        }
+        if ro.step >= ro.steps.len().max(1) {
+            self.err(
+                format!("{path}.step"),
+                format!("{} is past the last step", ro.step),
+            );
+        }
+        if let Some(e) = ro.max_error_rate {
+            if !(0.0..=1.0).contains(&e) {
+                self.err(
+                    format!("{path}.max_error_rate"),
+                    format!("{e} is outside 0..=1"),
+                );
+            }
+        }
+        if let Some(r) = ro.max_p99_ratio {
+            if !(r >= 1.0 && r.is_finite()) {
+                self.err(
+                    format!("{path}.max_p99_ratio"),
+                    format!("{r} must be at least 1"),
+                );
+            }
+        }
+        (state, ro.step)
+    }
+
     fn outlier(&mut self, spec: &TableSpec) -> OutlierSettings {
         let mut out = OutlierSettings::default();
         let o = &spec.outlier;

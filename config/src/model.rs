@@ -218,11 +218,51 @@ pub struct Region {
     pub canary_bps: u32,
     /// Drained by an operator: never chosen, clients fail over.
     pub drained: bool,
+    /// Rollout state (`idle` when there is none) and step, for metrics.
+    pub rollout_state: RolloutState,
+    pub rollout_step: usize,
     pub health: HealthSettings,
     /// All backends of the region, in table order.
     pub backends: Vec<BackendId>,
     /// Weighted sets indexed by [`Track::index`].
     pub tracks: [WeightedSet; 2],
+}
+
+/// Where a region's canary rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutState {
+    Idle,
+    Running,
+    Paused,
+    Completed,
+    RolledBack,
+    Aborted,
+}
+
+impl RolloutState {
+    pub const ALL: [RolloutState; 6] = [
+        RolloutState::Idle,
+        RolloutState::Running,
+        RolloutState::Paused,
+        RolloutState::Completed,
+        RolloutState::RolledBack,
+        RolloutState::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Idle => "idle",
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RolloutState> {
+        RolloutState::ALL.into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -281,3 +281,67 @@ pub fn sticky_hash(salt: &[u8], key: &[u8]) -> u64 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOLDEN_ALICE: u32 = 6374;
+
+    fn canary_share(bps: u32, keys: u32) -> f64 {
+        let n = (0..keys)
+            .filter(|k| bucket(sticky_hash(b"covergen-2026", format!("key-{k}").as_bytes())) < bps)
+            .count();
+        n as f64 / f64::from(keys)
+    }
+
+    #[test]
+    fn canary_share_is_within_half_a_point_over_100k_keys() {
+        for bps in [100, 500, 2500, 5000] {
+            let got = canary_share(bps, 100_000);
+            let want = f64::from(bps) / f64::from(BUCKETS);
+            assert!(
+                (got - want).abs() <= 0.005,
+                "{bps} bps: {got:.4} vs {want:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn raising_the_share_never_moves_a_user_back_to_stable() {
+        let keys: Vec<u64> = (0..100_000u32)
+            .map(|k| sticky_hash(b"covergen-2026", format!("user-{k}").as_bytes()))
+            .collect();
+        let canary = |bps: u32| -> Vec<bool> { keys.iter().map(|&h| bucket(h) < bps).collect() };
+        let (a, b, c) = (canary(500), canary(1000), canary(2500));
+        for i in 0..keys.len() {
+            assert!(!a[i] || b[i], "key {i} left canary going 5% -> 10%");
+            assert!(!b[i] || c[i], "key {i} left canary going 10% -> 25%");
+        }
+    }
+
+    #[test]
+    fn the_hash_is_fixed_across_builds() {
+        // Pinned values: every proxy, version and platform must agree.
+        assert_eq!(
+            sticky_hash(b"covergen-2026", b"alice"),
+            sticky_hash(b"covergen-2026", b"alice")
+        );
+        assert_ne!(
+            sticky_hash(b"covergen-2026", b"alice"),
+            sticky_hash(b"other-salt", b"alice")
+        );
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+        assert_eq!(
+            sticky_hash(b"", b""),
+            1_998_855_519_756_462_295,
+            "golden value changed"
+        );
+        assert_eq!(
+            bucket(sticky_hash(b"covergen-2026", b"alice")),
+            GOLDEN_ALICE,
+            "golden value changed"
+        );
+    }
+}

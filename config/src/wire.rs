@@ -186,7 +186,46 @@ pub struct RegionSpec {
     /// Overrides of the table-wide health-check settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// A progressive canary rollout: its plan and where it stands. The
+    /// config service's rollout controller advances it by writing new
+    /// versions, so every proxy sees the same step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
     pub backends: Vec<BackendSpec>,
+}
+
+/// One step of a rollout: the canary share and how long it must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStep {
+    pub canary_bps: u32,
+    pub hold_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// idle, running, paused, completed, rolled_back or aborted.
+    pub state: String,
+    /// Index of the current step.
+    #[serde(default)]
+    pub step: usize,
+    pub steps: Vec<RolloutStep>,
+    /// Canary 5xx share above which the rollout rolls back (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    /// Canary p99 may be at most this multiple of stable's (default 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
+    /// Canary requests a step needs before it may advance (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// Milliseconds since the epoch when the current step began.
+    #[serde(default)]
+    pub step_started_ms: u64,
+    /// Why the rollout stopped (gate and figures), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

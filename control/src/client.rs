@@ -233,6 +233,30 @@ impl Client {
         Self::versioned(raw).map(Some)
     }
 
+    /// A proxy's per-track stats for the rollout controller.
+    pub async fn report_stats(
+        &self,
+        report: &crate::rollout::StatsReport,
+    ) -> Result<(), ClientError> {
+        self.send(self.http.post(self.url("/v1/stats")).json(report))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn rollouts(&self) -> Result<Value, ClientError> {
+        self.json(self.http.get(self.url("/v1/rollouts"))).await
+    }
+
+    /// start (with an optional plan), pause, resume or abort a region's rollout.
+    pub async fn rollout(&self, region: &str, body: Value) -> Result<Value, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/rollouts/{region}")))
+                .json(&body),
+        )
+        .await
+    }
+
     pub async fn ack(&self, ack: &Ack) -> Result<(), ClientError> {
         self.send(self.http.post(self.url("/v1/fleet/ack")).json(ack))
             .await

@@ -12,9 +12,11 @@
 //! ## Layout
 //! - [`store`]: the `Store` trait, the crash-safe `FileStore`, `MemoryStore`.
 //! - [`service`]: state, write path, the axum router (see docs/api.md).
+//! - [`rollout`]: the canary rollout controller, proxies' stats reports, the rollout API.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher.
 
 pub mod client;
+pub mod rollout;
 pub mod service;
 pub mod store;
 

@@ -74,11 +74,13 @@ pub struct FleetEntry {
 /// Shared state of the service.
 pub struct Control {
     store: Arc<dyn Store>,
-    write_lock: Mutex<()>,
+    pub(crate) write_lock: Mutex<()>,
     versions: RwLock<Vec<Arc<VersionRecord>>>,
     current: watch::Sender<Option<Arc<VersionRecord>>>,
     tokens: Vec<Token>,
     fleet: std::sync::Mutex<HashMap<String, FleetEntry>>,
+    /// Rollout figures per region since its current step began.
+    pub(crate) windows: std::sync::Mutex<HashMap<String, crate::rollout::Window>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,7 @@ impl Control {
             current: tx,
             tokens,
             fleet: std::sync::Mutex::new(HashMap::new()),
+            windows: std::sync::Mutex::new(HashMap::new()),
         });
         if control.latest().is_none() {
             if let Some(seed) = seed {
@@ -141,7 +144,7 @@ impl Control {
     }
 
     /// Stores a new version (already compiled by the caller) and pushes it.
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         actor: &str,
         action: &str,
@@ -193,7 +196,7 @@ impl Control {
         Ok(record)
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -271,7 +274,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -280,7 +283,7 @@ impl ApiError {
         }
     }
 
-    fn from_config(e: ConfigError) -> Self {
+    pub(crate) fn from_config(e: ConfigError) -> Self {
         match &e {
             ConfigError::Parse(f) => ApiError {
                 status: StatusCode::BAD_REQUEST,
@@ -308,7 +311,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -321,7 +324,7 @@ fn body_error(e: BytesRejection) -> ApiError {
 }
 
 /// Parses a JSON body, naming the field at fault.
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error_free(&mut de).map_err(|(path, msg)| ApiError {
         status: StatusCode::BAD_REQUEST,
@@ -358,6 +361,9 @@ pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
         .route("/v1/watch", get(watch_table))
         .route("/v1/fleet", get(fleet))
         .route("/v1/fleet/ack", post(ack))
+        .route("/v1/stats", post(crate::rollout::post_stats))
+        .route("/v1/rollouts", get(crate::rollout::get_rollouts))
+        .route("/v1/rollouts/{region}", post(crate::rollout::post_rollout))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(control)
 }

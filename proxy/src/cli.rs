@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -116,6 +117,9 @@ struct ProxyArgs {
     /// This proxy's name in the fleet view (default: host:pid).
     #[arg(long)]
     name: Option<String>,
+    /// How often per-track stats go to the config service (rollout gates).
+    #[arg(long, default_value_t = 1000)]
+    report_interval_ms: u64,
     /// MaxMind-format database; default: the bundled country database.
     #[arg(long)]
     geo_db: Option<PathBuf>,
@@ -288,10 +292,21 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let mut server = server::build(steer.clone(), &opts)?;
     if let Some(url) = &args.control {
+        let name = args.name.unwrap_or_else(default_name);
+        let client = edgesteer_control::client::Client::new(url, None);
+        server.add_service(background_service(
+            "stats report",
+            crate::stats::Reporter {
+                steer: steer.clone(),
+                client: client.clone(),
+                name: name.clone(),
+                interval: Duration::from_millis(args.report_interval_ms.max(50)),
+            },
+        ));
         let watcher = crate::watch::Watcher {
             steer,
-            client: edgesteer_control::client::Client::new(url, None),
-            name: args.name.unwrap_or_else(default_name),
+            client,
+            name,
             cache: Some(args.cache),
             extra_trust: args.trust,
         };
@@ -379,6 +394,7 @@ fn run_control(args: ControlArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the config service on {}", args.listen))?;
         tracing::info!(listen = %args.listen, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
+        tokio::spawn(edgesteer_control::rollout::run(control.clone(), Duration::from_millis(250)));
         axum::serve(listener, edgesteer_control::router(control, args.body_limit))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -423,6 +439,10 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the demo config service on {}", args.control))?;
         let app = edgesteer_control::router(control.clone(), edgesteer_control::DEFAULT_BODY_LIMIT);
+        tokio::spawn(edgesteer_control::rollout::run(
+            control.clone(),
+            Duration::from_millis(250),
+        ));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "demo config service stopped");
@@ -447,6 +467,15 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         ..ServeOptions::default()
     };
     let mut server = server::build(steer.clone(), &opts)?;
+    server.add_service(background_service(
+        "stats report",
+        crate::stats::Reporter {
+            steer: steer.clone(),
+            client: edgesteer_control::client::Client::new(&control_url, None),
+            name: "demo-proxy".into(),
+            interval: Duration::from_secs(1),
+        },
+    ));
     server.add_service(background_service(
         "control watch",
         crate::watch::Watcher {

@@ -77,6 +77,11 @@ enum CtlCommand {
     },
     /// Every watching proxy and the version it runs.
     Fleet,
+    /// Progressive canary rollouts: start, pause, resume, abort, status.
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
+    },
     /// Where a client would be routed right now, and why (asks a proxy's admin listener).
     Explain {
         /// Client address.
@@ -99,6 +104,165 @@ enum CtlCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCmd {
+    /// Start a rollout; default plan 5% -> 10% -> 25% -> 50% -> 100%, 60 s each.
+    Start {
+        region: String,
+        /// Steps as BPS:SECONDS, comma-separated (e.g. 500:60,1000:60,10000:60).
+        #[arg(long)]
+        steps: Option<String>,
+        #[arg(long)]
+        max_error_rate: Option<f64>,
+        #[arg(long)]
+        max_p99_ratio: Option<f64>,
+        #[arg(long)]
+        min_requests: Option<u64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Pause {
+        region: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Resume {
+        region: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Stop and set the canary share to 0 at once.
+    Abort {
+        region: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Step, gate figures and time to the next step of every rollout.
+    Status,
+}
+
+fn parse_steps(s: &str) -> anyhow::Result<Value> {
+    let steps: anyhow::Result<Vec<Value>> = s
+        .split(',')
+        .map(|part| {
+            let (bps, secs) = part
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("step `{part}` is not BPS:SECONDS"))?;
+            let bps: u32 = bps
+                .trim()
+                .parse()
+                .with_context(|| format!("step `{part}`: canary share"))?;
+            let secs: f64 = secs
+                .trim()
+                .parse()
+                .with_context(|| format!("step `{part}`: hold seconds"))?;
+            Ok(json!({ "canary_bps": bps, "hold_ms": (secs * 1000.0) as u64 }))
+        })
+        .collect();
+    Ok(Value::Array(steps?))
+}
+
+async fn rollout(c: &Client, as_json: bool, cmd: RolloutCmd) -> anyhow::Result<()> {
+    let (region, body) = match cmd {
+        RolloutCmd::Status => {
+            let s = c.rollouts().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            let list = s["rollouts"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no rollouts");
+            }
+            for r in list {
+                let f = &r["figures"];
+                println!(
+                    "{}: {} at step {}/{} (canary {:.1}%){}",
+                    r["region"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["step"].as_u64().unwrap_or(0) + 1,
+                    r["steps"].as_array().map_or(0, |s| s.len()),
+                    r["canary_bps"].as_f64().unwrap_or(0.0) / 100.0,
+                    r["next_step_in_ms"]
+                        .as_u64()
+                        .map(|ms| format!(", next step in {:.1} s", ms as f64 / 1000.0))
+                        .unwrap_or_default()
+                );
+                println!(
+                    "  gates: 5xx <= {:.2}%, p99 <= {}x stable, >= {} canary requests",
+                    r["gates"]["max_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    r["gates"]["max_p99_ratio"],
+                    r["gates"]["min_requests"]
+                );
+                if !f.is_null() {
+                    println!(
+                        "  this step: {} canary requests, 5xx {:.2}%, p99 {} ms (stable {} ms over {}), unhealthy canary backends {}",
+                        f["canary_requests"],
+                        f["canary_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                        f["canary_p99_ms"],
+                        f["stable_p99_ms"],
+                        f["stable_requests"],
+                        f["unhealthy_canary_backends"]
+                    );
+                }
+                if let Some(reason) = r["reason"].as_str() {
+                    println!("  reason: {reason}");
+                }
+            }
+            return Ok(());
+        }
+        RolloutCmd::Start {
+            region,
+            steps,
+            max_error_rate,
+            max_p99_ratio,
+            min_requests,
+            reason,
+        } => {
+            let mut body = json!({ "action": "start", "reason": reason });
+            if let Some(s) = steps {
+                body["steps"] = parse_steps(&s)?;
+            }
+            if let Some(v) = max_error_rate {
+                body["max_error_rate"] = json!(v);
+            }
+            if let Some(v) = max_p99_ratio {
+                body["max_p99_ratio"] = json!(v);
+            }
+            if let Some(v) = min_requests {
+                body["min_requests"] = json!(v);
+            }
+            (region, body)
+        }
+        RolloutCmd::Pause { region, reason } => {
+            (region, json!({ "action": "pause", "reason": reason }))
+        }
+        RolloutCmd::Resume { region, reason } => {
+            (region, json!({ "action": "resume", "reason": reason }))
+        }
+        RolloutCmd::Abort { region, reason } => {
+            (region, json!({ "action": "abort", "reason": reason }))
+        }
+    };
+    let r = c.rollout(&region, body).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "version {}: rollout of {region} is {} at step {} (canary {:.1}%)",
+            r["version"],
+            r["rollout"]["state"].as_str().unwrap_or("?"),
+            r["rollout"]["step"].as_u64().unwrap_or(0) + 1,
+            r["rollout"]["steps"][r["rollout"]["step"].as_u64().unwrap_or(0) as usize]
+                ["canary_bps"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 100.0
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -238,6 +402,7 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        CtlCommand::Rollout { cmd } => rollout(&c, as_json, cmd).await?,
         CtlCommand::Explain {
             ip,
             host,

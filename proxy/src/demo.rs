@@ -3,7 +3,7 @@
 //! `GET /health` answers `OK` for the health checker.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -30,6 +30,10 @@ pub struct DemoBackend {
     pub addr: SocketAddr,
     /// Requests answered (health checks excluded).
     pub served: Arc<AtomicU64>,
+    /// When non-zero, every request is answered with this status.
+    pub fail_status: Arc<AtomicU16>,
+    /// When set, `/health` answers 503.
+    pub health_fail: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -52,6 +56,8 @@ impl Drop for DemoBackend {
 struct BackendState {
     id: Arc<Identity>,
     served: Arc<AtomicU64>,
+    fail_status: Arc<AtomicU16>,
+    health_fail: Arc<AtomicBool>,
 }
 
 /// Starts one backend on `bind` (port 0 picks a free port).
@@ -59,12 +65,16 @@ pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<De
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
+    let fail_status = Arc::new(AtomicU16::new(0));
+    let health_fail = Arc::new(AtomicBool::new(false));
     let state = BackendState {
         id: Arc::new(id.clone()),
         served: served.clone(),
+        fail_status: fail_status.clone(),
+        health_fail: health_fail.clone(),
     };
     let app = Router::new()
-        .route("/health", get(|| async { "OK" }))
+        .route("/health", get(health))
         .fallback(echo)
         .with_state(state);
     let (tx, rx) = oneshot::channel();
@@ -80,12 +90,24 @@ pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<De
         id,
         addr,
         served,
+        fail_status,
+        health_fail,
         stop: Some(tx),
     })
 }
 
+async fn health(State(s): State<BackendState>) -> (axum::http::StatusCode, &'static str) {
+    if s.health_fail.load(Ordering::Relaxed) {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "FAILING")
+    } else {
+        (axum::http::StatusCode::OK, "OK")
+    }
+}
+
 async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
     s.served.fetch_add(1, Ordering::Relaxed);
+    let status = axum::http::StatusCode::from_u16(s.fail_status.load(Ordering::Relaxed))
+        .unwrap_or(axum::http::StatusCode::OK);
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -102,6 +124,7 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
         "forwarded_proto": header("x-forwarded-proto"),
     });
     (
+        status,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )

@@ -20,6 +20,7 @@ pub mod explain;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod stats;
 pub mod steer;
 pub mod tls;
 pub mod watch;

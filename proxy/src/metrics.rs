@@ -39,6 +39,9 @@ pub struct Metrics {
     pub upstream_active: IntGauge,
     pub table_applies: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    rollout_step: IntGaugeVec,
+    rollout_state: IntGaugeVec,
+    pub track_fallbacks: IntCounterVec,
     geo: [IntCounter; 4],
 }
 
@@ -153,8 +156,29 @@ impl Metrics {
             "edgesteer_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
         )?;
+        let rollout_step = IntGaugeVec::new(
+            Opts::new(
+                "edgesteer_rollout_step",
+                "Current step of the region's canary rollout.",
+            ),
+            &["region"],
+        )?;
+        let rollout_state = IntGaugeVec::new(
+            Opts::new(
+                "edgesteer_rollout_state",
+                "1 for the state the region's canary rollout is in.",
+            ),
+            &["region", "state"],
+        )?;
+        let track_fallbacks = IntCounterVec::new(
+            Opts::new("edgesteer_track_fallbacks_total", "Requests served by the other track of their region because theirs had no available backend."),
+            &["region", "track"],
+        )?;
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rollout_step.clone()),
+            Box::new(rollout_state.clone()),
+            Box::new(track_fallbacks.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_connect.clone()),
@@ -187,6 +211,9 @@ impl Metrics {
             upstream_active,
             table_applies,
             access_log_dropped,
+            rollout_step,
+            rollout_state,
+            track_fallbacks,
             geo,
         })
     }
@@ -211,6 +238,20 @@ impl Metrics {
             duration: self.duration.with_label_values(&[name]),
             upstream_connect: self.upstream_connect.with_label_values(&[name]),
             upstream_response: self.upstream_response.with_label_values(&[name]),
+        }
+    }
+
+    /// Publishes each region's rollout state and step from a table.
+    pub fn set_rollouts(&self, table: &RoutingTable) {
+        for r in &table.regions {
+            self.rollout_step
+                .with_label_values(&[r.name.as_str()])
+                .set(r.rollout_step as i64);
+            for s in edgesteer_config::model::RolloutState::ALL {
+                self.rollout_state
+                    .with_label_values(&[r.name.as_str(), s.as_str()])
+                    .set(i64::from(s == r.rollout_state));
+            }
         }
     }
 

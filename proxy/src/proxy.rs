@@ -499,9 +499,16 @@ impl ProxyHttp for EdgeProxy {
             .filter(|_| ctx.route_used)
             .map(|r| r.region.index());
         let track = ctx.route.map_or(0, |r| r.track.index());
+        let elapsed = ctx.start.elapsed();
         if let Some(m) = snap.region_metrics(region) {
             m.request(track, status);
-            m.duration.observe(ctx.start.elapsed().as_secs_f64());
+            m.duration.observe(elapsed.as_secs_f64());
+        }
+        if let Some(s) = region
+            .and_then(|r| snap.stats.get(r))
+            .and_then(|s| s.tracks.get(track))
+        {
+            s.record(status, elapsed);
         }
         if snap.table.access_log {
             if let Some(log) = &self.steer.access_log {
@@ -509,6 +516,14 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         let served = ctx.route.filter(|_| ctx.route_used);
+        if let Some(route) = served.filter(|r| r.track_fallback) {
+            let assigned = route.track.other();
+            self.steer
+                .metrics
+                .track_fallbacks
+                .with_label_values(&[&snap.table.region(route.region).name, assigned.as_str()])
+                .inc();
+        }
         if let (Some(route), Some(class)) = (served, ctx.class) {
             if matches!(route.reason, Reason::Failover | Reason::LatencyFallback) {
                 let from = ctx.pin.unwrap_or(class.home);

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub version_header: HeaderValue,
     /// Metric handles by region index; the extra last one is for "none".
     pub metrics: Vec<RegionMetrics>,
+    /// Rollout stats by region index.
+    pub stats: Vec<Arc<crate::stats::RegionStats>>,
 }
 
 impl Snapshot {
@@ -46,6 +48,7 @@ pub struct Steering {
     pub geo: Arc<GeoDb>,
     pub registry: HealthRegistry,
     pub metrics: Arc<Metrics>,
+    pub stats: crate::stats::StatsRegistry,
     /// Where access-log lines go when a table turns logging on.
     pub access_log: Option<crate::access_log::AccessLog>,
 }
@@ -59,13 +62,15 @@ impl Steering {
         metrics: Arc<Metrics>,
     ) -> Steering {
         let registry = HealthRegistry::new();
-        let first = build_snapshot(version, spec, table, &registry, &metrics);
+        let stats = crate::stats::StatsRegistry::default();
+        let first = build_snapshot(version, spec, table, &registry, &metrics, &stats);
         metrics.table_version.set(version as i64);
         Steering {
             current: ArcSwap::from_pointee(first),
             geo,
             registry,
             metrics,
+            stats,
             access_log: None,
         }
     }
@@ -84,6 +89,7 @@ impl Steering {
             table,
             &self.registry,
             &self.metrics,
+            &self.stats,
         ));
         self.current.store(snap.clone());
         self.metrics.table_version.set(version as i64);
@@ -107,6 +113,7 @@ fn build_snapshot(
     table: RoutingTable,
     registry: &HealthRegistry,
     metrics: &Metrics,
+    stats: &crate::stats::StatsRegistry,
 ) -> Snapshot {
     let health = registry.bind(&table);
     let region_header = table
@@ -115,6 +122,8 @@ fn build_snapshot(
         .map(|r| HeaderValue::from_str(&r.name).unwrap_or(HeaderValue::from_static("invalid")))
         .collect();
     let version_header = HeaderValue::from(version);
+    metrics.set_rollouts(&table);
+    let stats = stats.for_table(&table);
     let metrics = metrics.for_table(&table);
     Snapshot {
         version,
@@ -124,5 +133,6 @@ fn build_snapshot(
         region_header,
         version_header,
         metrics,
+        stats,
     }
 }

@@ -24,7 +24,7 @@ fn validate_accepts_covergen() {
     let (code, out, err) = validate(&example);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("ok: "), "{out}");
-    assert!(out.contains("8 regions, 16 backends, zones [cn (isolated), eu], 4 host pins, default region us-east"), "{out}");
+    assert!(out.contains("8 regions, 20 backends, zones [cn (isolated), eu], 4 host pins, default region us-east"), "{out}");
 }
 
 #[test]

@@ -5,5 +5,6 @@ mod cli;
 mod control;
 mod failover;
 mod observe;
+mod rollout;
 mod routing;
 mod tls_h2;

@@ -1,0 +1,363 @@
+//! Canary releases: sticky assignment agreed by every proxy, and rollouts
+//! that advance, complete, abort and roll back by themselves.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use edgesteer::demo::DemoBackend;
+use edgesteer_config::TableSpec;
+use edgesteer_tests::*;
+use serde_json::{json, Value};
+
+struct Setup {
+    wd: Workdir,
+    spec: TableSpec,
+    backends: Vec<DemoBackend>,
+    control: ControlProc,
+}
+
+/// covergen on loopback (canary backends at 10%), one config service.
+async fn setup() -> Setup {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, backends) = covergen_on_loopback().await.unwrap();
+    fast_health(&mut spec);
+    let seed = wd.write_table("seed.toml", &spec).unwrap();
+    let control = ControlProc::start(&wd.path("data"), Some(&seed), &[])
+        .await
+        .unwrap();
+    Setup {
+        wd,
+        spec,
+        backends,
+        control,
+    }
+}
+
+impl Setup {
+    async fn proxy(&self, name: &str) -> Proxy {
+        let mut args = follow(&self.control, &self.wd.path(&format!("{name}.json")), name);
+        args.extend(["--report-interval-ms".to_string(), "500".to_string()]);
+        Proxy::start(ProxyConfig {
+            geo_db: Some(self.wd.geo_db().unwrap()),
+            trust_loopback: true,
+            extra_args: args,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn canary(&self, region: &str) -> &DemoBackend {
+        self.backends
+            .iter()
+            .find(|b| b.id.region == region && b.id.track == "canary")
+            .unwrap()
+    }
+}
+
+async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str) -> (u16, String) {
+    let r = client
+        .get(proxy.url("/v1/covers"))
+        .header("x-forwarded-for", sample_ip("US").to_string())
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let t = r
+        .headers()
+        .get("x-steer-track")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    (status, t)
+}
+
+/// Steady load with many keys until `stop` (about 200 requests/s).
+fn load(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("user-{}", n % 5000);
+            let _ = client
+                .get(&url)
+                .header("x-forwarded-for", sample_ip("US").to_string())
+                .header("x-api-key", key)
+                .send()
+                .await;
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    })
+}
+
+async fn rollout_state(api: &edgesteer_control::client::Client, region: &str) -> Value {
+    let s = api.rollouts().await.unwrap();
+    s["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn two_proxies_assign_every_key_identically() {
+    let s = setup().await;
+    let (p1, p2) = (s.proxy("p1").await, s.proxy("p2").await);
+    let client = reqwest::Client::new();
+    let mut canary = 0;
+    for k in 0..300 {
+        let key = format!("key-{k}");
+        let (a, b) = (
+            track_of(&client, &p1, &key).await,
+            track_of(&client, &p2, &key).await,
+        );
+        assert_eq!(a, b, "{key}");
+        // A user sticks to its track.
+        assert_eq!(track_of(&client, &p1, &key).await, a);
+        canary += usize::from(a.1 == "canary");
+    }
+    // About 10% of 300 users (the covergen split).
+    assert!((10..=55).contains(&canary), "{canary} canary users of 300");
+    let m = p1.metrics().await.unwrap();
+    assert!(
+        m.contains("http_requests_total{region=\"us-east\",status=\"2xx\",track=\"canary\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_by_the_gate() {
+    let s = setup().await;
+    let (p1, p2) = (s.proxy("p1").await, s.proxy("p2").await);
+    let api = s.control.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads = [
+        load(p1.url("/v1/covers"), stop.clone()),
+        load(p2.url("/v1/covers"), stop.clone()),
+    ];
+
+    api.rollout(
+        "us-east",
+        json!({ "action": "start", "steps": [
+            { "canary_bps": 1000, "hold_ms": 1500 },
+            { "canary_bps": 5000, "hold_ms": 60000 },
+            { "canary_bps": 10000, "hold_ms": 1500 }
+        ], "min_requests": 20, "reason": "release 2026.11.22" }),
+    )
+    .await
+    .unwrap();
+    // Wait for the second step, then break the canary.
+    let reached = wait_until(Duration::from_secs(15), || async {
+        rollout_state(&api, "us-east").await["step"] == 1
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "{}",
+        rollout_state(&api, "us-east").await
+    );
+    s.canary("us-east")
+        .fail_status
+        .store(500, Ordering::Relaxed);
+    let broke = Instant::now();
+    // Rolled back within one report interval (0.5 s) + 2 s, on every proxy.
+    let client = reqwest::Client::new();
+    let back = wait_until(Duration::from_millis(500 + 2000 + 500), || async {
+        let st = rollout_state(&api, "us-east").await;
+        st["state"] == "rolled_back"
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "not rolled back: {}",
+        rollout_state(&api, "us-east").await
+    );
+    let v = api.get().await.unwrap();
+    assert!(wait_until(Duration::from_secs(2), || async {
+        p1.table_version().await == Some(v.version) && p2.table_version().await == Some(v.version)
+    })
+    .await
+    .is_some());
+    eprintln!("rolled back {:?} after the canary broke", broke.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+    assert_eq!(v.table.regions["us-east"].canary_bps, 0);
+    for k in 0..200 {
+        for p in [&p1, &p2] {
+            let (status, track) = track_of(&client, p, &format!("user-{k}")).await;
+            assert_eq!((status, track.as_str()), (200, "stable"), "user-{k}");
+        }
+    }
+    // The audit names the gate and the measured rate.
+    let history = api.history(5).await.unwrap();
+    let last = &history["versions"][0]["audit"];
+    assert_eq!(last["actor"], "rollout");
+    assert_eq!(last["action"], "rollout-rollback");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gate error_rate failed at step 1") && reason.contains("canary 5xx rate"),
+        "{reason}"
+    );
+    let m = p1.metrics().await.unwrap();
+    assert!(
+        m.contains("edgesteer_rollout_state{region=\"us-east\",state=\"rolled_back\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
+    let s = setup().await;
+    let p = s.proxy("p1").await;
+    let api = s.control.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = load(p.url("/v1/covers"), stop.clone());
+    let steps = json!([{ "canary_bps": 2500, "hold_ms": 700 }, { "canary_bps": 5000, "hold_ms": 700 }, { "canary_bps": 10000, "hold_ms": 700 }]);
+    api.rollout(
+        "us-east",
+        json!({ "action": "start", "steps": steps, "min_requests": 10 }),
+    )
+    .await
+    .unwrap();
+    let done = wait_until(Duration::from_secs(20), || async {
+        rollout_state(&api, "us-east").await["state"] == "completed"
+    })
+    .await;
+    assert!(done.is_some(), "{}", rollout_state(&api, "us-east").await);
+    assert_eq!(
+        api.get().await.unwrap().table.regions["us-east"].canary_bps,
+        10_000
+    );
+    let v = api.get().await.unwrap().version;
+    assert!(wait_until(Duration::from_secs(2), || async {
+        p.table_version().await == Some(v)
+    })
+    .await
+    .is_some());
+    let client = reqwest::Client::new();
+    for k in 0..20 {
+        assert_eq!(track_of(&client, &p, &format!("k{k}")).await.1, "canary");
+    }
+    let actions: Vec<String> = api.history(10).await.unwrap()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["audit"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        &actions[..4],
+        [
+            "rollout-complete",
+            "rollout-advance",
+            "rollout-advance",
+            "rollout-start"
+        ],
+        "{actions:?}"
+    );
+
+    // A new rollout on eu-west, aborted mid-way: 0% at once.
+    api.rollout("eu-west", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 60000 }, { "canary_bps": 10000, "hold_ms": 1000 }] }))
+        .await
+        .unwrap();
+    let r = api
+        .rollout(
+            "eu-west",
+            json!({ "action": "abort", "reason": "bad metrics" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["rollout"]["state"], "aborted");
+    let t = api.get().await.unwrap();
+    assert_eq!(t.table.regions["eu-west"].canary_bps, 0);
+    stop.store(true, Ordering::Relaxed);
+    l.await.unwrap();
+    // Bad actions are clear errors.
+    let err = api
+        .rollout("eu-west", json!({ "action": "resume" }))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot resume a rollout that is aborted"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unhealthy_canary_blocks_advancing_and_its_users_go_to_stable() {
+    let s = setup().await;
+    let p = s.proxy("p1").await;
+    let api = s.control.client();
+    s.canary("us-east")
+        .health_fail
+        .store(true, Ordering::Relaxed);
+    // Wait until the proxy's probes take it out.
+    let out = wait_until(Duration::from_secs(3), || async {
+        let h = p.health().await.unwrap();
+        h["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == "us-east")
+            .unwrap()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["track"] == "canary" && b["available"] == false)
+    })
+    .await;
+    assert!(out.is_some());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = load(p.url("/v1/covers"), stop.clone());
+    api.rollout("us-east", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 500 }, { "canary_bps": 10000, "hold_ms": 500 }], "min_requests": 1 }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = rollout_state(&api, "us-east").await;
+    assert_eq!(
+        (st["state"].as_str(), st["step"].as_u64()),
+        (Some("running"), Some(0)),
+        "advanced with an unhealthy canary: {st}"
+    );
+    assert!(
+        st["figures"]["unhealthy_canary_backends"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    // Canary users are served by stable meanwhile, and it is counted.
+    let client = reqwest::Client::new();
+    let mut tracks = BTreeMap::new();
+    for k in 0..50 {
+        let (status, t) = track_of(&client, &p, &format!("user-{k}")).await;
+        assert_eq!(status, 200);
+        *tracks.entry(t).or_insert(0) += 1;
+    }
+    assert_eq!(tracks.keys().collect::<Vec<_>>(), ["stable"], "{tracks:?}");
+    let m = p.metrics().await.unwrap();
+    assert!(
+        m.contains("edgesteer_track_fallbacks_total{region=\"us-east\",track=\"canary\"}"),
+        "{m}"
+    );
+    // Healthy again: the rollout moves on.
+    s.canary("us-east")
+        .health_fail
+        .store(false, Ordering::Relaxed);
+    let moved = wait_until(Duration::from_secs(8), || async {
+        rollout_state(&api, "us-east").await["step"] == 1
+    })
+    .await;
+    assert!(moved.is_some(), "{}", rollout_state(&api, "us-east").await);
+    stop.store(true, Ordering::Relaxed);
+    l.await.unwrap();
+    let _ = &s.spec;
+}
