@@ -29,5 +29,18 @@ PY
 export CSV=${CSV:-$root/target/peer-bench.csv}
 export PINGORA_NAME=${PINGORA_NAME:-pingora-bare}
 export PINGORA_CMD=${PINGORA_CMD:-"$root/target/release/passthrough --listen \$LISTEN --upstream \$UPSTREAM --threads 1"}
-export OURS_CMD=${OURS_CMD:-"sh -c 'sed s/@UPSTREAM@/\$UPSTREAM/ $table > \$BENCH_WORKDIR/table.toml && exec $root/target/release/edgesteer proxy --config \$BENCH_WORKDIR/table.toml --listen \$LISTEN --admin 127.0.0.1:0 --threads 1 --grace-period 0'"}
+# ACCESS_LOG=1 turns the table's access log on (to a file); OURS_ARGS adds flags
+# (e.g. --no-request-metrics). ours_cmd builds such a command for either slot.
+ours_cmd() { # access_log(0|1) extra-args
+  local sedx="s/@UPSTREAM@/\$UPSTREAM/"
+  [ "$1" = 1 ] && sedx="$sedx; s/^\\[headers\\]/[logging]\\naccess_log = true\\n\\n[headers]/"
+  echo "sh -c 'sed \"$sedx\" $table > \$BENCH_WORKDIR/t\$PORT.toml && exec $root/target/release/edgesteer proxy --config \$BENCH_WORKDIR/t\$PORT.toml --listen \$LISTEN --admin 127.0.0.1:0 --threads 1 --grace-period 0 --access-log \$BENCH_WORKDIR/access\$PORT.log $2'"
+}
+export OURS_CMD=${OURS_CMD:-$(ours_cmd "${ACCESS_LOG:-0}" "${OURS_ARGS:-}")}
+if [ "${METRICS_COST:-0}" = 1 ]; then
+  # The "pingora" slot runs ours with request metrics and access log off.
+  export PINGORA_NAME=ours-observability-off
+  export PINGORA_CMD=$(ours_cmd 0 --no-request-metrics)
+  export OURS_CMD=$(ours_cmd 1 "")
+fi
 exec bash "$bench"

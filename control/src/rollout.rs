@@ -28,7 +28,7 @@ use edgesteer_config::{compile, TableSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::service::{body_error, json_body, ApiError, Control};
+use crate::service::{body_error, json_body, write_request, ApiError, Control};
 
 /// Upper bounds (ms) of the latency buckets; one more bucket catches the rest.
 pub const LATENCY_BUCKETS_MS: [f64; 13] = [
@@ -389,9 +389,7 @@ pub(crate) async fn post_rollout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {
-    let actor = c.authenticate(&headers)?;
-    let body = body.map_err(body_error)?;
-    let req: RolloutAction = json_body(&body)?;
+    let (actor, req): (String, RolloutAction) = write_request(&c, &headers, body)?;
     let _guard = c.write_lock.lock().await;
     let cur = c.latest().ok_or_else(|| {
         ApiError::new(

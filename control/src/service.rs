@@ -324,6 +324,18 @@ pub(crate) fn body_error(e: BytesRejection) -> ApiError {
 }
 
 /// Parses a JSON body, naming the field at fault.
+/// The common start of every write: the actor from the bearer token, then
+/// the JSON body (size-limited, unknown fields refused, paths named).
+pub(crate) fn write_request<T: for<'de> Deserialize<'de>>(
+    c: &Control,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, T), ApiError> {
+    let actor = c.authenticate(headers)?;
+    let body = body.map_err(body_error)?;
+    Ok((actor, json_body(&body)?))
+}
+
 pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error_free(&mut de).map_err(|(path, msg)| ApiError {
@@ -405,9 +417,7 @@ async fn put_table(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = c.authenticate(&headers)?;
-    let body = body.map_err(body_error)?;
-    let req: PutTable = json_body(&body)?;
+    let (actor, req): (String, PutTable) = write_request(&c, &headers, body)?;
     // Parse the table on its own so paths are relative to the table.
     let text = serde_json::to_vec(&req.table)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_table", e.to_string()))?;
@@ -439,9 +449,7 @@ async fn patch_region(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = c.authenticate(&headers)?;
-    let body = body.map_err(body_error)?;
-    let req: PatchRegion = json_body(&body)?;
+    let (actor, req): (String, PatchRegion) = write_request(&c, &headers, body)?;
     let _guard = c.write_lock.lock().await;
     c.check_if_match(&headers)?;
     let cur = c.latest().ok_or_else(|| {
@@ -515,9 +523,7 @@ async fn rollback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = c.authenticate(&headers)?;
-    let body = body.map_err(body_error)?;
-    let req: Rollback = json_body(&body)?;
+    let (actor, req): (String, Rollback) = write_request(&c, &headers, body)?;
     let target = c.version(req.to).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -64,8 +64,11 @@ impl AccessLog {
         Ok(AccessLog { tx, dropped })
     }
 
-    /// Queues one line (which must end in `\n`).
+    /// Queues one line (which must end in `\n`); an empty line is skipped.
     pub fn write(&self, line: String) {
+        if line.is_empty() {
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             self.dropped.inc();
         }

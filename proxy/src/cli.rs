@@ -126,6 +126,9 @@ struct ProxyArgs {
     /// Extra trusted proxy CIDR for X-Forwarded-For (added to the table's).
     #[arg(long = "trust")]
     trust: Vec<String>,
+    /// Skip recording request metrics (to measure their cost; /metrics stays up).
+    #[arg(long)]
+    no_request_metrics: bool,
     /// Access-log destination when the table enables it: `-` (stdout) or a file.
     #[arg(long, default_value = "-")]
     access_log: crate::access_log::Sink,
@@ -285,6 +288,7 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         )
         .context("opening the access log")?,
     );
+    steering.record_metrics = !args.no_request_metrics;
     let steer = Arc::new(steering);
     let opts = serve_options(args.net, "0.0.0.0:8080");
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {

@@ -50,7 +50,8 @@ pub struct Metrics {
 pub struct RegionMetrics {
     /// `[track][status class]`
     requests: [[IntCounter; 5]; 2],
-    pub duration: Histogram,
+    /// By track index.
+    pub duration: [Histogram; 2],
     pub upstream_connect: Histogram,
     pub upstream_response: Histogram,
 }
@@ -77,10 +78,10 @@ impl Metrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "Time from request start to response end, by region.",
+                "Time from request start to response end, by region and track.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["region"],
+            &["region", "track"],
         )?;
         let upstream_connect = HistogramVec::new(
             HistogramOpts::new(
@@ -235,7 +236,7 @@ impl Metrics {
             |t: &str| STATUS_CLASSES.map(|s| self.requests.with_label_values(&[name, t, s]));
         RegionMetrics {
             requests: [track("stable"), track("canary")],
-            duration: self.duration.with_label_values(&[name]),
+            duration: ["stable", "canary"].map(|t| self.duration.with_label_values(&[name, t])),
             upstream_connect: self.upstream_connect.with_label_values(&[name]),
             upstream_response: self.upstream_response.with_label_values(&[name]),
         }

@@ -185,13 +185,7 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
             Decision::NoHealthyBackend { zone } => {
-                ctx.refusal = Some(Refusal::ZoneExhausted);
-                let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
-                self.steer
-                    .metrics
-                    .zone_blocked
-                    .with_label_values(&[zone_name])
-                    .inc();
+                let zone_name = self.zone_exhausted(ctx, &snap, zone);
                 respond(
                     session,
                     503,
@@ -237,13 +231,7 @@ impl ProxyHttp for EdgeProxy {
                     Decision::NoHealthyBackend { zone } => {
                         // Every allowed candidate has been tried: the zone is
                         // exhausted for this request. Fail closed, never cross.
-                        ctx.refusal = Some(Refusal::ZoneExhausted);
-                        let zone_name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
-                        self.steer
-                            .metrics
-                            .zone_blocked
-                            .with_label_values(&[zone_name])
-                            .inc();
+                        self.zone_exhausted(ctx, &snap, zone);
                         return Error::e_explain(
                             ErrorType::HTTPStatus(503),
                             "every allowed backend failed",
@@ -349,7 +337,8 @@ impl ProxyHttp for EdgeProxy {
         // Connect time: from handing out the peer to holding a connection
         // (near zero when a pooled connection was reused).
         if let (Some(t), Some(snap)) = (ctx.upstream_start, &ctx.snap) {
-            if let Some(m) = snap.region_metrics(ctx.route.map(|r| r.region.index())) {
+            let m = snap.region_metrics(ctx.route.map(|r| r.region.index()));
+            if let Some(m) = m.filter(|_| self.steer.record_metrics) {
                 m.upstream_connect.observe(if reused {
                     0.0
                 } else {
@@ -416,6 +405,7 @@ impl ProxyHttp for EdgeProxy {
                 .snap
                 .as_ref()
                 .and_then(|s| s.region_metrics(ctx.route.map(|r| r.region.index())))
+                .filter(|_| self.steer.record_metrics)
             {
                 m.upstream_response.observe(t.elapsed().as_secs_f64());
             }
@@ -500,9 +490,14 @@ impl ProxyHttp for EdgeProxy {
             .map(|r| r.region.index());
         let track = ctx.route.map_or(0, |r| r.track.index());
         let elapsed = ctx.start.elapsed();
-        if let Some(m) = snap.region_metrics(region) {
+        if let Some(m) = snap
+            .region_metrics(region)
+            .filter(|_| self.steer.record_metrics)
+        {
             m.request(track, status);
-            m.duration.observe(elapsed.as_secs_f64());
+            if let Some(h) = m.duration.get(track) {
+                h.observe(elapsed.as_secs_f64());
+            }
         }
         if let Some(s) = region
             .and_then(|r| snap.stats.get(r))
@@ -542,6 +537,23 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
+    /// Marks the request as failed closed in `zone` and counts it; returns the zone's name.
+    fn zone_exhausted<'a>(
+        &self,
+        ctx: &mut Ctx,
+        snap: &'a Snapshot,
+        zone: Option<edgesteer_config::ZoneId>,
+    ) -> &'a str {
+        ctx.refusal = Some(Refusal::ZoneExhausted);
+        let name = zone.map_or("none", |z| snap.table.zone(z).name.as_str());
+        self.steer
+            .metrics
+            .zone_blocked
+            .with_label_values(&[name])
+            .inc();
+        name
+    }
+
     /// Feeds an attempt's outcome to passive outlier detection.
     fn passive(&self, ctx: &Ctx, outcome: Outcome) {
         if let (Some(snap), Some(route), Some(addr)) = (&ctx.snap, ctx.route, ctx.peer_addr) {
@@ -609,6 +621,50 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 }
 
 /// One access-log line (JSON, newline-terminated).
+/// One access-log record. Fields borrow from the request and the snapshot,
+/// and serialise straight into the output line: one allocation per line.
+#[derive(serde::Serialize)]
+struct AccessRecord<'a> {
+    #[serde(serialize_with = "display")]
+    ts: humantime::Rfc3339Timestamp,
+    #[serde(serialize_with = "display")]
+    client: IpAddr,
+    country: Option<&'a str>,
+    zone: Option<&'a str>,
+    region: Option<&'a str>,
+    #[serde(serialize_with = "display_opt")]
+    backend: Option<SocketAddr>,
+    track: Option<&'a str>,
+    status: u16,
+    method: &'a str,
+    host: Option<&'a str>,
+    path: &'a str,
+    duration_ms: f64,
+    upstream_ms: Option<f64>,
+    bytes_sent: usize,
+    attempts: usize,
+    version: u64,
+    reason: &'a str,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn display_opt<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// One access-log line (JSON, newline-terminated).
 fn access_line(session: &Session, ctx: &Ctx, snap: &Snapshot, status: u16) -> String {
     let t = &snap.table;
     let req = session.req_header();
@@ -619,29 +675,36 @@ fn access_line(session: &Session, ctx: &Ctx, snap: &Snapshot, status: u16) -> St
         (None, Some(r)) => r.reason.as_str(),
         (None, None) => "error",
     };
-    let now = std::time::SystemTime::now();
-    let mut line = serde_json::json!({
-        "ts": humantime::format_rfc3339_millis(now).to_string(),
-        "client": ctx.client.to_string(),
-        "country": ctx.geo.country.map(|c| c.as_str()),
-        "zone": ctx.class.and_then(|c| c.zone).map(|z| t.zone(z).name.as_str()),
-        "region": served.map(|r| t.region(r.region).name.as_str()),
-        "backend": served.and(ctx.peer_addr).map(|a| a.to_string()),
-        "track": served.map(|r| r.track.as_str()),
-        "status": status,
-        "method": req.method.as_str(),
-        "host": host_of(req),
-        "path": req.uri.path(),
-        "duration_ms": ctx.start.elapsed().as_secs_f64() * 1000.0,
-        "upstream_ms": ctx.upstream_start.map(|u| u.elapsed().as_secs_f64() * 1000.0),
-        "bytes_sent": session.as_downstream().body_bytes_sent(),
-        "attempts": ctx.tried_len,
-        "version": snap.version,
-        "reason": reason,
-    })
-    .to_string();
-    line.push('\n');
-    line
+    let record = AccessRecord {
+        ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        client: ctx.client,
+        country: ctx.geo.country.map(|c| c.as_str()),
+        zone: ctx
+            .class
+            .and_then(|c| c.zone)
+            .map(|z| t.zone(z).name.as_str()),
+        region: served.map(|r| t.region(r.region).name.as_str()),
+        backend: served.and(ctx.peer_addr),
+        track: served.map(|r| r.track.as_str()),
+        status,
+        method: req.method.as_str(),
+        host: host_of(req),
+        path: req.uri.path(),
+        duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+        upstream_ms: ctx
+            .upstream_start
+            .map(|u| u.elapsed().as_secs_f64() * 1000.0),
+        bytes_sent: session.as_downstream().body_bytes_sent(),
+        attempts: ctx.tried_len,
+        version: snap.version,
+        reason,
+    };
+    let mut line = Vec::with_capacity(384);
+    if serde_json::to_writer(&mut line, &record).is_err() {
+        return String::new();
+    }
+    line.push(b'\n');
+    String::from_utf8(line).unwrap_or_default()
 }
 
 fn zone_body(zone: &str) -> Bytes {

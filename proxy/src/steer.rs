@@ -49,6 +49,8 @@ pub struct Steering {
     pub registry: HealthRegistry,
     pub metrics: Arc<Metrics>,
     pub stats: crate::stats::StatsRegistry,
+    /// Record Prometheus request metrics (off only to measure their cost).
+    pub record_metrics: bool,
     /// Where access-log lines go when a table turns logging on.
     pub access_log: Option<crate::access_log::AccessLog>,
 }
@@ -71,6 +73,7 @@ impl Steering {
             registry,
             metrics,
             stats,
+            record_metrics: true,
             access_log: None,
         }
     }

@@ -12,6 +12,10 @@ use pingora_core::server::Server;
 use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
 
+/// The same allocator as `edgesteer`, so the comparison isolates steering.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long)]
@@ -20,10 +24,15 @@ struct Args {
     upstream: std::net::SocketAddr,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Set the same per-try connect/read/write timeouts edgesteer sets on
+    /// every upstream attempt, to separate Pingora's timer cost from steering.
+    #[arg(long)]
+    timeouts_ms: Option<u64>,
 }
 
 struct Passthrough {
     upstream: std::net::SocketAddr,
+    timeouts: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -31,7 +40,15 @@ impl ProxyHttp for Passthrough {
     type CTX = ();
     fn new_ctx(&self) {}
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if let Some(t) = self.timeouts {
+            peer.options.connection_timeout = Some(t);
+            peer.options.total_connection_timeout = Some(t);
+            peer.options.read_timeout = Some(t);
+            peer.options.write_timeout = Some(t);
+            peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -49,6 +66,7 @@ fn main() {
         &server.configuration,
         Passthrough {
             upstream: args.upstream,
+            timeouts: args.timeouts_ms.map(std::time::Duration::from_millis),
         },
     );
     svc.add_tcp(&args.listen);

@@ -75,6 +75,10 @@ async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str) -> (u16, S
 }
 
 /// Steady load with many keys until `stop` (about 200 requests/s).
+///
+/// The rollout tests below judge the error-rate and health gates and the
+/// state machine; they loosen the p99 gate (`max_p99_ratio` 20) because a
+/// p99 over a few dozen requests on a shared 2-core test machine is noise.
 fn load(
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -151,7 +155,7 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
             { "canary_bps": 1000, "hold_ms": 1500 },
             { "canary_bps": 5000, "hold_ms": 60000 },
             { "canary_bps": 10000, "hold_ms": 1500 }
-        ], "min_requests": 20, "reason": "release 2026.11.22" }),
+        ], "min_requests": 20, "max_p99_ratio": 20.0, "reason": "release 2026.11.22" }),
     )
     .await
     .unwrap();
@@ -226,7 +230,7 @@ async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
     let steps = json!([{ "canary_bps": 2500, "hold_ms": 700 }, { "canary_bps": 5000, "hold_ms": 700 }, { "canary_bps": 10000, "hold_ms": 700 }]);
     api.rollout(
         "us-east",
-        json!({ "action": "start", "steps": steps, "min_requests": 10 }),
+        json!({ "action": "start", "steps": steps, "min_requests": 10, "max_p99_ratio": 20.0 }),
     )
     .await
     .unwrap();
@@ -320,7 +324,7 @@ async fn an_unhealthy_canary_blocks_advancing_and_its_users_go_to_stable() {
     assert!(out.is_some());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
-    api.rollout("us-east", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 500 }, { "canary_bps": 10000, "hold_ms": 500 }], "min_requests": 1 }))
+    api.rollout("us-east", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 500 }, { "canary_bps": 10000, "hold_ms": 500 }], "min_requests": 1, "max_p99_ratio": 20.0 }))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
