@@ -391,13 +391,7 @@ pub(crate) async fn post_rollout(
 ) -> Result<axum::response::Response, ApiError> {
     let (actor, req): (String, RolloutAction) = write_request(&c, &headers, body)?;
     let _guard = c.write_lock.lock().await;
-    let cur = c.latest().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_table",
-            "no table has been stored yet",
-        )
-    })?;
+    let cur = c.current_or_404()?;
     let mut table: TableSpec = cur.table.clone();
     let r = table.regions.get_mut(&region).ok_or_else(|| {
         ApiError::new(

@@ -138,6 +138,17 @@ impl Control {
         self.current.borrow().clone()
     }
 
+    /// The current version, or the API's 404 when nothing is stored yet.
+    pub(crate) fn current_or_404(&self) -> Result<Arc<VersionRecord>, ApiError> {
+        self.latest().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_table",
+                "no table has been stored yet",
+            )
+        })
+    }
+
     fn version(&self, v: u64) -> Option<Arc<VersionRecord>> {
         let versions = self.versions.read().ok()?;
         versions.iter().find(|r| r.version == v).cloned()
@@ -394,13 +405,7 @@ fn with_etag(r: &VersionRecord, status: StatusCode) -> Response {
 }
 
 async fn get_table(State(c): State<Arc<Control>>) -> Result<Response, ApiError> {
-    let r = c.latest().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_table",
-            "no table has been stored yet",
-        )
-    })?;
+    let r = c.current_or_404()?;
     Ok(with_etag(&r, StatusCode::OK))
 }
 
@@ -452,13 +457,7 @@ async fn patch_region(
     let (actor, req): (String, PatchRegion) = write_request(&c, &headers, body)?;
     let _guard = c.write_lock.lock().await;
     c.check_if_match(&headers)?;
-    let cur = c.latest().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_table",
-            "no table has been stored yet",
-        )
-    })?;
+    let cur = c.current_or_404()?;
     let mut spec = cur.table.clone();
     let r = spec.regions.get_mut(&region).ok_or_else(|| ApiError {
         status: StatusCode::NOT_FOUND,
@@ -594,13 +593,7 @@ async fn get_diff(
     State(c): State<Arc<Control>>,
     Query(q): Query<DiffQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let latest = c.latest().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_table",
-            "no table has been stored yet",
-        )
-    })?;
+    let latest = c.current_or_404()?;
     let to = q.to.unwrap_or(latest.version);
     let from = q.from.unwrap_or(to.saturating_sub(1));
     let get = |v| {

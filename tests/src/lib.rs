@@ -580,3 +580,22 @@ pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
         name.into(),
     ]
 }
+
+impl Workdir {
+    /// Writes `spec` and the sample geo database here and starts a proxy on them.
+    pub async fn start_proxy(
+        &self,
+        spec: &TableSpec,
+        trust_loopback: bool,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<Proxy> {
+        Proxy::start(ProxyConfig {
+            table: self.write_table("table.toml", spec)?,
+            geo_db: Some(self.geo_db()?),
+            trust_loopback,
+            extra_args,
+            ..Default::default()
+        })
+        .await
+    }
+}

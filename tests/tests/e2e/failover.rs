@@ -53,15 +53,7 @@ impl Fleet {
     }
 
     async fn proxy(&self) -> Proxy {
-        let table = self.wd.write_table("table.toml", &self.spec).unwrap();
-        Proxy::start(ProxyConfig {
-            table,
-            geo_db: Some(self.wd.geo_db().unwrap()),
-            trust_loopback: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
+        self.wd.start_proxy(&self.spec, true, vec![]).await.unwrap()
     }
 
     fn served_outside(&self, prefix: &str) -> u64 {

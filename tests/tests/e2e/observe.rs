@@ -10,14 +10,7 @@ async fn explain_agrees_with_live_routing_even_during_failover() {
     let wd = Workdir::new().unwrap();
     let (mut spec, mut backends) = covergen_on_loopback().await.unwrap();
     fast_health(&mut spec);
-    let proxy = Proxy::start(ProxyConfig {
-        table: wd.write_table("t.toml", &spec).unwrap(),
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
     let client = reqwest::Client::new();
     let samples = ["CN", "DE", "AE", "US", "HK"];
 
@@ -124,15 +117,14 @@ async fn the_access_log_is_json_matching_the_requests() {
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
     spec.logging.access_log = true;
     let log = wd.path("access.log");
-    let proxy = Proxy::start(ProxyConfig {
-        table: wd.write_table("t.toml", &spec).unwrap(),
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        extra_args: vec!["--access-log".into(), log.display().to_string()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let proxy = wd
+        .start_proxy(
+            &spec,
+            true,
+            vec!["--access-log".into(), log.display().to_string()],
+        )
+        .await
+        .unwrap();
     let client = reqwest::Client::new();
     get_as(
         &client,

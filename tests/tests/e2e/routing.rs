@@ -5,15 +5,7 @@ use edgesteer_tests::*;
 async fn setup() -> (Workdir, Vec<edgesteer::demo::DemoBackend>, Proxy) {
     let wd = Workdir::new().unwrap();
     let (spec, backends) = covergen_on_loopback().await.unwrap();
-    let table = wd.write_table("table.toml", &spec).unwrap();
-    let proxy = Proxy::start(ProxyConfig {
-        table,
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
     (wd, backends, proxy)
 }
 
@@ -121,15 +113,8 @@ async fn host_pins_and_pins_across_zones() {
 async fn spoofed_forwarded_for_from_untrusted_peer_changes_nothing() {
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
-    let table = wd.write_table("table.toml", &spec).unwrap();
     // No --trust: loopback peers are ordinary clients.
-    let proxy = Proxy::start(ProxyConfig {
-        table,
-        geo_db: Some(wd.geo_db().unwrap()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
     let client = reqwest::Client::new();
     let got = get_as(&client, &proxy.url("/"), sample_ip("CN"), None)
         .await
@@ -198,15 +183,7 @@ async fn dead_backend_is_retried_on_another() {
     // One us-east backend points at a closed port; every GET must still succeed.
     let dead = free_port();
     spec.regions.get_mut("us-east").unwrap().backends[0].address = format!("127.0.0.1:{dead}");
-    let table = wd.write_table("table.toml", &spec).unwrap();
-    let proxy = Proxy::start(ProxyConfig {
-        table,
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
     let client = reqwest::Client::new();
     for i in 0..40u8 {
         let ip = format!("3.3.3.{i}").parse().unwrap();
