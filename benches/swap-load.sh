@@ -5,12 +5,13 @@
 # The proxy is pinned to CPU 0; upstream, config service, load and pusher
 # share CPU 1 (as peer-bench.sh does), so the figure is the proxy's own.
 #
-#   benches/swap-load.sh                 # RATE=2000 DUR=10
+#   benches/swap-load.sh                 # RATE=2000 DUR=10 ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 RATE=${RATE:-2000}
 DUR=${DUR:-10}
+ROUNDS=${ROUNDS:-3}
 BASE=${BASE:-19400}
 cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
 bin=$root/target/release
@@ -36,10 +37,9 @@ sleep 1
 run() { taskset -c 1 "$bin/edgesteer-load" --target "$proxy" --rate "$RATE" --duration "$DUR" --connections 16 --json; }
 p99() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["latency_us"]["p99"], r["requests"], r["ok"], sum(r["errors"].values()))'; }
 
-quiet=$(run | p99)
-# 10 pushes per second for the whole run, alternating a weight, from one
-# keep-alive client (no process per push), on the load side's core.
-taskset -c 1 python3 - "$control" "$up" "$DUR" <<'PY' & pusher=$!
+push() { # 10 pushes per second for DUR seconds from one keep-alive client,
+  # alternating a weight, on the load side's core.
+  taskset -c 1 python3 - "$control" "$up" "$DUR" <<'PY'
 import http.client, json, os, sys, time
 control, up, dur = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conn = http.client.HTTPConnection(control)
@@ -51,12 +51,19 @@ for i in range(dur * 10):
     conn.getresponse().read()
     time.sleep(max(0, start + (i + 1) * 0.1 - time.monotonic()))
 PY
-busy=$(run | p99)
-wait $pusher || true
+}
+
+echo "rate $RATE/s for ${DUR}s per run, open loop, 16 connections, one proxy thread; $ROUNDS rounds"
+changes=()
+for r in $(seq 1 "$ROUNDS"); do
+  read -r q99 qn qok qerr <<<"$(run | p99)"
+  push & pusher=$!
+  read -r b99 bn bok berr <<<"$(run | p99)"
+  wait $pusher || true
+  c=$(python3 -c "print(f'{($b99-$q99)/$q99*100:+.1f}')")
+  changes+=("$c")
+  echo "round $r: quiet p99 ${q99} us ($qok/$qn ok, $qerr errors) | 10 swaps/s p99 ${b99} us ($bok/$bn ok, $berr errors) | change ${c}%"
+done
 versions=$(curl -s "http://$admin/v1/table" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
-read -r q99 qn qok qerr <<<"$quiet"
-read -r b99 bn bok berr <<<"$busy"
-echo "rate $RATE/s for ${DUR}s, open loop, 16 connections, one proxy thread"
-echo "quiet:              p99 ${q99} us  ($qok/$qn ok, $qerr errors)"
-echo "10 swaps/s:         p99 ${b99} us  ($bok/$bn ok, $berr errors); proxy ended on table version $versions"
-python3 -c "print(f'p99 change: {($b99-$q99)/$q99*100:+.1f}%')"
+echo "proxy ended on table version $versions"
+python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'p99 change: median {statistics.median(v):+.1f}% over {len(v)} rounds ({\", \".join(sys.argv[1:])})')" "${changes[@]}"

@@ -78,12 +78,16 @@ impl Watcher {
             .extend(self.extra_trust.iter().cloned());
         let table = edgesteer_config::compile(&spec).map_err(|e| e.to_string())?;
         self.steer.install(v.version, spec, table);
+        Ok(())
+    }
+
+    /// Saves a version as the last good table (when a cache is configured).
+    pub fn save(&self, version: u64, table: &TableSpec) {
         if let Some(path) = &self.cache {
-            if let Err(e) = save_cache(path, v.version, &v.table) {
+            if let Err(e) = save_cache(path, version, table) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot save the last good table");
             }
         }
-        Ok(())
     }
 
     async fn ack(&self, version: u64, result: &Result<(), String>) {
@@ -113,10 +117,29 @@ impl BackgroundService for Watcher {
         if after > 0 {
             self.ack(after, &Ok(())).await;
         }
+        // The cache is written off the apply path by its own task: the ack
+        // does not wait for the disk, and a burst of pushes that arrives
+        // while a write is in progress coalesces into one more write.
+        let (save_tx, mut save_rx) = tokio::sync::watch::channel::<Option<(u64, TableSpec)>>(None);
+        let cache = self.cache.clone();
+        let saver = tokio::spawn(async move {
+            while save_rx.changed().await.is_ok() {
+                let latest = save_rx.borrow_and_update().clone();
+                if let (Some(path), Some((version, table))) = (cache.clone(), latest) {
+                    let saved = tokio::task::spawn_blocking(move || {
+                        save_cache(&path, version, &table).map_err(|e| (path, e))
+                    })
+                    .await;
+                    if let Ok(Err((path, e))) = saved {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot save the last good table");
+                    }
+                }
+            }
+        });
         loop {
             let polled = tokio::select! {
                 r = self.client.watch(after, &self.name, POLL) => r,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             };
             match polled {
                 Ok(Some(v)) => {
@@ -126,7 +149,9 @@ impl BackgroundService for Watcher {
                     backoff = Duration::from_millis(100);
                     let result = self.apply(&v);
                     match &result {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            save_tx.send_replace(Some((v.version, v.table.clone())));
+                        }
                         Err(reason) => {
                             self.steer
                                 .metrics
@@ -152,12 +177,15 @@ impl BackgroundService for Watcher {
                     let jitter = Duration::from_millis(u64::from(std::process::id() % 97));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff + jitter) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        // Shutting down: let the saver write a pending version, briefly.
+        drop(save_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), saver).await;
     }
 }
 
@@ -200,6 +228,7 @@ mod tests {
             raw: serde_json::Value::Null,
         };
         assert_eq!(w.apply(&v2), Ok(()));
+        w.save(v2.version, &v2.table);
         assert_eq!(steer.current().version, 2);
         assert_eq!(load_cache(&cache).unwrap().version, 2);
         // --trust is added to every pushed table.
