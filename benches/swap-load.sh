@@ -23,8 +23,13 @@ trap cleanup EXIT
 up=127.0.0.1:$((BASE + 1)); control=127.0.0.1:$((BASE + 2)); proxy=127.0.0.1:$((BASE + 3)); admin=127.0.0.1:$((BASE + 4))
 taskset -c 1 "$bin/edgesteer" backend --region any --name upstream --listen "$up" >/dev/null & pids+=($!)
 python3 - "$root/examples/covergen.toml" "$wd/table.toml" "$up" <<'PY'
-import re, sys
+import os, re, sys
 text = open(sys.argv[1]).read()
+# Rate limits would refuse a one-address load run; LIMITS=1 keeps the
+# per-IP policy with a limit no run reaches, to price the limiter.
+text = text.split("# --- rate limits")[0]
+if os.environ.get("LIMITS") == "1":
+    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 1000000000\nburst = 1000000000\n'
 text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % sys.argv[3], text)
 open(sys.argv[2], "w").write(text)
 PY

@@ -297,6 +297,7 @@ impl Compiler {
         let release = self.release(spec);
         let retry = self.retry(spec);
         let outlier = self.outlier(spec);
+        let rate_limits = crate::ratelimit::compile_policies(spec, &mut self.errors);
 
         // Regions and backends.
         let mut regions = Vec::with_capacity(spec.regions.len());
@@ -436,6 +437,7 @@ impl Compiler {
             release,
             retry,
             outlier,
+            rate_limits,
             trusted_proxies,
             continent_home,
             country_home,

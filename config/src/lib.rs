@@ -21,6 +21,7 @@ pub mod error;
 pub mod geo_codes;
 pub mod model;
 pub mod parse;
+pub mod ratelimit;
 pub mod route;
 pub mod wire;
 

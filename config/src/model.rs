@@ -371,6 +371,8 @@ pub struct RoutingTable {
     pub release: ReleaseSettings,
     pub retry: RetrySettings,
     pub outlier: OutlierSettings,
+    /// Rate-limit policies in table order.
+    pub rate_limits: Vec<crate::ratelimit::RateLimitPolicy>,
     pub trusted_proxies: Vec<IpNet>,
     pub(crate) continent_home: [Option<RegionId>; 7],
     pub(crate) country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]>,

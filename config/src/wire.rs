@@ -47,8 +47,83 @@ pub struct TableSpec {
     /// Passive outlier detection from live traffic.
     #[serde(default)]
     pub outlier: OutlierSpec,
+    /// Rate-limit policies, checked in order on every request they match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitSpec>,
     /// Regions by name.
     pub regions: BTreeMap<String, RegionSpec>,
+}
+
+/// One rate-limit policy. A policy with a single limit writes `rate` and
+/// `burst`; a tiered one writes `tiers`, `default_tier` and `keys`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Unique name; shown in headers, metrics and 429 bodies. Limiter state
+    /// is kept across reloads for the same name and key source.
+    pub name: String,
+    /// `client_ip` or `header:<name>` (e.g. `header:x-api-key`).
+    pub key: String,
+    /// `local` (each proxy alone, default) or `global` (fleet-wide via Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// For `global`: `fail_open` (default: local limits only) or
+    /// `fail_closed` (503) while the shared store is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<String>,
+    /// Requests per second for the single-limit form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Requests allowed at once on top of the rate (single-limit form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Tier name -> limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierSpec>,
+    /// Tier for unknown keys and for requests without the key header; those
+    /// are counted per client IP, so inventing keys mints no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tier: Option<String>,
+    /// Known key -> tier name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, String>,
+    /// Apply only to these hosts (exact, case-insensitive); empty = all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Apply only to paths starting with one of these; empty = all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    /// Put `RateLimit`/`RateLimit-Policy` on allowed responses too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub response_headers: bool,
+    /// Most keys tracked at once (default 1,000,000); see docs/design.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u32>,
+    /// Block client IPs that keep sending far above the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    /// Requests per second.
+    pub rate: u32,
+    /// Requests allowed at once (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// An IP whose request rate exceeds `multiple` x its limit in each of
+/// `for_s` consecutive seconds is blocked for `block_s` seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbuseSpec {
+    pub multiple: u32,
+    pub for_s: u32,
+    /// Default 3600 (one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_s: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -40,6 +40,12 @@ pub fn router(steer: Arc<Steering>) -> Router {
         .route("/v1/table", get(table))
         .route("/v1/health", get(health))
         .route("/v1/explain", get(explain))
+        .route("/v1/ratelimit", get(ratelimit))
+        .route("/v1/ratelimit/blocks", get(blocks).post(add_block))
+        .route(
+            "/v1/ratelimit/blocks/{ip}",
+            axum::routing::delete(lift_block),
+        )
         .with_state(steer)
 }
 
@@ -48,6 +54,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
+    steer.metrics.observe_limiter(&steer.limiter);
     let snap = steer.current();
     for (state, b) in snap.health.states().iter().zip(&snap.table.backends) {
         let region = &snap.table.region(b.region).name;
@@ -87,6 +94,111 @@ async fn explain(
             StatusCode::BAD_REQUEST,
             Json(
                 serde_json::json!({ "error": "bad_query", "message": format!("{e}; use ?ip=ADDR[&host=HOST][&key=KEY]") }),
+            ),
+        ),
+    }
+}
+
+/// Policies (keys tracked), the shared store and the block list.
+async fn ratelimit(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
+    let snap = steer.current();
+    let policies: Vec<serde_json::Value> = snap
+        .table
+        .rate_limits
+        .iter()
+        .zip(snap.spec.rate_limits.iter())
+        .map(|(p, spec)| {
+            let keys = steer
+                .limiter
+                .stats()
+                .into_iter()
+                .find(|s| s.policy == p.name);
+            serde_json::json!({
+                "policy": p.name,
+                "spec": spec,
+                "keys": keys.as_ref().map_or(0, |k| k.keys),
+                "overflowed": keys.as_ref().map_or(0, |k| k.overflowed),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "version": snap.version,
+        "policies": policies,
+        "store": steer.limiter.store_snapshot(),
+        "blocks": steer.limiter.blocks(),
+    }))
+}
+
+async fn blocks(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
+    Json(serde_json::json!({ "blocks": steer.limiter.blocks() }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    ip: std::net::IpAddr,
+    /// Default one hour.
+    seconds: Option<u64>,
+    reason: Option<String>,
+}
+
+/// Blocks an address by hand (`{"ip": "...", "seconds": 600, "reason": "..."}`).
+async fn add_block(
+    State(steer): State<Arc<Steering>>,
+    body: Result<Json<BlockRequest>, axum::extract::rejection::JsonRejection>,
+) -> impl IntoResponse {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    serde_json::json!({ "error": "bad_request", "message": format!("{e}; send {{\"ip\": ADDR, \"seconds\": N, \"reason\": TEXT}}") }),
+                ),
+            )
+        }
+    };
+    let seconds = req.seconds.unwrap_or(3600);
+    if seconds == 0 || seconds > 30 * 86_400 {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                serde_json::json!({ "error": "invalid", "field": "seconds", "message": "seconds must be between 1 and 2592000 (30 days)" }),
+            ),
+        );
+    }
+    steer.limiter.block(
+        req.ip,
+        "admin",
+        req.reason
+            .unwrap_or_else(|| "blocked by an operator".into()),
+        std::time::Duration::from_secs(seconds),
+        std::time::Instant::now(),
+    );
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "blocked": req.ip, "seconds": seconds })),
+    )
+}
+
+async fn lift_block(
+    State(steer): State<Arc<Steering>>,
+    axum::extract::Path(ip): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                serde_json::json!({ "error": "bad_address", "message": format!("`{ip}` is not an IP address") }),
+            ),
+        );
+    };
+    match steer.limiter.unblock(addr) {
+        Some(b) => (StatusCode::OK, Json(serde_json::json!({ "lifted": b }))),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(
+                serde_json::json!({ "error": "not_blocked", "message": format!("{addr} is not on the block list") }),
             ),
         ),
     }

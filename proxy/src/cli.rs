@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the proxy with a routing table file.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Check a routing table (TOML or JSON) and print a summary or every error.
     Validate {
         /// Table file; `.json` is read as JSON, anything else as TOML.
@@ -80,6 +80,13 @@ struct ListenArgs {
     /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
     #[arg(long = "resolver")]
     resolver: Vec<SocketAddr>,
+    /// Redis for `global` rate-limit policies, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "EDGESTEER_REDIS")]
+    redis: Option<String>,
+    /// How often global rate-limit counts are reconciled with Redis; the
+    /// fleet's overshoot grows with it (see docs/design.md).
+    #[arg(long, default_value_t = 50)]
+    redis_sync_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -155,7 +162,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file } => return validate(&file),
-        Command::Proxy(args) => run_proxy(args),
+        Command::Proxy(args) => run_proxy(*args),
         Command::Demo(args) => run_demo(args),
         Command::Control(args) => run_control(args),
         Command::Ctl(args) => crate::ctl::run(args),
@@ -227,12 +234,17 @@ pub fn summary(t: &RoutingTable) -> String {
         .map(|z| format!("{}{}", z.name, if z.isolated { " (isolated)" } else { "" }))
         .collect();
     format!(
-        "{} regions, {} backends, zones [{}], {} host pins, default region {}",
+        "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}]",
         t.regions.len(),
         t.backends.len(),
         zones.join(", "),
         t.pins().count(),
-        t.region(t.default_region).name
+        t.region(t.default_region).name,
+        t.rate_limits
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -265,6 +277,12 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         } else {
             edgesteer_health::DnsConfig::Servers(net.resolver)
         },
+        redis: net
+            .redis
+            .map(|url| edgesteer_ratelimit::global::SyncConfig {
+                url,
+                interval: std::time::Duration::from_millis(net.redis_sync_ms.max(1)),
+            }),
     }
 }
 
@@ -523,6 +541,13 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  curl -s -H 'X-Forwarded-For: 1.36.0.1'      {base}/v1/covers   # Hong Kong-> ap-southeast");
     println!("  curl -si -H 'Host: api-cn.covergen.ai' -H 'X-Forwarded-For: 8.8.8.8' {base}/  # pin across zone -> 421");
+    println!("rate limits (local scope in the demo): per IP 10,000/s; X-Api-Key free 10/s, pro 100/s, enterprise 1,000/s");
+    println!("  for i in $(seq 15); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'X-Api-Key: cg-demo-free' {base}/v1/covers; done; echo   # 10 x 200, then 429");
+    println!("  curl -si -H 'X-Api-Key: cg-demo-pro' {base}/v1/covers | grep -i ratelimit   # RateLimit-Policy / RateLimit headers");
+    println!(
+        "  curl -s http://{}/v1/ratelimit   # policies, keys tracked, Redis, block list",
+        args.admin
+    );
     println!("\nconfig service: {control_url}   token: {DEMO_TOKEN}");
     println!("  export EDGESTEER_TOKEN={DEMO_TOKEN}");
     println!("  edgesteer ctl get");

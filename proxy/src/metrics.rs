@@ -43,6 +43,14 @@ pub struct Metrics {
     rollout_state: IntGaugeVec,
     pub track_fallbacks: IntCounterVec,
     geo: [IntCounter; 4],
+    rate_limited: IntCounterVec,
+    pub ratelimit_keys: IntGaugeVec,
+    pub ratelimit_overflow: IntCounterVec,
+    pub ratelimit_store_errors: IntCounter,
+    pub ratelimit_store_syncs: IntCounter,
+    pub ratelimit_store_up: IntGauge,
+    pub ratelimit_blocked: IntGauge,
+    pub ratelimit_store_refusals: IntCounterVec,
 }
 
 /// Pre-resolved handles for one region.
@@ -175,8 +183,60 @@ impl Metrics {
             Opts::new("edgesteer_track_fallbacks_total", "Requests served by the other track of their region because theirs had no available backend."),
             &["region", "track"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "edgesteer_rate_limited_total",
+                "Requests refused with 429 by a rate-limit policy, by policy and tier (tier `blocked` for the abuse block list).",
+            ),
+            &["policy", "tier"],
+        )?;
+        let ratelimit_keys = IntGaugeVec::new(
+            Opts::new(
+                "edgesteer_ratelimit_keys",
+                "Keys a rate-limit policy tracks right now (idle keys are evicted).",
+            ),
+            &["policy"],
+        )?;
+        let ratelimit_overflow = IntCounterVec::new(
+            Opts::new(
+                "edgesteer_ratelimit_overflow_total",
+                "Checks of keys that arrived past the policy's max_keys and shared an overflow cell.",
+            ),
+            &["policy"],
+        )?;
+        let ratelimit_store_errors = IntCounter::new(
+            "edgesteer_ratelimit_store_errors_total",
+            "Failed or timed-out syncs with the rate-limit store (Redis).",
+        )?;
+        let ratelimit_store_syncs = IntCounter::new(
+            "edgesteer_ratelimit_store_syncs_total",
+            "Successful syncs with the rate-limit store (Redis).",
+        )?;
+        let ratelimit_store_up = IntGauge::new(
+            "edgesteer_ratelimit_store_up",
+            "1 while the rate-limit store (Redis) answers syncs.",
+        )?;
+        let ratelimit_blocked = IntGauge::new(
+            "edgesteer_ratelimit_blocked_addresses",
+            "Client addresses on the abuse block list.",
+        )?;
+        let ratelimit_store_refusals = IntCounterVec::new(
+            Opts::new(
+                "edgesteer_ratelimit_store_refusals_total",
+                "Requests answered 503 by a fail_closed global policy while the store was down.",
+            ),
+            &["policy"],
+        )?;
         for c in [
-            Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limited.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ratelimit_keys.clone()),
+            Box::new(ratelimit_overflow.clone()),
+            Box::new(ratelimit_store_errors.clone()),
+            Box::new(ratelimit_store_syncs.clone()),
+            Box::new(ratelimit_store_up.clone()),
+            Box::new(ratelimit_blocked.clone()),
+            Box::new(ratelimit_store_refusals.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(rollout_step.clone()),
             Box::new(rollout_state.clone()),
             Box::new(track_fallbacks.clone()),
@@ -216,7 +276,60 @@ impl Metrics {
             rollout_state,
             track_fallbacks,
             geo,
+            rate_limited,
+            ratelimit_keys,
+            ratelimit_overflow,
+            ratelimit_store_errors,
+            ratelimit_store_syncs,
+            ratelimit_store_up,
+            ratelimit_blocked,
+            ratelimit_store_refusals,
         })
+    }
+
+    /// `edgesteer_rate_limited_total` handles by `[policy][tier]`.
+    pub fn for_rate_limits(&self, table: &RoutingTable) -> Vec<Vec<IntCounter>> {
+        table
+            .rate_limits
+            .iter()
+            .map(|p| {
+                p.tiers
+                    .iter()
+                    .map(|t| {
+                        self.rate_limited
+                            .with_label_values(&[p.name.as_str(), t.name.as_str()])
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A refusal by the abuse block list.
+    pub fn blocked(&self) {
+        self.rate_limited
+            .with_label_values(&["abuse-block", "blocked"])
+            .inc();
+    }
+
+    /// Copies the limiter's figures into the gauges (at scrape time).
+    pub fn observe_limiter(&self, limiter: &edgesteer_ratelimit::Limiter) {
+        for p in limiter.stats() {
+            self.ratelimit_keys
+                .with_label_values(&[p.policy.as_str()])
+                .set(i64::try_from(p.keys).unwrap_or(i64::MAX));
+            let c = self
+                .ratelimit_overflow
+                .with_label_values(&[p.policy.as_str()]);
+            c.inc_by(p.overflowed.saturating_sub(c.get()));
+        }
+        let store = limiter.store_snapshot();
+        let c = &self.ratelimit_store_errors;
+        c.inc_by(store.errors.saturating_sub(c.get()));
+        let c = &self.ratelimit_store_syncs;
+        c.inc_by(store.syncs.saturating_sub(c.get()));
+        self.ratelimit_store_up.set(i64::from(store.up));
+        self.ratelimit_blocked
+            .set(i64::try_from(limiter.block_count()).unwrap_or(i64::MAX));
     }
 
     /// Handles for every region of `table`, index-aligned, plus one for

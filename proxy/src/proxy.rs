@@ -51,6 +51,9 @@ impl EdgeProxy {
 enum Refusal {
     PinOutsideZone,
     ZoneExhausted,
+    RateLimited,
+    AbuseBlocked,
+    LimitStoreDown,
 }
 
 /// Per-request state.
@@ -67,6 +70,8 @@ pub struct Ctx {
     /// Set when `upstream_peer` has handed out `route` and a retry must re-decide.
     route_used: bool,
     refusal: Option<Refusal>,
+    /// The rate-limit quota to advertise on the response.
+    limit: Option<edgesteer_ratelimit::Quota>,
     tls: bool,
     start: Instant,
     upstream_start: Option<Instant>,
@@ -105,6 +110,7 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             route_used: false,
             refusal: None,
+            limit: None,
             tls: false,
             start: Instant::now(),
             upstream_start: None,
@@ -125,8 +131,14 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         ctx.tls = downstream.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.client = client_ip(peer, &session.req_header().headers, table);
+        ctx.snap = Some(snap.clone());
+        if (!table.rate_limits.is_empty() || self.steer.limiter.block_count() > 0)
+            && self.rate_limit(session, ctx, &snap).await?
+        {
+            return Ok(true);
+        }
         let req = session.req_header();
-        ctx.client = client_ip(peer, &req.headers, table);
         ctx.geo = self.steer.geo.lookup(ctx.client);
         self.steer.metrics.geo_lookup(ctx.geo.status);
         let class = table.classify(ctx.geo.country, ctx.geo.continent);
@@ -144,7 +156,6 @@ impl ProxyHttp for EdgeProxy {
             },
             &snap.health,
         );
-        ctx.snap = Some(snap.clone());
         match decision {
             Decision::Route(route) => {
                 ctx.route = Some(route);
@@ -389,6 +400,18 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(snap), Some(q)) = (&ctx.snap, &ctx.limit) {
+            if let (Some(policy), Some(p)) = (
+                snap.limits.policy_header(q.policy, q.tier),
+                snap.table.rate_limits.get(q.policy),
+            ) {
+                resp.insert_header("ratelimit-policy", policy.clone())?;
+                resp.insert_header(
+                    "ratelimit",
+                    edgesteer_ratelimit::ratelimit_header(&p.name, &q.verdict),
+                )?;
+            }
+        }
         if let (Some(snap), Some(route)) = (&ctx.snap, ctx.route) {
             if let Some(v) = snap.region_header.get(route.region.index()) {
                 resp.insert_header("x-steer-region", v.clone())?;
@@ -537,6 +560,120 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
+    /// Applies the table's rate-limit policies; answers and returns true
+    /// when the request is refused.
+    async fn rate_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+    ) -> Result<bool> {
+        use edgesteer_ratelimit::Outcome;
+        let table = &snap.table;
+        let outcome = {
+            let req = session.req_header();
+            self.steer.limiter.evaluate(
+                &snap.limits,
+                &table.rate_limits,
+                &edgesteer_ratelimit::Request {
+                    client: ctx.client,
+                    host: host_of(req),
+                    path: req.uri.path(),
+                    headers: &req.headers,
+                },
+                ctx.start,
+            )
+        };
+        match outcome {
+            Outcome::Allowed(q) => {
+                ctx.limit = q;
+                Ok(false)
+            }
+            Outcome::Limited(q) => {
+                ctx.refusal = Some(Refusal::RateLimited);
+                if let Some(c) = snap.rate_limited.get(q.policy).and_then(|t| t.get(q.tier)) {
+                    c.inc();
+                }
+                let (Some(p), Some(policy_header)) = (
+                    table.rate_limits.get(q.policy),
+                    snap.limits.policy_header(q.policy, q.tier),
+                ) else {
+                    return Ok(false);
+                };
+                let tier = p.tiers.get(q.tier).map_or("default", |t| t.name.as_str());
+                let (rate, burst) = p.tiers.get(q.tier).map_or((0, 0), |t| (t.rate, t.burst));
+                let retry = edgesteer_ratelimit::retry_after_secs(&q.verdict);
+                let body = serde_json::json!({
+                    "error": "rate_limited",
+                    "policy": p.name,
+                    "tier": tier,
+                    "rate_per_s": rate,
+                    "burst": burst,
+                    "retry_after_s": retry,
+                    "message": format!("over the {tier} limit of {rate} requests/s (burst {burst}) of rate-limit policy {}; retry after {retry} s", p.name),
+                });
+                respond_json(
+                    session,
+                    429,
+                    body,
+                    [
+                        ("retry-after", http::HeaderValue::from(retry)),
+                        ("ratelimit-policy", policy_header.clone()),
+                        (
+                            "ratelimit",
+                            edgesteer_ratelimit::ratelimit_header(&p.name, &q.verdict),
+                        ),
+                    ],
+                )
+                .await?;
+                Ok(true)
+            }
+            Outcome::Blocked { retry_after_s } => {
+                ctx.refusal = Some(Refusal::AbuseBlocked);
+                self.steer.metrics.blocked();
+                let body = serde_json::json!({
+                    "error": "blocked",
+                    "retry_after_s": retry_after_s,
+                    "message": format!("this client address is blocked for sending far above its rate limit; retry after {retry_after_s} s"),
+                });
+                respond_json(
+                    session,
+                    429,
+                    body,
+                    [("retry-after", http::HeaderValue::from(retry_after_s))],
+                )
+                .await?;
+                Ok(true)
+            }
+            Outcome::StoreUnavailable { policy } => {
+                ctx.refusal = Some(Refusal::LimitStoreDown);
+                let name = table
+                    .rate_limits
+                    .get(policy)
+                    .map_or("", |p| p.name.as_str());
+                self.steer
+                    .metrics
+                    .ratelimit_store_refusals
+                    .with_label_values(&[name])
+                    .inc();
+                let body = serde_json::json!({
+                    "error": "rate_limit_store_unavailable",
+                    "policy": name,
+                    "retry_after_s": 1,
+                    "message": format!("rate-limit policy {name} is fleet-wide and fails closed, and its store (Redis) is unreachable from this proxy; retry shortly"),
+                });
+                respond_json(
+                    session,
+                    503,
+                    body,
+                    [("retry-after", http::HeaderValue::from(1u32))],
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Marks the request as failed closed in `zone` and counts it; returns the zone's name.
     fn zone_exhausted<'a>(
         &self,
@@ -672,6 +809,9 @@ fn access_line(session: &Session, ctx: &Ctx, snap: &Snapshot, status: u16) -> St
     let reason = match (ctx.refusal, served) {
         (Some(Refusal::PinOutsideZone), _) => "pin_refused",
         (Some(Refusal::ZoneExhausted), _) => "blocked",
+        (Some(Refusal::RateLimited), _) => "rate_limited",
+        (Some(Refusal::AbuseBlocked), _) => "abuse_blocked",
+        (Some(Refusal::LimitStoreDown), _) => "ratelimit_store_down",
         (None, Some(r)) => r.reason.as_str(),
         (None, None) => "error",
     };
@@ -716,6 +856,24 @@ fn zone_body(zone: &str) -> Bytes {
         })
         .to_string(),
     )
+}
+
+async fn respond_json<const N: usize>(
+    session: &mut Session,
+    status: u16,
+    body: serde_json::Value,
+    headers: [(&'static str, http::HeaderValue); N],
+) -> Result<()> {
+    let body = Bytes::from(body.to_string());
+    let mut resp = ResponseHeader::build(status, Some(4 + N))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "private, no-store")?;
+    for (name, value) in headers {
+        resp.insert_header(name, value)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
 async fn respond(

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub grace_period_secs: u64,
     /// Where backend hostnames are resolved.
     pub dns: DnsConfig,
+    /// The shared store for `global` rate-limit policies.
+    pub redis: Option<edgesteer_ratelimit::global::SyncConfig>,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +50,7 @@ impl Default for ServeOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grace_period_secs: 5,
             dns: DnsConfig::System,
+            redis: None,
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         Maintenance {
             steer,
             dns: opts.dns.clone(),
+            redis: opts.redis.clone(),
         },
     ));
     Ok(server)
@@ -110,7 +114,11 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
 struct Maintenance {
     steer: Arc<Steering>,
     dns: DnsConfig,
+    redis: Option<edgesteer_ratelimit::global::SyncConfig>,
 }
+
+/// How often idle rate-limit keys and expired blocks are dropped.
+const LIMIT_SWEEP: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl BackgroundService for Maintenance {
@@ -143,6 +151,13 @@ impl BackgroundService for Maintenance {
             shutdown.clone(),
         ));
 
+        let limiter = self.steer.limiter.clone();
+        let sweeper = tokio::spawn(limiter.clone().run_sweeper(LIMIT_SWEEP));
+        let syncer = self
+            .redis
+            .clone()
+            .map(|cfg| tokio::spawn(edgesteer_ratelimit::global::run_sync(limiter, cfg)));
+
         let mut shutdown = shutdown;
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -153,6 +168,10 @@ impl BackgroundService for Maintenance {
             if let Err(e) = self.steer.geo.reload_if_changed() {
                 tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
             }
+        }
+        sweeper.abort();
+        if let Some(s) = syncer {
+            s.abort();
         }
         let _ = health.await;
     }

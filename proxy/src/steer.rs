@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub metrics: Vec<RegionMetrics>,
     /// Rollout stats by region index.
     pub stats: Vec<Arc<crate::stats::RegionStats>>,
+    /// Rate-limit policies bound to their long-lived state.
+    pub limits: edgesteer_ratelimit::Bound,
+    /// `edgesteer_rate_limited_total{policy,tier}` by `[policy][tier]`.
+    pub rate_limited: Vec<Vec<prometheus::IntCounter>>,
 }
 
 impl Snapshot {
@@ -47,6 +51,8 @@ pub struct Steering {
     current: ArcSwap<Snapshot>,
     pub geo: Arc<GeoDb>,
     pub registry: HealthRegistry,
+    /// Rate-limit state; outlives tables like the health registry.
+    pub limiter: Arc<edgesteer_ratelimit::Limiter>,
     pub metrics: Arc<Metrics>,
     pub stats: crate::stats::StatsRegistry,
     /// Record Prometheus request metrics (off only to measure their cost).
@@ -64,13 +70,15 @@ impl Steering {
         metrics: Arc<Metrics>,
     ) -> Steering {
         let registry = HealthRegistry::new();
+        let limiter = Arc::new(edgesteer_ratelimit::Limiter::new());
         let stats = crate::stats::StatsRegistry::default();
-        let first = build_snapshot(version, spec, table, &registry, &metrics, &stats);
+        let first = build_snapshot(version, spec, table, &registry, &limiter, &metrics, &stats);
         metrics.table_version.set(version as i64);
         Steering {
             current: ArcSwap::from_pointee(first),
             geo,
             registry,
+            limiter,
             metrics,
             stats,
             record_metrics: true,
@@ -91,6 +99,7 @@ impl Steering {
             spec,
             table,
             &self.registry,
+            &self.limiter,
             &self.metrics,
             &self.stats,
         ));
@@ -115,10 +124,13 @@ fn build_snapshot(
     spec: TableSpec,
     table: RoutingTable,
     registry: &HealthRegistry,
+    limiter: &edgesteer_ratelimit::Limiter,
     metrics: &Metrics,
     stats: &crate::stats::StatsRegistry,
 ) -> Snapshot {
     let health = registry.bind(&table);
+    let limits = limiter.bind(&table.rate_limits);
+    let rate_limited = metrics.for_rate_limits(&table);
     let region_header = table
         .regions
         .iter()
@@ -137,5 +149,7 @@ fn build_snapshot(
         version_header,
         metrics,
         stats,
+        limits,
+        rate_limited,
     }
 }

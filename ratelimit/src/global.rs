@@ -1,0 +1,199 @@
+//! Fleet-wide limits through Redis, reconciled in the background.
+//!
+//! Each proxy applies the policy's GCRA locally and counts the quota it
+//! admitted for each key (`pending_ns`). Every sync interval the syncer
+//! sends, in one `EVAL` per 500 keys, what each dirty key consumed; a Lua
+//! script adds it to the key's fleet TAT (Redis time, so proxy clocks never
+//! matter) and answers how far ahead of now that TAT is (the fleet's
+//! "debt"). The proxy then moves its local TAT to at least
+//! `now + debt + quota admitted since the snapshot`. The request path only
+//! touches atomics; it never waits on Redis.
+//!
+//! **Overshoot bound.** Between two syncs a proxy only knows the fleet as
+//! of the last reply, so with `N` proxies each may admit up to its own
+//! `burst + rate x (interval + rtt)` that the others have not seen. Over a
+//! window `W` the fleet admits at most
+//! `rate x W + burst + (N - 1) x (burst + rate x (interval + rtt))`; the
+//! excess is transient (the pushed debt then holds every proxy back), so
+//! over long windows the fleet converges to `rate`. `benches/`'s fleet test
+//! measures it.
+//!
+//! **Outage.** A failed or slow (> 250 ms) sync marks the store down, drops
+//! the unsent counts, and is retried every interval with a fresh
+//! connection. While down, `fail_open` policies run on local limits only
+//! and `fail_closed` ones answer 503. The first good sync restores both.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgesteer_config::ratelimit::LimitScope;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script};
+
+use crate::limiter::Limiter;
+use crate::state::PolicyState;
+
+/// Keys per `EVAL`.
+const BATCH: usize = 500;
+/// A sync slower than this counts as a failure.
+const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
+
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i, k in ipairs(KEYS) do
+  local n = tonumber(ARGV[i])
+  local tat = tonumber(redis.call('GET', k)) or now
+  if tat < now then tat = now end
+  tat = tat + n
+  local debt = tat - now
+  if n > 0 then
+    redis.call('SET', k, string.format('%d', tat), 'PX', math.floor(debt / 1000) + 1000)
+  end
+  out[i] = debt
+end
+return out
+";
+
+/// Where and how often to reconcile.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    pub interval: Duration,
+}
+
+/// Runs the syncer until the task is dropped.
+pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
+    let store = &limiter.store;
+    store.configured.store(true, Ordering::Relaxed);
+    // Optimistic until the first attempt says otherwise.
+    store.up.store(true, Ordering::Relaxed);
+    store
+        .last_ok_ns
+        .store(limiter.clock(Instant::now()), Ordering::Relaxed);
+    let client = match Client::open(cfg.url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            store.up.store(false, Ordering::Relaxed);
+            tracing::error!(url = %cfg.url, error = %e, "bad --redis URL; global rate limits act as if the store were down");
+            return;
+        }
+    };
+    let conn_cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(SYNC_TIMEOUT)
+        .set_response_timeout(SYNC_TIMEOUT);
+    let script = Script::new(SCRIPT);
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let states: Vec<Arc<PolicyState>> = limiter
+            .live()
+            .into_iter()
+            .filter(|s| s.scope == LimitScope::Global)
+            .collect();
+        let result = tokio::time::timeout(SYNC_TIMEOUT * 2, async {
+            if conn.is_none() {
+                conn = Some(
+                    client
+                        .get_multiplexed_async_connection_with_config(&conn_cfg)
+                        .await?,
+                );
+            }
+            match conn.as_mut() {
+                Some(c) => sync_once(&limiter, c, &script, &states).await,
+                None => Ok(()),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "sync timed out",
+            )))
+        });
+        match result {
+            Ok(()) => {
+                store.syncs.fetch_add(1, Ordering::Relaxed);
+                store
+                    .last_ok_ns
+                    .store(limiter.clock(Instant::now()), Ordering::Relaxed);
+                if !store.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(url = %cfg.url, "rate-limit store reachable again; global limits resumed");
+                }
+            }
+            Err(e) => {
+                conn = None;
+                store.errors.fetch_add(1, Ordering::Relaxed);
+                if store.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(url = %cfg.url, error = %e, "rate-limit store unreachable; fail_open policies use local limits, fail_closed ones answer 503");
+                }
+            }
+        }
+    }
+}
+
+/// One reconciliation round over every global policy.
+async fn sync_once(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    states: &[Arc<PolicyState>],
+) -> redis::RedisResult<()> {
+    let mut sent_any = false;
+    for state in states {
+        let keys = take_dirty(state);
+        for chunk in keys.chunks(BATCH) {
+            let mut inv = script.prepare_invoke();
+            for &(key, pending_ns) in chunk {
+                inv.key(format!("edgesteer:rl:{}:{key:016x}", state.name));
+                inv.arg(pending_ns.div_ceil(1_000));
+            }
+            let debts: Vec<i64> = inv.invoke_async(conn).await?;
+            sent_any = true;
+            let now = limiter.clock(Instant::now());
+            for (&(key, _), debt_us) in chunk.iter().zip(debts) {
+                if let Some(cell) = state.map.get(&key) {
+                    let debt_ns = u64::try_from(debt_us).unwrap_or(0).saturating_mul(1_000);
+                    let since = cell.pending_ns.load(Ordering::Relaxed);
+                    cell.tat.fetch_max(now + debt_ns + since, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if !sent_any {
+        // Nothing to push: still prove the store is there.
+        redis::cmd("PING").query_async::<String>(conn).await?;
+    }
+    Ok(())
+}
+
+/// Keys used since the last sync, with the quota each consumed.
+fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
+    let mut keys = Vec::new();
+    let mut take = |key: u64| {
+        if let Some(cell) = state.map.get(&key) {
+            cell.dirty.store(false, Ordering::Relaxed);
+            keys.push((key, cell.pending_ns.swap(0, Ordering::Relaxed)));
+        }
+    };
+    while let Some(k) = state.dirty.pop() {
+        take(k);
+    }
+    if state.dirty_lost.swap(false, Ordering::Relaxed) {
+        let lost: Vec<u64> = state
+            .map
+            .iter()
+            .filter(|c| c.dirty.load(Ordering::Relaxed))
+            .map(|c| *c.key())
+            .collect();
+        for k in lost {
+            take(k);
+        }
+    }
+    keys
+}

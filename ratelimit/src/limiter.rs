@@ -1,0 +1,427 @@
+//! The [`Limiter`]: owns every policy's state, the abuse block list and the
+//! shared-store status, and answers one question per request.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+use edgesteer_config::ratelimit::{LimitKey, LimitScope, RateLimitPolicy, StoreFailure};
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::gcra::Verdict;
+use crate::state::PolicyState;
+
+/// Most addresses blocked at once; further abusers are only rate-limited.
+pub const MAX_BLOCKS: usize = 100_000;
+/// The store counts as down when no sync succeeded for this long.
+pub const STORE_STALE: Duration = Duration::from_secs(1);
+
+type Identity = (String, LimitKey, LimitScope);
+
+/// The key of a client address (v4 as v4-mapped v6, so both spellings agree).
+#[inline]
+pub fn ip_key(ip: IpAddr) -> u64 {
+    let octets = match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    xxh3_64_with_seed(&octets, 0x6970)
+}
+
+/// The key of a known API key.
+#[inline]
+pub fn token_key(token: &[u8]) -> u64 {
+    xxh3_64_with_seed(token, 0x006b_6579)
+}
+
+/// A table's policies bound to their long-lived state; built once per
+/// table version, so the request path does no lookups by name.
+pub struct Bound {
+    states: Vec<Arc<PolicyState>>,
+    /// `RateLimit-Policy` values by `[policy][tier]`.
+    policy_header: Vec<Vec<HeaderValue>>,
+}
+
+impl Bound {
+    pub fn state(&self, policy: usize) -> Option<&Arc<PolicyState>> {
+        self.states.get(policy)
+    }
+
+    /// The `RateLimit-Policy` value of a policy's tier.
+    pub fn policy_header(&self, policy: usize, tier: usize) -> Option<&HeaderValue> {
+        self.policy_header.get(policy)?.get(tier)
+    }
+}
+
+/// What the proxy needs from one request.
+pub struct Request<'a> {
+    pub client: IpAddr,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// One policy's answer, for headers and refusals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub policy: usize,
+    pub tier: usize,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed; the quota to advertise when some policy asks for headers
+    /// (the one with the fewest requests remaining).
+    Allowed(Option<Quota>),
+    /// Over a limit.
+    Limited(Quota),
+    /// The address is on the block list.
+    Blocked { retry_after_s: u64 },
+    /// A `fail_closed` global policy cannot reach the shared store.
+    StoreUnavailable { policy: usize },
+}
+
+/// An address on the block list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Block {
+    pub ip: IpAddr,
+    pub policy: String,
+    pub reason: String,
+    #[serde(with = "epoch_ms")]
+    pub since: SystemTime,
+    #[serde(with = "epoch_ms")]
+    pub until: SystemTime,
+    #[serde(skip)]
+    until_ns: u64,
+}
+
+mod epoch_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+/// Shared-store (Redis) health as seen by the syncer.
+#[derive(Default)]
+pub struct StoreStatus {
+    pub(crate) configured: AtomicBool,
+    pub(crate) up: AtomicBool,
+    pub(crate) last_ok_ns: AtomicU64,
+    pub errors: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+/// The store's status at one moment, for metrics and the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreSnapshot {
+    /// A `--redis` URL was given.
+    pub configured: bool,
+    /// Global policies can use the store now.
+    pub up: bool,
+    pub errors: u64,
+    pub syncs: u64,
+}
+
+/// Per-policy figures for metrics and the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyStats {
+    pub policy: String,
+    pub scope: &'static str,
+    pub keys: usize,
+    pub overflowed: u64,
+}
+
+pub struct Limiter {
+    epoch: Instant,
+    states: Mutex<HashMap<Identity, Weak<PolicyState>>>,
+    blocks: DashMap<IpAddr, Block>,
+    block_count: AtomicUsize,
+    pub store: StoreStatus,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new()
+    }
+}
+
+impl Limiter {
+    pub fn new() -> Limiter {
+        Limiter {
+            epoch: Instant::now(),
+            states: Mutex::new(HashMap::new()),
+            blocks: DashMap::new(),
+            block_count: AtomicUsize::new(0),
+            store: StoreStatus::default(),
+        }
+    }
+
+    /// Nanoseconds on the limiter clock.
+    #[inline]
+    pub fn clock(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Binds a table's policies to state: a policy with the same name, key
+    /// source and scope as one already live keeps that state (its keys'
+    /// quotas carry over, whatever its rates became).
+    pub fn bind(&self, policies: &[RateLimitPolicy]) -> Bound {
+        let mut registry = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|_, w| w.strong_count() > 0);
+        let states = policies
+            .iter()
+            .map(|p| {
+                let id = p.identity();
+                if let Some(s) = registry.get(&id).and_then(Weak::upgrade) {
+                    s.set_max_keys(p.max_keys);
+                    return s;
+                }
+                let s = Arc::new(PolicyState::new(p));
+                registry.insert(id, Arc::downgrade(&s));
+                s
+            })
+            .collect();
+        if policies.iter().any(|p| p.scope == LimitScope::Global)
+            && !self.store.configured.load(Ordering::Relaxed)
+        {
+            tracing::warn!("the table has global rate-limit policies but this proxy has no --redis; they act as if the store were down (fail_open: local limits, fail_closed: 503)");
+        }
+        let policy_header = policies
+            .iter()
+            .map(|p| {
+                p.tiers
+                    .iter()
+                    .map(|t| {
+                        let window = u64::from(t.burst).div_ceil(u64::from(t.rate.max(1))).max(1);
+                        HeaderValue::from_str(&format!("\"{}\";q={};w={window}", p.name, t.burst))
+                            .unwrap_or(HeaderValue::from_static("invalid"))
+                    })
+                    .collect()
+            })
+            .collect();
+        Bound {
+            states,
+            policy_header,
+        }
+    }
+
+    /// Live policies (for the syncer and the sweeper).
+    pub(crate) fn live(&self) -> Vec<Arc<PolicyState>> {
+        let registry = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        registry.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Whether global policies can use the store right now.
+    #[inline]
+    pub fn store_ok(&self, now: u64) -> bool {
+        self.store.up.load(Ordering::Relaxed)
+            && now.saturating_sub(self.store.last_ok_ns.load(Ordering::Relaxed))
+                < STORE_STALE.as_nanos() as u64
+    }
+
+    pub fn store_snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            configured: self.store.configured.load(Ordering::Relaxed),
+            up: self.store_ok(self.clock(Instant::now())),
+            errors: self.store.errors.load(Ordering::Relaxed),
+            syncs: self.store.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks a request against every policy that covers it, in table
+    /// order; the first refusal wins. Allowed requests consume quota in
+    /// every matching policy.
+    pub fn evaluate(
+        &self,
+        bound: &Bound,
+        policies: &[RateLimitPolicy],
+        req: &Request<'_>,
+        at: Instant,
+    ) -> Outcome {
+        let now = self.clock(at);
+        if self.block_count.load(Ordering::Relaxed) > 0 {
+            if let Some(b) = self.blocks.get(&req.client) {
+                if b.until_ns > now {
+                    return Outcome::Blocked {
+                        retry_after_s: (b.until_ns - now).div_ceil(1_000_000_000),
+                    };
+                }
+            }
+        }
+        let mut advertise: Option<Quota> = None;
+        for (i, (p, state)) in policies.iter().zip(&bound.states).enumerate() {
+            if !p.applies(req.host, req.path) {
+                continue;
+            }
+            if p.scope == LimitScope::Global
+                && p.on_store_error == StoreFailure::Closed
+                && !self.store_ok(now)
+            {
+                return Outcome::StoreUnavailable { policy: i };
+            }
+            let (key, tier) = match &p.key {
+                LimitKey::ClientIp => (ip_key(req.client), p.default_tier),
+                LimitKey::Header(h) => {
+                    match req
+                        .headers
+                        .get(h.as_str())
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| p.tier_of(v).map(|t| (v, t)))
+                    {
+                        Some((v, t)) => (token_key(v.as_bytes()), t),
+                        // Unknown or missing: the default tier, per client IP.
+                        None => (ip_key(req.client), p.default_tier),
+                    }
+                }
+            };
+            let Some(t) = p.tiers.get(tier) else {
+                continue;
+            };
+            let abuse = p
+                .abuse
+                .as_ref()
+                .map(|a| (u64::from(t.rate) * u64::from(a.multiple), a.for_secs));
+            let checked = state.check(key, t, abuse, now);
+            let quota = Quota {
+                policy: i,
+                tier,
+                verdict: checked.verdict,
+            };
+            if checked.abusive {
+                if let Some(a) = &p.abuse {
+                    let reason = format!(
+                        "above {}x the {} limit of {}/s for {} consecutive seconds",
+                        a.multiple, t.name, t.rate, a.for_secs
+                    );
+                    self.block(req.client, &p.name, reason, a.block, at);
+                    return Outcome::Blocked {
+                        retry_after_s: a.block.as_secs().max(1),
+                    };
+                }
+            }
+            if !checked.verdict.allowed {
+                return Outcome::Limited(quota);
+            }
+            if p.response_headers
+                && advertise.is_none_or(|q| q.verdict.remaining > quota.verdict.remaining)
+            {
+                advertise = Some(quota);
+            }
+        }
+        Outcome::Allowed(advertise)
+    }
+
+    /// Puts an address on the block list (abuse, or an operator).
+    pub fn block(&self, ip: IpAddr, policy: &str, reason: String, length: Duration, at: Instant) {
+        if self.blocks.len() >= MAX_BLOCKS && !self.blocks.contains_key(&ip) {
+            tracing::warn!(%ip, "block list full ({MAX_BLOCKS}); address only rate-limited");
+            return;
+        }
+        let now = SystemTime::now();
+        tracing::warn!(%ip, policy, %reason, seconds = length.as_secs(), "address blocked");
+        let block = Block {
+            ip,
+            policy: policy.to_string(),
+            reason,
+            since: now,
+            until: now + length,
+            until_ns: self
+                .clock(at)
+                .saturating_add(u64::try_from(length.as_nanos()).unwrap_or(u64::MAX)),
+        };
+        self.blocks.insert(ip, block);
+        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+    }
+
+    /// Lifts a block and resets the address's quota in every policy.
+    pub fn unblock(&self, ip: IpAddr) -> Option<Block> {
+        let removed = self.blocks.remove(&ip).map(|(_, b)| b);
+        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+        if removed.is_some() {
+            let key = ip_key(ip);
+            for s in self.live() {
+                s.reset(key);
+            }
+            tracing::info!(%ip, "block lifted");
+        }
+        removed
+    }
+
+    /// Current blocks, soonest to expire first.
+    pub fn blocks(&self) -> Vec<Block> {
+        let now = self.clock(Instant::now());
+        let mut v: Vec<Block> = self
+            .blocks
+            .iter()
+            .filter(|b| b.until_ns > now)
+            .map(|b| b.value().clone())
+            .collect();
+        v.sort_by_key(|b| b.until_ns);
+        v
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.block_count.load(Ordering::Relaxed)
+    }
+
+    /// Per-policy figures.
+    pub fn stats(&self) -> Vec<PolicyStats> {
+        let mut v: Vec<PolicyStats> = self
+            .live()
+            .iter()
+            .map(|s| PolicyStats {
+                policy: s.name.clone(),
+                scope: match s.scope {
+                    LimitScope::Local => "local",
+                    LimitScope::Global => "global",
+                },
+                keys: s.keys(),
+                overflowed: s.overflowed.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| a.policy.cmp(&b.policy));
+        v
+    }
+
+    /// Drops idle keys and expired blocks.
+    pub fn sweep(&self) {
+        let now = self.clock(Instant::now());
+        for s in self.live() {
+            s.sweep(now);
+        }
+        self.blocks.retain(|_, b| b.until_ns > now);
+        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+    }
+
+    /// Sweeps every `every` until the task is dropped.
+    pub async fn run_sweeper(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sweep();
+        }
+    }
+}
+
+/// Formats the `RateLimit` field for a quota: `"name";r=R;t=T`.
+pub fn ratelimit_header(policy: &str, verdict: &Verdict) -> HeaderValue {
+    let t = verdict.reset_ns.div_ceil(1_000_000_000);
+    HeaderValue::from_str(&format!("\"{policy}\";r={};t={t}", verdict.remaining))
+        .unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// Whole seconds a refused client should wait (at least 1).
+pub fn retry_after_secs(verdict: &Verdict) -> u64 {
+    verdict.retry_after_ns.div_ceil(1_000_000_000).max(1)
+}

@@ -1,0 +1,329 @@
+//! Per-policy limiter state: one [`Cell`] per key in a sharded map.
+//!
+//! Keys are 64-bit xxh3 hashes of the client address or the known API key
+//! (a fixed seed, so every proxy of a fleet names the same key the same way
+//! in Redis). Only addresses and keys listed in the table are ever hashed
+//! from header bytes, so a client cannot choose which map slots it fills.
+//!
+//! Memory is bounded two ways:
+//! - **Idle eviction.** A cell whose TAT is in the past carries no
+//!   information (GCRA treats it like a fresh key), so the sweeper drops it
+//!   without changing any answer. A key lives at most `burst / rate` seconds
+//!   after its last request, plus one sweep interval.
+//! - **The key cap.** A policy tracks at most `max_keys` keys. Past the cap,
+//!   new keys share a fixed array of [`OVERFLOW_SLOTS`] cells indexed by
+//!   their hash: a key is never allowed more than its own limit, but may be
+//!   refused early if a busy key shares its slot. Overflow is counted
+//!   (`edgesteer_ratelimit_overflow_total`) so operators see it.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use edgesteer_config::ratelimit::{LimitScope, LimitTier, RateLimitPolicy};
+
+use crate::gcra::{self, Verdict};
+
+/// Shared cells used past the key cap.
+pub const OVERFLOW_SLOTS: usize = 16_384;
+/// Map shards; more shards keep the sweeper's per-shard write lock short.
+const SHARDS: usize = 64;
+/// Queue of keys with unsynced global use; past it the syncer scans.
+const DIRTY_QUEUE: usize = 65_536;
+
+/// One key's state.
+#[derive(Default)]
+pub struct Cell {
+    /// GCRA theoretical arrival time, ns on the limiter clock.
+    pub(crate) tat: AtomicU64,
+    /// Global scope: admitted ns of quota not yet pushed to the store.
+    pub(crate) pending_ns: AtomicU64,
+    /// Global scope: seen since the last sync (queued for the syncer).
+    pub(crate) dirty: AtomicBool,
+    /// Abuse watch: `second << 32 | requests in that second`.
+    abuse_window: AtomicU64,
+    /// Abuse watch: consecutive seconds above the abuse threshold.
+    abuse_strikes: AtomicU32,
+}
+
+impl Cell {
+    /// Holds nothing a fresh cell would not: safe to evict.
+    fn idle(&self, now: u64) -> bool {
+        self.tat.load(Ordering::Relaxed) <= now
+            && self.pending_ns.load(Ordering::Relaxed) == 0
+            && !self.dirty.load(Ordering::Relaxed)
+            && (self.abuse_window.load(Ordering::Relaxed) >> 32) + 2 < now / 1_000_000_000
+    }
+
+    /// Counts one request for abuse detection; true when the key has been
+    /// above `threshold` requests/s for `for_secs` consecutive seconds.
+    fn abuse(&self, now: u64, threshold: u64, for_secs: u32) -> bool {
+        let sec = now / 1_000_000_000;
+        let mut w = self.abuse_window.load(Ordering::Relaxed);
+        loop {
+            let (wsec, count) = (w >> 32, w & 0xffff_ffff);
+            if wsec == sec {
+                self.abuse_window.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self.abuse_window.compare_exchange_weak(
+                w,
+                (sec << 32) | 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // The finished window `wsec` is judged once, by the
+                    // request that rolled it over.
+                    let strikes = if count > threshold {
+                        self.abuse_strikes.fetch_add(1, Ordering::Relaxed) + 1
+                    } else {
+                        self.abuse_strikes.store(0, Ordering::Relaxed);
+                        0
+                    };
+                    if wsec + 1 != sec {
+                        // Idle seconds in between break the streak.
+                        self.abuse_strikes.store(0, Ordering::Relaxed);
+                    }
+                    return strikes >= for_secs;
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    fn reset_abuse(&self) {
+        self.abuse_strikes.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A `u64` key is already an xxh3 hash; hashing it again is wasted work.
+#[derive(Default)]
+pub struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub(crate) type CellMap = DashMap<u64, Cell, BuildHasherDefault<PassThrough>>;
+
+/// What a check found beyond the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub verdict: Verdict,
+    /// The key crossed the abuse threshold with this request.
+    pub abusive: bool,
+}
+
+/// State of one policy; shared by every table version in which the policy
+/// keeps its name, key source and scope.
+pub struct PolicyState {
+    pub(crate) name: String,
+    pub(crate) scope: LimitScope,
+    pub(crate) map: CellMap,
+    keys: AtomicUsize,
+    max_keys: AtomicUsize,
+    overflow: Box<[Cell]>,
+    pub(crate) overflowed: AtomicU64,
+    /// Global scope: keys to push at the next sync.
+    pub(crate) dirty: crossbeam_queue::ArrayQueue<u64>,
+    /// The dirty queue was full; the syncer must scan the map.
+    pub(crate) dirty_lost: AtomicBool,
+}
+
+impl PolicyState {
+    pub(crate) fn new(policy: &RateLimitPolicy) -> PolicyState {
+        PolicyState {
+            name: policy.name.clone(),
+            scope: policy.scope,
+            map: DashMap::with_hasher_and_shard_amount(BuildHasherDefault::default(), SHARDS),
+            keys: AtomicUsize::new(0),
+            max_keys: AtomicUsize::new(policy.max_keys as usize),
+            overflow: (0..OVERFLOW_SLOTS).map(|_| Cell::default()).collect(),
+            overflowed: AtomicU64::new(0),
+            dirty: crossbeam_queue::ArrayQueue::new(if policy.scope == LimitScope::Global {
+                DIRTY_QUEUE
+            } else {
+                1
+            }),
+            dirty_lost: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn set_max_keys(&self, max: u32) {
+        self.max_keys.store(max as usize, Ordering::Relaxed);
+    }
+
+    /// Keys currently tracked.
+    pub fn keys(&self) -> usize {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    /// Checks one request for `key` at `now` (ns on the limiter clock).
+    #[inline]
+    pub fn check(
+        &self,
+        key: u64,
+        tier: &LimitTier,
+        abuse: Option<(u64, u32)>,
+        now: u64,
+    ) -> Checked {
+        if let Some(cell) = self.map.get(&key) {
+            return self.check_cell(&cell, key, tier, abuse, now, true);
+        }
+        if self.keys.load(Ordering::Relaxed) >= self.max_keys.load(Ordering::Relaxed) {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            // Slot index: the hash modulo a power of two.
+            // Shared slots never flag abuse: the neighbour may be innocent.
+            let cell = &self.overflow[(key as usize) & (OVERFLOW_SLOTS - 1)];
+            return self.check_cell(cell, key, tier, None, now, false);
+        }
+        let cell = self.map.entry(key).or_insert_with(|| {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            Cell::default()
+        });
+        self.check_cell(&cell, key, tier, abuse, now, true)
+    }
+
+    #[inline]
+    fn check_cell(
+        &self,
+        cell: &Cell,
+        key: u64,
+        tier: &LimitTier,
+        abuse: Option<(u64, u32)>,
+        now: u64,
+        tracked: bool,
+    ) -> Checked {
+        let verdict = gcra::check(&cell.tat, now, tier.interval_ns, tier.tolerance_ns);
+        if self.scope == LimitScope::Global && tracked {
+            if verdict.allowed {
+                cell.pending_ns
+                    .fetch_add(tier.interval_ns, Ordering::Relaxed);
+            }
+            if !cell.dirty.load(Ordering::Relaxed)
+                && !cell.dirty.swap(true, Ordering::Relaxed)
+                && self.dirty.push(key).is_err()
+            {
+                self.dirty_lost.store(true, Ordering::Relaxed);
+            }
+        }
+        let abusive = match abuse {
+            Some((threshold, for_secs)) => cell.abuse(now, threshold, for_secs),
+            None => false,
+        };
+        Checked { verdict, abusive }
+    }
+
+    /// Forgets one key (an operator lifted its block).
+    pub(crate) fn reset(&self, key: u64) {
+        if let Some(cell) = self.map.get(&key) {
+            cell.tat.store(0, Ordering::Relaxed);
+            cell.reset_abuse();
+        }
+    }
+
+    /// Drops idle cells; returns how many keys remain.
+    pub(crate) fn sweep(&self, now: u64) -> usize {
+        self.map.retain(|_, c| !c.idle(now));
+        let n = self.map.len();
+        self.keys.store(n, Ordering::Relaxed);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgesteer_config::ratelimit::{LimitKey, StoreFailure};
+
+    fn policy(max_keys: u32) -> RateLimitPolicy {
+        RateLimitPolicy {
+            name: "t".into(),
+            key: LimitKey::ClientIp,
+            scope: LimitScope::Local,
+            on_store_error: StoreFailure::Open,
+            response_headers: false,
+            hosts: vec![],
+            path_prefixes: vec![],
+            tiers: vec![LimitTier::new("default", 10, 2)],
+            default_tier: 0,
+            keys: Default::default(),
+            max_keys,
+            abuse: None,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn idle_keys_are_evicted_without_changing_answers() {
+        let p = policy(100);
+        let st = PolicyState::new(&p);
+        let tier = &p.tiers[0];
+        for k in 0..50 {
+            assert!(st.check(k, tier, None, 10 * S).verdict.allowed);
+        }
+        assert_eq!(st.keys(), 50);
+        // Still inside the window: nothing goes.
+        assert_eq!(st.sweep(10 * S), 50);
+        // 3 s later every cell is idle.
+        assert_eq!(st.sweep(13 * S), 0);
+        assert!(st.check(1, tier, None, 13 * S).verdict.allowed);
+    }
+
+    #[test]
+    fn past_the_cap_keys_share_overflow_cells_and_stay_limited() {
+        let p = policy(10);
+        let st = PolicyState::new(&p);
+        let tier = &p.tiers[0];
+        for k in 0..10 {
+            st.check(k, tier, None, S);
+        }
+        assert_eq!(st.keys(), 10);
+        // Key 1000 is untracked: still limited to its burst of 2.
+        let allowed = (0..10)
+            .filter(|_| st.check(1000, tier, None, S).verdict.allowed)
+            .count();
+        assert_eq!(allowed, 2);
+        assert_eq!(st.keys(), 10);
+        assert_eq!(st.overflowed.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn abuse_needs_consecutive_seconds_above_the_threshold() {
+        let p = policy(10);
+        let st = PolicyState::new(&p);
+        let tier = &p.tiers[0];
+        let abuse = Some((20, 3));
+        let mut flagged_at = None;
+        'outer: for sec in 100..110u64 {
+            for i in 0..30 {
+                if st.check(7, tier, abuse, sec * S + i).abusive {
+                    flagged_at = Some(sec);
+                    break 'outer;
+                }
+            }
+        }
+        // Seconds 100, 101 and 102 were over; judged when 103 starts.
+        assert_eq!(flagged_at, Some(103));
+
+        // A quiet second in between breaks the streak.
+        let st = PolicyState::new(&p);
+        for sec in [200u64, 201, 203, 204] {
+            for i in 0..30 {
+                assert!(!st.check(7, tier, abuse, sec * S + i).abusive, "{sec}");
+            }
+        }
+    }
+}
