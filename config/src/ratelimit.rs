@@ -73,6 +73,15 @@ pub struct AbuseSettings {
     pub block: Duration,
 }
 
+/// What must stay equal for a policy to keep its limiter state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyIdentity {
+    pub name: String,
+    pub key: LimitKey,
+    pub scope: LimitScope,
+    pub limits: Vec<(u32, u32)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimitPolicy {
     pub name: String,
@@ -112,9 +121,17 @@ impl RateLimitPolicy {
         self.keys.get(key).copied()
     }
 
-    /// State identity across reloads: same name and same key source.
-    pub fn identity(&self) -> (String, LimitKey, LimitScope) {
-        (self.name.clone(), self.key.clone(), self.scope)
+    /// State identity across reloads: name, key source, scope and limits.
+    /// Changing a tier's rate or burst starts the policy afresh (every key
+    /// gets a full burst once), because a key's GCRA state is measured in
+    /// the old interval; adding keys or moving a key between tiers does not.
+    pub fn identity(&self) -> PolicyIdentity {
+        PolicyIdentity {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            scope: self.scope,
+            limits: self.tiers.iter().map(|t| (t.rate, t.burst)).collect(),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub const MAX_BLOCKS: usize = 100_000;
 /// The store counts as down when no sync succeeded for this long.
 pub const STORE_STALE: Duration = Duration::from_secs(1);
 
-type Identity = (String, LimitKey, LimitScope);
+type Identity = edgesteer_config::ratelimit::PolicyIdentity;
 
 /// The key of a client address (v4 as v4-mapped v6, so both spellings agree).
 #[inline]
@@ -172,9 +172,8 @@ impl Limiter {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Binds a table's policies to state: a policy with the same name, key
-    /// source and scope as one already live keeps that state (its keys'
-    /// quotas carry over, whatever its rates became).
+    /// Binds a table's policies to state: a policy whose identity (name,
+    /// key source, scope and limits) matches a live one keeps that state.
     pub fn bind(&self, policies: &[RateLimitPolicy]) -> Bound {
         let mut registry = self.states.lock().unwrap_or_else(|e| e.into_inner());
         registry.retain(|_, w| w.strong_count() > 0);
@@ -202,8 +201,9 @@ impl Limiter {
                 p.tiers
                     .iter()
                     .map(|t| {
-                        let window = u64::from(t.burst).div_ceil(u64::from(t.rate.max(1))).max(1);
-                        HeaderValue::from_str(&format!("\"{}\";q={};w={window}", p.name, t.burst))
+                        // The sustained rate per second; `RateLimit` says what
+                        // is left of the burst right now.
+                        HeaderValue::from_str(&format!("\"{}\";q={};w=1", p.name, t.rate))
                             .unwrap_or(HeaderValue::from_static("invalid"))
                     })
                     .collect()
@@ -424,4 +424,77 @@ pub fn ratelimit_header(policy: &str, verdict: &Verdict) -> HeaderValue {
 /// Whole seconds a refused client should wait (at least 1).
 pub fn retry_after_secs(verdict: &Verdict) -> u64 {
     verdict.retry_after_ns.div_ceil(1_000_000_000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn policies(toml_limits: &str) -> Vec<RateLimitPolicy> {
+        let text = format!(
+            "default_region = \"a\"\n[regions.a]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n{toml_limits}"
+        );
+        edgesteer_config::load_toml(&text).unwrap().1.rate_limits
+    }
+
+    #[test]
+    fn state_survives_reload_only_while_the_policy_is_unchanged() {
+        let limiter = Limiter::new();
+        let v1 = policies("[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 5\n");
+        let b1 = limiter.bind(&v1);
+        let headers = HeaderMap::new();
+        let req = Request {
+            client: "192.0.2.1".parse().unwrap(),
+            host: None,
+            path: "/",
+            headers: &headers,
+        };
+        let now = Instant::now();
+        let allowed = |b: &Bound, p: &[RateLimitPolicy]| {
+            (0..10)
+                .filter(|_| matches!(limiter.evaluate(b, p, &req, now), Outcome::Allowed(_)))
+                .count()
+        };
+        assert_eq!(allowed(&b1, &v1), 5);
+        // Same policy (another table version, e.g. a weight changed): same state.
+        let b2 = limiter.bind(&v1);
+        assert!(Arc::ptr_eq(&b1.states[0], &b2.states[0]));
+        assert_eq!(allowed(&b2, &v1), 0);
+        // A new rate: fresh state.
+        let v3 = policies("[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 7\n");
+        let b3 = limiter.bind(&v3);
+        assert_eq!(allowed(&b3, &v3), 7);
+        // Dropped tables release their state.
+        drop((b1, b2));
+        assert_eq!(limiter.live().len(), 1);
+    }
+
+    #[test]
+    fn blocks_apply_to_every_request_and_lift() {
+        let limiter = Limiter::new();
+        let p = policies("[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 5\n");
+        let b = limiter.bind(&p);
+        let headers = HeaderMap::new();
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        let req = Request {
+            client,
+            host: None,
+            path: "/",
+            headers: &headers,
+        };
+        let now = Instant::now();
+        limiter.block(client, "admin", "test".into(), Duration::from_secs(60), now);
+        assert_eq!(
+            limiter.evaluate(&b, &p, &req, now),
+            Outcome::Blocked { retry_after_s: 60 }
+        );
+        assert_eq!(limiter.blocks().len(), 1);
+        assert!(limiter.unblock(client).is_some());
+        assert!(matches!(
+            limiter.evaluate(&b, &p, &req, now),
+            Outcome::Allowed(_)
+        ));
+        assert!(limiter.unblock(client).is_none());
+    }
 }

@@ -602,3 +602,158 @@ impl Workdir {
         .await
     }
 }
+
+/// A real `redis-server` on a free loopback port, with persistence off;
+/// killed on drop. `scripts/setup.sh` installs it.
+pub struct RedisProc {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisProc {
+    pub async fn start() -> anyhow::Result<RedisProc> {
+        let mut r = RedisProc {
+            child: None,
+            port: free_port(),
+        };
+        r.restart().await?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits for PONG.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting redis-server (scripts/setup.sh installs it)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer PING on port {}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").await.is_ok()
+            && s.read(&mut buf)
+                .await
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a paced run saw, by status.
+#[derive(Debug, Default, Clone)]
+pub struct Paced {
+    pub ok: u64,
+    pub limited: u64,
+    /// Other statuses and transport errors.
+    pub other: Vec<String>,
+    /// From the first send to the last.
+    pub elapsed: Duration,
+}
+
+/// Sends `rate` GETs per second for `duration` to `urls` in turn, from
+/// client address `ip` (X-Forwarded-For) with `headers`, `conns` at a time.
+pub async fn send_paced(
+    urls: Vec<String>,
+    ip: IpAddr,
+    headers: Vec<(String, String)>,
+    rate: u32,
+    duration: Duration,
+    conns: usize,
+) -> Paced {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let total = (u64::from(rate) * duration.as_millis() as u64 / 1000).max(1);
+    let start = tokio::time::Instant::now();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, urls, headers, next) =
+            (client.clone(), urls.clone(), headers.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Paced::default();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return out;
+                }
+                // Request i leaves at start + i x period, whichever task sends it.
+                tokio::time::sleep_until(start + period * u32::try_from(i).unwrap_or(u32::MAX))
+                    .await;
+                out.elapsed = out.elapsed.max(start.elapsed());
+                let mut req = client
+                    .get(&urls[(i as usize) % urls.len()])
+                    .header("x-forwarded-for", ip.to_string());
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => out.ok += 1,
+                    Ok(r) if r.status() == 429 => out.limited += 1,
+                    Ok(r) => out.other.push(format!("status {}", r.status())),
+                    Err(e) => out.other.push(e.to_string()),
+                }
+            }
+        }));
+    }
+    let mut all = Paced::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            all.ok += r.ok;
+            all.limited += r.limited;
+            all.other.extend(r.other);
+            all.elapsed = all.elapsed.max(r.elapsed);
+        }
+    }
+    all
+}
+
+/// A one-region table on `backend` with the given `rate_limits` TOML.
+pub fn limits_table(backend: SocketAddr, rate_limits_toml: &str) -> anyhow::Result<TableSpec> {
+    let text = format!(
+        "default_region = \"us-east\"\n[headers]\nversion = true\n[regions.us-east]\nbackends = [{{ address = \"{backend}\" }}]\n{rate_limits_toml}"
+    );
+    Ok(parse::from_toml(&text)?)
+}
+
+/// A counter or gauge from a Prometheus text page (0 when absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod failover;
 mod observe;
+mod ratelimit;
 mod rollout;
 mod routing;
 mod tls_h2;

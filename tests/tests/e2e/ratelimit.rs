@@ -1,0 +1,539 @@
+//! Rate limiting end to end: tier rates through a real proxy, a fleet of
+//! two proxies sharing a real Redis, Redis outages, live limit changes, the
+//! key cap and the abuse block list.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use edgesteer::demo::{spawn_backend, DemoBackend, Identity};
+use edgesteer_tests::*;
+use serde_json::Value;
+
+async fn backend() -> DemoBackend {
+    spawn_backend(
+        Identity {
+            region: "us-east".into(),
+            backend: "b1".into(),
+            track: "stable".into(),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn key(k: &str) -> Vec<(String, String)> {
+    vec![("x-api-key".into(), k.into())]
+}
+
+/// GCRA admits `burst` at once and then `rate` per second.
+fn expected(rate: u32, burst: u32, run: &Paced) -> f64 {
+    f64::from(rate) * run.elapsed.as_secs_f64() + f64::from(burst)
+}
+
+fn assert_within_5pct(what: &str, run: &Paced, rate: u32, burst: u32) {
+    let want = expected(rate, burst, run);
+    let got = run.ok as f64;
+    assert!(
+        run.other.is_empty(),
+        "{what}: unexpected answers {:?}",
+        run.other
+    );
+    assert!(
+        (got - want).abs() <= want * 0.05,
+        "{what}: {got} allowed, expected {want:.1} +-5% ({run:?})"
+    );
+}
+
+const TIERS: &str = r#"
+[[rate_limits]]
+name = "api-key"
+key = "header:x-api-key"
+default_tier = "free"
+response_headers = true
+tiers = { free = { rate = 10, burst = 10 }, pro = { rate = 40, burst = 20 }, enterprise = { rate = 100, burst = 50 } }
+keys = { "k-free" = "free", "k-pro" = "pro", "k-ent" = "enterprise" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
+    let be = backend().await;
+    let wd = Workdir::new().unwrap();
+    let proxy = wd
+        .start_proxy(&limits_table(be.addr, TIERS).unwrap(), true, vec![])
+        .await
+        .unwrap();
+    let url = proxy.url("/v1/covers");
+    let client = reqwest::Client::new();
+
+    // Allowed answers carry the RateLimit fields of the tier.
+    let r = client
+        .get(&url)
+        .header("x-api-key", "k-ent")
+        .header("x-forwarded-for", "198.51.100.50")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"api-key\";q=100;w=1");
+    assert_eq!(r.headers()["ratelimit"], "\"api-key\";r=49;t=1");
+
+    // 2x each tier's rate for 5 s, all at once.
+    let secs = Duration::from_secs(5);
+    let free = send_paced(
+        vec![url.clone()],
+        ip("198.51.100.1"),
+        key("k-free"),
+        20,
+        secs,
+        4,
+    );
+    let pro = send_paced(
+        vec![url.clone()],
+        ip("198.51.100.2"),
+        key("k-pro"),
+        80,
+        secs,
+        6,
+    );
+    let ent = send_paced(
+        vec![url.clone()],
+        ip("198.51.100.3"),
+        key("k-ent"),
+        200,
+        secs,
+        10,
+    );
+    let unknown = send_paced(
+        vec![url.clone()],
+        ip("198.51.100.4"),
+        key("k-bogus"),
+        20,
+        secs,
+        4,
+    );
+    let (free, pro, ent, unknown) = tokio::join!(free, pro, ent, unknown);
+    assert_within_5pct("free", &free, 10, 10);
+    assert_within_5pct("pro", &pro, 40, 20);
+    assert_within_5pct("enterprise", &ent, 100, 50);
+    assert_within_5pct("unknown key (free tier)", &unknown, 10, 10);
+
+    // Without a key: the free tier, counted per client address.
+    for addr in ["198.51.100.20", "198.51.100.21"] {
+        let mut ok = 0;
+        let mut refusal = None;
+        for _ in 0..15 {
+            let r = client
+                .get(&url)
+                .header("x-forwarded-for", addr)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                ok += 1;
+            } else {
+                refusal = Some(r);
+            }
+        }
+        assert!((10..=11).contains(&ok), "{addr}: {ok} of 15 allowed");
+        let r = refusal.expect("some requests were refused");
+        assert_eq!(r.status(), 429);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"api-key\";q=10;w=1");
+        assert!(r.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"api-key\";r=0;t="));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        assert_eq!(body["tier"], "free");
+        assert_eq!(body["policy"], "api-key");
+    }
+
+    let m = proxy.metrics().await.unwrap();
+    let free_limited = metric(
+        &m,
+        r#"edgesteer_rate_limited_total{policy="api-key",tier="free"}"#,
+    );
+    assert!(
+        free_limited >= (free.limited + unknown.limited + 8) as f64,
+        "{free_limited}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"edgesteer_rate_limited_total{policy="api-key",tier="enterprise"}"#
+        ) >= ent.limited as f64
+    );
+    assert!(metric(&m, r#"edgesteer_ratelimit_keys{policy="api-key"}"#) >= 1.0);
+}
+
+const FLEET: &str = r#"
+[[rate_limits]]
+name = "fleet"
+key = "header:x-api-key"
+scope = "global"
+on_store_error = "fail_open"
+tiers = { t = { rate = 100, burst = 10 } }
+keys = { "fleet-key" = "t" }
+"#;
+
+/// docs/design.md: with N proxies the fleet admits at most
+/// rate x W + burst + (N - 1) x (burst + rate x (sync interval + rtt)).
+/// Here N = 2, sync 50 ms, and we allow 50 ms of round trip.
+fn fleet_bound(rate: u32, burst: u32, run: &Paced) -> f64 {
+    expected(rate, burst, run) + f64::from(burst) + f64::from(rate) * 0.1
+}
+
+async fn fleet(
+    wd: &Workdir,
+    spec: &edgesteer_config::TableSpec,
+    redis: &RedisProc,
+) -> (Proxy, Proxy) {
+    let args = vec![
+        "--redis".to_string(),
+        redis.url(),
+        "--redis-sync-ms".into(),
+        "50".into(),
+    ];
+    let a = wd.start_proxy(spec, true, args.clone()).await.unwrap();
+    let b = wd.start_proxy(spec, true, args).await.unwrap();
+    (a, b)
+}
+
+async fn store_up(p: &Proxy) -> f64 {
+    metric(
+        &p.metrics().await.unwrap_or_default(),
+        "edgesteer_ratelimit_store_up",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_share_one_global_limit_through_redis() {
+    let be = backend().await;
+    let redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let (a, b) = fleet(&wd, &limits_table(be.addr, FLEET).unwrap(), &redis).await;
+
+    // 2x the fleet rate, alternating between the proxies.
+    let run = send_paced(
+        vec![a.url("/x"), b.url("/x")],
+        ip("198.51.100.7"),
+        key("fleet-key"),
+        200,
+        Duration::from_secs(5),
+        10,
+    )
+    .await;
+    assert!(run.other.is_empty(), "{:?}", run.other);
+    let exact = expected(100, 10, &run);
+    let bound = fleet_bound(100, 10, &run);
+    let got = run.ok as f64;
+    assert!(
+        got <= bound,
+        "fleet admitted {got}, more than the documented bound {bound:.0} (exact limit {exact:.0})"
+    );
+    assert!(
+        got >= exact * 0.9,
+        "fleet admitted only {got} of {exact:.0}"
+    );
+    eprintln!(
+        "fleet: admitted {got} (exact {exact:.0}, bound {bound:.0}) over {:?}",
+        run.elapsed
+    );
+    for p in [&a, &b] {
+        let m = p.metrics().await.unwrap();
+        assert_eq!(metric(&m, "edgesteer_ratelimit_store_up"), 1.0);
+        assert!(metric(&m, "edgesteer_ratelimit_store_syncs_total") > 0.0);
+        assert_eq!(metric(&m, "edgesteer_ratelimit_store_errors_total"), 0.0);
+    }
+}
+
+const OUTAGE: &str = r#"
+[[rate_limits]]
+name = "open"
+key = "header:x-api-key"
+scope = "global"
+on_store_error = "fail_open"
+path_prefixes = ["/open"]
+tiers = { t = { rate = 50, burst = 10 } }
+keys = { "k1" = "t", "k2" = "t" }
+
+[[rate_limits]]
+name = "closed"
+key = "header:x-api-key"
+scope = "global"
+on_store_error = "fail_closed"
+path_prefixes = ["/closed"]
+tiers = { t = { rate = 50, burst = 10 } }
+keys = { "k1" = "t" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
+    let be = backend().await;
+    let mut redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let (a, b) = fleet(&wd, &limits_table(be.addr, OUTAGE).unwrap(), &redis).await;
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .header("x-api-key", "k1")
+                .header("x-forwarded-for", "198.51.100.8")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get(a.url("/closed/x")).await.status(), 200);
+
+    redis.kill();
+    for p in [&a, &b] {
+        let down = wait_until(Duration::from_secs(5), || async {
+            store_up(p).await == 0.0
+        })
+        .await;
+        assert!(down.is_some(), "proxy did not notice Redis going away");
+    }
+    // fail_closed: 503 with a reason, on both proxies.
+    for p in [&a, &b] {
+        let r = get(p.url("/closed/x")).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "rate_limit_store_unavailable");
+        assert_eq!(body["policy"], "closed");
+    }
+    // fail_open: each proxy keeps its local limit.
+    let local = send_paced(
+        vec![a.url("/open/x")],
+        ip("198.51.100.8"),
+        key("k1"),
+        100,
+        Duration::from_secs(2),
+        6,
+    )
+    .await;
+    assert_within_5pct("fail_open on local limits", &local, 50, 10);
+    let m = a.metrics().await.unwrap();
+    assert!(metric(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            r#"edgesteer_ratelimit_store_refusals_total{policy="closed"}"#
+        ) >= 1.0
+    );
+
+    // Redis back on the same port: both proxies resume without a restart.
+    redis.restart().await.unwrap();
+    for p in [&a, &b] {
+        let up = wait_until(Duration::from_secs(5), || async {
+            store_up(p).await == 1.0
+        })
+        .await;
+        assert!(up.is_some(), "proxy did not reconnect to Redis");
+    }
+    assert_eq!(get(b.url("/closed/x")).await.status(), 200);
+    let run = send_paced(
+        vec![a.url("/open/y"), b.url("/open/y")],
+        ip("198.51.100.8"),
+        key("k2"),
+        100,
+        Duration::from_secs(3),
+        6,
+    )
+    .await;
+    assert!(run.other.is_empty(), "{:?}", run.other);
+    let bound = fleet_bound(50, 10, &run);
+    assert!(
+        (run.ok as f64) <= bound,
+        "after recovery the fleet admitted {} > bound {bound:.0}: global limiting did not resume",
+        run.ok
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_pushed_through_the_table_applies_on_the_next_request() {
+    let be = backend().await;
+    let wd = Workdir::new().unwrap();
+    let policy_toml = |rate: u32| {
+        format!(
+            "[[rate_limits]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = {rate}\nresponse_headers = true\n"
+        )
+    };
+    let spec = limits_table(be.addr, &policy_toml(5)).unwrap();
+    let seed = wd.write_table("seed.toml", &spec).unwrap();
+    let control = ControlProc::start(&wd.path("control-data"), Some(&seed), &[])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(ProxyConfig {
+        geo_db: Some(wd.geo_db().unwrap()),
+        trust_loopback: true,
+        extra_args: follow(&control, &wd.path("cache.json"), "p1"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let burst = |n: usize| {
+        let (client, url) = (client.clone(), proxy.url("/x"));
+        async move {
+            let mut ok = 0;
+            let mut policy = String::new();
+            for _ in 0..n {
+                let r = client
+                    .get(&url)
+                    .header("x-forwarded-for", "198.51.100.30")
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    ok += 1;
+                    policy = r.headers()["ratelimit-policy"]
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                }
+            }
+            (ok, policy)
+        }
+    };
+    let (ok, policy) = burst(20).await;
+    assert!((5..=6).contains(&ok), "{ok} of 20 at rate 5");
+    assert_eq!(policy, "\"per-ip\";q=5;w=1");
+
+    let next = limits_table(be.addr, &policy_toml(100)).unwrap();
+    let v = control
+        .client()
+        .put(&next, "raise per-ip", None)
+        .await
+        .unwrap()
+        .version;
+    let applied = wait_until(Duration::from_secs(5), || async {
+        proxy.table_version().await == Some(v)
+    })
+    .await;
+    assert!(applied.is_some(), "proxy did not apply v{v}");
+    // A changed limit starts the policy afresh: the new rate and burst apply.
+    let (ok, policy) = burst(40).await;
+    assert_eq!(policy, "\"per-ip\";q=100;w=1");
+    assert!(ok >= 38, "{ok} of 40 at rate 100, burst 100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_cap_holds_and_abusers_are_blocked_until_lifted() {
+    let be = backend().await;
+    let wd = Workdir::new().unwrap();
+    let spec = limits_table(
+        be.addr,
+        r#"
+[[rate_limits]]
+name = "ip"
+key = "client_ip"
+rate = 5
+burst = 5
+max_keys = 200
+abuse = { multiple = 2, for_s = 2, block_s = 60 }
+"#,
+    )
+    .unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+
+    // 800 distinct addresses, one request each: all served, at most 200 tracked.
+    let ips: Vec<IpAddr> = (0..800u32)
+        .map(|i| IpAddr::from([10, 77, (i >> 8) as u8, i as u8]))
+        .collect();
+    let report = run_load(proxy.url("/x"), ips, 800, Duration::from_secs(1), 16).await;
+    assert_eq!(
+        report.ok,
+        800,
+        "{:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    let m = proxy.metrics().await.unwrap();
+    let keys = metric(&m, r#"edgesteer_ratelimit_keys{policy="ip"}"#);
+    assert!(keys <= 200.0, "{keys} keys tracked with max_keys = 200");
+    assert!(metric(&m, r#"edgesteer_ratelimit_overflow_total{policy="ip"}"#) > 0.0);
+
+    // 40/s from one address (8x its limit, over 2x) for 4 s: blocked.
+    let abuser = ip("198.51.100.66");
+    let run = send_paced(
+        vec![proxy.url("/x")],
+        abuser,
+        vec![],
+        40,
+        Duration::from_secs(4),
+        4,
+    )
+    .await;
+    assert!(run.other.is_empty(), "{:?}", run.other);
+    let admin = format!("http://{}", proxy.admin);
+    let blocks: Value = reqwest::get(format!("{admin}/v1/ratelimit/blocks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = blocks["blocks"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{blocks}");
+    assert_eq!(listed[0]["ip"], "198.51.100.66");
+    assert_eq!(listed[0]["policy"], "ip");
+    let client = reqwest::Client::new();
+    let as_ip = |addr: &'static str| {
+        client
+            .get(proxy.url("/x"))
+            .header("x-forwarded-for", addr)
+            .send()
+    };
+    let r = as_ip("198.51.100.66").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "blocked");
+    // Others are untouched.
+    assert_eq!(as_ip("198.51.100.67").await.unwrap().status(), 200);
+
+    // Lifted from the admin API: served again at once.
+    let lifted = client
+        .delete(format!("{admin}/v1/ratelimit/blocks/198.51.100.66"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    assert_eq!(as_ip("198.51.100.66").await.unwrap().status(), 200);
+    let again = client
+        .delete(format!("{admin}/v1/ratelimit/blocks/198.51.100.66"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let bad = client
+        .delete(format!("{admin}/v1/ratelimit/blocks/not-an-ip"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let m = proxy.metrics().await.unwrap();
+    assert!(
+        metric(
+            &m,
+            r#"edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}"#
+        ) >= 1.0
+    );
+}
