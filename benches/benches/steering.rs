@@ -120,6 +120,39 @@ fn steering(c: &mut Criterion) {
             black_box(steer_one(&t, &geo, &health, &hot[i], false))
         })
     });
+    // The same with the covergen per-IP rate limit checked first (what the
+    // proxy does when the table has it): the limiter's share of a request.
+    let limiter = edgesteer_ratelimit::Limiter::new();
+    let per_ip = t.rate_limits[..1].to_vec();
+    let bound = limiter.bind(&per_ip);
+    let now = std::time::Instant::now();
+    let limited = |h: &HeaderMap, uncached: bool| {
+        let client = client_ip([127, 0, 0, 1].into(), h, &t);
+        let outcome = limiter.evaluate(
+            &bound,
+            &per_ip,
+            &edgesteer_ratelimit::Request {
+                client,
+                host: Some("api.covergen.ai"),
+                path: "/v1/covers",
+                headers: h,
+            },
+            now,
+        );
+        (outcome, steer_one(&t, &geo, &health, h, uncached))
+    };
+    g.bench_function("full_random_ip_uncached_with_ip_limit", |b| {
+        b.iter(|| {
+            i = (i + 1) % headers.len();
+            black_box(limited(&headers[i], true))
+        })
+    });
+    g.bench_function("full_hot_ips_cached_with_ip_limit", |b| {
+        b.iter(|| {
+            i = (i + 1) % hot.len();
+            black_box(limited(&hot[i], false))
+        })
+    });
     g.bench_function("geo_lookup_uncached", |b| {
         b.iter(|| {
             i = (i + 1) % ips.len();

@@ -52,7 +52,9 @@ impl Cell {
         self.tat.load(Ordering::Relaxed) <= now
             && self.pending_ns.load(Ordering::Relaxed) == 0
             && !self.dirty.load(Ordering::Relaxed)
-            && (self.abuse_window.load(Ordering::Relaxed) >> 32) + 2 < now / 1_000_000_000
+            // A streak in progress is worth keeping; a partial second is not
+            // (a key at least 5x over its limit is never idle anyway).
+            && self.abuse_strikes.load(Ordering::Relaxed) == 0
     }
 
     /// Counts one request for abuse detection; true when the key has been
