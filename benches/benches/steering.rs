@@ -50,6 +50,17 @@ fn steer_one(
 ) -> u64 {
     let peer: IpAddr = [127, 0, 0, 1].into();
     let client = client_ip(peer, headers, t);
+    steer_client(t, geo, health, client, uncached)
+}
+
+/// Everything after the client address is known.
+fn steer_client(
+    t: &RoutingTable,
+    geo: &GeoDb,
+    health: &impl edgesteer_config::route::HealthView,
+    client: IpAddr,
+    uncached: bool,
+) -> u64 {
     let g = if uncached {
         geo.lookup_uncached(client)
     } else {
@@ -139,7 +150,7 @@ fn steering(c: &mut Criterion) {
             },
             now,
         );
-        (outcome, steer_one(&t, &geo, &health, h, uncached))
+        (outcome, steer_client(&t, &geo, &health, client, uncached))
     };
     g.bench_function("full_random_ip_uncached_with_ip_limit", |b| {
         b.iter(|| {

@@ -75,7 +75,13 @@ pub struct Config {
     pub rate: Option<f64>,
     pub mix: Vec<Group>,
     pub timeout: Duration,
+    /// Every request from a new client address (11.0.0.0 upwards, in
+    /// order), for the rate limiter's memory run; otherwise the geo mix.
+    pub distinct_clients: bool,
 }
+
+/// Next address handed out with `distinct_clients`.
+static NEXT_CLIENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[derive(Debug, Default, Serialize)]
 pub struct RegionStats {
@@ -233,7 +239,15 @@ async fn worker(cfg: Arc<Config>, id: usize, start: Instant, deadline: Instant) 
         if period.is_some() {
             tokio::time::sleep_until(intended.into()).await;
         }
-        let (group, ip) = pick(&cfg.mix, &mut rng);
+        let (group, ip) = if cfg.distinct_clients {
+            let n = NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (
+                "distinct",
+                std::net::Ipv4Addr::from(0x0b00_0000u32.wrapping_add(n)).to_string(),
+            )
+        } else {
+            pick(&cfg.mix, &mut rng)
+        };
         *w.sent_by_group.entry(group).or_default() += 1;
         w.requests += 1;
         if conn.is_none() {

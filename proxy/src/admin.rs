@@ -88,7 +88,12 @@ async fn explain(
     match q {
         Ok(axum::extract::Query(q)) => (
             StatusCode::OK,
-            Json(crate::explain::explain(&steer.current(), &steer.geo, &q)),
+            Json(crate::explain::explain(
+                &steer.current(),
+                &steer.geo,
+                &steer.limiter,
+                &q,
+            )),
         ),
         Err(e) => (
             StatusCode::BAD_REQUEST,

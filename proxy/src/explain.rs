@@ -22,10 +22,18 @@ pub struct Query {
     /// `Host` header, for pins.
     pub host: Option<String>,
     /// Sticky key (e.g. the `X-Api-Key` value); the client IP otherwise.
+    /// Also the key header-keyed rate-limit policies would see.
     pub key: Option<String>,
+    /// Request path, for rate-limit policies scoped by path (default `/`).
+    pub path: Option<String>,
 }
 
-pub fn explain(snap: &Snapshot, geo: &GeoDb, q: &Query) -> Value {
+pub fn explain(
+    snap: &Snapshot,
+    geo: &GeoDb,
+    limiter: &edgesteer_ratelimit::Limiter,
+    q: &Query,
+) -> Value {
     let t: &RoutingTable = &snap.table;
     let g = geo.lookup(q.ip);
     let class = t.classify(g.country, g.continent);
@@ -113,6 +121,43 @@ pub fn explain(snap: &Snapshot, geo: &GeoDb, q: &Query) -> Value {
         "sticky": { "key": if q.key.is_some() { "key" } else { "client_ip" }, "bucket": bucket(sticky) },
         "candidates": candidate_list,
         "decision": decision,
-        "rate_limit": Value::Null,
+        "rate_limit": rate_limits(snap, limiter, q),
+    })
+}
+
+/// Which policies would count this request, under which tier and key, and
+/// whether the address is blocked. Consumes no quota.
+fn rate_limits(snap: &Snapshot, limiter: &edgesteer_ratelimit::Limiter, q: &Query) -> Value {
+    use edgesteer_config::ratelimit::{LimitKey, LimitScope};
+    let path = q.path.as_deref().unwrap_or("/");
+    let policies: Vec<Value> = snap
+        .table
+        .rate_limits
+        .iter()
+        .map(|p| {
+            let (counted_by, tier) = match (&p.key, q.key.as_deref()) {
+                (LimitKey::ClientIp, _) => ("client_ip", p.default_tier),
+                (LimitKey::Header(_), Some(k)) => match p.tier_of(k) {
+                    Some(t) => ("key", t),
+                    None => ("client_ip (unknown key)", p.default_tier),
+                },
+                (LimitKey::Header(_), None) => ("client_ip (no key)", p.default_tier),
+            };
+            let t = p.tiers.get(tier);
+            json!({
+                "policy": p.name,
+                "applies": p.applies(q.host.as_deref(), path),
+                "counted_by": counted_by,
+                "tier": t.map(|t| t.name.as_str()),
+                "rate_per_s": t.map(|t| t.rate),
+                "burst": t.map(|t| t.burst),
+                "scope": if p.scope == LimitScope::Global { "global" } else { "local" },
+            })
+        })
+        .collect();
+    json!({
+        "blocked": limiter.blocked(q.ip),
+        "store": limiter.store_snapshot(),
+        "policies": policies,
     })
 }

@@ -370,6 +370,15 @@ impl Limiter {
         v
     }
 
+    /// The address's block, if it has a live one.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Block> {
+        let now = self.clock(Instant::now());
+        self.blocks
+            .get(&ip)
+            .filter(|b| b.until_ns > now)
+            .map(|b| b.value().clone())
+    }
+
     pub fn block_count(&self) -> usize {
         self.block_count.load(Ordering::Relaxed)
     }

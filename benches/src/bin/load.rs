@@ -36,6 +36,9 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Send every request from a new client address (X-Forwarded-For).
+    #[arg(long)]
+    distinct_clients: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         rate: a.rate,
         mix: default_mix(),
         timeout: Duration::from_secs_f64(a.timeout),
+        distinct_clients: a.distinct_clients,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -206,6 +206,7 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
         rate: Some(1000.0),
         mix: default_mix(),
         timeout: Duration::from_secs(5),
+        distinct_clients: false,
     })
     .await;
     eprintln!("{}", report.text());
@@ -247,6 +248,7 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
         rate: None,
         mix: default_mix(),
         timeout: Duration::from_secs(5),
+        distinct_clients: false,
     })
     .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
