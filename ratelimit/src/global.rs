@@ -157,9 +157,9 @@ async fn sync_once(
             sent_any = true;
             let now = limiter.clock(Instant::now());
             for (&(key, _), debt_us) in chunk.iter().zip(debts) {
+                let debt_ns = u64::try_from(debt_us).unwrap_or(0).saturating_mul(1_000);
                 if let Some(cell) = state.map.get(&key) {
-                    let debt_ns = u64::try_from(debt_us).unwrap_or(0).saturating_mul(1_000);
-                    let since = cell.pending_ns.load(Ordering::Relaxed);
+                    let since = cell.pending_now();
                     cell.tat.fetch_max(now + debt_ns + since, Ordering::Relaxed);
                 }
             }
@@ -177,8 +177,7 @@ fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
     let mut keys = Vec::new();
     let mut take = |key: u64| {
         if let Some(cell) = state.map.get(&key) {
-            cell.dirty.store(false, Ordering::Relaxed);
-            keys.push((key, cell.pending_ns.swap(0, Ordering::Relaxed)));
+            keys.push((key, cell.take_pending()));
         }
     };
     while let Some(k) = state.dirty.pop() {
@@ -188,7 +187,7 @@ fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
         let lost: Vec<u64> = state
             .map
             .iter()
-            .filter(|c| c.dirty.load(Ordering::Relaxed))
+            .filter(|c| c.queued())
             .map(|c| *c.key())
             .collect();
         for k in lost {

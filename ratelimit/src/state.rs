@@ -3,7 +3,7 @@
 //! Keys are 64-bit xxh3 hashes of the client address or the known API key
 //! (a fixed seed, so every proxy of a fleet names the same key the same way
 //! in Redis). Only addresses and keys listed in the table are ever hashed
-//! from header bytes, so a client cannot choose which map slots it fills.
+//! from header bytes, so a client cannot choose which slots it fills.
 //!
 //! Memory is bounded two ways:
 //! - **Idle eviction.** A cell whose TAT is in the past carries no
@@ -17,7 +17,7 @@
 //!   (`edgesteer_ratelimit_overflow_total`) so operators see it.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use edgesteer_config::ratelimit::{LimitScope, LimitTier, RateLimitPolicy};
@@ -30,72 +30,99 @@ pub const OVERFLOW_SLOTS: usize = 16_384;
 const SHARDS: usize = 64;
 /// Queue of keys with unsynced global use; past it the syncer scans.
 const DIRTY_QUEUE: usize = 65_536;
+/// In `Cell::pending`: the key is queued for the next sync.
+const DIRTY: u64 = 1 << 63;
 
-/// One key's state.
+/// One key's state: three words, so a map entry with its key is 32 bytes.
 #[derive(Default)]
 pub struct Cell {
     /// GCRA theoretical arrival time, ns on the limiter clock.
     pub(crate) tat: AtomicU64,
-    /// Global scope: admitted ns of quota not yet pushed to the store.
-    pub(crate) pending_ns: AtomicU64,
-    /// Global scope: seen since the last sync (queued for the syncer).
-    pub(crate) dirty: AtomicBool,
-    /// Abuse watch: `second << 32 | requests in that second`.
-    abuse_window: AtomicU64,
-    /// Abuse watch: consecutive seconds above the abuse threshold.
-    abuse_strikes: AtomicU32,
+    /// Global scope: admitted ns of quota not yet pushed to the store; the
+    /// top bit is set while the key is queued for the syncer.
+    pending: AtomicU64,
+    /// Abuse watch: `second (u16) << 48 | streak (u16) << 32 | requests
+    /// in that second (u32)`. The streak counts consecutive seconds above
+    /// the threshold.
+    abuse: AtomicU64,
 }
 
 impl Cell {
     /// Holds nothing a fresh cell would not: safe to evict.
-    fn idle(&self, now: u64) -> bool {
+    pub(crate) fn idle(&self, now: u64) -> bool {
         self.tat.load(Ordering::Relaxed) <= now
-            && self.pending_ns.load(Ordering::Relaxed) == 0
-            && !self.dirty.load(Ordering::Relaxed)
+            && self.pending.load(Ordering::Relaxed) == 0
             // A streak in progress is worth keeping; a partial second is not
             // (a key at least 5x over its limit is never idle anyway).
-            && self.abuse_strikes.load(Ordering::Relaxed) == 0
+            && (self.abuse.load(Ordering::Relaxed) >> 32) & 0xffff == 0
+    }
+
+    /// Records global use: `admitted_ns` of quota (0 for a refusal). True
+    /// when the key was not yet queued for the syncer.
+    #[inline]
+    fn mark_used(&self, admitted_ns: u64) -> bool {
+        let prev = if admitted_ns > 0 {
+            self.pending.fetch_add(admitted_ns, Ordering::Relaxed)
+        } else {
+            self.pending.load(Ordering::Relaxed)
+        };
+        prev & DIRTY == 0 && self.pending.fetch_or(DIRTY, Ordering::Relaxed) & DIRTY == 0
+    }
+
+    /// Takes the unsynced quota (and clears the queued flag).
+    pub(crate) fn take_pending(&self) -> u64 {
+        self.pending.swap(0, Ordering::Relaxed) & !DIRTY
+    }
+
+    /// Quota admitted since the last [`Cell::take_pending`].
+    pub(crate) fn pending_now(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed) & !DIRTY
+    }
+
+    pub(crate) fn queued(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) & DIRTY != 0
     }
 
     /// Counts one request for abuse detection; true when the key has been
     /// above `threshold` requests/s for `for_secs` consecutive seconds.
     fn abuse(&self, now: u64, threshold: u64, for_secs: u32) -> bool {
-        let sec = now / 1_000_000_000;
-        let mut w = self.abuse_window.load(Ordering::Relaxed);
+        // Seconds modulo 2^16: only "the next second" matters.
+        let sec = (now / 1_000_000_000) as u16;
+        let mut w = self.abuse.load(Ordering::Relaxed);
         loop {
-            let (wsec, count) = (w >> 32, w & 0xffff_ffff);
-            if wsec == sec {
-                self.abuse_window.fetch_add(1, Ordering::Relaxed);
+            let (wsec, streak, count) = ((w >> 48) as u16, (w >> 32) as u16, w as u32);
+            if wsec == sec && w != 0 {
+                self.abuse.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            match self.abuse_window.compare_exchange_weak(
-                w,
-                (sec << 32) | 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // The finished window `wsec` is judged once, by the
-                    // request that rolled it over.
-                    let strikes = if count > threshold {
-                        self.abuse_strikes.fetch_add(1, Ordering::Relaxed) + 1
-                    } else {
-                        self.abuse_strikes.store(0, Ordering::Relaxed);
-                        0
-                    };
-                    if wsec + 1 != sec {
-                        // Idle seconds in between break the streak.
-                        self.abuse_strikes.store(0, Ordering::Relaxed);
-                    }
-                    return strikes >= for_secs;
-                }
+            // The finished second `wsec` is judged once, by the request
+            // that rolls it over.
+            let streak = if u64::from(count) > threshold {
+                streak.saturating_add(1)
+            } else {
+                0
+            };
+            let flagged = u32::from(streak) >= for_secs;
+            // Idle seconds in between break the streak; a flag ends it.
+            let kept = if wsec.wrapping_add(1) == sec && !flagged {
+                streak
+            } else {
+                0
+            };
+            let next = (u64::from(sec) << 48) | (u64::from(kept) << 32) | 1;
+            match self
+                .abuse
+                .compare_exchange_weak(w, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return flagged,
                 Err(actual) => w = actual,
             }
         }
     }
 
-    fn reset_abuse(&self) {
-        self.abuse_strikes.store(0, Ordering::Relaxed);
+    fn reset(&self) {
+        self.tat.store(0, Ordering::Relaxed);
+        self.abuse.store(0, Ordering::Relaxed);
     }
 }
 
@@ -128,7 +155,7 @@ pub struct Checked {
 }
 
 /// State of one policy; shared by every table version in which the policy
-/// keeps its name, key source and scope.
+/// keeps its identity.
 pub struct PolicyState {
     pub(crate) name: String,
     pub(crate) scope: LimitScope,
@@ -139,7 +166,7 @@ pub struct PolicyState {
     pub(crate) overflowed: AtomicU64,
     /// Global scope: keys to push at the next sync.
     pub(crate) dirty: crossbeam_queue::ArrayQueue<u64>,
-    /// The dirty queue was full; the syncer must scan the map.
+    /// The dirty queue was full; the syncer must scan the table.
     pub(crate) dirty_lost: AtomicBool,
 }
 
@@ -185,7 +212,6 @@ impl PolicyState {
         }
         if self.keys.load(Ordering::Relaxed) >= self.max_keys.load(Ordering::Relaxed) {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            // Slot index: the hash modulo a power of two.
             // Shared slots never flag abuse: the neighbour may be innocent.
             let cell = &self.overflow[(key as usize) & (OVERFLOW_SLOTS - 1)];
             return self.check_cell(cell, key, tier, None, now, false);
@@ -208,17 +234,12 @@ impl PolicyState {
         tracked: bool,
     ) -> Checked {
         let verdict = gcra::check(&cell.tat, now, tier.interval_ns, tier.tolerance_ns);
-        if self.scope == LimitScope::Global && tracked {
-            if verdict.allowed {
-                cell.pending_ns
-                    .fetch_add(tier.interval_ns, Ordering::Relaxed);
-            }
-            if !cell.dirty.load(Ordering::Relaxed)
-                && !cell.dirty.swap(true, Ordering::Relaxed)
-                && self.dirty.push(key).is_err()
-            {
-                self.dirty_lost.store(true, Ordering::Relaxed);
-            }
+        if self.scope == LimitScope::Global
+            && tracked
+            && cell.mark_used(if verdict.allowed { tier.interval_ns } else { 0 })
+            && self.dirty.push(key).is_err()
+        {
+            self.dirty_lost.store(true, Ordering::Relaxed);
         }
         let abusive = match abuse {
             Some((threshold, for_secs)) => cell.abuse(now, threshold, for_secs),
@@ -230,8 +251,7 @@ impl PolicyState {
     /// Forgets one key (an operator lifted its block).
     pub(crate) fn reset(&self, key: u64) {
         if let Some(cell) = self.map.get(&key) {
-            cell.tat.store(0, Ordering::Relaxed);
-            cell.reset_abuse();
+            cell.reset();
         }
     }
 
@@ -273,7 +293,7 @@ mod tests {
         let p = policy(100);
         let st = PolicyState::new(&p);
         let tier = &p.tiers[0];
-        for k in 0..50 {
+        for k in 1..=50 {
             assert!(st.check(k, tier, None, 10 * S).verdict.allowed);
         }
         assert_eq!(st.keys(), 50);
@@ -289,7 +309,7 @@ mod tests {
         let p = policy(10);
         let st = PolicyState::new(&p);
         let tier = &p.tiers[0];
-        for k in 0..10 {
+        for k in 1..=10 {
             st.check(k, tier, None, S);
         }
         assert_eq!(st.keys(), 10);
