@@ -64,6 +64,31 @@ enum CtlCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Change a rate-limit policy's rate/burst (of one tier with --tier).
+    SetLimit {
+        policy: String,
+        /// Requests per second.
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long)]
+        burst: Option<u32>,
+        /// The tier to change, for tiered policies.
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Put an API key in a tier of a policy (or remove it with --remove).
+    SetKey {
+        policy: String,
+        key: String,
+        /// Tier name (required unless --remove).
+        tier: Option<String>,
+        #[arg(long)]
+        remove: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Make an earlier version current again (as a new version).
     Rollback {
         version: u64,
@@ -333,6 +358,69 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
                 .await?;
             written(&c, as_json, v).await?;
         }
+        CtlCommand::SetLimit {
+            policy,
+            rate,
+            burst,
+            tier,
+            reason,
+        } => {
+            let current = c.get().await?;
+            let mut spec = current.table;
+            let p = policy_mut(&mut spec, &policy)?;
+            match tier {
+                None if !p.tiers.is_empty() => anyhow::bail!(
+                    "policy {policy} has tiers ({}); name one with --tier",
+                    p.tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                None => {
+                    if rate.is_some() {
+                        p.rate = rate;
+                    }
+                    if burst.is_some() {
+                        p.burst = burst;
+                    }
+                }
+                Some(t) => {
+                    let names = p.tiers.keys().cloned().collect::<Vec<_>>().join(", ");
+                    let tier = p.tiers.get_mut(&t).with_context(|| {
+                        format!("policy {policy} has no tier {t}; tiers: {names}")
+                    })?;
+                    if let Some(r) = rate {
+                        tier.rate = r;
+                    }
+                    if burst.is_some() {
+                        tier.burst = burst;
+                    }
+                }
+            }
+            let v = c.put(&spec, &reason, Some(current.version)).await?;
+            written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetKey {
+            policy,
+            key,
+            tier,
+            remove,
+            reason,
+        } => {
+            let current = c.get().await?;
+            let mut spec = current.table;
+            let p = policy_mut(&mut spec, &policy)?;
+            match (remove, tier) {
+                (true, _) => {
+                    p.keys
+                        .remove(&key)
+                        .with_context(|| format!("{key} is not a key of policy {policy}"))?;
+                }
+                (false, Some(t)) => {
+                    p.keys.insert(key, t);
+                }
+                (false, None) => anyhow::bail!("name the tier (or pass --remove)"),
+            }
+            let v = c.put(&spec, &reason, Some(current.version)).await?;
+            written(&c, as_json, v).await?;
+        }
         CtlCommand::Rollback { version, reason } => {
             let v = c.rollback(version, &reason).await?;
             written(&c, as_json, v).await?;
@@ -439,6 +527,26 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn policy_mut<'a>(
+    spec: &'a mut edgesteer_config::TableSpec,
+    name: &str,
+) -> anyhow::Result<&'a mut edgesteer_config::wire::RateLimitSpec> {
+    let names: Vec<String> = spec.rate_limits.iter().map(|p| p.name.clone()).collect();
+    spec.rate_limits
+        .iter_mut()
+        .find(|p| p.name == name)
+        .with_context(|| {
+            format!(
+                "no rate-limit policy {name}; policies: {}",
+                if names.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
 }
 
 /// After a write: print it, then wait (up to 5 s) for the fleet to apply it.

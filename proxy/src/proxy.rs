@@ -594,23 +594,27 @@ impl EdgeProxy {
                 if let Some(c) = snap.rate_limited.get(q.policy).and_then(|t| t.get(q.tier)) {
                     c.inc();
                 }
-                let (Some(p), Some(policy_header)) = (
-                    table.rate_limits.get(q.policy),
-                    snap.limits.policy_header(q.policy, q.tier),
-                ) else {
-                    return Ok(false);
-                };
-                let tier = p.tiers.get(q.tier).map_or("default", |t| t.name.as_str());
-                let (rate, burst) = p.tiers.get(q.tier).map_or((0, 0), |t| (t.rate, t.burst));
+                // The quota indexes this snapshot's policies; the fallbacks
+                // only keep a refusal a refusal if that were ever not so.
+                let p = table.rate_limits.get(q.policy);
+                let name = p.map_or("", |p| p.name.as_str());
+                let tier = p.and_then(|p| p.tiers.get(q.tier));
+                let (tier, rate, burst) =
+                    tier.map_or(("default", 0, 0), |t| (t.name.as_str(), t.rate, t.burst));
+                let policy_header = snap
+                    .limits
+                    .policy_header(q.policy, q.tier)
+                    .cloned()
+                    .unwrap_or(http::HeaderValue::from_static("\"unknown\""));
                 let retry = edgesteer_ratelimit::retry_after_secs(&q.verdict);
                 let body = serde_json::json!({
                     "error": "rate_limited",
-                    "policy": p.name,
+                    "policy": name,
                     "tier": tier,
                     "rate_per_s": rate,
                     "burst": burst,
                     "retry_after_s": retry,
-                    "message": format!("over the {tier} limit of {rate} requests/s (burst {burst}) of rate-limit policy {}; retry after {retry} s", p.name),
+                    "message": format!("over the {tier} limit of {rate} requests/s (burst {burst}) of rate-limit policy {name}; retry after {retry} s"),
                 });
                 respond_json(
                     session,
@@ -618,10 +622,10 @@ impl EdgeProxy {
                     body,
                     [
                         ("retry-after", http::HeaderValue::from(retry)),
-                        ("ratelimit-policy", policy_header.clone()),
+                        ("ratelimit-policy", policy_header),
                         (
                             "ratelimit",
-                            edgesteer_ratelimit::ratelimit_header(&p.name, &q.verdict),
+                            edgesteer_ratelimit::ratelimit_header(name, &q.verdict),
                         ),
                     ],
                 )

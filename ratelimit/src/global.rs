@@ -74,14 +74,13 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     store
         .last_ok_ns
         .store(limiter.clock(Instant::now()), Ordering::Relaxed);
-    let client = match Client::open(cfg.url.as_str()) {
-        Ok(c) => c,
-        Err(e) => {
+    // A bad URL still runs the loop: it keeps discarding unsent counts.
+    let client = Client::open(cfg.url.as_str())
+        .inspect_err(|e| {
             store.up.store(false, Ordering::Relaxed);
             tracing::error!(url = %cfg.url, error = %e, "bad --redis URL; global rate limits act as if the store were down");
-            return;
-        }
-    };
+        })
+        .ok();
     let conn_cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(SYNC_TIMEOUT)
         .set_response_timeout(SYNC_TIMEOUT);
@@ -98,6 +97,12 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             .collect();
         let result = tokio::time::timeout(SYNC_TIMEOUT * 2, async {
             if conn.is_none() {
+                let Some(client) = &client else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "bad --redis URL",
+                    )));
+                };
                 conn = Some(
                     client
                         .get_multiplexed_async_connection_with_config(&conn_cfg)
@@ -128,6 +133,11 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             }
             Err(e) => {
                 conn = None;
+                // Counts that could not be pushed are dropped: replaying a
+                // long outage's traffic would refuse keys long after it.
+                for state in &states {
+                    drop(take_dirty(state));
+                }
                 store.errors.fetch_add(1, Ordering::Relaxed);
                 if store.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(url = %cfg.url, error = %e, "rate-limit store unreachable; fail_open policies use local limits, fail_closed ones answer 503");

@@ -414,13 +414,51 @@ async fn a_limit_pushed_through_the_table_applies_on_the_next_request() {
     assert!((5..=6).contains(&ok), "{ok} of 20 at rate 5");
     assert_eq!(policy, "\"per-ip\";q=5;w=1");
 
-    let next = limits_table(be.addr, &policy_toml(100)).unwrap();
-    let v = control
-        .client()
-        .put(&next, "raise per-ip", None)
-        .await
-        .unwrap()
-        .version;
+    // Ops raise the limit with the CLI (GET, edit, PUT with If-Match).
+    let out = std::process::Command::new(binary())
+        .args([
+            "ctl",
+            "--control",
+            &control.base(),
+            "--json",
+            "set-limit",
+            "per-ip",
+        ])
+        .args([
+            "--rate",
+            "100",
+            "--burst",
+            "100",
+            "--reason",
+            "raise per-ip",
+        ])
+        .env("EDGESTEER_TOKEN", OPS_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = written["version"].as_u64().unwrap();
+    // A bad value is refused by the service with the field named; nothing changes.
+    let bad = std::process::Command::new(binary())
+        .args([
+            "ctl",
+            "--control",
+            &control.base(),
+            "set-limit",
+            "per-ip",
+            "--rate",
+            "0",
+        ])
+        .env("EDGESTEER_TOKEN", OPS_TOKEN)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("rate_limits[0].rate"), "{err}");
     let applied = wait_until(Duration::from_secs(5), || async {
         proxy.table_version().await == Some(v)
     })
