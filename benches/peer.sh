@@ -18,7 +18,9 @@ cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
 # The covergen table with every region's backends replaced by the bench
 # upstream, so routing, zones and pins are exactly production's.
 table=$root/target/peer-bench-table.toml
-python3 - "$root/examples/covergen.toml" "$table" <<'PY'
+limited=$root/target/peer-bench-table-limited.toml
+make_table() { # dst LIMITS(0|1)
+LIMITS=$2 python3 - "$root/examples/covergen.toml" "$1" <<'PY'
 import os, re, sys
 src, dst = sys.argv[1], sys.argv[2]
 text = open(src).read()
@@ -30,13 +32,18 @@ if os.environ.get("LIMITS") == "1":
 text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "@UPSTREAM@", weight = 1 } ]', text)
 open(dst, "w").write(text)
 PY
+}
+make_table "$table" "${LIMITS:-0}"
+make_table "$limited" 1
 
 export CSV=${CSV:-$root/target/peer-bench.csv}
 export PINGORA_NAME=${PINGORA_NAME:-pingora-bare}
 export PINGORA_CMD=${PINGORA_CMD:-"$root/target/release/passthrough --listen \$LISTEN --upstream \$UPSTREAM --threads 1"}
 # ACCESS_LOG=1 turns the table's access log on (to a file); OURS_ARGS adds flags
 # (e.g. --no-request-metrics). ours_cmd builds such a command for either slot.
-ours_cmd() { # access_log(0|1) extra-args
+# LIMITS_COST=1 compares ours without and with the per-IP rate limit.
+ours_cmd() { # access_log(0|1) extra-args [table]
+  local table=${3:-$table}
   local sedx="s/@UPSTREAM@/\$UPSTREAM/"
   [ "$1" = 1 ] && sedx="$sedx; s/^\\[headers\\]/[logging]\\naccess_log = true\\n\\n[headers]/"
   echo "sh -c 'sed \"$sedx\" $table > \$BENCH_WORKDIR/t\$PORT.toml && exec $root/target/release/edgesteer proxy --config \$BENCH_WORKDIR/t\$PORT.toml --listen \$LISTEN --admin 127.0.0.1:0 --threads 1 --grace-period 0 --access-log \$BENCH_WORKDIR/access\$PORT.log $2'"
@@ -47,5 +54,12 @@ if [ "${METRICS_COST:-0}" = 1 ]; then
   export PINGORA_NAME=ours-observability-off
   export PINGORA_CMD=$(ours_cmd 0 --no-request-metrics)
   export OURS_CMD=$(ours_cmd 1 "")
+fi
+if [ "${LIMITS_COST:-0}" = 1 ]; then
+  # The "pingora" slot runs ours without rate limits, "ours" with the
+  # covergen per-IP policy at a limit no run reaches (every check passes).
+  export PINGORA_NAME=ours-no-limits
+  export PINGORA_CMD=$(ours_cmd 0 "")
+  export OURS_CMD=$(ours_cmd 0 "" "$limited")
 fi
 exec bash "$bench"

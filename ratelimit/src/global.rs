@@ -65,6 +65,16 @@ pub struct SyncConfig {
     pub interval: Duration,
 }
 
+/// The URL for logs: credentials (`redis://user:secret@host`) masked.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme + 3 => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Runs the syncer until the task is dropped.
 pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     let store = &limiter.store;
@@ -78,7 +88,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     let client = Client::open(cfg.url.as_str())
         .inspect_err(|e| {
             store.up.store(false, Ordering::Relaxed);
-            tracing::error!(url = %cfg.url, error = %e, "bad --redis URL; global rate limits act as if the store were down");
+            tracing::error!(url = %redacted(&cfg.url), error = %e, "bad --redis URL; global rate limits act as if the store were down");
         })
         .ok();
     let conn_cfg = AsyncConnectionConfig::new()
@@ -128,7 +138,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                     .last_ok_ns
                     .store(limiter.clock(Instant::now()), Ordering::Relaxed);
                 if !store.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!(url = %cfg.url, "rate-limit store reachable again; global limits resumed");
+                    tracing::info!(url = %redacted(&cfg.url), "rate-limit store reachable again; global limits resumed");
                 }
             }
             Err(e) => {
@@ -140,7 +150,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                 }
                 store.errors.fetch_add(1, Ordering::Relaxed);
                 if store.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(url = %cfg.url, error = %e, "rate-limit store unreachable; fail_open policies use local limits, fail_closed ones answer 503");
+                    tracing::warn!(url = %redacted(&cfg.url), error = %e, "rate-limit store unreachable; fail_open policies use local limits, fail_closed ones answer 503");
                 }
             }
         }
@@ -205,4 +215,19 @@ fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_never_reach_the_logs() {
+        assert_eq!(
+            redacted("redis://:hunter2@10.0.0.5:6379/0"),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert_eq!(redacted("redis://u:p@h:1"), "redis://***@h:1");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 }
