@@ -546,6 +546,15 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "blocked");
     // Others are untouched.
     assert_eq!(as_ip("198.51.100.67").await.unwrap().status(), 200);
+    // `explain` says why.
+    let why: Value = reqwest::get(format!("{admin}/v1/explain?ip=198.51.100.66"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(why["rate_limit"]["blocked"]["policy"], "ip", "{why}");
+    assert_eq!(why["rate_limit"]["policies"][0]["rate_per_s"], 5, "{why}");
 
     // Lifted from the admin API: served again at once.
     let lifted = client
