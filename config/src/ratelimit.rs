@@ -10,6 +10,10 @@ use crate::wire::{RateLimitSpec, TableSpec};
 
 /// Default cap on keys tracked per policy.
 pub const DEFAULT_MAX_KEYS: u32 = 1_000_000;
+/// Most policies one table may have (metrics cardinality, per-request work).
+pub const MAX_POLICIES: usize = 32;
+/// Highest rate: one request per nanosecond.
+pub const MAX_RATE: u32 = 1_000_000_000;
 /// Most tiers one policy may have.
 pub const MAX_TIERS: usize = 32;
 /// Default abuse block: one hour.
@@ -140,6 +144,15 @@ pub(crate) fn compile_policies(
     errors: &mut Vec<FieldError>,
 ) -> Vec<RateLimitPolicy> {
     let mut out = Vec::with_capacity(spec.rate_limits.len());
+    if spec.rate_limits.len() > MAX_POLICIES {
+        errors.push(FieldError::new(
+            "rate_limits",
+            format!(
+                "{} policies; at most {MAX_POLICIES} (each one is checked on every request it matches)",
+                spec.rate_limits.len()
+            ),
+        ));
+    }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, p) in spec.rate_limits.iter().enumerate() {
         let path = format!("rate_limits[{i}]");
@@ -229,10 +242,13 @@ fn compile_policy(
             );
         }
         match p.rate {
-            Some(r) if r > 0 => {
+            Some(r) if (1..=MAX_RATE).contains(&r) => {
                 tiers.push(LimitTier::new("default", r, p.burst.unwrap_or(r).max(1)))
             }
-            Some(_) => err("rate", "must be at least 1 request per second".into()),
+            Some(_) => err(
+                "rate",
+                format!("must be 1 to {MAX_RATE} requests per second"),
+            ),
             None => err("rate", "is required when `burst` is set".into()),
         }
         if p.burst == Some(0) {
@@ -252,10 +268,10 @@ fn compile_policy(
             );
         }
         for (name, t) in &p.tiers {
-            if t.rate == 0 {
+            if !(1..=MAX_RATE).contains(&t.rate) {
                 err(
                     &format!("tiers.{name}.rate"),
-                    "must be at least 1 request per second".into(),
+                    format!("must be 1 to {MAX_RATE} requests per second"),
                 );
             }
             if t.burst == Some(0) {
@@ -479,6 +495,19 @@ rate = 5
         let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert!(paths.contains(&"rate_limits[0].rate"), "{errs:?}");
         assert!(paths.contains(&"rate_limits[1].name"), "{errs:?}");
+    }
+
+    #[test]
+    fn rates_and_policy_counts_are_bounded() {
+        let errs =
+            errors_of("[[rate_limits]]\nname = \"a\"\nkey = \"client_ip\"\nrate = 2000000000\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "rate_limits[0].rate");
+        let many: String = (0..=MAX_POLICIES)
+            .map(|i| format!("[[rate_limits]]\nname = \"p{i}\"\nkey = \"client_ip\"\nrate = 5\n"))
+            .collect();
+        let errs = errors_of(&many);
+        assert!(errs.iter().any(|(p, _)| p == "rate_limits"), "{errs:?}");
     }
 
     #[test]
