@@ -658,7 +658,27 @@ impl RedisProc {
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
+    /// SIGSTOP: the port stays open but nothing answers (a hung Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(c.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     pub fn kill(&mut self) {
+        self.resume();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -299,6 +299,41 @@ async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
     };
     assert_eq!(get(a.url("/closed/x")).await.status(), 200);
 
+    // A hung Redis (SIGSTOP): requests never wait for it. Had a request
+    // awaited Redis even once it would have taken the syncer's 250 ms
+    // timeout, so 1.5 s could hold at most 6 sequential requests.
+    redis.pause();
+    let hung = std::time::Instant::now();
+    let (mut served, mut slowest) = (0, Duration::ZERO);
+    while hung.elapsed() < Duration::from_millis(1500) {
+        let t = std::time::Instant::now();
+        let r = get(a.url("/open/x")).await;
+        slowest = slowest.max(t.elapsed());
+        assert!(matches!(r.status().as_u16(), 200 | 429), "{}", r.status());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("Redis hung: {served} requests answered in 1.5 s, slowest {slowest:?}");
+    assert!(
+        served >= 30,
+        "only {served} requests in 1.5 s while Redis hung (slowest {slowest:?})"
+    );
+    // The syncer noticed (fail_closed now answers 503) ...
+    let down = wait_until(Duration::from_secs(3), || async {
+        store_up(&a).await == 0.0
+    })
+    .await;
+    assert!(down.is_some(), "a hung Redis was not noticed");
+    assert_eq!(get(a.url("/closed/x")).await.status(), 503);
+    // ... and recovers when Redis does.
+    redis.resume();
+    let up = wait_until(Duration::from_secs(5), || async {
+        store_up(&a).await == 1.0
+    })
+    .await;
+    assert!(up.is_some(), "no recovery after Redis resumed");
+    assert_eq!(get(a.url("/closed/x")).await.status(), 200);
+
     redis.kill();
     for p in [&a, &b] {
         let down = wait_until(Duration::from_secs(5), || async {

@@ -1,0 +1,79 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Properties of the limiter that must hold for any traffic:
+//! - over any window, admitted <= burst + rate x window (GCRA's promise);
+//! - a steady sender at or under the rate is never refused;
+//! - concurrent checks of one key admit exactly the burst (no lost CAS).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use edgesteer_config::ratelimit::LimitTier;
+use edgesteer_ratelimit::gcra;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn never_more_than_burst_plus_rate_times_window(
+        rate in 1u32..5_000,
+        burst in 1u32..200,
+        gaps in prop::collection::vec(0u64..20_000_000, 1..400),
+    ) {
+        let tier = LimitTier::new("t", rate, burst);
+        let cell = AtomicU64::new(0);
+        let mut now = 1_000_000_000u64;
+        let mut admitted_at = Vec::new();
+        for gap in gaps {
+            now += gap;
+            if gcra::check(&cell, now, tier.interval_ns, tier.tolerance_ns).allowed {
+                admitted_at.push(now);
+            }
+        }
+        // Every window [admitted_at[i], admitted_at[j]] holds j - i + 1
+        // admissions, at most burst + window / interval.
+        for i in 0..admitted_at.len() {
+            for j in i..admitted_at.len() {
+                let window = admitted_at[j] - admitted_at[i];
+                let max = u64::from(burst) + window / tier.interval_ns;
+                prop_assert!((j - i + 1) as u64 <= max,
+                    "{} admitted in {} ns (rate {}, burst {})", j - i + 1, window, rate, burst);
+            }
+        }
+    }
+
+    #[test]
+    fn a_sender_within_the_rate_is_never_refused(
+        rate in 1u32..100_000,
+        burst in 1u32..100,
+        n in 1usize..500,
+    ) {
+        let tier = LimitTier::new("t", rate, burst);
+        let cell = AtomicU64::new(0);
+        for k in 0..n as u64 {
+            let now = 1_000_000_000 + k * tier.interval_ns;
+            prop_assert!(gcra::check(&cell, now, tier.interval_ns, tier.tolerance_ns).allowed);
+        }
+    }
+}
+
+#[test]
+fn concurrent_checks_admit_exactly_the_burst() {
+    let tier = LimitTier::new("t", 10, 1000);
+    let cell = Arc::new(AtomicU64::new(0));
+    let now = 5_000_000_000u64;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (cell, tier) = (cell.clone(), tier.clone());
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter(|_| {
+                        gcra::check(&cell, now, tier.interval_ns, tier.tolerance_ns).allowed
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 1000);
+}
