@@ -78,6 +78,8 @@ pub struct Config {
     /// Every request from a new client address (11.0.0.0 upwards, in
     /// order), for the rate limiter's memory run; otherwise the geo mix.
     pub distinct_clients: bool,
+    /// Extra request headers (e.g. `x-api-key`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// Next address handed out with `distinct_clients`.
@@ -180,6 +182,9 @@ async fn one(conn: &mut Conn, cfg: &Config, ip: &str) -> Result<(u16, Option<Str
     let mut req = http::Request::get(uri).header("x-forwarded-for", ip);
     if !cfg.h2 {
         req = req.header(http::header::HOST, cfg.host.as_str());
+    }
+    for (k, v) in &cfg.headers {
+        req = req.header(k, v);
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let fut = async {

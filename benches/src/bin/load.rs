@@ -36,6 +36,9 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Extra request header as NAME:VALUE; repeat for several.
+    #[arg(long, value_parser = parse_header)]
+    header: Vec<Header>,
     /// Send every request from a new client address (X-Forwarded-For).
     #[arg(long)]
     distinct_clients: bool,
@@ -57,6 +60,11 @@ fn main() -> std::process::ExitCode {
         mix: default_mix(),
         timeout: Duration::from_secs_f64(a.timeout),
         distinct_clients: a.distinct_clients,
+        headers: a
+            .header
+            .iter()
+            .map(|h| (h.0.clone(), h.1.clone()))
+            .collect(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,4 +86,17 @@ fn main() -> std::process::ExitCode {
         print!("{}", report.text());
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[derive(Clone, Debug)]
+struct Header(http::HeaderName, http::HeaderValue);
+
+fn parse_header(s: &str) -> Result<Header, String> {
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not NAME:VALUE"))?;
+    let name =
+        http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| format!("{k}: {e}"))?;
+    let value = http::HeaderValue::from_str(v.trim()).map_err(|e| format!("{v}: {e}"))?;
+    Ok(Header(name, value))
 }

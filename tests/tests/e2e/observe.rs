@@ -207,6 +207,7 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
         mix: default_mix(),
         timeout: Duration::from_secs(5),
         distinct_clients: false,
+        headers: vec![],
     })
     .await;
     eprintln!("{}", report.text());
@@ -249,6 +250,7 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
         mix: default_mix(),
         timeout: Duration::from_secs(5),
         distinct_clients: false,
+        headers: vec![],
     })
     .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
