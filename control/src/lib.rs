@@ -20,5 +20,5 @@ pub mod rollout;
 pub mod service;
 pub mod store;
 
-pub use service::{router, Control, Token, DEFAULT_BODY_LIMIT};
+pub use service::{bearer, router, token_name, Control, Token, DEFAULT_BODY_LIMIT};
 pub use store::{FileStore, MemoryStore, Store, VersionRecord};

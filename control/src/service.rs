@@ -44,6 +44,26 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The name of the token whose secret was presented. Compares against every
+/// token in constant time, without stopping early.
+pub fn token_name(tokens: &[Token], presented: &str) -> Option<String> {
+    let mut found: Option<&Token> = None;
+    for t in tokens {
+        if bool::from(t.secret.as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(t);
+        }
+    }
+    found.map(|t| t.name.clone())
+}
+
 impl std::str::FromStr for Token {
     type Err = String;
     /// `NAME=SECRET`
@@ -208,25 +228,14 @@ impl Control {
     }
 
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "writes need `Authorization: Bearer <token>`",
-                )
-            })?;
-        // Compare against every token, in constant time, without stopping early.
-        let mut found: Option<&Token> = None;
-        for t in &self.tokens {
-            if bool::from(t.secret.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(t);
-            }
-        }
-        found.map(|t| t.name.clone()).ok_or_else(|| {
+        let presented = bearer(headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "writes need `Authorization: Bearer <token>`",
+            )
+        })?;
+        token_name(&self.tokens, presented).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

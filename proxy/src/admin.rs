@@ -134,6 +134,24 @@ async fn ratelimit(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
     }))
 }
 
+/// Admin writes need a token when `--admin-token` is set; the actor for logs.
+fn admin_write(
+    steer: &Steering,
+    headers: &axum::http::HeaderMap,
+) -> Result<String, (StatusCode, Json<serde_json::Value>)> {
+    if steer.admin_tokens.is_empty() {
+        return Ok("admin".into());
+    }
+    edgesteer_control::bearer(headers)
+        .and_then(|t| edgesteer_control::token_name(&steer.admin_tokens, t))
+        .ok_or_else(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": "unauthorized", "message": "admin writes need `Authorization: Bearer <token>` (one of --admin-token)" })),
+            )
+        })
+}
+
 async fn blocks(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
     Json(serde_json::json!({ "blocks": steer.limiter.blocks() }))
 }
@@ -150,8 +168,13 @@ struct BlockRequest {
 /// Blocks an address by hand (`{"ip": "...", "seconds": 600, "reason": "..."}`).
 async fn add_block(
     State(steer): State<Arc<Steering>>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<BlockRequest>, axum::extract::rejection::JsonRejection>,
 ) -> impl IntoResponse {
+    let actor = match admin_write(&steer, &headers) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => {
@@ -175,8 +198,7 @@ async fn add_block(
     steer.limiter.block(
         req.ip,
         "admin",
-        req.reason
-            .unwrap_or_else(|| "blocked by an operator".into()),
+        req.reason.unwrap_or_else(|| format!("blocked by {actor}")),
         std::time::Duration::from_secs(seconds),
         std::time::Instant::now(),
     );
@@ -188,8 +210,13 @@ async fn add_block(
 
 async fn lift_block(
     State(steer): State<Arc<Steering>>,
+    headers: axum::http::HeaderMap,
     axum::extract::Path(ip): axum::extract::Path<String>,
 ) -> impl IntoResponse {
+    let actor = match admin_write(&steer, &headers) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -199,7 +226,10 @@ async fn lift_block(
         );
     };
     match steer.limiter.unblock(addr) {
-        Some(b) => (StatusCode::OK, Json(serde_json::json!({ "lifted": b }))),
+        Some(b) => {
+            tracing::info!(ip = %addr, actor, "block lifted from the admin API");
+            (StatusCode::OK, Json(serde_json::json!({ "lifted": b })))
+        }
         None => (
             StatusCode::NOT_FOUND,
             Json(

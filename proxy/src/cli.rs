@@ -71,6 +71,14 @@ struct ListenArgs {
     /// Admin listener (/healthz, /metrics, /v1/...).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Token (NAME=SECRET) the admin listener's writes (block list) need;
+    /// repeat for several. Without one, anyone who reaches it may write.
+    #[arg(
+        long = "admin-token",
+        env = "EDGESTEER_ADMIN_TOKENS",
+        value_delimiter = ','
+    )]
+    admin_tokens: Vec<edgesteer_control::Token>,
     /// Proxy worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -307,8 +315,14 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .context("opening the access log")?,
     );
     steering.record_metrics = !args.no_request_metrics;
+    steering.admin_tokens = args.net.admin_tokens.clone();
     let steer = Arc::new(steering);
     let opts = serve_options(args.net, "0.0.0.0:8080");
+    if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
+        if steer.admin_tokens.is_empty() {
+            tracing::warn!(%admin, "the admin listener is not on loopback and has no --admin-token: anyone who reaches it can lift or add blocks");
+        }
+    }
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
         anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");
     }

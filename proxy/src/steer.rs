@@ -59,6 +59,9 @@ pub struct Steering {
     pub record_metrics: bool,
     /// Where access-log lines go when a table turns logging on.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Tokens for the admin listener's writes (lifting and adding blocks);
+    /// empty = writes open to whoever reaches the listener.
+    pub admin_tokens: Vec<edgesteer_control::Token>,
 }
 
 impl Steering {
@@ -83,6 +86,7 @@ impl Steering {
             stats,
             record_metrics: true,
             access_log: None,
+            admin_tokens: Vec::new(),
         }
     }
 

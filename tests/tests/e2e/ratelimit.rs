@@ -522,7 +522,15 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
 "#,
     )
     .unwrap();
-    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let admin_token = "admin-secret-1";
+    let proxy = wd
+        .start_proxy(
+            &spec,
+            true,
+            vec!["--admin-token".into(), format!("ops={admin_token}")],
+        )
+        .await
+        .unwrap();
 
     // 800 distinct addresses, one request each: all served, at most 200 tracked.
     let ips: Vec<IpAddr> = (0..800u32)
@@ -591,9 +599,18 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     assert_eq!(why["rate_limit"]["blocked"]["policy"], "ip", "{why}");
     assert_eq!(why["rate_limit"]["policies"][0]["rate_per_s"], 5, "{why}");
 
-    // Lifted from the admin API: served again at once.
+    // Lifting needs the admin token ...
+    let anonymous = client
+        .delete(format!("{admin}/v1/ratelimit/blocks/198.51.100.66"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(as_ip("198.51.100.66").await.unwrap().status(), 429);
+    // ... and with it the address is served again at once.
     let lifted = client
         .delete(format!("{admin}/v1/ratelimit/blocks/198.51.100.66"))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
@@ -601,12 +618,14 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     assert_eq!(as_ip("198.51.100.66").await.unwrap().status(), 200);
     let again = client
         .delete(format!("{admin}/v1/ratelimit/blocks/198.51.100.66"))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 404);
     let bad = client
         .delete(format!("{admin}/v1/ratelimit/blocks/not-an-ip"))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
