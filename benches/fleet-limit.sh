@@ -4,7 +4,7 @@
 # PROXIES load generators offer OFFER x RATE in total, split evenly, for DUR
 # seconds. Prints what the fleet admitted against the exact GCRA limit
 # (RATE x DUR + BURST) and the documented bound
-# (+ (PROXIES - 1) x (BURST + RATE x (SYNC_MS + 10 ms rtt))).
+# (+ (PROXIES - 1) x (BURST + RATE x (2 x SYNC_MS + 10 ms rtt))).
 #
 #   benches/fleet-limit.sh
 #   PROXIES=3 RATE=1000 BURST=100 OFFER=3 DUR=10 SYNC_MS=50 benches/fleet-limit.sh
@@ -58,7 +58,7 @@ sent = sum(r["requests"] for r in reports)
 limited = sum(r["errors"].get("status 429", 0) for r in reports)
 other = sum(v for r in reports for k, v in r["errors"].items() if k != "status 429")
 exact = rate * dur + burst
-bound = exact + (n - 1) * (burst + rate * (sync + 10) / 1000)
+bound = exact + (n - 1) * (burst + rate * (2 * sync + 10) / 1000)
 print(f"{n} proxies, global {rate}/s burst {burst}, offered {offer}x for {dur:.0f} s, sync {sync} ms")
 print(f"sent {sent}, admitted {ok}, refused 429 {limited}, other {other}")
 print(f"exact limit {exact:.0f}; admitted {ok / exact:.3f}x of it; overshoot {ok - exact:+.0f} (documented bound +{bound - exact:.0f})")

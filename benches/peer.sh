@@ -28,7 +28,7 @@ text = open(src).read()
 # per-IP policy with a limit no run reaches, to price the limiter.
 text = text.split("# --- rate limits")[0]
 if os.environ.get("LIMITS") == "1":
-    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 1000000000\nburst = 1000000000\n'
+    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 10000000\nburst = 10000000\n'
 text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "@UPSTREAM@", weight = 1 } ]', text)
 open(dst, "w").write(text)
 PY

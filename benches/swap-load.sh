@@ -29,7 +29,7 @@ text = open(sys.argv[1]).read()
 # per-IP policy with a limit no run reaches, to price the limiter.
 text = text.split("# --- rate limits")[0]
 if os.environ.get("LIMITS") == "1":
-    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 1000000000\nburst = 1000000000\n'
+    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 10000000\nburst = 10000000\n'
 text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % sys.argv[3], text)
 open(sys.argv[2], "w").write(text)
 PY

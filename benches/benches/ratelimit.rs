@@ -68,7 +68,7 @@ fn limiter_check(c: &mut Criterion) {
         });
         let clock = AtomicU64::new(1_000_000_000);
         for &k in &keys {
-            state.check(k, &tier, None, 1_000_000_000);
+            state.check(k, &tier, None, 1_000_000_000, false);
             naive.check(k, &tier, 1_000_000_000);
         }
         let mut i = 0usize;
@@ -76,7 +76,7 @@ fn limiter_check(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 7919) % keys.len();
                 let now = clock.fetch_add(10, Ordering::Relaxed);
-                black_box(state.check(keys[i], &tier, None, now))
+                black_box(state.check(keys[i], &tier, None, now, false))
             })
         });
         g.bench_function(format!("naive_mutex_hashmap_{n}_keys"), |b| {
@@ -101,7 +101,7 @@ fn limiter_check(c: &mut Criterion) {
                     let mut j = 0usize;
                     while !stop.load(Ordering::Relaxed) {
                         j = (j + 104_729) % keys.len();
-                        black_box(state.check(keys[j], &tier, None, 2_000_000_000));
+                        black_box(state.check(keys[j], &tier, None, 2_000_000_000, false));
                         black_box(naive.check(keys[j], &tier, 2_000_000_000));
                     }
                 })
@@ -109,7 +109,7 @@ fn limiter_check(c: &mut Criterion) {
             g.bench_function("gcra_dashmap_10000_keys_contended", |b| {
                 b.iter(|| {
                     i = (i + 7919) % keys.len();
-                    black_box(state.check(keys[i], &tier, None, 2_000_000_000))
+                    black_box(state.check(keys[i], &tier, None, 2_000_000_000, false))
                 })
             });
             g.bench_function("naive_mutex_hashmap_10000_keys_contended", |b| {

@@ -410,8 +410,7 @@ impl RoutingTable {
         if self.pins.is_empty() {
             return None;
         }
-        let host = strip_port(host);
-        let host = host.strip_suffix('.').unwrap_or(host);
+        let host = normalize_host(host);
         self.pins
             .iter()
             .find(|(h, _)| h.eq_ignore_ascii_case(host))
@@ -478,6 +477,13 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// A `Host` value as matched against the table: no port, no trailing dot
+/// (case is compared insensitively by the callers).
+pub fn normalize_host(host: &str) -> &str {
+    let host = strip_port(host);
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 /// `host[:port]` or `[v6]:port` -> host.

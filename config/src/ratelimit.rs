@@ -12,8 +12,9 @@ use crate::wire::{RateLimitSpec, TableSpec};
 pub const DEFAULT_MAX_KEYS: u32 = 1_000_000;
 /// Most policies one table may have (metrics cardinality, per-request work).
 pub const MAX_POLICIES: usize = 32;
-/// Highest rate: one request per nanosecond.
-pub const MAX_RATE: u32 = 1_000_000_000;
+/// Highest rate: 10 million per second, where the GCRA interval (whole
+/// nanoseconds) is still exact to 1%.
+pub const MAX_RATE: u32 = 10_000_000;
 /// Most tiers one policy may have.
 pub const MAX_TIERS: usize = 32;
 /// Default abuse block: one hour.
@@ -108,10 +109,15 @@ pub struct RateLimitPolicy {
 }
 
 impl RateLimitPolicy {
-    /// Whether the policy covers a request for `host` and `path`.
+    /// Whether the policy covers a request for `host` and `path`. The host
+    /// is compared without port or trailing dot (as host pins are), so
+    /// `api.example.com:443` cannot dodge a policy for `api.example.com`.
+    /// Paths are compared as sent (see docs/design.md).
     pub fn applies(&self, host: Option<&str>, path: &str) -> bool {
         let host_ok = self.hosts.is_empty()
-            || host.is_some_and(|h| self.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
+            || host
+                .map(crate::model::normalize_host)
+                .is_some_and(|h| self.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
         host_ok
             && (self.path_prefixes.is_empty()
                 || self
@@ -500,7 +506,7 @@ rate = 5
     #[test]
     fn rates_and_policy_counts_are_bounded() {
         let errs =
-            errors_of("[[rate_limits]]\nname = \"a\"\nkey = \"client_ip\"\nrate = 2000000000\n");
+            errors_of("[[rate_limits]]\nname = \"a\"\nkey = \"client_ip\"\nrate = 20000000\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].0, "rate_limits[0].rate");
         let many: String = (0..=MAX_POLICIES)
@@ -532,5 +538,8 @@ path_prefixes = ["/v1/", "/v2/"]
         assert!(!p.applies(Some("api.example.com"), "/v3/x"));
         assert!(!p.applies(Some("other"), "/v1/x"));
         assert!(!p.applies(None, "/v1/x"));
+        // Port and trailing dot do not dodge the host match.
+        assert!(p.applies(Some("api.example.com:443"), "/v1/x"));
+        assert!(p.applies(Some("API.example.com."), "/v1/x"));
     }
 }

@@ -195,16 +195,26 @@ async fn add_block(
             ),
         );
     }
-    steer.limiter.block(
+    let blocked = steer.limiter.block(
         req.ip,
         "admin",
         req.reason.unwrap_or_else(|| format!("blocked by {actor}")),
         std::time::Duration::from_secs(seconds),
         std::time::Instant::now(),
     );
+    if !blocked {
+        return (
+            StatusCode::CONFLICT,
+            Json(
+                serde_json::json!({ "error": "block_list_full", "message": format!("the block list holds {} addresses; lift some first", edgesteer_ratelimit::limiter::MAX_BLOCKS) }),
+            ),
+        );
+    }
     (
         StatusCode::CREATED,
-        Json(serde_json::json!({ "blocked": req.ip, "seconds": seconds })),
+        Json(
+            serde_json::json!({ "blocked": edgesteer_ratelimit::limiter::client_unit(req.ip), "seconds": seconds }),
+        ),
     )
 }
 

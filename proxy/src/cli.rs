@@ -93,7 +93,7 @@ struct ListenArgs {
     redis: Option<String>,
     /// How often global rate-limit counts are reconciled with Redis; the
     /// fleet's overshoot grows with it (see docs/design.md).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
     redis_sync_ms: u64,
 }
 

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub ratelimit_store_up: IntGauge,
     pub ratelimit_blocked: IntGauge,
     pub ratelimit_store_refusals: IntCounterVec,
+    observe_lock: std::sync::Mutex<()>,
 }
 
 /// Pre-resolved handles for one region.
@@ -284,6 +285,7 @@ impl Metrics {
             ratelimit_store_up,
             ratelimit_blocked,
             ratelimit_store_refusals,
+            observe_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -311,16 +313,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Copies the limiter's figures into the gauges (at scrape time).
+    /// Copies the limiter's figures into the metrics (at scrape time; one
+    /// scrape at a time, so the counter deltas are not applied twice).
     pub fn observe_limiter(&self, limiter: &edgesteer_ratelimit::Limiter) {
+        let _one = self
+            .observe_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for p in limiter.stats() {
             self.ratelimit_keys
                 .with_label_values(&[p.policy.as_str()])
                 .set(i64::try_from(p.keys).unwrap_or(i64::MAX));
-            let c = self
-                .ratelimit_overflow
-                .with_label_values(&[p.policy.as_str()]);
-            c.inc_by(p.overflowed.saturating_sub(c.get()));
+        }
+        for (policy, n) in limiter.drain_overflow() {
+            self.ratelimit_overflow
+                .with_label_values(&[policy.as_str()])
+                .inc_by(n);
         }
         let store = limiter.store_snapshot();
         let c = &self.ratelimit_store_errors;

@@ -406,9 +406,10 @@ impl ProxyHttp for EdgeProxy {
                 snap.table.rate_limits.get(q.policy),
             ) {
                 resp.insert_header("ratelimit-policy", policy.clone())?;
+                let quota = p.tiers.get(q.tier).map_or(0, |t| t.rate);
                 resp.insert_header(
                     "ratelimit",
-                    edgesteer_ratelimit::ratelimit_header(&p.name, &q.verdict),
+                    edgesteer_ratelimit::ratelimit_header(&p.name, quota, &q.verdict),
                 )?;
             }
         }
@@ -625,7 +626,7 @@ impl EdgeProxy {
                         ("ratelimit-policy", policy_header),
                         (
                             "ratelimit",
-                            edgesteer_ratelimit::ratelimit_header(name, &q.verdict),
+                            edgesteer_ratelimit::ratelimit_header(name, rate, &q.verdict),
                         ),
                     ],
                 )

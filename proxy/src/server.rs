@@ -58,6 +58,14 @@ impl Default for ServeOptions {
 /// Builds the server. Fails early (before serving) on bad TLS material or a
 /// taken admin port.
 pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server> {
+    // Before serving: global policies count for the syncer from the first
+    // request, and fail_closed ones do not refuse while it starts.
+    if let Some(r) = &opts.redis {
+        steer.limiter.expect_store(r.interval);
+    }
+    steer
+        .limiter
+        .warn_if_unsynced(&steer.current().table.rate_limits);
     let conf = ServerConf {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(opts.grace_period_secs),

@@ -108,6 +108,7 @@ impl Steering {
             &self.stats,
         ));
         self.current.store(snap.clone());
+        self.limiter.warn_if_unsynced(&snap.table.rate_limits);
         self.metrics.table_version.set(version as i64);
         self.metrics
             .table_applies

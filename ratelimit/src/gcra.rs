@@ -27,7 +27,8 @@ pub struct Verdict {
 pub fn check(tat: &AtomicU64, now: u64, interval: u64, tolerance: u64) -> Verdict {
     let mut cur = tat.load(Ordering::Relaxed);
     loop {
-        let new = cur.max(now) + interval;
+        // Saturating: a TAT near u64::MAX (a corrupt debt) refuses, never wraps.
+        let new = cur.max(now).saturating_add(interval);
         let ahead = new - now;
         if ahead > tolerance {
             return Verdict {

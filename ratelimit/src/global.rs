@@ -36,21 +36,29 @@ use crate::state::PolicyState;
 
 /// Keys per `EVAL`.
 const BATCH: usize = 500;
-/// A sync slower than this counts as a failure.
+/// A Redis command (connect, or one `EVAL`) slower than this fails the round.
 const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
+/// Debt larger than this from the store is treated as corrupt and clamped.
+const MAX_DEBT_NS: u64 = 3_600_000_000_000;
 
+/// ARGV[1]: the sync interval (us); ARGV[i + 1]: quota (us) KEYS[i] used.
+/// The quota was used over the last interval, so it is booked from
+/// `now - interval` at the earliest: booking it all at `now` would count a
+/// proxy's steady use twice (once in its own TAT, once as fresh debt) and
+/// hold a lone proxy below the rate whenever burst/rate < interval.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local since = now - tonumber(ARGV[1])
 local out = {}
 for i, k in ipairs(KEYS) do
-  local n = tonumber(ARGV[i])
-  local tat = tonumber(redis.call('GET', k)) or now
-  if tat < now then tat = now end
+  local n = tonumber(ARGV[i + 1])
+  local tat = tonumber(redis.call('GET', k)) or since
+  if tat < since then tat = since end
   tat = tat + n
   local debt = tat - now
-  if n > 0 then
-    redis.call('SET', k, string.format('%d', tat), 'PX', math.floor(debt / 1000) + 1000)
+  if n > 0 and debt > -1000000 then
+    redis.call('SET', k, string.format('%d', tat), 'PX', math.max(0, math.floor(debt / 1000)) + 1000)
   end
   out[i] = debt
 end
@@ -78,12 +86,8 @@ pub fn redacted(url: &str) -> String {
 /// Runs the syncer until the task is dropped.
 pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     let store = &limiter.store;
-    store.configured.store(true, Ordering::Relaxed);
     // Optimistic until the first attempt says otherwise.
-    store.up.store(true, Ordering::Relaxed);
-    store
-        .last_ok_ns
-        .store(limiter.clock(Instant::now()), Ordering::Relaxed);
+    limiter.expect_store(cfg.interval);
     // A bad URL still runs the loop: it keeps discarding unsent counts.
     let client = Client::open(cfg.url.as_str())
         .inspect_err(|e| {
@@ -91,10 +95,13 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             tracing::error!(url = %redacted(&cfg.url), error = %e, "bad --redis URL; global rate limits act as if the store were down");
         })
         .ok();
+    // Every command (connect, EVAL, PING) fails after SYNC_TIMEOUT, so a
+    // hung Redis costs one timeout per round and nothing else.
     let conn_cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(SYNC_TIMEOUT)
         .set_response_timeout(SYNC_TIMEOUT);
     let script = Script::new(SCRIPT);
+    let interval_us = u64::try_from(cfg.interval.as_micros()).unwrap_or(u64::MAX);
     let mut conn: Option<MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,7 +112,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             .into_iter()
             .filter(|s| s.scope == LimitScope::Global)
             .collect();
-        let result = tokio::time::timeout(SYNC_TIMEOUT * 2, async {
+        let result = async {
             if conn.is_none() {
                 let Some(client) = &client else {
                     return Err(redis::RedisError::from((
@@ -120,17 +127,11 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                 );
             }
             match conn.as_mut() {
-                Some(c) => sync_once(&limiter, c, &script, &states).await,
+                Some(c) => sync_once(&limiter, c, &script, interval_us, &states).await,
                 None => Ok(()),
             }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::IoError,
-                "sync timed out",
-            )))
-        });
+        }
+        .await;
         match result {
             Ok(()) => {
                 store.syncs.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +147,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                 // Counts that could not be pushed are dropped: replaying a
                 // long outage's traffic would refuse keys long after it.
                 for state in &states {
-                    drop(take_dirty(state));
+                    discard(state, &take_dirty(state));
                 }
                 store.errors.fetch_add(1, Ordering::Relaxed);
                 if store.up.swap(false, Ordering::Relaxed) {
@@ -162,25 +163,44 @@ async fn sync_once(
     limiter: &Limiter,
     conn: &mut MultiplexedConnection,
     script: &Script,
+    interval_us: u64,
     states: &[Arc<PolicyState>],
 ) -> redis::RedisResult<()> {
     let mut sent_any = false;
     for state in states {
         let keys = take_dirty(state);
-        for chunk in keys.chunks(BATCH) {
+        for (n, chunk) in keys.chunks(BATCH).enumerate() {
             let mut inv = script.prepare_invoke();
+            inv.arg(interval_us);
             for &(key, pending_ns) in chunk {
-                inv.key(format!("edgesteer:rl:{}:{key:016x}", state.name));
+                inv.key(format!("{}:{key:016x}", state.store_prefix));
                 inv.arg(pending_ns.div_ceil(1_000));
             }
-            let debts: Vec<i64> = inv.invoke_async(conn).await?;
+            let debts: Vec<i64> = match inv.invoke_async(conn).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // This chunk and the rest of the policy's keys are dropped.
+                    discard(state, keys.get(n * BATCH..).unwrap_or(&[]));
+                    return Err(e);
+                }
+            };
             sent_any = true;
             let now = limiter.clock(Instant::now());
             for (&(key, _), debt_us) in chunk.iter().zip(debts) {
-                let debt_ns = u64::try_from(debt_us).unwrap_or(0).saturating_mul(1_000);
-                if let Some(cell) = state.map.get(&key) {
-                    let since = cell.pending_now();
-                    cell.tat.fetch_max(now + debt_ns + since, Ordering::Relaxed);
+                let debt_ns = u64::try_from(debt_us)
+                    .unwrap_or(0)
+                    .saturating_mul(1_000)
+                    .min(MAX_DEBT_NS);
+                let requeue = state.map.get(&key).is_some_and(|cell| {
+                    // Our own use since the snapshot is in `pending_now`.
+                    let fleet = now
+                        .saturating_add(debt_ns)
+                        .saturating_add(cell.pending_now());
+                    cell.tat.fetch_max(fleet, Ordering::Relaxed);
+                    cell.finish_round()
+                });
+                if requeue && state.dirty.push(key).is_err() {
+                    state.dirty_lost.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -190,6 +210,15 @@ async fn sync_once(
         redis::cmd("PING").query_async::<String>(conn).await?;
     }
     Ok(())
+}
+
+/// Drops the unsynced quota of keys taken for a round that failed.
+fn discard(state: &PolicyState, keys: &[(u64, u64)]) {
+    for &(key, _) in keys {
+        if let Some(cell) = state.map.get(&key) {
+            cell.discard();
+        }
+    }
 }
 
 /// Keys used since the last sync, with the quota each consumed.

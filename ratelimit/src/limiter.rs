@@ -18,15 +18,30 @@ use crate::state::PolicyState;
 
 /// Most addresses blocked at once; further abusers are only rate-limited.
 pub const MAX_BLOCKS: usize = 100_000;
-/// The store counts as down when no sync succeeded for this long.
+/// The store counts as down when no sync succeeded for this long (or for
+/// four sync intervals, if that is longer).
 pub const STORE_STALE: Duration = Duration::from_secs(1);
 
 type Identity = edgesteer_config::ratelimit::PolicyIdentity;
 
-/// The key of a client address (v4 as v4-mapped v6, so both spellings agree).
+/// The unit a client address is limited and blocked as: an IPv4 address
+/// (also when written v4-mapped), or an IPv6 /64, the smallest prefix a
+/// subscriber normally gets: one host can use a whole /64, so limiting per
+/// /128 would hand it 2^64 fresh bursts.
+#[inline]
+pub fn client_unit(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => IpAddr::V4(a),
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(a) & !((1u128 << 64) - 1),
+        )),
+    }
+}
+
+/// The key of a client address (see [`client_unit`]).
 #[inline]
 pub fn ip_key(ip: IpAddr) -> u64 {
-    let octets = match ip {
+    let octets = match client_unit(ip) {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
@@ -115,6 +130,7 @@ mod epoch_ms {
 #[derive(Default)]
 pub struct StoreStatus {
     pub(crate) configured: AtomicBool,
+    pub(crate) stale_ns: AtomicU64,
     pub(crate) up: AtomicBool,
     pub(crate) last_ok_ns: AtomicU64,
     pub errors: AtomicU64,
@@ -190,11 +206,6 @@ impl Limiter {
                 s
             })
             .collect();
-        if policies.iter().any(|p| p.scope == LimitScope::Global)
-            && !self.store.configured.load(Ordering::Relaxed)
-        {
-            tracing::warn!("the table has global rate-limit policies but this proxy has no --redis; they act as if the store were down (fail_open: local limits, fail_closed: 503)");
-        }
         let policy_header = policies
             .iter()
             .map(|p| {
@@ -226,7 +237,32 @@ impl Limiter {
     pub fn store_ok(&self, now: u64) -> bool {
         self.store.up.load(Ordering::Relaxed)
             && now.saturating_sub(self.store.last_ok_ns.load(Ordering::Relaxed))
-                < STORE_STALE.as_nanos() as u64
+                < self.store.stale_ns.load(Ordering::Relaxed)
+    }
+
+    /// Declares that a store syncer runs every `interval`: global policies
+    /// count for it, and the store counts as up (for one staleness period)
+    /// until the syncer reports otherwise. Call before serving.
+    pub fn expect_store(&self, interval: Duration) {
+        let stale = STORE_STALE.max(interval * 4);
+        self.store.stale_ns.store(
+            u64::try_from(stale.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.store
+            .last_ok_ns
+            .store(self.clock(Instant::now()), Ordering::Relaxed);
+        self.store.up.store(true, Ordering::Relaxed);
+        self.store.configured.store(true, Ordering::Relaxed);
+    }
+
+    /// Warns when a table has global policies but no store will sync them.
+    pub fn warn_if_unsynced(&self, policies: &[RateLimitPolicy]) {
+        if policies.iter().any(|p| p.scope == LimitScope::Global)
+            && !self.store.configured.load(Ordering::Relaxed)
+        {
+            tracing::warn!("the table has global rate-limit policies but this proxy has no --redis; they act as if the store were down (fail_open: local limits, fail_closed: 503)");
+        }
     }
 
     pub fn store_snapshot(&self) -> StoreSnapshot {
@@ -250,7 +286,7 @@ impl Limiter {
     ) -> Outcome {
         let now = self.clock(at);
         if self.block_count.load(Ordering::Relaxed) > 0 {
-            if let Some(b) = self.blocks.get(&req.client) {
+            if let Some(b) = self.blocks.get(&client_unit(req.client)) {
                 if b.until_ns > now {
                     return Outcome::Blocked {
                         retry_after_s: (b.until_ns - now).div_ceil(1_000_000_000),
@@ -291,7 +327,9 @@ impl Limiter {
                 .abuse
                 .as_ref()
                 .map(|a| (u64::from(t.rate) * u64::from(a.multiple), a.for_secs));
-            let checked = state.check(key, t, abuse, now);
+            let sync =
+                p.scope == LimitScope::Global && self.store.configured.load(Ordering::Relaxed);
+            let checked = state.check(key, t, abuse, now, sync);
             let quota = Quota {
                 policy: i,
                 tier,
@@ -303,10 +341,11 @@ impl Limiter {
                         "above {}x the {} limit of {}/s for {} consecutive seconds",
                         a.multiple, t.name, t.rate, a.for_secs
                     );
-                    self.block(req.client, &p.name, reason, a.block, at);
-                    return Outcome::Blocked {
-                        retry_after_s: a.block.as_secs().max(1),
-                    };
+                    if self.block(req.client, &p.name, reason, a.block, at) {
+                        return Outcome::Blocked {
+                            retry_after_s: a.block.as_secs().max(1),
+                        };
+                    }
                 }
             }
             if !checked.verdict.allowed {
@@ -321,11 +360,20 @@ impl Limiter {
         Outcome::Allowed(advertise)
     }
 
-    /// Puts an address on the block list (abuse, or an operator).
-    pub fn block(&self, ip: IpAddr, policy: &str, reason: String, length: Duration, at: Instant) {
+    /// Puts an address (its [`client_unit`]: an IPv6 /64) on the block
+    /// list, for abuse or by an operator; false when the list is full.
+    pub fn block(
+        &self,
+        ip: IpAddr,
+        policy: &str,
+        reason: String,
+        length: Duration,
+        at: Instant,
+    ) -> bool {
+        let ip = client_unit(ip);
         if self.blocks.len() >= MAX_BLOCKS && !self.blocks.contains_key(&ip) {
             tracing::warn!(%ip, "block list full ({MAX_BLOCKS}); address only rate-limited");
-            return;
+            return false;
         }
         let now = SystemTime::now();
         tracing::warn!(%ip, policy, %reason, seconds = length.as_secs(), "address blocked");
@@ -341,10 +389,12 @@ impl Limiter {
         };
         self.blocks.insert(ip, block);
         self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+        true
     }
 
     /// Lifts a block and resets the address's quota in every policy.
     pub fn unblock(&self, ip: IpAddr) -> Option<Block> {
+        let ip = client_unit(ip);
         let removed = self.blocks.remove(&ip).map(|(_, b)| b);
         self.block_count.store(self.blocks.len(), Ordering::Relaxed);
         if removed.is_some() {
@@ -374,7 +424,7 @@ impl Limiter {
     pub fn blocked(&self, ip: IpAddr) -> Option<Block> {
         let now = self.clock(Instant::now());
         self.blocks
-            .get(&ip)
+            .get(&client_unit(ip))
             .filter(|b| b.until_ns > now)
             .map(|b| b.value().clone())
     }
@@ -383,23 +433,45 @@ impl Limiter {
         self.block_count.load(Ordering::Relaxed)
     }
 
-    /// Per-policy figures.
+    /// Per-policy figures. States of one name (an old table version still
+    /// finishing requests beside a new one) are added up.
     pub fn stats(&self) -> Vec<PolicyStats> {
-        let mut v: Vec<PolicyStats> = self
-            .live()
-            .iter()
-            .map(|s| PolicyStats {
-                policy: s.name.clone(),
-                scope: match s.scope {
-                    LimitScope::Local => "local",
-                    LimitScope::Global => "global",
-                },
-                keys: s.keys(),
-                overflowed: s.overflowed.load(Ordering::Relaxed),
-            })
-            .collect();
+        let mut v: Vec<PolicyStats> = Vec::new();
+        for s in self.live() {
+            let (keys, overflowed) = (s.keys(), s.overflowed.load(Ordering::Relaxed));
+            match v.iter_mut().find(|p| p.policy == s.name) {
+                Some(p) => {
+                    p.keys += keys;
+                    p.overflowed += overflowed;
+                }
+                None => v.push(PolicyStats {
+                    policy: s.name.clone(),
+                    scope: match s.scope {
+                        LimitScope::Local => "local",
+                        LimitScope::Global => "global",
+                    },
+                    keys,
+                    overflowed,
+                }),
+            }
+        }
         v.sort_by(|a, b| a.policy.cmp(&b.policy));
         v
+    }
+
+    /// Overflow checks since the last call, by policy name (for a
+    /// monotonic counter that survives states being replaced).
+    pub fn drain_overflow(&self) -> Vec<(String, u64)> {
+        self.live()
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.overflow_unreported.swap(0, Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Drops idle keys and expired blocks.
@@ -423,10 +495,13 @@ impl Limiter {
     }
 }
 
-/// Formats the `RateLimit` field for a quota: `"name";r=R;t=T`.
-pub fn ratelimit_header(policy: &str, verdict: &Verdict) -> HeaderValue {
+/// Formats the `RateLimit` field for a quota: `"name";r=R;t=T`. `R` is
+/// capped at the advertised quota (`q`, the rate per second): a burst larger
+/// than the rate never shows as more than `q` left.
+pub fn ratelimit_header(policy: &str, quota: u32, verdict: &Verdict) -> HeaderValue {
     let t = verdict.reset_ns.div_ceil(1_000_000_000);
-    HeaderValue::from_str(&format!("\"{policy}\";r={};t={t}", verdict.remaining))
+    let r = verdict.remaining.min(quota);
+    HeaderValue::from_str(&format!("\"{policy}\";r={r};t={t}"))
         .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
@@ -477,6 +552,40 @@ mod tests {
         // Dropped tables release their state.
         drop((b1, b2));
         assert_eq!(limiter.live().len(), 1);
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_v4_spellings_agree() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ip_key(v4), ip_key(mapped));
+        assert_eq!(client_unit(mapped), v4);
+        // Blocks follow the same unit.
+        let limiter = Limiter::new();
+        assert!(limiter.block(
+            mapped,
+            "admin",
+            "t".into(),
+            Duration::from_secs(9),
+            Instant::now()
+        ));
+        assert!(limiter.blocked(v4).is_some());
+        assert!(limiter.block(
+            a,
+            "admin",
+            "t".into(),
+            Duration::from_secs(9),
+            Instant::now()
+        ));
+        assert!(limiter.blocked(b).is_some());
+        assert!(limiter.blocked(c).is_none());
+        assert!(limiter.unblock(b).is_some());
+        assert!(limiter.blocked(a).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //!   refused early if a busy key shares its slot. Overflow is counted
 //!   (`edgesteer_ratelimit_overflow_total`) so operators see it.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
@@ -50,11 +50,15 @@ pub struct Cell {
 impl Cell {
     /// Holds nothing a fresh cell would not: safe to evict.
     pub(crate) fn idle(&self, now: u64) -> bool {
+        let w = self.abuse.load(Ordering::Relaxed);
+        let streak = (w >> 32) & 0xffff;
+        // A streak is live only while its second is this one or the last;
+        // after that the next request would reset it anyway.
+        let sec = (now / 1_000_000_000) as u16;
+        let streak_live = streak != 0 && sec.wrapping_sub((w >> 48) as u16) <= 1;
         self.tat.load(Ordering::Relaxed) <= now
             && self.pending.load(Ordering::Relaxed) == 0
-            // A streak in progress is worth keeping; a partial second is not
-            // (a key at least 5x over its limit is never idle anyway).
-            && (self.abuse.load(Ordering::Relaxed) >> 32) & 0xffff == 0
+            && !streak_live
     }
 
     /// Records global use: `admitted_ns` of quota (0 for a refusal). True
@@ -69,9 +73,34 @@ impl Cell {
         prev & DIRTY == 0 && self.pending.fetch_or(DIRTY, Ordering::Relaxed) & DIRTY == 0
     }
 
-    /// Takes the unsynced quota (and clears the queued flag).
+    /// Takes the unsynced quota for a sync round. The queued flag stays
+    /// set (so the sweeper keeps the cell until the reply is applied).
     pub(crate) fn take_pending(&self) -> u64 {
-        self.pending.swap(0, Ordering::Relaxed) & !DIRTY
+        self.pending.fetch_and(DIRTY, Ordering::Relaxed) & !DIRTY
+    }
+
+    /// After a round: clears the queued flag, unless quota arrived since
+    /// [`Cell::take_pending`]; then the caller must queue the key again
+    /// (returns true). A request that arrives after the clear queues itself.
+    pub(crate) fn finish_round(&self) -> bool {
+        let mut v = self.pending.load(Ordering::Relaxed);
+        loop {
+            if v & !DIRTY != 0 {
+                return true;
+            }
+            match self
+                .pending
+                .compare_exchange_weak(v, 0, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return false,
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
+    /// Drops unsynced quota and the queued flag (the store is down).
+    pub(crate) fn discard(&self) {
+        self.pending.store(0, Ordering::Relaxed);
     }
 
     /// Quota admitted since the last [`Cell::take_pending`].
@@ -126,25 +155,57 @@ impl Cell {
     }
 }
 
-/// A `u64` key is already an xxh3 hash; hashing it again is wasted work.
-#[derive(Default)]
-pub struct PassThrough(u64);
+/// The map's hasher: the key is already an xxh3 hash, but of a public
+/// function with a fixed seed, so one multiply with a per-process secret
+/// keeps clients from steering keys into one shard or probe run.
+#[derive(Clone)]
+pub struct Seeded(u64);
 
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
+impl Seeded {
+    fn new() -> Seeded {
+        use std::hash::BuildHasher;
+        // RandomState is seeded from the OS per process.
+        Seeded(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    #[inline]
+    fn mix(&self, key: u64) -> u64 {
+        (key ^ self.0)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29)
     }
 }
 
-pub(crate) type CellMap = DashMap<u64, Cell, BuildHasherDefault<PassThrough>>;
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = SeededHasher;
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher {
+            seed: self.clone(),
+            value: 0,
+        }
+    }
+}
+
+pub struct SeededHasher {
+    seed: Seeded,
+    value: u64,
+}
+
+impl Hasher for SeededHasher {
+    fn finish(&self) -> u64 {
+        self.seed.mix(self.value)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.value = (self.value << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.value = n;
+    }
+}
+
+pub(crate) type CellMap = DashMap<u64, Cell, Seeded>;
 
 /// What a check found beyond the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +224,13 @@ pub struct PolicyState {
     keys: AtomicUsize,
     max_keys: AtomicUsize,
     overflow: Box<[Cell]>,
+    seed: Seeded,
     pub(crate) overflowed: AtomicU64,
+    /// Overflow checks not yet counted in the metric.
+    pub(crate) overflow_unreported: AtomicU64,
+    /// Prefix of this state's keys in the shared store: the policy name and
+    /// a hash of its limits, so a changed limit starts afresh fleet-wide too.
+    pub(crate) store_prefix: String,
     /// Global scope: keys to push at the next sync.
     pub(crate) dirty: crossbeam_queue::ArrayQueue<u64>,
     /// The dirty queue was full; the syncer must scan the table.
@@ -172,14 +239,22 @@ pub struct PolicyState {
 
 impl PolicyState {
     pub(crate) fn new(policy: &RateLimitPolicy) -> PolicyState {
+        let seed = Seeded::new();
         PolicyState {
             name: policy.name.clone(),
             scope: policy.scope,
-            map: DashMap::with_hasher_and_shard_amount(BuildHasherDefault::default(), SHARDS),
+            map: DashMap::with_hasher_and_shard_amount(seed.clone(), SHARDS),
             keys: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(policy.max_keys as usize),
             overflow: (0..OVERFLOW_SLOTS).map(|_| Cell::default()).collect(),
+            seed,
             overflowed: AtomicU64::new(0),
+            overflow_unreported: AtomicU64::new(0),
+            store_prefix: format!(
+                "edgesteer:rl:{}:{:08x}",
+                policy.name,
+                xxhash_rust::xxh3::xxh3_64(format!("{:?}", policy.identity()).as_bytes()) as u32
+            ),
             dirty: crossbeam_queue::ArrayQueue::new(if policy.scope == LimitScope::Global {
                 DIRTY_QUEUE
             } else {
@@ -199,6 +274,8 @@ impl PolicyState {
     }
 
     /// Checks one request for `key` at `now` (ns on the limiter clock).
+    /// `sync`: count the use for the shared store (global policies with a
+    /// store configured).
     #[inline]
     pub fn check(
         &self,
@@ -206,21 +283,26 @@ impl PolicyState {
         tier: &LimitTier,
         abuse: Option<(u64, u32)>,
         now: u64,
+        sync: bool,
     ) -> Checked {
         if let Some(cell) = self.map.get(&key) {
-            return self.check_cell(&cell, key, tier, abuse, now, true);
+            return self.check_cell(&cell, key, tier, abuse, now, sync);
         }
         if self.keys.load(Ordering::Relaxed) >= self.max_keys.load(Ordering::Relaxed) {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            // Shared slots never flag abuse: the neighbour may be innocent.
-            let cell = &self.overflow[(key as usize) & (OVERFLOW_SLOTS - 1)];
-            return self.check_cell(cell, key, tier, None, now, false);
+            self.overflow_unreported.fetch_add(1, Ordering::Relaxed);
+            // Slots by a secret mix of the key, so nobody can aim at a
+            // victim's slot. Shared slots never flag abuse (the neighbour
+            // may be innocent) and are not synced: past the cap a global
+            // policy acts per proxy.
+            let slot = (self.seed.mix(key) >> 50) as usize & (OVERFLOW_SLOTS - 1);
+            return self.check_cell(&self.overflow[slot], key, tier, None, now, false);
         }
         let cell = self.map.entry(key).or_insert_with(|| {
             self.keys.fetch_add(1, Ordering::Relaxed);
             Cell::default()
         });
-        self.check_cell(&cell, key, tier, abuse, now, true)
+        self.check_cell(&cell, key, tier, abuse, now, sync)
     }
 
     #[inline]
@@ -231,11 +313,10 @@ impl PolicyState {
         tier: &LimitTier,
         abuse: Option<(u64, u32)>,
         now: u64,
-        tracked: bool,
+        sync: bool,
     ) -> Checked {
         let verdict = gcra::check(&cell.tat, now, tier.interval_ns, tier.tolerance_ns);
-        if self.scope == LimitScope::Global
-            && tracked
+        if sync
             && cell.mark_used(if verdict.allowed { tier.interval_ns } else { 0 })
             && self.dirty.push(key).is_err()
         {
@@ -294,14 +375,14 @@ mod tests {
         let st = PolicyState::new(&p);
         let tier = &p.tiers[0];
         for k in 1..=50 {
-            assert!(st.check(k, tier, None, 10 * S).verdict.allowed);
+            assert!(st.check(k, tier, None, 10 * S, false).verdict.allowed);
         }
         assert_eq!(st.keys(), 50);
         // Still inside the window: nothing goes.
         assert_eq!(st.sweep(10 * S), 50);
         // 3 s later every cell is idle.
         assert_eq!(st.sweep(13 * S), 0);
-        assert!(st.check(1, tier, None, 13 * S).verdict.allowed);
+        assert!(st.check(1, tier, None, 13 * S, false).verdict.allowed);
     }
 
     #[test]
@@ -310,16 +391,62 @@ mod tests {
         let st = PolicyState::new(&p);
         let tier = &p.tiers[0];
         for k in 1..=10 {
-            st.check(k, tier, None, S);
+            st.check(k, tier, None, S, false);
         }
         assert_eq!(st.keys(), 10);
         // Key 1000 is untracked: still limited to its burst of 2.
         let allowed = (0..10)
-            .filter(|_| st.check(1000, tier, None, S).verdict.allowed)
+            .filter(|_| st.check(1000, tier, None, S, false).verdict.allowed)
             .count();
         assert_eq!(allowed, 2);
         assert_eq!(st.keys(), 10);
         assert_eq!(st.overflowed.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_stale_abuse_streak_does_not_pin_a_key() {
+        let p = policy(10);
+        let st = PolicyState::new(&p);
+        let tier = &p.tiers[0];
+        let abuse = Some((2, 5));
+        // Over the threshold in second 100, one request in 101 (streak 1),
+        // then silence.
+        for i in 0..5 {
+            st.check(9, tier, abuse, 100 * S + i, false);
+        }
+        st.check(9, tier, abuse, 101 * S, false);
+        assert_eq!(st.sweep(101 * S + 500_000_000), 1, "streak is live");
+        assert_eq!(st.sweep(103 * S), 0, "a streak two seconds old is dead");
+    }
+
+    #[test]
+    fn global_use_is_queued_once_and_kept_until_the_round_ends() {
+        let mut p = policy(10);
+        p.scope = LimitScope::Global;
+        let st = PolicyState::new(&p);
+        let tier = &p.tiers[0];
+        for _ in 0..3 {
+            st.check(5, tier, None, S, true);
+        }
+        assert_eq!(st.dirty.len(), 1, "queued once");
+        let key = st.dirty.pop().unwrap();
+        let cell = st.map.get(&key).unwrap();
+        assert_eq!(
+            cell.take_pending(),
+            2 * tier.interval_ns,
+            "burst 2 admitted"
+        );
+        drop(cell);
+        // In flight: the sweeper must keep it even when its TAT is past.
+        assert_eq!(st.sweep(100 * S), 1);
+        let cell = st.map.get(&key).unwrap();
+        assert!(!cell.finish_round(), "nothing new: flag cleared");
+        drop(cell);
+        assert_eq!(st.sweep(100 * S), 0);
+        // Without a store (sync = false) nothing is queued or kept.
+        st.check(6, tier, None, S, false);
+        assert!(st.dirty.is_empty());
+        assert_eq!(st.sweep(100 * S), 0);
     }
 
     #[test]
@@ -331,7 +458,7 @@ mod tests {
         let mut flagged_at = None;
         'outer: for sec in 100..110u64 {
             for i in 0..30 {
-                if st.check(7, tier, abuse, sec * S + i).abusive {
+                if st.check(7, tier, abuse, sec * S + i, false).abusive {
                     flagged_at = Some(sec);
                     break 'outer;
                 }
@@ -344,7 +471,10 @@ mod tests {
         let st = PolicyState::new(&p);
         for sec in [200u64, 201, 203, 204] {
             for i in 0..30 {
-                assert!(!st.check(7, tier, abuse, sec * S + i).abusive, "{sec}");
+                assert!(
+                    !st.check(7, tier, abuse, sec * S + i, false).abusive,
+                    "{sec}"
+                );
             }
         }
     }
