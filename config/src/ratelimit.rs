@@ -104,6 +104,9 @@ pub struct RateLimitPolicy {
     pub default_tier: usize,
     /// Known key -> index into `tiers`.
     pub keys: HashMap<String, usize>,
+    /// Keys given as `sha256:<hex>` -> index into `tiers`: the table (and
+    /// so the config service and every proxy) never holds those keys.
+    pub hashed_keys: HashMap<[u8; 32], usize>,
     pub max_keys: u32,
     pub abuse: Option<AbuseSettings>,
 }
@@ -128,7 +131,13 @@ impl RateLimitPolicy {
 
     /// The tier of a known key; `None` for unknown keys.
     pub fn tier_of(&self, key: &str) -> Option<usize> {
-        self.keys.get(key).copied()
+        if let Some(&t) = self.keys.get(key) {
+            return Some(t);
+        }
+        if self.hashed_keys.is_empty() {
+            return None;
+        }
+        self.hashed_keys.get(&sha256(key.as_bytes())).copied()
     }
 
     /// State identity across reloads: name, key source, scope and limits.
@@ -317,11 +326,23 @@ fn compile_policy(
         }
     };
     let mut keys = HashMap::with_capacity(p.keys.len());
+    let mut hashed_keys = HashMap::new();
     for (k, t) in &p.keys {
         match tier_ids.get(t.as_str()) {
-            Some(&i) => {
-                keys.insert(k.clone(), i);
-            }
+            Some(&i) => match k.strip_prefix("sha256:") {
+                Some(hex) => match parse_sha256(hex) {
+                    Some(h) => {
+                        hashed_keys.insert(h, i);
+                    }
+                    None => err(
+                        &format!("keys.{k}"),
+                        "a hashed key is `sha256:` and 64 hex digits (`edgesteer ctl set-key --hash` writes one)".into(),
+                    ),
+                },
+                None => {
+                    keys.insert(k.clone(), i);
+                }
+            },
             None => err(
                 &format!("keys.{k}"),
                 format!("unknown tier `{t}`; tiers: {}", tier_names()),
@@ -388,9 +409,39 @@ fn compile_policy(
         tiers,
         default_tier,
         keys,
+        hashed_keys,
         max_keys,
         abuse,
     })
+}
+
+/// SHA-256 of an API key, as `sha256:` entries store it.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The `sha256:<hex>` form of an API key for the table.
+pub fn hashed_key(key: &str) -> String {
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in sha256(key.as_bytes()) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn valid_header(h: &str) -> bool {
@@ -442,6 +493,12 @@ mod tests {
             Some("pro")
         );
         assert_eq!(key.tier_of("nope"), None);
+        // The enterprise demo key is stored hashed.
+        assert_eq!(
+            key.tier_of("cg-demo-enterprise")
+                .map(|i| key.tiers[i].name.as_str()),
+            Some("enterprise")
+        );
         assert!(t.rate_limits.iter().all(|p| p.scope == LimitScope::Local));
     }
 
@@ -501,6 +558,35 @@ rate = 5
         let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert!(paths.contains(&"rate_limits[0].rate"), "{errs:?}");
         assert!(paths.contains(&"rate_limits[1].name"), "{errs:?}");
+    }
+
+    #[test]
+    fn hashed_keys_match_without_the_table_holding_them() {
+        let hashed = hashed_key("ck_live_secret");
+        let (_, t) = load_toml(&format!(
+            r#"
+default_region = "a"
+[regions.a]
+backends = [{{ address = "127.0.0.1:1" }}]
+[[rate_limits]]
+name = "k"
+key = "header:x-api-key"
+default_tier = "free"
+tiers = {{ free = {{ rate = 1 }}, pro = {{ rate = 10 }} }}
+keys = {{ "{hashed}" = "pro", "plain" = "free" }}
+"#
+        ))
+        .unwrap();
+        let p = &t.rate_limits[0];
+        let name = |k: &str| p.tier_of(k).map(|i| p.tiers[i].name.as_str());
+        assert_eq!(name("ck_live_secret"), Some("pro"));
+        assert_eq!(name("plain"), Some("free"));
+        assert_eq!(name("ck_live_other"), None);
+        let errs = errors_of(
+            "[[rate_limits]]\nname = \"k\"\nkey = \"header:x\"\ntiers = { a = { rate = 1 } }\nkeys = { \"sha256:abc\" = \"a\" }\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "rate_limits[0].keys.sha256:abc");
     }
 
     #[test]

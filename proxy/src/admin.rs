@@ -104,14 +104,34 @@ async fn explain(
     }
 }
 
+/// The table as the admin listener shows it: API keys only as their
+/// `sha256:` form (which is all a hashed entry holds anyway).
+fn redacted(spec: &edgesteer_config::TableSpec) -> edgesteer_config::TableSpec {
+    let mut spec = spec.clone();
+    for p in &mut spec.rate_limits {
+        p.keys = std::mem::take(&mut p.keys)
+            .into_iter()
+            .map(|(k, t)| {
+                if k.starts_with("sha256:") {
+                    (k, t)
+                } else {
+                    (edgesteer_config::ratelimit::hashed_key(&k), t)
+                }
+            })
+            .collect();
+    }
+    spec
+}
+
 /// Policies (keys tracked), the shared store and the block list.
 async fn ratelimit(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
     let snap = steer.current();
+    let spec = redacted(&snap.spec);
     let policies: Vec<serde_json::Value> = snap
         .table
         .rate_limits
         .iter()
-        .zip(snap.spec.rate_limits.iter())
+        .zip(spec.rate_limits.iter())
         .map(|(p, spec)| {
             let keys = steer
                 .limiter
@@ -255,7 +275,7 @@ async fn table(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
         StatusCode::OK,
         Json(serde_json::json!({
             "version": snap.version,
-            "table": &*snap.spec,
+            "table": redacted(&snap.spec),
         })),
     )
 }

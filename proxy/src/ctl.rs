@@ -86,6 +86,10 @@ enum CtlCommand {
         tier: Option<String>,
         #[arg(long)]
         remove: bool,
+        /// Store only the key's SHA-256 (`sha256:<hex>`), so the table, the
+        /// config service and the proxies never hold the key itself.
+        #[arg(long)]
+        hash: bool,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -402,16 +406,19 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             key,
             tier,
             remove,
+            hash,
             reason,
         } => {
             let current = c.get().await?;
             let mut spec = current.table;
             let p = policy_mut(&mut spec, &policy)?;
+            let hashed = edgesteer_config::ratelimit::hashed_key(&key);
+            let key = if hash { hashed.clone() } else { key };
             match (remove, tier) {
                 (true, _) => {
-                    p.keys
-                        .remove(&key)
-                        .with_context(|| format!("{key} is not a key of policy {policy}"))?;
+                    // Either spelling of the key goes.
+                    let had = p.keys.remove(&key).is_some() | p.keys.remove(&hashed).is_some();
+                    anyhow::ensure!(had, "that key is not in policy {policy}");
                 }
                 (false, Some(t)) => {
                     p.keys.insert(key, t);

@@ -362,6 +362,7 @@ mod tests {
             tiers: vec![LimitTier::new("default", 10, 2)],
             default_tier: 0,
             keys: Default::default(),
+            hashed_keys: Default::default(),
             max_keys,
             abuse: None,
         }

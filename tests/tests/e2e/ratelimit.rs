@@ -49,22 +49,28 @@ fn assert_within_5pct(what: &str, run: &Paced, rate: u32, burst: u32) {
     );
 }
 
-const TIERS: &str = r#"
+/// The enterprise key is in the table only as its SHA-256.
+fn tiers() -> String {
+    format!(
+        r#"
 [[rate_limits]]
 name = "api-key"
 key = "header:x-api-key"
 default_tier = "free"
 response_headers = true
-tiers = { free = { rate = 10, burst = 10 }, pro = { rate = 40, burst = 20 }, enterprise = { rate = 100, burst = 50 } }
-keys = { "k-free" = "free", "k-pro" = "pro", "k-ent" = "enterprise" }
-"#;
+tiers = {{ free = {{ rate = 10, burst = 10 }}, pro = {{ rate = 40, burst = 20 }}, enterprise = {{ rate = 100, burst = 50 }} }}
+keys = {{ "k-free" = "free", "k-pro" = "pro", "{}" = "enterprise" }}
+"#,
+        edgesteer_config::ratelimit::hashed_key("k-ent")
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
     let be = backend().await;
     let wd = Workdir::new().unwrap();
     let proxy = wd
-        .start_proxy(&limits_table(be.addr, TIERS).unwrap(), true, vec![])
+        .start_proxy(&limits_table(be.addr, &tiers()).unwrap(), true, vec![])
         .await
         .unwrap();
     let url = proxy.url("/v1/covers");
@@ -175,6 +181,19 @@ async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
         ) >= ent.limited as f64
     );
     assert!(metric(&m, r#"edgesteer_ratelimit_keys{policy="api-key"}"#) >= 1.0);
+
+    // The admin listener shows keys only hashed.
+    let shown = reqwest::get(format!("http://{}/v1/table", proxy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !shown.contains("k-free") && !shown.contains("k-pro"),
+        "{shown}"
+    );
+    assert!(shown.contains(&edgesteer_config::ratelimit::hashed_key("k-pro")));
 }
 
 const FLEET: &str = r#"
