@@ -31,7 +31,7 @@ use edgesteer_config::ratelimit::LimitScope;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::limiter::Limiter;
+use crate::limiter::{BlockEvent, Limiter};
 use crate::state::PolicyState;
 
 /// Keys per `EVAL`.
@@ -64,6 +64,11 @@ for i, k in ipairs(KEYS) do
 end
 return out
 ";
+
+/// The stream through which proxies share block-list changes.
+const BLOCK_STREAM: &str = "edgesteer:blocks";
+/// Entries kept in it (approximately; older ones are trimmed).
+const BLOCK_STREAM_LEN: usize = 10_000;
 
 /// Where and how often to reconcile.
 #[derive(Clone, Debug)]
@@ -102,6 +107,16 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
         .set_response_timeout(SYNC_TIMEOUT);
     let script = Script::new(SCRIPT);
     let interval_us = u64::try_from(cfg.interval.as_micros()).unwrap_or(u64::MAX);
+    // This syncer's id in the block stream (its own entries are skipped);
+    // reading from 0 replays the blocks the fleet already has.
+    let origin = {
+        use std::hash::BuildHasher;
+        format!(
+            "{:016x}",
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+        )
+    };
+    let mut last_block_id = "0".to_string();
     let mut conn: Option<MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,7 +142,10 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                 );
             }
             match conn.as_mut() {
-                Some(c) => sync_once(&limiter, c, &script, interval_us, &states).await,
+                Some(c) => {
+                    sync_once(&limiter, c, &script, interval_us, &states).await?;
+                    share_blocks(&limiter, c, &origin, &mut last_block_id).await
+                }
                 None => Ok(()),
             }
         }
@@ -208,6 +226,98 @@ async fn sync_once(
     if !sent_any {
         // Nothing to push: still prove the store is there.
         redis::cmd("PING").query_async::<String>(conn).await?;
+    }
+    Ok(())
+}
+
+/// Publishes this proxy's block-list changes and applies the fleet's.
+async fn share_blocks(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    origin: &str,
+    last_id: &mut String,
+) -> redis::RedisResult<()> {
+    let events = limiter.take_outbox();
+    if !events.is_empty() {
+        let mut pipe = redis::pipe();
+        for e in &events {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(BLOCK_STREAM)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(BLOCK_STREAM_LEN)
+                .arg("*")
+                .arg("origin")
+                .arg(origin);
+            match e {
+                BlockEvent::Block {
+                    ip,
+                    policy,
+                    reason,
+                    until,
+                } => {
+                    let until_ms = until
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    cmd.arg("op")
+                        .arg("block")
+                        .arg("ip")
+                        .arg(ip.to_string())
+                        .arg("policy")
+                        .arg(policy)
+                        .arg("reason")
+                        .arg(reason)
+                        .arg("until_ms")
+                        .arg(until_ms);
+                }
+                BlockEvent::Unblock { ip } => {
+                    cmd.arg("op").arg("unblock").arg("ip").arg(ip.to_string());
+                }
+            }
+            cmd.ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(conn).await {
+            limiter.requeue_outbox(events);
+            return Err(e);
+        }
+    }
+    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1000)
+        .arg("STREAMS")
+        .arg(BLOCK_STREAM)
+        .arg(last_id.as_str())
+        .query_async(conn)
+        .await?;
+    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+        *last_id = entry.id.clone();
+        let field = |name: &str| -> Option<String> {
+            entry
+                .map
+                .get(name)
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+        };
+        if field("origin").as_deref() == Some(origin) {
+            continue;
+        }
+        let Some(ip) = field("ip").and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let event = match field("op").as_deref() {
+            Some("block") => BlockEvent::Block {
+                ip,
+                policy: field("policy").unwrap_or_default(),
+                reason: field("reason").unwrap_or_default(),
+                until: std::time::UNIX_EPOCH
+                    + Duration::from_millis(
+                        field("until_ms").and_then(|s| s.parse().ok()).unwrap_or(0),
+                    ),
+            },
+            Some("unblock") => BlockEvent::Unblock { ip },
+            _ => continue,
+        };
+        limiter.apply_remote(event);
     }
     Ok(())
 }

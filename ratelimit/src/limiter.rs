@@ -157,12 +157,31 @@ pub struct PolicyStats {
     pub overflowed: u64,
 }
 
+/// A block-list change to share with the fleet through the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockEvent {
+    Block {
+        ip: IpAddr,
+        policy: String,
+        reason: String,
+        until: SystemTime,
+    },
+    Unblock {
+        ip: IpAddr,
+    },
+}
+
+/// Most block events kept for the syncer (older ones are dropped).
+const MAX_OUTBOX: usize = 10_000;
+
 pub struct Limiter {
     epoch: Instant,
     states: Mutex<HashMap<Identity, Weak<PolicyState>>>,
     blocks: DashMap<IpAddr, Block>,
     block_count: AtomicUsize,
     pub store: StoreStatus,
+    /// Block changes made here, for the syncer to publish (with a store).
+    outbox: Mutex<Vec<BlockEvent>>,
 }
 
 impl Default for Limiter {
@@ -179,6 +198,50 @@ impl Limiter {
             blocks: DashMap::new(),
             block_count: AtomicUsize::new(0),
             store: StoreStatus::default(),
+            outbox: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn publish(&self, event: BlockEvent) {
+        if !self.store.configured.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if outbox.len() < MAX_OUTBOX {
+            outbox.push(event);
+        }
+    }
+
+    /// Block changes made here since the last call.
+    pub(crate) fn take_outbox(&self) -> Vec<BlockEvent> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts back events a failed round could not publish.
+    pub(crate) fn requeue_outbox(&self, mut events: Vec<BlockEvent>) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        events.append(&mut outbox);
+        events.truncate(MAX_OUTBOX);
+        *outbox = events;
+    }
+
+    /// Applies a change another proxy published (not published again).
+    pub(crate) fn apply_remote(&self, event: BlockEvent) {
+        match event {
+            BlockEvent::Block {
+                ip,
+                policy,
+                reason,
+                until,
+            } => {
+                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                if !left.is_zero() {
+                    self.insert_block(ip, &policy, reason, left, Instant::now());
+                }
+            }
+            BlockEvent::Unblock { ip } => {
+                self.remove_block(ip);
+            }
         }
     }
 
@@ -370,6 +433,27 @@ impl Limiter {
         length: Duration,
         at: Instant,
     ) -> bool {
+        let until = SystemTime::now() + length;
+        let inserted = self.insert_block(ip, policy, reason.clone(), length, at);
+        if inserted {
+            self.publish(BlockEvent::Block {
+                ip: client_unit(ip),
+                policy: policy.to_string(),
+                reason,
+                until,
+            });
+        }
+        inserted
+    }
+
+    fn insert_block(
+        &self,
+        ip: IpAddr,
+        policy: &str,
+        reason: String,
+        length: Duration,
+        at: Instant,
+    ) -> bool {
         let ip = client_unit(ip);
         if self.blocks.len() >= MAX_BLOCKS && !self.blocks.contains_key(&ip) {
             tracing::warn!(%ip, "block list full ({MAX_BLOCKS}); address only rate-limited");
@@ -394,6 +478,16 @@ impl Limiter {
 
     /// Lifts a block and resets the address's quota in every policy.
     pub fn unblock(&self, ip: IpAddr) -> Option<Block> {
+        let removed = self.remove_block(ip);
+        if removed.is_some() {
+            self.publish(BlockEvent::Unblock {
+                ip: client_unit(ip),
+            });
+        }
+        removed
+    }
+
+    fn remove_block(&self, ip: IpAddr) -> Option<Block> {
         let ip = client_unit(ip);
         let removed = self.blocks.remove(&ip).map(|(_, b)| b);
         self.block_count.store(self.blocks.len(), Ordering::Relaxed);

@@ -298,8 +298,15 @@ async fn eu_down_blocks_eu_clients_but_not_the_middle_east() {
         !region.starts_with("eu-") && !region.starts_with("cn-"),
         "AE served by {region}"
     );
+    // Counted in the `logging` phase, which may run after the client has
+    // its answer: wait for it, then check the exact line.
+    let line = format!("edgesteer_failovers_total{{from=\"eu-west\",reason=\"latency_fallback\",to=\"{region}\"}} 1");
+    wait_until(Duration::from_secs(2), || async {
+        proxy.metrics().await.unwrap_or_default().contains(&line)
+    })
+    .await;
     let m = proxy.metrics().await.unwrap();
-    assert!(m.contains(&format!("edgesteer_failovers_total{{from=\"eu-west\",reason=\"latency_fallback\",to=\"{region}\"}} 1")), "{m}");
+    assert!(m.contains(&line), "{m}");
 }
 
 /// A backend that reads one whole request (headers and body), counts it

@@ -671,3 +671,85 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_the_block_list_is_shared_by_the_fleet() {
+    let be = backend().await;
+    let redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let spec = limits_table(
+        be.addr,
+        "[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 1000\n",
+    )
+    .unwrap();
+    let (a, b) = fleet(&wd, &spec, &redis).await;
+    let client = reqwest::Client::new();
+    let status_as = |p: &Proxy, addr: &'static str| {
+        let req = client
+            .get(p.url("/x"))
+            .header("x-forwarded-for", addr)
+            .send();
+        async move { req.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_as(&b, "198.51.100.77").await, 200);
+
+    // Blocked on A by an operator: B refuses the address within a few syncs.
+    let added = client
+        .post(format!("http://{}/v1/ratelimit/blocks", a.admin))
+        .json(&serde_json::json!({ "ip": "198.51.100.77", "seconds": 300, "reason": "scraper" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let shared = wait_until(Duration::from_secs(3), || async {
+        status_as(&b, "198.51.100.77").await == 429
+    })
+    .await;
+    assert!(shared.is_some(), "B never saw A's block");
+    let listed: Value = reqwest::get(format!("http://{}/v1/ratelimit/blocks", b.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["blocks"][0]["reason"], "scraper", "{listed}");
+    assert_eq!(status_as(&b, "198.51.100.78").await, 200);
+
+    // A proxy that starts later replays the fleet's blocks.
+    let c = wd
+        .start_proxy(
+            &spec,
+            true,
+            vec![
+                "--redis".into(),
+                redis.url(),
+                "--redis-sync-ms".into(),
+                "50".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    let replayed = wait_until(Duration::from_secs(3), || async {
+        status_as(&c, "198.51.100.77").await == 429
+    })
+    .await;
+    assert!(replayed.is_some(), "a new proxy did not learn the block");
+
+    // Lifted on B: served again everywhere.
+    let lifted = client
+        .delete(format!(
+            "http://{}/v1/ratelimit/blocks/198.51.100.77",
+            b.admin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    for p in [&a, &c] {
+        let back = wait_until(Duration::from_secs(3), || async {
+            status_as(p, "198.51.100.77").await == 200
+        })
+        .await;
+        assert!(back.is_some(), "the lift did not reach every proxy");
+    }
+}

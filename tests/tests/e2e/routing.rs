@@ -1,5 +1,7 @@
 //! Geo routing, host pins, client-IP trust and metrics through a real proxy.
 
+use std::time::Duration;
+
 use edgesteer_tests::*;
 
 async fn setup() -> (Workdir, Vec<edgesteer::demo::DemoBackend>, Proxy) {
@@ -159,6 +161,14 @@ async fn metrics_count_requests_by_region_and_status() {
     )
     .await
     .unwrap();
+    // Pingora runs the `logging` phase (where metrics are recorded) after
+    // the response is written, so the client can get its answer before
+    // the last request is counted: wait for the count, then check exactly.
+    let last = "http_requests_total{region=\"none\",status=\"4xx\",track=\"stable\"} 1";
+    wait_until(Duration::from_secs(2), || async {
+        proxy.metrics().await.unwrap_or_default().contains(last)
+    })
+    .await;
     let m = proxy.metrics().await.unwrap();
     for ((region, track), n) in &want {
         let line = format!(
