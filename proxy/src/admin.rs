@@ -104,8 +104,8 @@ async fn explain(
     }
 }
 
-/// The table as the admin listener shows it: API keys only as their
-/// `sha256:` form (which is all a hashed entry holds anyway).
+/// The table as the admin listener shows it: hashed API keys as written,
+/// plain ones only as the first 12 hex digits of their SHA-256.
 fn redacted(spec: &edgesteer_config::TableSpec) -> edgesteer_config::TableSpec {
     let mut spec = spec.clone();
     for p in &mut spec.rate_limits {
@@ -115,7 +115,10 @@ fn redacted(spec: &edgesteer_config::TableSpec) -> edgesteer_config::TableSpec {
                 if k.starts_with("sha256:") {
                     (k, t)
                 } else {
-                    (edgesteer_config::ratelimit::hashed_key(&k), t)
+                    // Only a prefix: a full unsalted hash of a weak key
+                    // could be brute-forced from this unauthenticated view.
+                    let h = edgesteer_config::ratelimit::hashed_key(&k);
+                    (format!("{}...", h.get(..19).unwrap_or(&h)), t)
                 }
             })
             .collect();
@@ -260,6 +263,13 @@ async fn lift_block(
             tracing::info!(ip = %addr, actor, "block lifted from the admin API");
             (StatusCode::OK, Json(serde_json::json!({ "lifted": b })))
         }
+        // Not here, but the lift went to the fleet: another proxy may have it.
+        None if steer.limiter.shares_blocks() => (
+            StatusCode::ACCEPTED,
+            Json(
+                serde_json::json!({ "lifted": null, "message": format!("{addr} is not on this proxy's block list; the lift was sent to the fleet") }),
+            ),
+        ),
         None => (
             StatusCode::NOT_FOUND,
             Json(

@@ -47,6 +47,7 @@ const MAX_DEBT_NS: u64 = 3_600_000_000_000;
 /// proxy's steady use twice (once in its own TAT, once as fresh debt) and
 /// hold a lone proxy below the rate whenever burst/rate < interval.
 const SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local since = now - tonumber(ARGV[1])
@@ -57,7 +58,7 @@ for i, k in ipairs(KEYS) do
   if tat < since then tat = since end
   tat = tat + n
   local debt = tat - now
-  if n > 0 and debt > -1000000 then
+  if n > 0 then
     redis.call('SET', k, string.format('%d', tat), 'PX', math.max(0, math.floor(debt / 1000)) + 1000)
   end
   out[i] = debt
@@ -67,8 +68,11 @@ return out
 
 /// The stream through which proxies share block-list changes.
 const BLOCK_STREAM: &str = "edgesteer:blocks";
-/// Entries kept in it (approximately; older ones are trimmed).
-const BLOCK_STREAM_LEN: usize = 10_000;
+/// Entries kept in it (approximately; older ones are trimmed): as many as
+/// the block list holds, so a starting proxy can replay every live block.
+const BLOCK_STREAM_LEN: usize = 100_000;
+/// Entries read per round (a starting proxy catches up 1,000 per round).
+const BLOCK_READ: usize = 1_000;
 
 /// Where and how often to reconcile.
 #[derive(Clone, Debug)]
@@ -107,16 +111,8 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
         .set_response_timeout(SYNC_TIMEOUT);
     let script = Script::new(SCRIPT);
     let interval_us = u64::try_from(cfg.interval.as_micros()).unwrap_or(u64::MAX);
-    // This syncer's id in the block stream (its own entries are skipped);
-    // reading from 0 replays the blocks the fleet already has.
-    let origin = {
-        use std::hash::BuildHasher;
-        format!(
-            "{:016x}",
-            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
-        )
-    };
-    let mut last_block_id = "0".to_string();
+    // Reading from 0 replays the blocks the fleet already has.
+    let mut blocks = BlockStream::default();
     let mut conn: Option<MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,7 +140,13 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             match conn.as_mut() {
                 Some(c) => {
                     sync_once(&limiter, c, &script, interval_us, &states).await?;
-                    share_blocks(&limiter, c, &origin, &mut last_block_id).await
+                    // Block sharing failing (say, a Redis without streams)
+                    // must not take global limits down with it.
+                    if let Err(e) = share_blocks(&limiter, c, &mut blocks).await {
+                        store.block_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "block list not shared this round");
+                    }
+                    Ok(())
                 }
                 None => Ok(()),
             }
@@ -204,6 +206,8 @@ async fn sync_once(
             };
             sent_any = true;
             let now = limiter.clock(Instant::now());
+            // A long round must not look like an outage.
+            limiter.store.last_ok_ns.store(now, Ordering::Relaxed);
             for (&(key, _), debt_us) in chunk.iter().zip(debts) {
                 let debt_ns = u64::try_from(debt_us)
                     .unwrap_or(0)
@@ -230,17 +234,32 @@ async fn sync_once(
     Ok(())
 }
 
-/// Publishes this proxy's block-list changes and applies the fleet's.
+/// Where this proxy is in the fleet's block stream.
+#[derive(Default)]
+struct BlockStream {
+    /// Last entry applied; "0" replays the stream.
+    last_id: Option<String>,
+    /// Event ids already applied: a retried XADD may write an event twice,
+    /// and the copy must not undo a later change.
+    seen: std::collections::HashSet<u64>,
+}
+
+/// Publishes this proxy's block-list changes and applies the stream's, all
+/// in stream order (its own included), so every proxy ends with the same
+/// list.
 async fn share_blocks(
     limiter: &Limiter,
     conn: &mut MultiplexedConnection,
-    origin: &str,
-    last_id: &mut String,
+    stream: &mut BlockStream,
 ) -> redis::RedisResult<()> {
     let events = limiter.take_outbox();
     if !events.is_empty() {
         let mut pipe = redis::pipe();
         for e in &events {
+            let eid = {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(e)
+            };
             let cmd = pipe
                 .cmd("XADD")
                 .arg(BLOCK_STREAM)
@@ -248,8 +267,8 @@ async fn share_blocks(
                 .arg("~")
                 .arg(BLOCK_STREAM_LEN)
                 .arg("*")
-                .arg("origin")
-                .arg(origin);
+                .arg("eid")
+                .arg(eid);
             match e {
                 BlockEvent::Block {
                     ip,
@@ -282,24 +301,30 @@ async fn share_blocks(
             return Err(e);
         }
     }
+    let from = stream.last_id.clone().unwrap_or_else(|| "0".into());
     let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
         .arg("COUNT")
-        .arg(1000)
+        .arg(BLOCK_READ)
         .arg("STREAMS")
         .arg(BLOCK_STREAM)
-        .arg(last_id.as_str())
+        .arg(from)
         .query_async(conn)
         .await?;
+    if stream.seen.len() > 4 * BLOCK_STREAM_LEN {
+        stream.seen.clear();
+    }
     for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-        *last_id = entry.id.clone();
+        stream.last_id = Some(entry.id.clone());
         let field = |name: &str| -> Option<String> {
             entry
                 .map
                 .get(name)
                 .and_then(|v| redis::from_redis_value::<String>(v).ok())
         };
-        if field("origin").as_deref() == Some(origin) {
-            continue;
+        if let Some(eid) = field("eid").and_then(|s| s.parse::<u64>().ok()) {
+            if !stream.seen.insert(eid) {
+                continue;
+            }
         }
         let Some(ip) = field("ip").and_then(|s| s.parse().ok()) else {
             continue;

@@ -135,6 +135,8 @@ pub struct StoreStatus {
     pub(crate) last_ok_ns: AtomicU64,
     pub errors: AtomicU64,
     pub syncs: AtomicU64,
+    /// Rounds whose block-list sharing failed (limits were still synced).
+    pub block_errors: AtomicU64,
 }
 
 /// The store's status at one moment, for metrics and the admin API.
@@ -146,6 +148,8 @@ pub struct StoreSnapshot {
     pub up: bool,
     pub errors: u64,
     pub syncs: u64,
+    /// Rounds whose block-list sharing failed.
+    pub block_errors: u64,
 }
 
 /// Per-policy figures for metrics and the admin API.
@@ -158,7 +162,7 @@ pub struct PolicyStats {
 }
 
 /// A block-list change to share with the fleet through the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BlockEvent {
     Block {
         ip: IpAddr,
@@ -169,6 +173,21 @@ pub enum BlockEvent {
     Unblock {
         ip: IpAddr,
     },
+}
+
+/// Longest block reason kept (abuse reasons are far shorter; an operator's
+/// is cut here so stream entries stay small).
+pub const MAX_REASON: usize = 256;
+
+fn cut(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// Most block events kept for the syncer (older ones are dropped).
@@ -207,9 +226,11 @@ impl Limiter {
             return;
         }
         let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        if outbox.len() < MAX_OUTBOX {
-            outbox.push(event);
+        if outbox.len() >= MAX_OUTBOX {
+            // Keep the newest: a lift must not be lost behind its block.
+            outbox.remove(0);
         }
+        outbox.push(event);
     }
 
     /// Block changes made here since the last call.
@@ -221,11 +242,14 @@ impl Limiter {
     pub(crate) fn requeue_outbox(&self, mut events: Vec<BlockEvent>) {
         let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
         events.append(&mut outbox);
-        events.truncate(MAX_OUTBOX);
+        let excess = events.len().saturating_sub(MAX_OUTBOX);
+        events.drain(..excess);
         *outbox = events;
     }
 
-    /// Applies a change another proxy published (not published again).
+    /// Applies a change from the fleet's stream (not published again).
+    /// Entries are applied in stream order, this proxy's own included, so
+    /// every proxy ends with the same list.
     pub(crate) fn apply_remote(&self, event: BlockEvent) {
         match event {
             BlockEvent::Block {
@@ -236,7 +260,7 @@ impl Limiter {
             } => {
                 let left = until.duration_since(SystemTime::now()).unwrap_or_default();
                 if !left.is_zero() {
-                    self.insert_block(ip, &policy, reason, left, Instant::now());
+                    self.insert_block(ip, &policy, cut(reason), left, Instant::now(), false);
                 }
             }
             BlockEvent::Unblock { ip } => {
@@ -334,6 +358,7 @@ impl Limiter {
             up: self.store_ok(self.clock(Instant::now())),
             errors: self.store.errors.load(Ordering::Relaxed),
             syncs: self.store.syncs.load(Ordering::Relaxed),
+            block_errors: self.store.block_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -434,7 +459,8 @@ impl Limiter {
         at: Instant,
     ) -> bool {
         let until = SystemTime::now() + length;
-        let inserted = self.insert_block(ip, policy, reason.clone(), length, at);
+        let reason = cut(reason);
+        let inserted = self.insert_block(ip, policy, reason.clone(), length, at, true);
         if inserted {
             self.publish(BlockEvent::Block {
                 ip: client_unit(ip),
@@ -453,6 +479,7 @@ impl Limiter {
         reason: String,
         length: Duration,
         at: Instant,
+        local: bool,
     ) -> bool {
         let ip = client_unit(ip);
         if self.blocks.len() >= MAX_BLOCKS && !self.blocks.contains_key(&ip) {
@@ -460,7 +487,11 @@ impl Limiter {
             return false;
         }
         let now = SystemTime::now();
-        tracing::warn!(%ip, policy, %reason, seconds = length.as_secs(), "address blocked");
+        if local {
+            tracing::warn!(%ip, policy, %reason, seconds = length.as_secs(), "address blocked");
+        } else {
+            tracing::debug!(%ip, policy, %reason, seconds = length.as_secs(), "block applied from the fleet");
+        }
         let block = Block {
             ip,
             policy: policy.to_string(),
@@ -471,27 +502,33 @@ impl Limiter {
                 .clock(at)
                 .saturating_add(u64::try_from(length.as_nanos()).unwrap_or(u64::MAX)),
         };
-        self.blocks.insert(ip, block);
-        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+        if self.blocks.insert(ip, block).is_none() {
+            self.block_count.fetch_add(1, Ordering::Relaxed);
+        }
         true
     }
 
     /// Lifts a block and resets the address's quota in every policy.
+    /// Lifts a block here and, with a store, across the fleet (published
+    /// even when this proxy never had the block: another may).
     pub fn unblock(&self, ip: IpAddr) -> Option<Block> {
         let removed = self.remove_block(ip);
-        if removed.is_some() {
-            self.publish(BlockEvent::Unblock {
-                ip: client_unit(ip),
-            });
-        }
+        self.publish(BlockEvent::Unblock {
+            ip: client_unit(ip),
+        });
         removed
+    }
+
+    /// Block-list changes are shared through a store.
+    pub fn shares_blocks(&self) -> bool {
+        self.store.configured.load(Ordering::Relaxed)
     }
 
     fn remove_block(&self, ip: IpAddr) -> Option<Block> {
         let ip = client_unit(ip);
         let removed = self.blocks.remove(&ip).map(|(_, b)| b);
-        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
         if removed.is_some() {
+            self.block_count.fetch_sub(1, Ordering::Relaxed);
             let key = ip_key(ip);
             for s in self.live() {
                 s.reset(key);
@@ -574,8 +611,13 @@ impl Limiter {
         for s in self.live() {
             s.sweep(now);
         }
-        self.blocks.retain(|_, b| b.until_ns > now);
-        self.block_count.store(self.blocks.len(), Ordering::Relaxed);
+        let mut expired = 0;
+        self.blocks.retain(|_, b| {
+            let keep = b.until_ns > now;
+            expired += usize::from(!keep);
+            keep
+        });
+        self.block_count.fetch_sub(expired, Ordering::Relaxed);
     }
 
     /// Sweeps every `every` until the task is dropped.
@@ -680,6 +722,57 @@ mod tests {
         assert!(limiter.blocked(c).is_none());
         assert!(limiter.unblock(b).is_some());
         assert!(limiter.blocked(a).is_none());
+    }
+
+    #[test]
+    fn block_changes_queue_for_the_fleet_newest_kept() {
+        let limiter = Limiter::new();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        // No store: nothing to publish.
+        limiter.block(
+            a,
+            "admin",
+            "x".into(),
+            Duration::from_secs(9),
+            Instant::now(),
+        );
+        assert!(limiter.take_outbox().is_empty());
+        limiter.expect_store(Duration::from_millis(50));
+        limiter.block(
+            a,
+            "admin",
+            "y".repeat(1000),
+            Duration::from_secs(9),
+            Instant::now(),
+        );
+        assert_eq!(limiter.blocked(a).unwrap().reason.len(), MAX_REASON);
+        // A lift is published even when this proxy does not hold the block.
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(limiter.unblock(b).is_none());
+        let out = limiter.take_outbox();
+        assert!(matches!(out[0], BlockEvent::Block { ip, .. } if ip == a));
+        assert_eq!(out[1], BlockEvent::Unblock { ip: b });
+        // Past the cap the oldest go, the newest stay.
+        for _ in 0..MAX_OUTBOX {
+            limiter.unblock(a);
+        }
+        limiter.unblock(b);
+        let out = limiter.take_outbox();
+        assert_eq!(out.len(), MAX_OUTBOX);
+        assert_eq!(out.last(), Some(&BlockEvent::Unblock { ip: b }));
+        // Applied from the stream: the same list, nothing re-published.
+        limiter.apply_remote(BlockEvent::Block {
+            ip: b,
+            policy: "ip".into(),
+            reason: "fleet".into(),
+            until: SystemTime::now() + Duration::from_secs(60),
+        });
+        assert!(limiter.blocked(b).is_some());
+        assert_eq!(limiter.block_count(), 1);
+        limiter.apply_remote(BlockEvent::Unblock { ip: b });
+        assert!(limiter.blocked(b).is_none());
+        assert_eq!(limiter.block_count(), 0);
+        assert!(limiter.take_outbox().is_empty());
     }
 
     #[test]

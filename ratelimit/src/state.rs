@@ -156,8 +156,8 @@ impl Cell {
 }
 
 /// The map's hasher: the key is already an xxh3 hash, but of a public
-/// function with a fixed seed, so one multiply with a per-process secret
-/// keeps clients from steering keys into one shard or probe run.
+/// function with a fixed seed, so it is hashed again with a per-process
+/// secret; clients cannot steer keys into one shard or probe run.
 #[derive(Clone)]
 pub struct Seeded(u64);
 
@@ -168,11 +168,11 @@ impl Seeded {
         Seeded(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
     }
 
+    /// A keyed hash of the key: every output bit depends on every input bit
+    /// and on the secret.
     #[inline]
     fn mix(&self, key: u64) -> u64 {
-        (key ^ self.0)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29)
+        xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), self.0)
     }
 }
 

@@ -193,7 +193,9 @@ async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
         !shown.contains("k-free") && !shown.contains("k-pro"),
         "{shown}"
     );
-    assert!(shown.contains(&edgesteer_config::ratelimit::hashed_key("k-pro")));
+    let pro = edgesteer_config::ratelimit::hashed_key("k-pro");
+    assert!(shown.contains(&format!("{}...", &pro[..19])), "{shown}");
+    assert!(!shown.contains(&pro), "a plain key's full hash is shown");
 }
 
 const FLEET: &str = r#"
