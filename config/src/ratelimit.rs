@@ -121,12 +121,24 @@ impl RateLimitPolicy {
             || host
                 .map(crate::model::normalize_host)
                 .is_some_and(|h| self.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)));
-        host_ok
-            && (self.path_prefixes.is_empty()
-                || self
-                    .path_prefixes
-                    .iter()
-                    .any(|p| path.starts_with(p.as_str())))
+        if !host_ok {
+            return false;
+        }
+        if self.path_prefixes.is_empty() {
+            return true;
+        }
+        let matches = |path: &str| {
+            self.path_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        };
+        // The common path is already normal; only `//`, `%`, `.` segments
+        // or `\` cost a normalised copy.
+        if path.contains("//") || path.contains('%') || path.contains("/.") || path.contains('\\') {
+            matches(&normalize_path(path))
+        } else {
+            matches(path)
+        }
     }
 
     /// The tier of a known key; `None` for unknown keys.
@@ -415,6 +427,49 @@ fn compile_policy(
     })
 }
 
+/// The path as a lenient backend would read it, for prefix matching only:
+/// percent-escapes decoded, `\\` as `/`, repeated slashes collapsed, `.`
+/// and `..` segments resolved. So `//v1/x`, `/%76%31/x` and `/a/../v1/x`
+/// all match a `/v1/` prefix.
+pub fn normalize_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(if b == b'\\' { b'/' } else { b });
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() || decoded.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
 /// SHA-256 of an API key, as `sha256:` entries store it.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, data);
@@ -589,6 +644,20 @@ keys = {{ "{hashed}" = "pro", "plain" = "free" }}
         assert_eq!(errs[0].0, "rate_limits[0].keys.sha256:abc");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn normalized_paths_are_absolute_and_stable(path in "[/%.a-z0-9\\\\]{0,24}") {
+            let n = normalize_path(&path);
+            proptest::prop_assert!(n.starts_with('/'));
+            proptest::prop_assert!(!n.contains("//"));
+            // Normalising twice changes nothing more, unless decoding made
+            // a new escape (`%2576` -> `%76`), which is one level only.
+            if !n.contains('%') {
+                proptest::prop_assert_eq!(normalize_path(&n), n);
+            }
+        }
+    }
+
     #[test]
     fn rates_and_policy_counts_are_bounded() {
         let errs =
@@ -624,6 +693,21 @@ path_prefixes = ["/v1/", "/v2/"]
         assert!(!p.applies(Some("api.example.com"), "/v3/x"));
         assert!(!p.applies(Some("other"), "/v1/x"));
         assert!(!p.applies(None, "/v1/x"));
+        // Nor do path spellings a backend may normalise.
+        for dodge in [
+            "//v1/x",
+            "/%76%31/x",
+            "/a/../v1/x",
+            "/./v1/x",
+            "\\v1\\x",
+            "/V1/x",
+        ] {
+            let want = dodge != "/V1/x";
+            assert_eq!(p.applies(Some("api.example.com"), dodge), want, "{dodge}");
+        }
+        assert_eq!(normalize_path("/v1//x/"), "/v1/x/");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("/%zz"), "/%zz");
         // Port and trailing dot do not dodge the host match.
         assert!(p.applies(Some("api.example.com:443"), "/v1/x"));
         assert!(p.applies(Some("API.example.com."), "/v1/x"));
