@@ -71,6 +71,10 @@ const BLOCK_STREAM: &str = "edgesteer:blocks";
 /// Entries kept in it (approximately; older ones are trimmed): as many as
 /// the block list holds, so a starting proxy can replay every live block.
 const BLOCK_STREAM_LEN: usize = 100_000;
+/// The live blocks (ip -> `until_ms|policy|reason`), written with every
+/// stream entry in one transaction: a starting proxy loads it instead of
+/// replaying a stream whose old entries may be trimmed away.
+const BLOCK_SNAPSHOT: &str = "edgesteer:blocks:live";
 /// Entries read per round (a starting proxy catches up 1,000 per round).
 const BLOCK_READ: usize = 1_000;
 
@@ -252,9 +256,15 @@ async fn share_blocks(
     conn: &mut MultiplexedConnection,
     stream: &mut BlockStream,
 ) -> redis::RedisResult<()> {
+    if stream.last_id.is_none() {
+        load_snapshot(limiter, conn, stream).await?;
+    }
     let events = limiter.take_outbox();
     if !events.is_empty() {
+        // One transaction: stream and snapshot change in the same order on
+        // every proxy's view.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for e in &events {
             let eid = {
                 use std::hash::BuildHasher;
@@ -288,13 +298,26 @@ async fn share_blocks(
                         .arg("reason")
                         .arg(reason)
                         .arg("until_ms")
-                        .arg(until_ms);
+                        .arg(until_ms)
+                        .ignore();
+                    pipe.cmd("HSET")
+                        .arg(BLOCK_SNAPSHOT)
+                        .arg(ip.to_string())
+                        .arg(format!("{until_ms}|{policy}|{reason}"))
+                        .ignore();
                 }
                 BlockEvent::Unblock { ip } => {
-                    cmd.arg("op").arg("unblock").arg("ip").arg(ip.to_string());
+                    cmd.arg("op")
+                        .arg("unblock")
+                        .arg("ip")
+                        .arg(ip.to_string())
+                        .ignore();
+                    pipe.cmd("HDEL")
+                        .arg(BLOCK_SNAPSHOT)
+                        .arg(ip.to_string())
+                        .ignore();
                 }
             }
-            cmd.ignore();
         }
         if let Err(e) = pipe.query_async::<()>(conn).await {
             limiter.requeue_outbox(events);
@@ -302,6 +325,7 @@ async fn share_blocks(
         }
     }
     let from = stream.last_id.clone().unwrap_or_else(|| "0".into());
+
     let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
         .arg("COUNT")
         .arg(BLOCK_READ)
@@ -344,6 +368,61 @@ async fn share_blocks(
         };
         limiter.apply_remote(event);
     }
+    Ok(())
+}
+
+/// A starting proxy: the stream's position first, then the live blocks,
+/// then (next) the stream from that position. Changes made in between are
+/// in both and apply again harmlessly.
+async fn load_snapshot(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(BLOCK_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    let live: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(BLOCK_SNAPSHOT)
+        .query_async(conn)
+        .await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut expired = Vec::new();
+    for (ip, value) in live {
+        let mut parts = value.splitn(3, '|');
+        let until_ms: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let policy = parts.next().unwrap_or_default().to_string();
+        let reason = parts.next().unwrap_or_default().to_string();
+        match ip.parse() {
+            Ok(addr) if until_ms > now_ms => limiter.apply_remote(BlockEvent::Block {
+                ip: addr,
+                policy,
+                reason,
+                until: std::time::UNIX_EPOCH + Duration::from_millis(until_ms),
+            }),
+            _ => expired.push(ip),
+        }
+    }
+    if !expired.is_empty() {
+        // Tidy: nobody needs blocks that ended.
+        redis::cmd("HDEL")
+            .arg(BLOCK_SNAPSHOT)
+            .arg(&expired)
+            .query_async::<()>(conn)
+            .await?;
+    }
+    stream.last_id = Some(
+        last.ids
+            .first()
+            .map_or_else(|| "0".into(), |e| e.id.clone()),
+    );
     Ok(())
 }
 

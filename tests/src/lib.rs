@@ -658,6 +658,24 @@ impl RedisProc {
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Sends one command (RESP) and returns the first line of the reply.
+    pub async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// SIGSTOP: the port stays open but nothing answers (a hung Redis).
     pub fn pause(&self) {
         self.signal("-STOP");

@@ -717,7 +717,13 @@ async fn with_redis_the_block_list_is_shared_by_the_fleet() {
     assert_eq!(listed["blocks"][0]["reason"], "scraper", "{listed}");
     assert_eq!(status_as(&b, "198.51.100.78").await, 200);
 
-    // A proxy that starts later replays the fleet's blocks.
+    // A proxy that starts later learns the fleet's blocks, even once the
+    // stream's old entries are trimmed away (it loads the live snapshot).
+    let trimmed = redis
+        .command(&["XTRIM", "edgesteer:blocks", "MAXLEN", "0"])
+        .await
+        .unwrap();
+    assert_eq!(trimmed, ":1", "the block entry was in the stream");
     let c = wd
         .start_proxy(
             &spec,
