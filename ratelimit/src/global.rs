@@ -75,6 +75,20 @@ const BLOCK_STREAM_LEN: usize = 100_000;
 /// stream entry in one transaction: a starting proxy loads it instead of
 /// replaying a stream whose old entries may be trimmed away.
 const BLOCK_SNAPSHOT: &str = "edgesteer:blocks:live";
+/// Deletes snapshot fields whose value is still the expired one read
+/// (a block re-made meanwhile has a new value and stays).
+const TIDY_SCRIPT: &str = r"
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+";
+/// Rounds between two steps of the snapshot tidy (an `HSCAN` page).
+const TIDY_EVERY: u64 = 20;
 /// Entries read per round (a starting proxy catches up 1,000 per round).
 const BLOCK_READ: usize = 1_000;
 
@@ -246,6 +260,9 @@ struct BlockStream {
     /// Event ids already applied: a retried XADD may write an event twice,
     /// and the copy must not undo a later change.
     seen: std::collections::HashSet<u64>,
+    /// Rounds so far, and where the snapshot tidy is in its `HSCAN`.
+    rounds: u64,
+    tidy_cursor: u64,
 }
 
 /// Publishes this proxy's block-list changes and applies the stream's, all
@@ -367,6 +384,51 @@ async fn share_blocks(
             _ => continue,
         };
         limiter.apply_remote(event);
+    }
+    stream.rounds += 1;
+    if stream.rounds % TIDY_EVERY == 0 {
+        tidy_snapshot(conn, stream).await?;
+    }
+    Ok(())
+}
+
+/// One step of removing ended blocks from the snapshot hash, so it holds
+/// about the live blocks and no more (every proxy takes steps; deleting is
+/// conditional, so they cannot remove a block re-made meanwhile).
+async fn tidy_snapshot(
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    let (cursor, page): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg(BLOCK_SNAPSHOT)
+        .arg(stream.tidy_cursor)
+        .arg("COUNT")
+        .arg(200)
+        .query_async(conn)
+        .await?;
+    stream.tidy_cursor = cursor;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let script = redis::Script::new(TIDY_SCRIPT);
+    let mut ended = script.prepare_invoke();
+    ended.key(BLOCK_SNAPSHOT);
+    let mut any = false;
+    for pair in page.chunks(2) {
+        if let [field, value] = pair {
+            let until: u64 = value
+                .split('|')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if until <= now_ms {
+                ended.arg(field).arg(value);
+                any = true;
+            }
+        }
+    }
+    if any {
+        ended.invoke_async::<i64>(conn).await?;
     }
     Ok(())
 }

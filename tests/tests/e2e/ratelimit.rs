@@ -743,6 +743,39 @@ async fn with_redis_the_block_list_is_shared_by_the_fleet() {
     .await;
     assert!(replayed.is_some(), "a new proxy did not learn the block");
 
+    // A block that ends is tidied out of the fleet's live-blocks hash.
+    let short = client
+        .post(format!("http://{}/v1/ratelimit/blocks", a.admin))
+        .json(&serde_json::json!({ "ip": "198.51.100.79", "seconds": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(short.status(), 201);
+    let stored = wait_until(Duration::from_secs(3), || async {
+        redis
+            .command(&["HEXISTS", "edgesteer:blocks:live", "198.51.100.79"])
+            .await
+            .unwrap_or_default()
+            == ":1"
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "the block never reached the live-blocks hash"
+    );
+    let tidied = wait_until(Duration::from_secs(6), || async {
+        redis
+            .command(&["HEXISTS", "edgesteer:blocks:live", "198.51.100.79"])
+            .await
+            .unwrap_or_default()
+            == ":0"
+    })
+    .await;
+    assert!(
+        tidied.is_some(),
+        "an ended block stayed in the live-blocks hash"
+    );
+
     // Lifted on B: served again everywhere.
     let lifted = client
         .delete(format!(
