@@ -14,12 +14,8 @@ root=$(pwd)
 PROXIES=${PROXIES:-3}; RATE=${RATE:-1000}; BURST=${BURST:-100}; OFFER=${OFFER:-3}
 DUR=${DUR:-10}; SYNC_MS=${SYNC_MS:-50}; BASE=${BASE:-27300}
 command -v redis-server >/dev/null || { echo "fleet-limit: redis-server missing (scripts/setup.sh)" >&2; exit 1; }
-cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
-bin=$root/target/release
-wd=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$wd"; }
-trap cleanup EXIT
+. benches/lib.sh
+bench_setup
 
 redis_port=$((BASE + 1)); up=127.0.0.1:$((BASE + 2))
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)

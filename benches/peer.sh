@@ -15,26 +15,13 @@ bench=${PEER_BENCH:-$root/../shared/bench/peer-bench.sh}
 
 cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
 
-# The covergen table with every region's backends replaced by the bench
-# upstream, so routing, zones and pins are exactly production's.
+# The covergen table on the bench upstream (see benches/lib.sh); LIMITS=1
+# keeps the per-IP policy at an unreachable limit, to price the limiter.
+. benches/lib.sh
 table=$root/target/peer-bench-table.toml
 limited=$root/target/peer-bench-table-limited.toml
-make_table() { # dst LIMITS(0|1)
-LIMITS=$2 python3 - "$root/examples/covergen.toml" "$1" <<'PY'
-import os, re, sys
-src, dst = sys.argv[1], sys.argv[2]
-text = open(src).read()
-# Rate limits would refuse a one-address load run; LIMITS=1 keeps the
-# per-IP policy with a limit no run reaches, to price the limiter.
-text = text.split("# --- rate limits")[0]
-if os.environ.get("LIMITS") == "1":
-    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 10000000\nburst = 10000000\n'
-text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "@UPSTREAM@", weight = 1 } ]', text)
-open(dst, "w").write(text)
-PY
-}
-make_table "$table" "${LIMITS:-0}"
-make_table "$limited" 1
+covergen_table "$table" "@UPSTREAM@" "$([ "${LIMITS:-0}" = 1 ] && echo price || echo strip)"
+covergen_table "$limited" "@UPSTREAM@" price
 
 export CSV=${CSV:-$root/target/peer-bench.csv}
 export PINGORA_NAME=${PINGORA_NAME:-pingora-bare}

@@ -14,24 +14,12 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 CLIENTS=${CLIENTS:-1000000}
 BASE=${BASE:-27100}
-cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
-bin=$root/target/release
-wd=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$wd"; }
-trap cleanup EXIT
+. benches/lib.sh
+bench_setup
 
 up=127.0.0.1:$((BASE + 1)); proxy=127.0.0.1:$((BASE + 2)); admin=127.0.0.1:$((BASE + 3))
 "$bin/edgesteer" backend --region any --name upstream --listen "$up" >/dev/null & pids+=($!)
-python3 - "$root/examples/covergen.toml" "$wd/table.toml" "$up" "${MAX_KEYS:-}" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % sys.argv[3], text)
-if sys.argv[4]:
-    text = text.replace('key = "client_ip"\n', 'key = "client_ip"\nmax_keys = %s\n' % sys.argv[4])
-    text = text.replace('key = "header:x-api-key"\n', 'key = "header:x-api-key"\nmax_keys = %s\n' % sys.argv[4])
-open(sys.argv[2], "w").write(text)
-PY
+covergen_table "$wd/table.toml" "$up" keep "${MAX_KEYS:-}"
 RUST_LOG=warn "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "$proxy" --admin "$admin" --threads 1 --trust 127.0.0.0/8 --grace-period 0 & pid=$!; pids+=($pid)
 sleep 1
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }

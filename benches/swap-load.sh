@@ -13,26 +13,12 @@ RATE=${RATE:-2000}
 DUR=${DUR:-10}
 ROUNDS=${ROUNDS:-3}
 BASE=${BASE:-19400}
-cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
-bin=$root/target/release
-wd=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$wd"; }
-trap cleanup EXIT
+. benches/lib.sh
+bench_setup
 
 up=127.0.0.1:$((BASE + 1)); control=127.0.0.1:$((BASE + 2)); proxy=127.0.0.1:$((BASE + 3)); admin=127.0.0.1:$((BASE + 4))
 taskset -c 1 "$bin/edgesteer" backend --region any --name upstream --listen "$up" >/dev/null & pids+=($!)
-python3 - "$root/examples/covergen.toml" "$wd/table.toml" "$up" <<'PY'
-import os, re, sys
-text = open(sys.argv[1]).read()
-# Rate limits would refuse a one-address load run; LIMITS=1 keeps the
-# per-IP policy with a limit no run reaches, to price the limiter.
-text = text.split("# --- rate limits")[0]
-if os.environ.get("LIMITS") == "1":
-    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 10000000\nburst = 10000000\n'
-text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % sys.argv[3], text)
-open(sys.argv[2], "w").write(text)
-PY
+covergen_table "$wd/table.toml" "$up" "$([ "${LIMITS:-0}" = 1 ] && echo price || echo strip)"
 export EDGESTEER_TOKEN=bench-token-123
 RUST_LOG=warn taskset -c 1 "$bin/edgesteer" control --listen "$control" --data "$wd/data" --token "bench=$EDGESTEER_TOKEN" --seed "$wd/table.toml" & pids+=($!)
 sleep 0.5

@@ -44,13 +44,16 @@ pub struct Metrics {
     pub track_fallbacks: IntCounterVec,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
+    /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
+    /// resolved once: a blocked abuser may send many requests.
+    blocked: IntCounter,
     pub ratelimit_keys: IntGaugeVec,
     pub ratelimit_overflow: IntCounterVec,
     pub ratelimit_store_errors: IntCounter,
     pub ratelimit_store_syncs: IntCounter,
     pub ratelimit_store_up: IntGauge,
     pub ratelimit_blocked: IntGauge,
-    pub ratelimit_store_refusals: IntCounterVec,
+    ratelimit_store_refusals: IntCounterVec,
     observe_lock: std::sync::Mutex<()>,
 }
 
@@ -277,6 +280,7 @@ impl Metrics {
             rollout_state,
             track_fallbacks,
             geo,
+            blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,
             ratelimit_keys,
             ratelimit_overflow,
@@ -306,11 +310,21 @@ impl Metrics {
             .collect()
     }
 
+    /// `edgesteer_ratelimit_store_refusals_total` handles by policy index.
+    pub fn for_store_refusals(&self, table: &RoutingTable) -> Vec<IntCounter> {
+        table
+            .rate_limits
+            .iter()
+            .map(|p| {
+                self.ratelimit_store_refusals
+                    .with_label_values(&[p.name.as_str()])
+            })
+            .collect()
+    }
+
     /// A refusal by the abuse block list.
     pub fn blocked(&self) {
-        self.rate_limited
-            .with_label_values(&["abuse-block", "blocked"])
-            .inc();
+        self.blocked.inc();
     }
 
     /// Copies the limiter's figures into the metrics (at scrape time; one

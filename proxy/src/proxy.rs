@@ -656,11 +656,9 @@ impl EdgeProxy {
                     .rate_limits
                     .get(policy)
                     .map_or("", |p| p.name.as_str());
-                self.steer
-                    .metrics
-                    .ratelimit_store_refusals
-                    .with_label_values(&[name])
-                    .inc();
+                if let Some(c) = snap.store_refusals.get(policy) {
+                    c.inc();
+                }
                 let body = serde_json::json!({
                     "error": "rate_limit_store_unavailable",
                     "policy": name,

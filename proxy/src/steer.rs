@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub limits: edgesteer_ratelimit::Bound,
     /// `edgesteer_rate_limited_total{policy,tier}` by `[policy][tier]`.
     pub rate_limited: Vec<Vec<prometheus::IntCounter>>,
+    /// `edgesteer_ratelimit_store_refusals_total{policy}` by policy index.
+    pub store_refusals: Vec<prometheus::IntCounter>,
 }
 
 impl Snapshot {
@@ -136,6 +138,7 @@ fn build_snapshot(
     let health = registry.bind(&table);
     let limits = limiter.bind(&table.rate_limits);
     let rate_limited = metrics.for_rate_limits(&table);
+    let store_refusals = metrics.for_store_refusals(&table);
     let region_header = table
         .regions
         .iter()
@@ -156,5 +159,6 @@ fn build_snapshot(
         stats,
         limits,
         rate_limited,
+        store_refusals,
     }
 }

@@ -31,7 +31,7 @@ use edgesteer_config::ratelimit::LimitScope;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::limiter::{BlockEvent, Limiter};
+use crate::limiter::{epoch_ms, BlockEvent, Limiter};
 use crate::state::PolicyState;
 
 /// Keys per `EVAL`.
@@ -303,9 +303,7 @@ async fn share_blocks(
                     reason,
                     until,
                 } => {
-                    let until_ms = until
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    let until_ms = epoch_ms(*until);
                     cmd.arg("op")
                         .arg("block")
                         .arg("ip")
@@ -320,7 +318,7 @@ async fn share_blocks(
                     pipe.cmd("HSET")
                         .arg(BLOCK_SNAPSHOT)
                         .arg(ip.to_string())
-                        .arg(format!("{until_ms}|{policy}|{reason}"))
+                        .arg(snapshot_value(until_ms, policy, reason))
                         .ignore();
                 }
                 BlockEvent::Unblock { ip } => {
@@ -375,10 +373,7 @@ async fn share_blocks(
                 ip,
                 policy: field("policy").unwrap_or_default(),
                 reason: field("reason").unwrap_or_default(),
-                until: std::time::UNIX_EPOCH
-                    + Duration::from_millis(
-                        field("until_ms").and_then(|s| s.parse().ok()).unwrap_or(0),
-                    ),
+                until: from_epoch_ms(field("until_ms").and_then(|s| s.parse().ok()).unwrap_or(0)),
             },
             Some("unblock") => BlockEvent::Unblock { ip },
             _ => continue,
@@ -407,21 +402,14 @@ async fn tidy_snapshot(
         .query_async(conn)
         .await?;
     stream.tidy_cursor = cursor;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = epoch_ms(std::time::SystemTime::now());
     let script = redis::Script::new(TIDY_SCRIPT);
     let mut ended = script.prepare_invoke();
     ended.key(BLOCK_SNAPSHOT);
     let mut any = false;
     for pair in page.chunks(2) {
         if let [field, value] = pair {
-            let until: u64 = value
-                .split('|')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if until <= now_ms {
+            if parse_snapshot(value).0 <= now_ms {
                 ended.arg(field).arg(value);
                 any = true;
             }
@@ -453,21 +441,16 @@ async fn load_snapshot(
         .arg(BLOCK_SNAPSHOT)
         .query_async(conn)
         .await?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = epoch_ms(std::time::SystemTime::now());
     let mut expired = Vec::new();
     for (ip, value) in live {
-        let mut parts = value.splitn(3, '|');
-        let until_ms: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let policy = parts.next().unwrap_or_default().to_string();
-        let reason = parts.next().unwrap_or_default().to_string();
+        let (until_ms, policy, reason) = parse_snapshot(&value);
         match ip.parse() {
             Ok(addr) if until_ms > now_ms => limiter.apply_remote(BlockEvent::Block {
                 ip: addr,
-                policy,
-                reason,
-                until: std::time::UNIX_EPOCH + Duration::from_millis(until_ms),
+                policy: policy.to_string(),
+                reason: reason.to_string(),
+                until: from_epoch_ms(until_ms),
             }),
             _ => expired.push(ip),
         }
@@ -486,6 +469,26 @@ async fn load_snapshot(
             .map_or_else(|| "0".into(), |e| e.id.clone()),
     );
     Ok(())
+}
+
+fn from_epoch_ms(ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A live-blocks hash value: `until_ms|policy|reason`.
+fn snapshot_value(until_ms: u64, policy: &str, reason: &str) -> String {
+    format!("{until_ms}|{policy}|{reason}")
+}
+
+/// The parts of a [`snapshot_value`]; an unreadable one counts as ended.
+fn parse_snapshot(value: &str) -> (u64, &str, &str) {
+    let mut parts = value.splitn(3, '|');
+    let until_ms = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (
+        until_ms,
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
 }
 
 /// Drops the unsynced quota of keys taken for a round that failed.
@@ -524,7 +527,14 @@ fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{parse_snapshot, redacted, snapshot_value};
+
+    #[test]
+    fn snapshot_values_round_trip() {
+        let v = snapshot_value(17, "ip", "over 5x | for 10 s");
+        assert_eq!(parse_snapshot(&v), (17, "ip", "over 5x | for 10 s"));
+        assert_eq!(parse_snapshot("garbage").0, 0);
+    }
 
     #[test]
     fn credentials_never_reach_the_logs() {

@@ -116,13 +116,16 @@ pub struct Block {
     until_ns: u64,
 }
 
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 mod epoch_ms {
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::SystemTime;
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(
-            t.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
+        s.serialize_u64(super::epoch_ms(*t))
     }
 }
 

@@ -1,0 +1,42 @@
+# Sourced by the bench scripts (run from the repository root).
+
+# Builds the release binaries and sets root, bin, a scratch dir wd and the
+# pids array; every pid in it is killed on exit.
+bench_setup() {
+  root=$(pwd)
+  cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
+  bin=$root/target/release
+  wd=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$wd"
+}
+
+# covergen_table DST UPSTREAM LIMITS [MAX_KEYS]
+# The covergen table with every region's backends replaced by UPSTREAM, so
+# routing, zones and pins are production's. LIMITS: keep (the covergen
+# policies, with MAX_KEYS if given), strip (none: a one-address load run
+# would be refused), or price (only the per-IP policy, at a limit no run
+# reaches, so every request is checked and passes).
+covergen_table() {
+  python3 - "$(pwd)/examples/covergen.toml" "$@" <<'PY'
+import re, sys
+src, dst, upstream, limits = sys.argv[1:5]
+max_keys = sys.argv[5] if len(sys.argv) > 5 else ""
+text = open(src).read()
+if limits != "keep":
+    text = text.split("# --- rate limits")[0]
+if limits == "price":
+    text += '\n[[rate_limits]]\nname = "per-ip"\nkey = "client_ip"\nrate = 10000000\nburst = 10000000\n'
+if max_keys:
+    for key in ('key = "client_ip"\n', 'key = "header:x-api-key"\n'):
+        text = text.replace(key, key + "max_keys = %s\n" % max_keys)
+text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % upstream, text)
+open(dst, "w").write(text)
+PY
+}
