@@ -8,17 +8,30 @@
 //!
 //! ## Layout
 //! - [`wire`]: serde types of the table as written (`deny_unknown_fields`).
-//! - [`parse`]: text -> wire, errors carry the field path.
+//! - [`parse`]: text -> wire, errors carry the field path; reading a table
+//!   file.
 //! - [`compile()`]: wire -> model, checks every rule, notably that no path
-//!   (failover, mapping, default region) crosses a compliance zone.
+//!   (failover, mapping, default region) crosses a compliance zone. One file
+//!   per section under `compile/` (zones, geo, pins, client_ip, health,
+//!   release, upstream, regions, backends).
+//! - [`ratelimit`]: rate-limit policies: the compiled form the limiter
+//!   reads, and their validation, one file per section.
+//! - `check`: the one error collector both compilers write through, with
+//!   the shared range and name rules.
+//! - [`error`]: [`ConfigError`], a list of [`FieldError`] `{ path, reason }`.
 //! - [`model`]: the compiled table, index-addressed for the hot path.
 //! - [`route`]: `decide()`, the candidate order and track assignment.
+//! - [`host`]: host-name shape and the normal form `Host` values match in.
+//! - [`diff`]: what changed between two tables, for the audit log and
+//!   `edgesteer ctl diff`.
 //! - [`geo_codes`]: compact country/continent codes and the ISO-3166 table.
 
+mod check;
 pub mod compile;
 pub mod diff;
 pub mod error;
 pub mod geo_codes;
+pub mod host;
 pub mod model;
 pub mod parse;
 pub mod ratelimit;

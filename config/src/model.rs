@@ -1,5 +1,5 @@
 //! The compiled routing table: dense, index-addressed and immutable. Every
-//! invariant the hot path relies on was checked by [`crate::compile`], so
+//! invariant the hot path relies on was checked by `compile()`, so
 //! nothing here re-validates.
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,6 +8,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::geo_codes::{Continent, Country, COUNTRY_SLOTS};
+use crate::host::normalize_host;
+use crate::ratelimit::RateLimitPolicy;
 
 /// Maximum number of regions in one table (the width of [`RegionSet`]).
 pub const MAX_REGIONS: usize = 128;
@@ -357,7 +359,7 @@ pub enum HomeVia {
     Default,
 }
 
-/// A validated routing table. Construct it with [`crate::compile`].
+/// A validated routing table. Construct it with `compile()`.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     pub description: Option<String>,
@@ -372,7 +374,7 @@ pub struct RoutingTable {
     pub retry: RetrySettings,
     pub outlier: OutlierSettings,
     /// Rate-limit policies in table order.
-    pub rate_limits: Vec<crate::ratelimit::RateLimitPolicy>,
+    pub rate_limits: Vec<RateLimitPolicy>,
     pub trusted_proxies: Vec<IpNet>,
     pub(crate) continent_home: [Option<RegionId>; 7],
     pub(crate) country_home: Box<[Option<RegionId>; COUNTRY_SLOTS]>,
@@ -479,24 +481,6 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A `Host` value as matched against the table: no port, no trailing dot
-/// (case is compared insensitively by the callers).
-pub fn normalize_host(host: &str) -> &str {
-    let host = strip_port(host);
-    host.strip_suffix('.').unwrap_or(host)
-}
-
-/// `host[:port]` or `[v6]:port` -> host.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,13 +496,5 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert!(s.contains(RegionId(127)));
         assert!(!s.contains(RegionId(1)));
-    }
-
-    #[test]
-    fn strip_port_forms() {
-        assert_eq!(strip_port("api.x.ai:443"), "api.x.ai");
-        assert_eq!(strip_port("api.x.ai"), "api.x.ai");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
     }
 }

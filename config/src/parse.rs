@@ -32,6 +32,17 @@ pub fn from_json(text: &[u8]) -> Result<TableSpec, ConfigError> {
     Ok(spec)
 }
 
+/// Reads a table file: JSON when its name ends in `.json`, else TOML.
+/// The outer error is the file's (unreadable); the inner one the table's.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Result<TableSpec, ConfigError>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(if path.extension().is_some_and(|e| e == "json") {
+        from_json(text.as_bytes())
+    } else {
+        from_toml(&text)
+    })
+}
+
 /// Renders a spec as TOML (for `edgesteer ctl get --toml` and files).
 pub fn to_toml(spec: &TableSpec) -> Result<String, ConfigError> {
     toml::to_string_pretty(spec)

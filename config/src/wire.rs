@@ -1,7 +1,7 @@
 //! The wire format of a routing table: what operators write (TOML) and what
 //! the API carries (JSON). It is deliberately loose in types (strings, plain
 //! numbers) and strict in shape (`deny_unknown_fields` everywhere); all
-//! meaning is checked by [`crate::compile`].
+//! meaning is checked by `compile()`.
 
 use std::collections::BTreeMap;
 

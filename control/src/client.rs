@@ -1,12 +1,18 @@
 //! A small typed client of the config service API, shared by the proxy's
-//! watcher and `edgesteer ctl`.
+//! watcher and `edgesteer ctl`. Requests and answers are the [`crate::api`]
+//! types.
 
 use std::time::Duration;
 
 use edgesteer_config::TableSpec;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::service::Ack;
+use crate::api::{
+    etag, Ack, Diff, DiffQuery, ErrorBody, Fleet, History, HistoryQuery, PutTable, Rollback,
+    RolloutChange, Rollouts, StatsReport, TableRecord, WatchQuery,
+};
 
 /// Errors a caller can act on: the service's own error document, or why
 /// the service could not be reached.
@@ -32,6 +38,10 @@ fn fields(errors: &[(String, String)]) -> String {
         .collect()
 }
 
+fn protocol(what: &str) -> impl FnOnce(serde_json::Error) -> ClientError + '_ {
+    move |e| ClientError::Protocol(format!("{what}: {e}"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
@@ -39,12 +49,51 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// A version as the API returns it.
+/// A version as the API returns it: the fields the watcher needs, and the
+/// answer as sent (see [`Versioned::record`] for all of it, typed).
 #[derive(Clone, Debug)]
 pub struct Versioned {
     pub version: u64,
     pub table: TableSpec,
     pub raw: Value,
+}
+
+impl Versioned {
+    fn decode(raw: Value) -> Result<Versioned, ClientError> {
+        let rec = TableRecord::deserialize(&raw).map_err(protocol("version"))?;
+        Ok(Versioned {
+            version: rec.version,
+            table: rec.table,
+            raw,
+        })
+    }
+
+    /// The whole answer: version, etag, table and audit record.
+    pub fn record(&self) -> Result<TableRecord, ClientError> {
+        TableRecord::deserialize(&self.raw).map_err(protocol("version"))
+    }
+}
+
+/// A typed answer, and the answer as sent. `reply["field"]` reads the
+/// latter, for callers that check the wire shape itself.
+#[derive(Clone, Debug)]
+pub struct Reply<T> {
+    pub value: T,
+    pub raw: Value,
+}
+
+impl<T> std::fmt::Display for Reply<T> {
+    /// The answer as sent, as compact JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw.fmt(f)
+    }
+}
+
+impl<T> std::ops::Index<&str> for Reply<T> {
+    type Output = Value;
+    fn index(&self, field: &str) -> &Value {
+        &self.raw[field]
+    }
 }
 
 impl Client {
@@ -85,54 +134,47 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let body: ErrorBody = resp.json().await.unwrap_or_default();
         Err(ClientError::Api {
             status,
-            code: body["error"].as_str().unwrap_or("error").to_string(),
-            message: body["message"].as_str().unwrap_or("").to_string(),
-            errors: body["errors"]
-                .as_array()
+            code: body.error,
+            message: body.message,
+            errors: body
+                .errors
                 .into_iter()
-                .flatten()
-                .map(|e| {
-                    (
-                        e["path"].as_str().unwrap_or("").to_string(),
-                        e["reason"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+                .map(|e| (e.path, e.reason))
                 .collect(),
         })
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+    async fn raw(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let resp = self.send(req).await?;
         resp.json()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    fn versioned(raw: Value) -> Result<Versioned, ClientError> {
-        let version = raw["version"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Protocol("no version in answer".into()))?;
-        let table: TableSpec = serde_json::from_value(raw["table"].clone())
-            .map_err(|e| ClientError::Protocol(format!("table: {e}")))?;
-        Ok(Versioned {
-            version,
-            table,
-            raw,
-        })
+    async fn reply<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Reply<T>, ClientError> {
+        let raw = self.raw(req).await?;
+        let value = T::deserialize(&raw).map_err(protocol("answer"))?;
+        Ok(Reply { value, raw })
     }
 
+    async fn versioned(&self, req: reqwest::RequestBuilder) -> Result<Versioned, ClientError> {
+        Versioned::decode(self.raw(req).await?)
+    }
+
+    /// `GET /v1/table`: the current version.
     pub async fn get(&self) -> Result<Versioned, ClientError> {
-        Self::versioned(self.json(self.http.get(self.url("/v1/table"))).await?)
+        self.versioned(self.http.get(self.url("/v1/table"))).await
     }
 
     pub async fn version(&self, v: u64) -> Result<Versioned, ClientError> {
-        Self::versioned(
-            self.json(self.http.get(self.url(&format!("/v1/versions/{v}"))))
-                .await?,
-        )
+        self.versioned(self.http.get(self.url(&format!("/v1/versions/{v}"))))
+            .await
     }
 
     /// Replaces the table; `if_match` is the version the change was based on.
@@ -142,68 +184,58 @@ impl Client {
         reason: &str,
         if_match: Option<u64>,
     ) -> Result<Versioned, ClientError> {
-        let mut req = self
-            .http
-            .put(self.url("/v1/table"))
-            .json(&json!({ "table": table, "reason": reason }));
+        let body = PutTable {
+            table,
+            reason: reason.to_string(),
+        };
+        let mut req = self.http.put(self.url("/v1/table")).json(&body);
         if let Some(v) = if_match {
-            req = req.header("if-match", format!("\"v{v}\""));
+            req = req.header("if-match", etag(v));
         }
-        Self::versioned(self.json(req).await?)
+        self.versioned(req).await
     }
 
     /// Changes one region: weights by backend address, canary share, drain.
+    /// `change` is an [`crate::api::PatchRegion`] (or JSON of that shape).
     pub async fn patch_region(
         &self,
         region: &str,
-        change: Value,
+        change: impl Serialize,
     ) -> Result<Versioned, ClientError> {
-        Self::versioned(
-            self.json(
-                self.http
-                    .patch(self.url(&format!("/v1/regions/{region}")))
-                    .json(&change),
-            )
-            .await?,
-        )
+        let req = self
+            .http
+            .patch(self.url(&format!("/v1/regions/{region}")))
+            .json(&change);
+        self.versioned(req).await
     }
 
     pub async fn rollback(&self, to: u64, reason: &str) -> Result<Versioned, ClientError> {
-        Self::versioned(
-            self.json(
-                self.http
-                    .post(self.url("/v1/rollback"))
-                    .json(&json!({ "to": to, "reason": reason })),
-            )
-            .await?,
-        )
+        let body = Rollback {
+            to,
+            reason: reason.to_string(),
+        };
+        self.versioned(self.http.post(self.url("/v1/rollback")).json(&body))
+            .await
     }
 
-    pub async fn history(&self, limit: usize) -> Result<Value, ClientError> {
-        self.json(
-            self.http
-                .get(self.url(&format!("/v1/history?limit={limit}"))),
-        )
-        .await
+    pub async fn history(&self, limit: usize) -> Result<Reply<History>, ClientError> {
+        let q = HistoryQuery { limit: Some(limit) };
+        self.reply(self.http.get(self.url("/v1/history")).query(&q))
+            .await
     }
 
-    pub async fn fleet(&self) -> Result<Value, ClientError> {
-        self.json(self.http.get(self.url("/v1/fleet"))).await
+    pub async fn fleet(&self) -> Result<Reply<Fleet>, ClientError> {
+        self.reply(self.http.get(self.url("/v1/fleet"))).await
     }
 
-    pub async fn diff(&self, from: Option<u64>, to: Option<u64>) -> Result<Value, ClientError> {
-        let mut q = Vec::new();
-        if let Some(f) = from {
-            q.push(format!("from={f}"));
-        }
-        if let Some(t) = to {
-            q.push(format!("to={t}"));
-        }
-        self.json(
-            self.http
-                .get(self.url(&format!("/v1/diff?{}", q.join("&")))),
-        )
-        .await
+    pub async fn diff(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Reply<Diff>, ClientError> {
+        let q = DiffQuery { from, to };
+        self.reply(self.http.get(self.url("/v1/diff")).query(&q))
+            .await
     }
 
     /// Long-polls for a version newer than `after`; `None` on timeout.
@@ -213,14 +245,15 @@ impl Client {
         proxy: &str,
         timeout: Duration,
     ) -> Result<Option<Versioned>, ClientError> {
+        let q = WatchQuery {
+            after,
+            proxy: Some(proxy.to_string()),
+            timeout_ms: Some(timeout.as_millis() as u64),
+        };
         let req = self
             .http
             .get(self.url("/v1/watch"))
-            .query(&[
-                ("after", after.to_string()),
-                ("proxy", proxy.to_string()),
-                ("timeout_ms", timeout.as_millis().to_string()),
-            ])
+            .query(&q)
             .timeout(timeout + Duration::from_secs(5));
         let resp = self.send(req).await?;
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
@@ -230,29 +263,32 @@ impl Client {
             .json()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Self::versioned(raw).map(Some)
+        Versioned::decode(raw).map(Some)
     }
 
     /// A proxy's per-track stats for the rollout controller.
-    pub async fn report_stats(
-        &self,
-        report: &crate::rollout::StatsReport,
-    ) -> Result<(), ClientError> {
+    pub async fn report_stats(&self, report: &StatsReport) -> Result<(), ClientError> {
         self.send(self.http.post(self.url("/v1/stats")).json(report))
             .await
             .map(|_| ())
     }
 
-    pub async fn rollouts(&self) -> Result<Value, ClientError> {
-        self.json(self.http.get(self.url("/v1/rollouts"))).await
+    pub async fn rollouts(&self) -> Result<Reply<Rollouts>, ClientError> {
+        self.reply(self.http.get(self.url("/v1/rollouts"))).await
     }
 
-    /// start (with an optional plan), pause, resume or abort a region's rollout.
-    pub async fn rollout(&self, region: &str, body: Value) -> Result<Value, ClientError> {
-        self.json(
+    /// start (with an optional plan), pause, resume or abort a region's
+    /// rollout. `command` is a [`crate::api::RolloutCommand`] (or JSON of
+    /// that shape).
+    pub async fn rollout(
+        &self,
+        region: &str,
+        command: impl Serialize,
+    ) -> Result<Reply<RolloutChange>, ClientError> {
+        self.reply(
             self.http
                 .post(self.url(&format!("/v1/rollouts/{region}")))
-                .json(&body),
+                .json(&command),
         )
         .await
     }

@@ -10,15 +10,33 @@
 //! and axum, which the table model deliberately does not.
 //!
 //! ## Layout
+//! - [`api`]: the wire types of every endpoint, shared by service, client and `ctl`.
 //! - [`store`]: the `Store` trait, the crash-safe `FileStore`, `MemoryStore`.
-//! - [`service`]: state, write path, the axum router (see docs/api.md).
-//! - [`rollout`]: the canary rollout controller, proxies' stats reports, the rollout API.
+//! - [`state`]: the service's state ([`Control`]) and its write path.
+//! - [`service`]: the router (see docs/api.md); handlers live in
+//!   `table` (table endpoints), `proxies` (watch, acks, stats, fleet view)
+//!   and [`rollout`].
+//! - [`rollout`]: the canary rollout controller and its commands; the
+//!   figures and gates it judges are in `figures`.
+//! - `auth`, `http`, `fleet`: tokens, HTTP plumbing, the fleet register.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher.
 
+pub mod api;
+mod auth;
 pub mod client;
+mod figures;
+mod fleet;
+mod http;
+mod proxies;
 pub mod rollout;
 pub mod service;
+pub mod state;
 pub mod store;
+mod table;
+#[cfg(test)]
+mod tests;
 
-pub use service::{bearer, router, token_name, Control, Token, DEFAULT_BODY_LIMIT};
+pub use auth::{bearer, token_name, Token};
+pub use service::{router, DEFAULT_BODY_LIMIT};
+pub use state::{Control, StartError};
 pub use store::{FileStore, MemoryStore, Store, VersionRecord};

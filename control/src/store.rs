@@ -19,7 +19,8 @@ pub struct Audit {
     pub at_ms: u64,
     /// RFC 3339 form of `at_ms`.
     pub at: String,
-    /// replace, set-weight, set-canary, shift, rollback, seed.
+    /// What the write did (seed, replace, set-weight, rollback,
+    /// rollout-start, ...; every action is listed in docs/api.md).
     pub action: String,
     /// One line per changed field (see `edgesteer_config::diff`).
     pub summary: Vec<String>,

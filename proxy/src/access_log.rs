@@ -1,9 +1,10 @@
-//! The access log: one JSON line per request, written by a dedicated
-//! thread. The request path only hands a finished line to a bounded
+//! The access log: the record of one request ([`AccessRecord`], one JSON
+//! line) and the writer, a dedicated thread. The request path only hands a finished line to a bounded
 //! channel with `try_send`; when the writer falls behind, lines are dropped
 //! and counted (`edgesteer_access_log_dropped_total`), never waited for.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
@@ -85,5 +86,58 @@ impl AccessLog {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
             self.dropped.inc();
         }
+    }
+}
+
+/// One access-log record. Fields borrow from the request and the snapshot,
+/// and serialise straight into the output line: one allocation per line.
+#[derive(serde::Serialize)]
+pub struct AccessRecord<'a> {
+    #[serde(serialize_with = "display")]
+    pub ts: humantime::Rfc3339Timestamp,
+    #[serde(serialize_with = "display")]
+    pub client: IpAddr,
+    pub country: Option<&'a str>,
+    pub zone: Option<&'a str>,
+    pub region: Option<&'a str>,
+    #[serde(serialize_with = "display_opt")]
+    pub backend: Option<SocketAddr>,
+    pub track: Option<&'a str>,
+    pub status: u16,
+    pub method: &'a str,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub duration_ms: f64,
+    pub upstream_ms: Option<f64>,
+    pub bytes_sent: usize,
+    pub attempts: usize,
+    pub version: u64,
+    pub reason: &'a str,
+}
+
+impl AccessRecord<'_> {
+    /// The record as one JSON line, newline-terminated (empty if it could
+    /// not be serialised, which [`AccessLog::write`] skips).
+    pub fn to_line(&self) -> String {
+        let mut line = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut line, self).is_err() {
+            return String::new();
+        }
+        line.push(b'\n');
+        String::from_utf8(line).unwrap_or_default()
+    }
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn display_opt<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
     }
 }

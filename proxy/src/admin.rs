@@ -1,5 +1,7 @@
-//! The admin listener: `/healthz`, `/metrics` and the read-only JSON API.
-//! It runs as a Pingora background service on its own runtime, so admin
+//! The admin listener: `/healthz`, `/metrics`, the JSON views of the live
+//! table, health, rate limits and `/v1/explain`, and the one write, the
+//! abuse block list (`POST`/`DELETE /v1/ratelimit/blocks`, which need an
+//! `--admin-token` when one is given). It runs as a Pingora background service on its own runtime, so admin
 //! traffic never competes with the data plane's worker threads.
 
 use std::net::SocketAddr;

@@ -4,15 +4,16 @@
 
 use std::net::IpAddr;
 
+use edgesteer_config::route::HealthView;
 use edgesteer_config::route::{
     assigned_track, bucket, candidates, decide, region_available, Decision, Request,
 };
-use edgesteer_config::RoutingTable;
+use edgesteer_config::{RegionId, RoutingTable, ZoneId};
 use edgesteer_geo::{GeoDb, GeoLookup};
 use serde_json::{json, Value};
 
-use crate::proxy::sticky_for;
 use crate::steer::Snapshot;
+use crate::sticky::sticky_for;
 
 /// A hypothetical request.
 #[derive(Debug, serde::Deserialize)]
@@ -38,17 +39,43 @@ pub fn explain(
     let g = geo.lookup(q.ip);
     let class = t.classify(g.country, g.continent);
     let pin = q.host.as_deref().and_then(|h| t.pin_for_host(h));
-    let sticky = sticky_for(snap, q.key.as_deref().map(str::as_bytes), q.ip);
+    let sticky = sticky_for(&snap.table, q.key.as_deref().map(str::as_bytes), q.ip);
     let req = Request {
         class,
         pin,
         sticky,
         tried: &[],
     };
-    let name = |r: edgesteer_config::RegionId| t.region(r).name.clone();
-    let zone_name = |z: Option<edgesteer_config::ZoneId>| z.map(|z| t.zone(z).name.clone());
+    let name = |r: RegionId| t.region(r).name.clone();
+    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
+    let candidate_list = candidate_list(snap, &req);
+    let decision = decision(t, &req, &snap.health);
+    json!({
+        "table_version": snap.version,
+        "client": {
+            "ip": q.ip.to_string(),
+            "country": g.country.map(|c| c.as_str()),
+            "continent": g.continent.map(|c| c.code()),
+            "lookup": g.status.as_str(),
+            "zone": zone_name(class.zone),
+            "allowed": class.allowed.iter().map(name).collect::<Vec<_>>(),
+            "home": name(class.home),
+            "home_via": format!("{:?}", class.home_via).to_lowercase(),
+        },
+        "pin": pin.map(name),
+        "sticky": { "key": if q.key.is_some() { "key" } else { "client_ip" }, "bucket": bucket(sticky) },
+        "candidates": candidate_list,
+        "decision": decision,
+        "rate_limit": rate_limits(snap, limiter, q),
+    })
+}
 
-    let candidate_list: Vec<Value> = match candidates(t, &req, &snap.health) {
+/// The regions the request may go to, in order, with their backends and
+/// the track this client gets in each.
+fn candidate_list(snap: &Snapshot, req: &Request<'_>) -> Vec<Value> {
+    let t = &snap.table;
+    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
+    match candidates(t, req, &snap.health) {
         Ok(c) => c
             .map(|(region, reason)| {
                 let r = t.region(region);
@@ -72,16 +99,22 @@ pub fn explain(
                     "zone": zone_name(r.zone),
                     "drained": r.drained,
                     "available": region_available(t, region, &snap.health),
-                    "rtt_ms": edgesteer_config::route::HealthView::region_rtt_us(&snap.health, region).map(|u| f64::from(u) / 1000.0),
-                    "track": assigned_track(t, region, sticky).as_str(),
+                    "rtt_ms": HealthView::region_rtt_us(&snap.health, region).map(|u| f64::from(u) / 1000.0),
+                    "track": assigned_track(t, region, req.sticky).as_str(),
                     "canary_bps": r.canary_bps,
                     "backends": backends,
                 })
             })
             .collect(),
         Err(_) => Vec::new(),
-    };
-    let decision = match decide(t, &req, &snap.health) {
+    }
+}
+
+/// What `decide` answers for the request right now.
+fn decision(t: &RoutingTable, req: &Request<'_>, health: &impl HealthView) -> Value {
+    let name = |r: RegionId| t.region(r).name.clone();
+    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
+    match decide(t, req, health) {
         Decision::Route(r) => json!({
             "outcome": "route",
             "status": 200,
@@ -104,25 +137,7 @@ pub fn explain(
             "reason": "no_healthy_region",
             "zone": zone_name(zone),
         }),
-    };
-    json!({
-        "table_version": snap.version,
-        "client": {
-            "ip": q.ip.to_string(),
-            "country": g.country.map(|c| c.as_str()),
-            "continent": g.continent.map(|c| c.code()),
-            "lookup": g.status.as_str(),
-            "zone": zone_name(class.zone),
-            "allowed": class.allowed.iter().map(name).collect::<Vec<_>>(),
-            "home": name(class.home),
-            "home_via": format!("{:?}", class.home_via).to_lowercase(),
-        },
-        "pin": pin.map(name),
-        "sticky": { "key": if q.key.is_some() { "key" } else { "client_ip" }, "bucket": bucket(sticky) },
-        "candidates": candidate_list,
-        "decision": decision,
-        "rate_limit": rate_limits(snap, limiter, q),
-    })
+    }
 }
 
 /// Which policies would count this request, under which tier and key, and

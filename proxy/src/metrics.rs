@@ -24,6 +24,153 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Region label for requests that never reached a region (refused, errors).
 pub const NO_REGION: &str = "none";
 
+/// A metric family's name and help text.
+type Family = (&'static str, &'static str);
+
+const REQUESTS: Family = (
+    "http_requests_total",
+    "Requests by serving region, release track and status class.",
+);
+const DURATION: Family = (
+    "http_request_duration_seconds",
+    "Time from request start to response end, by region and track.",
+);
+const UPSTREAM_CONNECT: Family = (
+    "edgesteer_upstream_connect_seconds",
+    "Time to obtain an upstream connection (0 when reused).",
+);
+const UPSTREAM_RESPONSE: Family = (
+    "edgesteer_upstream_response_seconds",
+    "Time from upstream request to upstream response header.",
+);
+const TABLE_VERSION: Family = (
+    "edgesteer_table_version",
+    "Version of the routing table in use.",
+);
+const GEO_LOOKUPS: Family = (
+    "edgesteer_geo_lookups_total",
+    "Client geo lookups by result.",
+);
+const ZONE_BLOCKED: Family = (
+    "edgesteer_zone_blocked_total",
+    "Requests refused with 503 because no region of the client's zone was available.",
+);
+const PIN_REFUSED: Family = (
+    "edgesteer_pin_refused_total",
+    "Requests refused with 421 because a host pin lies outside the client's zone.",
+);
+const FAILOVERS: Family = (
+    "edgesteer_failovers_total",
+    "Requests served outside their home region, by cause.",
+);
+const BACKEND_HEALTHY: Family = (
+    "edgesteer_backend_healthy",
+    "1 when a backend may take traffic.",
+);
+const DOWNSTREAM_ACTIVE: Family = (
+    "edgesteer_downstream_requests_active",
+    "Requests being served.",
+);
+const UPSTREAM_ACTIVE: Family = (
+    "edgesteer_upstream_requests_active",
+    "Requests with an upstream connection in use.",
+);
+const TABLE_APPLIES: Family = (
+    "edgesteer_table_applies_total",
+    "Routing tables offered to this proxy, by outcome.",
+);
+const ACCESS_LOG_DROPPED: Family = (
+    "edgesteer_access_log_dropped_total",
+    "Access-log lines dropped because the writer fell behind.",
+);
+const ROLLOUT_STEP: Family = (
+    "edgesteer_rollout_step",
+    "Current step of the region's canary rollout.",
+);
+const ROLLOUT_STATE: Family = (
+    "edgesteer_rollout_state",
+    "1 for the state the region's canary rollout is in.",
+);
+const TRACK_FALLBACKS: Family = (
+    "edgesteer_track_fallbacks_total",
+    "Requests served by the other track of their region because theirs had no available backend.",
+);
+const RATE_LIMITED: Family = ("edgesteer_rate_limited_total", "Requests refused with 429 by a rate-limit policy, by policy and tier (tier `blocked` for the abuse block list).");
+const RATELIMIT_KEYS: Family = (
+    "edgesteer_ratelimit_keys",
+    "Keys a rate-limit policy tracks right now (idle keys are evicted).",
+);
+const RATELIMIT_OVERFLOW: Family = (
+    "edgesteer_ratelimit_overflow_total",
+    "Checks of keys that arrived past the policy's max_keys and shared an overflow cell.",
+);
+const RATELIMIT_STORE_ERRORS: Family = (
+    "edgesteer_ratelimit_store_errors_total",
+    "Failed or timed-out syncs with the rate-limit store (Redis).",
+);
+const RATELIMIT_STORE_SYNCS: Family = (
+    "edgesteer_ratelimit_store_syncs_total",
+    "Successful syncs with the rate-limit store (Redis).",
+);
+const RATELIMIT_STORE_UP: Family = (
+    "edgesteer_ratelimit_store_up",
+    "1 while the rate-limit store (Redis) answers syncs.",
+);
+const RATELIMIT_BLOCKED: Family = (
+    "edgesteer_ratelimit_blocked_addresses",
+    "Client addresses on the abuse block list.",
+);
+const RATELIMIT_STORE_REFUSALS: Family = (
+    "edgesteer_ratelimit_store_refusals_total",
+    "Requests answered 503 by a fail_closed global policy while the store was down.",
+);
+
+/// Creates metric families and registers each in the registry it wraps.
+struct Families(Registry);
+
+impl Families {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        c: C,
+    ) -> Result<C, prometheus::Error> {
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counter(&self, (name, help): Family) -> Result<IntCounter, prometheus::Error> {
+        self.add(IntCounter::new(name, help)?)
+    }
+
+    fn gauge(&self, (name, help): Family) -> Result<IntGauge, prometheus::Error> {
+        self.add(IntGauge::new(name, help)?)
+    }
+
+    fn counter_vec(
+        &self,
+        (name, help): Family,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn gauge_vec(
+        &self,
+        (name, help): Family,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, prometheus::Error> {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn histogram_vec(
+        &self,
+        (name, help): Family,
+        labels: &[&str],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels)?)
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
@@ -79,217 +226,38 @@ impl RegionMetrics {
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "Requests by serving region, release track and status class.",
-            ),
-            &["region", "track", "status"],
-        )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from request start to response end, by region and track.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["region", "track"],
-        )?;
-        let upstream_connect = HistogramVec::new(
-            HistogramOpts::new(
-                "edgesteer_upstream_connect_seconds",
-                "Time to obtain an upstream connection (0 when reused).",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["region"],
-        )?;
-        let upstream_response = HistogramVec::new(
-            HistogramOpts::new(
-                "edgesteer_upstream_response_seconds",
-                "Time from upstream request to upstream response header.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["region"],
-        )?;
-        let table_version = IntGauge::new(
-            "edgesteer_table_version",
-            "Version of the routing table in use.",
-        )?;
-        let geo_lookups = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_geo_lookups_total",
-                "Client geo lookups by result.",
-            ),
-            &["result"],
-        )?;
-        let zone_blocked = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_zone_blocked_total",
-                "Requests refused with 503 because no region of the client's zone was available.",
-            ),
-            &["zone"],
-        )?;
-        let pin_refused = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_pin_refused_total",
-                "Requests refused with 421 because a host pin lies outside the client's zone.",
-            ),
-            &["zone"],
-        )?;
-        let failovers = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_failovers_total",
-                "Requests served outside their home region, by cause.",
-            ),
-            &["from", "to", "reason"],
-        )?;
-        let backend_healthy = IntGaugeVec::new(
-            Opts::new(
-                "edgesteer_backend_healthy",
-                "1 when a backend may take traffic.",
-            ),
-            &["region", "backend"],
-        )?;
-        let downstream_active = IntGauge::new(
-            "edgesteer_downstream_requests_active",
-            "Requests being served.",
-        )?;
-        let upstream_active = IntGauge::new(
-            "edgesteer_upstream_requests_active",
-            "Requests with an upstream connection in use.",
-        )?;
-        let table_applies = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_table_applies_total",
-                "Routing tables offered to this proxy, by outcome.",
-            ),
-            &["outcome"],
-        )?;
-        let access_log_dropped = IntCounter::new(
-            "edgesteer_access_log_dropped_total",
-            "Access-log lines dropped because the writer fell behind.",
-        )?;
-        let rollout_step = IntGaugeVec::new(
-            Opts::new(
-                "edgesteer_rollout_step",
-                "Current step of the region's canary rollout.",
-            ),
-            &["region"],
-        )?;
-        let rollout_state = IntGaugeVec::new(
-            Opts::new(
-                "edgesteer_rollout_state",
-                "1 for the state the region's canary rollout is in.",
-            ),
-            &["region", "state"],
-        )?;
-        let track_fallbacks = IntCounterVec::new(
-            Opts::new("edgesteer_track_fallbacks_total", "Requests served by the other track of their region because theirs had no available backend."),
-            &["region", "track"],
-        )?;
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_rate_limited_total",
-                "Requests refused with 429 by a rate-limit policy, by policy and tier (tier `blocked` for the abuse block list).",
-            ),
-            &["policy", "tier"],
-        )?;
-        let ratelimit_keys = IntGaugeVec::new(
-            Opts::new(
-                "edgesteer_ratelimit_keys",
-                "Keys a rate-limit policy tracks right now (idle keys are evicted).",
-            ),
-            &["policy"],
-        )?;
-        let ratelimit_overflow = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_ratelimit_overflow_total",
-                "Checks of keys that arrived past the policy's max_keys and shared an overflow cell.",
-            ),
-            &["policy"],
-        )?;
-        let ratelimit_store_errors = IntCounter::new(
-            "edgesteer_ratelimit_store_errors_total",
-            "Failed or timed-out syncs with the rate-limit store (Redis).",
-        )?;
-        let ratelimit_store_syncs = IntCounter::new(
-            "edgesteer_ratelimit_store_syncs_total",
-            "Successful syncs with the rate-limit store (Redis).",
-        )?;
-        let ratelimit_store_up = IntGauge::new(
-            "edgesteer_ratelimit_store_up",
-            "1 while the rate-limit store (Redis) answers syncs.",
-        )?;
-        let ratelimit_blocked = IntGauge::new(
-            "edgesteer_ratelimit_blocked_addresses",
-            "Client addresses on the abuse block list.",
-        )?;
-        let ratelimit_store_refusals = IntCounterVec::new(
-            Opts::new(
-                "edgesteer_ratelimit_store_refusals_total",
-                "Requests answered 503 by a fail_closed global policy while the store was down.",
-            ),
-            &["policy"],
-        )?;
-        for c in [
-            Box::new(rate_limited.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(ratelimit_keys.clone()),
-            Box::new(ratelimit_overflow.clone()),
-            Box::new(ratelimit_store_errors.clone()),
-            Box::new(ratelimit_store_syncs.clone()),
-            Box::new(ratelimit_store_up.clone()),
-            Box::new(ratelimit_blocked.clone()),
-            Box::new(ratelimit_store_refusals.clone()),
-            Box::new(access_log_dropped.clone()),
-            Box::new(rollout_step.clone()),
-            Box::new(rollout_state.clone()),
-            Box::new(track_fallbacks.clone()),
-            Box::new(requests.clone()),
-            Box::new(duration.clone()),
-            Box::new(upstream_connect.clone()),
-            Box::new(upstream_response.clone()),
-            Box::new(table_version.clone()),
-            Box::new(geo_lookups.clone()),
-            Box::new(zone_blocked.clone()),
-            Box::new(pin_refused.clone()),
-            Box::new(failovers.clone()),
-            Box::new(backend_healthy.clone()),
-            Box::new(downstream_active.clone()),
-            Box::new(upstream_active.clone()),
-            Box::new(table_applies.clone()),
-        ] {
-            registry.register(c)?;
-        }
-        let geo = LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()]));
+        let r = Families(Registry::new());
+        let geo_lookups = r.counter_vec(GEO_LOOKUPS, &["result"])?;
+        let rate_limited = r.counter_vec(RATE_LIMITED, &["policy", "tier"])?;
         Ok(Metrics {
-            registry,
-            requests,
-            duration,
-            upstream_connect,
-            upstream_response,
-            table_version,
-            zone_blocked,
-            pin_refused,
-            failovers,
-            backend_healthy,
-            downstream_active,
-            upstream_active,
-            table_applies,
-            access_log_dropped,
-            rollout_step,
-            rollout_state,
-            track_fallbacks,
-            geo,
+            requests: r.counter_vec(REQUESTS, &["region", "track", "status"])?,
+            duration: r.histogram_vec(DURATION, &["region", "track"])?,
+            upstream_connect: r.histogram_vec(UPSTREAM_CONNECT, &["region"])?,
+            upstream_response: r.histogram_vec(UPSTREAM_RESPONSE, &["region"])?,
+            table_version: r.gauge(TABLE_VERSION)?,
+            zone_blocked: r.counter_vec(ZONE_BLOCKED, &["zone"])?,
+            pin_refused: r.counter_vec(PIN_REFUSED, &["zone"])?,
+            failovers: r.counter_vec(FAILOVERS, &["from", "to", "reason"])?,
+            backend_healthy: r.gauge_vec(BACKEND_HEALTHY, &["region", "backend"])?,
+            downstream_active: r.gauge(DOWNSTREAM_ACTIVE)?,
+            upstream_active: r.gauge(UPSTREAM_ACTIVE)?,
+            table_applies: r.counter_vec(TABLE_APPLIES, &["outcome"])?,
+            access_log_dropped: r.counter(ACCESS_LOG_DROPPED)?,
+            rollout_step: r.gauge_vec(ROLLOUT_STEP, &["region"])?,
+            rollout_state: r.gauge_vec(ROLLOUT_STATE, &["region", "state"])?,
+            track_fallbacks: r.counter_vec(TRACK_FALLBACKS, &["region", "track"])?,
+            ratelimit_keys: r.gauge_vec(RATELIMIT_KEYS, &["policy"])?,
+            ratelimit_overflow: r.counter_vec(RATELIMIT_OVERFLOW, &["policy"])?,
+            ratelimit_store_errors: r.counter(RATELIMIT_STORE_ERRORS)?,
+            ratelimit_store_syncs: r.counter(RATELIMIT_STORE_SYNCS)?,
+            ratelimit_store_up: r.gauge(RATELIMIT_STORE_UP)?,
+            ratelimit_blocked: r.gauge(RATELIMIT_BLOCKED)?,
+            ratelimit_store_refusals: r.counter_vec(RATELIMIT_STORE_REFUSALS, &["policy"])?,
+            geo: LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()])),
             blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,
-            ratelimit_keys,
-            ratelimit_overflow,
-            ratelimit_store_errors,
-            ratelimit_store_syncs,
-            ratelimit_store_up,
-            ratelimit_blocked,
-            ratelimit_store_refusals,
             observe_lock: std::sync::Mutex::new(()),
+            registry: r.0,
         })
     }
 

@@ -2,23 +2,15 @@
 //! report to the config service, whose rollout controller judges a canary
 //! by them. Counters are atomics resolved per snapshot (like the metric
 //! handles), keyed by region name so they survive table versions; the
-//! reporter takes deltas by swapping them to zero.
+//! reporter (`report.rs`) takes deltas by swapping them to zero.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use dashmap::DashMap;
-use edgesteer_config::route::HealthView;
-use edgesteer_config::{RoutingTable, Track};
-use edgesteer_control::client::Client;
-use edgesteer_control::rollout::{RegionReport, StatsReport, TrackReport, LATENCY_BUCKETS_MS};
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-
-use crate::steer::Steering;
+use edgesteer_config::RoutingTable;
+use edgesteer_control::rollout::{TrackReport, LATENCY_BUCKETS_MS};
 
 #[derive(Debug, Default)]
 pub struct TrackStats {
@@ -43,7 +35,8 @@ impl TrackStats {
         }
     }
 
-    fn take(&self) -> TrackReport {
+    /// The counts since the last call, resetting them.
+    pub fn take(&self) -> TrackReport {
         TrackReport {
             requests: self.requests.swap(0, Ordering::Relaxed),
             errors: self.errors.swap(0, Ordering::Relaxed),
@@ -76,62 +69,5 @@ impl StatsRegistry {
             .iter()
             .map(|r| self.regions.entry(r.name.clone()).or_default().clone())
             .collect()
-    }
-}
-
-/// Sends a report every `interval` while a config service is configured.
-pub struct Reporter {
-    pub steer: Arc<Steering>,
-    pub client: Client,
-    pub name: String,
-    pub interval: Duration,
-}
-
-impl Reporter {
-    fn report(&self) -> StatsReport {
-        let snap = self.steer.current();
-        let mut regions = BTreeMap::new();
-        for (r, stats) in snap.table.regions.iter().zip(&snap.stats) {
-            let canary: Vec<_> = r
-                .backends
-                .iter()
-                .filter(|&&b| snap.table.backend(b).track == Track::Canary)
-                .collect();
-            let canary_unhealthy = canary
-                .iter()
-                .filter(|&&&b| !snap.health.is_healthy(b))
-                .count() as u32;
-            regions.insert(
-                r.name.clone(),
-                RegionReport {
-                    stable: stats.tracks[Track::Stable.index()].take(),
-                    canary: stats.tracks[Track::Canary.index()].take(),
-                    canary_backends: canary.len() as u32,
-                    canary_unhealthy,
-                },
-            );
-        }
-        StatsReport {
-            proxy: self.name.clone(),
-            version: snap.version,
-            regions,
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for Reporter {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let report = self.report();
-            if let Err(e) = self.client.report_stats(&report).await {
-                tracing::debug!(error = %e, "stats report not delivered");
-            }
-        }
     }
 }

@@ -6,7 +6,7 @@
 //! `tau = T * burst`. So `burst` requests pass at once, then one per `T`;
 //! over a window `W` at most `burst + W / T` pass. A cell whose TAT is in
 //! the past is indistinguishable from a fresh one, which is what makes
-//! eviction of idle keys exact (see [`crate::state`]).
+//! eviction of idle keys exact (see `state.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

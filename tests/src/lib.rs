@@ -243,7 +243,11 @@ pub async fn get_as(
     if let Some(h) = host {
         req = req.header("host", h);
     }
-    let resp = req.send().await?;
+    landed(req.send().await?).await
+}
+
+/// Reads a demo backend's answer (status, region header, JSON body).
+async fn landed(resp: reqwest::Response) -> anyhow::Result<Landed> {
     let status = resp.status().as_u16();
     let version = resp.version();
     let region_header = resp
@@ -361,70 +365,6 @@ impl Drop for BackendProc {
     }
 }
 
-/// What a bounded load run saw.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    pub ok: u64,
-    /// Non-200 statuses and transport errors, as text.
-    pub failures: Vec<String>,
-    pub by_region: std::collections::BTreeMap<String, u64>,
-}
-
-/// Sends GETs at about `rate` per second for `duration`, from `ips` in
-/// turn (as X-Forwarded-For), `conns` at a time. Bounded in count and time.
-pub async fn run_load(
-    url: String,
-    ips: Vec<IpAddr>,
-    rate: u32,
-    duration: Duration,
-    conns: usize,
-) -> LoadReport {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    let total = (u64::from(rate) * duration.as_millis() as u64 / 1000).max(1);
-    let period = Duration::from_secs_f64(f64::from(conns as u32) / f64::from(rate.max(1)));
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (client, url, ips, next) = (client.clone(), url.clone(), ips.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut report = LoadReport::default();
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return report;
-                }
-                let ip = ips[(i as usize) % ips.len()];
-                match get_as(&client, &url, ip, None).await {
-                    Ok(l) if l.status == 200 => {
-                        report.ok += 1;
-                        *report.by_region.entry(l.region().to_string()).or_default() += 1;
-                    }
-                    Ok(l) => report
-                        .failures
-                        .push(format!("{ip}: status {} {:?}", l.status, l.body)),
-                    Err(e) => report.failures.push(format!("{ip}: {e}")),
-                }
-            }
-        }));
-    }
-    let mut all = LoadReport::default();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            all.ok += r.ok;
-            all.failures.extend(r.failures);
-            for (k, v) in r.by_region {
-                *all.by_region.entry(k).or_default() += v;
-            }
-        }
-    }
-    all
-}
-
 /// Polls `f` every 50 ms until it is true or `limit` passes; returns the time it took.
 pub async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
 where
@@ -442,6 +382,25 @@ where
 }
 
 impl Proxy {
+    /// `/v1/explain` for a client at `ip`, optionally with a Host.
+    pub async fn explain(
+        &self,
+        ip: impl ToString,
+        host: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut query = vec![("ip", ip.to_string())];
+        if let Some(h) = host {
+            query.push(("host", h.to_string()));
+        }
+        Ok(reqwest::Client::new()
+            .get(format!("http://{}/v1/explain", self.admin))
+            .query(&query)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// The admin `/v1/health` document.
     pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
         Ok(reqwest::get(format!("http://{}/v1/health", self.admin))
@@ -710,39 +669,75 @@ impl Drop for RedisProc {
     }
 }
 
+/// A paced run: `rate` GETs per second for `duration`, to `urls` in turn,
+/// from client addresses `ips` in turn (as X-Forwarded-For), each with
+/// `headers`, `conns` at a time. Bounded in count and time.
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    pub urls: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub headers: Vec<(String, String)>,
+    pub rate: u32,
+    pub duration: Duration,
+    pub conns: usize,
+}
+
 /// What a paced run saw, by status.
 #[derive(Debug, Default, Clone)]
 pub struct Paced {
+    /// 200 answers.
     pub ok: u64,
+    /// 429 answers.
     pub limited: u64,
-    /// Other statuses and transport errors.
+    /// Other statuses and transport errors, as text.
     pub other: Vec<String>,
+    /// 200 answers by the region the backend says it is in.
+    pub by_region: std::collections::BTreeMap<String, u64>,
     /// From the first send to the last.
     pub elapsed: Duration,
 }
 
-/// Sends `rate` GETs per second for `duration` to `urls` in turn, from
-/// client address `ip` (X-Forwarded-For) with `headers`, `conns` at a time.
-pub async fn send_paced(
-    urls: Vec<String>,
-    ip: IpAddr,
-    headers: Vec<(String, String)>,
-    rate: u32,
-    duration: Duration,
-    conns: usize,
-) -> Paced {
+impl Paced {
+    fn add(&mut self, r: Paced) {
+        self.ok += r.ok;
+        self.limited += r.limited;
+        self.other.extend(r.other);
+        for (k, v) in r.by_region {
+            *self.by_region.entry(k).or_default() += v;
+        }
+        self.elapsed = self.elapsed.max(r.elapsed);
+    }
+
+    fn record(&mut self, ip: IpAddr, answer: anyhow::Result<Landed>) {
+        match answer {
+            Ok(l) if l.status == 200 => {
+                self.ok += 1;
+                *self.by_region.entry(l.region().to_string()).or_default() += 1;
+            }
+            Ok(l) if l.status == 429 => self.limited += 1,
+            Ok(l) => self
+                .other
+                .push(format!("{ip}: status {} {:?}", l.status, l.body)),
+            Err(e) => self.other.push(format!("{ip}: {e}")),
+        }
+    }
+}
+
+/// Sends the requests of `pace`: request i leaves at start + i / rate,
+/// whichever of the `conns` tasks sends it.
+pub async fn send_paced(pace: Pace) -> Paced {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
-    let total = (u64::from(rate) * duration.as_millis() as u64 / 1000).max(1);
+    let total = (u64::from(pace.rate) * pace.duration.as_millis() as u64 / 1000).max(1);
     let start = tokio::time::Instant::now();
-    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let period = Duration::from_secs_f64(1.0 / f64::from(pace.rate.max(1)));
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pace = std::sync::Arc::new(pace);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (client, urls, headers, next) =
-            (client.clone(), urls.clone(), headers.clone(), next.clone());
+    for _ in 0..pace.conns {
+        let (client, pace, next) = (client.clone(), pace.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Paced::default();
             loop {
@@ -750,32 +745,28 @@ pub async fn send_paced(
                 if i >= total {
                     return out;
                 }
-                // Request i leaves at start + i x period, whichever task sends it.
                 tokio::time::sleep_until(start + period * u32::try_from(i).unwrap_or(u32::MAX))
                     .await;
                 out.elapsed = out.elapsed.max(start.elapsed());
+                let ip = pace.ips[(i as usize) % pace.ips.len()];
                 let mut req = client
-                    .get(&urls[(i as usize) % urls.len()])
+                    .get(&pace.urls[(i as usize) % pace.urls.len()])
                     .header("x-forwarded-for", ip.to_string());
-                for (k, v) in &headers {
+                for (k, v) in &pace.headers {
                     req = req.header(k, v);
                 }
-                match req.send().await {
-                    Ok(r) if r.status() == 200 => out.ok += 1,
-                    Ok(r) if r.status() == 429 => out.limited += 1,
-                    Ok(r) => out.other.push(format!("status {}", r.status())),
-                    Err(e) => out.other.push(e.to_string()),
-                }
+                let answer = match req.send().await {
+                    Ok(resp) => landed(resp).await,
+                    Err(e) => Err(e.into()),
+                };
+                out.record(ip, answer);
             }
         }));
     }
     let mut all = Paced::default();
     for t in tasks {
         if let Ok(r) = t.await {
-            all.ok += r.ok;
-            all.limited += r.limited;
-            all.other.extend(r.other);
-            all.elapsed = all.elapsed.max(r.elapsed);
+            all.add(r);
         }
     }
     all

@@ -1,5 +1,9 @@
+use super::backends::MAX_WEIGHT;
 use super::*;
+use crate::error::FieldError;
+use crate::geo_codes::{Continent, Country};
 use crate::parse;
+use crate::wire::HealthSpec;
 use crate::wire::{BackendSpec, RegionSpec};
 use crate::COVERGEN_TOML;
 

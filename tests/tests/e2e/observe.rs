@@ -15,15 +15,7 @@ async fn explain_agrees_with_live_routing_even_during_failover() {
     let samples = ["CN", "DE", "AE", "US", "HK"];
 
     async fn check(proxy: &Proxy, client: &reqwest::Client, ip: std::net::IpAddr) -> String {
-        let e: serde_json::Value = client
-            .get(format!("http://{}/v1/explain", proxy.admin))
-            .query(&[("ip", ip.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let e = proxy.explain(ip, None).await.unwrap();
         let live = get_as(client, &proxy.url("/"), ip, None).await.unwrap();
         let d = &e["decision"];
         assert_eq!(
@@ -68,18 +60,7 @@ async fn explain_agrees_with_live_routing_even_during_failover() {
     .is_some());
     assert_eq!(check(&proxy, &client, sample_ip("DE")).await, "eu-central");
     assert_eq!(check(&proxy, &client, sample_ip("AE")).await, "eu-central");
-    let e: serde_json::Value = client
-        .get(format!(
-            "http://{}/v1/explain?ip={}",
-            proxy.admin,
-            sample_ip("DE")
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let e = proxy.explain(sample_ip("DE"), None).await.unwrap();
     assert_eq!(e["client"]["zone"], "eu");
     assert_eq!(
         e["client"]["allowed"],
@@ -89,16 +70,8 @@ async fn explain_agrees_with_live_routing_even_during_failover() {
     assert_eq!(e["candidates"][0]["available"], false);
     assert_eq!(e["decision"]["reason"], "failover");
     // A pin across the zone is explained as the proxy answers it.
-    let e: serde_json::Value = client
-        .get(format!(
-            "http://{}/v1/explain?ip={}&host=api-cn.covergen.ai",
-            proxy.admin,
-            sample_ip("US")
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let e = proxy
+        .explain(sample_ip("US"), Some("api-cn.covergen.ai"))
         .await
         .unwrap();
     assert_eq!(e["decision"]["status"], 421);

@@ -26,8 +26,17 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn key(k: &str) -> Vec<(String, String)> {
-    vec![("x-api-key".into(), k.into())]
+/// `rate` GETs per second for `secs` to `urls` in turn, from one client
+/// address with API key `k`, `conns` at a time.
+fn one_client(urls: Vec<String>, addr: &str, k: &str, rate: u32, secs: u64, conns: usize) -> Pace {
+    Pace {
+        urls,
+        ips: vec![ip(addr)],
+        headers: vec![("x-api-key".into(), k.into())],
+        rate,
+        duration: Duration::from_secs(secs),
+        conns,
+    }
 }
 
 /// GCRA admits `burst` at once and then `rate` per second.
@@ -105,14 +114,14 @@ async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
     let tasks: Vec<_> = runs
         .iter()
         .map(|&(_, addr, k, rate, _, conns)| {
-            tokio::spawn(send_paced(
+            tokio::spawn(send_paced(one_client(
                 vec![url.clone()],
-                ip(addr),
-                key(k),
+                addr,
+                k,
                 2 * rate,
-                Duration::from_secs(5),
+                5,
                 conns,
-            ))
+            )))
         })
         .collect();
     let mut limited = std::collections::BTreeMap::new();
@@ -256,14 +265,14 @@ async fn two_proxies_share_one_global_limit_through_redis() {
     let (a, b) = fleet(&wd, &limits_table(be.addr, FLEET).unwrap(), &redis).await;
 
     // 2x the fleet rate, alternating between the proxies.
-    let run = send_paced(
+    let run = send_paced(one_client(
         vec![a.url("/x"), b.url("/x")],
-        ip("198.51.100.7"),
-        key("fleet-key"),
+        "198.51.100.7",
+        "fleet-key",
         200,
-        Duration::from_secs(5),
+        5,
         10,
-    )
+    ))
     .await;
     assert!(run.other.is_empty(), "{:?}", run.other);
     let exact = expected(100, 10, &run);
@@ -284,14 +293,14 @@ async fn two_proxies_share_one_global_limit_through_redis() {
     // One client on one proxy, with a burst (2 = 20 ms) shorter than the
     // sync interval (50 ms): its own use, reported back by Redis, must not
     // be counted twice (that held it near 70% of the rate).
-    let lone = send_paced(
+    let lone = send_paced(one_client(
         vec![a.url("/x")],
-        ip("198.51.100.9"),
-        key("lone-key"),
+        "198.51.100.9",
+        "lone-key",
         200,
-        Duration::from_secs(3),
+        3,
         6,
-    )
+    ))
     .await;
     assert_within_5pct("one proxy, short burst, global", &lone, 100, 2);
     for p in [&a, &b] {
@@ -396,14 +405,14 @@ async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
         assert_eq!(body["policy"], "closed");
     }
     // fail_open: each proxy keeps its local limit.
-    let local = send_paced(
+    let local = send_paced(one_client(
         vec![a.url("/open/x")],
-        ip("198.51.100.8"),
-        key("k1"),
+        "198.51.100.8",
+        "k1",
         100,
-        Duration::from_secs(2),
+        2,
         6,
-    )
+    ))
     .await;
     assert_within_5pct("fail_open on local limits", &local, 50, 10);
     let m = a.metrics().await.unwrap();
@@ -425,14 +434,14 @@ async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
         assert!(up.is_some(), "proxy did not reconnect to Redis");
     }
     assert_eq!(get(b.url("/closed/x")).await.status(), 200);
-    let run = send_paced(
+    let run = send_paced(one_client(
         vec![a.url("/open/y"), b.url("/open/y")],
-        ip("198.51.100.8"),
-        key("k2"),
+        "198.51.100.8",
+        "k2",
         100,
-        Duration::from_secs(3),
+        3,
         6,
-    )
+    ))
     .await;
     assert!(run.other.is_empty(), "{:?}", run.other);
     let bound = fleet_bound(50, 10, &run);
@@ -580,12 +589,21 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     let ips: Vec<IpAddr> = (0..800u32)
         .map(|i| IpAddr::from([10, 77, (i >> 8) as u8, i as u8]))
         .collect();
-    let report = run_load(proxy.url("/x"), ips, 800, Duration::from_secs(1), 16).await;
+    let report = send_paced(Pace {
+        urls: vec![proxy.url("/x")],
+        ips,
+        rate: 800,
+        duration: Duration::from_secs(1),
+        conns: 16,
+        ..Pace::default()
+    })
+    .await;
     assert_eq!(
         report.ok,
         800,
-        "{:?}",
-        &report.failures[..report.failures.len().min(5)]
+        "{} limited, {:?}",
+        report.limited,
+        &report.other[..report.other.len().min(5)]
     );
     let m = proxy.metrics().await.unwrap();
     let keys = metric(&m, r#"edgesteer_ratelimit_keys{policy="ip"}"#);
@@ -594,14 +612,14 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
 
     // 40/s from one address (8x its limit, over 2x) for 4 s: blocked.
     let abuser = ip("198.51.100.66");
-    let run = send_paced(
-        vec![proxy.url("/x")],
-        abuser,
-        vec![],
-        40,
-        Duration::from_secs(4),
-        4,
-    )
+    let run = send_paced(Pace {
+        urls: vec![proxy.url("/x")],
+        ips: vec![abuser],
+        rate: 40,
+        duration: Duration::from_secs(4),
+        conns: 4,
+        ..Pace::default()
+    })
     .await;
     assert!(run.other.is_empty(), "{:?}", run.other);
     let admin = format!("http://{}", proxy.admin);
@@ -634,12 +652,7 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     // Others are untouched.
     assert_eq!(as_ip("198.51.100.67").await.unwrap().status(), 200);
     // `explain` says why.
-    let why: Value = reqwest::get(format!("{admin}/v1/explain?ip=198.51.100.66"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let why = proxy.explain("198.51.100.66", None).await.unwrap();
     assert_eq!(why["rate_limit"]["blocked"]["policy"], "ip", "{why}");
     assert_eq!(why["rate_limit"]["policies"][0]["rate_per_s"], 5, "{why}");
 

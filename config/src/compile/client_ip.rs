@@ -1,0 +1,29 @@
+//! `client_ip`: the proxies whose forwarding headers are believed.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::check::Errors;
+
+pub(crate) fn trusted_proxies(cidrs: &[String], errs: &mut Errors) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, c) in cidrs.iter().enumerate() {
+        match parse_cidr(c) {
+            Some(n) => out.push(n),
+            None => errs.push(
+                format!("client_ip.trusted_proxies[{i}]"),
+                format!("`{c}` is not an IP address or CIDR"),
+            ),
+        }
+    }
+    out
+}
+
+/// An IP address or CIDR.
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .map(|n| n.trunc())
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}

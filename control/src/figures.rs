@@ -1,0 +1,213 @@
+//! Rollout figures: what the proxies reported for each region since its
+//! current step began, and the gates judged on them (the controller is in `rollout`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgesteer_config::wire::RolloutSpec;
+use edgesteer_config::TableSpec;
+
+use crate::api::{Figures, Gates, StatsReport, TrackReport};
+
+/// Upper bounds (ms) of the latency buckets; one more bucket catches the rest.
+pub const LATENCY_BUCKETS_MS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+/// Canary requests needed before the error-rate gate can fire.
+const MIN_ERROR_SAMPLE: u64 = 20;
+/// A proxy's canary-health report counts for this long.
+const HEALTH_FRESH: Duration = Duration::from_secs(3);
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Gate settings with defaults applied.
+pub(crate) fn gates(ro: &RolloutSpec) -> Gates {
+    Gates {
+        max_error_rate: ro.max_error_rate.unwrap_or(0.01),
+        max_p99_ratio: ro.max_p99_ratio.unwrap_or(1.5),
+        min_requests: ro.min_requests.unwrap_or(100),
+    }
+}
+
+/// One track's sums.
+#[derive(Debug, Default, Clone)]
+struct Acc {
+    requests: u64,
+    errors: u64,
+    buckets: Vec<u64>,
+}
+
+impl Acc {
+    fn add(&mut self, t: &TrackReport) {
+        self.requests += t.requests;
+        self.errors += t.errors;
+        if self.buckets.len() < t.buckets.len() {
+            self.buckets.resize(t.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&t.buckets) {
+            *a += b;
+        }
+    }
+
+    fn error_rate(&self) -> f64 {
+        self.errors as f64 / self.requests.max(1) as f64
+    }
+
+    /// p99 as the upper bound of the bucket holding it (ms).
+    fn p99_ms(&self) -> f64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+            }
+        }
+        f64::INFINITY
+    }
+}
+
+/// Figures of the current step of one region.
+#[derive(Debug, Default)]
+struct Window {
+    step_key: (u64, usize),
+    stable: Acc,
+    canary: Acc,
+    /// Per proxy: (when reported, unhealthy canary backends).
+    canary_health: HashMap<String, (Instant, u32)>,
+}
+
+impl Window {
+    fn unhealthy_canaries(&self) -> u32 {
+        self.canary_health
+            .values()
+            .filter(|(t, _)| t.elapsed() < HEALTH_FRESH)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn figures(&self) -> Figures {
+        let finite = |x: f64| Some(x).filter(|x| x.is_finite());
+        Figures {
+            canary_requests: self.canary.requests,
+            canary_error_rate: self.canary.error_rate(),
+            canary_p99_ms: finite(self.canary.p99_ms()),
+            stable_requests: self.stable.requests,
+            stable_p99_ms: finite(self.stable.p99_ms()),
+            unhealthy_canary_backends: self.unhealthy_canaries(),
+        }
+    }
+}
+
+/// What the controller does with a running rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Advance,
+    RollBack,
+}
+
+fn step_key(ro: &RolloutSpec) -> (u64, usize) {
+    (ro.step_started_ms, ro.step)
+}
+
+/// The windows of every region, keyed by region name.
+#[derive(Debug, Default)]
+pub(crate) struct Windows(Mutex<HashMap<String, Window>>);
+
+impl Windows {
+    /// Folds a proxy's report into the windows of the rollouts in `table`.
+    pub(crate) fn ingest(&self, table: &TableSpec, report: &StatsReport) {
+        let Ok(mut windows) = self.0.lock() else {
+            return;
+        };
+        for (region, r) in &report.regions {
+            let Some(ro) = table.regions.get(region).and_then(|s| s.rollout.as_ref()) else {
+                continue;
+            };
+            let w = windows.entry(region.clone()).or_default();
+            let key = step_key(ro);
+            if w.step_key != key {
+                *w = Window {
+                    step_key: key,
+                    ..Window::default()
+                };
+            }
+            w.stable.add(&r.stable);
+            w.canary.add(&r.canary);
+            w.canary_health
+                .insert(report.proxy.clone(), (Instant::now(), r.canary_unhealthy));
+        }
+    }
+
+    /// The figures of `region`'s current step, if any were reported.
+    pub(crate) fn figures(&self, region: &str, ro: &RolloutSpec) -> Option<Figures> {
+        let windows = self.0.lock().ok()?;
+        windows
+            .get(region)
+            .filter(|w| w.step_key == step_key(ro))
+            .map(Window::figures)
+    }
+
+    /// Judges the gates of `region`'s running rollout: a verdict and the
+    /// reason for the audit, or `None` to keep going.
+    pub(crate) fn judge(&self, region: &str, ro: &RolloutSpec) -> Option<(Verdict, String)> {
+        let g = gates(ro);
+        let windows = self.0.lock().ok()?;
+        let empty = Window::default();
+        let w = windows
+            .get(region)
+            .filter(|w| w.step_key == step_key(ro))
+            .unwrap_or(&empty);
+        let step = ro.steps.get(ro.step)?;
+        if w.canary.requests >= MIN_ERROR_SAMPLE && w.canary.error_rate() > g.max_error_rate {
+            return Some((
+                Verdict::RollBack,
+                format!(
+                    "gate error_rate failed at step {} ({} bps): canary 5xx rate {:.2}% over {} requests > {:.2}%",
+                    ro.step,
+                    step.canary_bps,
+                    w.canary.error_rate() * 100.0,
+                    w.canary.requests,
+                    g.max_error_rate * 100.0
+                ),
+            ));
+        }
+        let (max_ratio, min_requests) = (g.max_p99_ratio, g.min_requests);
+        if w.canary.requests >= min_requests && w.stable.requests >= min_requests {
+            let (c, s) = (w.canary.p99_ms(), w.stable.p99_ms());
+            if c > s * max_ratio && c > LATENCY_BUCKETS_MS[0] {
+                return Some((
+                    Verdict::RollBack,
+                    format!("gate p99 failed at step {}: canary p99 {c} ms > {max_ratio} x stable p99 {s} ms", ro.step),
+                ));
+            }
+        }
+        let held = now_ms().saturating_sub(ro.step_started_ms) >= step.hold_ms;
+        if held && w.canary.requests >= min_requests && w.unhealthy_canaries() == 0 {
+            return Some((
+                Verdict::Advance,
+                format!(
+                    "step {} ({} bps) held {} ms: {} canary requests, 5xx {:.2}%, p99 {} ms (stable {} ms)",
+                    ro.step,
+                    step.canary_bps,
+                    step.hold_ms,
+                    w.canary.requests,
+                    w.canary.error_rate() * 100.0,
+                    w.canary.p99_ms(),
+                    w.stable.p99_ms()
+                ),
+            ));
+        }
+        None
+    }
+}

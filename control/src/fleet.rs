@@ -1,0 +1,88 @@
+//! The fleet register: every proxy the service has heard from (by watch or
+//! ack), the version it applied or rejected, and when it was last seen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::api::{Ack, FleetEntry};
+
+/// What the service knows of one proxy.
+#[derive(Clone, Debug)]
+struct Seen {
+    entry: FleetEntry,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FleetRegister {
+    proxies: Mutex<HashMap<String, Seen>>,
+}
+
+/// Why an ack was refused.
+#[derive(Debug)]
+pub(crate) struct BadStatus(pub String);
+
+impl FleetRegister {
+    fn note(&self, proxy: &str, f: impl FnOnce(&mut FleetEntry)) {
+        if let Ok(mut proxies) = self.proxies.lock() {
+            let seen = proxies.entry(proxy.to_string()).or_insert_with(|| Seen {
+                entry: FleetEntry {
+                    proxy: proxy.to_string(),
+                    applied_version: None,
+                    last_status: None,
+                    last_rejection: None,
+                    rejected_version: None,
+                    last_seen_ms_ago: None,
+                    watching: false,
+                },
+                last_seen: Instant::now(),
+            });
+            seen.last_seen = Instant::now();
+            f(&mut seen.entry);
+        }
+    }
+
+    /// A proxy opened a watch.
+    pub(crate) fn watching(&self, proxy: &str) {
+        self.note(proxy, |e| e.watching = true);
+    }
+
+    /// A proxy applied or rejected a version.
+    pub(crate) fn ack(&self, a: &Ack) -> Result<(), BadStatus> {
+        match a.status.as_str() {
+            Ack::APPLIED => self.note(&a.proxy, |e| {
+                e.applied_version = Some(a.version);
+                e.last_status = Some(Ack::APPLIED.into());
+            }),
+            Ack::REJECTED => {
+                tracing::warn!(proxy = %a.proxy, version = a.version, reason = ?a.reason, "a proxy rejected a table version");
+                self.note(&a.proxy, |e| {
+                    e.last_status = Some(Ack::REJECTED.into());
+                    e.last_rejection = a.reason.clone();
+                    e.rejected_version = Some(a.version);
+                })
+            }
+            other => return Err(BadStatus(other.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Every proxy, sorted by name.
+    pub(crate) fn list(&self) -> Vec<FleetEntry> {
+        let mut list: Vec<FleetEntry> = self
+            .proxies
+            .lock()
+            .map(|p| {
+                p.values()
+                    .map(|s| FleetEntry {
+                        last_seen_ms_ago: Some(s.last_seen.elapsed().as_millis() as u64),
+                        ..s.entry.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+        list
+    }
+}

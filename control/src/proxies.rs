@@ -1,0 +1,96 @@
+//! Handlers of the endpoints proxies call (the watch long-poll, acks, stats
+//! reports) and of the fleet view built from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+
+use crate::api::{Ack, Fleet, StatsReport, WatchQuery};
+use crate::http::{body_error, json_body, tagged, ApiError};
+use crate::state::Control;
+use crate::store::VersionRecord;
+
+/// Longest a watch request is held open.
+const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// Long-poll: answers at once with the current table if it is newer than
+/// `after`, else when one is committed, else 304 after `timeout_ms`.
+pub(crate) async fn watch_table(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<WatchQuery>,
+) -> Response {
+    if let Some(p) = &q.proxy {
+        c.fleet.watching(p);
+    }
+    let mut rx = c.subscribe();
+    let wait = Duration::from_millis(q.timeout_ms.unwrap_or(25_000)).min(MAX_WATCH);
+    let newer =
+        |r: &Option<Arc<VersionRecord>>| r.as_ref().filter(|r| r.version > q.after).cloned();
+    let found = {
+        let now = rx.borrow_and_update().clone();
+        newer(&now)
+    };
+    let found = match found {
+        Some(r) => Some(r),
+        None => tokio::time::timeout(wait, async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+                let now = rx.borrow_and_update().clone();
+                if let Some(r) = newer(&now) {
+                    return Some(r);
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten(),
+    };
+    match found {
+        Some(r) => tagged(&r),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    }
+}
+
+pub(crate) async fn ack(
+    State(c): State<Arc<Control>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(body_error)?;
+    let a: Ack = json_body(&body)?;
+    c.fleet.ack(&a).map_err(|bad| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_status",
+            format!("status `{}` is not applied or rejected", bad.0),
+        )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn fleet(State(c): State<Arc<Control>>) -> Json<Fleet> {
+    Json(Fleet {
+        current_version: c.latest().map(|r| r.version),
+        proxies: c.fleet.list(),
+    })
+}
+
+/// A proxy's per-track figures, folded into the running rollouts' windows.
+pub(crate) async fn post_stats(
+    State(c): State<Arc<Control>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(body_error)?;
+    let report: StatsReport = json_body(&body)?;
+    if let Some(cur) = c.latest() {
+        c.windows.ingest(&cur.table, &report);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,104 @@
+//! `edgesteer control`: the config service's flags, and the start-up of a
+//! service (store, API listener, rollout controller) that `edgesteer demo`
+//! uses too.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use edgesteer_config::TableSpec;
+use edgesteer_control::{Control, Store, Token};
+
+use super::table::read_table;
+
+#[derive(Args, Debug)]
+pub(super) struct ControlArgs {
+    /// API listener.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (one file per version).
+    #[arg(long)]
+    data: PathBuf,
+    /// Write token as NAME=SECRET; NAME becomes the audit actor. Repeat for
+    /// several; also read from EDGESTEER_TOKENS (comma-separated).
+    #[arg(long = "token")]
+    tokens: Vec<edgesteer_control::Token>,
+    /// Table stored as version 1 when the store is empty.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = edgesteer_control::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+}
+
+/// How often the rollout controller judges running rollouts.
+const ROLLOUT_TICK: Duration = Duration::from_millis(250);
+
+/// A config service on `listen` over `store`, seeded with `seed` when the
+/// store is empty. The returned future serves the API (and runs the
+/// rollout controller) until `shutdown` resolves.
+pub(super) async fn start_control(
+    store: Arc<dyn Store>,
+    tokens: Vec<Token>,
+    seed: Option<TableSpec>,
+    listen: SocketAddr,
+    body_limit: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Arc<Control>, impl Future<Output = std::io::Result<()>>)> {
+    let control = Control::open(store, tokens, seed).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the config service on {listen}"))?;
+    let app = edgesteer_control::router(control.clone(), body_limit);
+    let rollouts = control.clone();
+    let serve = async move {
+        let controller = tokio::spawn(edgesteer_control::rollout::run(rollouts, ROLLOUT_TICK));
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        controller.abort();
+        served
+    };
+    Ok((control, serve))
+}
+
+pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
+    let mut tokens = args.tokens;
+    if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
+        for t in env.split(',').filter(|t| !t.trim().is_empty()) {
+            tokens.push(
+                t.trim()
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("EDGESTEER_TOKENS: {e}"))?,
+            );
+        }
+    }
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no write tokens configured: every write will be refused (give --token NAME=SECRET)"
+        );
+    }
+    let seed = match &args.seed {
+        Some(p) => Some(read_table(p)?.map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let store = Arc::new(edgesteer_control::FileStore::open(&args.data)?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let (control, serve) =
+            start_control(store, tokens, seed, args.listen, args.body_limit, shutdown).await?;
+        tracing::info!(listen = %args.listen, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
+        serve.await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,93 @@
+//! The `edgesteer` command line. `main.rs` (and the test harness's copy of
+//! the binary) call [`main`]; each command lives in its own module:
+//! [`serve`] (`proxy`), [`control`], [`demo`] (`demo`, `backend`),
+//! [`table`] (`validate`, table files) and [`crate::ctl`] (`ctl`).
+
+mod control;
+mod demo;
+mod serve;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use demo::DEMO_TOKEN;
+pub use table::{read_table, summary};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edgesteer",
+    version,
+    about = "Global traffic-steering edge proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy with a routing table file.
+    Proxy(Box<serve::ProxyArgs>),
+    /// Check a routing table (TOML or JSON) and print a summary or every error.
+    Validate {
+        /// Table file; `.json` is read as JSON, anything else as TOML.
+        file: PathBuf,
+    },
+    /// Start demo backends for all regions and the proxy with the covergen table.
+    Demo(demo::DemoArgs),
+    /// Run the config service (versioned tables, audit, push to proxies).
+    Control(control::ControlArgs),
+    /// Ops CLI over the config service API.
+    Ctl(crate::ctl::CtlArgs),
+    /// Run one demo backend (for tests and experiments).
+    Backend {
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "stable")]
+        track: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// Entry point shared by every copy of the binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { file } => return table::validate(&file),
+        Command::Proxy(args) => serve::run_proxy(*args),
+        Command::Demo(args) => demo::run_demo(args),
+        Command::Control(args) => control::run_control(args),
+        Command::Ctl(args) => crate::ctl::run(args),
+        Command::Backend {
+            region,
+            name,
+            track,
+            listen,
+        } => demo::run_backend(region, name, track, listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgesteer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

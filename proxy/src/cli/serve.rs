@@ -1,0 +1,266 @@
+//! `edgesteer proxy`: its flags, the table it starts from, and the wiring
+//! of a proxy server (Pingora server, config-service watch and stats
+//! reports) that `edgesteer demo` uses too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use edgesteer_config::{RoutingTable, TableSpec};
+use edgesteer_geo::GeoDb;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+
+use super::table::{compile_or_explain, read_table, summary};
+use crate::metrics::Metrics;
+use crate::server::{self, ServeOptions};
+use crate::steer::Steering;
+use crate::tls::CertPair;
+
+#[derive(Args, Debug)]
+pub(super) struct ListenArgs {
+    /// Plaintext listener (HTTP/1.1 and h2c); repeat for several.
+    #[arg(long = "listen")]
+    pub(super) listen: Vec<String>,
+    /// TLS listener (h2 and HTTP/1.1 by ALPN); repeat for several.
+    #[arg(long = "tls-listen")]
+    tls_listen: Vec<String>,
+    /// Certificate and key as CERT.pem:KEY.pem; repeat for SNI.
+    #[arg(long = "tls-cert")]
+    tls_cert: Vec<CertPair>,
+    /// Admin listener (/healthz, /metrics, /v1/...).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Token (NAME=SECRET) the admin listener's writes (block list) need;
+    /// repeat for several. Without one, anyone who reaches it may write.
+    #[arg(
+        long = "admin-token",
+        env = "EDGESTEER_ADMIN_TOKENS",
+        value_delimiter = ','
+    )]
+    admin_tokens: Vec<edgesteer_control::Token>,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds to keep serving after SIGTERM before closing listeners.
+    #[arg(long, default_value_t = 5)]
+    grace_period: u64,
+    /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
+    #[arg(long = "resolver")]
+    resolver: Vec<SocketAddr>,
+    /// Redis for `global` rate-limit policies, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "EDGESTEER_REDIS")]
+    redis: Option<String>,
+    /// How often global rate-limit counts are reconciled with Redis; the
+    /// fleet's overshoot grows with it (see docs/design.md).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    redis_sync_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ProxyArgs {
+    /// Routing table (TOML or JSON); with --control, only used when there
+    /// is neither a cached table nor a reachable service.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Config service URL to watch for new tables.
+    #[arg(long)]
+    control: Option<String>,
+    /// Where the last good table is saved (with --control).
+    #[arg(long, default_value = ".edgesteer/last-good-table.json")]
+    cache: PathBuf,
+    /// This proxy's name in the fleet view (default: host:pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// How often per-track stats go to the config service (rollout gates).
+    #[arg(long, default_value_t = 1000)]
+    report_interval_ms: u64,
+    /// MaxMind-format database; default: the bundled country database.
+    #[arg(long)]
+    geo_db: Option<PathBuf>,
+    /// Extra trusted proxy CIDR for X-Forwarded-For (added to the table's).
+    #[arg(long = "trust")]
+    trust: Vec<String>,
+    /// Skip recording request metrics (to measure their cost; /metrics stays up).
+    #[arg(long)]
+    no_request_metrics: bool,
+    /// Access-log destination when the table enables it: `-` (stdout) or a file.
+    #[arg(long, default_value = "-")]
+    access_log: crate::access_log::Sink,
+    #[command(flatten)]
+    net: ListenArgs,
+}
+
+/// A config service a proxy follows: new tables by watch, per-track
+/// stats by report.
+pub(super) struct Follow {
+    pub url: String,
+    /// This proxy's name in the fleet view.
+    pub name: String,
+    /// Where the last good table is saved; `None` keeps it in memory only.
+    pub cache: Option<PathBuf>,
+    pub report_every: Duration,
+    /// Trusted-proxy CIDRs added to every table received.
+    pub extra_trust: Vec<String>,
+}
+
+/// The live steering state for a first table, with its metrics registry.
+pub(super) fn steering(
+    version: u64,
+    spec: TableSpec,
+    table: RoutingTable,
+    geo: GeoDb,
+) -> anyhow::Result<Steering> {
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    Ok(Steering::new(version, spec, table, Arc::new(geo), metrics))
+}
+
+/// The Pingora server for `steer` with `opts`' listeners, following a
+/// config service when given one.
+pub(super) fn proxy_server(
+    steer: Arc<Steering>,
+    opts: &ServeOptions,
+    follow: Option<Follow>,
+) -> anyhow::Result<Server> {
+    let mut server = server::build(steer.clone(), opts)?;
+    if let Some(f) = follow {
+        let client = edgesteer_control::client::Client::new(&f.url, None);
+        server.add_service(background_service(
+            "stats report",
+            crate::report::Reporter {
+                steer: steer.clone(),
+                client: client.clone(),
+                name: f.name.clone(),
+                interval: f.report_every,
+            },
+        ));
+        let watcher = crate::watch::Watcher {
+            steer,
+            client,
+            name: f.name,
+            cache: f.cache,
+            extra_trust: f.extra_trust,
+        };
+        server.add_service(background_service("control watch", watcher));
+    }
+    Ok(server)
+}
+
+fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
+    let defaults = ServeOptions::default();
+    ServeOptions {
+        listen: if net.listen.is_empty() && net.tls_listen.is_empty() {
+            vec![default_listen.to_string()]
+        } else {
+            net.listen
+        },
+        tls_listen: net.tls_listen,
+        tls_certs: net.tls_cert,
+        admin: net.admin.or(defaults.admin),
+        threads: net.threads.unwrap_or(defaults.threads),
+        grace_period_secs: net.grace_period,
+        dns: if net.resolver.is_empty() {
+            edgesteer_health::DnsConfig::System
+        } else {
+            edgesteer_health::DnsConfig::Servers(net.resolver)
+        },
+        redis: net
+            .redis
+            .map(|url| edgesteer_ratelimit::global::SyncConfig {
+                url,
+                interval: std::time::Duration::from_millis(net.redis_sync_ms.max(1)),
+            }),
+    }
+}
+
+pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let (version, mut spec) = initial_table(&args)?;
+    spec.client_ip
+        .trusted_proxies
+        .extend(args.trust.iter().cloned());
+    let table = compile_or_explain(&spec)?;
+    let geo = match &args.geo_db {
+        Some(p) => GeoDb::open(p)?,
+        None => GeoDb::bundled()?,
+    };
+    tracing::info!(version, table = %summary(&table), geo = ?geo.info(), "starting proxy");
+    let mut steering = steering(version, spec, table, geo)?;
+    steering.access_log = Some(
+        crate::access_log::AccessLog::start(
+            args.access_log.clone(),
+            steering.metrics.access_log_dropped.clone(),
+        )
+        .context("opening the access log")?,
+    );
+    steering.record_metrics = !args.no_request_metrics;
+    steering.admin_tokens = args.net.admin_tokens.clone();
+    let steer = Arc::new(steering);
+    let opts = serve_options(args.net, "0.0.0.0:8080");
+    if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
+        if steer.admin_tokens.is_empty() {
+            tracing::warn!(%admin, "the admin listener is not on loopback and has no --admin-token: anyone who reaches it can lift or add blocks");
+        }
+    }
+    if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
+        anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");
+    }
+    let follow = args.control.map(|url| Follow {
+        url,
+        name: args.name.unwrap_or_else(default_name),
+        cache: Some(args.cache),
+        report_every: Duration::from_millis(args.report_interval_ms.max(50)),
+        extra_trust: args.trust,
+    });
+    proxy_server(steer, &opts, follow)?.run_forever()
+}
+
+fn default_name() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into());
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// The table a proxy starts with: with --control, the cached last good
+/// table, else the service's current one, else --config; without, --config.
+fn initial_table(args: &ProxyArgs) -> anyhow::Result<(u64, TableSpec)> {
+    // A file table is version 1 on its own; as a fallback while a service
+    // is configured it is version 0, so the first watch fetches any version.
+    let from_file = |path: &PathBuf, version: u64| -> anyhow::Result<(u64, TableSpec)> {
+        let spec = read_table(path)?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok((version, spec))
+    };
+    let Some(url) = &args.control else {
+        return match &args.config {
+            Some(p) => from_file(p, 1),
+            None => {
+                anyhow::bail!("give --config FILE, or --control URL to follow a config service")
+            }
+        };
+    };
+    if let Some(c) = crate::watch::load_cache(&args.cache) {
+        if edgesteer_config::compile(&c.table).is_ok() {
+            tracing::info!(version = c.version, cache = %args.cache.display(), "starting from the cached last good table");
+            return Ok((c.version, c.table));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = edgesteer_control::client::Client::new(url, None);
+    match rt.block_on(client.get()) {
+        Ok(v) => Ok((v.version, v.table)),
+        Err(e) => match &args.config {
+            Some(p) => {
+                tracing::warn!(error = %e, "config service unreachable and no cache; starting from --config");
+                from_file(p, 0)
+            }
+            None => Err(anyhow::anyhow!(
+                "no table to start with: {e}; no cached table at {}",
+                args.cache.display()
+            )),
+        },
+    }
+}

@@ -1,0 +1,182 @@
+//! `ctl explain`: asks a proxy's admin listener where a client would be
+//! routed right now and why, and prints the answer. The answer is read
+//! through a typed view of the fields printed here.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::print::{json, json_text};
+
+// The arguments of `ctl explain` (its help is the variant's doc comment).
+#[derive(Args, Debug)]
+pub(super) struct ExplainArgs {
+    /// Client address.
+    #[arg(long)]
+    ip: std::net::IpAddr,
+    /// Host header (for pins).
+    #[arg(long)]
+    host: Option<String>,
+    /// Sticky key (e.g. the X-Api-Key value).
+    #[arg(long)]
+    key: Option<String>,
+    /// The proxy's admin listener.
+    #[arg(long, env = "EDGESTEER_ADMIN", default_value = "http://127.0.0.1:9090")]
+    admin: String,
+}
+
+pub(super) async fn run(a: ExplainArgs, as_json: bool) -> anyhow::Result<()> {
+    let mut q = vec![("ip", a.ip.to_string())];
+    q.extend(a.host.map(|h| ("host", h)));
+    q.extend(a.key.map(|k| ("key", k)));
+    let url = format!("{}/v1/explain", a.admin.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .query(&q)
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let e: Value = resp.json().await.context("reading the explanation")?;
+    if as_json {
+        return json(&e);
+    }
+    let e = Explanation::deserialize(&e).context("reading the explanation")?;
+    print(&e);
+    Ok(())
+}
+
+/// The admin listener's `/v1/explain` answer, as far as it is printed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Explanation {
+    table_version: Option<u64>,
+    client: ClientView,
+    pin: Option<String>,
+    sticky: Sticky,
+    candidates: Vec<Candidate>,
+    decision: DecisionView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClientView {
+    ip: Option<String>,
+    country: Option<String>,
+    continent: Option<String>,
+    lookup: Option<String>,
+    zone: Option<String>,
+    home: Option<String>,
+    home_via: Option<String>,
+    allowed: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Sticky {
+    key: Option<String>,
+    bucket: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Candidate {
+    region: Option<String>,
+    #[serde(rename = "as")]
+    chosen_as: Option<String>,
+    available: bool,
+    drained: bool,
+    rtt_ms: Option<f64>,
+    track: Option<String>,
+    backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BackendView {
+    available: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DecisionView {
+    outcome: Option<String>,
+    status: Option<u64>,
+    region: Option<String>,
+    backend: Option<String>,
+    track: Option<String>,
+    reason: Option<String>,
+    zone: Option<String>,
+    track_fallback: bool,
+}
+
+/// A text field, or `-` when there is none.
+fn s(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+fn print(e: &Explanation) {
+    let c = &e.client;
+    println!(
+        "client {}: country {} ({}), lookup {}, zone {}, home {} (via {}), allowed [{}]",
+        s(&c.ip),
+        s(&c.country),
+        s(&c.continent),
+        s(&c.lookup),
+        s(&c.zone),
+        s(&c.home),
+        s(&c.home_via),
+        c.allowed.join(", ")
+    );
+    if let Some(p) = &e.pin {
+        println!("host pin: {p}");
+    }
+    println!(
+        "table version {}, sticky bucket {} (from {})",
+        json_text(&e.table_version),
+        json_text(&e.sticky.bucket),
+        s(&e.sticky.key)
+    );
+    println!("candidates, in order:");
+    for (i, k) in e.candidates.iter().enumerate() {
+        let up = k.backends.iter().filter(|b| b.available).count();
+        println!(
+            "  {}. {:<13} as {:<16} {:<11} {}/{} backends up  rtt {}  track {}{}",
+            i + 1,
+            s(&k.region),
+            s(&k.chosen_as),
+            if k.available {
+                "available"
+            } else {
+                "unavailable"
+            },
+            up,
+            k.backends.len(),
+            k.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
+            s(&k.track),
+            if k.drained { "  (drained)" } else { "" }
+        );
+    }
+    let d = &e.decision;
+    match d.outcome.as_deref() {
+        Some("route") => println!(
+            "decision: {} -> {} / {} ({}, {}{})",
+            json_text(&d.status),
+            s(&d.region),
+            s(&d.backend),
+            s(&d.track),
+            s(&d.reason),
+            if d.track_fallback {
+                ", track fallback"
+            } else {
+                ""
+            }
+        ),
+        _ => println!(
+            "decision: {} {} (zone {})",
+            json_text(&d.status),
+            s(&d.reason),
+            s(&d.zone)
+        ),
+    }
+}

@@ -1,0 +1,134 @@
+//! The per-request context: the snapshot the request was started on, who
+//! the client is, what was decided, and what each phase left for the next.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgesteer_config::route::Route;
+use edgesteer_config::{BackendId, ClientClass, RegionId};
+use edgesteer_geo::{GeoResult, LookupStatus};
+
+use super::refusal::RefusalKind;
+use crate::steer::Snapshot;
+
+/// Most upstream attempts one request can make (the table caps it lower).
+pub(super) const MAX_TRIED: usize = 10;
+
+/// Where the request stands with its route.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) enum RouteState {
+    /// Not decided (refused before deciding, or still admitting).
+    #[default]
+    None,
+    /// Decided in `request_filter`, not yet handed to an upstream.
+    Decided(Route),
+    /// Handed to an upstream; a retry must decide again.
+    Sent(Route),
+}
+
+impl RouteState {
+    /// The route decided or sent, for response headers.
+    pub(super) fn route(self) -> Option<Route> {
+        match self {
+            RouteState::None => None,
+            RouteState::Decided(r) | RouteState::Sent(r) => Some(r),
+        }
+    }
+
+    /// The route an upstream was actually asked to serve.
+    pub(super) fn sent(self) -> Option<Route> {
+        match self {
+            RouteState::Sent(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Per-request state. The snapshot is loaded once, when the context is
+/// made, so every phase (and every retry) reads the same table version.
+pub struct Ctx {
+    pub(super) snap: Arc<Snapshot>,
+    pub(super) client: IpAddr,
+    pub(super) geo: GeoResult,
+    pub(super) class: Option<ClientClass>,
+    pub(super) pin: Option<RegionId>,
+    pub(super) sticky: u64,
+    tried: [BackendId; MAX_TRIED],
+    tried_len: usize,
+    pub(super) route: RouteState,
+    pub(super) refusal: Option<RefusalKind>,
+    /// The rate-limit quota to advertise on the response.
+    pub(super) limit: Option<edgesteer_ratelimit::Quota>,
+    pub(super) tls: bool,
+    pub(super) start: Instant,
+    pub(super) upstream_start: Option<Instant>,
+    /// The endpoint of the current attempt, for passive health reports.
+    pub(super) peer_addr: Option<SocketAddr>,
+    /// An upstream connection is held (counted in the active gauge).
+    pub(super) upstream_held: bool,
+    /// Counted in the downstream active gauge.
+    pub(super) active: bool,
+}
+
+impl Ctx {
+    pub(super) fn new(snap: Arc<Snapshot>) -> Ctx {
+        Ctx {
+            snap,
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            geo: GeoResult {
+                country: None,
+                continent: None,
+                status: LookupStatus::NotFound,
+            },
+            class: None,
+            pin: None,
+            sticky: 0,
+            tried: [BackendId(0); MAX_TRIED],
+            tried_len: 0,
+            route: RouteState::None,
+            refusal: None,
+            limit: None,
+            tls: false,
+            start: Instant::now(),
+            upstream_start: None,
+            peer_addr: None,
+            upstream_held: false,
+            active: false,
+        }
+    }
+
+    /// The backends already tried by this request, in order.
+    pub(super) fn tried(&self) -> &[BackendId] {
+        self.tried.get(..self.tried_len).unwrap_or(&[])
+    }
+
+    /// Upstream attempts made so far.
+    pub(super) fn attempts(&self) -> usize {
+        self.tried_len
+    }
+
+    /// Records that `route` is being handed to an upstream.
+    pub(super) fn send(&mut self, route: Route) {
+        self.route = RouteState::Sent(route);
+        if let Some(slot) = self.tried.get_mut(self.tried_len) {
+            *slot = route.backend;
+            self.tried_len += 1;
+        }
+    }
+
+    /// Whether the retry budget allows another attempt.
+    pub(super) fn attempts_left(&self) -> bool {
+        let max = self.snap.table.retry.max_attempts as usize;
+        self.tried_len < max.min(MAX_TRIED)
+    }
+}
+
+/// The `Host` of a request: `:authority` for HTTP/2, else the header.
+pub(super) fn host_of(req: &pingora_http::RequestHeader) -> Option<&str> {
+    req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}

@@ -1,0 +1,50 @@
+//! Pingora's `fail_to_proxy`: a request that failed on the way (no
+//! upstream left, an origin that broke, a client that sent garbage) gets
+//! the status its error implies, written by the one refusal writer.
+
+use pingora_core::{Error, ErrorSource, ErrorType};
+use pingora_proxy::{FailToProxy, Session};
+
+use super::ctx::Ctx;
+use super::refusal::{zone_name, Refusal, RefusalKind};
+
+/// Answers a request that failed on the way (Pingora's `fail_to_proxy`):
+/// the status the error implies, an exhausted zone's JSON 503, and a
+/// connection that is not reused.
+pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &Ctx) -> FailToProxy {
+    let code = match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            _ => 500,
+        },
+    };
+    // The connection is not reused after an error; say so, so clients do
+    // not race a request onto a closing connection.
+    session.as_downstream_mut().set_keepalive(None);
+    let refusal = if code == 503 && ctx.refusal == Some(RefusalKind::ZoneExhausted) {
+        let zone = ctx.class.and_then(|c| c.zone);
+        Some(Refusal::zone_exhausted(zone_name(&ctx.snap.table, zone)))
+    } else if code > 0 {
+        let region = ctx
+            .route
+            .route()
+            .and_then(|r| ctx.snap.region_header.get(r.region.index()).cloned());
+        Some(Refusal::bare(code, region))
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        if let Err(err) = refusal.write(session).await {
+            tracing::debug!(error = %err, "cannot write error response downstream");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}

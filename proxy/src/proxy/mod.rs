@@ -1,0 +1,145 @@
+//! The Pingora adapter: [`EdgeProxy`] implements `ProxyHttp` by handing
+//! each phase to the module that owns it, in the way Pingora splits its own
+//! proxy by phase. It reads the request, calls the pure pieces (client IP,
+//! geo, classify, `decide`) and acts on their answer.
+//!
+//! - [`ctx`]: the per-request context, with the snapshot loaded once.
+//! - [`admit`]: client address, block list, rate limits (`request_filter`).
+//! - [`route`]: geo, classification, pin, sticky key, `decide`; 421/503.
+//! - [`upstream`]: the peer per attempt, re-deciding on retry, timeouts,
+//!   the retry budget and passive health reports.
+//! - [`headers`]: `X-Forwarded-*` upstream, `X-Steer-*`/`RateLimit` down.
+//! - [`refusal`]: every answer the proxy writes itself, and one writer.
+//! - [`failed`]: `fail_to_proxy`, errors turned into such answers.
+//! - [`observe`]: the logging phase (metrics, per-track stats, access log).
+
+mod admit;
+mod ctx;
+mod failed;
+mod headers;
+mod observe;
+mod refusal;
+mod route;
+mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use edgesteer_health::Outcome;
+use pingora_core::prelude::HttpPeer;
+use pingora_core::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use ctx::Ctx;
+use refusal::RefusalKind;
+
+use crate::steer::Steering;
+
+pub struct EdgeProxy {
+    steer: Arc<Steering>,
+}
+
+impl EdgeProxy {
+    pub fn new(steer: Arc<Steering>) -> Self {
+        EdgeProxy { steer }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.steer.current())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.steer.metrics.downstream_active.inc();
+        ctx.active = true;
+        if admit::admit(&self.steer, session, ctx).await? {
+            return Ok(true);
+        }
+        route::route(&self.steer, session, ctx).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        upstream::peer(&self.steer, ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::connect_failed(ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        upstream::proxy_failed(peer, session, e, ctx)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::connected(&self.steer, reused, ctx);
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::forwarded(session, upstream, ctx)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::passive(ctx, Outcome::Status(upstream.status.as_u16()));
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::steer_headers(&self.steer, resp, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        failed::fail(session, e, ctx).await
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // A fail-closed 503 is a decision, already counted and logged as such.
+        ctx.refusal == Some(RefusalKind::ZoneExhausted)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        observe::request_done(&self.steer, session, ctx);
+    }
+}

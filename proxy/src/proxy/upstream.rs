@@ -1,0 +1,140 @@
+//! The upstream hop: the peer for each attempt (on a retry, a fresh
+//! decision on the same snapshot that excludes the backends already
+//! tried), its timeouts, the retry budget, and what each attempt tells
+//! passive outlier detection.
+
+use std::time::{Duration, Instant};
+
+use edgesteer_config::route::{decide, Decision, Request, Route};
+use edgesteer_health::Outcome;
+use pingora_core::prelude::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_proxy::Session;
+
+use super::ctx::{Ctx, RouteState};
+use super::route::fail_closed;
+use crate::steer::Steering;
+
+/// The peer for this attempt.
+pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    let route = match ctx.route {
+        RouteState::Decided(r) => r,
+        _ => redecide(steer, ctx)?,
+    };
+    ctx.send(route);
+    let snap = &*ctx.snap;
+    let Some(addr) = snap
+        .health
+        .state(route.backend)
+        .and_then(|s| s.pick(ctx.sticky, &[]))
+    else {
+        return Error::e_explain(ErrorType::ConnectNoRoute, "backend has no resolved address");
+    };
+    ctx.peer_addr = Some(addr);
+    let retry = &snap.table.retry;
+    let remaining = retry.total_timeout.saturating_sub(ctx.start.elapsed());
+    if remaining.is_zero() {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(504),
+            "total upstream timeout exhausted",
+        );
+    }
+    let per_try = retry.per_try_timeout.min(remaining);
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(retry.connect_timeout.min(per_try));
+    peer.options.total_connection_timeout = Some(retry.connect_timeout.min(per_try));
+    peer.options.read_timeout = Some(per_try);
+    peer.options.write_timeout = Some(per_try);
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    ctx.upstream_start = Some(Instant::now());
+    Ok(Box::new(peer))
+}
+
+/// A retry: decide again without the backends already tried.
+fn redecide(steer: &Steering, ctx: &mut Ctx) -> Result<Route> {
+    let Some(class) = ctx.class else {
+        return Error::e_explain(ErrorType::InternalError, "request was not classified");
+    };
+    let request = Request {
+        class,
+        pin: ctx.pin,
+        sticky: ctx.sticky,
+        tried: ctx.tried(),
+    };
+    match decide(&ctx.snap.table, &request, &ctx.snap.health) {
+        Decision::Route(r) => Ok(r),
+        Decision::NoHealthyBackend { zone } => {
+            // Every allowed candidate has been tried: the zone is
+            // exhausted for this request. Fail closed, never cross.
+            fail_closed(steer, ctx, zone);
+            Error::e_explain(ErrorType::HTTPStatus(503), "every allowed backend failed")
+        }
+        Decision::PinOutsideZone { .. } => {
+            Error::e_explain(ErrorType::HTTPStatus(421), "pin outside the client's zone")
+        }
+    }
+}
+
+/// A connect failure: nothing reached the backend, so any method may go
+/// elsewhere.
+pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    passive(ctx, Outcome::ConnectFailure);
+    e.set_retry(ctx.attempts_left());
+    e
+}
+
+/// An error after connecting. Retries only what cannot have had an effect
+/// twice: an idempotent request whose body we still hold, before any
+/// response went out.
+pub(super) fn proxy_failed(
+    peer: &HttpPeer,
+    session: &mut Session,
+    e: Box<Error>,
+    ctx: &mut Ctx,
+) -> Box<Error> {
+    let upstream_fault = matches!(e.esource(), ErrorSource::Upstream);
+    if upstream_fault {
+        passive(ctx, Outcome::Reset);
+    }
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    let safe = session.req_header().method.is_idempotent()
+        && !session.as_ref().retry_buffer_truncated()
+        && session.response_written().is_none();
+    e.set_retry(upstream_fault && safe && ctx.attempts_left());
+    e
+}
+
+/// Connect time, from handing out the peer to holding a connection (near
+/// zero when a pooled connection was reused), and the active gauge.
+pub(super) fn connected(steer: &Steering, reused: bool, ctx: &mut Ctx) {
+    if let Some(t) = ctx.upstream_start {
+        let m = ctx
+            .snap
+            .region_metrics(ctx.route.route().map(|r| r.region.index()));
+        if let Some(m) = m.filter(|_| steer.record_metrics) {
+            m.upstream_connect.observe(if reused {
+                0.0
+            } else {
+                t.elapsed().as_secs_f64()
+            });
+        }
+    }
+    if !ctx.upstream_held {
+        ctx.upstream_held = true;
+        steer.metrics.upstream_active.inc();
+    }
+}
+
+/// Feeds an attempt's outcome to passive outlier detection.
+pub(super) fn passive(ctx: &Ctx, outcome: Outcome) {
+    if let (Some(route), Some(addr)) = (ctx.route.sent(), ctx.peer_addr) {
+        let snap = &ctx.snap;
+        snap.health.report(
+            route.backend,
+            addr,
+            outcome,
+            &snap.table.outlier,
+            route.region,
+        );
+    }
+}

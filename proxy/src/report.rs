@@ -1,0 +1,73 @@
+//! The stats reporter: a background service that sends the per-track
+//! counts ([`crate::stats`]) to the config service on an interval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edgesteer_config::route::HealthView;
+use edgesteer_config::Track;
+use edgesteer_control::client::Client;
+use edgesteer_control::rollout::{RegionReport, StatsReport};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use crate::steer::Steering;
+
+/// Sends a report every `interval` while a config service is configured.
+pub struct Reporter {
+    pub steer: Arc<Steering>,
+    pub client: Client,
+    pub name: String,
+    pub interval: Duration,
+}
+
+impl Reporter {
+    fn report(&self) -> StatsReport {
+        let snap = self.steer.current();
+        let mut regions = BTreeMap::new();
+        for (r, stats) in snap.table.regions.iter().zip(&snap.stats) {
+            let canary: Vec<_> = r
+                .backends
+                .iter()
+                .filter(|&&b| snap.table.backend(b).track == Track::Canary)
+                .collect();
+            let canary_unhealthy = canary
+                .iter()
+                .filter(|&&&b| !snap.health.is_healthy(b))
+                .count() as u32;
+            regions.insert(
+                r.name.clone(),
+                RegionReport {
+                    stable: stats.tracks[Track::Stable.index()].take(),
+                    canary: stats.tracks[Track::Canary.index()].take(),
+                    canary_backends: canary.len() as u32,
+                    canary_unhealthy,
+                },
+            );
+        }
+        StatsReport {
+            proxy: self.name.clone(),
+            version: snap.version,
+            regions,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reporter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let report = self.report();
+            if let Err(e) = self.client.report_stats(&report).await {
+                tracing::debug!(error = %e, "stats report not delivered");
+            }
+        }
+    }
+}
