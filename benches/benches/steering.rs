@@ -12,10 +12,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use edgesteer::client_ip::client_ip;
-use edgesteer_config::route::{decide, sticky_hash, AllHealthy, Request};
-use edgesteer_config::{parse, RoutingTable, COVERGEN_TOML};
+use edgesteer_config::route::{decide, sticky_hash, AllHealthy, HealthView, Request};
+use edgesteer_config::{parse, ClientClass, RoutingTable, COVERGEN_TOML};
 use edgesteer_geo::{GeoDb, GeoLookup};
 use edgesteer_health::HealthRegistry;
 use http::{HeaderMap, HeaderValue};
@@ -171,37 +174,32 @@ fn steering(c: &mut Criterion) {
         })
     });
     let de = t.classify(edgesteer_config::Country::parse("DE"), None);
-    g.bench_function("decide_only", |b| {
-        b.iter(|| {
-            i = i.wrapping_add(1);
-            black_box(decide(
-                &t,
-                &Request {
-                    class: de,
-                    pin: None,
-                    sticky: i as u64,
-                    tried: &[],
-                },
-                &AllHealthy,
-            ))
-        })
-    });
-    g.bench_function("decide_with_health_view", |b| {
-        b.iter(|| {
-            i = i.wrapping_add(1);
-            black_box(decide(
-                &t,
-                &Request {
-                    class: de,
-                    pin: None,
-                    sticky: i as u64,
-                    tried: &[],
-                },
-                &health,
-            ))
-        })
-    });
+    bench_decide(&mut g, "decide_only", &t, de, &AllHealthy);
+    bench_decide(&mut g, "decide_with_health_view", &t, de, &health);
     g.finish();
+}
+
+/// `decide()` alone for one client class, with a new sticky key each time.
+fn bench_decide<H: HealthView>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    t: &RoutingTable,
+    class: ClientClass,
+    health: &H,
+) {
+    let mut i = 0u64;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let req = Request {
+                class,
+                pin: None,
+                sticky: i,
+                tried: &[],
+            };
+            black_box(decide(t, &req, health))
+        })
+    });
 }
 
 /// One reader per iteration while another thread keeps loading too:

@@ -3,6 +3,7 @@
 //! answer that carries a version with its `ETag`.
 
 use axum::extract::rejection::BytesRejection;
+use bytes::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -85,6 +86,14 @@ pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
     }
+}
+
+/// A request body as `T`: 413 over the size limit, 400 naming the field
+/// at fault otherwise.
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    json_body(&body.map_err(body_error)?)
 }
 
 /// Parses a JSON body (unknown fields refused where the type says so),

@@ -12,7 +12,7 @@ use axum::Json;
 use bytes::Bytes;
 
 use crate::api::{Ack, Fleet, StatsReport, WatchQuery};
-use crate::http::{body_error, json_body, tagged, ApiError};
+use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
 use crate::store::VersionRecord;
 
@@ -63,8 +63,7 @@ pub(crate) async fn ack(
     State(c): State<Arc<Control>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(body_error)?;
-    let a: Ack = json_body(&body)?;
+    let a: Ack = parse_body(body)?;
     c.fleet.ack(&a).map_err(|bad| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -87,8 +86,7 @@ pub(crate) async fn post_stats(
     State(c): State<Arc<Control>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(body_error)?;
-    let report: StatsReport = json_body(&body)?;
+    let report: StatsReport = parse_body(body)?;
     if let Some(cur) = c.latest() {
         c.windows.ingest(&cur.table, &report);
     }

@@ -21,7 +21,7 @@ use crate::api::etag;
 use crate::auth::{bearer, token_name, Token};
 use crate::figures::Windows;
 use crate::fleet::FleetRegister;
-use crate::http::{body_error, json_body, ApiError};
+use crate::http::{parse_body, ApiError};
 use crate::store::{Audit, Store, StoreError, VersionRecord};
 
 /// Shared state of the service.
@@ -204,8 +204,7 @@ impl Control {
         body: Result<Bytes, BytesRejection>,
     ) -> Result<(String, T), ApiError> {
         let actor = self.authenticate(headers)?;
-        let body = body.map_err(body_error)?;
-        Ok((actor, json_body(&body)?))
+        Ok((actor, parse_body(body)?))
     }
 
     /// Refuses a write whose `If-Match` is not the current version's ETag.

@@ -18,25 +18,31 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, table: &RoutingTable) -> IpA
     if !table.is_trusted_proxy(peer) {
         return peer;
     }
-    let xff = headers.get_all("x-forwarded-for");
-    if xff.iter().next().is_some() {
-        let hops = xff
-            .iter()
-            .rev()
-            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
-            .map(|s| s.trim().parse::<IpAddr>().ok());
-        return walk(peer, hops, table);
+    if let Some(h) = hops(headers, "x-forwarded-for", |s| s.trim().parse().ok()) {
+        return walk(peer, h, table);
     }
-    let fwd = headers.get_all("forwarded");
-    if fwd.iter().next().is_some() {
-        let hops = fwd
-            .iter()
-            .rev()
-            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
-            .map(forwarded_for);
-        return walk(peer, hops, table);
+    if let Some(h) = hops(headers, "forwarded", forwarded_for) {
+        return walk(peer, h, table);
     }
     peer
+}
+
+/// The hops of every `name` header line, right to left, each parsed by
+/// `hop`; `None` when the request has no such header.
+fn hops<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+    hop: impl Fn(&'a str) -> Option<IpAddr> + 'a,
+) -> Option<impl Iterator<Item = Option<IpAddr>> + 'a> {
+    let lines = headers.get_all(name);
+    lines.iter().next()?;
+    Some(
+        lines
+            .into_iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
+            .map(hop),
+    )
 }
 
 /// Right-to-left over the hops: skip trusted proxies, stop at the first
@@ -99,67 +105,71 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The client a request from `peer` with these header lines resolves to.
+    fn check(t: &RoutingTable, peer: &str, lines: &[(&'static str, &str)], want: &str) {
+        let got = client_ip(ip(peer), &headers(lines), t);
+        assert_eq!(got, ip(want), "peer {peer}, headers {lines:?}");
+    }
+
+    const XFF: &str = "x-forwarded-for";
+    const FWD: &str = "forwarded";
+
     #[test]
     fn untrusted_peer_cannot_spoof() {
         let t = table(&["10.0.0.0/8"]);
-        let h = headers(&[
-            ("x-forwarded-for", "36.1.1.1"),
-            ("forwarded", "for=36.1.1.1"),
-        ]);
-        assert_eq!(client_ip(ip("203.0.113.9"), &h, &t), ip("203.0.113.9"));
+        let spoof = [(XFF, "36.1.1.1"), (FWD, "for=36.1.1.1")];
+        check(&t, "203.0.113.9", &spoof, "203.0.113.9");
         // No trusted proxies configured at all.
-        let t = table(&[]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
+        check(&table(&[]), "10.0.0.1", &spoof, "10.0.0.1");
     }
 
     #[test]
     fn trusted_peer_gives_rightmost_untrusted() {
         let t = table(&["10.0.0.0/8", "127.0.0.1"]);
         // A client-supplied spoof on the left is ignored.
-        let h = headers(&[("x-forwarded-for", "36.1.1.1, 5.0.1.1, 10.1.1.1")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
+        check(
+            &t,
+            "10.0.0.1",
+            &[(XFF, "36.1.1.1, 5.0.1.1, 10.1.1.1")],
+            "5.0.1.1",
+        );
         // Multiple header lines are one list, in order.
-        let h = headers(&[
-            ("x-forwarded-for", "36.1.1.1"),
-            ("x-forwarded-for", "5.0.1.1,10.2.2.2"),
-        ]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &t), ip("5.0.1.1"));
+        let lines = [(XFF, "36.1.1.1"), (XFF, "5.0.1.1,10.2.2.2")];
+        check(&t, "127.0.0.1", &lines, "5.0.1.1");
         // All hops trusted: the left-most.
-        let h = headers(&[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.9.9.9"));
+        check(&t, "10.0.0.1", &[(XFF, "10.9.9.9, 10.1.1.1")], "10.9.9.9");
         // Garbage stops the walk at the last good hop.
-        let h = headers(&[("x-forwarded-for", "5.0.1.1, not-an-ip, 10.1.1.1")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.1.1.1"));
+        check(
+            &t,
+            "10.0.0.1",
+            &[(XFF, "5.0.1.1, not-an-ip, 10.1.1.1")],
+            "10.1.1.1",
+        );
         // IPv6 and IPv4-mapped forms.
-        let h = headers(&[("x-forwarded-for", "2a00:1450::1")]);
-        assert_eq!(
-            client_ip(ip("::ffff:127.0.0.1"), &h, &t),
-            ip("2a00:1450::1")
+        check(
+            &t,
+            "::ffff:127.0.0.1",
+            &[(XFF, "2a00:1450::1")],
+            "2a00:1450::1",
         );
         // No header: the peer.
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &t),
-            ip("10.0.0.1")
-        );
+        check(&t, "10.0.0.1", &[], "10.0.0.1");
     }
 
     #[test]
     fn forwarded_header() {
         let t = table(&["10.0.0.0/8"]);
-        let h = headers(&[(
-            "forwarded",
-            "for=36.1.1.1, for=\"[2a00:1450::1]:4711\";proto=https, for=10.0.0.2",
-        )]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("2a00:1450::1"));
-        let h = headers(&[("forwarded", "for=\"5.0.1.1:8080\";by=10.0.0.1")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
-        let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
+        let chain = "for=36.1.1.1, for=\"[2a00:1450::1]:4711\";proto=https, for=10.0.0.2";
+        check(&t, "10.0.0.1", &[(FWD, chain)], "2a00:1450::1");
+        check(
+            &t,
+            "10.0.0.1",
+            &[(FWD, "for=\"5.0.1.1:8080\";by=10.0.0.1")],
+            "5.0.1.1",
+        );
+        check(&t, "10.0.0.1", &[(FWD, "for=unknown")], "10.0.0.1");
         // X-Forwarded-For wins when both are present.
-        let h = headers(&[
-            ("forwarded", "for=36.1.1.1"),
-            ("x-forwarded-for", "5.0.1.1"),
-        ]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("5.0.1.1"));
+        let both = [(FWD, "for=36.1.1.1"), (XFF, "5.0.1.1")];
+        check(&t, "10.0.0.1", &both, "5.0.1.1");
     }
 }

@@ -9,6 +9,16 @@
 //! live in `edgesteer-config`, geo lookups in `edgesteer-geo`, backend
 //! state in `edgesteer-health`. This crate reads a request, calls them, and
 //! acts on the answer.
+//!
+//! ## Layout
+//! - [`proxy`]: the Pingora adapter, one module per phase.
+//! - [`steer`]: the live snapshot; [`watch`]: following the config service;
+//!   [`stats`] and [`report`]: per-track counts for rollout gates.
+//! - [`client_ip`], [`sticky`]: who the client is, which key pins its track.
+//! - [`server`], [`tls`], [`admin`], [`metrics`], [`access_log`]: serving
+//!   and observing; [`explain`]: "where would this client go, and why".
+//! - [`cli`], [`ctl`], [`demo`]: the binary's commands, the ops CLI and the
+//!   demo backends.
 
 pub mod access_log;
 pub mod admin;

@@ -125,7 +125,16 @@ const RATELIMIT_STORE_REFUSALS: Family = (
     "Requests answered 503 by a fail_closed global policy while the store was down.",
 );
 
-/// Creates metric families and registers each in the registry it wraps.
+fn opts((name, help): Family) -> Opts {
+    Opts::new(name, help)
+}
+
+/// Latency histogram options: 1 ms to 10 s.
+fn latency((name, help): Family) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
+/// Registers each metric family in the registry it wraps.
 struct Families(Registry);
 
 impl Families {
@@ -135,39 +144,6 @@ impl Families {
     ) -> Result<C, prometheus::Error> {
         self.0.register(Box::new(c.clone()))?;
         Ok(c)
-    }
-
-    fn counter(&self, (name, help): Family) -> Result<IntCounter, prometheus::Error> {
-        self.add(IntCounter::new(name, help)?)
-    }
-
-    fn gauge(&self, (name, help): Family) -> Result<IntGauge, prometheus::Error> {
-        self.add(IntGauge::new(name, help)?)
-    }
-
-    fn counter_vec(
-        &self,
-        (name, help): Family,
-        labels: &[&str],
-    ) -> Result<IntCounterVec, prometheus::Error> {
-        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
-    }
-
-    fn gauge_vec(
-        &self,
-        (name, help): Family,
-        labels: &[&str],
-    ) -> Result<IntGaugeVec, prometheus::Error> {
-        self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
-    }
-
-    fn histogram_vec(
-        &self,
-        (name, help): Family,
-        labels: &[&str],
-    ) -> Result<HistogramVec, prometheus::Error> {
-        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-        self.add(HistogramVec::new(opts, labels)?)
     }
 }
 
@@ -227,32 +203,49 @@ impl RegionMetrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let r = Families(Registry::new());
-        let geo_lookups = r.counter_vec(GEO_LOOKUPS, &["result"])?;
-        let rate_limited = r.counter_vec(RATE_LIMITED, &["policy", "tier"])?;
+        let geo_lookups = r.add(IntCounterVec::new(opts(GEO_LOOKUPS), &["result"])?)?;
+        let rate_limited = r.add(IntCounterVec::new(opts(RATE_LIMITED), &["policy", "tier"])?)?;
         Ok(Metrics {
-            requests: r.counter_vec(REQUESTS, &["region", "track", "status"])?,
-            duration: r.histogram_vec(DURATION, &["region", "track"])?,
-            upstream_connect: r.histogram_vec(UPSTREAM_CONNECT, &["region"])?,
-            upstream_response: r.histogram_vec(UPSTREAM_RESPONSE, &["region"])?,
-            table_version: r.gauge(TABLE_VERSION)?,
-            zone_blocked: r.counter_vec(ZONE_BLOCKED, &["zone"])?,
-            pin_refused: r.counter_vec(PIN_REFUSED, &["zone"])?,
-            failovers: r.counter_vec(FAILOVERS, &["from", "to", "reason"])?,
-            backend_healthy: r.gauge_vec(BACKEND_HEALTHY, &["region", "backend"])?,
-            downstream_active: r.gauge(DOWNSTREAM_ACTIVE)?,
-            upstream_active: r.gauge(UPSTREAM_ACTIVE)?,
-            table_applies: r.counter_vec(TABLE_APPLIES, &["outcome"])?,
-            access_log_dropped: r.counter(ACCESS_LOG_DROPPED)?,
-            rollout_step: r.gauge_vec(ROLLOUT_STEP, &["region"])?,
-            rollout_state: r.gauge_vec(ROLLOUT_STATE, &["region", "state"])?,
-            track_fallbacks: r.counter_vec(TRACK_FALLBACKS, &["region", "track"])?,
-            ratelimit_keys: r.gauge_vec(RATELIMIT_KEYS, &["policy"])?,
-            ratelimit_overflow: r.counter_vec(RATELIMIT_OVERFLOW, &["policy"])?,
-            ratelimit_store_errors: r.counter(RATELIMIT_STORE_ERRORS)?,
-            ratelimit_store_syncs: r.counter(RATELIMIT_STORE_SYNCS)?,
-            ratelimit_store_up: r.gauge(RATELIMIT_STORE_UP)?,
-            ratelimit_blocked: r.gauge(RATELIMIT_BLOCKED)?,
-            ratelimit_store_refusals: r.counter_vec(RATELIMIT_STORE_REFUSALS, &["policy"])?,
+            requests: r.add(IntCounterVec::new(
+                opts(REQUESTS),
+                &["region", "track", "status"],
+            )?)?,
+            duration: r.add(HistogramVec::new(latency(DURATION), &["region", "track"])?)?,
+            upstream_connect: r.add(HistogramVec::new(latency(UPSTREAM_CONNECT), &["region"])?)?,
+            upstream_response: r
+                .add(HistogramVec::new(latency(UPSTREAM_RESPONSE), &["region"])?)?,
+            table_version: r.add(IntGauge::with_opts(opts(TABLE_VERSION))?)?,
+            zone_blocked: r.add(IntCounterVec::new(opts(ZONE_BLOCKED), &["zone"])?)?,
+            pin_refused: r.add(IntCounterVec::new(opts(PIN_REFUSED), &["zone"])?)?,
+            failovers: r.add(IntCounterVec::new(
+                opts(FAILOVERS),
+                &["from", "to", "reason"],
+            )?)?,
+            backend_healthy: r.add(IntGaugeVec::new(
+                opts(BACKEND_HEALTHY),
+                &["region", "backend"],
+            )?)?,
+            downstream_active: r.add(IntGauge::with_opts(opts(DOWNSTREAM_ACTIVE))?)?,
+            upstream_active: r.add(IntGauge::with_opts(opts(UPSTREAM_ACTIVE))?)?,
+            table_applies: r.add(IntCounterVec::new(opts(TABLE_APPLIES), &["outcome"])?)?,
+            access_log_dropped: r.add(IntCounter::with_opts(opts(ACCESS_LOG_DROPPED))?)?,
+            rollout_step: r.add(IntGaugeVec::new(opts(ROLLOUT_STEP), &["region"])?)?,
+            rollout_state: r.add(IntGaugeVec::new(opts(ROLLOUT_STATE), &["region", "state"])?)?,
+            track_fallbacks: r.add(IntCounterVec::new(
+                opts(TRACK_FALLBACKS),
+                &["region", "track"],
+            )?)?,
+            ratelimit_keys: r.add(IntGaugeVec::new(opts(RATELIMIT_KEYS), &["policy"])?)?,
+            ratelimit_overflow: r
+                .add(IntCounterVec::new(opts(RATELIMIT_OVERFLOW), &["policy"])?)?,
+            ratelimit_store_errors: r.add(IntCounter::with_opts(opts(RATELIMIT_STORE_ERRORS))?)?,
+            ratelimit_store_syncs: r.add(IntCounter::with_opts(opts(RATELIMIT_STORE_SYNCS))?)?,
+            ratelimit_store_up: r.add(IntGauge::with_opts(opts(RATELIMIT_STORE_UP))?)?,
+            ratelimit_blocked: r.add(IntGauge::with_opts(opts(RATELIMIT_BLOCKED))?)?,
+            ratelimit_store_refusals: r.add(IntCounterVec::new(
+                opts(RATELIMIT_STORE_REFUSALS),
+                &["policy"],
+            )?)?,
             geo: LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()])),
             blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,

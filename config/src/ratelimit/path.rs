@@ -13,7 +13,10 @@ pub fn normalize_path(path: &str) -> String {
         let hex = |c: u8| (c as char).to_digit(16);
         if b == b'%' && i + 2 < bytes.len() {
             if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                decoded.push((h * 16 + l) as u8);
+                // An escaped backslash is a separator too (`/v1%5cx` must
+                // not dodge a `/v1/` policy on origins that read it as `/`).
+                let c = (h * 16 + l) as u8;
+                decoded.push(if c == b'\\' { b'/' } else { c });
                 i += 3;
                 continue;
             }

@@ -15,6 +15,16 @@ fn errors_of(extra: &str) -> Vec<(String, String)> {
     }
 }
 
+/// Every field in `want` is named by some error.
+fn assert_fields(errs: &[(String, String)], want: &[&str]) {
+    for w in want {
+        assert!(
+            errs.iter().any(|(p, _)| p == w),
+            "{w} missing from {errs:?}"
+        );
+    }
+}
+
 #[test]
 fn covergen_carries_both_policies() {
     let spec = parse::from_toml(COVERGEN_TOML).unwrap();
@@ -67,20 +77,20 @@ on_store_error = "fail_closed"
 abuse = { multiple = 2, for_s = 5 }
 "#,
     );
-    let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
-    for want in [
-        "rate_limits[0].name",
-        "rate_limits[0].key",
-        "rate_limits[0].scope",
-        "rate_limits[0].rate",
-        "rate_limits[1].default_tier",
-        "rate_limits[1].keys.abc",
-        "rate_limits[1].path_prefixes[0]",
-        "rate_limits[1].on_store_error",
-        "rate_limits[1].abuse",
-    ] {
-        assert!(paths.contains(&want), "{want} missing from {errs:?}");
-    }
+    assert_fields(
+        &errs,
+        &[
+            "rate_limits[0].name",
+            "rate_limits[0].key",
+            "rate_limits[0].scope",
+            "rate_limits[0].rate",
+            "rate_limits[1].default_tier",
+            "rate_limits[1].keys.abc",
+            "rate_limits[1].path_prefixes[0]",
+            "rate_limits[1].on_store_error",
+            "rate_limits[1].abuse",
+        ],
+    );
 }
 
 #[test]
@@ -99,9 +109,7 @@ key = "client_ip"
 rate = 5
 "#,
     );
-    let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
-    assert!(paths.contains(&"rate_limits[0].rate"), "{errs:?}");
-    assert!(paths.contains(&"rate_limits[1].name"), "{errs:?}");
+    assert_fields(&errs, &["rate_limits[0].rate", "rate_limits[1].name"]);
 }
 
 #[test]
@@ -131,6 +139,14 @@ keys = {{ "{hashed}" = "pro", "plain" = "free" }}
     );
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].0, "rate_limits[0].keys.sha256:abc");
+}
+
+#[test]
+fn escaped_backslashes_are_separators() {
+    // Found by the proptest below: `%5c` used to normalise to `/\`.
+    assert_eq!(normalize_path("%5c"), "/");
+    assert_eq!(normalize_path("/v1%5Cx"), "/v1/x");
+    assert_eq!(normalize_path("/v1\\x"), "/v1/x");
 }
 
 proptest::proptest! {
