@@ -18,8 +18,12 @@ RUN apt-get update -qq \
 COPY --from=build /usr/local/bin/edgesteer /usr/local/bin/edgesteer
 COPY examples/ /etc/edgesteer/examples/
 USER 10001:10001
-EXPOSE 8080 8443 9090
+# 8080: traffic; 9091: /metrics and /healthz only, for scrapers. The admin
+# API stays on the container's loopback (`docker exec ... curl 127.0.0.1:9090`);
+# to expose it, pass EDGESTEER_ADMIN_TOKENS (read:NAME=SECRET,ops:NAME=SECRET)
+# from a secret and --admin 0.0.0.0:9090, which refuses to start without it.
+EXPOSE 8080 8443 9091
 # The bundled geo database is embedded in the binary; mount a fresher one
 # and pass --geo-db to use it.
 ENTRYPOINT ["/usr/local/bin/edgesteer"]
-CMD ["proxy", "--config", "/etc/edgesteer/examples/covergen.toml", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:9090"]
+CMD ["proxy", "--config", "/etc/edgesteer/examples/covergen.toml", "--listen", "0.0.0.0:8080", "--admin", "127.0.0.1:9090", "--metrics", "0.0.0.0:9091"]

@@ -16,7 +16,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
-use edgesteer::client_ip::client_ip;
+use edgesteer_config::client_ip::client_ip;
 use edgesteer_config::route::{decide, sticky_hash, AllHealthy, HealthView, Request};
 use edgesteer_config::{parse, ClientClass, RoutingTable, COVERGEN_TOML};
 use edgesteer_geo::{GeoDb, GeoLookup};

@@ -2,22 +2,33 @@
 //! shape check for pins and backend names, and the normal form a `Host`
 //! header is matched in (host pins and rate-limit policies both use it).
 
-/// A `Host` value as matched against the table: no port, no trailing dot
-/// (case is compared insensitively by the callers).
+/// A `Host` value as matched against the table: no port, no trailing
+/// dots, IPv6 literals without brackets (case is compared insensitively
+/// by the callers). Normalising twice changes nothing: `a:80.` and
+/// `a..:80` are both `a`, so no spelling dodges a pin or a host-scoped
+/// rate limit that its normal form would meet.
 pub fn normalize_host(host: &str) -> &str {
-    let host = strip_port(host);
-    host.strip_suffix('.').unwrap_or(host)
-}
-
-/// `host[:port]` or `[v6]:port` -> host.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+    let host = host.trim_end_matches('.');
+    if let Some(v6) = bracketed(host) {
+        return v6;
     }
     match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            h.trim_end_matches('.')
+        }
         _ => host,
     }
+}
+
+/// `[v6]` or `[v6]:port` -> `v6`, when `v6` is an IPv6 address; anything
+/// else in brackets is not a host we know and stays as written.
+fn bracketed(host: &str) -> Option<&str> {
+    let (v6, rest) = host.strip_prefix('[')?.split_once(']')?;
+    let port_ok = rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    (port_ok && v6.parse::<std::net::Ipv6Addr>().is_ok()).then_some(v6)
 }
 
 /// A DNS host name: dot-separated labels of letters, digits and inner `-`.
@@ -40,10 +51,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strip_port_forms() {
-        assert_eq!(strip_port("api.x.ai:443"), "api.x.ai");
-        assert_eq!(strip_port("api.x.ai"), "api.x.ai");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
+    fn port_and_brackets() {
+        assert_eq!(normalize_host("api.x.ai:443"), "api.x.ai");
+        assert_eq!(normalize_host("api.x.ai"), "api.x.ai");
+        assert_eq!(normalize_host("api.x.ai."), "api.x.ai");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("[::1]"), "::1");
+        assert_eq!(normalize_host("::1"), "::1");
+    }
+
+    /// The property `fuzz/fuzz_targets/host.rs` checks. These used to
+    /// normalise to a form that normalised further (`a:80.` -> `a:80` ->
+    /// `a`), so the host met its pin or policy only after a second pass.
+    #[test]
+    fn normal_form_is_stable() {
+        for (host, want) in [
+            ("a:80.", "a"),
+            ("a..", "a"),
+            ("a..:80", "a"),
+            ("a.:80.", "a"),
+            ("[::1].", "::1"),
+            ("[[a]]", "[[a]]"),
+            ("[a:80", "[a"),
+            ("[::1]x", "[::1]x"),
+            ("[::1]:80:90", "[::1]:80:90"),
+            ("", ""),
+            (".", ""),
+            (":", ""),
+        ] {
+            let n = normalize_host(host);
+            assert_eq!(n, want, "{host:?}");
+            assert_eq!(normalize_host(n), n, "{host:?}");
+        }
     }
 }

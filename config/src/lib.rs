@@ -21,12 +21,16 @@
 //! - [`error`]: [`ConfigError`], a list of [`FieldError`] `{ path, reason }`.
 //! - [`model`]: the compiled table, index-addressed for the hot path.
 //! - [`route`]: `decide()`, the candidate order and track assignment.
+//! - [`client_ip`]: who the client is (peer, or the right-most untrusted
+//!   `X-Forwarded-For`/`Forwarded` hop behind trusted proxies).
 //! - [`host`]: host-name shape and the normal form `Host` values match in.
+//! - [`sticky`]: the sticky key of a request (header or cookie) and its hash.
 //! - [`diff`]: what changed between two tables, for the audit log and
 //!   `edgesteer ctl diff`.
 //! - [`geo_codes`]: compact country/continent codes and the ISO-3166 table.
 
 mod check;
+pub mod client_ip;
 pub mod compile;
 pub mod diff;
 pub mod error;
@@ -36,6 +40,7 @@ pub mod model;
 pub mod parse;
 pub mod ratelimit;
 pub mod route;
+pub mod sticky;
 pub mod wire;
 
 pub use compile::compile;

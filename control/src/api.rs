@@ -24,6 +24,10 @@ pub struct TableRecord {
     pub etag: String,
     pub table: TableSpec,
     pub audit: Audit,
+    /// The store's epoch (see [`crate::Store::epoch`]): versions are
+    /// comparable only within one epoch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
 }
 
 /// The `ETag` (and `If-Match`) value of a version.
@@ -38,6 +42,7 @@ impl From<&VersionRecord> for TableRecord {
             etag: etag(r.version),
             table: r.table.clone(),
             audit: r.audit.clone(),
+            epoch: String::new(),
         }
     }
 }
@@ -123,6 +128,11 @@ pub struct WatchQuery {
     pub proxy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The store epoch the proxy's version belongs to; a different one
+    /// than the service's is answered at once with the current version,
+    /// even when that is lower than `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `POST /v1/fleet/ack`: a proxy applied or rejected a version.
@@ -136,6 +146,9 @@ pub struct Ack {
     pub status: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The store epoch of `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 impl Ack {
@@ -163,6 +176,9 @@ pub struct FleetEntry {
     pub last_seen_ms_ago: Option<u64>,
     /// It has held a watch open.
     pub watching: bool,
+    /// The store epoch of its applied version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// One track's figures in a [`StatsReport`].
@@ -461,6 +477,7 @@ mod tests {
             version: 2,
             status: Ack::APPLIED.into(),
             reason: None,
+            epoch: None,
         };
         assert_eq!(
             serde_json::to_value(&ack).unwrap(),

@@ -1,37 +1,139 @@
-//! Write tokens: `NAME=SECRET` parsing, the bearer header, and the
-//! constant-time lookup of the token presented. The proxy's admin listener
+//! Tokens and roles: `[ROLE:]NAME=SECRET` parsing (on the command line or
+//! from a token file), the bearer header, the constant-time lookup of the
+//! token presented, and which role may do what. The proxy's admin listener
 //! uses the same functions.
+//!
+//! Roles, as in HashiCorp's ACLs and Envoy's xDS split between operators
+//! and data-plane clients:
+//! - `ops`: every read and every write (tables, weights, rollouts);
+//! - `proxy`: what a proxy needs and nothing else (watch, acks, stats);
+//! - `read`: every read, no write.
+
+use std::path::Path;
 
 use axum::http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
-/// A named write token.
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Ops,
+    Proxy,
+    Read,
+}
+
+/// What a request does; each endpoint needs one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Tables, history, diffs, the fleet view, rollouts, metrics.
+    Read,
+    /// Any change to routing.
+    Write,
+    /// The long-poll watch proxies follow (it carries the table).
+    Watch,
+    /// Acks and per-track stats: what the fleet view and rollout gates
+    /// believe, so only proxies may send them.
+    Report,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ops => "ops",
+            Role::Proxy => "proxy",
+            Role::Read => "read",
+        }
+    }
+
+    /// Whether a token of this role may make a request of this kind.
+    pub fn allows(self, access: Access) -> bool {
+        match self {
+            Role::Ops => matches!(access, Access::Read | Access::Write | Access::Watch),
+            Role::Read => matches!(access, Access::Read | Access::Watch),
+            Role::Proxy => matches!(access, Access::Watch | Access::Report),
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ops" => Ok(Role::Ops),
+            "proxy" => Ok(Role::Proxy),
+            "read" => Ok(Role::Read),
+            _ => Err(format!("unknown role `{s}` (ops, proxy or read)")),
+        }
+    }
+}
+
+/// A named token with its role. The secret never appears in `Debug`.
 #[derive(Clone)]
 pub struct Token {
     pub name: String,
     pub secret: String,
+    pub role: Role,
 }
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Token")
             .field("name", &self.name)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
 
 impl std::str::FromStr for Token {
     type Err = String;
-    /// `NAME=SECRET`
+    /// `[ROLE:]NAME=SECRET`; without a role, `ops` (a write token, as
+    /// tokens were before roles).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('=') {
-            Some((n, sec)) if !n.is_empty() && sec.len() >= 8 => Ok(Token {
-                name: n.into(),
-                secret: sec.into(),
-            }),
-            _ => Err("a token is NAME=SECRET with a secret of at least 8 characters".into()),
+        const SHAPE: &str =
+            "a token is [ROLE:]NAME=SECRET (ROLE ops, proxy or read) with a secret of at least 8 characters";
+        let (name, secret) = s.split_once('=').ok_or(SHAPE)?;
+        let (role, name) = match name.split_once(':') {
+            Some((role, name)) => (role.parse()?, name),
+            None => (Role::Ops, name),
+        };
+        if name.is_empty() || secret.len() < 8 {
+            return Err(SHAPE.into());
         }
+        Ok(Token {
+            name: name.into(),
+            secret: secret.into(),
+            role,
+        })
     }
+}
+
+/// Reads tokens from a file, one `[ROLE:]NAME=SECRET` per line (blank
+/// lines and `#` comments skipped), so secrets stay off the command line.
+/// Errors name the line, never its content.
+pub fn read_token_file(path: &Path) -> Result<Vec<Token>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| {
+            l.parse()
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Reads one secret from a file (its first line, trimmed): a proxy's or
+/// `ctl`'s token, kept out of `ps` and shell history.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.is_empty() {
+        return Err(format!("{} holds no token", path.display()));
+    }
+    Ok(secret.to_string())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -42,14 +144,46 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-/// The name of the token whose secret was presented. Compares against every
-/// token in constant time, without stopping early.
-pub fn token_name(tokens: &[Token], presented: &str) -> Option<String> {
+/// The token whose secret was presented. Compares against every token in
+/// constant time, without stopping early.
+pub fn find_token<'a>(tokens: &'a [Token], presented: &str) -> Option<&'a Token> {
     let mut found: Option<&Token> = None;
     for t in tokens {
         if bool::from(t.secret.as_bytes().ct_eq(presented.as_bytes())) {
             found = Some(t);
         }
     }
-    found.map(|t| t.name.clone())
+    found
+}
+
+/// The name of the token whose secret was presented.
+pub fn token_name(tokens: &[Token], presented: &str) -> Option<String> {
+    find_token(tokens, presented).map(|t| t.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_roles() {
+        let t: Token = "proxy:fleet=abcdefgh".parse().unwrap();
+        assert_eq!((t.name.as_str(), t.role), ("fleet", Role::Proxy));
+        let t: Token = "ops=abcdefgh".parse().unwrap();
+        assert_eq!((t.name.as_str(), t.role), ("ops", Role::Ops));
+        assert!("boss:x=abcdefgh".parse::<Token>().is_err());
+        assert!("read:x=short".parse::<Token>().is_err());
+        assert!(!format!("{t:?}").contains("abcdefgh"));
+    }
+
+    #[test]
+    fn roles_allow_only_their_access() {
+        assert!(Role::Ops.allows(Access::Write));
+        assert!(!Role::Ops.allows(Access::Report));
+        assert!(Role::Proxy.allows(Access::Report));
+        assert!(!Role::Proxy.allows(Access::Write));
+        assert!(!Role::Proxy.allows(Access::Read));
+        assert!(Role::Read.allows(Access::Read));
+        assert!(!Role::Read.allows(Access::Write));
+    }
 }

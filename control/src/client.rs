@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use edgesteer_config::TableSpec;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::api::{
-    etag, Ack, Diff, DiffQuery, ErrorBody, Fleet, History, HistoryQuery, PutTable, Rollback,
-    RolloutChange, Rollouts, StatsReport, TableRecord, WatchQuery,
+    etag, Ack, Diff, DiffQuery, ErrorBody, Fleet, History, HistoryQuery, PatchRegion, PutTable,
+    Rollback, RolloutChange, RolloutCommand, Rollouts, StatsReport, TableRecord, WatchQuery,
 };
 
 /// Errors a caller can act on: the service's own error document, or why
@@ -38,10 +36,6 @@ fn fields(errors: &[(String, String)]) -> String {
         .collect()
 }
 
-fn protocol(what: &str) -> impl FnOnce(serde_json::Error) -> ClientError + '_ {
-    move |e| ClientError::Protocol(format!("{what}: {e}"))
-}
-
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
@@ -49,52 +43,9 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// A version as the API returns it: the fields the watcher needs, and the
-/// answer as sent (see [`Versioned::record`] for all of it, typed).
-#[derive(Clone, Debug)]
-pub struct Versioned {
-    pub version: u64,
-    pub table: TableSpec,
-    pub raw: Value,
-}
-
-impl Versioned {
-    fn decode(raw: Value) -> Result<Versioned, ClientError> {
-        let rec = TableRecord::deserialize(&raw).map_err(protocol("version"))?;
-        Ok(Versioned {
-            version: rec.version,
-            table: rec.table,
-            raw,
-        })
-    }
-
-    /// The whole answer: version, etag, table and audit record.
-    pub fn record(&self) -> Result<TableRecord, ClientError> {
-        TableRecord::deserialize(&self.raw).map_err(protocol("version"))
-    }
-}
-
-/// A typed answer, and the answer as sent. `reply["field"]` reads the
-/// latter, for callers that check the wire shape itself.
-#[derive(Clone, Debug)]
-pub struct Reply<T> {
-    pub value: T,
-    pub raw: Value,
-}
-
-impl<T> std::fmt::Display for Reply<T> {
-    /// The answer as sent, as compact JSON.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.raw.fmt(f)
-    }
-}
-
-impl<T> std::ops::Index<&str> for Reply<T> {
-    type Output = Value;
-    fn index(&self, field: &str) -> &Value {
-        &self.raw[field]
-    }
-}
+/// A version as the API answers it: version, etag, table and audit
+/// record. The name the watcher and `ctl` know it by.
+pub type Versioned = TableRecord;
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
@@ -147,33 +98,22 @@ impl Client {
         })
     }
 
-    async fn raw(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let resp = self.send(req).await?;
-        resp.json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
-    }
-
-    async fn reply<T: DeserializeOwned>(
+    /// Sends `req` and reads the answer as a `T`.
+    async fn call<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
-    ) -> Result<Reply<T>, ClientError> {
-        let raw = self.raw(req).await?;
-        let value = T::deserialize(&raw).map_err(protocol("answer"))?;
-        Ok(Reply { value, raw })
-    }
-
-    async fn versioned(&self, req: reqwest::RequestBuilder) -> Result<Versioned, ClientError> {
-        Versioned::decode(self.raw(req).await?)
+    ) -> Result<T, ClientError> {
+        let resp = self.send(req).await?;
+        decode(resp).await
     }
 
     /// `GET /v1/table`: the current version.
     pub async fn get(&self) -> Result<Versioned, ClientError> {
-        self.versioned(self.http.get(self.url("/v1/table"))).await
+        self.call(self.http.get(self.url("/v1/table"))).await
     }
 
     pub async fn version(&self, v: u64) -> Result<Versioned, ClientError> {
-        self.versioned(self.http.get(self.url(&format!("/v1/versions/{v}"))))
+        self.call(self.http.get(self.url(&format!("/v1/versions/{v}"))))
             .await
     }
 
@@ -192,21 +132,20 @@ impl Client {
         if let Some(v) = if_match {
             req = req.header("if-match", etag(v));
         }
-        self.versioned(req).await
+        self.call(req).await
     }
 
     /// Changes one region: weights by backend address, canary share, drain.
-    /// `change` is an [`crate::api::PatchRegion`] (or JSON of that shape).
     pub async fn patch_region(
         &self,
         region: &str,
-        change: impl Serialize,
+        change: &PatchRegion,
     ) -> Result<Versioned, ClientError> {
         let req = self
             .http
             .patch(self.url(&format!("/v1/regions/{region}")))
-            .json(&change);
-        self.versioned(req).await
+            .json(change);
+        self.call(req).await
     }
 
     pub async fn rollback(&self, to: u64, reason: &str) -> Result<Versioned, ClientError> {
@@ -214,27 +153,23 @@ impl Client {
             to,
             reason: reason.to_string(),
         };
-        self.versioned(self.http.post(self.url("/v1/rollback")).json(&body))
+        self.call(self.http.post(self.url("/v1/rollback")).json(&body))
             .await
     }
 
-    pub async fn history(&self, limit: usize) -> Result<Reply<History>, ClientError> {
+    pub async fn history(&self, limit: usize) -> Result<History, ClientError> {
         let q = HistoryQuery { limit: Some(limit) };
-        self.reply(self.http.get(self.url("/v1/history")).query(&q))
+        self.call(self.http.get(self.url("/v1/history")).query(&q))
             .await
     }
 
-    pub async fn fleet(&self) -> Result<Reply<Fleet>, ClientError> {
-        self.reply(self.http.get(self.url("/v1/fleet"))).await
+    pub async fn fleet(&self) -> Result<Fleet, ClientError> {
+        self.call(self.http.get(self.url("/v1/fleet"))).await
     }
 
-    pub async fn diff(
-        &self,
-        from: Option<u64>,
-        to: Option<u64>,
-    ) -> Result<Reply<Diff>, ClientError> {
+    pub async fn diff(&self, from: Option<u64>, to: Option<u64>) -> Result<Diff, ClientError> {
         let q = DiffQuery { from, to };
-        self.reply(self.http.get(self.url("/v1/diff")).query(&q))
+        self.call(self.http.get(self.url("/v1/diff")).query(&q))
             .await
     }
 
@@ -242,6 +177,7 @@ impl Client {
     pub async fn watch(
         &self,
         after: u64,
+        epoch: Option<&str>,
         proxy: &str,
         timeout: Duration,
     ) -> Result<Option<Versioned>, ClientError> {
@@ -249,6 +185,7 @@ impl Client {
             after,
             proxy: Some(proxy.to_string()),
             timeout_ms: Some(timeout.as_millis() as u64),
+            epoch: epoch.map(str::to_string),
         };
         let req = self
             .http
@@ -259,11 +196,7 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        let raw: Value = resp
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Versioned::decode(raw).map(Some)
+        decode(resp).await.map(Some)
     }
 
     /// A proxy's per-track stats for the rollout controller.
@@ -273,22 +206,21 @@ impl Client {
             .map(|_| ())
     }
 
-    pub async fn rollouts(&self) -> Result<Reply<Rollouts>, ClientError> {
-        self.reply(self.http.get(self.url("/v1/rollouts"))).await
+    pub async fn rollouts(&self) -> Result<Rollouts, ClientError> {
+        self.call(self.http.get(self.url("/v1/rollouts"))).await
     }
 
     /// start (with an optional plan), pause, resume or abort a region's
-    /// rollout. `command` is a [`crate::api::RolloutCommand`] (or JSON of
-    /// that shape).
+    /// rollout.
     pub async fn rollout(
         &self,
         region: &str,
-        command: impl Serialize,
-    ) -> Result<Reply<RolloutChange>, ClientError> {
-        self.reply(
+        command: &RolloutCommand,
+    ) -> Result<RolloutChange, ClientError> {
+        self.call(
             self.http
                 .post(self.url(&format!("/v1/rollouts/{region}")))
-                .json(&command),
+                .json(command),
         )
         .await
     }
@@ -298,4 +230,14 @@ impl Client {
             .await
             .map(|_| ())
     }
+}
+
+/// A successful answer's body as a `T`; a body of another shape is a
+/// protocol error naming what did not fit.
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("answer: {e}")))
 }

@@ -158,6 +158,19 @@ impl Windows {
             .map(Window::figures)
     }
 
+    /// The proxies whose stats make up `region`'s current window, sorted.
+    pub(crate) fn reporters(&self, region: &str) -> Vec<String> {
+        let Ok(windows) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = windows
+            .get(region)
+            .map(|w| w.canary_health.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// Judges the gates of `region`'s running rollout: a verdict and the
     /// reason for the audit, or `None` to keep going.
     pub(crate) fn judge(&self, region: &str, ro: &RolloutSpec) -> Option<(Verdict, String)> {

@@ -35,6 +35,7 @@ impl FleetRegister {
                     rejected_version: None,
                     last_seen_ms_ago: None,
                     watching: false,
+                    epoch: None,
                 },
                 last_seen: Instant::now(),
             });
@@ -52,8 +53,23 @@ impl FleetRegister {
     pub(crate) fn ack(&self, a: &Ack) -> Result<(), BadStatus> {
         match a.status.as_str() {
             Ack::APPLIED => self.note(&a.proxy, |e| {
+                // A new epoch restarts the numbering: a rejection of the
+                // old epoch says nothing any more.
+                if a.epoch.is_some() && a.epoch != e.epoch {
+                    e.rejected_version = None;
+                    e.last_rejection = None;
+                }
                 e.applied_version = Some(a.version);
-                e.last_status = Some(Ack::APPLIED.into());
+                e.epoch = a.epoch.clone();
+                // A rejection stays visible until a later version applies.
+                match e.rejected_version {
+                    Some(r) if r >= a.version => {}
+                    _ => {
+                        e.rejected_version = None;
+                        e.last_rejection = None;
+                        e.last_status = Some(Ack::APPLIED.into());
+                    }
+                }
             }),
             Ack::REJECTED => {
                 tracing::warn!(proxy = %a.proxy, version = a.version, reason = ?a.reason, "a proxy rejected a table version");

@@ -3,10 +3,10 @@
 //! answer that carries a version with its `ETag`.
 
 use axum::extract::rejection::BytesRejection;
-use bytes::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use edgesteer_config::{ConfigError, FieldError};
 use serde::Deserialize;
 
@@ -125,11 +125,13 @@ fn deserialize_with_path<'de, T: Deserialize<'de>>(
 }
 
 /// A version as a 200 answer: a [`TableRecord`] and its `ETag` header.
-pub(crate) fn tagged(r: &VersionRecord) -> Response {
+pub(crate) fn tagged(r: &VersionRecord, epoch: &str) -> Response {
+    let mut record = TableRecord::from(r);
+    record.epoch = epoch.to_string();
     (
         StatusCode::OK,
         [(header::ETAG, etag(r.version))],
-        Json(TableRecord::from(r)),
+        Json(record),
     )
         .into_response()
 }

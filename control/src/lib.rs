@@ -22,10 +22,11 @@
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher.
 
 pub mod api;
-mod auth;
+pub mod auth;
 pub mod client;
 mod figures;
 mod fleet;
+pub mod guard;
 mod http;
 mod proxies;
 pub mod rollout;
@@ -36,7 +37,9 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{bearer, token_name, Token};
+pub use auth::{
+    bearer, find_token, read_secret_file, read_token_file, token_name, Access, Role, Token,
+};
 pub use service::{router, DEFAULT_BODY_LIMIT};
 pub use state::{Control, StartError};
 pub use store::{FileStore, MemoryStore, Store, VersionRecord};

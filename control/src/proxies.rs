@@ -20,7 +20,8 @@ use crate::store::VersionRecord;
 const MAX_WATCH: Duration = Duration::from_secs(60);
 
 /// Long-poll: answers at once with the current table if it is newer than
-/// `after`, else when one is committed, else 304 after `timeout_ms`.
+/// `after` (or the proxy's version is of another store epoch), else when
+/// one is committed, else 304 after `timeout_ms`.
 pub(crate) async fn watch_table(
     State(c): State<Arc<Control>>,
     Query(q): Query<WatchQuery>,
@@ -30,8 +31,13 @@ pub(crate) async fn watch_table(
     }
     let mut rx = c.subscribe();
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(25_000)).min(MAX_WATCH);
-    let newer =
-        |r: &Option<Arc<VersionRecord>>| r.as_ref().filter(|r| r.version > q.after).cloned();
+    // A version of another epoch says nothing about ours: any is newer.
+    let other_epoch = q.epoch.as_deref().is_some_and(|e| e != c.epoch);
+    let newer = |r: &Option<Arc<VersionRecord>>| {
+        r.as_ref()
+            .filter(|r| other_epoch || r.version > q.after)
+            .cloned()
+    };
     let found = {
         let now = rx.borrow_and_update().clone();
         newer(&now)
@@ -54,7 +60,7 @@ pub(crate) async fn watch_table(
         .flatten(),
     };
     match found {
-        Some(r) => tagged(&r),
+        Some(r) => tagged(&r, &c.epoch),
         None => StatusCode::NOT_MODIFIED.into_response(),
     }
 }
@@ -91,4 +97,29 @@ pub(crate) async fn post_stats(
         c.windows.ingest(&cur.table, &report);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /metrics`: the service's own counters, in Prometheus text format.
+pub(crate) async fn metrics(State(c): State<Arc<Control>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let version = c.latest().map_or(0, |r| r.version);
+    let body = format!(
+        "# HELP edgesteer_control_auth_failures_total Requests refused by the access check, by reason.\n\
+         # TYPE edgesteer_control_auth_failures_total counter\n\
+         edgesteer_control_auth_failures_total{{reason=\"unauthenticated\"}} {}\n\
+         edgesteer_control_auth_failures_total{{reason=\"forbidden\"}} {}\n\
+         # HELP edgesteer_control_table_version The newest stored version.\n\
+         # TYPE edgesteer_control_table_version gauge\n\
+         edgesteer_control_table_version {version}\n",
+        c.unauthenticated.load(Relaxed),
+        c.forbidden.load(Relaxed),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }

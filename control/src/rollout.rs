@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use edgesteer_config::model::RolloutState;
@@ -28,7 +29,8 @@ use edgesteer_config::{compile, TableSpec};
 
 use crate::api::{RolloutAction, RolloutChange, RolloutCommand, RolloutStatus, Rollouts};
 use crate::figures::{gates, now_ms, Verdict};
-use crate::http::ApiError;
+use crate::guard::Caller;
+use crate::http::{parse_body, ApiError};
 use crate::state::Control;
 
 // The report types and buckets lived here; kept at these paths for the proxy.
@@ -95,6 +97,12 @@ impl Control {
             let Some((verdict, reason)) = self.windows.judge(region, ro) else {
                 continue;
             };
+            // The audit names who the controller acted for: the proxies
+            // (authenticated by proxy tokens) whose stats decided it.
+            let reason = format!(
+                "{reason}; rollout controller, on stats from proxies {}",
+                self.windows.reporters(region).join(", ")
+            );
             let _guard = self.write_lock.lock().await;
             // Re-read under the lock: an operator may have changed it meanwhile.
             let Some(now) = self.latest() else { return };
@@ -179,11 +187,12 @@ pub(crate) async fn get_rollouts(State(c): State<Arc<Control>>) -> Json<Rollouts
 
 pub(crate) async fn post_rollout(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     Path(region): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RolloutChange>, ApiError> {
-    let (actor, req): (String, RolloutCommand) = c.write_request(&headers, body)?;
+    let actor = caller.name;
+    let req: RolloutCommand = parse_body(body)?;
     let _guard = c.write_lock.lock().await;
     let cur = c.current_or_404()?;
     let mut table: TableSpec = cur.table.clone();

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, patch, post};
 use axum::Router;
 
+use crate::guard::guard;
 use crate::{proxies, rollout, table};
 
 // These lived here; kept at these paths for the proxy and older callers.
@@ -18,10 +20,10 @@ pub use crate::state::{Control, StartError};
 /// Default cap on request bodies (a 10,000-backend table is about 1 MB).
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-/// The router; `body_limit` caps request bodies.
+/// The router; `body_limit` caps request bodies. Every route but
+/// `/healthz` needs a token whose role allows it (see [`crate::guard`]).
 pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/table", get(table::get_table).put(table::put_table))
         .route("/v1/regions/{region}", patch(table::patch_region))
         .route("/v1/rollback", post(table::rollback))
@@ -34,6 +36,9 @@ pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
         .route("/v1/stats", post(proxies::post_stats))
         .route("/v1/rollouts", get(rollout::get_rollouts))
         .route("/v1/rollouts/{region}", post(rollout::post_rollout))
+        .route("/metrics", get(proxies::metrics))
+        .route_layer(from_fn_with_state(control.clone(), guard))
+        .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(control)
 }

@@ -7,21 +7,21 @@
 //! compile never gets a version. Writes are serialised by one async mutex,
 //! so versions are dense and `If-Match` is exact.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, StatusCode};
-use bytes::Bytes;
+use edgesteer_config::ratelimit::hashed_key;
 use edgesteer_config::{compile, diff, ConfigError, TableSpec};
-use serde::Deserialize;
 use tokio::sync::{watch, Mutex};
 
 use crate::api::etag;
-use crate::auth::{bearer, token_name, Token};
+use crate::auth::{bearer, find_token, Access, Token};
 use crate::figures::Windows;
 use crate::fleet::FleetRegister;
-use crate::http::{parse_body, ApiError};
+use crate::http::ApiError;
 use crate::store::{Audit, Store, StoreError, VersionRecord};
 
 /// Shared state of the service.
@@ -32,6 +32,12 @@ pub struct Control {
     versions: RwLock<Vec<Arc<VersionRecord>>>,
     current: watch::Sender<Option<Arc<VersionRecord>>>,
     tokens: Vec<Token>,
+    /// The store's epoch, sent with every version.
+    pub(crate) epoch: String,
+    /// Requests refused for a missing or unknown token.
+    pub(crate) unauthenticated: AtomicU64,
+    /// Requests refused because the token's role may not do that.
+    pub(crate) forbidden: AtomicU64,
     pub(crate) fleet: FleetRegister,
     /// Rollout figures per region since its current step began.
     pub(crate) windows: Windows,
@@ -55,12 +61,16 @@ impl Control {
         seed: Option<TableSpec>,
     ) -> Result<Arc<Control>, StartError> {
         let records = store.load().await?;
+        let epoch = store.epoch().await?;
         if let Some(last) = records.last() {
             compile(&last.table).map_err(|error| StartError::Stored {
                 version: last.version,
                 error,
             })?;
         }
+        // Versions stored before keys were hashed on the way in are hashed
+        // here, so no read ever shows a plain key.
+        let records: Vec<VersionRecord> = records.into_iter().map(redact).collect();
         let (tx, _) = watch::channel(records.last().cloned().map(Arc::new));
         let control = Arc::new(Control {
             store,
@@ -68,6 +78,9 @@ impl Control {
             versions: RwLock::new(records.into_iter().map(Arc::new).collect()),
             current: tx,
             tokens,
+            epoch,
+            unauthenticated: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
             fleet: FleetRegister::default(),
             windows: Windows::default(),
         });
@@ -134,6 +147,8 @@ impl Control {
         reason: String,
         restored: Option<u64>,
     ) -> Result<Arc<VersionRecord>, ApiError> {
+        let mut table = table;
+        hash_keys(&mut table)?;
         let prev = self.latest();
         let version = prev.as_ref().map_or(1, |p| p.version + 1);
         let summary = match &prev {
@@ -178,33 +193,51 @@ impl Control {
         Ok(record)
     }
 
-    /// The actor (token name) of a write.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        let presented = bearer(headers).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "writes need `Authorization: Bearer <token>`",
-            )
-        })?;
-        token_name(&self.tokens, presented).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the bearer token is not valid",
-            )
-        })
-    }
-
-    /// The common start of every write: the actor from the bearer token,
-    /// then the JSON body (size-limited, unknown fields refused, paths named).
-    pub(crate) fn write_request<T: for<'de> Deserialize<'de>>(
+    /// The token presented with a request, if its role allows `access`:
+    /// 401 without a known token, 403 for the wrong role. Refusals are
+    /// counted and logged with the peer (and the token's name, never its
+    /// secret).
+    pub(crate) fn authorize(
         &self,
         headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<(String, T), ApiError> {
-        let actor = self.authenticate(headers)?;
-        Ok((actor, parse_body(body)?))
+        peer: Option<SocketAddr>,
+        access: Access,
+    ) -> Result<&Token, ApiError> {
+        let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        let Some(token) = bearer(headers).and_then(|t| find_token(&self.tokens, t)) else {
+            self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            let presented = bearer(headers).is_some();
+            tracing::warn!(%peer, ?access, presented, "config service request refused: no valid token");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                if presented {
+                    "the bearer token is not valid"
+                } else {
+                    "this endpoint needs `Authorization: Bearer <token>`"
+                },
+            ));
+        };
+        if !token.role.allows(access) {
+            self.forbidden.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, token = %token.name, role = token.role.as_str(), ?access, "config service request refused: role not allowed");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {} has role {}, which may not {}",
+                    token.name,
+                    token.role.as_str(),
+                    match access {
+                        Access::Read => "read",
+                        Access::Write => "change routing",
+                        Access::Watch => "watch",
+                        Access::Report => "send acks or stats (proxy tokens only)",
+                    }
+                ),
+            ));
+        }
+        Ok(token)
     }
 
     /// Refuses a write whose `If-Match` is not the current version's ETag.
@@ -223,4 +256,54 @@ impl Control {
             ))
         }
     }
+}
+
+/// Replaces every plain API key of the table's rate-limit policies with its
+/// `sha256:` form, so no stored table, read, diff or audit holds a plain
+/// key. Returns the (plain, hashed) pairs replaced. A key given both plain
+/// and hashed is refused rather than silently merged.
+fn hash_keys(table: &mut TableSpec) -> Result<Vec<(String, String)>, ApiError> {
+    let mut replaced = Vec::new();
+    for (i, policy) in table.rate_limits.iter_mut().enumerate() {
+        if policy.keys.keys().all(|k| k.starts_with("sha256:")) {
+            continue;
+        }
+        let mut hashed = std::collections::BTreeMap::new();
+        for (key, tier) in std::mem::take(&mut policy.keys) {
+            let stored = if key.starts_with("sha256:") {
+                key
+            } else {
+                let h = hashed_key(&key);
+                replaced.push((key, h.clone()));
+                h
+            };
+            if hashed.insert(stored.clone(), tier).is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_table",
+                    format!(
+                        "rate_limits[{i}].keys: a key is given both plain and hashed ({stored})"
+                    ),
+                )
+                .at(format!("rate_limits[{i}].keys"), "key given twice"));
+            }
+        }
+        policy.keys = hashed;
+    }
+    Ok(replaced)
+}
+
+/// A stored version as the service serves it: keys hashed, and audit lines
+/// that named a plain key naming its hash instead.
+fn redact(mut r: VersionRecord) -> VersionRecord {
+    let replaced = hash_keys(&mut r.table).unwrap_or_default();
+    for line in &mut r.audit.summary {
+        for (plain, hashed) in &replaced {
+            let from = format!(".keys.{plain}");
+            if line.contains(&from) {
+                *line = line.replace(&from, &format!(".keys.{hashed}"));
+            }
+        }
+    }
+    r
 }

@@ -49,6 +49,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("version {0} already exists")]
     Conflict(u64),
+    #[error("store {path} is in use by another config service (its .lock is held: {reason}); stop that one, or give this one its own --data")]
+    Locked { path: PathBuf, reason: String },
 }
 
 /// A durable, append-only log of versions.
@@ -58,14 +60,31 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self) -> Result<Vec<VersionRecord>, StoreError>;
     /// Stores `record` durably; must fail if its version already exists.
     async fn append(&self, record: &VersionRecord) -> Result<(), StoreError>;
+    /// The store's identity, made once when the store was created. A new
+    /// epoch tells proxies that versions started again (a wiped or new
+    /// store), so a lower version than theirs is still the newest.
+    async fn epoch(&self) -> Result<String, StoreError>;
+}
+
+/// A fresh epoch id: not a secret, only different for every store made.
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:016x}{:08x}", nanos as u64, std::process::id())
 }
 
 /// One JSON file per version in a directory, written atomically (temp file,
-/// fsync, rename, fsync of the directory), so a kill -9 at any moment leaves
-/// either the whole version or none of it.
+/// fsync, hard link to the version's name, fsync of the directory), so a
+/// kill -9 at any moment leaves either the whole version or none of it, and
+/// an existing version file is never replaced. The directory is locked
+/// (`.lock`, an exclusive advisory lock held while the store is open), so
+/// two services cannot write the same store.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Holds the directory's lock for as long as the store lives.
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 impl FileStore {
@@ -75,7 +94,23 @@ impl FileStore {
             path: dir.clone(),
             source,
         })?;
-        Ok(FileStore { dir })
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(StoreError::Locked {
+                path: dir,
+                reason: e.to_string(),
+            });
+        }
+        Ok(FileStore {
+            dir,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     fn path_of(&self, version: u64) -> PathBuf {
@@ -92,6 +127,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 #[async_trait]
 impl Store for FileStore {
+    async fn epoch(&self) -> Result<String, StoreError> {
+        let path = self.dir.join("epoch");
+        match std::fs::read_to_string(&path) {
+            Ok(e) if !e.trim().is_empty() => return Ok(e.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+        let epoch = new_epoch();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(epoch.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io(&path))?;
+        Ok(epoch)
+    }
+
     async fn load(&self) -> Result<Vec<VersionRecord>, StoreError> {
         let dir = self.dir.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -137,13 +192,30 @@ impl Store for FileStore {
             }
             let tmp = dir.join(format!(".tmp-v{version:010}-{}", std::process::id()));
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&bytes).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+            let written = f.write_all(&bytes).and_then(|()| f.sync_all());
             drop(f);
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))?;
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(&tmp)(e));
+            }
+            // A hard link creates the version's name only if it is free, so
+            // an existing version is never replaced (a rename would).
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Conflict(version))
+                }
+                Err(e) => return Err(io(&path)(e)),
+                Ok(()) => {}
+            }
+            if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+                // Not durable: take the version back, so the write fails
+                // cleanly and the next one can use the same number (leaving
+                // it would wedge every later commit on a conflict).
+                let _ = std::fs::remove_file(&path);
+                return Err(io(&dir)(e));
+            }
             Ok(())
         })
         .await
@@ -158,6 +230,7 @@ impl Store for FileStore {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: tokio::sync::Mutex<Vec<VersionRecord>>,
+    epoch: std::sync::OnceLock<String>,
 }
 
 #[async_trait]
@@ -173,6 +246,10 @@ impl Store for MemoryStore {
         }
         r.push(record.clone());
         Ok(())
+    }
+
+    async fn epoch(&self) -> Result<String, StoreError> {
+        Ok(self.epoch.get_or_init(new_epoch).clone())
     }
 }
 
@@ -213,9 +290,39 @@ mod tests {
             b"{\"version\": 3, \"tab",
         )
         .unwrap();
+        // A second store on the same directory is refused while this one
+        // lives; reopened after it is gone, it sees both versions.
+        assert!(matches!(
+            FileStore::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(store);
         let loaded = FileStore::open(dir.path()).unwrap().load().await.unwrap();
         assert_eq!(loaded.iter().map(|r| r.version).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(loaded[1], record(2));
+    }
+
+    #[tokio::test]
+    async fn a_version_file_is_never_replaced_and_the_epoch_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let epoch = store.epoch().await.unwrap();
+        store.append(&record(1)).await.unwrap();
+        let first = std::fs::read(dir.path().join("v0000000001.json")).unwrap();
+        let mut other = record(1);
+        other.audit.reason = "a second writer".into();
+        assert!(matches!(
+            store.append(&other).await,
+            Err(StoreError::Conflict(1))
+        ));
+        let after = std::fs::read(dir.path().join("v0000000001.json")).unwrap();
+        assert_eq!(first, after, "an existing version file was replaced");
+        drop(store);
+        let again = FileStore::open(dir.path()).unwrap();
+        assert_eq!(again.epoch().await.unwrap(), epoch);
+        let fresh = tempfile::tempdir().unwrap();
+        let other_store = FileStore::open(fresh.path()).unwrap();
+        assert_ne!(other_store.epoch().await.unwrap(), epoch);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use edgesteer_config::wire::RegionSpec;
@@ -15,12 +16,13 @@ use edgesteer_config::{compile, diff, parse};
 use crate::api::{
     Diff, DiffQuery, History, HistoryEntry, HistoryQuery, PatchRegion, PutTable, Rollback,
 };
-use crate::http::{tagged, ApiError};
+use crate::guard::Caller;
+use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
 
 pub(crate) async fn get_table(State(c): State<Arc<Control>>) -> Result<Response, ApiError> {
     let r = c.current_or_404()?;
-    Ok(tagged(&r))
+    Ok(tagged(&r, &c.epoch))
 }
 
 pub(crate) async fn get_version(
@@ -28,15 +30,17 @@ pub(crate) async fn get_version(
     Path(v): Path<u64>,
 ) -> Result<Response, ApiError> {
     let r = c.version(v)?;
-    Ok(tagged(&r))
+    Ok(tagged(&r, &c.epoch))
 }
 
 pub(crate) async fn put_table(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (actor, req): (String, PutTable<serde_json::Value>) = c.write_request(&headers, body)?;
+    let actor = caller.name;
+    let req: PutTable<serde_json::Value> = parse_body(body)?;
     // Parse the table on its own so paths are relative to the table.
     let text = serde_json::to_vec(&req.table)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_table", e.to_string()))?;
@@ -45,16 +49,18 @@ pub(crate) async fn put_table(
     let _guard = c.write_lock.lock().await;
     c.check_if_match(&headers)?;
     let r = c.commit(&actor, "replace", spec, req.reason, None).await?;
-    Ok(tagged(&r))
+    Ok(tagged(&r, &c.epoch))
 }
 
 pub(crate) async fn patch_region(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     Path(region): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (actor, req): (String, PatchRegion) = c.write_request(&headers, body)?;
+    let actor = caller.name;
+    let req: PatchRegion = parse_body(body)?;
     let _guard = c.write_lock.lock().await;
     c.check_if_match(&headers)?;
     let cur = c.current_or_404()?;
@@ -70,7 +76,7 @@ pub(crate) async fn patch_region(
     let action = apply_patch(&region, r, &req)?;
     compile(&spec).map_err(ApiError::from_config)?;
     let rec = c.commit(&actor, &action, spec, req.reason, None).await?;
-    Ok(tagged(&rec))
+    Ok(tagged(&rec, &c.epoch))
 }
 
 /// Applies a patch to one region; the audit action names what changed
@@ -114,10 +120,12 @@ fn apply_patch(region: &str, r: &mut RegionSpec, req: &PatchRegion) -> Result<St
 
 pub(crate) async fn rollback(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (actor, req): (String, Rollback) = c.write_request(&headers, body)?;
+    let actor = caller.name;
+    let req: Rollback = parse_body(body)?;
     let target = c.version(req.to)?;
     compile(&target.table).map_err(ApiError::from_config)?;
     let _guard = c.write_lock.lock().await;
@@ -131,7 +139,7 @@ pub(crate) async fn rollback(
             Some(req.to),
         )
         .await?;
-    Ok(tagged(&rec))
+    Ok(tagged(&rec, &c.epoch))
 }
 
 pub(crate) async fn history(

@@ -4,20 +4,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use edgesteer_config::model::RolloutState;
 
 use crate::api::{Ack, PatchRegion, RolloutAction, RolloutCommand, StatsReport};
 use crate::client::{Client, ClientError};
+use crate::rollout::state_of;
 use crate::{router, Control, MemoryStore, Token, DEFAULT_BODY_LIMIT};
 
 const SECRET: &str = "ops-secret-1";
+const PROXY_SECRET: &str = "proxy-secret-1";
+const READ_SECRET: &str = "read-secret-1";
 
 async fn serve() -> (Arc<Control>, Client) {
     let seed = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
-    let tokens = vec![Token {
-        name: "ops".into(),
-        secret: SECRET.into(),
-    }];
+    let tokens = vec![
+        Token {
+            role: crate::auth::Role::Ops,
+            name: "ops".into(),
+            secret: SECRET.into(),
+        },
+        "proxy:fleet=proxy-secret-1".parse().unwrap(),
+        "read:viewer=read-secret-1".parse().unwrap(),
+    ];
     let control = Control::open(Arc::new(MemoryStore::default()), tokens, Some(seed))
         .await
         .unwrap();
@@ -29,6 +37,11 @@ async fn serve() -> (Arc<Control>, Client) {
         control,
         Client::new(&format!("http://{addr}"), Some(SECRET.into())),
     )
+}
+
+/// The same service with another token (or none).
+fn with_token(api: &Client, secret: Option<&str>) -> Client {
+    Client::new(api.base(), secret.map(str::to_string))
 }
 
 fn api_code(e: ClientError) -> (u16, String, String) {
@@ -47,9 +60,8 @@ fn api_code(e: ClientError) -> (u16, String, String) {
 async fn table_writes_history_and_diff() {
     let (_c, api) = serve().await;
     let v1 = api.get().await.unwrap();
-    let rec = v1.record().unwrap();
-    assert_eq!((rec.version, rec.etag.as_str()), (1, "\"v1\""));
-    assert_eq!(rec.audit.action, "seed");
+    assert_eq!((v1.version, v1.etag.as_str()), (1, "\"v1\""));
+    assert_eq!(v1.audit.action, "seed");
 
     let change = PatchRegion {
         drain: Some(true),
@@ -58,28 +70,29 @@ async fn table_writes_history_and_diff() {
         ..PatchRegion::default()
     };
     let v2 = api.patch_region("us-east", &change).await.unwrap();
-    let audit = v2.record().unwrap().audit;
-    assert_eq!((v2.version, audit.action.as_str()), (2, "set-canary+shift"));
-    assert_eq!(v2.raw["audit"]["actor"], "ops");
+    assert_eq!(
+        (v2.version, v2.audit.action.as_str()),
+        (2, "set-canary+shift")
+    );
+    assert_eq!(v2.audit.actor, "ops");
 
     let stale = api.put(&v1.table, "old base", Some(1)).await.unwrap_err();
     assert_eq!(api_code(stale).1, "stale_version");
     let v3 = api.rollback(1, "undo").await.unwrap();
-    assert_eq!(v3.record().unwrap().audit.restored, Some(1));
+    assert_eq!(v3.audit.restored, Some(1));
 
     let h = api.history(2).await.unwrap();
-    let versions: Vec<u64> = h.value.versions.iter().map(|v| v.version).collect();
+    let versions: Vec<u64> = h.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, [3, 2]);
-    assert_eq!(h["versions"][0]["audit"]["action"], "rollback");
+    assert_eq!(h.versions[0].audit.action, "rollback");
 
     let d = api.diff(Some(1), Some(2)).await.unwrap();
-    assert_eq!((d.value.from, d.value.to), (1, 2));
+    assert_eq!((d.from, d.to), (1, 2));
     assert!(
-        d.value
-            .changes
+        d.changes
             .iter()
             .any(|l| l.contains("regions.us-east.drain")),
-        "{d}"
+        "{d:?}"
     );
     let e = api.version(9).await.unwrap_err();
     assert_eq!(api_code(e).1, "unknown_version");
@@ -87,14 +100,15 @@ async fn table_writes_history_and_diff() {
 
 #[tokio::test]
 async fn the_fleet_sees_watches_and_acks() {
-    let (_c, api) = serve().await;
+    let (_c, ops) = serve().await;
+    let api = with_token(&ops, Some(PROXY_SECRET));
     let got = api
-        .watch(0, "p1", Duration::from_millis(100))
+        .watch(0, None, "p1", Duration::from_millis(100))
         .await
         .unwrap();
     assert_eq!(got.map(|v| v.version), Some(1));
     assert!(api
-        .watch(1, "p1", Duration::from_millis(50))
+        .watch(1, None, "p1", Duration::from_millis(50))
         .await
         .unwrap()
         .is_none());
@@ -103,18 +117,19 @@ async fn the_fleet_sees_watches_and_acks() {
         version: 1,
         status: status.into(),
         reason: Some("bad".into()),
+        epoch: None,
     };
     api.ack(&ack(Ack::REJECTED)).await.unwrap();
     let e = api.ack(&ack("maybe")).await.unwrap_err();
     assert_eq!(api_code(e).1, "bad_status");
-    let f = api.fleet().await.unwrap();
-    assert_eq!(f.value.current_version, Some(1));
-    let p = &f.value.proxies[0];
+    let f = ops.fleet().await.unwrap();
+    assert_eq!(f.current_version, Some(1));
+    let p = &f.proxies[0];
     assert_eq!(
         (p.proxy.as_str(), p.watching, p.rejected_version),
         ("p1", true, Some(1))
     );
-    assert_eq!(f["proxies"][0]["last_status"], "rejected");
+    assert_eq!(p.last_status.as_deref(), Some("rejected"));
     api.report_stats(&StatsReport::default()).await.unwrap();
 }
 
@@ -122,19 +137,22 @@ async fn the_fleet_sees_watches_and_acks() {
 async fn rollout_commands_move_the_state_machine() {
     let (control, api) = serve().await;
     let none = api.rollouts().await.unwrap();
-    assert!(none.value.rollouts.is_empty());
-    assert_eq!(none.value.version, Some(1));
+    assert!(none.rollouts.is_empty());
+    assert_eq!(none.version, Some(1));
 
     let start = RolloutCommand::new(RolloutAction::Start, "release".into());
     let r = api.rollout("us-east", &start).await.unwrap();
-    assert_eq!(r["rollout"]["state"], "running");
-    assert_eq!(r.value.rollout.map(|r| r.steps.len()), Some(5));
+    assert_eq!(
+        r.rollout.as_ref().map(state_of),
+        Some(RolloutState::Running)
+    );
+    assert_eq!(r.rollout.map(|r| r.steps.len()), Some(5));
     let e = api.rollout("us-east", &start).await.unwrap_err();
     assert!(api_code(e).2.contains("already running"));
 
     let s = api.rollouts().await.unwrap();
-    let st = &s.value.rollouts[0];
-    assert_eq!(st.state, edgesteer_config::model::RolloutState::Running);
+    let st = &s.rollouts[0];
+    assert_eq!(st.state, RolloutState::Running);
     assert_eq!((st.canary_bps, st.figures.is_none()), (500, true));
     assert!(st.next_step_in_ms.is_some());
 
@@ -144,21 +162,97 @@ async fn rollout_commands_move_the_state_machine() {
     assert!(api_code(e)
         .2
         .contains("cannot pause a rollout that is paused"));
-    let odd = api
-        .rollout("us-east", json!({ "action": "jump" }))
-        .await
-        .unwrap_err();
+    let jump = RolloutCommand::new(RolloutAction::Other("jump".into()), String::new());
+    let odd = api.rollout("us-east", &jump).await.unwrap_err();
     assert_eq!(api_code(odd).1, "bad_action");
     let abort = RolloutCommand::new(RolloutAction::Abort, "stop".into());
     let r = api.rollout("us-east", &abort).await.unwrap();
-    let ro = r.value.rollout.unwrap();
+    let ro = r.rollout.unwrap();
     assert_eq!(ro.state, "aborted");
     assert_eq!(ro.reason.as_deref(), Some("aborted by ops: stop"));
     let h = api.history(1).await.unwrap();
-    assert_eq!(h.value.versions[0].audit.action, "rollout-abort");
+    assert_eq!(h.versions[0].audit.action, "rollout-abort");
     control.tick_rollouts().await;
     assert_eq!(
         api.get().await.unwrap().table.regions["us-east"].canary_bps,
         0
     );
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_a_token_of_the_right_role() {
+    let (_c, ops) = serve().await;
+    let anon = with_token(&ops, None);
+    let wrong = with_token(&ops, Some("not-a-token-at-all"));
+    let proxy = with_token(&ops, Some(PROXY_SECRET));
+    let read = with_token(&ops, Some(READ_SECRET));
+    let drain = PatchRegion {
+        drain: Some(true),
+        ..PatchRegion::default()
+    };
+    let ack = Ack {
+        proxy: "p9".into(),
+        version: 1,
+        status: Ack::APPLIED.into(),
+        reason: None,
+        epoch: None,
+    };
+    // No token, or an unknown one: 401 everywhere.
+    for c in [&anon, &wrong] {
+        assert_eq!(api_code(c.get().await.unwrap_err()).0, 401);
+        assert_eq!(api_code(c.fleet().await.unwrap_err()).0, 401);
+        assert_eq!(api_code(c.ack(&ack).await.unwrap_err()).0, 401);
+        let stats = c.report_stats(&StatsReport::default()).await;
+        assert_eq!(api_code(stats.unwrap_err()).0, 401);
+        let w = c.watch(0, None, "p9", Duration::from_millis(50)).await;
+        assert_eq!(api_code(w.unwrap_err()).0, 401);
+        let p = c.patch_region("us-east", &drain).await;
+        assert_eq!(api_code(p.unwrap_err()).0, 401);
+    }
+    // The wrong role: 403, naming the role.
+    let (status, code, message) = api_code(proxy.get().await.unwrap_err());
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "{message}");
+    assert!(message.contains("proxy"), "{message}");
+    let put = proxy.put(&ops.get().await.unwrap().table, "x", None).await;
+    assert_eq!(api_code(put.unwrap_err()).0, 403);
+    assert_eq!(
+        api_code(read.patch_region("us-east", &drain).await.unwrap_err()).0,
+        403
+    );
+    assert_eq!(api_code(ops.ack(&ack).await.unwrap_err()).0, 403);
+    let forged = ops.report_stats(&StatsReport::default()).await;
+    assert_eq!(api_code(forged.unwrap_err()).0, 403);
+    // The right role.
+    assert!(read.fleet().await.is_ok());
+    assert!(proxy.ack(&ack).await.is_ok());
+    assert!(ops.patch_region("us-east", &drain).await.is_ok());
+    // Nothing refused was applied: one write, one proxy.
+    assert_eq!(ops.get().await.unwrap().version, 2);
+    assert_eq!(ops.fleet().await.unwrap().proxies.len(), 1);
+}
+
+#[tokio::test]
+async fn plain_api_keys_are_stored_hashed_and_never_read_back() {
+    let (_c, ops) = serve().await;
+    let mut table = ops.get().await.unwrap().table;
+    let policy = table
+        .rate_limits
+        .iter_mut()
+        .find(|p| !p.keys.is_empty())
+        .expect("covergen has a keyed policy");
+    let tier = policy.keys.values().next().unwrap().clone();
+    policy.keys.insert("cg-plain-secret-key".into(), tier);
+    let written = ops.put(&table, "add a key", None).await.unwrap();
+    let text = serde_json::to_string(&written).unwrap();
+    assert!(!text.contains("cg-plain-secret-key"), "{text}");
+    let hashed = edgesteer_config::ratelimit::hashed_key("cg-plain-secret-key");
+    assert!(text.contains(&hashed), "{text}");
+    for read in [
+        serde_json::to_string(&ops.get().await.unwrap()).unwrap(),
+        serde_json::to_string(&ops.history(10).await.unwrap()).unwrap(),
+        serde_json::to_string(&ops.diff(Some(1), Some(2)).await.unwrap()).unwrap(),
+    ] {
+        assert!(!read.contains("cg-plain-secret-key"), "{read}");
+        assert!(!read.contains("cg-demo-free"), "{read}");
+    }
 }

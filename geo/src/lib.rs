@@ -36,6 +36,7 @@ use serde::Deserialize;
 
 #[cfg(feature = "test-util")]
 pub mod testdb;
+mod verify;
 
 /// The bundled country database (see `geo/data/README.md` for its origin).
 pub static BUNDLED_DB: &[u8] = include_bytes!("../data/geo-whois-asn-country.mmdb");
@@ -292,6 +293,10 @@ fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoE
         Origin::Bundled => "bundled",
         _ => "in-memory",
     };
+    verify::verify(&bytes).map_err(|reason| GeoError::Unusable {
+        origin: name.into(),
+        reason,
+    })?;
     let reader = Reader::from_source(bytes).map_err(|e| GeoError::Unusable {
         origin: name.into(),
         reason: e.to_string(),
@@ -306,6 +311,19 @@ fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoE
 
 fn load_file(path: &Path) -> Result<Loaded, GeoError> {
     let stamp = stamp_of(path)?;
+    // `maxminddb` trusts the file (see `verify`), so it is checked first.
+    // Files are replaced by rename, never rewritten, so the file mapped
+    // below is the one read here (a rename in between is seen by the next
+    // reload's stamp check).
+    let bytes = std::fs::read(path).map_err(|source| GeoError::Stat {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    verify::verify(&bytes).map_err(|reason| GeoError::Unusable {
+        origin: path.display().to_string(),
+        reason,
+    })?;
+    drop(bytes);
     let reader = Reader::open_mmap(path).map_err(|source| GeoError::Open {
         path: path.to_path_buf(),
         source,

@@ -139,3 +139,35 @@ fn bundled_database_places_well_known_networks() {
         assert_eq!(country(db.lookup(ip(addr))), Some(cc), "{addr}");
     }
 }
+
+/// Found by `fuzz/fuzz_targets/geo_db.rs`: `maxminddb` 0.26 trusts the
+/// file, so a metadata block whose search tree is larger than the file
+/// (here: nothing but metadata) underflowed in its pointer arithmetic and
+/// indexed past the buffer. Such files are refused before it reads them.
+#[test]
+fn corrupt_databases_are_refused_not_panics() {
+    const METADATA_ONLY: &[u8] = include_bytes!("testdata/metadata-only.mmdb");
+    let err = GeoDb::from_bytes(METADATA_ONLY.to_vec()).unwrap_err();
+    assert!(err.to_string().contains("search tree"), "{err}");
+
+    let good = build(Schema::GeoIp2, SAMPLE);
+    // Every truncation, and a byte flipped at every position of the tree
+    // and data: loaded or refused, and a loaded one answers every lookup.
+    for cut in (0..good.len()).step_by(7) {
+        let _ = GeoDb::from_bytes(good[..cut].to_vec());
+    }
+    for at in 0..good.len() {
+        let mut bad = good.clone();
+        bad[at] ^= 0xff;
+        if let Ok(db) = GeoDb::from_bytes(bad) {
+            for cc in ["US", "DE", "CN6"] {
+                let _ = db.lookup_uncached(sample_ip(cc));
+            }
+        }
+    }
+    // A corrupt file on reload is refused and the current one keeps serving.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geo.mmdb");
+    std::fs::write(&path, METADATA_ONLY).unwrap();
+    assert!(matches!(GeoDb::open(&path), Err(GeoError::Unusable { .. })));
+}

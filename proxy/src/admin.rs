@@ -20,25 +20,24 @@ use crate::steer::Steering;
 
 pub struct AdminService {
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
-    steer: Arc<Steering>,
+    app: Router,
 }
 
 impl AdminService {
     /// Binds now, so a taken port is reported at start-up, not later.
-    pub fn bind(addr: SocketAddr, steer: Arc<Steering>) -> std::io::Result<AdminService> {
+    /// `app` is [`router`] or [`metrics_router`].
+    pub fn bind(addr: SocketAddr, app: Router) -> std::io::Result<AdminService> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(AdminService {
             listener: std::sync::Mutex::new(Some(listener)),
-            steer,
+            app,
         })
     }
 }
 
 pub fn router(steer: Arc<Steering>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/v1/table", get(table))
         .route("/v1/health", get(health))
         .route("/v1/explain", get(explain))
@@ -48,7 +47,68 @@ pub fn router(steer: Arc<Steering>) -> Router {
             "/v1/ratelimit/blocks/{ip}",
             axum::routing::delete(lift_block),
         )
+        .route_layer(axum::middleware::from_fn_with_state(steer.clone(), guard))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(steer)
+}
+
+/// `/healthz` and `/metrics` only, for a scraper's own listener.
+pub fn metrics_router(steer: Arc<Steering>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(steer)
+}
+
+/// With `--admin-token`, every admin endpoint but `/healthz` and `/metrics`
+/// needs a token: reads (the table, health, explain, limits) a `read` or
+/// `ops` one, writes (the block list) an `ops` one. Without tokens the
+/// listener is open, which start-up allows only on loopback.
+async fn guard(
+    State(steer): State<Arc<Steering>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use edgesteer_control::Access;
+    if steer.admin_tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let access = match *req.method() {
+        axum::http::Method::GET | axum::http::Method::HEAD => Access::Read,
+        _ => Access::Write,
+    };
+    let token = edgesteer_control::bearer(req.headers())
+        .and_then(|t| edgesteer_control::find_token(&steer.admin_tokens, t));
+    let refusal = match token {
+        None => Some((
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this admin endpoint needs `Authorization: Bearer <token>` (one of --admin-token)"
+                .to_string(),
+        )),
+        Some(t) if !t.role.allows(access) => Some((
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "admin token {} has role {}, which may not do this",
+                t.name,
+                t.role.as_str()
+            ),
+        )),
+        Some(_) => None,
+    };
+    match refusal {
+        Some((status, error, message)) => {
+            tracing::warn!(path = %req.uri().path(), error, "admin request refused");
+            (
+                status,
+                Json(serde_json::json!({ "error": error, "message": message })),
+            )
+                .into_response()
+        }
+        None => next.run(req).await,
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -159,7 +219,7 @@ async fn ratelimit(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
     }))
 }
 
-/// Admin writes need a token when `--admin-token` is set; the actor for logs.
+/// The actor of an admin write, for logs (the guard has checked the token).
 fn admin_write(
     steer: &Steering,
     headers: &axum::http::HeaderMap,
@@ -305,8 +365,7 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
-        let app = router(self.steer.clone());
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = axum::serve(listener, self.app.clone()).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         });
         if let Err(e) = serve.await {

@@ -14,7 +14,8 @@
 //! - [`proxy`]: the Pingora adapter, one module per phase.
 //! - [`steer`]: the live snapshot; [`watch`]: following the config service;
 //!   [`stats`] and [`report`]: per-track counts for rollout gates.
-//! - [`client_ip`], [`sticky`]: who the client is, which key pins its track.
+//! - [`sticky`]: which key pins a client to its track (who the client is
+//!   is `edgesteer_config::client_ip`).
 //! - [`server`], [`tls`], [`admin`], [`metrics`], [`access_log`]: serving
 //!   and observing; [`explain`]: "where would this client go, and why".
 //! - [`cli`], [`ctl`], [`demo`]: the binary's commands, the ops CLI and the
@@ -23,7 +24,6 @@
 pub mod access_log;
 pub mod admin;
 pub mod cli;
-pub mod client_ip;
 pub mod ctl;
 pub mod demo;
 pub mod explain;

@@ -30,6 +30,9 @@ pub struct ServeOptions {
     pub tls_listen: Vec<String>,
     pub tls_certs: Vec<CertPair>,
     pub admin: Option<SocketAddr>,
+    /// A listener with only `/metrics` and `/healthz`, for scrapers that
+    /// should not reach the admin API.
+    pub metrics: Option<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Seconds to keep serving after SIGTERM/SIGQUIT before closing listeners.
@@ -47,6 +50,7 @@ impl Default for ServeOptions {
             tls_listen: Vec::new(),
             tls_certs: Vec::new(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            metrics: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grace_period_secs: 5,
             dns: DnsConfig::System,
@@ -102,9 +106,16 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     server.add_service(proxy);
 
     if let Some(addr) = opts.admin {
-        let admin = AdminService::bind(addr, steer.clone())
+        let app = crate::admin::router(steer.clone());
+        let admin = AdminService::bind(addr, app)
             .with_context(|| format!("binding the admin listener on {addr}"))?;
         server.add_service(background_service("admin", admin));
+    }
+    if let Some(addr) = opts.metrics {
+        let app = crate::admin::metrics_router(steer.clone());
+        let listener = AdminService::bind(addr, app)
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        server.add_service(background_service("metrics", listener));
     }
     server.add_service(background_service(
         "maintenance",

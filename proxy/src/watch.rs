@@ -28,6 +28,9 @@ const POLL: Duration = Duration::from_secs(25);
 pub struct Cached {
     pub version: u64,
     pub table: TableSpec,
+    /// The store epoch of `version` (absent in caches from before epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// Reads a cache file written by [`save_cache`].
@@ -44,7 +47,12 @@ pub fn load_cache(path: &Path) -> Option<Cached> {
 
 /// Writes the cache atomically (temp file + rename), so a crash never
 /// leaves half a table behind.
-pub fn save_cache(path: &Path, version: u64, table: &TableSpec) -> std::io::Result<()> {
+pub fn save_cache(
+    path: &Path,
+    version: u64,
+    epoch: Option<String>,
+    table: &TableSpec,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -52,6 +60,7 @@ pub fn save_cache(path: &Path, version: u64, table: &TableSpec) -> std::io::Resu
     let bytes = serde_json::to_vec(&Cached {
         version,
         table: table.clone(),
+        epoch,
     })?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
@@ -66,6 +75,8 @@ pub struct Watcher {
     pub cache: Option<PathBuf>,
     /// Trusted-proxy CIDRs from the command line, added to every table.
     pub extra_trust: Vec<String>,
+    /// The store epoch of the table this proxy started with, if known.
+    pub epoch: Option<String>,
 }
 
 impl Watcher {
@@ -82,17 +93,18 @@ impl Watcher {
     }
 
     /// Saves a version as the last good table (when a cache is configured).
-    pub fn save(&self, version: u64, table: &TableSpec) {
+    pub fn save(&self, version: u64, epoch: Option<String>, table: &TableSpec) {
         if let Some(path) = &self.cache {
-            if let Err(e) = save_cache(path, version, table) {
+            if let Err(e) = save_cache(path, version, epoch, table) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot save the last good table");
             }
         }
     }
 
-    async fn ack(&self, version: u64, result: &Result<(), String>) {
+    async fn ack(&self, version: u64, epoch: Option<&str>, result: &Result<(), String>) {
         let ack = Ack {
             proxy: self.name.clone(),
+            epoch: epoch.map(str::to_string),
             version,
             status: if result.is_ok() {
                 "applied"
@@ -112,22 +124,24 @@ impl Watcher {
 impl BackgroundService for Watcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut after = self.steer.current().version;
+        let mut epoch = self.epoch.clone();
         let mut backoff = Duration::from_millis(100);
         let mut down_since: Option<std::time::Instant> = None;
         if after > 0 {
-            self.ack(after, &Ok(())).await;
+            self.ack(after, epoch.as_deref(), &Ok(())).await;
         }
         // The cache is written off the apply path by its own task: the ack
         // does not wait for the disk, and a burst of pushes that arrives
         // while a write is in progress coalesces into one more write.
-        let (save_tx, mut save_rx) = tokio::sync::watch::channel::<Option<(u64, TableSpec)>>(None);
+        let (save_tx, mut save_rx) =
+            tokio::sync::watch::channel::<Option<(u64, Option<String>, TableSpec)>>(None);
         let cache = self.cache.clone();
         let saver = tokio::spawn(async move {
             while save_rx.changed().await.is_ok() {
                 let latest = save_rx.borrow_and_update().clone();
-                if let (Some(path), Some((version, table))) = (cache.clone(), latest) {
+                if let (Some(path), Some((version, epoch, table))) = (cache.clone(), latest) {
                     let saved = tokio::task::spawn_blocking(move || {
-                        save_cache(&path, version, &table).map_err(|e| (path, e))
+                        save_cache(&path, version, epoch, &table).map_err(|e| (path, e))
                     })
                     .await;
                     if let Ok(Err((path, e))) = saved {
@@ -138,7 +152,7 @@ impl BackgroundService for Watcher {
         });
         loop {
             let polled = tokio::select! {
-                r = self.client.watch(after, &self.name, POLL) => r,
+                r = self.client.watch(after, epoch.as_deref(), &self.name, POLL) => r,
                 _ = shutdown.changed() => break,
             };
             match polled {
@@ -147,10 +161,24 @@ impl BackgroundService for Watcher {
                         tracing::info!(control = %self.client.base(), after = ?t.elapsed(), "config service reachable again");
                     }
                     backoff = Duration::from_millis(100);
+                    let new_epoch = (!v.epoch.is_empty()).then(|| v.epoch.clone());
+                    if epoch.is_some() && new_epoch.is_some() && new_epoch != epoch {
+                        tracing::warn!(
+                            version = v.version,
+                            was = after,
+                            epoch = %v.epoch,
+                            was_epoch = ?epoch,
+                            "the config service's store has a new epoch (wiped or replaced): taking its current version even though it is not higher than ours"
+                        );
+                    }
                     let result = self.apply(&v);
                     match &result {
                         Ok(()) => {
-                            save_tx.send_replace(Some((v.version, v.table.clone())));
+                            save_tx.send_replace(Some((
+                                v.version,
+                                new_epoch.clone(),
+                                v.table.clone(),
+                            )));
                         }
                         Err(reason) => {
                             self.steer
@@ -161,13 +189,17 @@ impl BackgroundService for Watcher {
                             tracing::error!(version = v.version, %reason, "pushed table rejected; the previous table keeps serving");
                         }
                     }
-                    self.ack(v.version, &result).await;
+                    self.ack(v.version, new_epoch.as_deref(), &result).await;
                     after = v.version;
+                    epoch = new_epoch.or(epoch);
                 }
                 Ok(None) => {
-                    // Poll timed out with nothing new; tell the fleet view we are current.
+                    // Poll timed out with nothing new: ack what this proxy
+                    // really serves (after a rejection, the older version),
+                    // never merely the newest it has seen.
                     down_since = None;
-                    self.ack(after, &Ok(())).await;
+                    let served = self.steer.current().version;
+                    self.ack(served, epoch.as_deref(), &Ok(())).await;
                 }
                 Err(e) => {
                     if down_since.is_none() {
@@ -196,6 +228,25 @@ mod tests {
     use edgesteer_config::parse;
     use edgesteer_geo::GeoDb;
 
+    /// A version as the service would push it.
+    fn versioned(version: u64, table: TableSpec) -> Versioned {
+        Versioned {
+            version,
+            etag: edgesteer_control::api::etag(version),
+            table,
+            audit: edgesteer_control::api::Audit {
+                actor: "ops".into(),
+                at_ms: 0,
+                at: String::new(),
+                action: "replace".into(),
+                summary: Vec::new(),
+                reason: String::new(),
+                restored: None,
+            },
+            epoch: String::new(),
+        }
+    }
+
     fn steering() -> Arc<Steering> {
         let spec = parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
         let table = edgesteer_config::compile(&spec).unwrap();
@@ -219,16 +270,13 @@ mod tests {
             name: "t".into(),
             cache: Some(cache.clone()),
             extra_trust: vec!["10.0.0.0/8".into()],
+            epoch: None,
         };
         let mut good = steer.current().spec.as_ref().clone();
         good.regions.get_mut("us-east").unwrap().drain = true;
-        let v2 = Versioned {
-            version: 2,
-            table: good.clone(),
-            raw: serde_json::Value::Null,
-        };
+        let v2 = versioned(2, good.clone());
         assert_eq!(w.apply(&v2), Ok(()));
-        w.save(v2.version, &v2.table);
+        w.save(v2.version, None, &v2.table);
         assert_eq!(steer.current().version, 2);
         assert_eq!(load_cache(&cache).unwrap().version, 2);
         // --trust is added to every pushed table.
@@ -239,11 +287,7 @@ mod tests {
 
         let mut bad = good;
         bad.regions.get_mut("cn-east").unwrap().failover = vec!["ap-southeast".into()];
-        let v3 = Versioned {
-            version: 3,
-            table: bad,
-            raw: serde_json::Value::Null,
-        };
+        let v3 = versioned(3, bad);
         let err = w.apply(&v3).unwrap_err();
         assert!(err.contains("regions.cn-east.failover[0]"), "{err}");
         assert_eq!(

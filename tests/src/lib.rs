@@ -388,17 +388,28 @@ impl Proxy {
         ip: impl ToString,
         host: Option<&str>,
     ) -> anyhow::Result<serde_json::Value> {
+        self.explain_as(ip, host, None).await
+    }
+
+    /// `explain` with an admin token (needed when the proxy has
+    /// `--admin-token`).
+    pub async fn explain_as(
+        &self,
+        ip: impl ToString,
+        host: Option<&str>,
+        token: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
         let mut query = vec![("ip", ip.to_string())];
         if let Some(h) = host {
             query.push(("host", h.to_string()));
         }
-        Ok(reqwest::Client::new()
+        let mut req = reqwest::Client::new()
             .get(format!("http://{}/v1/explain", self.admin))
-            .query(&query)
-            .send()
-            .await?
-            .json()
-            .await?)
+            .query(&query);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Ok(req.send().await?.json().await?)
     }
 
     /// The admin `/v1/health` document.
@@ -425,6 +436,10 @@ impl Proxy {
 
 /// The write token the tests' config services accept.
 pub const OPS_TOKEN: &str = "ops-secret-token-1";
+/// The `proxy`-role token the tests' proxies follow a config service with.
+pub const PROXY_TOKEN: &str = "proxy-secret-token-1";
+/// A `read`-role token.
+pub const READ_TOKEN: &str = "read-secret-token-1";
 
 /// A config service process; killed (SIGKILL) on drop.
 pub struct ControlProc {
@@ -458,6 +473,10 @@ impl ControlProc {
             .arg(data)
             .arg("--token")
             .arg(format!("ops={OPS_TOKEN}"))
+            .arg("--token")
+            .arg(format!("proxy:fleet={PROXY_TOKEN}"))
+            .arg("--token")
+            .arg(format!("read:viewer={READ_TOKEN}"))
             .args(extra);
         if let Some(s) = seed {
             cmd.arg("--seed").arg(s);
@@ -531,11 +550,18 @@ impl Proxy {
     }
 }
 
-/// Proxy arguments to follow a config service with a table cache.
+/// Proxy arguments to follow a config service with a table cache, the
+/// `proxy` token read from a file beside the cache.
 pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
+    let token = cache.with_extension("token");
+    if let Err(e) = std::fs::write(&token, format!("{PROXY_TOKEN}\n")) {
+        panic!("writing {}: {e}", token.display());
+    }
     vec![
         "--control".into(),
         control.base(),
+        "--control-token-file".into(),
+        token.display().to_string(),
         "--cache".into(),
         cache.display().to_string(),
         "--name".into(),

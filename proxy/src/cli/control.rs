@@ -23,10 +23,15 @@ pub(super) struct ControlArgs {
     /// Directory of the embedded store (one file per version).
     #[arg(long)]
     data: PathBuf,
-    /// Write token as NAME=SECRET; NAME becomes the audit actor. Repeat for
-    /// several; also read from EDGESTEER_TOKENS (comma-separated).
+    /// Token as [ROLE:]NAME=SECRET, ROLE `ops` (the default: every write),
+    /// `proxy` (watch, acks, stats) or `read`; NAME becomes the audit actor.
+    /// Repeat for several; also read from EDGESTEER_TOKENS (comma-separated).
+    /// Prefer --token-file: the command line shows in `ps`.
     #[arg(long = "token")]
     tokens: Vec<edgesteer_control::Token>,
+    /// File of tokens, one [ROLE:]NAME=SECRET per line (`#` comments).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Table stored as version 1 when the store is empty.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -57,6 +62,7 @@ pub(super) async fn start_control(
     let rollouts = control.clone();
     let serve = async move {
         let controller = tokio::spawn(edgesteer_control::rollout::run(rollouts, ROLLOUT_TICK));
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -77,9 +83,12 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(path) = &args.token_file {
+        tokens.extend(edgesteer_control::read_token_file(path).map_err(anyhow::Error::msg)?);
+    }
     if tokens.is_empty() {
         tracing::warn!(
-            "no write tokens configured: every write will be refused (give --token NAME=SECRET)"
+            "no tokens configured: every request but /healthz will be refused (give --token-file or --token [ROLE:]NAME=SECRET)"
         );
     }
     let seed = match &args.seed {

@@ -31,8 +31,10 @@ pub(super) struct DemoArgs {
     threads: usize,
 }
 
-/// The demo config service's write token (printed at start-up).
+/// The demo config service's ops token (printed at start-up).
 pub const DEMO_TOKEN: &str = "demo-token-not-secret";
+/// The token the demo proxy follows the service with (role `proxy`).
+const DEMO_PROXY_TOKEN: &str = "demo-proxy-token-not-secret";
 
 /// The covergen table as the demo serves it: loopback trusted for
 /// `X-Forwarded-For`, track and version headers on.
@@ -61,10 +63,18 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     // The config service, in memory, seeded with the demo table.
     let control_url = format!("http://{}", args.control);
     let control = rt.block_on(async {
-        let tokens = vec![edgesteer_control::Token {
-            name: "demo".into(),
-            secret: DEMO_TOKEN.into(),
-        }];
+        let tokens = vec![
+            edgesteer_control::Token {
+                name: "demo".into(),
+                secret: DEMO_TOKEN.into(),
+                role: edgesteer_control::Role::Ops,
+            },
+            edgesteer_control::Token {
+                name: "demo-proxy".into(),
+                secret: DEMO_PROXY_TOKEN.into(),
+                role: edgesteer_control::Role::Proxy,
+            },
+        ];
         let store = Arc::new(edgesteer_control::MemoryStore::default());
         let (control, serve) = start_control(
             store,
@@ -93,6 +103,8 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let follow = Follow {
         url: control_url.clone(),
+        token: Some(DEMO_PROXY_TOKEN.into()),
+        epoch: None,
         name: "demo-proxy".into(),
         cache: None,
         report_every: Duration::from_secs(1),

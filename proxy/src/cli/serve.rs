@@ -31,11 +31,16 @@ pub(super) struct ListenArgs {
     /// Certificate and key as CERT.pem:KEY.pem; repeat for SNI.
     #[arg(long = "tls-cert")]
     tls_cert: Vec<CertPair>,
-    /// Admin listener (/healthz, /metrics, /v1/...).
+    /// Admin listener (/healthz, /metrics, /v1/...). Off loopback it needs
+    /// --admin-token.
     #[arg(long)]
     admin: Option<SocketAddr>,
-    /// Token (NAME=SECRET) the admin listener's writes (block list) need;
-    /// repeat for several. Without one, anyone who reaches it may write.
+    /// A listener with only /metrics and /healthz, for scrapers.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Token ([ROLE:]NAME=SECRET; `read` reads, `ops` also writes) the
+    /// admin listener needs for everything but /healthz and /metrics;
+    /// repeat for several. Without one the listener must be on loopback.
     #[arg(
         long = "admin-token",
         env = "EDGESTEER_ADMIN_TOKENS",
@@ -72,6 +77,13 @@ pub(super) struct ProxyArgs {
     /// Where the last good table is saved (with --control).
     #[arg(long, default_value = ".edgesteer/last-good-table.json")]
     cache: PathBuf,
+    /// Token (role `proxy`) for the config service. Prefer the environment
+    /// or --control-token-file: the command line shows in `ps`.
+    #[arg(long, env = "EDGESTEER_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// File whose first line is the config-service token.
+    #[arg(long, conflicts_with = "control_token")]
+    control_token_file: Option<PathBuf>,
     /// This proxy's name in the fleet view (default: host:pid).
     #[arg(long)]
     name: Option<String>,
@@ -98,6 +110,10 @@ pub(super) struct ProxyArgs {
 /// stats by report.
 pub(super) struct Follow {
     pub url: String,
+    /// The store epoch of the first table, if it came from the service.
+    pub epoch: Option<String>,
+    /// The `proxy`-role token the service wants.
+    pub token: Option<String>,
     /// This proxy's name in the fleet view.
     pub name: String,
     /// Where the last good table is saved; `None` keeps it in memory only.
@@ -127,7 +143,7 @@ pub(super) fn proxy_server(
 ) -> anyhow::Result<Server> {
     let mut server = server::build(steer.clone(), opts)?;
     if let Some(f) = follow {
-        let client = edgesteer_control::client::Client::new(&f.url, None);
+        let client = edgesteer_control::client::Client::new(&f.url, f.token);
         server.add_service(background_service(
             "stats report",
             crate::report::Reporter {
@@ -143,6 +159,7 @@ pub(super) fn proxy_server(
             name: f.name,
             cache: f.cache,
             extra_trust: f.extra_trust,
+            epoch: f.epoch,
         };
         server.add_service(background_service("control watch", watcher));
     }
@@ -160,6 +177,7 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         tls_listen: net.tls_listen,
         tls_certs: net.tls_cert,
         admin: net.admin.or(defaults.admin),
+        metrics: net.metrics,
         threads: net.threads.unwrap_or(defaults.threads),
         grace_period_secs: net.grace_period,
         dns: if net.resolver.is_empty() {
@@ -177,7 +195,15 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
 }
 
 pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let (version, mut spec) = initial_table(&args)?;
+    let token = match &args.control_token_file {
+        Some(p) => Some(edgesteer_control::read_secret_file(p).map_err(anyhow::Error::msg)?),
+        None => args.control_token.clone(),
+    };
+    if args.control.is_some() && token.is_none() {
+        tracing::warn!("--control without a token (--control-token-file or EDGESTEER_CONTROL_TOKEN): the config service will refuse this proxy");
+    }
+    let name = args.name.clone().unwrap_or_else(default_name);
+    let (version, epoch, mut spec) = initial_table(&args, token.clone(), &name)?;
     spec.client_ip
         .trusted_proxies
         .extend(args.trust.iter().cloned());
@@ -201,7 +227,7 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let opts = serve_options(args.net, "0.0.0.0:8080");
     if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
         if steer.admin_tokens.is_empty() {
-            tracing::warn!(%admin, "the admin listener is not on loopback and has no --admin-token: anyone who reaches it can lift or add blocks");
+            anyhow::bail!("the admin listener on {admin} is not on loopback and has no --admin-token: anyone who reaches it could read the routing table and change the block list; give --admin-token (or EDGESTEER_ADMIN_TOKENS), or bind it to 127.0.0.1");
         }
     }
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
@@ -209,7 +235,9 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let follow = args.control.map(|url| Follow {
         url,
-        name: args.name.unwrap_or_else(default_name),
+        epoch,
+        token,
+        name,
         cache: Some(args.cache),
         report_every: Duration::from_millis(args.report_interval_ms.max(50)),
         extra_trust: args.trust,
@@ -225,12 +253,17 @@ fn default_name() -> String {
 
 /// The table a proxy starts with: with --control, the cached last good
 /// table, else the service's current one, else --config; without, --config.
-fn initial_table(args: &ProxyArgs) -> anyhow::Result<(u64, TableSpec)> {
+fn initial_table(
+    args: &ProxyArgs,
+    token: Option<String>,
+    name: &str,
+) -> anyhow::Result<(u64, Option<String>, TableSpec)> {
     // A file table is version 1 on its own; as a fallback while a service
     // is configured it is version 0, so the first watch fetches any version.
-    let from_file = |path: &PathBuf, version: u64| -> anyhow::Result<(u64, TableSpec)> {
+    type Start = (u64, Option<String>, TableSpec);
+    let from_file = |path: &PathBuf, version: u64| -> anyhow::Result<Start> {
         let spec = read_table(path)?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok((version, spec))
+        Ok((version, None, spec))
     };
     let Some(url) = &args.control else {
         return match &args.config {
@@ -243,15 +276,22 @@ fn initial_table(args: &ProxyArgs) -> anyhow::Result<(u64, TableSpec)> {
     if let Some(c) = crate::watch::load_cache(&args.cache) {
         if edgesteer_config::compile(&c.table).is_ok() {
             tracing::info!(version = c.version, cache = %args.cache.display(), "starting from the cached last good table");
-            return Ok((c.version, c.table));
+            return Ok((c.version, c.epoch, c.table));
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = edgesteer_control::client::Client::new(url, None);
-    match rt.block_on(client.get()) {
-        Ok(v) => Ok((v.version, v.table)),
+    let client = edgesteer_control::client::Client::new(url, token);
+    // A watch from version 0 answers with the current table at once, and
+    // needs only the `proxy` role.
+    let first = rt.block_on(client.watch(0, None, name, Duration::from_secs(2)));
+    match first.and_then(|v| {
+        v.ok_or(edgesteer_control::client::ClientError::Protocol(
+            "the service has no table yet".into(),
+        ))
+    }) {
+        Ok(v) => Ok((v.version, (!v.epoch.is_empty()).then_some(v.epoch), v.table)),
         Err(e) => match &args.config {
             Some(p) => {
                 tracing::warn!(error = %e, "config service unreachable and no cache; starting from --config");

@@ -130,11 +130,10 @@ struct Written<'a> {
 
 /// After a write: print it, then wait (up to 5 s) for the fleet to apply it.
 pub(super) async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::Result<()> {
-    let audit = v.record()?.audit;
     let start = Instant::now();
     let mut applied = (0, 0);
     while start.elapsed() < Duration::from_secs(5) {
-        let fleet = c.fleet().await?.value;
+        let fleet = c.fleet().await?;
         let watching: Vec<_> = fleet.proxies.iter().filter(|p| p.watching).collect();
         let done = watching
             .iter()
@@ -149,13 +148,13 @@ pub(super) async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::
     if as_json {
         return super::print::json(&Written {
             version: v.version,
-            audit: &audit,
+            audit: &v.audit,
             applied_by: applied.0,
             proxies: applied.1,
         });
     }
-    println!("version {} committed by {}", v.version, audit.actor);
-    for line in &audit.summary {
+    println!("version {} committed by {}", v.version, v.audit.actor);
+    for line in &v.audit.summary {
         println!("  {line}");
     }
     println!(
@@ -164,5 +163,30 @@ pub(super) async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::
         applied.1,
         start.elapsed().as_millis()
     );
+    Ok(())
+}
+
+/// Refuses a table that would change a running or paused rollout: a file
+/// exported before the controller moved would set it back (or end it).
+pub(super) fn keeps_rollouts(
+    current: &edgesteer_config::TableSpec,
+    new: &edgesteer_config::TableSpec,
+) -> anyhow::Result<()> {
+    for (name, region) in &current.regions {
+        let Some(ro) = region.rollout.as_ref() else {
+            continue;
+        };
+        if !matches!(ro.state.as_str(), "running" | "paused") {
+            continue;
+        }
+        if new.regions.get(name).and_then(|r| r.rollout.as_ref()) != Some(ro) {
+            anyhow::bail!(
+                "the file would change the {} rollout in {name} (now at step {}); \
+                 take the current table (`ctl get --toml`), or pass --force",
+                ro.state,
+                ro.step
+            );
+        }
+    }
     Ok(())
 }

@@ -45,9 +45,13 @@ enum CtlCommand {
         file: PathBuf,
         #[arg(long, default_value = "")]
         reason: String,
-        /// Only apply if the current version is still this one.
+        /// Only apply if the current version is still this one (default:
+        /// the version current when ctl reads it).
         #[arg(long)]
         if_match: Option<u64>,
+        /// Apply even if it resets a running rollout, without If-Match.
+        #[arg(long)]
+        force: bool,
     },
     /// Set one backend's weight (0 drains it).
     SetWeight {
@@ -134,10 +138,20 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             file,
             reason,
             if_match,
+            force,
         } => {
             let spec = edgesteer_config::parse::read_file(&file)
                 .with_context(|| format!("reading {}", file.display()))?
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let if_match = match (force, if_match) {
+                (true, m) => m,
+                (false, Some(m)) => Some(m),
+                (false, None) => {
+                    let cur = c.get().await?;
+                    edit::keeps_rollouts(&cur.table, &spec)?;
+                    Some(cur.version)
+                }
+            };
             let v = c.put(&spec, &reason, if_match).await?;
             edit::written(&c, as_json, v).await?;
         }

@@ -2,7 +2,7 @@
 //! JSON printing every command shares under `--json`.
 
 use edgesteer_control::api::{Diff, Fleet, History};
-use edgesteer_control::client::{Reply, Versioned};
+use edgesteer_control::client::Versioned;
 use serde::Serialize;
 
 /// Prints `v` as pretty JSON with its keys sorted, as the API's answers
@@ -20,18 +20,17 @@ pub(super) fn json_text(v: &impl Serialize) -> String {
 
 pub(super) fn table(v: &Versioned, as_json: bool, toml: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&v.raw);
+        return json(v);
     }
     if toml {
         print!("{}", edgesteer_config::parse::to_toml(&v.table)?);
         return Ok(());
     }
-    let rec = v.record()?;
-    let a = &rec.audit;
+    let a = &v.audit;
     println!(
         "version {} ({}), {} by {} at {}{}",
         v.version,
-        rec.etag,
+        v.etag,
         a.action,
         a.actor,
         a.at,
@@ -73,15 +72,15 @@ pub(super) fn table(v: &Versioned, as_json: bool, toml: bool) -> anyhow::Result<
     Ok(())
 }
 
-pub(super) fn history(h: &Reply<History>, as_json: bool) -> anyhow::Result<()> {
+pub(super) fn history(h: &History, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&h.raw);
+        return json(h);
     }
     println!(
         "{:>7}  {:<24}  {:<10} {:<14} REASON / CHANGES",
         "VERSION", "WHEN", "WHO", "ACTION"
     );
-    for v in &h.value.versions {
+    for v in &h.versions {
         let a = &v.audit;
         let first = a.summary.first().map_or("", String::as_str);
         println!(
@@ -104,17 +103,17 @@ pub(super) fn history(h: &Reply<History>, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn fleet(f: &Reply<Fleet>, as_json: bool) -> anyhow::Result<()> {
+pub(super) fn fleet(f: &Fleet, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&f.raw);
+        return json(f);
     }
     let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    println!("current version: {}", f.value.current_version.unwrap_or(0));
+    println!("current version: {}", f.current_version.unwrap_or(0));
     println!(
         "{:<28} {:>8} {:<9} {:>10}  LAST REJECTION",
         "PROXY", "APPLIED", "STATUS", "SEEN (ms)"
     );
-    for p in &f.value.proxies {
+    for p in &f.proxies {
         println!(
             "{:<28} {:>8} {:<9} {:>10}  {}",
             p.proxy,
@@ -130,12 +129,12 @@ pub(super) fn fleet(f: &Reply<Fleet>, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn diff(d: &Reply<Diff>, as_json: bool) -> anyhow::Result<()> {
+pub(super) fn diff(d: &Diff, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&d.raw);
+        return json(d);
     }
-    println!("v{} -> v{}", d.value.from, d.value.to);
-    for line in &d.value.changes {
+    println!("v{} -> v{}", d.from, d.to);
+    for line in &d.changes {
         println!("  {line}");
     }
     Ok(())

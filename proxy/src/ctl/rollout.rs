@@ -7,7 +7,7 @@ use edgesteer_config::wire::RolloutStep;
 use edgesteer_control::api::{
     RolloutAction, RolloutChange, RolloutCommand, RolloutStatus, Rollouts,
 };
-use edgesteer_control::client::{Client, Reply};
+use edgesteer_control::client::Client;
 use edgesteer_control::rollout::state_of;
 
 use super::print::{json, json_text};
@@ -110,9 +110,9 @@ pub(super) async fn run(c: &Client, as_json: bool, cmd: RolloutCmd) -> anyhow::R
     };
     let r = c.rollout(&region, &command).await?;
     if as_json {
-        return json(&r.raw);
+        return json(&r);
     }
-    changed(&region, &r.value);
+    changed(&region, &r);
     Ok(())
 }
 
@@ -130,14 +130,14 @@ fn changed(region: &str, r: &RolloutChange) {
     );
 }
 
-fn status(s: &Reply<Rollouts>, as_json: bool) -> anyhow::Result<()> {
+fn status(s: &Rollouts, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&s.raw);
+        return json(s);
     }
-    if s.value.rollouts.is_empty() {
+    if s.rollouts.is_empty() {
         println!("no rollouts");
     }
-    for r in &s.value.rollouts {
+    for r in &s.rollouts {
         print_status(r);
     }
     Ok(())

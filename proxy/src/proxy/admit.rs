@@ -10,8 +10,8 @@ use pingora_proxy::Session;
 
 use super::ctx::{host_of, Ctx};
 use super::refusal::{Refusal, RefusalKind};
-use crate::client_ip::client_ip;
 use crate::steer::Steering;
+use edgesteer_config::client_ip::client_ip;
 
 /// Resolves the client address into `ctx`, then applies the block list and
 /// rate limits. Returns true when the request was refused and answered.

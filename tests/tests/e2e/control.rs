@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use edgesteer::demo::DemoBackend;
 use edgesteer_config::TableSpec;
+use edgesteer_control::api::PatchRegion;
 use edgesteer_tests::*;
 use serde_json::{json, Value};
 
@@ -120,9 +121,17 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
     for i in 0..100u32 {
         let change = if i % 2 == 0 {
             let (a, b) = if i % 4 == 0 { (0, 1) } else { (1, 0) };
-            json!({ "weights": { east[0].clone(): a, east[1].clone(): b }, "reason": format!("push {i}") })
+            PatchRegion {
+                weights: BTreeMap::from([(east[0].clone(), a), (east[1].clone(), b)]),
+                reason: format!("push {i}"),
+                ..PatchRegion::default()
+            }
         } else {
-            json!({ "drain": i % 4 == 1, "reason": format!("push {i}") })
+            PatchRegion {
+                drain: Some(i % 4 == 1),
+                reason: format!("push {i}"),
+                ..PatchRegion::default()
+            }
         };
         let region = if i % 2 == 0 {
             "us-east"
@@ -133,7 +142,7 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
         // proxy may serve the new version before the answer reaches us, so
         // `sent` is the bound a served version is checked against.
         let sent = Instant::now();
-        let v = api.patch_region(region, change).await.unwrap();
+        let v = api.patch_region(region, &change).await.unwrap();
         let wrote = Instant::now();
         committed.lock().unwrap().insert(v.version, sent);
         // Propagation: until both proxies report the version.
@@ -188,20 +197,11 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
     );
     eprintln!("propagation over {} writes: p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms; {total} requests, 0 failed", propagation.len(), propagation.last().unwrap_or(&0.0));
     let fleet = api.fleet().await.unwrap();
-    let names: Vec<&str> = fleet["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["proxy"].as_str())
-        .collect();
+    let names: Vec<&str> = fleet.proxies.iter().map(|p| p.proxy.as_str()).collect();
     assert_eq!(names, ["p1", "p2"]);
     assert!(
-        fleet["proxies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["applied_version"] == json!(101)),
-        "{fleet}"
+        fleet.proxies.iter().all(|p| p.applied_version == Some(101)),
+        "{fleet:?}"
     );
 }
 
@@ -359,11 +359,7 @@ async fn bad_writes_are_refused_and_change_nothing() {
 
     // Nothing was stored, and the proxy still serves version 1.
     let history = s.control.client().history(100).await.unwrap();
-    assert_eq!(
-        history["versions"].as_array().unwrap().len(),
-        1,
-        "{history}"
-    );
+    assert_eq!(history.versions.len(), 1, "{history:?}");
     assert_eq!(proxy.table_version().await, Some(1));
     let got = reqwest::Client::new()
         .get(proxy.url("/"))
@@ -392,7 +388,11 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
     let v = api
         .patch_region(
             "us-east",
-            json!({ "drain": true, "reason": "move US to us-west" }),
+            &PatchRegion {
+                drain: Some(true),
+                reason: "move US to us-west".into(),
+                ..PatchRegion::default()
+            },
         )
         .await
         .unwrap();
@@ -409,10 +409,11 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..1000u32 {
-                match api
-                    .patch_region("us-east", json!({ "weights": { east.clone(): i % 3 + 1 } }))
-                    .await
-                {
+                let change = PatchRegion {
+                    weights: BTreeMap::from([(east.clone(), i % 3 + 1)]),
+                    ..PatchRegion::default()
+                };
+                match api.patch_region("us-east", &change).await {
                     Ok(v) => acked.push(v.version),
                     Err(_) => break,
                 }
@@ -449,12 +450,7 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
         .await
         .unwrap();
     let history = back.client().history(10_000).await.unwrap();
-    let mut versions: Vec<u64> = history["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
+    let mut versions: Vec<u64> = history.versions.iter().map(|v| v.version).collect();
     versions.reverse();
     let last = *versions.last().unwrap();
     assert_eq!(
@@ -483,7 +479,14 @@ async fn rollback_restores_routing_and_is_audited() {
     let api = s.control.client();
     let client = reqwest::Client::new();
     let v2 = api
-        .patch_region("us-east", json!({ "drain": true, "reason": "bad change" }))
+        .patch_region(
+            "us-east",
+            &PatchRegion {
+                drain: Some(true),
+                reason: "bad change".into(),
+                ..PatchRegion::default()
+            },
+        )
         .await
         .unwrap();
     assert!(wait_until(Duration::from_secs(3), || async {
@@ -511,16 +514,13 @@ async fn rollback_restores_routing_and_is_audited() {
         .unwrap();
     assert_eq!(got.region(), "us-east");
     assert_eq!(v3.table, api.version(1).await.unwrap().table);
-    let audit = &v3.raw["audit"];
-    assert_eq!(audit["actor"], "ops");
-    assert_eq!(audit["action"], "rollback");
-    assert_eq!(audit["reason"], "undo bad change");
-    assert_eq!(audit["restored"], 1);
+    let audit = &v3.audit;
+    assert_eq!(audit.actor, "ops");
+    assert_eq!(audit.action, "rollback");
+    assert_eq!(audit.reason, "undo bad change");
+    assert_eq!(audit.restored, Some(1));
     assert!(
-        audit["summary"][0]
-            .as_str()
-            .unwrap()
-            .contains("regions.us-east.drain"),
-        "{audit}"
+        audit.summary[0].contains("regions.us-east.drain"),
+        "{audit:?}"
     );
 }

@@ -9,3 +9,4 @@ mod ratelimit;
 mod rollout;
 mod routing;
 mod tls_h2;
+mod trust;

@@ -623,7 +623,15 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     .await;
     assert!(run.other.is_empty(), "{:?}", run.other);
     let admin = format!("http://{}", proxy.admin);
-    let blocks: Value = reqwest::get(format!("{admin}/v1/ratelimit/blocks"))
+    // With --admin-token, admin reads need it too.
+    let anonymous = reqwest::get(format!("{admin}/v1/ratelimit/blocks"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let blocks: Value = reqwest::Client::new()
+        .get(format!("{admin}/v1/ratelimit/blocks"))
+        .bearer_auth(admin_token)
+        .send()
         .await
         .unwrap()
         .json()
@@ -652,7 +660,10 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     // Others are untouched.
     assert_eq!(as_ip("198.51.100.67").await.unwrap().status(), 200);
     // `explain` says why.
-    let why = proxy.explain("198.51.100.66", None).await.unwrap();
+    let why = proxy
+        .explain_as("198.51.100.66", None, Some(admin_token))
+        .await
+        .unwrap();
     assert_eq!(why["rate_limit"]["blocked"]["policy"], "ip", "{why}");
     assert_eq!(why["rate_limit"]["policies"][0]["rate_per_s"], 5, "{why}");
 

@@ -6,9 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use edgesteer::demo::DemoBackend;
+use edgesteer_config::model::RolloutState;
+use edgesteer_config::wire::RolloutStep;
 use edgesteer_config::TableSpec;
+use edgesteer_control::api::{RolloutAction, RolloutCommand, RolloutStatus};
+use edgesteer_control::client::Client;
+use edgesteer_control::rollout::state_of;
 use edgesteer_tests::*;
-use serde_json::{json, Value};
 
 struct Setup {
     wd: Workdir,
@@ -101,15 +105,25 @@ fn load(
     })
 }
 
-async fn rollout_state(api: &edgesteer_control::client::Client, region: &str) -> Value {
+/// The region's rollout, if it has one.
+async fn rollout_state(api: &Client, region: &str) -> Option<RolloutStatus> {
     let s = api.rollouts().await.unwrap();
-    s["rollouts"]
-        .as_array()
-        .unwrap()
+    s.rollouts.into_iter().find(|r| r.region == region)
+}
+
+/// `start` with these steps (canary share, hold in ms) and the defaults.
+fn start(steps: &[(u32, u64)]) -> RolloutCommand {
+    let steps = steps
         .iter()
-        .find(|r| r["region"] == region)
-        .cloned()
-        .unwrap_or(Value::Null)
+        .map(|&(canary_bps, hold_ms)| RolloutStep {
+            canary_bps,
+            hold_ms,
+        })
+        .collect();
+    RolloutCommand {
+        steps: Some(steps),
+        ..RolloutCommand::new(RolloutAction::Start, String::new())
+    }
 }
 
 #[tokio::test]
@@ -149,24 +163,23 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
         load(p2.url("/v1/covers"), stop.clone()),
     ];
 
-    api.rollout(
-        "us-east",
-        json!({ "action": "start", "steps": [
-            { "canary_bps": 1000, "hold_ms": 1500 },
-            { "canary_bps": 5000, "hold_ms": 60000 },
-            { "canary_bps": 10000, "hold_ms": 1500 }
-        ], "min_requests": 20, "max_p99_ratio": 20.0, "reason": "release 2026.11.22" }),
-    )
-    .await
-    .unwrap();
+    let release = RolloutCommand {
+        min_requests: Some(20),
+        max_p99_ratio: Some(20.0),
+        reason: "release 2026.11.22".into(),
+        ..start(&[(1000, 1500), (5000, 60000), (10000, 1500)])
+    };
+    api.rollout("us-east", &release).await.unwrap();
     // Wait for the second step, then break the canary.
     let reached = wait_until(Duration::from_secs(15), || async {
-        rollout_state(&api, "us-east").await["step"] == 1
+        rollout_state(&api, "us-east")
+            .await
+            .is_some_and(|r| r.step == 1)
     })
     .await;
     assert!(
         reached.is_some(),
-        "{}",
+        "{:?}",
         rollout_state(&api, "us-east").await
     );
     s.canary("us-east")
@@ -177,12 +190,12 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
     let client = reqwest::Client::new();
     let back = wait_until(Duration::from_millis(500 + 2000 + 500), || async {
         let st = rollout_state(&api, "us-east").await;
-        st["state"] == "rolled_back"
+        st.is_some_and(|r| r.state == RolloutState::RolledBack)
     })
     .await;
     assert!(
         back.is_some(),
-        "not rolled back: {}",
+        "not rolled back: {:?}",
         rollout_state(&api, "us-east").await
     );
     let v = api.get().await.unwrap();
@@ -205,10 +218,10 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
     }
     // The audit names the gate and the measured rate.
     let history = api.history(5).await.unwrap();
-    let last = &history["versions"][0]["audit"];
-    assert_eq!(last["actor"], "rollout");
-    assert_eq!(last["action"], "rollout-rollback");
-    let reason = last["reason"].as_str().unwrap();
+    let last = &history.versions[0].audit;
+    assert_eq!(last.actor, "rollout");
+    assert_eq!(last.action, "rollout-rollback");
+    let reason = last.reason.as_str();
     assert!(
         reason.contains("gate error_rate failed at step 1") && reason.contains("canary 5xx rate"),
         "{reason}"
@@ -227,18 +240,19 @@ async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
     let api = s.control.client();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
-    let steps = json!([{ "canary_bps": 2500, "hold_ms": 700 }, { "canary_bps": 5000, "hold_ms": 700 }, { "canary_bps": 10000, "hold_ms": 700 }]);
-    api.rollout(
-        "us-east",
-        json!({ "action": "start", "steps": steps, "min_requests": 10, "max_p99_ratio": 20.0 }),
-    )
-    .await
-    .unwrap();
+    let healthy = RolloutCommand {
+        min_requests: Some(10),
+        max_p99_ratio: Some(20.0),
+        ..start(&[(2500, 700), (5000, 700), (10000, 700)])
+    };
+    api.rollout("us-east", &healthy).await.unwrap();
     let done = wait_until(Duration::from_secs(20), || async {
-        rollout_state(&api, "us-east").await["state"] == "completed"
+        rollout_state(&api, "us-east")
+            .await
+            .is_some_and(|r| r.state == RolloutState::Completed)
     })
     .await;
-    assert!(done.is_some(), "{}", rollout_state(&api, "us-east").await);
+    assert!(done.is_some(), "{:?}", rollout_state(&api, "us-east").await);
     assert_eq!(
         api.get().await.unwrap().table.regions["us-east"].canary_bps,
         10_000
@@ -253,11 +267,13 @@ async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
     for k in 0..20 {
         assert_eq!(track_of(&client, &p, &format!("k{k}")).await.1, "canary");
     }
-    let actions: Vec<String> = api.history(10).await.unwrap()["versions"]
-        .as_array()
+    let actions: Vec<String> = api
+        .history(10)
+        .await
         .unwrap()
-        .iter()
-        .map(|v| v["audit"]["action"].as_str().unwrap().to_string())
+        .versions
+        .into_iter()
+        .map(|v| v.audit.action)
         .collect();
     assert_eq!(
         &actions[..4],
@@ -271,26 +287,22 @@ async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
     );
 
     // A new rollout on eu-west, aborted mid-way: 0% at once.
-    api.rollout("eu-west", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 60000 }, { "canary_bps": 10000, "hold_ms": 1000 }] }))
+    api.rollout("eu-west", &start(&[(5000, 60000), (10000, 1000)]))
         .await
         .unwrap();
-    let r = api
-        .rollout(
-            "eu-west",
-            json!({ "action": "abort", "reason": "bad metrics" }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r["rollout"]["state"], "aborted");
+    let abort = RolloutCommand::new(RolloutAction::Abort, "bad metrics".into());
+    let r = api.rollout("eu-west", &abort).await.unwrap();
+    assert_eq!(
+        r.rollout.as_ref().map(state_of),
+        Some(RolloutState::Aborted)
+    );
     let t = api.get().await.unwrap();
     assert_eq!(t.table.regions["eu-west"].canary_bps, 0);
     stop.store(true, Ordering::Relaxed);
     l.await.unwrap();
     // Bad actions are clear errors.
-    let err = api
-        .rollout("eu-west", json!({ "action": "resume" }))
-        .await
-        .unwrap_err();
+    let resume = RolloutCommand::new(RolloutAction::Resume, String::new());
+    let err = api.rollout("eu-west", &resume).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("cannot resume a rollout that is aborted"),
@@ -324,20 +336,21 @@ async fn an_unhealthy_canary_blocks_advancing_and_its_users_go_to_stable() {
     assert!(out.is_some());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
-    api.rollout("us-east", json!({ "action": "start", "steps": [{ "canary_bps": 5000, "hold_ms": 500 }, { "canary_bps": 10000, "hold_ms": 500 }], "min_requests": 1, "max_p99_ratio": 20.0 }))
-        .await
-        .unwrap();
+    let command = RolloutCommand {
+        min_requests: Some(1),
+        max_p99_ratio: Some(20.0),
+        ..start(&[(5000, 500), (10000, 500)])
+    };
+    api.rollout("us-east", &command).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = rollout_state(&api, "us-east").await;
     assert_eq!(
-        (st["state"].as_str(), st["step"].as_u64()),
-        (Some("running"), Some(0)),
-        "advanced with an unhealthy canary: {st}"
+        st.as_ref().map(|r| (r.state, r.step)),
+        Some((RolloutState::Running, 0)),
+        "advanced with an unhealthy canary: {st:?}"
     );
-    assert!(
-        st["figures"]["unhealthy_canary_backends"].as_u64().unwrap() >= 1,
-        "{st}"
-    );
+    let figures = st.as_ref().and_then(|r| r.figures.as_ref());
+    assert!(figures.unwrap().unhealthy_canary_backends >= 1, "{st:?}");
     // Canary users are served by stable meanwhile, and it is counted.
     let client = reqwest::Client::new();
     let mut tracks = BTreeMap::new();
@@ -357,10 +370,16 @@ async fn an_unhealthy_canary_blocks_advancing_and_its_users_go_to_stable() {
         .health_fail
         .store(false, Ordering::Relaxed);
     let moved = wait_until(Duration::from_secs(8), || async {
-        rollout_state(&api, "us-east").await["step"] == 1
+        rollout_state(&api, "us-east")
+            .await
+            .is_some_and(|r| r.step == 1)
     })
     .await;
-    assert!(moved.is_some(), "{}", rollout_state(&api, "us-east").await);
+    assert!(
+        moved.is_some(),
+        "{:?}",
+        rollout_state(&api, "us-east").await
+    );
     stop.store(true, Ordering::Relaxed);
     l.await.unwrap();
     let _ = &s.spec;

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use edgesteer_config::model::canonical_ip;
-use edgesteer_config::RoutingTable;
+use crate::model::canonical_ip;
+use crate::RoutingTable;
 use http::HeaderMap;
 
 /// Resolves the client address for a request from `peer`.
@@ -81,7 +81,7 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgesteer_config::parse;
+    use crate::parse;
     use http::HeaderValue;
 
     fn table(trusted: &[&str]) -> RoutingTable {
@@ -90,7 +90,7 @@ mod tests {
             "default_region = \"a\"\n[client_ip]\ntrusted_proxies = [{}]\n[regions.a]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n",
             list.join(", ")
         );
-        edgesteer_config::compile(&parse::from_toml(&text).unwrap()).unwrap()
+        crate::compile(&parse::from_toml(&text).unwrap()).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -1,0 +1,73 @@
+//! The access check in front of every endpoint but `/healthz`: which
+//! [`Access`] a request needs (from its method and route), the token that
+//! grants it, and the caller handed to the handler. A route nobody listed
+//! needs a write token, so a new endpoint is never open by accident.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::auth::{Access, Role};
+use crate::http::ApiError;
+use crate::state::Control;
+
+/// Who made a request: the name and role of the token presented.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// What a request on `route` with `method` needs.
+pub(crate) fn access_of(method: &Method, route: &str) -> Access {
+    match (method, route) {
+        (&Method::GET, "/v1/watch") => Access::Watch,
+        (&Method::POST, "/v1/fleet/ack" | "/v1/stats") => Access::Report,
+        (&Method::GET | &Method::HEAD, _) => Access::Read,
+        _ => Access::Write,
+    }
+}
+
+/// Refuses requests without a token allowed on their route; otherwise
+/// records the [`Caller`] for the handler and passes the request on.
+pub(crate) async fn guard(
+    State(c): State<Arc<Control>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let access = access_of(req.method(), &route);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let token = c.authorize(req.headers(), peer, access)?;
+    let caller = Caller {
+        name: token.name.clone(),
+        role: token.role,
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_needs_the_access_it_should() {
+        assert_eq!(access_of(&Method::GET, "/v1/watch"), Access::Watch);
+        assert_eq!(access_of(&Method::POST, "/v1/stats"), Access::Report);
+        assert_eq!(access_of(&Method::POST, "/v1/fleet/ack"), Access::Report);
+        assert_eq!(access_of(&Method::GET, "/v1/table"), Access::Read);
+        assert_eq!(access_of(&Method::PUT, "/v1/table"), Access::Write);
+        assert_eq!(access_of(&Method::DELETE, "/v1/anything"), Access::Write);
+    }
+}
