@@ -16,7 +16,7 @@ use crate::api::{
 /// the service could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the config service at {url}: {source}")]
+    #[error("cannot reach the config service at {url}: {}", chain(.source))]
     Unreachable { url: String, source: reqwest::Error },
     #[error("{status}: {message}{}", fields(.errors))]
     Api {
@@ -27,6 +27,40 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the config service: {0}")]
     Protocol(String),
+    #[error("the config service at {url} sent a watch answer of more than {limit} bytes; refused (the current table keeps serving): the table is too big for this proxy, or the service is not the config service")]
+    TooLarge { url: String, limit: usize },
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Largest watch answer a proxy reads (a 10,000-backend table is about
+/// 1 MB); a bigger one is refused as [`ClientError::TooLarge`].
+pub const MAX_WATCH_BODY: usize = 16 * 1024 * 1024;
+
+/// How the client verifies the service, and what it shows of itself.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM file of the CA(s) to trust instead of the built-in roots
+    /// (`--control-ca`, `EDGESTEER_CONTROL_CA`).
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for mTLS (`--control-cert`, `--control-key`).
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// An error and its causes, so a TLS refusal says why (e.g. "invalid
+/// peer certificate: UnknownIssuer": check --control-ca).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn fields(errors: &[(String, String)]) -> String {
@@ -41,24 +75,94 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    max_watch_body: usize,
 }
 
 /// A version as the API answers it: version, etag, table and audit
 /// record. The name the watcher and `ctl` know it by.
 pub type Versioned = TableRecord;
 
+fn builder() -> reqwest::ClientBuilder {
+    // Under the service's idle bound (75 s), so a pooled connection is
+    // not reused just as the service closes it.
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
 impl Client {
+    /// A client of the service at `base`; an `https` URL is verified
+    /// against the built-in roots (see [`Client::with_tls`] for a CA).
     pub fn new(base: &str, token: Option<String>) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .unwrap_or_default();
+        let http = builder().build().unwrap_or_default();
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            max_watch_body: MAX_WATCH_BODY,
         }
+    }
+
+    /// A client that trusts only `tls.ca` (when given) and presents
+    /// `tls.identity` (when given). A CA or a certificate needs an
+    /// `https://` URL.
+    pub fn with_tls(
+        base: &str,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> Result<Client, ClientError> {
+        if tls.ca.is_none() && tls.identity.is_none() {
+            return Ok(Client::new(base, token));
+        }
+        if !base.starts_with("https://") {
+            return Err(ClientError::Tls(format!(
+                "--control-ca/--control-cert need an https:// service URL, not {base}"
+            )));
+        }
+        let mut b = builder().https_only(true);
+        if let Some(ca) = &tls.ca {
+            let certs = crate::listener::read_certs("--control-ca", ca)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            b = b.tls_built_in_root_certs(false);
+            for der in certs {
+                let cert = reqwest::Certificate::from_der(&der)
+                    .map_err(|e| ClientError::Tls(format!("--control-ca {}: {e}", ca.display())))?;
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &tls.identity {
+            let read = |flag: &str, p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| {
+                    ClientError::Tls(format!("{flag} {}: cannot read: {e}", p.display()))
+                })
+            };
+            let mut pem = read("--control-key", key)?;
+            pem.push(b'\n');
+            pem.extend(read("--control-cert", cert)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Tls(format!(
+                    "--control-cert {} / --control-key {}: not a PEM certificate and private key: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            b = b.identity(id);
+        }
+        let http = b.build().map_err(|e| {
+            ClientError::Tls(format!("the TLS settings for {base} are not usable: {e}"))
+        })?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            max_watch_body: MAX_WATCH_BODY,
+        })
+    }
+
+    /// Changes the largest watch answer read (default [`MAX_WATCH_BODY`]).
+    pub fn with_max_watch_body(mut self, limit: usize) -> Client {
+        self.max_watch_body = limit;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -196,7 +300,10 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        decode(resp).await.map(Some)
+        let body = read_bounded(resp, self.max_watch_body, &self.base).await?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(format!("answer: {e}")))
     }
 
     /// A proxy's per-track stats for the rollout controller.
@@ -240,4 +347,32 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Clien
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("answer: {e}")))
+}
+
+/// A body of at most `limit` bytes: refused by its announced length, or
+/// as soon as more arrives.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+    url: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::TooLarge {
+        url: url.to_string(),
+        limit,
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -43,14 +43,17 @@ struct Acc {
 }
 
 impl Acc {
+    /// Adds one report. Counters saturate, and only the known latency
+    /// buckets are kept, so no report can overflow or grow the window.
     fn add(&mut self, t: &TrackReport) {
-        self.requests += t.requests;
-        self.errors += t.errors;
-        if self.buckets.len() < t.buckets.len() {
-            self.buckets.resize(t.buckets.len(), 0);
+        self.requests = self.requests.saturating_add(t.requests);
+        self.errors = self.errors.saturating_add(t.errors.min(t.requests));
+        let n = t.buckets.len().min(LATENCY_BUCKETS_MS.len() + 1);
+        if self.buckets.len() < n {
+            self.buckets.resize(n, 0);
         }
         for (a, b) in self.buckets.iter_mut().zip(&t.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -60,14 +63,16 @@ impl Acc {
 
     /// p99 as the upper bound of the bucket holding it (ms).
     fn p99_ms(&self) -> f64 {
-        let total: u64 = self.buckets.iter().sum();
+        // In u128: each bucket saturates at u64::MAX, their sum need not
+        // fit a u64 (a report of two huge buckets overflowed here).
+        let total: u128 = self.buckets.iter().map(|&n| u128::from(n)).sum();
         if total == 0 {
             return 0.0;
         }
-        let rank = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
+        let rank = (total * 99).div_ceil(100);
+        let mut seen = 0u128;
         for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
+            seen += u128::from(*n);
             if seen >= rank {
                 return LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
             }
@@ -77,6 +82,9 @@ impl Acc {
 }
 
 /// Figures of the current step of one region.
+/// Most proxies whose canary health one region's window tracks.
+const MAX_REPORTERS: usize = 10_000;
+
 #[derive(Debug, Default)]
 struct Window {
     step_key: (u64, usize),
@@ -144,8 +152,15 @@ impl Windows {
             }
             w.stable.add(&r.stable);
             w.canary.add(&r.canary);
+            // Bounded: stale proxies leave, and past the cap a new name is
+            // not tracked (its figures still count).
             w.canary_health
-                .insert(report.proxy.clone(), (Instant::now(), r.canary_unhealthy));
+                .retain(|_, (t, _)| t.elapsed() < HEALTH_FRESH);
+            if w.canary_health.len() < MAX_REPORTERS || w.canary_health.contains_key(&report.proxy)
+            {
+                w.canary_health
+                    .insert(report.proxy.clone(), (Instant::now(), r.canary_unhealthy));
+            }
         }
     }
 
@@ -222,5 +237,33 @@ impl Windows {
             ));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz/fuzz_targets/control_api.rs`: bucket counts that each
+    /// fit a u64 summed past it in `p99_ms` (a panic in the rollout
+    /// controller with overflow checks, a wrong p99 gate without).
+    #[test]
+    fn huge_bucket_counts_do_not_overflow_p99() {
+        let mut acc = Acc::default();
+        let huge = TrackReport {
+            requests: u64::MAX,
+            errors: 0,
+            buckets: vec![u64::MAX / 2 + 1, u64::MAX / 2 + 1, 5],
+        };
+        acc.add(&huge);
+        acc.add(&huge);
+        assert_eq!(acc.p99_ms(), LATENCY_BUCKETS_MS[1]);
+        let mut small = Acc::default();
+        small.add(&TrackReport {
+            requests: 100,
+            errors: 0,
+            buckets: vec![98, 1, 1],
+        });
+        assert_eq!(small.p99_ms(), LATENCY_BUCKETS_MS[1]);
     }
 }

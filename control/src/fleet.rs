@@ -2,8 +2,9 @@
 //! ack), the version it applied or rejected, and when it was last seen.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::{Ack, FleetEntry};
 
@@ -14,9 +15,26 @@ struct Seen {
     last_seen: Instant,
 }
 
-#[derive(Debug, Default)]
+/// Most proxies the register holds; past it, new names are not listed
+/// (and a warning is logged) until entries expire.
+pub(crate) const MAX_PROXIES: usize = 10_000;
+/// How long a proxy that is no longer heard from stays listed.
+pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
 pub(crate) struct FleetRegister {
     proxies: Mutex<HashMap<String, Seen>>,
+    /// Entries not seen for longer (milliseconds) are dropped.
+    expiry_ms: AtomicU64,
+}
+
+impl Default for FleetRegister {
+    fn default() -> Self {
+        FleetRegister {
+            proxies: Mutex::default(),
+            expiry_ms: AtomicU64::new(DEFAULT_EXPIRY.as_millis() as u64),
+        }
+    }
 }
 
 /// Why an ack was refused.
@@ -24,8 +42,27 @@ pub(crate) struct FleetRegister {
 pub(crate) struct BadStatus(pub String);
 
 impl FleetRegister {
+    /// Entries expire after `expiry` without news (default an hour).
+    pub(crate) fn set_expiry(&self, expiry: Duration) {
+        self.expiry_ms
+            .store(expiry.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn expiry(&self) -> Duration {
+        Duration::from_millis(self.expiry_ms.load(Ordering::Relaxed))
+    }
+
     fn note(&self, proxy: &str, f: impl FnOnce(&mut FleetEntry)) {
         if let Ok(mut proxies) = self.proxies.lock() {
+            let expiry = self.expiry();
+            proxies.retain(|_, s| s.last_seen.elapsed() < expiry);
+            if proxies.len() >= MAX_PROXIES && !proxies.contains_key(proxy) {
+                tracing::warn!(
+                    proxy,
+                    "fleet register full ({MAX_PROXIES}); not listing a new proxy"
+                );
+                return;
+            }
             let seen = proxies.entry(proxy.to_string()).or_insert_with(|| Seen {
                 entry: FleetEntry {
                     proxy: proxy.to_string(),
@@ -91,6 +128,7 @@ impl FleetRegister {
             .lock()
             .map(|p| {
                 p.values()
+                    .filter(|s| s.last_seen.elapsed() < self.expiry())
                     .map(|s| FleetEntry {
                         last_seen_ms_ago: Some(s.last_seen.elapsed().as_millis() as u64),
                         ..s.entry.clone()
@@ -100,5 +138,24 @@ impl FleetRegister {
             .unwrap_or_default();
         list.sort_by(|a, b| a.proxy.cmp(&b.proxy));
         list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_proxies_expire_from_the_view() {
+        let f = FleetRegister::default();
+        f.watching("p1");
+        assert_eq!(f.list().len(), 1);
+        f.set_expiry(Duration::ZERO);
+        assert!(f.list().is_empty());
+        // Expired entries are also dropped from the map, not just hidden.
+        f.watching("p2");
+        f.set_expiry(Duration::from_secs(60));
+        let names: Vec<String> = f.list().into_iter().map(|e| e.proxy).collect();
+        assert_eq!(names, ["p2"], "p1 was not dropped when p2 arrived");
     }
 }

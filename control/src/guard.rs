@@ -2,6 +2,8 @@
 //! [`Access`] a request needs (from its method and route), the token that
 //! grants it, and the caller handed to the handler. A route nobody listed
 //! needs a write token, so a new endpoint is never open by accident.
+//! With mTLS, a verified client certificate named by `--cert-proxy`
+//! stands in for a `proxy` token on watch, acks and stats.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +13,9 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::auth::{Access, Role};
+use crate::auth::{bearer, Access, Role};
 use crate::http::ApiError;
+use crate::listener::PeerCert;
 use crate::state::Control;
 
 /// Who made a request: the name and role of the token presented.
@@ -48,10 +51,29 @@ pub(crate) async fn guard(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let token = c.authorize(req.headers(), peer, access)?;
-    let caller = Caller {
-        name: token.name.clone(),
-        role: token.role,
+    // mTLS: without a bearer token, a verified client certificate whose
+    // name is listed with --cert-proxy may do what a `proxy` token may.
+    let by_cert = match req.extensions().get::<PeerCert>() {
+        Some(cert)
+            if matches!(access, Access::Watch | Access::Report)
+                && bearer(req.headers()).is_none() =>
+        {
+            c.cert_proxy(&cert.names).map(|name| Caller {
+                name: name.to_string(),
+                role: Role::Proxy,
+            })
+        }
+        _ => None,
+    };
+    let caller = match by_cert {
+        Some(caller) => caller,
+        None => {
+            let token = c.authorize(req.headers(), peer, access)?;
+            Caller {
+                name: token.name.clone(),
+                role: token.role,
+            }
+        }
     };
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)

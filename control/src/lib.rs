@@ -19,7 +19,10 @@
 //! - [`rollout`]: the canary rollout controller and its commands; the
 //!   figures and gates it judges are in `figures`.
 //! - `auth`, `http`, `fleet`: tokens, HTTP plumbing, the fleet register.
-//! - [`client`]: typed calls for `ctl` and the proxy's watcher.
+//! - [`listener`]: the service's transport: accept loop, TLS, timeouts,
+//!   connection cap, graceful shutdown.
+//! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
+//!   or TLS verified against a given CA, optionally with a client certificate).
 
 pub mod api;
 pub mod auth;
@@ -28,6 +31,7 @@ mod figures;
 mod fleet;
 pub mod guard;
 mod http;
+pub mod listener;
 mod proxies;
 pub mod rollout;
 pub mod service;

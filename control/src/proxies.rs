@@ -42,12 +42,21 @@ pub(crate) async fn watch_table(
         let now = rx.borrow_and_update().clone();
         newer(&now)
     };
+    // On shutdown a held watch answers 304 at once, so it does not hold
+    // the drain up; the proxy polls again (and finds the service gone).
+    let mut closing = c.closing();
     let found = match found {
         Some(r) => Some(r),
+        None if *closing.borrow_and_update() => None,
         None => tokio::time::timeout(wait, async {
             loop {
-                if rx.changed().await.is_err() {
-                    return None;
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    _ = closing.changed() => return None,
                 }
                 let now = rx.borrow_and_update().clone();
                 if let Some(r) = newer(&now) {
@@ -108,11 +117,23 @@ pub(crate) async fn metrics(State(c): State<Arc<Control>>) -> Response {
          # TYPE edgesteer_control_auth_failures_total counter\n\
          edgesteer_control_auth_failures_total{{reason=\"unauthenticated\"}} {}\n\
          edgesteer_control_auth_failures_total{{reason=\"forbidden\"}} {}\n\
+         # HELP edgesteer_control_connections_open Connections open on the service's listener.\n\
+         # TYPE edgesteer_control_connections_open gauge\n\
+         edgesteer_control_connections_open {}\n\
+         # HELP edgesteer_control_connections_refused_total Connections closed at accept because --max-connections were open.\n\
+         # TYPE edgesteer_control_connections_refused_total counter\n\
+         edgesteer_control_connections_refused_total {}\n\
+         # HELP edgesteer_control_tls_handshake_failures_total TLS handshakes that failed or timed out.\n\
+         # TYPE edgesteer_control_tls_handshake_failures_total counter\n\
+         edgesteer_control_tls_handshake_failures_total {}\n\
          # HELP edgesteer_control_table_version The newest stored version.\n\
          # TYPE edgesteer_control_table_version gauge\n\
          edgesteer_control_table_version {version}\n",
         c.unauthenticated.load(Relaxed),
         c.forbidden.load(Relaxed),
+        c.conn_stats.open.load(Relaxed),
+        c.conn_stats.refused.load(Relaxed),
+        c.conn_stats.handshake_failures.load(Relaxed),
     );
     (
         [(

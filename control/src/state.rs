@@ -22,6 +22,7 @@ use crate::auth::{bearer, find_token, Access, Token};
 use crate::figures::Windows;
 use crate::fleet::FleetRegister;
 use crate::http::ApiError;
+use crate::listener::ConnStats;
 use crate::store::{Audit, Store, StoreError, VersionRecord};
 
 /// Shared state of the service.
@@ -41,6 +42,12 @@ pub struct Control {
     pub(crate) fleet: FleetRegister,
     /// Rollout figures per region since its current step began.
     pub(crate) windows: Windows,
+    /// The listener's connection counters (see [`crate::listener`]).
+    pub conn_stats: Arc<ConnStats>,
+    /// Set when the service shuts down: open watches answer at once.
+    pub(crate) closing: watch::Sender<bool>,
+    /// Client-certificate names (mTLS) that act with the `proxy` role.
+    cert_proxies: std::sync::OnceLock<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,9 @@ impl Control {
             forbidden: AtomicU64::new(0),
             fleet: FleetRegister::default(),
             windows: Windows::default(),
+            conn_stats: Arc::default(),
+            closing: watch::channel(false).0,
+            cert_proxies: std::sync::OnceLock::new(),
         });
         if control.latest().is_none() {
             if let Some(seed) = seed {
@@ -101,8 +111,40 @@ impl Control {
         Ok(control)
     }
 
+    /// How long a proxy that stopped reporting stays in the fleet view.
+    pub fn set_fleet_expiry(&self, expiry: std::time::Duration) {
+        self.fleet.set_expiry(expiry);
+    }
+
     pub fn latest(&self) -> Option<Arc<VersionRecord>> {
         self.current.borrow().clone()
+    }
+
+    /// Client-certificate names (`--cert-proxy`) that may watch, ack and
+    /// report as proxies without a token; set once, before serving.
+    pub fn set_cert_proxies(&self, names: Vec<String>) {
+        let _ = self.cert_proxies.set(names);
+    }
+
+    /// The `--cert-proxy` name among a verified client certificate's
+    /// names, if any.
+    pub(crate) fn cert_proxy(&self, names: &[String]) -> Option<&str> {
+        let listed = self.cert_proxies.get()?;
+        names
+            .iter()
+            .find_map(|n| listed.iter().find(|l| *l == n))
+            .map(String::as_str)
+    }
+
+    /// Ends every open watch long-poll now and later ones at once (304):
+    /// the service is shutting down and proxies reconnect elsewhere or later.
+    pub fn close_watches(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Follows the shutdown flag set by [`Control::close_watches`].
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Follows the current version (for the watch long-poll).

@@ -32,7 +32,17 @@ async fn serve() -> (Arc<Control>, Client) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(control.clone(), DEFAULT_BODY_LIMIT);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = control.clone();
+    tokio::spawn(async move {
+        crate::listener::serve(
+            listener,
+            served,
+            app,
+            crate::listener::Transport::default(),
+            std::future::pending(),
+        )
+        .await
+    });
     (
         control,
         Client::new(&format!("http://{addr}"), Some(SECRET.into())),
@@ -255,4 +265,69 @@ async fn plain_api_keys_are_stored_hashed_and_never_read_back() {
         assert!(!read.contains("cg-plain-secret-key"), "{read}");
         assert!(!read.contains("cg-demo-free"), "{read}");
     }
+}
+
+#[tokio::test]
+async fn a_watch_answer_over_the_limit_is_refused() {
+    let (_c, ops) = serve().await;
+    let proxy = Client::new(ops.base(), Some(PROXY_SECRET.into()));
+    let whole = proxy
+        .watch(0, None, "p", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(whole.is_some());
+    let small = proxy.with_max_watch_body(512);
+    let err = small
+        .watch(0, None, "p", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::TooLarge { limit: 512, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("more than 512 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_held_watches_and_drains() {
+    let seed = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
+    let tokens = vec!["proxy:fleet=proxy-secret-1".parse().unwrap()];
+    let control = Control::open(Arc::new(MemoryStore::default()), tokens, Some(seed))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(control.clone(), DEFAULT_BODY_LIMIT);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let transport = crate::listener::Transport {
+        tls: None,
+        limits: crate::listener::Limits {
+            grace_period: Duration::from_secs(3),
+            ..Default::default()
+        },
+    };
+    let server = tokio::spawn(crate::listener::serve(
+        listener,
+        control.clone(),
+        app,
+        transport,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let proxy = Client::new(&format!("http://{addr}"), Some(PROXY_SECRET.into()));
+    let held =
+        tokio::spawn(async move { proxy.watch(1, None, "p", Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished());
+    let t = std::time::Instant::now();
+    stop_tx.send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), held)
+        .await
+        .expect("the watch was not ended")
+        .unwrap();
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    server.await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -171,3 +171,13 @@ fn corrupt_databases_are_refused_not_panics() {
     std::fs::write(&path, METADATA_ONLY).unwrap();
     assert!(matches!(GeoDb::open(&path), Err(GeoError::Unusable { .. })));
 }
+
+/// Found by `fuzz/fuzz_targets/geo_db.rs`: a record whose map holds a
+/// pointer back to itself sent `maxminddb`'s decoder round the cycle until
+/// the stack overflowed (an abort, not a panic). Cycles are refused at load.
+#[test]
+fn pointer_cycles_are_refused() {
+    let bytes = include_bytes!("testdata/pointer-cycle.mmdb");
+    let err = GeoDb::from_bytes(bytes.to_vec()).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+}

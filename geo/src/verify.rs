@@ -8,16 +8,21 @@
 //! first, with checked arithmetic only: the metadata, that the tree fits,
 //! that every record is a node, "not found" or a pointer into the data
 //! section, and that every value those pointers reach (and every pointer
-//! inside them) is well-formed and in bounds. A database that passes can
-//! be walked by any lookup without leaving the buffer. Cost: one pass over
+//! inside them) is well-formed, in bounds, acyclic and of bounded depth
+//! and size. A database that passes can be walked by any lookup without
+//! leaving the buffer or recursing without end. Cost: one pass over
 //! the tree and one decode per distinct record, at load only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
-/// Nesting deeper than this (maps in arrays in maps ...) is refused, so a
-/// crafted value cannot exhaust the stack.
+/// Nesting deeper than this (maps in arrays in maps, pointers followed) is
+/// refused, so a crafted record cannot exhaust the decoder's stack.
 const MAX_DEPTH: u32 = 32;
+/// Most values one record may decode to, pointers followed (a GeoIP2 City
+/// record is a few hundred), so pointers shared in a diamond cannot make
+/// one lookup decode exponentially many.
+const MAX_VALUES: u64 = 100_000;
 
 /// What is wrong with a database, for the load error.
 pub(crate) type Problem = String;
@@ -71,10 +76,20 @@ pub(crate) fn verify(buf: &[u8]) -> Result<(), Problem> {
             records.insert(offset);
         }
     }
-    let mut checked = HashSet::new();
+    let mut walk = Walk {
+        data,
+        done: HashMap::new(),
+        active: HashSet::new(),
+    };
     for offset in records {
-        value(data, offset, 0, &mut checked)
+        let (height, values) = walk
+            .value(offset, 0)
             .map_err(|e| format!("record at data offset {offset}: {e}"))?;
+        if height > MAX_DEPTH || values > MAX_VALUES {
+            return Err(format!(
+                "record at data offset {offset} decodes to {values} values {height} deep"
+            ));
+        }
     }
     Ok(())
 }
@@ -113,7 +128,7 @@ impl Meta {
                     _ => {}
                 }
             }
-            at = skip(meta, at, 0, None)?;
+            at = skip(meta, at, 0)?;
         }
         Ok(Meta {
             node_count: node_count.ok_or("metadata has no node_count")?,
@@ -247,85 +262,123 @@ fn payload(buf: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     buf.get(at..at.checked_add(len)?)
 }
 
-/// Checks the value at `offset` of the data section, following pointers
-/// (each target once).
-fn value(
-    data: &[u8],
-    offset: usize,
-    depth: u32,
-    checked: &mut HashSet<usize>,
-) -> Result<(), Problem> {
-    if !checked.insert(offset) {
-        return Ok(());
-    }
-    skip(data, offset, depth, Some(checked)).map(|_| ())
+/// The data section, checked value by value: each value once (`done`:
+/// its height and how many values decoding it yields, pointers followed),
+/// and a pointer back into a value being checked (`active`) is a cycle,
+/// which the decoder would follow until its stack ran out.
+struct Walk<'a> {
+    data: &'a [u8],
+    done: HashMap<usize, (u32, u64)>,
+    active: HashSet<usize>,
 }
 
-/// Where the value at `at` ends; with `follow`, pointers are checked to
-/// land on a well-formed value in `buf` (the data section).
-fn skip(
-    buf: &[u8],
-    at: usize,
-    depth: u32,
-    mut follow: Option<&mut HashSet<usize>>,
-) -> Result<usize, Problem> {
+impl Walk<'_> {
+    /// Height and decoded size of the value at `offset`.
+    fn value(&mut self, offset: usize, depth: u32) -> Result<(u32, u64), Problem> {
+        if let Some(&r) = self.done.get(&offset) {
+            return Ok(r);
+        }
+        if !self.active.insert(offset) {
+            return Err(format!("pointer cycle through {offset}"));
+        }
+        let (_, height, values) = self.node(offset, depth)?;
+        self.active.remove(&offset);
+        self.done.insert(offset, (height, values));
+        Ok((height, values))
+    }
+
+    /// Where the value at `at` ends, its height and decoded size.
+    fn node(&mut self, at: usize, depth: u32) -> Result<(usize, u32, u64), Problem> {
+        if depth > MAX_DEPTH {
+            return Err("values nested too deep".into());
+        }
+        let data = self.data;
+        let (head, at) = control(data, at)?;
+        match head.kind {
+            Kind::Pointer => {
+                let (target, end) = pointer(data, head.size, at)?;
+                if target >= data.len() {
+                    return Err(format!("pointer to {target} past the data section"));
+                }
+                let (h, n) = self.value(target, depth + 1)?;
+                Ok((end, h.saturating_add(1), n))
+            }
+            Kind::Map | Kind::Array => {
+                let mut at = at;
+                let (mut height, mut values) = (0u32, 1u64);
+                for _ in 0..children(&head)? {
+                    let (end, h, n) = self.node(at, depth + 1)?;
+                    at = end;
+                    height = height.max(h);
+                    values = values.saturating_add(n);
+                    if values > MAX_VALUES {
+                        return Err(format!("a value decodes to over {MAX_VALUES} values"));
+                    }
+                }
+                Ok((at, height.saturating_add(1), values))
+            }
+            _ => Ok((scalar_end(data, &head, at)?, 1, 1)),
+        }
+    }
+}
+
+/// The target of a pointer whose control bits are `bits5`, with its
+/// payload at `at`, and where the pointer ends.
+fn pointer(buf: &[u8], bits5: usize, at: usize) -> Result<(usize, usize), Problem> {
+    let ss = (bits5 >> 3) & 0x3;
+    let bits = bits5 & 0x7;
+    let extra = payload(buf, at, ss + 1).ok_or("pointer truncated")?;
+    let raw = extra
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    let target = match ss {
+        0 => (bits << 8) | raw,
+        1 => ((bits << 16) | raw) + 2048,
+        2 => ((bits << 24) | raw) + 526_336,
+        _ => raw,
+    };
+    Ok((target, at + ss + 1))
+}
+
+/// How many values a map (keys and values) or array holds.
+fn children(head: &Head) -> Result<usize, Problem> {
+    if head.kind == Kind::Map {
+        head.size
+            .checked_mul(2)
+            .ok_or_else(|| "map too large".into())
+    } else {
+        Ok(head.size)
+    }
+}
+
+/// Where a scalar whose payload starts at `at` ends.
+fn scalar_end(buf: &[u8], head: &Head, at: usize) -> Result<usize, Problem> {
+    if head.kind == Kind::Bool {
+        return Ok(at);
+    }
+    let p = payload(buf, at, head.size).ok_or("value runs past the end")?;
+    if head.kind == Kind::Str {
+        std::str::from_utf8(p).map_err(|_| "string is not UTF-8")?;
+    }
+    Ok(at + head.size)
+}
+
+/// Where the metadata value at `at` ends (metadata has no pointers).
+fn skip(buf: &[u8], at: usize, depth: u32) -> Result<usize, Problem> {
     if depth > MAX_DEPTH {
         return Err("values nested too deep".into());
     }
     let (head, at) = control(buf, at)?;
     match head.kind {
-        Kind::Pointer => {
-            let ss = (head.size >> 3) & 0x3;
-            let bits = head.size & 0x7;
-            let extra = payload(buf, at, ss + 1).ok_or("pointer truncated")?;
-            let raw = extra
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-            let target = match ss {
-                0 => (bits << 8) | raw,
-                1 => ((bits << 16) | raw) + 2048,
-                2 => ((bits << 24) | raw) + 526_336,
-                _ => raw,
-            };
-            match follow {
-                Some(checked) => {
-                    if target >= buf.len() {
-                        return Err(format!("pointer to {target} past the data section"));
-                    }
-                    // A pointer to a pointer is invalid, and a cycle of them
-                    // would recurse forever in the decoder.
-                    if control(buf, target)?.0.kind == Kind::Pointer {
-                        return Err(format!("pointer to a pointer at {target}"));
-                    }
-                    value(buf, target, depth + 1, checked)?;
-                }
-                // Metadata is read without pointers.
-                None => return Err("pointer in metadata".into()),
-            }
-            Ok(at + ss + 1)
-        }
+        Kind::Pointer => Err("pointer in metadata".into()),
         Kind::Map | Kind::Array => {
-            let entries = if head.kind == Kind::Map {
-                head.size.checked_mul(2).ok_or("map too large")?
-            } else {
-                head.size
-            };
             let mut at = at;
-            for _ in 0..entries {
-                at = skip(buf, at, depth + 1, follow.as_deref_mut())?;
+            for _ in 0..children(&head)? {
+                at = skip(buf, at, depth + 1)?;
             }
             Ok(at)
         }
-        Kind::Bool => Ok(at),
-        Kind::Str => {
-            let s = payload(buf, at, head.size).ok_or("value runs past the end")?;
-            std::str::from_utf8(s).map_err(|_| "string is not UTF-8")?;
-            Ok(at + head.size)
-        }
-        _ => {
-            payload(buf, at, head.size).ok_or("value runs past the end")?;
-            Ok(at + head.size)
-        }
+        _ => scalar_end(buf, &head, at),
     }
 }
 

@@ -122,6 +122,10 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
         "method": req.method().as_str(),
         "forwarded_for": header("x-forwarded-for"),
         "forwarded_proto": header("x-forwarded-proto"),
+        "forwarded": header("forwarded"),
+        "real_ip": header("x-real-ip"),
+        "forwarded_host": header("x-forwarded-host"),
+        "forwarded_port": header("x-forwarded-port"),
     });
     (
         status,

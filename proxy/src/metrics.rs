@@ -134,6 +134,16 @@ fn latency((name, help): Family) -> HistogramOpts {
     HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
 }
 
+const REFUSALS: Family = (
+    "edgesteer_refusals_total",
+    "Requests the proxy answered itself instead of an origin, by reason (a fixed set, all present from start).",
+);
+
+const RETRIES_REFUSED: Family = (
+    "edgesteer_retries_refused_total",
+    "Retries not made because the proxy-wide retry budget (20% of requests in flight, at least 3) was spent.",
+);
+
 /// Registers each metric family in the registry it wraps.
 struct Families(Registry);
 
@@ -165,6 +175,10 @@ pub struct Metrics {
     rollout_step: IntGaugeVec,
     rollout_state: IntGaugeVec,
     pub track_fallbacks: IntCounterVec,
+    /// `edgesteer_refusals_total{reason}`; the proxy resolves one handle
+    /// per reason at start, so every reason shows from the first scrape.
+    pub refusals: IntCounterVec,
+    pub retries_refused: IntCounter,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
     /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
@@ -246,6 +260,8 @@ impl Metrics {
                 opts(RATELIMIT_STORE_REFUSALS),
                 &["policy"],
             )?)?,
+            refusals: r.add(IntCounterVec::new(opts(REFUSALS), &["reason"])?)?,
+            retries_refused: r.add(IntCounter::with_opts(opts(RETRIES_REFUSED))?)?,
             geo: LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()])),
             blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,

@@ -20,9 +20,12 @@ pub struct TrackStats {
 }
 
 impl TrackStats {
+    /// One request: its status (0 when the client left before an answer,
+    /// which is not the backend's error) and the upstream's time to the
+    /// response head (not the client's upload or download time).
     pub fn record(&self, status: u16, elapsed: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 || status == 0 {
+        if status >= 500 {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         let ms = elapsed.as_secs_f64() * 1000.0;

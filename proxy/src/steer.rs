@@ -61,6 +61,8 @@ pub struct Steering {
     pub record_metrics: bool,
     /// Where access-log lines go when a table turns logging on.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Retries in flight across the proxy (the retry budget's count).
+    pub retries_active: std::sync::atomic::AtomicI64,
     /// Tokens for the admin listener's writes (lifting and adding blocks);
     /// empty = writes open to whoever reaches the listener.
     pub admin_tokens: Vec<edgesteer_control::Token>,
@@ -88,6 +90,7 @@ impl Steering {
             stats,
             record_metrics: true,
             access_log: None,
+            retries_active: std::sync::atomic::AtomicI64::new(0),
             admin_tokens: Vec::new(),
         }
     }

@@ -446,9 +446,43 @@ pub struct ControlProc {
     child: Child,
     pub addr: SocketAddr,
     pub data: PathBuf,
+    /// The CA its certificate chains to, when it serves HTTPS.
+    pub ca: Option<PathBuf>,
+}
+
+/// The files of a config service that serves HTTPS on 127.0.0.1.
+pub struct ControlTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed `cert`.
+    pub ca: PathBuf,
+}
+
+impl ControlTls {
+    /// A fresh CA under `dir` and a certificate for 127.0.0.1 and
+    /// localhost signed by it.
+    pub fn generate(dir: &Path) -> anyhow::Result<ControlTls> {
+        std::fs::create_dir_all(dir)?;
+        let pki = make_pki(dir, &[&["127.0.0.1", "localhost"]])?;
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem)?;
+        let (cert, key) = pki.leaves.into_iter().next().context("no leaf")?;
+        Ok(ControlTls { cert, key, ca })
+    }
 }
 
 impl ControlProc {
+    /// Starts `edgesteer control` serving HTTPS with `tls` on a free port.
+    pub async fn start_https(
+        data: &Path,
+        seed: Option<&Path>,
+        extra: &[&str],
+        tls: &ControlTls,
+    ) -> anyhow::Result<ControlProc> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::launch(addr, data, seed, extra, Some(tls)).await
+    }
+
     /// Starts `edgesteer control` on a free port with `data` as its store.
     pub async fn start(
         data: &Path,
@@ -465,6 +499,16 @@ impl ControlProc {
         seed: Option<&Path>,
         extra: &[&str],
     ) -> anyhow::Result<ControlProc> {
+        Self::launch(addr, data, seed, extra, None).await
+    }
+
+    async fn launch(
+        addr: SocketAddr,
+        data: &Path,
+        seed: Option<&Path>,
+        extra: &[&str],
+        tls: Option<&ControlTls>,
+    ) -> anyhow::Result<ControlProc> {
         let mut cmd = Command::new(binary());
         cmd.arg("control")
             .arg("--listen")
@@ -478,6 +522,12 @@ impl ControlProc {
             .arg("--token")
             .arg(format!("read:viewer={READ_TOKEN}"))
             .args(extra);
+        if let Some(t) = tls {
+            cmd.arg("--tls-cert")
+                .arg(&t.cert)
+                .arg("--tls-key")
+                .arg(&t.key);
+        }
         if let Some(s) = seed {
             cmd.arg("--seed").arg(s);
         }
@@ -489,8 +539,12 @@ impl ControlProc {
             child,
             addr,
             data: data.to_path_buf(),
+            ca: tls.map(|t| t.ca.clone()),
         };
-        let client = reqwest::Client::new();
+        // Readiness only: the certificate is checked by the tests themselves.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()?;
         let ready = wait_until(Duration::from_secs(15), || {
             let url = c.url("/healthz");
             let client = client.clone();
@@ -513,11 +567,13 @@ impl ControlProc {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base())
     }
 
+    /// `http://ADDR`, or `https://ADDR` when it serves HTTPS.
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn kill9(&mut self) {
@@ -525,9 +581,51 @@ impl ControlProc {
         let _ = self.child.wait();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (e.g. `TERM`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Its exit status, if it exits within `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A client with `token`, trusting the service's CA when it has one.
+    pub fn client_as(&self, token: &str) -> edgesteer_control::client::Client {
+        let tls = edgesteer_control::client::ClientTls {
+            ca: self.ca.clone(),
+            identity: None,
+        };
+        match edgesteer_control::client::Client::with_tls(
+            &self.base(),
+            Some(token.to_string()),
+            &tls,
+        ) {
+            Ok(c) => c,
+            Err(e) => panic!("client of {}: {e}", self.base()),
+        }
+    }
+
     /// A client with the ops token.
     pub fn client(&self) -> edgesteer_control::client::Client {
-        edgesteer_control::client::Client::new(&self.base(), Some(OPS_TOKEN.to_string()))
+        self.client_as(OPS_TOKEN)
     }
 }
 
@@ -567,6 +665,14 @@ pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
         "--name".into(),
         name.into(),
     ]
+    .into_iter()
+    .chain(
+        control
+            .ca
+            .iter()
+            .flat_map(|ca| ["--control-ca".to_string(), ca.display().to_string()]),
+    )
+    .collect()
 }
 
 impl Workdir {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use edgesteer_config::TableSpec;
+use edgesteer_control::listener::{Limits, Transport};
 use edgesteer_control::{Control, Store, Token};
 
 use super::table::read_table;
@@ -38,6 +39,28 @@ pub(super) struct ControlArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = edgesteer_control::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Serve HTTPS with this certificate (PEM, chain allowed); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ask clients for a certificate signed by this CA (PEM; mTLS, needs
+    /// --tls-cert). Clients without one still need a token.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// A client-certificate name (subject CN or a DNS SAN) that acts with
+    /// the `proxy` role without a token; repeat for several. Needs --client-ca.
+    #[arg(long = "cert-proxy", requires = "client_ca")]
+    cert_proxies: Vec<String>,
+    /// Open connections at most; more are closed at accept and counted
+    /// (edgesteer_control_connections_refused_total).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Seconds in-flight requests may run on after SIGTERM or Ctrl-C
+    /// (open watches are ended at once).
+    #[arg(long, default_value_t = 5)]
+    grace_period: u64,
 }
 
 /// How often the rollout controller judges running rollouts.
@@ -54,18 +77,40 @@ pub(super) async fn start_control(
     body_limit: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Arc<Control>, impl Future<Output = std::io::Result<()>>)> {
+    start_control_with(
+        store,
+        tokens,
+        seed,
+        listen,
+        body_limit,
+        Transport::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`start_control`] with a transport: TLS and listener limits.
+async fn start_control_with(
+    store: Arc<dyn Store>,
+    tokens: Vec<Token>,
+    seed: Option<TableSpec>,
+    listen: SocketAddr,
+    body_limit: usize,
+    transport: Transport,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Arc<Control>, impl Future<Output = std::io::Result<()>>)> {
     let control = Control::open(store, tokens, seed).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the config service on {listen}"))?;
     let app = edgesteer_control::router(control.clone(), body_limit);
     let rollouts = control.clone();
+    let served_control = control.clone();
     let serve = async move {
         let controller = tokio::spawn(edgesteer_control::rollout::run(rollouts, ROLLOUT_TICK));
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served =
+            edgesteer_control::listener::serve(listener, served_control, app, transport, shutdown)
+                .await;
         controller.abort();
         served
     };
@@ -95,19 +140,64 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         Some(p) => Some(read_table(p)?.map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
         None => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(edgesteer_control::listener::server_tls(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let transport = Transport {
+        tls,
+        limits: Limits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            grace_period: Duration::from_secs(args.grace_period),
+            ..Limits::default()
+        },
+    };
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let store = Arc::new(edgesteer_control::FileStore::open(&args.data)?);
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        let (control, serve) =
-            start_control(store, tokens, seed, args.listen, args.body_limit, shutdown).await?;
-        tracing::info!(listen = %args.listen, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
+        let terminate = stop_signal()?;
+        let (control, serve) = start_control_with(
+            store,
+            tokens,
+            seed,
+            args.listen,
+            args.body_limit,
+            transport,
+            terminate,
+        )
+        .await?;
+        control.set_cert_proxies(args.cert_proxies.clone());
+        tracing::info!(listen = %args.listen, scheme, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
         serve.await?;
+        tracing::info!("config service stopped");
         Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     })
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use edgesteer_config::{RoutingTable, TableSpec};
+use edgesteer_control::client::{Client, ClientTls};
 use edgesteer_geo::GeoDb;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -84,6 +85,16 @@ pub(super) struct ProxyArgs {
     /// File whose first line is the config-service token.
     #[arg(long, conflicts_with = "control_token")]
     control_token_file: Option<PathBuf>,
+    /// CA (PEM) that the config service's certificate must chain to; only
+    /// it is trusted, not the system roots. Needs an https:// --control.
+    #[arg(long, env = "EDGESTEER_CONTROL_CA")]
+    control_ca: Option<PathBuf>,
+    /// Client certificate (PEM) shown to a config service that asks for one (mTLS).
+    #[arg(long, requires = "control_key")]
+    control_cert: Option<PathBuf>,
+    /// Private key (PEM) of --control-cert.
+    #[arg(long, requires = "control_cert")]
+    control_key: Option<PathBuf>,
     /// This proxy's name in the fleet view (default: host:pid).
     #[arg(long)]
     name: Option<String>,
@@ -141,9 +152,20 @@ pub(super) fn proxy_server(
     opts: &ServeOptions,
     follow: Option<Follow>,
 ) -> anyhow::Result<Server> {
+    proxy_server_with_tls(steer, opts, follow, &ClientTls::default())
+}
+
+/// [`proxy_server`] reaching the config service with `tls` (CA, client
+/// certificate).
+fn proxy_server_with_tls(
+    steer: Arc<Steering>,
+    opts: &ServeOptions,
+    follow: Option<Follow>,
+    tls: &ClientTls,
+) -> anyhow::Result<Server> {
     let mut server = server::build(steer.clone(), opts)?;
     if let Some(f) = follow {
-        let client = edgesteer_control::client::Client::new(&f.url, f.token);
+        let client = Client::with_tls(&f.url, f.token, tls)?;
         server.add_service(background_service(
             "stats report",
             crate::report::Reporter {
@@ -199,11 +221,18 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         Some(p) => Some(edgesteer_control::read_secret_file(p).map_err(anyhow::Error::msg)?),
         None => args.control_token.clone(),
     };
-    if args.control.is_some() && token.is_none() {
-        tracing::warn!("--control without a token (--control-token-file or EDGESTEER_CONTROL_TOKEN): the config service will refuse this proxy");
+    if args.control.is_some() && token.is_none() && args.control_cert.is_none() {
+        tracing::warn!("--control without a token (--control-token-file or EDGESTEER_CONTROL_TOKEN) or client certificate (--control-cert): the config service will refuse this proxy");
     }
     let name = args.name.clone().unwrap_or_else(default_name);
-    let (version, epoch, mut spec) = initial_table(&args, token.clone(), &name)?;
+    let tls = ClientTls {
+        ca: args.control_ca.clone(),
+        identity: args.control_cert.clone().zip(args.control_key.clone()),
+    };
+    if args.control.is_none() && (tls.ca.is_some() || tls.identity.is_some()) {
+        anyhow::bail!("--control-ca/--control-cert are for the link to a config service: give --control https://HOST:PORT too");
+    }
+    let (version, epoch, mut spec) = initial_table(&args, token.clone(), &name, &tls)?;
     spec.client_ip
         .trusted_proxies
         .extend(args.trust.iter().cloned());
@@ -242,7 +271,7 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         report_every: Duration::from_millis(args.report_interval_ms.max(50)),
         extra_trust: args.trust,
     });
-    proxy_server(steer, &opts, follow)?.run_forever()
+    proxy_server_with_tls(steer, &opts, follow, &tls)?.run_forever()
 }
 
 fn default_name() -> String {
@@ -257,6 +286,7 @@ fn initial_table(
     args: &ProxyArgs,
     token: Option<String>,
     name: &str,
+    tls: &ClientTls,
 ) -> anyhow::Result<(u64, Option<String>, TableSpec)> {
     // A file table is version 1 on its own; as a fallback while a service
     // is configured it is version 0, so the first watch fetches any version.
@@ -273,6 +303,8 @@ fn initial_table(
             }
         };
     };
+    // Bad TLS settings are an error before any table is served.
+    let client = Client::with_tls(url, token, tls)?;
     if let Some(c) = crate::watch::load_cache(&args.cache) {
         if edgesteer_config::compile(&c.table).is_ok() {
             tracing::info!(version = c.version, cache = %args.cache.display(), "starting from the cached last good table");
@@ -282,7 +314,6 @@ fn initial_table(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = edgesteer_control::client::Client::new(url, token);
     // A watch from version 0 answers with the current table at once, and
     // needs only the `proxy` role.
     let first = rt.block_on(client.watch(0, None, name, Duration::from_secs(2)));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use edgesteer_control::api::PatchRegion;
-use edgesteer_control::client::Client;
+use edgesteer_control::client::{Client, ClientTls};
 
 /// Where the demo's config service listens; `ctl` talks to it by default.
 pub const DEMO_CONTROL: &str = "http://127.0.0.1:9300";
@@ -25,6 +25,10 @@ pub struct CtlArgs {
     /// Config service URL.
     #[arg(long, env = "EDGESTEER_CONTROL", default_value = DEMO_CONTROL)]
     control: String,
+    /// CA (PEM) that an https:// service's certificate must chain to; only
+    /// it is trusted, not the system roots.
+    #[arg(long, env = "EDGESTEER_CONTROL_CA")]
+    control_ca: Option<PathBuf>,
     /// Print the API's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -113,7 +117,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let token = std::env::var("EDGESTEER_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let client = Client::new(&args.control, token);
+    let tls = ClientTls {
+        ca: args.control_ca.clone(),
+        identity: None,
+    };
+    let client = Client::with_tls(&args.control, token, &tls)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

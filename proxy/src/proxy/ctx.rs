@@ -63,12 +63,16 @@ pub struct Ctx {
     pub(super) tls: bool,
     pub(super) start: Instant,
     pub(super) upstream_start: Option<Instant>,
+    /// The upstream's time to the response head, once it came.
+    pub(super) upstream_head: Option<std::time::Duration>,
     /// The endpoint of the current attempt, for passive health reports.
     pub(super) peer_addr: Option<SocketAddr>,
     /// An upstream connection is held (counted in the active gauge).
     pub(super) upstream_held: bool,
     /// Counted in the downstream active gauge.
     pub(super) active: bool,
+    /// Retries taken from the proxy-wide retry budget, given back at the end.
+    pub(super) retries_held: i64,
 }
 
 impl Ctx {
@@ -92,9 +96,11 @@ impl Ctx {
             tls: false,
             start: Instant::now(),
             upstream_start: None,
+            upstream_head: None,
             peer_addr: None,
             upstream_held: false,
             active: false,
+            retries_held: 0,
         }
     }
 

@@ -8,8 +8,20 @@ use pingora_proxy::Session;
 use super::ctx::Ctx;
 use crate::steer::Steering;
 
+/// Forwarding headers a client could use to tell the origin something
+/// false about itself; only a trusted proxy's are passed on.
+const CLIENT_FORWARDING: [&str; 5] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+];
+
 /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin. A trusted
-/// peer's chain is extended; anyone else's is replaced.
+/// peer's chain is extended (every `X-Forwarded-For` line, in order: the
+/// chain the client address was read from); anyone else's is replaced,
+/// and their other forwarding headers are dropped.
 pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
     let peer = session
         .as_downstream()
@@ -17,10 +29,23 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let trusted = peer.is_some_and(|p| ctx.snap.table.is_trusted_proxy(p));
-    let xff = match (trusted, upstream.headers.get("x-forwarded-for"), peer) {
-        (true, Some(prev), Some(p)) => format!("{}, {p}", prev.to_str().unwrap_or("")),
-        (_, _, Some(p)) => p.to_string(),
-        (_, _, None) => ctx.client.to_string(),
+    if !trusted {
+        for name in CLIENT_FORWARDING {
+            upstream.remove_header(name);
+        }
+    }
+    let xff = match (trusted, peer) {
+        (true, Some(p)) => {
+            let mut chain = String::new();
+            for line in upstream.headers.get_all("x-forwarded-for") {
+                chain.push_str(line.to_str().unwrap_or(""));
+                chain.push_str(", ");
+            }
+            chain.push_str(&p.to_string());
+            chain
+        }
+        (_, Some(p)) => p.to_string(),
+        (_, None) => ctx.client.to_string(),
     };
     upstream.insert_header("x-forwarded-for", xff)?;
     if !(trusted && upstream.headers.contains_key("x-forwarded-proto")) {
@@ -32,7 +57,11 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
 /// `RateLimit-Policy`/`RateLimit` when the policy asks for them, and
 /// `X-Steer-Region` (plus track and version when the table says so). Also
 /// observes the upstream's time to the response head.
-pub(super) fn steer_headers(steer: &Steering, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+pub(super) fn steer_headers(
+    steer: &Steering,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
     let snap = &*ctx.snap;
     if let Some(q) = &ctx.limit {
         if let (Some(policy), Some(p)) = (
@@ -60,12 +89,14 @@ pub(super) fn steer_headers(steer: &Steering, resp: &mut ResponseHeader, ctx: &C
         }
     }
     if let Some(t) = ctx.upstream_start {
+        let head = t.elapsed();
         if let Some(m) = snap
             .region_metrics(route.map(|r| r.region.index()))
             .filter(|_| steer.record_metrics)
         {
-            m.upstream_response.observe(t.elapsed().as_secs_f64());
+            m.upstream_response.observe(head.as_secs_f64());
         }
+        ctx.upstream_head = Some(head);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! geo, classify, `decide`) and acts on their answer.
 //!
 //! - [`ctx`]: the per-request context, with the snapshot loaded once.
+//! - [`framing`]: ambiguous or oversized request heads (400/431).
 //! - [`admit`]: client address, block list, rate limits (`request_filter`).
 //! - [`route`]: geo, classification, pin, sticky key, `decide`; 421/503.
 //! - [`upstream`]: the peer per attempt, re-deciding on retry, timeouts,
@@ -16,6 +17,7 @@
 mod admit;
 mod ctx;
 mod failed;
+mod framing;
 mod headers;
 mod observe;
 mod refusal;
@@ -38,11 +40,17 @@ use crate::steer::Steering;
 
 pub struct EdgeProxy {
     steer: Arc<Steering>,
+    /// `edgesteer_refusals_total{reason}` by [`RefusalKind::index`].
+    refusals: Vec<prometheus::IntCounter>,
 }
 
 impl EdgeProxy {
     pub fn new(steer: Arc<Steering>) -> Self {
-        EdgeProxy { steer }
+        let refusals = RefusalKind::ALL
+            .iter()
+            .map(|k| steer.metrics.refusals.with_label_values(&[k.reason()]))
+            .collect();
+        EdgeProxy { steer, refusals }
     }
 }
 
@@ -57,6 +65,18 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.steer.metrics.downstream_active.inc();
         ctx.active = true;
+        let raw = || {
+            session
+                .as_downstream()
+                .as_http1()
+                .map(|h1| h1.get_headers_raw_bytes())
+        };
+        if let Some((kind, refusal)) = framing::check(session.req_header(), raw) {
+            ctx.refusal = Some(kind);
+            session.set_keepalive(None);
+            refusal.write(session).await?;
+            return Ok(true);
+        }
         if admit::admit(&self.steer, session, ctx).await? {
             return Ok(true);
         }
@@ -74,7 +94,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
-        upstream::connect_failed(ctx, e)
+        upstream::connect_failed(&self.steer, ctx, e)
     }
 
     fn error_while_proxy(
@@ -85,7 +105,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         _client_reused: bool,
     ) -> Box<Error> {
-        upstream::proxy_failed(peer, session, e, ctx)
+        upstream::proxy_failed(&self.steer, peer, session, e, ctx)
     }
 
     async fn connected_to_upstream(
@@ -140,6 +160,10 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        upstream::release_retries(&self.steer, ctx);
+        if let Some(c) = ctx.refusal.and_then(|k| self.refusals.get(k.index())) {
+            c.inc();
+        }
         observe::request_done(&self.steer, session, ctx);
     }
 }

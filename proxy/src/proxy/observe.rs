@@ -32,11 +32,13 @@ pub(super) fn request_done(steer: &Steering, session: &Session, ctx: &Ctx) {
             h.observe(elapsed.as_secs_f64());
         }
     }
+    // Rollout gates judge the backend: the upstream's time to the head
+    // (the whole time only when no head came, e.g. a 502 or 504).
     if let Some(s) = region
         .and_then(|r| snap.stats.get(r))
         .and_then(|s| s.tracks.get(track))
     {
-        s.record(status, elapsed);
+        s.record(status, ctx.upstream_head.unwrap_or(elapsed));
     }
     if snap.table.access_log {
         if let Some(log) = &steer.access_log {

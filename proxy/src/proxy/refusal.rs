@@ -27,6 +27,10 @@ pub(super) enum RefusalKind {
     AbuseBlocked,
     /// 503: a fail-closed fleet-wide limit cannot reach its store.
     LimitStoreDown,
+    /// 400: `Content-Length` with `Transfer-Encoding`, or two lengths.
+    BadFraming,
+    /// 431: too many header lines, one too long, or the head too large.
+    HeadTooLarge,
 }
 
 impl RefusalKind {
@@ -37,7 +41,25 @@ impl RefusalKind {
             RefusalKind::RateLimited => "rate_limited",
             RefusalKind::AbuseBlocked => "abuse_blocked",
             RefusalKind::LimitStoreDown => "ratelimit_store_down",
+            RefusalKind::BadFraming => "bad_framing",
+            RefusalKind::HeadTooLarge => "head_too_large",
         }
+    }
+
+    /// Every kind, in [`RefusalKind::index`] order.
+    pub(super) const ALL: [RefusalKind; 7] = [
+        RefusalKind::PinOutsideZone,
+        RefusalKind::ZoneExhausted,
+        RefusalKind::RateLimited,
+        RefusalKind::AbuseBlocked,
+        RefusalKind::LimitStoreDown,
+        RefusalKind::BadFraming,
+        RefusalKind::HeadTooLarge,
+    ];
+
+    /// Position in [`RefusalKind::ALL`] (the metric handle's index).
+    pub(super) fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -148,6 +170,25 @@ impl Refusal {
             "message": format!("rate-limit policy {policy} is fleet-wide and fails closed, and its store (Redis) is unreachable from this proxy; retry shortly"),
         });
         Refusal::json(503, body, vec![("retry-after", HeaderValue::from(1u32))])
+    }
+
+    /// A client's mistake: `{"error", "message", "header"?}`; the
+    /// connection is not kept (the rest of its bytes cannot be trusted).
+    pub(super) fn client_error(
+        status: u16,
+        error: &str,
+        message: String,
+        header: Option<&str>,
+    ) -> Refusal {
+        let mut body = json!({ "error": error, "message": message });
+        if let Some(h) = header {
+            body["header"] = json!(h.chars().take(64).collect::<String>());
+        }
+        Refusal::json(
+            status,
+            body,
+            vec![("connection", HeaderValue::from_static("close"))],
+        )
     }
 
     /// An empty answer with only a status, for errors without a body of

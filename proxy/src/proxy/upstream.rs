@@ -75,33 +75,82 @@ fn redecide(steer: &Steering, ctx: &mut Ctx) -> Result<Route> {
     }
 }
 
+/// Retries in flight across the proxy may be at most this share of the
+/// requests in flight (Envoy's retry budget), so a brown-out cannot
+/// multiply the load on what is left.
+const RETRY_BUDGET_SHARE: f64 = 0.2;
+/// ... but at least this many, so a quiet proxy can still retry.
+const RETRY_BUDGET_MIN: i64 = 3;
+
 /// A connect failure: nothing reached the backend, so any method may go
 /// elsewhere.
-pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+pub(super) fn connect_failed(steer: &Steering, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     passive(ctx, Outcome::ConnectFailure);
-    e.set_retry(ctx.attempts_left());
+    e.set_retry(ctx.attempts_left() && take_retry(steer, ctx));
     e
 }
 
-/// An error after connecting. Retries only what cannot have had an effect
-/// twice: an idempotent request whose body we still hold, before any
-/// response went out.
+/// An error after connecting. It counts against the backend only when the
+/// backend was at fault: the request was fully read from the client (a
+/// client that stalls its upload, or hangs up, is not the backend's fault)
+/// and no answer had started going out (a timeout then may be a client
+/// that stopped reading). Retries only what the backend failed and cannot
+/// have had an effect twice: an idempotent request whose body we still
+/// hold, before any response went out.
 pub(super) fn proxy_failed(
+    steer: &Steering,
     peer: &HttpPeer,
     session: &mut Session,
     e: Box<Error>,
     ctx: &mut Ctx,
 ) -> Box<Error> {
-    let upstream_fault = matches!(e.esource(), ErrorSource::Upstream);
-    if upstream_fault {
+    let answering = session.response_written().is_some();
+    // A request without a body was sent whole; Pingora's body reader may
+    // not have looked at it yet, so ask "empty" before "done".
+    let sent_whole = session.is_body_empty() || session.is_body_done();
+    let backend_fault = matches!(e.esource(), ErrorSource::Upstream)
+        && sent_whole
+        && !(answering && is_timeout(e.etype()));
+    if backend_fault {
         passive(ctx, Outcome::Reset);
     }
     let mut e = e.more_context(format!("Peer: {peer}"));
     let safe = session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
-        && session.response_written().is_none();
-    e.set_retry(upstream_fault && safe && ctx.attempts_left());
+        && !answering;
+    e.set_retry(backend_fault && safe && ctx.attempts_left() && take_retry(steer, ctx));
     e
+}
+
+fn is_timeout(t: &ErrorType) -> bool {
+    matches!(
+        t,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
+    )
+}
+
+/// Takes one retry from the proxy-wide budget, if it has one left.
+fn take_retry(steer: &Steering, ctx: &mut Ctx) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let active = steer.metrics.downstream_active.get();
+    let budget = ((active as f64 * RETRY_BUDGET_SHARE) as i64).max(RETRY_BUDGET_MIN);
+    if steer.retries_active.fetch_add(1, Relaxed) >= budget {
+        steer.retries_active.fetch_sub(1, Relaxed);
+        steer.metrics.retries_refused.inc();
+        return false;
+    }
+    ctx.retries_held += 1;
+    true
+}
+
+/// Gives back the request's retries to the budget (when it is over).
+pub(super) fn release_retries(steer: &Steering, ctx: &mut Ctx) {
+    if ctx.retries_held > 0 {
+        steer
+            .retries_active
+            .fetch_sub(ctx.retries_held, std::sync::atomic::Ordering::Relaxed);
+        ctx.retries_held = 0;
+    }
 }
 
 /// Connect time, from handing out the peer to holding a connection (near

@@ -3,6 +3,7 @@
 
 mod cli;
 mod control;
+mod edge;
 mod failover;
 mod observe;
 mod ratelimit;

@@ -1,0 +1,130 @@
+//! Strict framing at the edge: a request head that two parsers could read
+//! two ways (`Content-Length` with `Transfer-Encoding`, repeated
+//! `Content-Length`), or one that is oversized, is answered by the proxy
+//! itself before anything reaches an origin. Pingora has already parsed
+//! the head (its own hard limits are 1 MiB and 256 headers); these are the
+//! edge's tighter ones, as nginx and Envoy keep.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora_http::RequestHeader;
+
+use super::refusal::{Refusal, RefusalKind};
+
+/// Most header lines a request may carry.
+pub(super) const MAX_HEADERS: usize = 100;
+/// Longest header line (name, value and separators).
+pub(super) const MAX_HEADER_LINE: usize = 8 * 1024;
+/// Largest request head (request line and every header line).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+
+/// The refusal for a badly framed or oversized head, if it is one. `raw`
+/// gives the head as received (HTTP/1): Pingora drops `Content-Length`
+/// when `Transfer-Encoding` is present, so only the raw head still shows
+/// that both were sent. It is read only for requests with
+/// `Transfer-Encoding`.
+pub(super) fn check(
+    req: &RequestHeader,
+    raw: impl FnOnce() -> Option<Bytes>,
+) -> Option<(RefusalKind, Refusal)> {
+    let h = &req.headers;
+    let lengths = h.get_all(CONTENT_LENGTH).iter().count();
+    let te = h.contains_key(TRANSFER_ENCODING);
+    if te && (lengths > 0 || raw().is_some_and(|head| has_content_length(&head))) {
+        return Some(bad_framing(
+            "a request may not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if lengths > 1 {
+        return Some(bad_framing("a request may carry only one Content-Length"));
+    }
+    if h.len() > MAX_HEADERS {
+        let message = format!("more than {MAX_HEADERS} header lines");
+        return Some(too_large(message, None));
+    }
+    // Request line: method, target, version and separators.
+    let mut head = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    for (name, value) in h {
+        let line = name.as_str().len() + value.len() + 4;
+        if line > MAX_HEADER_LINE {
+            let message = format!("header {name} is longer than {MAX_HEADER_LINE} bytes");
+            return Some(too_large(message, Some(name.as_str())));
+        }
+        head += line;
+    }
+    if head > MAX_HEAD {
+        let message = format!("the request head is larger than {MAX_HEAD} bytes");
+        return Some(too_large(message, None));
+    }
+    None
+}
+
+/// Whether a raw HTTP/1 head has a `Content-Length` line.
+fn has_content_length(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
+fn bad_framing(message: &str) -> (RefusalKind, Refusal) {
+    (
+        RefusalKind::BadFraming,
+        Refusal::client_error(400, "bad_framing", message.to_string(), None),
+    )
+}
+
+fn too_large(message: String, header: Option<&str>) -> (RefusalKind, Refusal) {
+    (
+        RefusalKind::HeadTooLarge,
+        Refusal::client_error(431, "request_header_fields_too_large", message, header),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, String)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/x", None).unwrap();
+        for (n, v) in headers {
+            r.append_header(n.to_string(), v.as_str()).unwrap();
+        }
+        r
+    }
+
+    fn refused(headers: &[(&str, String)]) -> Option<RefusalKind> {
+        check(&req(headers), || None).map(|(k, _)| k)
+    }
+
+    #[test]
+    fn a_length_pingora_dropped_is_found_in_the_raw_head() {
+        let te = req(&[("transfer-encoding", "chunked".to_string())]);
+        let raw = Bytes::from_static(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let got = check(&te, || Some(raw)).map(|(k, _)| k);
+        assert_eq!(got, Some(RefusalKind::BadFraming));
+        let clean = Bytes::from_static(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(check(&te, || Some(clean)).map(|(k, _)| k), None);
+    }
+
+    #[test]
+    fn ambiguous_and_oversized_heads_are_refused() {
+        let cl = ("content-length", "5".to_string());
+        let te = ("transfer-encoding", "chunked".to_string());
+        assert_eq!(refused(std::slice::from_ref(&cl)), None);
+        assert_eq!(refused(std::slice::from_ref(&te)), None);
+        assert_eq!(refused(&[cl.clone(), te]), Some(RefusalKind::BadFraming));
+        let cl2 = ("content-length", "6".to_string());
+        assert_eq!(refused(&[cl, cl2]), Some(RefusalKind::BadFraming));
+        let long = ("x-long", "a".repeat(MAX_HEADER_LINE));
+        assert_eq!(refused(&[long]), Some(RefusalKind::HeadTooLarge));
+        let many: Vec<_> = (0..=MAX_HEADERS).map(|i| ("x-n", i.to_string())).collect();
+        assert_eq!(refused(&many), Some(RefusalKind::HeadTooLarge));
+        let big: Vec<_> = (0..10).map(|_| ("x-big", "b".repeat(7000))).collect();
+        assert_eq!(refused(&big), Some(RefusalKind::HeadTooLarge));
+        let fine: Vec<_> = (0..MAX_HEADERS).map(|i| ("x-n", i.to_string())).collect();
+        assert_eq!(refused(&fine), None);
+    }
+}

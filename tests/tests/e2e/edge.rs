@@ -1,0 +1,195 @@
+//! Edge hardening with real sockets: ambiguous or oversized heads are
+//! answered by the proxy and never reach an origin, a client's forwarding
+//! headers are not passed on, and what a client does wrong never ejects a
+//! healthy backend.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use edgesteer_tests::*;
+
+/// Sends raw bytes and reads what comes back until the proxy closes or
+/// 3 s pass.
+async fn raw(proxy: &Proxy, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn served(backends: &[edgesteer::demo::DemoBackend]) -> u64 {
+    backends
+        .iter()
+        .map(|b| b.served.load(Ordering::Relaxed))
+        .sum()
+}
+
+#[tokio::test]
+async fn ambiguous_and_oversized_heads_never_reach_an_origin() {
+    let wd = Workdir::new().unwrap();
+    let (spec, backends) = covergen_on_loopback().await.unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let before = served(&backends);
+
+    let smuggle = raw(
+        &proxy,
+        b"POST /v1/covers HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(smuggle.starts_with("HTTP/1.1 400"), "{smuggle}");
+    assert!(smuggle.contains("\"error\":\"bad_framing\""), "{smuggle}");
+
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let got = raw(&proxy, long.as_bytes()).await;
+    assert!(
+        got.starts_with("HTTP/1.1 431"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    assert!(got.contains("x-long"), "{got}");
+
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let got = raw(
+        &proxy,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+    // A TLS ClientHello's first bytes and then some, as a client that
+    // speaks TLS to the plaintext port sends.
+    let mut hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec();
+    hello.extend(std::iter::repeat_n(0x2a, 200));
+    let garbage = raw(&proxy, &hello).await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+
+    assert_eq!(served(&backends), before, "an origin saw a refused request");
+    let m = proxy.metrics().await.unwrap();
+    assert!(
+        metric(&m, r#"edgesteer_refusals_total{reason="bad_framing"}"#) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"edgesteer_refusals_total{reason="head_too_large"}"#) >= 2.0,
+        "{m}"
+    );
+    // Every reason is there from the start, at 0 if it never happened.
+    assert!(
+        m.contains(r#"edgesteer_refusals_total{reason="pin_refused"} 0"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_clients_forwarding_headers_never_reach_the_origin() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    // Loopback is not trusted: the test client is an ordinary client.
+    let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
+    let body: Value = reqwest::Client::new()
+        .get(proxy.url("/"))
+        .header("forwarded", "for=36.1.1.1;proto=https")
+        .header("x-real-ip", "36.1.1.1")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-port", "1")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "36.1.1.1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in ["forwarded", "real_ip", "forwarded_host", "forwarded_port"] {
+        assert!(body[field].is_null(), "{field} reached the origin: {body}");
+    }
+    assert_eq!(body["forwarded_proto"], "http", "{body}");
+    assert_eq!(body["forwarded_for"], "127.0.0.1", "{body}");
+
+    // From a trusted peer the whole chain (every line) is kept and extended.
+    let trusted = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let mut req = reqwest::Client::new()
+        .get(trusted.url("/"))
+        .build()
+        .unwrap();
+    let h = req.headers_mut();
+    h.append("x-forwarded-for", "36.1.1.1".parse().unwrap());
+    h.append("x-forwarded-for", "5.0.1.1".parse().unwrap());
+    let body: Value = reqwest::Client::new()
+        .execute(req)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["forwarded_for"], "36.1.1.1, 5.0.1.1, 127.0.0.1",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn stalled_uploads_and_hang_ups_eject_nothing() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.retry.per_try_timeout_ms = Some(300);
+    spec.retry.total_timeout_ms = Some(600);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let de = sample_ip("DE").to_string();
+    // 20 POSTs that announce a body and never send it.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/covers HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\nContent-Length: 100000\r\n\r\nabc"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    // 20 clients that hang up before the answer.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!("GET /v1/covers HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        drop(s);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health: Value = reqwest::get(format!("http://{}/v1/health", proxy.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // No endpoint anywhere was ejected or even charged a failure.
+    for region in health["regions"].as_array().unwrap() {
+        for backend in region["backends"].as_array().unwrap() {
+            for ep in backend["endpoints"].as_array().unwrap() {
+                assert_ne!(ep["state"], "ejected", "a client ejected a backend: {ep}");
+                assert_eq!(
+                    ep["passive_failures"], 0,
+                    "a client's fault was charged: {ep}"
+                );
+            }
+        }
+    }
+    // And the region still serves.
+    let got = get_as(
+        &reqwest::Client::new(),
+        &proxy.url("/"),
+        sample_ip("DE"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.region(), "eu-west");
+}
