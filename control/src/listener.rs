@@ -235,9 +235,31 @@ pub async fn serve(
     transport: Transport,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let stats = control.conn_stats.clone();
+    serve_with(
+        listener,
+        app,
+        transport,
+        stats,
+        move || control.close_watches(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for any router (the proxy's admin listener uses it too):
+/// `stats` counts its connections, and `on_drain` runs when shutdown
+/// begins (the config service ends its held watches there).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    transport: Transport,
+    stats: Arc<ConnStats>,
+    on_drain: impl FnOnce() + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let acceptor = transport.tls.map(TlsAcceptor::from);
     let limits = Arc::new(transport.limits);
-    let stats = control.conn_stats.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -277,7 +299,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    control.close_watches();
+    on_drain();
     let _ = stop_tx.send(true);
     let open = conns.len();
     tracing::info!(

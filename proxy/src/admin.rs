@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::State;
@@ -17,6 +18,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 use crate::steer::Steering;
+
+/// Connections the admin (or metrics) listener holds at most.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 pub struct AdminService {
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
@@ -365,9 +369,26 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
-        let serve = axum::serve(listener, self.app.clone()).with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        });
+        // The config service's accept loop: header-read and idle timeouts
+        // and a connection cap, so nobody can hold or exhaust the listener.
+        let transport = edgesteer_control::listener::Transport {
+            tls: None,
+            limits: edgesteer_control::listener::Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                grace_period: Duration::from_secs(1),
+                ..Default::default()
+            },
+        };
+        let serve = edgesteer_control::listener::serve_with(
+            listener,
+            self.app.clone(),
+            transport,
+            Arc::default(),
+            || {},
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        );
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin server stopped");
         }

@@ -113,6 +113,8 @@ pub struct ProxyConfig {
     /// `(cert, key)` pairs; enables a TLS listener.
     pub tls_certs: Vec<(PathBuf, PathBuf)>,
     pub extra_args: Vec<String>,
+    /// Write the proxy's log (at debug level) to this file.
+    pub log: Option<PathBuf>,
 }
 
 impl Proxy {
@@ -153,6 +155,10 @@ impl Proxy {
             cmd.env("RUST_LOG", "warn,pingora_proxy=error");
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        if let Some(path) = &cfg.log {
+            cmd.env("RUST_LOG", "debug")
+                .stderr(std::fs::File::create(path)?);
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", binary().display()))?;
@@ -480,7 +486,7 @@ impl ControlProc {
         tls: &ControlTls,
     ) -> anyhow::Result<ControlProc> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Self::launch(addr, data, seed, extra, Some(tls)).await
+        Self::launch(addr, data, seed, extra, Some(tls), None).await
     }
 
     /// Starts `edgesteer control` on a free port with `data` as its store.
@@ -499,7 +505,18 @@ impl ControlProc {
         seed: Option<&Path>,
         extra: &[&str],
     ) -> anyhow::Result<ControlProc> {
-        Self::launch(addr, data, seed, extra, None).await
+        Self::launch(addr, data, seed, extra, None, None).await
+    }
+
+    /// Like [`ControlProc::start`], writing the service's log (at debug
+    /// level) to `log`.
+    pub async fn start_logged(
+        data: &Path,
+        seed: Option<&Path>,
+        log: &Path,
+    ) -> anyhow::Result<ControlProc> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::launch(addr, data, seed, &[], None, Some(log)).await
     }
 
     async fn launch(
@@ -508,6 +525,7 @@ impl ControlProc {
         seed: Option<&Path>,
         extra: &[&str],
         tls: Option<&ControlTls>,
+        log: Option<&Path>,
     ) -> anyhow::Result<ControlProc> {
         let mut cmd = Command::new(binary());
         cmd.arg("control")
@@ -534,7 +552,12 @@ impl ControlProc {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+        if let Some(path) = log {
+            cmd.env("RUST_LOG", "debug")
+                .stderr(std::fs::File::create(path)?);
+        }
+        let child = cmd.spawn()?;
         let mut c = ControlProc {
             child,
             addr,

@@ -61,6 +61,10 @@ pub(super) struct ControlArgs {
     /// (open watches are ended at once).
     #[arg(long, default_value_t = 5)]
     grace_period: u64,
+    /// Seconds a proxy that stopped watching, acking and reporting stays
+    /// in the fleet view.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    fleet_expiry_s: u64,
 }
 
 /// How often the rollout controller judges running rollouts.
@@ -179,6 +183,7 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         )
         .await?;
         control.set_cert_proxies(args.cert_proxies.clone());
+        control.set_fleet_expiry(Duration::from_secs(args.fleet_expiry_s));
         tracing::info!(listen = %args.listen, scheme, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
         serve.await?;
         tracing::info!("config service stopped");

@@ -82,9 +82,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Pingora's debug logs print whole request headers (API keys, cookies,
+/// `Authorization`), so they stay at `info` unless `RUST_LOG` names Pingora
+/// itself: `RUST_LOG=debug` shows ours, not a client's secrets.
+const PINGORA_QUIET: &str = "pingora_proxy=info,pingora_core=info";
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if wanted.contains("pingora") {
+        wanted
+    } else {
+        format!("{wanted},{PINGORA_QUIET}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{PINGORA_QUIET}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

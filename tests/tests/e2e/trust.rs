@@ -28,6 +28,19 @@ async fn service() -> (
     (wd, spec, backends, control)
 }
 
+/// The service's `/metrics`, read with the read token through `client`.
+async fn service_metrics(client: reqwest::Client, control: &ControlProc) -> String {
+    client
+        .get(control.url("/metrics"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Status of a request to the service with `token`.
 async fn status(c: &ControlProc, method: Method, path: &str, token: Option<&str>) -> u16 {
     let mut req = reqwest::Client::new()
@@ -93,15 +106,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
     assert_eq!(v.version, 1);
     assert!(api.fleet().await.unwrap().proxies.is_empty());
     // Refusals are counted.
-    let metrics = reqwest::Client::new()
-        .get(control.url("/metrics"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service_metrics(reqwest::Client::new(), &control).await;
     let count = |reason: &str| {
         metric(
             &metrics,
@@ -355,21 +360,17 @@ async fn a_proxy_trusts_only_its_control_ca() {
     let fleet = api.fleet().await.unwrap();
     assert!(fleet.proxies.iter().any(|p| p.proxy == "p-right"));
     assert!(!fleet.proxies.iter().any(|p| p.proxy == "p-wrong"));
-    let text = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap()
-        .get(control.url("/metrics"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = service_metrics(
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap(),
+        &control,
+    )
+    .await;
     assert!(
         metric(&text, "edgesteer_control_tls_handshake_failures_total") >= 1.0,
         "{text}"
@@ -526,15 +527,7 @@ async fn the_connection_cap_refuses_the_excess_and_counts_it() {
     })
     .await;
     assert!(served.is_some(), "the service did not recover");
-    let text = fresh()
-        .get(control.url("/metrics"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = service_metrics(fresh(), &control).await;
     assert!(
         metric(&text, "edgesteer_control_connections_refused_total") >= 3.0,
         "{text}"
@@ -643,4 +636,104 @@ async fn a_listed_client_certificate_acts_as_a_proxy_without_a_token() {
     )
     .unwrap();
     assert!(listed.get().await.is_err());
+}
+
+#[tokio::test]
+async fn a_plain_api_key_is_never_shown_or_logged() {
+    const KEY: &str = "cg-live-plain-secret-7781";
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    fast_health(&mut spec);
+    // covergen's X-Api-Key policy (free/pro/enterprise tiers).
+    let covergen = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
+    spec.rate_limits = covergen
+        .rate_limits
+        .into_iter()
+        .filter(|p| p.name == "api-key")
+        .collect();
+    let seed = wd.write_table("seed.toml", &spec).unwrap();
+    let control_log = wd.path("control.log");
+    let control = ControlProc::start_logged(&wd.path("data"), Some(&seed), &control_log)
+        .await
+        .unwrap();
+    let proxy_log = wd.path("proxy.log");
+    let proxy = Proxy::start(ProxyConfig {
+        geo_db: Some(wd.geo_db().unwrap()),
+        trust_loopback: true,
+        extra_args: follow(&control, &wd.path("p.cache.json"), "p"),
+        log: Some(proxy_log.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Ops add a plain key (no --hash), and a client uses it.
+    let out = std::process::Command::new(binary())
+        .args([
+            "ctl",
+            "--control",
+            &control.base(),
+            "set-key",
+            "api-key",
+            KEY,
+            "pro",
+        ])
+        .env("EDGESTEER_TOKEN", OPS_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = control.client().get().await.unwrap().version;
+    let applied = wait_until(Duration::from_secs(10), || async {
+        proxy.table_version().await == Some(version)
+    })
+    .await;
+    assert!(applied.is_some(), "the proxy did not apply the key");
+    let r = reqwest::Client::new()
+        .get(proxy.url("/v1/covers"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let policy = r
+        .headers()
+        .get("ratelimit-policy")
+        .map(|v| v.to_str().unwrap().to_string());
+    // The key is in force (pro tier: 100/s) though stored only hashed.
+    assert_eq!(policy.as_deref(), Some("\"api-key\";q=100;w=1"));
+    // Every read of the service and of the proxy's admin API.
+    let api = control.client();
+    shown += &serde_json::to_string(&api.get().await.unwrap()).unwrap();
+    shown += &serde_json::to_string(&api.history(50).await.unwrap()).unwrap();
+    shown += &serde_json::to_string(&api.diff(None, None).await.unwrap()).unwrap();
+    for path in ["/v1/table", "/v1/ratelimit", "/v1/explain?ip=8.8.8.8"] {
+        shown += &reqwest::get(format!("http://{}{path}", proxy.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    assert!(
+        shown.contains("sha256:"),
+        "the hashed key is not shown at all"
+    );
+    drop(proxy);
+    drop(control);
+    let logs = std::fs::read_to_string(&control_log).unwrap()
+        + &std::fs::read_to_string(&proxy_log).unwrap();
+    assert!(
+        logs.contains("table version committed"),
+        "no service log captured"
+    );
+    for (what, text) in [("answers", &shown), ("logs", &logs)] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(KEY)).collect();
+        assert!(
+            lines.is_empty(),
+            "a plain API key appears in the {what}: {lines:?}"
+        );
+    }
 }
