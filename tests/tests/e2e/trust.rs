@@ -737,3 +737,47 @@ async fn a_plain_api_key_is_never_shown_or_logged() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_blind_apply_cannot_reset_a_running_rollout() {
+    use edgesteer_config::wire::RolloutStep;
+    use edgesteer_control::api::{RolloutAction, RolloutCommand};
+    let (wd, _spec, _b, control) = service().await;
+    let api = control.client();
+    // Ops export the table, then a rollout starts.
+    let exported = api.get().await.unwrap().table;
+    let file = wd.write_table("exported.toml", &exported).unwrap();
+    let start = RolloutCommand {
+        steps: Some(vec![RolloutStep {
+            canary_bps: 500,
+            hold_ms: 600_000,
+        }]),
+        ..RolloutCommand::new(RolloutAction::Start, "release".into())
+    };
+    api.rollout("us-east", &start).await.unwrap();
+    let running = api.get().await.unwrap().version;
+    let apply = |force: bool| {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.args(["ctl", "--control", &control.base(), "apply"])
+            .arg(&file)
+            .env("EDGESTEER_TOKEN", OPS_TOKEN);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    // The stale file would end the rollout: refused, nothing written.
+    let out = apply(false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rollout in us-east"), "{err}");
+    assert_eq!(api.get().await.unwrap().version, running);
+    // --force is the explicit way.
+    let out = apply(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(api.get().await.unwrap().version, running + 1);
+}
