@@ -23,6 +23,7 @@
 //! - [`route`]: `decide()`, the candidate order and track assignment.
 //! - [`client_ip`]: who the client is (peer, or the right-most untrusted
 //!   `X-Forwarded-For`/`Forwarded` hop behind trusted proxies).
+//! - [`limits`]: the downstream limits (`[limits]`).
 //! - [`host`]: host-name shape and the normal form `Host` values match in.
 //! - [`sticky`]: the sticky key of a request (header or cookie) and its hash.
 //! - [`diff`]: what changed between two tables, for the audit log and
@@ -36,6 +37,7 @@ pub mod diff;
 pub mod error;
 pub mod geo_codes;
 pub mod host;
+pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod ratelimit;

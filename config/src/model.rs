@@ -373,6 +373,7 @@ pub struct RoutingTable {
     pub release: ReleaseSettings,
     pub retry: RetrySettings,
     pub outlier: OutlierSettings,
+    pub limits: crate::limits::DownstreamLimits,
     /// Rate-limit policies in table order.
     pub rate_limits: Vec<RateLimitPolicy>,
     pub trusted_proxies: Vec<IpNet>,

@@ -50,6 +50,9 @@ pub struct TableSpec {
     /// Rate-limit policies, checked in order on every request they match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Downstream limits; every field optional (defaults in the model).
+    #[serde(default, skip_serializing_if = "LimitsSpec::is_default")]
+    pub limits: LimitsSpec,
     /// Regions by name.
     pub regions: BTreeMap<String, RegionSpec>,
 }
@@ -221,6 +224,30 @@ pub struct RetrySpec {
     pub per_try_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_timeout_ms: Option<u64>,
+}
+
+/// `[limits]`: how long clients may hold connections and requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_idle_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_idle_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_idle_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_send_rate_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_idle_ms: Option<u64>,
+}
+
+impl LimitsSpec {
+    fn is_default(&self) -> bool {
+        self == &LimitsSpec::default()
+    }
 }
 
 /// Passive ejection; every field optional, defaults in the model.

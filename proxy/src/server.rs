@@ -84,8 +84,13 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         EdgeProxy::new(steer.clone()),
         "edgesteer",
     );
+    // The limits Pingora takes only per listener apply at start, from the
+    // first table (docs/design.md lists which apply live).
+    let limits = steer.current().table.limits.clone();
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
+    server_options.keepalive_request_limit = Some(limits.max_requests_per_connection);
+    server_options.h2_idle_timeout = Some(limits.h2_idle);
     if let Some(app) = proxy.app_logic_mut() {
         app.server_options = Some(server_options);
     }

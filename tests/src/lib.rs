@@ -440,6 +440,14 @@ impl Proxy {
     }
 }
 
+/// Serialises the tests that drive load and measure time (rates, push
+/// propagation), so two of them never compete for the machine's two cores
+/// (the suite runs two tests at a time): each holds this for its run.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// The write token the tests' config services accept.
 pub const OPS_TOKEN: &str = "ops-secret-token-1";
 /// The `proxy`-role token the tests' proxies follow a config service with.

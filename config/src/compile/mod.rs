@@ -18,6 +18,7 @@ mod backends;
 mod client_ip;
 mod geo;
 mod health;
+mod limits;
 mod lookup;
 mod pins;
 mod regions;
@@ -63,6 +64,7 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
     let release = release::release(spec, errs);
     let retry = upstream::retry(spec, errs);
     let outlier = upstream::outlier(spec, errs);
+    let limits = limits::limits(spec, errs);
     let rate_limits = compile_policies(spec, errs);
     let (regions, backends) = regions::regions(spec, &zoning, &default_health, errs);
     Some(RoutingTable {
@@ -79,6 +81,7 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
         release,
         retry,
         outlier,
+        limits,
         rate_limits,
         trusted_proxies,
         continent_home: homes.continent_home,

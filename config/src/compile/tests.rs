@@ -441,3 +441,26 @@ fn json_and_toml_are_the_same_model() {
     let toml = parse::to_toml(&spec).unwrap();
     assert_eq!(parse::from_toml(&toml).unwrap(), spec);
 }
+
+#[test]
+fn limits_are_bounded_and_name_their_field() {
+    let mut spec = crate::parse::from_toml(crate::COVERGEN_TOML).unwrap();
+    spec.limits.keepalive_idle_ms = Some(0);
+    spec.limits.max_requests_per_connection = Some(0);
+    spec.limits.min_send_rate_bps = Some(100);
+    let err = compile(&spec).unwrap_err();
+    let paths: Vec<&str> = err.errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "limits.keepalive_idle_ms",
+            "limits.max_requests_per_connection"
+        ]
+    );
+    spec.limits.keepalive_idle_ms = Some(5000);
+    spec.limits.max_requests_per_connection = Some(100);
+    let t = compile(&spec).unwrap();
+    assert_eq!(t.limits.keepalive_idle, std::time::Duration::from_secs(5));
+    assert_eq!(t.limits.max_requests_per_connection, 100);
+    assert_eq!(t.limits.min_send_rate, Some(100));
+}

@@ -42,8 +42,14 @@ pub fn summary(t: &RoutingTable) -> String {
         .iter()
         .map(|z| format!("{}{}", z.name, if z.isolated { " (isolated)" } else { "" }))
         .collect();
+    let l = &t.limits;
+    let send_rate = l
+        .min_send_rate
+        .map_or_else(|| "none".to_string(), |r| format!("{r} B/s"));
     format!(
-        "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}]",
+        "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}], \
+         limits [keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
+         {} requests/connection, h2 idle {:?}]",
         t.regions.len(),
         t.backends.len(),
         zones.join(", "),
@@ -53,7 +59,12 @@ pub fn summary(t: &RoutingTable) -> String {
             .iter()
             .map(|p| p.name.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        l.keepalive_idle,
+        l.body_read_idle,
+        l.write_idle,
+        l.max_requests_per_connection,
+        l.h2_idle,
     )
 }
 

@@ -5,6 +5,7 @@
 //!
 //! - [`ctx`]: the per-request context, with the snapshot loaded once.
 //! - [`framing`]: ambiguous or oversized request heads (400/431).
+//! - [`limits`]: the table's live downstream limits, set per request.
 //! - [`admit`]: client address, block list, rate limits (`request_filter`).
 //! - [`route`]: geo, classification, pin, sticky key, `decide`; 421/503.
 //! - [`upstream`]: the peer per attempt, re-deciding on retry, timeouts,
@@ -19,6 +20,7 @@ mod ctx;
 mod failed;
 mod framing;
 mod headers;
+mod limits;
 mod observe;
 mod refusal;
 mod route;
@@ -71,7 +73,9 @@ impl ProxyHttp for EdgeProxy {
                 .as_http1()
                 .map(|h1| h1.get_headers_raw_bytes())
         };
-        if let Some((kind, refusal)) = framing::check(session.req_header(), raw) {
+        let refused = framing::check(session.req_header(), raw);
+        limits::apply(session, &ctx.snap.table.limits);
+        if let Some((kind, refusal)) = refused {
             ctx.refusal = Some(kind);
             session.set_keepalive(None);
             refusal.write(session).await?;

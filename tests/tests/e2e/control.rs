@@ -60,6 +60,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::test]
 async fn a_hundred_pushes_under_load_drop_nothing() {
+    let _heavy = heavy().await;
     let s = setup(&[]).await;
     let proxies = [s.proxy("p1").await, s.proxy("p2").await];
     let api = s.control.client();

@@ -193,3 +193,30 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
     .unwrap();
     assert_eq!(got.region(), "eu-west");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_tables_limit() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.keepalive_idle_ms = Some(1000);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle past the limit: the proxy closes the connection (read gives EOF).
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the idle connection was still open after 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+}

@@ -83,6 +83,7 @@ fn us_clients() -> Vec<std::net::IpAddr> {
 
 #[tokio::test]
 async fn one_backend_dies_under_load_without_a_failed_get() {
+    let _heavy = heavy().await;
     let mut fleet = Fleet::new(&["us-east"]).await;
     let proxy = fleet.proxy().await;
     let load = tokio::spawn(send_paced(Pace {

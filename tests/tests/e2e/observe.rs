@@ -158,6 +158,7 @@ async fn the_access_log_is_json_matching_the_requests() {
 
 #[tokio::test]
 async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
+    let _heavy = heavy().await;
     use edgesteer_benches::load::{default_mix, run, Config};
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();

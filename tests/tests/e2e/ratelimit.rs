@@ -76,6 +76,7 @@ keys = {{ "k-free" = "free", "k-pro" = "pro", "{}" = "enterprise" }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
+    let _heavy = heavy().await;
     let be = backend().await;
     let wd = Workdir::new().unwrap();
     let proxy = wd
@@ -259,6 +260,7 @@ async fn store_up(p: &Proxy) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_share_one_global_limit_through_redis() {
+    let _heavy = heavy().await;
     let be = backend().await;
     let redis = RedisProc::start().await.unwrap();
     let wd = Workdir::new().unwrap();

@@ -1,0 +1,45 @@
+//! `[limits]`: the downstream limits, each in a range that keeps the proxy
+//! usable (no zero timeouts) and bounded (no unbounded holds).
+
+use std::time::Duration;
+
+use crate::check::Errors;
+use crate::limits::DownstreamLimits;
+use crate::wire::TableSpec;
+
+pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
+    let mut out = DownstreamLimits::default();
+    let l = &spec.limits;
+    for (field, value, slot) in [
+        (
+            "keepalive_idle_ms",
+            l.keepalive_idle_ms,
+            &mut out.keepalive_idle,
+        ),
+        (
+            "body_read_idle_ms",
+            l.body_read_idle_ms,
+            &mut out.body_read_idle,
+        ),
+        ("write_idle_ms", l.write_idle_ms, &mut out.write_idle),
+        ("h2_idle_ms", l.h2_idle_ms, &mut out.h2_idle),
+    ] {
+        if let Some(ms) = errs.in_range(format!("limits.{field}"), value, 100..=3_600_000, "") {
+            *slot = Duration::from_millis(ms);
+        }
+    }
+    let rate = errs.in_range(
+        "limits.min_send_rate_bps",
+        l.min_send_rate_bps,
+        1..=1_000_000_000,
+        "",
+    );
+    if let Some(r) = rate {
+        out.min_send_rate = usize::try_from(r).ok();
+    }
+    let max = l.max_requests_per_connection;
+    if let Some(n) = errs.in_range("limits.max_requests_per_connection", max, 1..=1_000_000, "") {
+        out.max_requests_per_connection = n;
+    }
+    out
+}

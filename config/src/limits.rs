@@ -1,0 +1,39 @@
+//! Downstream limits: how long a client may hold a connection or a request
+//! and how many requests one connection may carry. The table's `[limits]`
+//! section; which apply live and which at start is in docs/design.md.
+
+use std::time::Duration;
+
+/// The compiled `[limits]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownstreamLimits {
+    /// An HTTP/1.1 connection idle between requests this long is closed
+    /// (live, per request).
+    pub keepalive_idle: Duration,
+    /// A request body that sends nothing for this long is abandoned
+    /// (live, per request).
+    pub body_read_idle: Duration,
+    /// A client that takes nothing of the answer for this long is dropped
+    /// (live, per request).
+    pub write_idle: Duration,
+    /// A client that reads the answer slower than this (bytes/s) is
+    /// dropped; `None` for no floor (live, per request).
+    pub min_send_rate: Option<usize>,
+    /// Requests one HTTP/1.1 connection may carry (at start).
+    pub max_requests_per_connection: u32,
+    /// An HTTP/2 connection idle this long is closed (at start).
+    pub h2_idle: Duration,
+}
+
+impl Default for DownstreamLimits {
+    fn default() -> Self {
+        DownstreamLimits {
+            keepalive_idle: Duration::from_secs(60),
+            body_read_idle: Duration::from_secs(30),
+            write_idle: Duration::from_secs(30),
+            min_send_rate: None,
+            max_requests_per_connection: 10_000,
+            h2_idle: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The table's downstream limits that Pingora lets a request set for its
+//! own connection, applied live on every request (the rest apply at start,
+//! in `server.rs`).
+
+use edgesteer_config::limits::DownstreamLimits;
+use pingora_proxy::Session;
+
+/// Keep-alive idle time, body-read and write idle timeouts, and the
+/// minimum send rate, for this request's connection.
+pub(super) fn apply(session: &mut Session, limits: &DownstreamLimits) {
+    let d = session.as_downstream_mut();
+    // Whole seconds, at least one: Pingora's keep-alive is in seconds.
+    d.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+    d.set_read_timeout(Some(limits.body_read_idle));
+    d.set_write_timeout(Some(limits.write_idle));
+    d.set_min_send_rate(limits.min_send_rate);
+}
