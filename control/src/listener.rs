@@ -32,8 +32,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::state::Control;
-
 /// Bounds on the listener; [`Limits::default`] is what `edgesteer control`
 /// uses unless told otherwise.
 #[derive(Clone, Debug)]
@@ -225,31 +223,12 @@ pub fn server_tls(
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: no
-/// new connections, watches told to end, in-flight requests given
-/// `transport.limits.grace_period`, the rest closed. Accept errors (e.g.
-/// out of file descriptors) are logged and retried, never fatal.
-pub async fn serve(
-    listener: TcpListener,
-    control: Arc<Control>,
-    app: Router,
-    transport: Transport,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let stats = control.conn_stats.clone();
-    serve_with(
-        listener,
-        app,
-        transport,
-        stats,
-        move || control.close_watches(),
-        shutdown,
-    )
-    .await
-}
-
-/// [`serve`] for any router (the proxy's admin listener uses it too):
-/// `stats` counts its connections, and `on_drain` runs when shutdown
-/// begins (the config service ends its held watches there).
+/// new connections, `on_drain` run (the config service ends its held
+/// watches there), in-flight requests given `transport.limits.grace_period`,
+/// the rest closed. Accept errors (e.g. out of file descriptors) are logged
+/// and retried, never fatal. The config service serves through
+/// `state::serve`; the proxy's admin listener uses this directly. `stats`
+/// counts the connections.
 pub async fn serve_with(
     listener: TcpListener,
     app: Router,

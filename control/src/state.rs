@@ -349,3 +349,25 @@ fn redact(mut r: VersionRecord) -> VersionRecord {
     }
     r
 }
+
+/// Serves the config service's `app` on `listener` until `shutdown`
+/// resolves, through [`crate::listener::serve_with`]: the service's own
+/// connection counters, and held watches ended when the drain begins.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    app: axum::Router,
+    transport: crate::listener::Transport,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let stats = control.conn_stats.clone();
+    crate::listener::serve_with(
+        listener,
+        app,
+        transport,
+        stats,
+        move || control.close_watches(),
+        shutdown,
+    )
+    .await
+}

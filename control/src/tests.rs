@@ -34,7 +34,7 @@ async fn serve() -> (Arc<Control>, Client) {
     let app = router(control.clone(), DEFAULT_BODY_LIMIT);
     let served = control.clone();
     tokio::spawn(async move {
-        crate::listener::serve(
+        crate::state::serve(
             listener,
             served,
             app,
@@ -306,7 +306,7 @@ async fn shutdown_ends_held_watches_and_drains() {
             ..Default::default()
         },
     };
-    let server = tokio::spawn(crate::listener::serve(
+    let server = tokio::spawn(crate::state::serve(
         listener,
         control.clone(),
         app,

@@ -120,25 +120,31 @@ impl Watcher {
     }
 }
 
-#[async_trait]
-impl BackgroundService for Watcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut after = self.steer.current().version;
-        let mut epoch = self.epoch.clone();
-        let mut backoff = Duration::from_millis(100);
-        let mut down_since: Option<std::time::Instant> = None;
-        if after > 0 {
-            self.ack(after, epoch.as_deref(), &Ok(())).await;
-        }
-        // The cache is written off the apply path by its own task: the ack
-        // does not wait for the disk, and a burst of pushes that arrives
-        // while a write is in progress coalesces into one more write.
-        let (save_tx, mut save_rx) =
-            tokio::sync::watch::channel::<Option<(u64, Option<String>, TableSpec)>>(None);
+/// Where the watch stands: what it asks for, and what this proxy serves.
+struct Position {
+    /// The newest version seen (applied or rejected): the watch asks for
+    /// anything newer.
+    after: u64,
+    /// The store epoch of `after`.
+    epoch: Option<String>,
+    /// The store epoch of the version this proxy serves.
+    served_epoch: Option<String>,
+}
+
+/// Latest version to save as the last good table.
+type SaveSlot = tokio::sync::watch::Sender<Option<(u64, Option<String>, TableSpec)>>;
+
+impl Watcher {
+    /// The cache is written off the apply path by its own task: the ack
+    /// does not wait for the disk, and a burst of pushes that arrives
+    /// while a write is in progress coalesces into one more write.
+    fn spawn_saver(&self) -> (SaveSlot, tokio::task::JoinHandle<()>) {
+        let (save_tx, mut save_rx) = tokio::sync::watch::channel(None);
         let cache = self.cache.clone();
         let saver = tokio::spawn(async move {
             while save_rx.changed().await.is_ok() {
-                let latest = save_rx.borrow_and_update().clone();
+                let latest: Option<(u64, Option<String>, TableSpec)> =
+                    save_rx.borrow_and_update().clone();
                 if let (Some(path), Some((version, epoch, table))) = (cache.clone(), latest) {
                     let saved = tokio::task::spawn_blocking(move || {
                         save_cache(&path, version, epoch, &table).map_err(|e| (path, e))
@@ -150,9 +156,59 @@ impl BackgroundService for Watcher {
                 }
             }
         });
+        (save_tx, saver)
+    }
+
+    /// A version the service pushed: apply (or reject) it, save it, ack it.
+    async fn on_version(&self, v: &Versioned, pos: &mut Position, save: &SaveSlot) {
+        let new_epoch = (!v.epoch.is_empty()).then(|| v.epoch.clone());
+        if pos.epoch.is_some() && new_epoch.is_some() && new_epoch != pos.epoch {
+            tracing::warn!(
+                version = v.version,
+                was = pos.after,
+                epoch = %v.epoch,
+                was_epoch = ?pos.epoch,
+                "the config service's store has a new epoch (wiped or replaced): taking its current version even though it is not higher than ours"
+            );
+        }
+        let result = self.apply(v);
+        match &result {
+            Ok(()) => {
+                save.send_replace(Some((v.version, new_epoch.clone(), v.table.clone())));
+                pos.served_epoch = new_epoch.clone().or(pos.served_epoch.take());
+            }
+            Err(reason) => {
+                self.steer
+                    .metrics
+                    .table_applies
+                    .with_label_values(&["rejected"])
+                    .inc();
+                tracing::error!(version = v.version, %reason, "pushed table rejected; the previous table keeps serving");
+            }
+        }
+        self.ack(v.version, new_epoch.as_deref(), &result).await;
+        pos.after = v.version;
+        pos.epoch = new_epoch.or(pos.epoch.take());
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Watcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut pos = Position {
+            after: self.steer.current().version,
+            epoch: self.epoch.clone(),
+            served_epoch: self.epoch.clone(),
+        };
+        let mut backoff = Duration::from_millis(100);
+        let mut down_since: Option<std::time::Instant> = None;
+        if pos.after > 0 {
+            self.ack(pos.after, pos.epoch.as_deref(), &Ok(())).await;
+        }
+        let (save_tx, saver) = self.spawn_saver();
         loop {
             let polled = tokio::select! {
-                r = self.client.watch(after, epoch.as_deref(), &self.name, POLL) => r,
+                r = self.client.watch(pos.after, pos.epoch.as_deref(), &self.name, POLL) => r,
                 _ = shutdown.changed() => break,
             };
             match polled {
@@ -161,37 +217,7 @@ impl BackgroundService for Watcher {
                         tracing::info!(control = %self.client.base(), after = ?t.elapsed(), "config service reachable again");
                     }
                     backoff = Duration::from_millis(100);
-                    let new_epoch = (!v.epoch.is_empty()).then(|| v.epoch.clone());
-                    if epoch.is_some() && new_epoch.is_some() && new_epoch != epoch {
-                        tracing::warn!(
-                            version = v.version,
-                            was = after,
-                            epoch = %v.epoch,
-                            was_epoch = ?epoch,
-                            "the config service's store has a new epoch (wiped or replaced): taking its current version even though it is not higher than ours"
-                        );
-                    }
-                    let result = self.apply(&v);
-                    match &result {
-                        Ok(()) => {
-                            save_tx.send_replace(Some((
-                                v.version,
-                                new_epoch.clone(),
-                                v.table.clone(),
-                            )));
-                        }
-                        Err(reason) => {
-                            self.steer
-                                .metrics
-                                .table_applies
-                                .with_label_values(&["rejected"])
-                                .inc();
-                            tracing::error!(version = v.version, %reason, "pushed table rejected; the previous table keeps serving");
-                        }
-                    }
-                    self.ack(v.version, new_epoch.as_deref(), &result).await;
-                    after = v.version;
-                    epoch = new_epoch.or(epoch);
+                    self.on_version(&v, &mut pos, &save_tx).await;
                 }
                 Ok(None) => {
                     // Poll timed out with nothing new: ack what this proxy
@@ -199,7 +225,7 @@ impl BackgroundService for Watcher {
                     // never merely the newest it has seen.
                     down_since = None;
                     let served = self.steer.current().version;
-                    self.ack(served, epoch.as_deref(), &Ok(())).await;
+                    self.ack(served, pos.served_epoch.as_deref(), &Ok(())).await;
                 }
                 Err(e) => {
                     if down_since.is_none() {

@@ -113,7 +113,7 @@ async fn start_control_with(
     let serve = async move {
         let controller = tokio::spawn(edgesteer_control::rollout::run(rollouts, ROLLOUT_TICK));
         let served =
-            edgesteer_control::listener::serve(listener, served_control, app, transport, shutdown)
+            edgesteer_control::state::serve(listener, served_control, app, transport, shutdown)
                 .await;
         controller.abort();
         served
