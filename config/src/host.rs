@@ -46,6 +46,62 @@ pub fn valid_host(h: &str) -> bool {
         })
 }
 
+/// Pins at most this many are scanned; more are looked up in a map (a
+/// handful compare faster than they hash, and a pushed table with
+/// thousands must not make every request scan them).
+const SCAN_AT_MOST: usize = 8;
+
+/// Host pins: a host (normal form) to a region.
+#[derive(Clone, Debug, Default)]
+pub struct HostPins<R> {
+    /// In table order, for explain and docs (and the scan).
+    list: Vec<(String, R)>,
+    /// Lower-cased host -> region, when there are more than a few.
+    map: std::collections::HashMap<String, R>,
+}
+
+impl<R: Copy> HostPins<R> {
+    pub fn new(list: Vec<(String, R)>) -> Self {
+        let map = if list.len() > SCAN_AT_MOST {
+            list.iter()
+                .map(|(h, r)| (h.to_ascii_lowercase(), *r))
+                .collect()
+        } else {
+            Default::default()
+        };
+        HostPins { list, map }
+    }
+
+    /// The region `host` (any spelling: case, port, trailing dot) is
+    /// pinned to.
+    pub fn get(&self, host: &str) -> Option<R> {
+        if self.list.is_empty() {
+            return None;
+        }
+        let host = normalize_host(host);
+        if self.map.is_empty() {
+            return self
+                .list
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(host))
+                .map(|&(_, r)| r);
+        }
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.map.get(&host.to_ascii_lowercase()).copied()
+        } else {
+            self.map.get(host).copied()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, R)> {
+        self.list.iter().map(|(h, r)| (h.as_str(), *r))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::geo_codes::{Continent, Country, COUNTRY_SLOTS};
-use crate::host::normalize_host;
 use crate::ratelimit::RateLimitPolicy;
 
 /// Maximum number of regions in one table (the width of [`RegionSet`]).
@@ -383,7 +382,7 @@ pub struct RoutingTable {
     /// Regions any unconfined client may use: all but isolated zones'.
     pub(crate) unconfined: RegionSet,
     /// `(host, region)` with hosts lower-case; few enough to scan.
-    pub(crate) pins: Vec<(String, RegionId)>,
+    pub(crate) pins: crate::host::HostPins<RegionId>,
 }
 
 impl RoutingTable {
@@ -410,19 +409,12 @@ impl RoutingTable {
 
     /// The pinned region for a `Host` header value (port and case ignored).
     pub fn pin_for_host(&self, host: &str) -> Option<RegionId> {
-        if self.pins.is_empty() {
-            return None;
-        }
-        let host = normalize_host(host);
-        self.pins
-            .iter()
-            .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            .map(|&(_, r)| r)
+        self.pins.get(host)
     }
 
     /// All host pins, for explain and docs.
     pub fn pins(&self) -> impl Iterator<Item = (&str, RegionId)> {
-        self.pins.iter().map(|(h, r)| (h.as_str(), *r))
+        self.pins.iter()
     }
 
     /// The zone that confines clients from `country`, if any.

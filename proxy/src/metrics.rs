@@ -354,6 +354,31 @@ impl Metrics {
         }
     }
 
+    /// Creates every series of the families with known label sets at 0
+    /// (zone refusals by zone, failovers by pair and cause), so dashboards
+    /// and alerts see them before the first event.
+    pub fn preinit(&self, table: &RoutingTable) {
+        let zones = table.zones.iter().map(|z| z.name.as_str());
+        for zone in zones.chain([NO_REGION]) {
+            self.zone_blocked.with_label_values(&[zone]);
+            self.pin_refused.with_label_values(&[zone]);
+        }
+        for from in &table.regions {
+            for to in &table.regions {
+                if from.name == to.name {
+                    continue;
+                }
+                for reason in ["failover", "latency_fallback"] {
+                    self.failovers.with_label_values(&[
+                        from.name.as_str(),
+                        to.name.as_str(),
+                        reason,
+                    ]);
+                }
+            }
+        }
+    }
+
     /// Publishes each region's rollout state and step from a table.
     pub fn set_rollouts(&self, table: &RoutingTable) {
         for r in &table.regions {

@@ -149,6 +149,7 @@ fn build_snapshot(
         .collect();
     let version_header = HeaderValue::from(version);
     metrics.set_rollouts(&table);
+    metrics.preinit(&table);
     let stats = stats.for_table(&table);
     let metrics = metrics.for_table(&table);
     Snapshot {

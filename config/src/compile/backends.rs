@@ -12,7 +12,7 @@ use crate::wire::BackendSpec;
 /// Largest weight a backend may carry; keeps cumulative sums far from overflow.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Largest number of backends in one table.
-pub const MAX_BACKENDS: usize = 1_000_000;
+pub const MAX_BACKENDS: usize = 20_000;
 
 /// One region's backends, as ids into the table's list.
 pub(crate) struct RegionBackends {

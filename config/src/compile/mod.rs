@@ -58,7 +58,7 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
     }
     let zoning = zones::zoning(spec, errs)?;
     let homes = geo::homes(spec, &zoning, errs);
-    let pins = pins::pins(spec, &zoning.region_ids, errs);
+    let pins = crate::host::HostPins::new(pins::pins(spec, &zoning.region_ids, errs));
     let trusted_proxies = client_ip::trusted_proxies(&spec.client_ip.trusted_proxies, errs);
     let default_health = health::health("health", &spec.health, &HealthSettings::default(), errs);
     let release = release::release(spec, errs);

@@ -464,3 +464,47 @@ fn limits_are_bounded_and_name_their_field() {
     assert_eq!(t.limits.max_requests_per_connection, 100);
     assert_eq!(t.limits.min_send_rate, Some(100));
 }
+
+#[test]
+fn a_pushed_table_may_not_ask_for_too_much() {
+    let mut spec = crate::parse::from_toml(crate::COVERGEN_TOML).unwrap();
+    spec.client_ip.trusted_proxies =
+        vec!["10.0.0.0/8".into(), "0.0.0.0/1".into(), "2001::/16".into()];
+    let keyed = spec
+        .rate_limits
+        .iter_mut()
+        .find(|p| p.keys.is_empty() && p.rate.is_some());
+    let p = keyed.expect("covergen has a single-limit policy");
+    p.max_keys = Some(20_000_000);
+    p.burst = Some(2_000_000_000);
+    let err = compile(&spec).unwrap_err();
+    let paths: Vec<&str> = err.errors().iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "client_ip.trusted_proxies[1]",
+        "client_ip.trusted_proxies[2]",
+        "rate_limits[0].max_keys",
+        "rate_limits[0].burst",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    assert!(
+        !paths.contains(&"client_ip.trusted_proxies[0]"),
+        "/8 is allowed"
+    );
+}
+
+#[test]
+fn many_host_pins_are_found_in_any_spelling() {
+    let mut spec = crate::parse::from_toml(crate::COVERGEN_TOML).unwrap();
+    for i in 0..50 {
+        spec.hosts
+            .insert(format!("h{i}.example.com"), "eu-west".into());
+    }
+    let t = compile(&spec).unwrap();
+    let eu = t.pin_for_host("h7.example.com").unwrap();
+    assert_eq!(t.region(eu).name, "eu-west");
+    assert_eq!(t.pin_for_host("H7.Example.COM:443"), Some(eu));
+    assert_eq!(t.pin_for_host("h7.example.com."), Some(eu));
+    assert_eq!(t.pin_for_host("h77.example.com"), None);
+    assert_eq!(t.pins().count(), 54);
+}

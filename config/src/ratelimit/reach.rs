@@ -18,6 +18,9 @@ pub(crate) fn path_prefixes(path: &str, p: &RateLimitSpec, errs: &mut Errors) {
     }
 }
 
+/// Most keys a policy may track (memory is bounded by it).
+pub const MAX_MAX_KEYS: u32 = 10_000_000;
+
 pub(crate) fn max_keys(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> u32 {
     let max_keys = p.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     errs.check(
@@ -25,7 +28,12 @@ pub(crate) fn max_keys(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> u32 
         format!("{path}.max_keys"),
         "must be at least 1",
     );
-    max_keys
+    errs.check(
+        max_keys <= MAX_MAX_KEYS,
+        format!("{path}.max_keys"),
+        format!("{max_keys} is over the maximum {MAX_MAX_KEYS} (about 66 MB per million keys)"),
+    );
+    max_keys.min(MAX_MAX_KEYS)
 }
 
 pub(crate) fn abuse(

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use super::hash::parse_sha256;
 use super::policy::{LimitKey, LimitTier, MAX_RATE, MAX_TIERS};
 use crate::check::Errors;
+
+/// Largest burst a policy or tier may allow.
+pub const MAX_BURST: u32 = 100_000_000;
 use crate::wire::RateLimitSpec;
 
 /// The limits section of one policy.
@@ -70,12 +73,18 @@ fn single_limit(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> Vec<LimitTi
         ),
         None => errs.push(format!("{path}.rate"), "is required when `burst` is set"),
     }
-    errs.check(
-        p.burst != Some(0),
-        format!("{path}.burst"),
-        "must be at least 1",
-    );
+    burst_in_range(format!("{path}.burst"), p.burst, errs);
     tiers
+}
+
+/// A burst is at least 1 and at most [`MAX_BURST`] (a pushed table must
+/// not ask for an unbounded allowance).
+fn burst_in_range(path: String, burst: Option<u32>, errs: &mut Errors) {
+    match burst {
+        Some(0) => errs.push(path, "must be at least 1"),
+        Some(b) if b > MAX_BURST => errs.push(path, format!("{b} is over the maximum {MAX_BURST}")),
+        _ => {}
+    }
 }
 
 /// `tiers`: named limits, in name order.
@@ -97,11 +106,7 @@ fn named_tiers(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> Vec<LimitTie
             format!("{path}.tiers.{name}.rate"),
             format!("must be 1 to {MAX_RATE} requests per second"),
         );
-        errs.check(
-            t.burst != Some(0),
-            format!("{path}.tiers.{name}.burst"),
-            "must be at least 1",
-        );
+        burst_in_range(format!("{path}.tiers.{name}.burst"), t.burst, errs);
         tiers.push(LimitTier::new(
             name,
             t.rate.max(1),
