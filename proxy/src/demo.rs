@@ -75,6 +75,7 @@ pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<De
     };
     let app = Router::new()
         .route("/health", get(health))
+        .route("/upload", axum::routing::post(upload))
         .fallback(echo)
         .with_state(state);
     let (tx, rx) = oneshot::channel();
@@ -102,6 +103,20 @@ async fn health(State(s): State<BackendState>) -> (axum::http::StatusCode, &'sta
     } else {
         (axum::http::StatusCode::OK, "OK")
     }
+}
+
+/// Reads the whole request body before answering (as an upload endpoint
+/// does), then answers like [`echo`] with the body's size.
+async fn upload(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
+    let (parts, body) = req.into_parts();
+    let size = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => b.len(),
+        Err(_) => return (axum::http::StatusCode::BAD_REQUEST, "body not read").into_response(),
+    };
+    let mut req = Request::from_parts(parts, axum::body::Body::empty());
+    req.headers_mut()
+        .insert("x-body-bytes", axum::http::HeaderValue::from(size));
+    echo(State(s), req).await.into_response()
 }
 
 async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {

@@ -149,7 +149,7 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
     for _ in 0..20 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         let head = format!(
-            "POST /v1/covers HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\nContent-Length: 100000\r\n\r\nabc"
+            "POST /upload HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\nContent-Length: 100000\r\n\r\nabc"
         );
         s.write_all(head.as_bytes()).await.unwrap();
         stalled.push(s);
