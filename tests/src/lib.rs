@@ -654,6 +654,20 @@ impl ControlProc {
         }
     }
 
+    /// Runs `edgesteer ctl --control <this service> ARGS` with the ops
+    /// token and returns what it printed.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(binary())
+            .args(["ctl", "--control", &self.base()])
+            .args(args)
+            .env("EDGESTEER_TOKEN", OPS_TOKEN)
+            .output();
+        match out {
+            Ok(o) => o,
+            Err(e) => panic!("running {}: {e}", binary().display()),
+        }
+    }
+
     /// A client with the ops token.
     pub fn client(&self) -> edgesteer_control::client::Client {
         self.client_as(OPS_TOKEN)

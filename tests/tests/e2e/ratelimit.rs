@@ -505,26 +505,17 @@ async fn a_limit_pushed_through_the_table_applies_on_the_next_request() {
     assert_eq!(policy, "\"per-ip\";q=5;w=1");
 
     // Ops raise the limit with the CLI (GET, edit, PUT with If-Match).
-    let out = std::process::Command::new(binary())
-        .args([
-            "ctl",
-            "--control",
-            &control.base(),
-            "--json",
-            "set-limit",
-            "per-ip",
-        ])
-        .args([
-            "--rate",
-            "100",
-            "--burst",
-            "100",
-            "--reason",
-            "raise per-ip",
-        ])
-        .env("EDGESTEER_TOKEN", OPS_TOKEN)
-        .output()
-        .unwrap();
+    let out = control.ctl(&[
+        "--json",
+        "set-limit",
+        "per-ip",
+        "--rate",
+        "100",
+        "--burst",
+        "100",
+        "--reason",
+        "raise per-ip",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -533,19 +524,7 @@ async fn a_limit_pushed_through_the_table_applies_on_the_next_request() {
     let written: Value = serde_json::from_slice(&out.stdout).unwrap();
     let v = written["version"].as_u64().unwrap();
     // A bad value is refused by the service with the field named; nothing changes.
-    let bad = std::process::Command::new(binary())
-        .args([
-            "ctl",
-            "--control",
-            &control.base(),
-            "set-limit",
-            "per-ip",
-            "--rate",
-            "0",
-        ])
-        .env("EDGESTEER_TOKEN", OPS_TOKEN)
-        .output()
-        .unwrap();
+    let bad = control.ctl(&["set-limit", "per-ip", "--rate", "0"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("rate_limits[0].rate"), "{err}");

@@ -150,11 +150,7 @@ async fn a_rejection_stays_in_the_fleet_view_until_a_later_version_applies() {
     assert_eq!(p.last_status.as_deref(), Some(Ack::REJECTED));
     assert_eq!(p.last_rejection.as_deref(), Some("does not compile here"));
     // `ctl fleet` shows it too.
-    let out = std::process::Command::new(binary())
-        .args(["ctl", "--control", &control.base(), "fleet"])
-        .env("EDGESTEER_TOKEN", OPS_TOKEN)
-        .output()
-        .unwrap();
+    let out = control.ctl(&["fleet"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -667,19 +663,7 @@ async fn a_plain_api_key_is_never_shown_or_logged() {
     .await
     .unwrap();
     // Ops add a plain key (no --hash), and a client uses it.
-    let out = std::process::Command::new(binary())
-        .args([
-            "ctl",
-            "--control",
-            &control.base(),
-            "set-key",
-            "api-key",
-            KEY,
-            "pro",
-        ])
-        .env("EDGESTEER_TOKEN", OPS_TOKEN)
-        .output()
-        .unwrap();
+    let out = control.ctl(&["set-key", "api-key", KEY, "pro"]);
     assert!(
         out.status.success(),
         "{}",
