@@ -42,8 +42,11 @@ pub(super) fn check(
         let message = format!("more than {MAX_HEADERS} header lines");
         return Some(too_large(message, None));
     }
-    // Request line: method, target, version and separators.
-    let mut head = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    // Request line: method, target, version and separators (measured
+    // without formatting the URI: no allocation on the request path).
+    let target = req.uri.authority().map_or(0, |a| a.as_str().len())
+        + req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let mut head = req.method.as_str().len() + target + 12;
     for (name, value) in h {
         let line = name.as_str().len() + value.len() + 4;
         if line > MAX_HEADER_LINE {

@@ -31,7 +31,11 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
     let trusted = peer.is_some_and(|p| ctx.snap.table.is_trusted_proxy(p));
     if !trusted {
         for name in CLIENT_FORWARDING {
-            upstream.remove_header(name);
+            // One lookup for the usual absent header; removing also
+            // touches Pingora's case map.
+            if upstream.headers.contains_key(name) {
+                upstream.remove_header(name);
+            }
         }
     }
     let xff = match (trusted, peer) {

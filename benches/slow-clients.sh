@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Hostile slow clients against a release proxy: slowhttptest (Debian's
+# package) holds 1000 connections for 30 s in each of its slowloris
+# (-H: headers trickled), slow-body (-B: a POST body trickled) and
+# slow-read (-X: the answer read slowly) modes, while a legitimate client
+# sends 20 requests/s. Prints, per mode, the legitimate success rate and
+# the proxy's peak RSS.
+#
+#   benches/slow-clients.sh                 # 1000 connections, 30 s per mode
+#   CONNS=500 SECS=10 benches/slow-clients.sh
+#
+# Everything runs on 127.0.0.1 and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+CONNS=${CONNS:-1000}
+SECS=${SECS:-30}
+command -v slowhttptest >/dev/null || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get install -y -qq --no-install-recommends slowhttptest >/dev/null
+}
+# Only the proxy binary is needed (bench_setup would build the bench tools too).
+cargo build --release --locked -p edgesteer >&2
+root=$(pwd); bin=$root/target/release; wd=$(mktemp -d); pids=()
+trap bench_cleanup EXIT
+ulimit -n 65536 2>/dev/null || true
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(port); listen=$(port); admin=$(port)
+"$bin/edgesteer" backend --region us-east --name b1 --listen "127.0.0.1:$up" > "$wd/backend.log" 2>&1 &
+pids+=($!)
+covergen_table "$wd/table.toml" "127.0.0.1:$up" strip
+"$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+  --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 > "$wd/proxy.log" 2>&1 &
+proxy=$!
+pids+=($proxy)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
+url="http://127.0.0.1:$listen/v1/covers"
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
+echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB"
+for mode in H B X; do
+  before=$(rss_kb)
+  peak=$before
+  ok=0; sent=0
+  slowhttptest -$mode -c "$CONNS" -r 500 -l "$SECS" -i 10 -s 8192 -k 1 -n 5 -z 32 -w 1 -y 1 \
+    -t "$([ $mode = B ] && echo POST || echo GET)" -u "$url" -p 3 > "$wd/slow-$mode.log" 2>&1 &
+  slow=$!
+  end=$(( $(date +%s) + SECS ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url" || true)
+    sent=$((sent + 1)); [ "$code" = 200 ] && ok=$((ok + 1))
+    r=$(rss_kb); [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.05
+  done
+  kill "$slow" 2>/dev/null || true; wait "$slow" 2>/dev/null || true
+  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f\n" "$mode" "$ok" "$sent" \
+    "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")"
+  sleep 2
+done
