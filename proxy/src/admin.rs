@@ -43,6 +43,7 @@ impl AdminService {
 pub fn router(steer: Arc<Steering>) -> Router {
     Router::new()
         .route("/v1/table", get(table))
+        .route("/v1/version", get(version))
         .route("/v1/health", get(health))
         .route("/v1/explain", get(explain))
         .route("/v1/ratelimit", get(ratelimit))
@@ -343,6 +344,11 @@ async fn lift_block(
             ),
         ),
     }
+}
+
+/// The version served, without the table (cheap to poll).
+async fn version(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
+    Json(serde_json::json!({ "version": steer.current().version }))
 }
 
 async fn table(State(steer): State<Arc<Steering>>) -> impl IntoResponse {

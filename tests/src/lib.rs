@@ -100,6 +100,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub tls: Option<SocketAddr>,
+    /// One client for polling the admin API, so a tight poll reuses its
+    /// connection instead of opening one per call.
+    admin_client: reqwest::Client,
 }
 
 /// How to start a proxy.
@@ -167,6 +170,7 @@ impl Proxy {
             addr,
             admin,
             tls,
+            admin_client: reqwest::Client::new(),
         };
         proxy.wait_ready().await?;
         Ok(proxy)
@@ -681,9 +685,12 @@ impl Drop for ControlProc {
 }
 
 impl Proxy {
-    /// The version of the table the proxy is serving (admin `/v1/table`).
+    /// The version of the table the proxy is serving (admin `/v1/version`).
     pub async fn table_version(&self) -> Option<u64> {
-        let v: serde_json::Value = reqwest::get(format!("http://{}/v1/table", self.admin))
+        let v: serde_json::Value = self
+            .admin_client
+            .get(format!("http://{}/v1/version", self.admin))
+            .send()
             .await
             .ok()?
             .json()
