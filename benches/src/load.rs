@@ -130,6 +130,19 @@ enum Conn {
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
+impl Conn {
+    /// Whether a request can still go out on it: not after the server
+    /// said `Connection: close` or sent GOAWAY (a proxy handing over to a
+    /// new process does both). A client then opens a new connection; that
+    /// is not a failed request.
+    async fn usable(&mut self) -> bool {
+        match self {
+            Conn::H1(s) => s.ready().await.is_ok(),
+            Conn::H2(s) => s.ready().await.is_ok(),
+        }
+    }
+}
+
 async fn connect(target: SocketAddr, h2: bool) -> Result<Conn, String> {
     let stream = TcpStream::connect(target)
         .await
@@ -255,6 +268,11 @@ async fn worker(cfg: Arc<Config>, id: usize, start: Instant, deadline: Instant) 
         };
         *w.sent_by_group.entry(group).or_default() += 1;
         w.requests += 1;
+        if let Some(c) = conn.as_mut() {
+            if !c.usable().await {
+                conn = None;
+            }
+        }
         if conn.is_none() {
             match connect(cfg.target, cfg.h2).await {
                 Ok(c) => conn = Some(c),

@@ -29,6 +29,7 @@
 //! - [`diff`]: what changed between two tables, for the audit log and
 //!   `edgesteer ctl diff`.
 //! - [`geo_codes`]: compact country/continent codes and the ISO-3166 table.
+#![forbid(unsafe_code)]
 
 mod check;
 pub mod client_ip;

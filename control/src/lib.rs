@@ -23,6 +23,7 @@
 //!   connection cap, graceful shutdown.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
 //!   or TLS verified against a given CA, optionally with a client certificate).
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;

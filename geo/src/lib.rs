@@ -1,7 +1,7 @@
 //! # edgesteer-geo
 //!
 //! Owns client IP -> country -> continent. It reads MaxMind-format
-//! databases (memory-mapped files, or the bundled one embedded in the
+//! databases (files read into memory, or the bundled one embedded in the
 //! binary), understands both the GeoIP2/GeoLite2/DB-IP schema
 //! (`country.iso_code`, `continent.code`) and the flat `country_code`
 //! schema, and falls back to the built-in ISO-3166 continent table when a
@@ -20,6 +20,7 @@
 //! The bundled database is the CC0 `geo-whois-asn-country` MMDB from the
 //! ip-location-db project, built from NRO/RIR data (CC BY 4.0, attribution:
 //! nro.net); see `geo/data/README.md`.
+#![forbid(unsafe_code)]
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -31,7 +32,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use edgesteer_config::{Continent, Country};
-use maxminddb::{Mmap, Reader};
+use maxminddb::Reader;
 use serde::Deserialize;
 
 #[cfg(feature = "test-util")]
@@ -115,10 +116,10 @@ struct Loaded {
     origin: Origin,
 }
 
-enum AnyReader {
-    Mapped(Reader<Mmap>),
-    Memory(Reader<Cow<'static, [u8]>>),
-}
+/// Every database is held in memory, never memory-mapped: a file
+/// rewritten in place (a `cp` over it) cannot change or truncate what is
+/// serving, which with a mapping would be a SIGBUS.
+type AnyReader = Reader<Cow<'static, [u8]>>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Origin {
@@ -165,8 +166,10 @@ impl GeoDb {
         Self::from_loaded(load_memory(Cow::Owned(bytes), Origin::Memory)?)
     }
 
-    /// A memory-mapped database file. Replace it by renaming a new file
-    /// over it (as `geoipupdate` does), never by rewriting it in place.
+    /// A database file, read into memory. Replacing it by renaming a new
+    /// file over it (as `geoipupdate` does) is best; a file rewritten in
+    /// place is also safe: the copy in memory keeps serving, and a torn
+    /// read is refused (see [`GeoDb::reload_if_changed`]).
     pub fn open(path: impl AsRef<Path>) -> Result<GeoDb, GeoError> {
         Self::from_loaded(load_file(path.as_ref())?)
     }
@@ -197,10 +200,7 @@ impl GeoDb {
 
     pub fn info(&self) -> GeoInfo {
         let cur = self.current.load();
-        let meta = match &cur.reader {
-            AnyReader::Mapped(r) => &r.metadata,
-            AnyReader::Memory(r) => &r.metadata,
-        };
+        let meta = &cur.reader.metadata;
         GeoInfo {
             origin: match &cur.origin {
                 Origin::Bundled => "bundled".into(),
@@ -221,10 +221,7 @@ impl GeoDb {
             return GeoResult::empty(LookupStatus::Private);
         }
         let cur = self.current.load();
-        match &cur.reader {
-            AnyReader::Mapped(r) => decode(r, ip),
-            AnyReader::Memory(r) => decode(r, ip),
-        }
+        decode(&cur.reader, ip)
     }
 }
 
@@ -246,10 +243,7 @@ impl GeoLookup for GeoDb {
         if let Some(result) = hit {
             return result;
         }
-        let result = match &cur.reader {
-            AnyReader::Mapped(r) => decode(r, ip),
-            AnyReader::Memory(r) => decode(r, ip),
-        };
+        let result = decode(&cur.reader, ip);
         CACHE.with(|c| {
             if let Some(e) = c.borrow_mut().get_mut(slot) {
                 *e = CacheEntry {
@@ -303,34 +297,41 @@ fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoE
     })?;
     check_usable(&reader, name)?;
     Ok(Loaded {
-        reader: AnyReader::Memory(reader),
+        reader,
         generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         origin,
     })
 }
 
 fn load_file(path: &Path) -> Result<Loaded, GeoError> {
+    // The file is read into memory, checked, and served from that copy.
+    // A file rewritten in place while it is read is seen by its stamp
+    // changing under the read; that round is skipped and the next reload
+    // tries again, so a torn copy never goes live.
     let stamp = stamp_of(path)?;
-    // `maxminddb` trusts the file (see `verify`), so it is checked first.
-    // Files are replaced by rename, never rewritten, so the file mapped
-    // below is the one read here (a rename in between is seen by the next
-    // reload's stamp check).
     let bytes = std::fs::read(path).map_err(|source| GeoError::Stat {
         path: path.to_path_buf(),
         source,
     })?;
+    if stamp_of(path)? != stamp || bytes.len() as u64 != stamp.len {
+        return Err(GeoError::Unusable {
+            origin: path.display().to_string(),
+            reason: "the file changed while it was read (written in place?); retrying at the next reload".into(),
+        });
+    }
+    // `maxminddb` trusts the file (see `verify`), so it is checked first.
+    let origin = path.display().to_string();
     verify::verify(&bytes).map_err(|reason| GeoError::Unusable {
-        origin: path.display().to_string(),
+        origin: origin.clone(),
         reason,
     })?;
-    drop(bytes);
-    let reader = Reader::open_mmap(path).map_err(|source| GeoError::Open {
+    let reader = Reader::from_source(Cow::Owned(bytes)).map_err(|source| GeoError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    check_usable(&reader, &path.display().to_string())?;
+    check_usable(&reader, &origin)?;
     Ok(Loaded {
-        reader: AnyReader::Mapped(reader),
+        reader,
         generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         origin: Origin::File {
             path: path.to_path_buf(),

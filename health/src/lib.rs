@@ -17,6 +17,7 @@
 //! - [`state`]: endpoint/backend state, the registry, `TableHealth`, passive reports, `/v1/health` document.
 //! - [`probe`]: one HTTP or TCP probe.
 //! - [`service`]: the background tasks (probes, DNS, ejection sweep) following the live table.
+#![forbid(unsafe_code)]
 
 pub mod probe;
 pub mod service;

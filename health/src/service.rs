@@ -123,10 +123,17 @@ pub async fn run(
     }
 }
 
+/// Every backend is probed within this long of the process starting.
+const FIRST_ROUND: Duration = Duration::from_millis(500);
+
 async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings) {
-    // Start at a random point of the interval so probes do not move in lockstep.
+    // Start at a random point of the first FIRST_ROUND (or of the
+    // interval, if shorter), so probes do not move in lockstep and a
+    // process that just started (an upgrade's new one knows no health
+    // state) has checked every backend quickly.
     let first = settings
         .interval
+        .min(FIRST_ROUND)
         .mul_f64(rand::thread_rng().gen_range(0.0..1.0));
     tokio::time::sleep(first).await;
     loop {

@@ -1,44 +1,18 @@
 //! The admin listener: `/healthz`, `/metrics`, the JSON views of the live
 //! table, health, rate limits and `/v1/explain`, and the one write, the
 //! abuse block list (`POST`/`DELETE /v1/ratelimit/blocks`, which need an
-//! `--admin-token` when one is given). It runs as a Pingora background service on its own runtime, so admin
-//! traffic never competes with the data plane's worker threads.
+//! `--admin-token` when one is given). The routers only: the listeners
+//! that serve them are [`crate::listener`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 
 use crate::steer::Steering;
-
-/// Connections the admin (or metrics) listener holds at most.
-const ADMIN_MAX_CONNECTIONS: usize = 256;
-
-pub struct AdminService {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
-    app: Router,
-}
-
-impl AdminService {
-    /// Binds now, so a taken port is reported at start-up, not later.
-    /// `app` is [`router`] or [`metrics_router`].
-    pub fn bind(addr: SocketAddr, app: Router) -> std::io::Result<AdminService> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        Ok(AdminService {
-            listener: std::sync::Mutex::new(Some(listener)),
-            app,
-        })
-    }
-}
 
 pub fn router(steer: Arc<Steering>) -> Router {
     Router::new()
@@ -360,43 +334,4 @@ async fn table(State(steer): State<Arc<Steering>>) -> impl IntoResponse {
             "table": redacted(&snap.spec),
         })),
     )
-}
-
-#[async_trait]
-impl BackgroundService for AdminService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
-            return;
-        };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener unusable");
-                return;
-            }
-        };
-        // The config service's accept loop: header-read and idle timeouts
-        // and a connection cap, so nobody can hold or exhaust the listener.
-        let transport = edgesteer_control::listener::Transport {
-            tls: None,
-            limits: edgesteer_control::listener::Limits {
-                max_connections: ADMIN_MAX_CONNECTIONS,
-                grace_period: Duration::from_secs(1),
-                ..Default::default()
-            },
-        };
-        let serve = edgesteer_control::listener::serve_with(
-            listener,
-            self.app.clone(),
-            transport,
-            Arc::default(),
-            || {},
-            async move {
-                let _ = shutdown.changed().await;
-            },
-        );
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    }
 }

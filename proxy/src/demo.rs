@@ -76,6 +76,7 @@ pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<De
     let app = Router::new()
         .route("/health", get(health))
         .route("/upload", axum::routing::post(upload))
+        .route("/slow", get(slow))
         .fallback(echo)
         .with_state(state);
     let (tx, rx) = oneshot::channel();
@@ -117,6 +118,20 @@ async fn upload(State(s): State<BackendState>, req: Request) -> impl IntoRespons
     req.headers_mut()
         .insert("x-body-bytes", axum::http::HeaderValue::from(size));
     echo(State(s), req).await.into_response()
+}
+
+/// Answers like [`echo`] after `?ms=N` milliseconds (at most 10 s): a
+/// request that is still in flight when something happens to the proxy.
+async fn slow(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
+    let ms = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .min(10_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    echo(State(s), req).await
 }
 
 async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {

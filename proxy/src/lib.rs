@@ -16,8 +16,9 @@
 //!   [`stats`] and [`report`]: per-track counts for rollout gates.
 //! - [`sticky`]: which key pins a client to its track (who the client is
 //!   is `edgesteer_config::client_ip`).
-//! - [`server`], [`tls`], [`admin`], [`metrics`], [`access_log`]: serving
-//!   and observing; [`explain`]: "where would this client go, and why".
+//! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`],
+//!   [`access_log`]: serving and observing; [`lifecycle`]: signals,
+//!   upgrades and the runtime directory; [`explain`]: "where would this client go, and why".
 //! - [`cli`], [`ctl`], [`demo`]: the binary's commands, the ops CLI and the
 //!   demo backends.
 
@@ -27,6 +28,8 @@ pub mod cli;
 pub mod ctl;
 pub mod demo;
 pub mod explain;
+pub mod lifecycle;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod report;

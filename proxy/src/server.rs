@@ -13,10 +13,11 @@ use edgesteer_health::{DnsConfig, ProbeTarget};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 
-use crate::admin::AdminService;
+use crate::lifecycle::{RuntimeDir, Signals};
+use crate::listener::AdminService;
 use crate::proxy::EdgeProxy;
 use crate::steer::Steering;
 use crate::tls::{CertPair, SniResolver};
@@ -35,8 +36,15 @@ pub struct ServeOptions {
     pub metrics: Option<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
-    /// Seconds to keep serving after SIGTERM/SIGQUIT before closing listeners.
+    /// After SIGTERM (or SIGQUIT, once the listeners are handed over):
+    /// seconds in-flight requests and keep-alive connections get to finish.
+    /// The listeners stop accepting at once.
     pub grace_period_secs: u64,
+    /// Where the upgrade socket and the pid file live; `None` (the demo)
+    /// means no upgrades.
+    pub runtime: Option<RuntimeDir>,
+    /// Take the listeners over from the running process (`--upgrade`).
+    pub upgrade: bool,
     /// Where backend hostnames are resolved.
     pub dns: DnsConfig,
     /// The shared store for `global` rate-limit policies.
@@ -53,6 +61,8 @@ impl Default for ServeOptions {
             metrics: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grace_period_secs: 5,
+            runtime: None,
+            upgrade: false,
             dns: DnsConfig::System,
             redis: None,
         }
@@ -70,13 +80,32 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     steer
         .limiter
         .warn_if_unsynced(&steer.current().table.rate_limits);
+    let upgrade_sock = match &opts.runtime {
+        Some(dir) => dir.upgrade_sock(),
+        None if opts.upgrade => anyhow::bail!("--upgrade needs a runtime directory"),
+        // Never used: without a runtime directory SIGQUIT hands nothing over.
+        None => std::path::PathBuf::from("/nonexistent/edgesteer-upgrade.sock"),
+    };
     let conf = ServerConf {
         threads: opts.threads.max(1),
         grace_period_seconds: Some(opts.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(opts.grace_period_secs.max(1)),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        // Pingora's default pid file is in /tmp; ours is in the runtime
+        // directory (written by `run`).
+        pid_file: String::new(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    if let (true, Some(dir)) = (opts.upgrade, &opts.runtime) {
+        crate::lifecycle::request_handoff(dir);
+    }
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With --upgrade, this waits for the running process's listeners (and
+    // exits 1 if none come, leaving that process serving).
     server.bootstrap();
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -112,15 +141,15 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
 
     if let Some(addr) = opts.admin {
         let app = crate::admin::router(steer.clone());
-        let admin = AdminService::bind(addr, app)
+        let admin = AdminService::new("admin", addr, app, opts.upgrade)
             .with_context(|| format!("binding the admin listener on {addr}"))?;
-        server.add_service(background_service("admin", admin));
+        server.add_service(admin);
     }
     if let Some(addr) = opts.metrics {
         let app = crate::admin::metrics_router(steer.clone());
-        let listener = AdminService::bind(addr, app)
+        let listener = AdminService::new("metrics", addr, app, opts.upgrade)
             .with_context(|| format!("binding the metrics listener on {addr}"))?;
-        server.add_service(background_service("metrics", listener));
+        server.add_service(listener);
     }
     server.add_service(background_service(
         "maintenance",
@@ -131,6 +160,26 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         },
     ));
     Ok(server)
+}
+
+/// Serves until a signal ends it (see [`crate::lifecycle`]), then exits 0.
+/// The pid file (in the runtime directory) names this process while it
+/// serves, so `edgesteer proxy --upgrade` finds it.
+pub fn run(server: Server, runtime: Option<RuntimeDir>) -> ! {
+    if let Some(dir) = &runtime {
+        if let Err(e) = dir.write_pid() {
+            tracing::warn!(pid_file = %dir.pid_file().display(), error = %e, "cannot write the pid file; `--upgrade` will need SIGQUIT sent by hand");
+        }
+    }
+    crate::lifecycle::notify_ready();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals::new(runtime.as_ref())),
+    });
+    if let Some(dir) = &runtime {
+        dir.remove_pid();
+    }
+    tracing::info!("all connections drained; exiting");
+    std::process::exit(0)
 }
 
 /// Upkeep off the request path: the health service (probes, DNS,

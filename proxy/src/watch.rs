@@ -53,17 +53,36 @@ pub fn save_cache(
     epoch: Option<String>,
     table: &TableSpec,
 ) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    use std::io::Write;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d
+        }
+        None => Path::new("."),
+    };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let bytes = serde_json::to_vec(&Cached {
         version,
         table: table.clone(),
         epoch,
     })?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    // Durable before it is visible: the file's data, then the rename, then
+    // the directory entry, so a crash leaves the old table or the new one,
+    // never an empty or torn file.
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(&bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Applies pushed tables to a running proxy.

@@ -7,6 +7,7 @@
 //! The request path ([`Limiter::evaluate`]) never awaits anything: global
 //! policies count locally and [`global::run_sync`] reconciles with Redis in
 //! the background.
+#![forbid(unsafe_code)]
 
 pub mod gcra;
 pub mod global;

@@ -6,6 +6,7 @@
 //! real HTTP client. Nothing is mocked.
 //!
 //! Tests live in `tests/tests/*.rs`; this library holds what they share.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -103,6 +104,11 @@ pub struct Proxy {
     /// One client for polling the admin API, so a tight poll reuses its
     /// connection instead of opening one per call.
     admin_client: reqwest::Client,
+    /// Holds its `--runtime-dir` (`rt/`: upgrade socket, pid file).
+    pub runtime: tempfile::TempDir,
+    /// The arguments it was started with, for [`Proxy::upgrade`].
+    args: Vec<std::ffi::OsString>,
+    log: Option<PathBuf>,
 }
 
 /// How to start a proxy.
@@ -120,60 +126,130 @@ pub struct ProxyConfig {
     pub log: Option<PathBuf>,
 }
 
+/// Starts `edgesteer` with `args`, logging to `log` (at debug level) or,
+/// quietly, to the test's stderr.
+fn spawn_edgesteer(args: &[std::ffi::OsString], log: Option<&Path>) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    // Quiet by default; `RUST_LOG=debug cargo test` shows the proxies' logs.
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn,pingora_proxy=error");
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    if let Some(path) = log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        cmd.env("RUST_LOG", "debug").stderr(file);
+    }
+    cmd.spawn()
+        .with_context(|| format!("spawning {}", binary().display()))
+}
+
 impl Proxy {
     pub async fn start(cfg: ProxyConfig) -> anyhow::Result<Proxy> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls =
             (!cfg.tls_certs.is_empty()).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
-        let mut cmd = Command::new(binary());
-        cmd.arg("proxy");
+        let runtime = tempfile::tempdir()?;
+        let mut args: Vec<std::ffi::OsString> = vec!["proxy".into()];
         if !cfg.table.as_os_str().is_empty() {
-            cmd.arg("--config").arg(&cfg.table);
+            args.extend(["--config".into(), cfg.table.clone().into_os_string()]);
         }
-        cmd.arg("--listen")
-            .arg(addr.to_string())
-            .arg("--admin")
-            .arg(admin.to_string())
-            .arg("--threads")
-            .arg("1")
-            .arg("--grace-period")
-            .arg("0");
+        for a in [
+            "--listen",
+            &addr.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--threads",
+            "1",
+        ] {
+            args.push(a.into());
+        }
+        if !cfg.extra_args.iter().any(|a| a == "--grace-period") {
+            args.extend(["--grace-period".into(), "0".into()]);
+        }
+        args.extend([
+            "--runtime-dir".into(),
+            runtime.path().join("rt").into_os_string(),
+        ]);
         if let Some(db) = &cfg.geo_db {
-            cmd.arg("--geo-db").arg(db);
+            args.extend(["--geo-db".into(), db.clone().into_os_string()]);
         }
         if cfg.trust_loopback {
-            cmd.args(["--trust", "127.0.0.0/8", "--trust", "::1"]);
-        }
-        if let Some(t) = tls {
-            cmd.arg("--tls-listen").arg(t.to_string());
-            for (c, k) in &cfg.tls_certs {
-                cmd.arg("--tls-cert")
-                    .arg(format!("{}:{}", c.display(), k.display()));
+            for a in ["--trust", "127.0.0.0/8", "--trust", "::1"] {
+                args.push(a.into());
             }
         }
-        cmd.args(&cfg.extra_args);
-        // Quiet by default; `RUST_LOG=debug cargo test` shows the proxies' logs.
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn,pingora_proxy=error");
+        if let Some(t) = tls {
+            args.extend(["--tls-listen".into(), t.to_string().into()]);
+            for (c, k) in &cfg.tls_certs {
+                args.push("--tls-cert".into());
+                args.push(format!("{}:{}", c.display(), k.display()).into());
+            }
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
-        if let Some(path) = &cfg.log {
-            cmd.env("RUST_LOG", "debug")
-                .stderr(std::fs::File::create(path)?);
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", binary().display()))?;
+        args.extend(cfg.extra_args.iter().map(Into::into));
+        let child = spawn_edgesteer(&args, cfg.log.as_deref())?;
         let mut proxy = Proxy {
             child,
             addr,
             admin,
             tls,
             admin_client: reqwest::Client::new(),
+            runtime,
+            args,
+            log: cfg.log,
         };
         proxy.wait_ready().await?;
         Ok(proxy)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (a `kill -s` name) to the proxy.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `limit` for the proxy to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, limit).await
+    }
+
+    /// `edgesteer proxy --upgrade` with this proxy's arguments: the new
+    /// process takes the listeners over (it signals the old one through
+    /// the pid file), and from then on this `Proxy` is the new process.
+    /// Returns the old process, draining, to be waited for.
+    pub async fn upgrade(&mut self) -> anyhow::Result<Child> {
+        let mut args = self.args.clone();
+        args.push("--upgrade".into());
+        let mut child = spawn_edgesteer(&args, self.log.as_deref())?;
+        let pid_file = self.runtime.path().join("rt/proxy.pid");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("the upgraded proxy exited: {status}");
+            }
+            let named = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if named == Some(child.id()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the upgraded proxy did not take over within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::mem::swap(&mut self.child, &mut child);
+        Ok(child)
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -220,6 +296,20 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub async fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

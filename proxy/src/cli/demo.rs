@@ -114,7 +114,7 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     print_banner(&args, &backends, &control_url);
     // Keep the backends' runtime (and the config service) alive for as long as the server runs.
     let _keep = (rt, backends, control);
-    server.run_forever()
+    crate::server::run(server, None)
 }
 
 /// What is running and what to try.

@@ -51,9 +51,23 @@ pub(super) struct ListenArgs {
     /// Proxy worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// Seconds to keep serving after SIGTERM before closing listeners.
+    /// After SIGTERM (or SIGQUIT once a new process has the listeners): the
+    /// listeners stop accepting at once, and in-flight requests and
+    /// keep-alive connections get this many seconds to finish before exit.
     #[arg(long, default_value_t = 5)]
     grace_period: u64,
+    /// Directory (mode 0700, this user's) of the upgrade socket and the pid
+    /// file. Default: $RUNTIME_DIRECTORY (systemd), else
+    /// $XDG_RUNTIME_DIR/edgesteer, else /run/edgesteer (root) or
+    /// /tmp/edgesteer-UID. One per proxy instance on a host.
+    #[arg(long, env = "EDGESTEER_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Start as the successor of the proxy running with the same
+    /// --runtime-dir: take its listening sockets (it is sent SIGQUIT once
+    /// this process is ready for them), then it drains and exits. If this
+    /// process fails first, the old one keeps serving.
+    #[arg(long)]
+    upgrade: bool,
     /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
     #[arg(long = "resolver")]
     resolver: Vec<SocketAddr>,
@@ -75,9 +89,11 @@ pub(super) struct ProxyArgs {
     /// Config service URL to watch for new tables.
     #[arg(long)]
     control: Option<String>,
-    /// Where the last good table is saved (with --control).
-    #[arg(long, default_value = ".edgesteer/last-good-table.json")]
-    cache: PathBuf,
+    /// Where the last good table is saved (with --control). Default:
+    /// $STATE_DIRECTORY (systemd), else /var/lib/edgesteer (root), else
+    /// $XDG_STATE_HOME or ~/.local/state, under edgesteer/.
+    #[arg(long, env = "EDGESTEER_CACHE")]
+    cache: Option<PathBuf>,
     /// Token (role `proxy`) for the config service. Prefer the environment
     /// or --control-token-file: the command line shows in `ps`.
     #[arg(long, env = "EDGESTEER_CONTROL_TOKEN", hide_env_values = true)]
@@ -202,6 +218,8 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         metrics: net.metrics,
         threads: net.threads.unwrap_or(defaults.threads),
         grace_period_secs: net.grace_period,
+        runtime: None,
+        upgrade: net.upgrade,
         dns: if net.resolver.is_empty() {
             edgesteer_health::DnsConfig::System
         } else {
@@ -232,7 +250,14 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     if args.control.is_none() && (tls.ca.is_some() || tls.identity.is_some()) {
         anyhow::bail!("--control-ca/--control-cert are for the link to a config service: give --control https://HOST:PORT too");
     }
-    let (version, epoch, mut spec) = initial_table(&args, token.clone(), &name, &tls)?;
+    let runtime_path = args
+        .net
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(crate::lifecycle::RuntimeDir::default_path);
+    let runtime = crate::lifecycle::RuntimeDir::prepare(&runtime_path)?;
+    let cache = args.cache.clone().unwrap_or_else(default_cache);
+    let (version, epoch, mut spec) = initial_table(&args, &cache, token.clone(), &name, &tls)?;
     spec.client_ip
         .trusted_proxies
         .extend(args.trust.iter().cloned());
@@ -253,7 +278,8 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     steering.record_metrics = !args.no_request_metrics;
     steering.admin_tokens = args.net.admin_tokens.clone();
     let steer = Arc::new(steering);
-    let opts = serve_options(args.net, "0.0.0.0:8080");
+    let mut opts = serve_options(args.net, "0.0.0.0:8080");
+    opts.runtime = Some(runtime.clone());
     if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
         if steer.admin_tokens.is_empty() {
             anyhow::bail!("the admin listener on {admin} is not on loopback and has no --admin-token: anyone who reaches it could read the routing table and change the block list; give --admin-token (or EDGESTEER_ADMIN_TOKENS), or bind it to 127.0.0.1");
@@ -267,11 +293,29 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         epoch,
         token,
         name,
-        cache: Some(args.cache),
+        cache: Some(cache),
         report_every: Duration::from_millis(args.report_interval_ms.max(50)),
         extra_trust: args.trust,
     });
-    proxy_server_with_tls(steer, &opts, follow, &tls)?.run_forever()
+    let server = proxy_server_with_tls(steer, &opts, follow, &tls)?;
+    server::run(server, Some(runtime))
+}
+
+/// The last good table's default place: absolute, and writable by the
+/// service user (the container image makes /var/lib/edgesteer a volume).
+fn default_cache() -> PathBuf {
+    let dir = if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default())
+    } else if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/edgesteer")
+    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("edgesteer")
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(home).join(".local/state/edgesteer")
+    } else {
+        std::env::temp_dir().join(format!("edgesteer-state-{}", nix::unistd::geteuid()))
+    };
+    dir.join("last-good-table.json")
 }
 
 fn default_name() -> String {
@@ -284,6 +328,7 @@ fn default_name() -> String {
 /// table, else the service's current one, else --config; without, --config.
 fn initial_table(
     args: &ProxyArgs,
+    cache: &std::path::Path,
     token: Option<String>,
     name: &str,
     tls: &ClientTls,
@@ -305,9 +350,9 @@ fn initial_table(
     };
     // Bad TLS settings are an error before any table is served.
     let client = Client::with_tls(url, token, tls)?;
-    if let Some(c) = crate::watch::load_cache(&args.cache) {
+    if let Some(c) = crate::watch::load_cache(cache) {
         if edgesteer_config::compile(&c.table).is_ok() {
-            tracing::info!(version = c.version, cache = %args.cache.display(), "starting from the cached last good table");
+            tracing::info!(version = c.version, cache = %cache.display(), "starting from the cached last good table");
             return Ok((c.version, c.epoch, c.table));
         }
     }
@@ -330,7 +375,7 @@ fn initial_table(
             }
             None => Err(anyhow::anyhow!(
                 "no table to start with: {e}; no cached table at {}",
-                args.cache.display()
+                cache.display()
             )),
         },
     }

@@ -9,8 +9,16 @@ use pingora_proxy::Session;
 /// minimum send rate, for this request's connection.
 pub(super) fn apply(session: &mut Session, limits: &DownstreamLimits) {
     let d = session.as_downstream_mut();
-    // Whole seconds, at least one: Pingora's keep-alive is in seconds.
-    d.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+    if crate::lifecycle::draining() {
+        // Handing over to a new process: answer this request, then close,
+        // said in the response (`Connection: close`), so the client's next
+        // request opens a connection to the new process instead of racing
+        // the close of an idle one.
+        d.set_keepalive(None);
+    } else {
+        // Whole seconds, at least one: Pingora's keep-alive is in seconds.
+        d.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+    }
     d.set_read_timeout(Some(limits.body_read_idle));
     d.set_write_timeout(Some(limits.write_idle));
     d.set_min_send_rate(limits.min_send_rate);

@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod edge;
 mod failover;
+mod lifecycle;
 mod observe;
 mod ratelimit;
 mod rollout;

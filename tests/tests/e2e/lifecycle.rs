@@ -1,0 +1,302 @@
+//! The process lifecycle under load: binary upgrades that hand the
+//! listeners over (`--upgrade`), SIGTERM drains, a SIGQUIT with nobody to
+//! take the listeners, and a geo database rewritten in place.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgesteer_control::api::PatchRegion;
+use edgesteer_tests::*;
+
+/// What the load saw: answers by outcome, and any version that went back.
+#[derive(Default)]
+struct Seen {
+    ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn fail(&self, what: String) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.push(what);
+        }
+    }
+}
+
+/// One load stream: GETs at `every` until `stop`, through `client`. A
+/// response must be 200 and carry a table version no older than `floor`
+/// was when the request left.
+async fn stream(
+    name: &'static str,
+    client: reqwest::Client,
+    url: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    floor: Arc<AtomicU64>,
+    seen: Arc<Seen>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let least = floor.load(Ordering::Acquire);
+        match client.get(&url).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let version = r
+                    .headers()
+                    .get("x-steer-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let _ = r.bytes().await;
+                if status != 200 {
+                    seen.fail(format!("{name}: status {status}"));
+                } else if version.is_none_or(|v| v < least) {
+                    seen.fail(format!(
+                        "{name}: version {version:?} after {least} was live"
+                    ));
+                } else {
+                    seen.ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => seen.fail(format!("{name}: {e:?}")),
+        }
+    }
+}
+
+/// h1 keep-alive, h1 with a fresh connection per request, and h2c: about
+/// 300 requests/s in all.
+fn start_load(
+    url: &str,
+    stop: &Arc<AtomicBool>,
+    floor: &Arc<AtomicU64>,
+    seen: &Arc<Seen>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let timeout = Duration::from_secs(5);
+    let keepalive = reqwest::Client::builder().timeout(timeout).build().unwrap();
+    let fresh = reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let h2 = reqwest::Client::builder()
+        .timeout(timeout)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (name, client, n) in [
+        ("h1 keep-alive", keepalive, 4),
+        ("h1 fresh", fresh, 2),
+        ("h2c", h2, 4),
+    ] {
+        for _ in 0..n {
+            tasks.push(tokio::spawn(stream(
+                name,
+                client.clone(),
+                url.to_string(),
+                Duration::from_millis(33),
+                stop.clone(),
+                floor.clone(),
+                seen.clone(),
+            )));
+        }
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    fast_health(&mut spec);
+    let seed = wd.write_table("seed.toml", &spec).unwrap();
+    let control = ControlProc::start(&wd.path("control-data"), Some(&seed), &[])
+        .await
+        .unwrap();
+    // A grace period, as in production: with none, Pingora drops what is
+    // in flight the moment it stops accepting.
+    let mut args = follow(&control, &wd.path("p.cache.json"), "p");
+    args.extend(["--grace-period".into(), "2".into()]);
+    let mut proxy = Proxy::start(ProxyConfig {
+        geo_db: Some(wd.geo_db().unwrap()),
+        extra_args: args,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let floor = Arc::new(AtomicU64::new(1));
+    let seen = Arc::new(Seen::default());
+    let load = start_load(&proxy.url("/v1/covers"), &stop, &floor, &seen);
+    let api = control.client();
+    let mut olds = Vec::new();
+    for i in 0..10 {
+        // A new table between upgrades: once live, no answer may be older.
+        let v = api
+            .patch_region(
+                "us-west",
+                &PatchRegion {
+                    drain: Some(i % 2 == 0),
+                    reason: format!("upgrade test step {i}"),
+                    ..PatchRegion::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                proxy.table_version().await == Some(v.version)
+            })
+            .await
+            .is_some(),
+            "version {} never went live",
+            v.version
+        );
+        // Both processes of an earlier upgrade may still be draining; each
+        // follows the service, so give the slower one a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        floor.store(v.version, Ordering::Release);
+        let old = proxy.upgrade().await.unwrap();
+        olds.push(old);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    for mut old in olds {
+        let status = wait_child(&mut old, Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "an upgraded-away process did not exit 0: {status:?}"
+        );
+    }
+    let failures = seen.failures.lock().unwrap().clone();
+    let ok = seen.ok.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across 10 upgrades: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok > 1000, "only {ok} requests were sent");
+    // The admin listener moved too: the new process answers on it.
+    assert!(proxy.table_version().await.is_some());
+}
+
+#[tokio::test]
+async fn sigterm_answers_every_in_flight_request_and_exits_0() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let table = wd.write_table("table.toml", &spec).unwrap();
+    let mut proxy = Proxy::start(ProxyConfig {
+        table,
+        geo_db: Some(wd.geo_db().unwrap()),
+        extra_args: vec!["--grace-period".into(), "3".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Slow requests (the demo backend answers /slow?ms=N after N ms) are
+    // in flight when SIGTERM arrives.
+    let client = reqwest::Client::new();
+    let mut inflight = Vec::new();
+    for _ in 0..20 {
+        let req = client.get(proxy.url("/slow?ms=1500")).send();
+        inflight.push(tokio::spawn(async move {
+            match req.await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.signal("TERM");
+    // The listeners close at once: a new connection is refused (not
+    // accepted and then dropped).
+    let refused = wait_until(Duration::from_secs(2), || async {
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err()
+    })
+    .await;
+    assert!(refused.is_some(), "still accepting after SIGTERM");
+    let mut statuses = Vec::new();
+    for t in inflight {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "in-flight requests were not all answered: {statuses:?}"
+    );
+    let status = proxy.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigquit_with_nobody_to_take_the_listeners_keeps_serving() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let mut proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
+    proxy.signal("QUIT");
+    // The proxy waits 5 s for a successor, then says why and goes on.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(proxy.wait_exit(Duration::ZERO).await.is_none(), "it exited");
+    let r = reqwest::get(proxy.url("/v1/covers")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_geo_database_rewritten_in_place_never_takes_the_proxy_down() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let db = wd.path("geo.mmdb");
+    let good = std::fs::read(&db).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let floor = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let load = start_load(&proxy.url("/v1/covers"), &stop, &floor, &seen);
+    // Rewrite the file in place (same inode, as `cp` does), torn halfway
+    // and then whole, over several reload rounds (every 5 s).
+    for round in 0..3 {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(&good[..good.len() / 2]).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&good).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(2600 + round * 100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let failures = seen.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(10)]
+    );
+    assert!(seen.ok.load(Ordering::Relaxed) > 500);
+    // Still resolving countries from the database (now the whole file).
+    let land = get_as(
+        &reqwest::Client::new(),
+        &proxy.url("/v1/covers"),
+        edgesteer_geo::testdb::sample_ip("DE"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(land.region(), "eu-west");
+}
