@@ -36,6 +36,8 @@ if limits == "price":
 if max_keys:
     for key in ('key = "client_ip"\n', 'key = "header:x-api-key"\n'):
         text = text.replace(key, key + "max_keys = %s\n" % max_keys)
+# One plain-HTTP upstream: the example's production TLS settings go.
+text = re.sub(r'\[upstream\]\n(?:[^\n]+\n)*', '', text)
 text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight = 1 } ]' % upstream, text)
 open(dst, "w").write(text)
 PY

@@ -125,6 +125,19 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
+/// An error with its causes, e.g. `http2 error: stream error received:
+/// refused stream before processing any application logic`.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        next = c.source();
+    }
+    out
+}
+
 enum Conn {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
@@ -203,15 +216,15 @@ async fn one(conn: &mut Conn, cfg: &Config, ip: &str) -> Result<(u16, Option<Str
     let fut = async {
         let resp = match conn {
             Conn::H1(s) => {
-                s.ready().await.map_err(|e| format!("io: {e}"))?;
+                s.ready().await.map_err(|e| format!("io: {}", causes(&e)))?;
                 s.send_request(req).await
             }
             Conn::H2(s) => {
-                s.ready().await.map_err(|e| format!("io: {e}"))?;
+                s.ready().await.map_err(|e| format!("io: {}", causes(&e)))?;
                 s.send_request(req).await
             }
         }
-        .map_err(|e| format!("io: {e}"))?;
+        .map_err(|e| format!("io: {}", causes(&e)))?;
         let status = resp.status().as_u16();
         let region = resp
             .headers()

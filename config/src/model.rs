@@ -223,6 +223,8 @@ pub struct Region {
     pub rollout_state: RolloutState,
     pub rollout_step: usize,
     pub health: HealthSettings,
+    /// How this region's origins are reached.
+    pub upstream: std::sync::Arc<UpstreamSettings>,
     /// All backends of the region, in table order.
     pub backends: Vec<BackendId>,
     /// Weighted sets indexed by [`Track::index`].
@@ -490,4 +492,55 @@ mod tests {
         assert!(s.contains(RegionId(127)));
         assert!(!s.contains(RegionId(1)));
     }
+}
+
+/// How one region's origins are reached: plain or TLS, what is verified,
+/// what is offered. Certificate material is read (and checked) when the
+/// table compiles, so a table naming an unreadable file is refused and the
+/// proxy never builds a peer from a file that changed under it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UpstreamSettings {
+    pub tls: bool,
+    /// Server name to send and verify; `None`: the backend's host.
+    pub sni: Option<String>,
+    /// Verify the certificate chain and name.
+    pub verify: bool,
+    /// DER certificates of `ca` (`None`: the system roots), and its path.
+    pub ca: Option<(String, Vec<Vec<u8>>)>,
+    /// Client certificate chain (DER, leaf first) and key (DER), with the
+    /// certificate's path, for mTLS.
+    pub client: Option<ClientIdentity>,
+    pub alpn: UpstreamAlpn,
+    pub max_h2_streams: usize,
+}
+
+/// A client certificate for mTLS to origins.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    pub cert_path: String,
+    pub key_path: String,
+    pub chain: Vec<Vec<u8>>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientIdentity")
+            .field("cert_path", &self.cert_path)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is offered to an origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamAlpn {
+    /// HTTP/1.1 only.
+    #[default]
+    H1,
+    /// h2, else HTTP/1.1 (TLS with ALPN).
+    H2H1,
+    /// h2 only (TLS), or h2c with prior knowledge (plain).
+    H2,
 }

@@ -47,6 +47,10 @@ pub struct TableSpec {
     /// Passive outlier detection from live traffic.
     #[serde(default)]
     pub outlier: OutlierSpec,
+    /// How origins are reached (TLS, verification, ALPN); regions may
+    /// override any field.
+    #[serde(default, skip_serializing_if = "UpstreamSpec::is_default")]
+    pub upstream: UpstreamSpec,
     /// Rate-limit policies, checked in order on every request they match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
@@ -288,6 +292,9 @@ pub struct RegionSpec {
     /// Overrides of the table-wide health-check settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// Overrides of the table-wide upstream settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSpec>,
     /// A progressive canary rollout: its plan and where it stands. The
     /// config service's rollout controller advances it by writing new
     /// versions, so every proxy sees the same step.
@@ -349,4 +356,69 @@ fn is_false(b: &bool) -> bool {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// `[upstream]` (and a region's `upstream`): how the proxy reaches
+/// origins. Every field is optional; a region's override replaces only
+/// the fields it names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// TLS to the origin (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Server name sent and verified; default: the backend's hostname (or
+    /// its IP address, checked against the certificate's IP SANs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Verify the origin's certificate (default true). `false` needs
+    /// `insecure_skip_verify = true` as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// The explicit, named opt-out of verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+    /// CA bundle (PEM file) the origin's certificate must chain to;
+    /// default: the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Client certificate chain (PEM file) for origins that want mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// Private key (PEM file) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// Protocols offered: `["h2", "http/1.1"]` (TLS), `["http/1.1"]`, or
+    /// `["h2c"]` (HTTP/2 without TLS, prior knowledge). Default
+    /// `["http/1.1"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<Vec<String>>,
+    /// Most requests in flight on one HTTP/2 connection to an origin
+    /// (default 100); more open another connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_h2_streams: Option<u32>,
+}
+
+impl UpstreamSpec {
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamSpec::default()
+    }
+
+    /// `over` applied on top of `self`, field by field.
+    pub fn merged(&self, over: &UpstreamSpec) -> UpstreamSpec {
+        UpstreamSpec {
+            tls: over.tls.or(self.tls),
+            sni: over.sni.clone().or_else(|| self.sni.clone()),
+            verify: over.verify.or(self.verify),
+            insecure_skip_verify: over.insecure_skip_verify.or(self.insecure_skip_verify),
+            ca: over.ca.clone().or_else(|| self.ca.clone()),
+            client_cert: over
+                .client_cert
+                .clone()
+                .or_else(|| self.client_cert.clone()),
+            client_key: over.client_key.clone().or_else(|| self.client_key.clone()),
+            alpn: over.alpn.clone().or_else(|| self.alpn.clone()),
+            max_h2_streams: over.max_h2_streams.or(self.max_h2_streams),
+        }
+    }
 }

@@ -152,6 +152,7 @@ fn build(s: &Shape) -> TableSpec {
                 canary_bps: 2_500,
                 drain: s.drained[r],
                 health: None,
+                upstream: None,
                 rollout: None,
                 backends,
             },

@@ -77,6 +77,17 @@ pub struct ConnStats {
     pub refused: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
+    /// Connections accepted (and not refused by the cap), ever.
+    pub accepted: AtomicU64,
+}
+
+/// What a TLS connection negotiated, in each of its requests' extensions:
+/// the server name the client asked for (SNI) and the protocol version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub sni: Option<String>,
+    /// e.g. `TLSv1_3`.
+    pub version: String,
 }
 
 /// The names in a verified client certificate (mTLS): its subject CN and
@@ -177,6 +188,17 @@ pub fn server_tls(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    server_tls_with(cert, key, client_ca, false)
+}
+
+/// [`server_tls`], where `require_client_cert` refuses a handshake
+/// without a client certificate that chains to `client_ca`.
+pub fn server_tls_with(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    require_client_cert: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let chain = read_certs("--tls-cert", cert)?;
     let key_pem = read_file("--tls-key", key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsSetupError::Pem {
@@ -205,10 +227,13 @@ pub fn server_tls(
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider(),
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsSetupError::ClientCa {
+            );
+            let verifier = if require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| TlsSetupError::ClientCa {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
@@ -264,6 +289,7 @@ pub async fn serve_with(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
+                stats.accepted.fetch_add(1, Relaxed);
                 conns.spawn(connection(
                     stream,
                     peer,
@@ -312,7 +338,7 @@ async fn connection(
     stats: Arc<ConnStats>,
 ) {
     let Some(acceptor) = acceptor else {
-        return http(TokioIo::new(stream), peer, None, app, &limits, stop).await;
+        return http(TokioIo::new(stream), peer, None, None, app, &limits, stop).await;
     };
     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
@@ -323,7 +349,24 @@ async fn connection(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| PeerCert::from_der(c));
-            http(TokioIo::new(tls), peer, cert, app, &limits, stop).await;
+            let conn = tls.get_ref().1;
+            let info = TlsInfo {
+                sni: conn.server_name().map(str::to_string),
+                version: conn
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
+            };
+            http(
+                TokioIo::new(tls),
+                peer,
+                cert,
+                Some(info),
+                app,
+                &limits,
+                stop,
+            )
+            .await;
         }
         Ok(Err(e)) => {
             stats.handshake_failures.fetch_add(1, Relaxed);
@@ -388,6 +431,7 @@ async fn http<I>(
     io: I,
     peer: SocketAddr,
     cert: Option<PeerCert>,
+    tls: Option<TlsInfo>,
     app: Router,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
@@ -405,6 +449,9 @@ async fn http<I>(
         req.extensions_mut().insert(ConnectInfo(peer));
         if let Some(c) = &cert {
             req.extensions_mut().insert(c.clone());
+        }
+        if let Some(t) = &tls {
+            req.extensions_mut().insert(t.clone());
         }
         let mut app = app.clone();
         let busy = InFlight::begin(&act);

@@ -16,7 +16,7 @@ use edgesteer_config::model::{ClientClass, RegionSet};
 use edgesteer_config::route::{decide, AllHealthy, Decision, Request};
 use edgesteer_config::wire::{
     AbuseSpec, BackendSpec, ClientIpSpec, GeoSpec, HealthSpec, RateLimitSpec, RegionSpec,
-    ReleaseSpec, RetrySpec, RolloutSpec, RolloutStep, TableSpec, TierSpec, ZoneSpec,
+    ReleaseSpec, RetrySpec, RolloutSpec, RolloutStep, TableSpec, TierSpec, UpstreamSpec, ZoneSpec,
 };
 use edgesteer_config::{ConfigError, RoutingTable};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -158,6 +158,22 @@ fn rollout(u: &mut Unstructured) -> Result<RolloutSpec> {
     })
 }
 
+fn upstream(u: &mut Unstructured) -> Result<UpstreamSpec> {
+    Ok(UpstreamSpec {
+        tls: some(u, |u| u.arbitrary())?,
+        sni: some(u, |u| pick(u, &["origin.example", "127.0.0.1", "bad name", ""]))?,
+        verify: some(u, |u| u.arbitrary())?,
+        insecure_skip_verify: some(u, |u| u.arbitrary())?,
+        ca: some(u, |u| pick(u, &["/nonexistent/ca.pem", "/dev/null"]))?,
+        client_cert: some(u, |u| pick(u, &["/nonexistent/c.pem"]))?,
+        client_key: some(u, |u| pick(u, &["/nonexistent/k.pem"]))?,
+        alpn: some(u, |u| {
+            list(u, 3, |u| pick(u, &["h2", "http/1.1", "h2c", "spdy"]))
+        })?,
+        max_h2_streams: some(u, num)?,
+    })
+}
+
 fn region(u: &mut Unstructured) -> Result<RegionSpec> {
     Ok(RegionSpec {
         zone: some(u, |u| pick(u, ZONES))?,
@@ -165,6 +181,7 @@ fn region(u: &mut Unstructured) -> Result<RegionSpec> {
         canary_bps: num(u)?,
         drain: u.ratio(1, 8)?,
         health: some(u, health)?,
+        upstream: some(u, upstream)?,
         rollout: if u.ratio(1, 4)? {
             Some(rollout(u)?)
         } else {

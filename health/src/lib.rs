@@ -23,7 +23,8 @@ pub mod probe;
 pub mod service;
 pub mod state;
 
-pub use service::{DnsConfig, ProbeTarget};
+pub use probe::tls_reason;
+pub use service::{DnsConfig, ProbeTarget, ProbeTls};
 pub use state::{BackendState, Endpoint, HealthRegistry, HealthStatus, Outcome, TableHealth};
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! One active probe of one endpoint: an HTTP/1.1 `GET` (status and
-//! optional body text checked) or a bare TCP connect, under a timeout.
+//! optional body text checked, over TLS when the region's origins speak
+//! it, verified as the proxy verifies) or a bare TCP connect, under a
+//! timeout.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,15 +12,21 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::service::ProbeTls;
 use crate::state::{now_ms, ProbeReport};
 
 /// Bodies longer than this are not read past (expect_body must be early).
 const MAX_BODY: usize = 64 * 1024;
 
 /// Probes `addr` once; `host` is the `Host` header to send.
-pub async fn probe(addr: SocketAddr, host: &str, settings: &HealthSettings) -> ProbeReport {
+pub async fn probe(
+    addr: SocketAddr,
+    host: &str,
+    settings: &HealthSettings,
+    tls: Option<&ProbeTls>,
+) -> ProbeReport {
     let start = Instant::now();
-    let result = tokio::time::timeout(settings.timeout, run(addr, host, settings)).await;
+    let result = tokio::time::timeout(settings.timeout, run(addr, host, settings, tls)).await;
     let rtt_us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
     let (ok, detail) = match result {
         Ok(Ok(detail)) => (true, detail),
@@ -33,14 +41,56 @@ pub async fn probe(addr: SocketAddr, host: &str, settings: &HealthSettings) -> P
     }
 }
 
-async fn run(addr: SocketAddr, host: &str, settings: &HealthSettings) -> Result<String, String> {
+async fn run(
+    addr: SocketAddr,
+    host: &str,
+    settings: &HealthSettings,
+    tls: Option<&ProbeTls>,
+) -> Result<String, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    if settings.kind == ProbeKind::Tcp {
-        return Ok("connected".into());
-    }
     let _ = stream.set_nodelay(true);
+    match tls {
+        None if settings.kind == ProbeKind::Tcp => Ok("connected".into()),
+        None => http_get(stream, host, settings).await,
+        Some(t) => {
+            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+            let stream = connector
+                .connect(t.name.clone(), stream)
+                .await
+                .map_err(|e| format!("tls: {} ({e})", tls_reason(&e.to_string())))?;
+            if settings.kind == ProbeKind::Tcp {
+                return Ok("TLS handshake done".into());
+            }
+            http_get(stream, host, settings).await
+        }
+    }
+}
+
+/// Why a TLS handshake with an origin failed, as one of a few bounded
+/// reasons (metric labels, `/v1/health`): `expired`, `unknown CA`,
+/// `name mismatch` or `handshake`. Read from rustls's message, which both
+/// the probes and Pingora's connector carry.
+pub fn tls_reason(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    // A certificate signed by another CA of the same name fails on its
+    // signature rather than on its issuer: the same fault for an operator.
+    if m.contains("unknownissuer") || m.contains("unknown issuer") || m.contains("badsignature") {
+        "unknown CA"
+    } else if m.contains("expired") || m.contains("notvalidyet") || m.contains("not valid yet") {
+        "expired"
+    } else if m.contains("notvalidforname") || m.contains("not valid for name") {
+        "name mismatch"
+    } else {
+        "handshake"
+    }
+}
+
+async fn http_get<S>(stream: S, host: &str, settings: &HealthSettings) -> Result<String, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http handshake: {e}"))?;

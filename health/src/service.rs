@@ -25,6 +25,25 @@ pub struct ProbeTarget {
     pub region: String,
     pub state: Arc<BackendState>,
     pub settings: HealthSettings,
+    /// TLS to the backend, as its region's upstream settings say.
+    pub tls: Option<ProbeTls>,
+}
+
+/// How a probe speaks TLS to a backend: the client config (roots, client
+/// certificate, verification) and the name to verify.
+#[derive(Clone, Debug)]
+pub struct ProbeTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+    /// Identifies the settings behind `config`: the probe restarts only
+    /// when they change, not on every table.
+    pub fingerprint: u64,
+}
+
+impl PartialEq for ProbeTls {
+    fn eq(&self, other: &ProbeTls) -> bool {
+        self.name == other.name && self.fingerprint == other.fingerprint
+    }
 }
 
 /// Where hostnames are resolved.
@@ -49,7 +68,8 @@ pub async fn run(
     dns: DnsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut probes: HashMap<String, (HealthSettings, JoinHandle<()>)> = HashMap::new();
+    type Running = (HealthSettings, Option<ProbeTls>, JoinHandle<()>);
+    let mut probes: HashMap<String, Running> = HashMap::new();
     let mut resolvers: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut resolver: Option<TokioResolver> = None;
     let mut seen_version = None;
@@ -71,15 +91,21 @@ pub async fn run(
             let key = t.state.key.clone();
             keep.insert(key.clone());
             let restart = match probes.get(&key) {
-                Some((settings, handle)) => *settings != t.settings || handle.is_finished(),
+                Some((settings, tls, handle)) => {
+                    *settings != t.settings || *tls != t.tls || handle.is_finished()
+                }
                 None => true,
             };
             if restart {
-                if let Some((_, h)) = probes.remove(&key) {
+                if let Some((_, _, h)) = probes.remove(&key) {
                     h.abort();
                 }
-                let handle = tokio::spawn(probe_loop(t.state.clone(), t.settings.clone()));
-                probes.insert(key.clone(), (t.settings, handle));
+                let handle = tokio::spawn(probe_loop(
+                    t.state.clone(),
+                    t.settings.clone(),
+                    t.tls.clone(),
+                ));
+                probes.insert(key.clone(), (t.settings, t.tls, handle));
             }
             if let Some((host, port)) = t.state.host.clone() {
                 if !resolvers.contains_key(&key) {
@@ -100,7 +126,7 @@ pub async fn run(
                 }
             }
         }
-        probes.retain(|k, (_, h)| {
+        probes.retain(|k, (_, _, h)| {
             let live = keep.contains(k);
             if !live {
                 h.abort();
@@ -115,7 +141,7 @@ pub async fn run(
             live
         });
     }
-    for (_, (_, h)) in probes {
+    for (_, (_, _, h)) in probes {
         h.abort();
     }
     for (_, h) in resolvers {
@@ -126,7 +152,7 @@ pub async fn run(
 /// Every backend is probed within this long of the process starting.
 const FIRST_ROUND: Duration = Duration::from_millis(500);
 
-async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings) {
+async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings, tls: Option<ProbeTls>) {
     // Start at a random point of the first FIRST_ROUND (or of the
     // interval, if shorter), so probes do not move in lockstep and a
     // process that just started (an upgrade's new one knows no health
@@ -145,8 +171,9 @@ async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings) {
                 None => ep.addr.to_string(),
             };
             let settings = settings.clone();
+            let tls = tls.clone();
             set.spawn(async move {
-                let report = probe(ep.addr, &host, &settings).await;
+                let report = probe(ep.addr, &host, &settings, tls.as_ref()).await;
                 (ep, report)
             });
         }

@@ -215,36 +215,63 @@ async fn http_and_tcp_probes() {
         ..HealthSettings::default()
     };
 
-    let r = probe(ok, "x", &settings).await;
+    let r = probe(ok, "x", &settings, None).await;
     assert!(r.ok, "{r:?}");
     let body = HealthSettings {
         expect_body: Some("OK".into()),
         ..settings.clone()
     };
-    assert!(probe(ok, "x", &body).await.ok);
+    assert!(probe(ok, "x", &body, None).await.ok);
     let wrong = HealthSettings {
         expect_body: Some("READY".into()),
         ..settings.clone()
     };
-    let r = probe(ok, "x", &wrong).await;
+    let r = probe(ok, "x", &wrong, None).await;
     assert!(!r.ok && r.detail.contains("body lacks"), "{r:?}");
-    let r = probe(bad, "x", &settings).await;
+    let r = probe(bad, "x", &settings, None).await;
     assert!(
         !r.ok && r.detail.contains("status 503, expected 200"),
         "{r:?}"
     );
-    let r = probe(slow, "x", &settings).await;
+    let r = probe(slow, "x", &settings, None).await;
     assert!(!r.ok && r.detail.contains("timed out"), "{r:?}");
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let r = probe(closed, "x", &settings).await;
+    let r = probe(closed, "x", &settings, None).await;
     assert!(!r.ok && r.detail.contains("connect"), "{r:?}");
     let tcp = HealthSettings {
         kind: ProbeKind::Tcp,
         ..settings.clone()
     };
-    assert!(probe(slow, "x", &tcp).await.ok);
-    assert!(!probe(closed, "x", &tcp).await.ok);
+    assert!(probe(slow, "x", &tcp, None).await.ok);
+    assert!(!probe(closed, "x", &tcp, None).await.ok);
+}
+
+#[test]
+fn tls_failures_have_bounded_reasons() {
+    use crate::tls_reason;
+    assert_eq!(
+        tls_reason("invalid peer certificate: UnknownIssuer"),
+        "unknown CA"
+    );
+    assert_eq!(
+        tls_reason("invalid peer certificate: BadSignature"),
+        "unknown CA"
+    );
+    assert_eq!(
+        tls_reason("invalid peer certificate: certificate expired: verification time 5 (UNIX), but certificate is not valid after 4"),
+        "expired"
+    );
+    assert_eq!(
+        tls_reason(
+            "certificate not valid for name \"a\"; certificate is only valid for DnsName(\"b\")"
+        ),
+        "name mismatch"
+    );
+    assert_eq!(
+        tls_reason("received fatal alert: HandshakeFailure"),
+        "handshake"
+    );
 }

@@ -34,6 +34,8 @@ pub struct DemoBackend {
     pub fail_status: Arc<AtomicU16>,
     /// When set, `/health` answers 503.
     pub health_fail: Arc<AtomicBool>,
+    /// Connection counts (TLS backends only).
+    pub conns: Option<Arc<edgesteer_control::listener::ConnStats>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -62,6 +64,24 @@ struct BackendState {
 
 /// Starts one backend on `bind` (port 0 picks a free port).
 pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<DemoBackend> {
+    spawn(id, bind, None).await
+}
+
+/// Starts one backend speaking TLS (h2 or HTTP/1.1 by ALPN) with `tls`.
+/// Answers say which server name the client asked for (`sni`).
+pub async fn spawn_backend_tls(
+    id: Identity,
+    bind: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<DemoBackend> {
+    spawn(id, bind, Some(tls)).await
+}
+
+async fn spawn(
+    id: Identity,
+    bind: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<DemoBackend> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
@@ -80,22 +100,94 @@ pub async fn spawn_backend(id: Identity, bind: SocketAddr) -> std::io::Result<De
         .fallback(echo)
         .with_state(state);
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::warn!(error = %e, "demo backend stopped");
+    let conns = match tls {
+        None => {
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "demo backend stopped");
+                }
+            });
+            None
         }
-    });
+        Some(tls) => {
+            use edgesteer_control::listener::{serve_with, ConnStats, Limits, Transport};
+            let stats = Arc::new(ConnStats::default());
+            let transport = Transport {
+                tls: Some(tls),
+                limits: Limits {
+                    max_connections: 65_536,
+                    ..Limits::default()
+                },
+            };
+            let serve = serve_with(listener, app, transport, stats.clone(), || {}, async move {
+                let _ = rx.await;
+            });
+            tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "demo TLS backend stopped");
+                }
+            });
+            Some(stats)
+        }
+    };
     Ok(DemoBackend {
         id,
         addr,
         served,
         fail_status,
         health_fail,
+        conns,
         stop: Some(tx),
     })
+}
+
+/// A demo certificate authority and one server certificate it signed, as
+/// PEM files in `dir`: `ca.pem`, `origin.pem`, `origin.key`. The server
+/// certificate names `localhost`, `origin.demo.edgesteer` and 127.0.0.1.
+pub struct DemoPki {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl DemoPki {
+    pub fn generate(dir: &std::path::Path) -> anyhow::Result<DemoPki> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        std::fs::create_dir_all(dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "edgesteer demo origin CA");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let key = KeyPair::generate()?;
+        let params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "origin.demo.edgesteer".to_string(),
+            "127.0.0.1".to_string(),
+        ])?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        let pki = DemoPki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("origin.pem"),
+            key: dir.join("origin.key"),
+        };
+        std::fs::write(&pki.ca, ca.pem())?;
+        std::fs::write(&pki.cert, cert.pem())?;
+        std::fs::write(&pki.key, key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    /// The origins' server config (h2 and HTTP/1.1 by ALPN).
+    pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        Ok(edgesteer_control::listener::server_tls(
+            &self.cert, &self.key, None,
+        )?)
+    }
 }
 
 async fn health(State(s): State<BackendState>) -> (axum::http::StatusCode, &'static str) {
@@ -136,6 +228,9 @@ async fn slow(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
 
 async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
     s.served.fetch_add(1, Ordering::Relaxed);
+    let tls = req
+        .extensions()
+        .get::<edgesteer_control::listener::TlsInfo>();
     let status = axum::http::StatusCode::from_u16(s.fail_status.load(Ordering::Relaxed))
         .unwrap_or(axum::http::StatusCode::OK);
     let header = |name: &str| {
@@ -156,6 +251,13 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
         "real_ip": header("x-real-ip"),
         "forwarded_host": header("x-forwarded-host"),
         "forwarded_port": header("x-forwarded-port"),
+        "sni": tls.and_then(|t| t.sni.as_deref()),
+        "tls_version": tls.map(|t| t.version.as_str()),
+        "client_cert": req
+            .extensions()
+            .get::<edgesteer_control::listener::PeerCert>()
+            .map(|c| &c.names),
+        "http_version": format!("{:?}", req.version()),
     });
     (
         status,
@@ -168,9 +270,43 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
 /// `spec` (same count, weights and tracks) and returns the spec rewritten
 /// to point at them.
 pub async fn spawn_for_spec(spec: &TableSpec) -> std::io::Result<(TableSpec, Vec<DemoBackend>)> {
+    spawn_for_spec_tls(spec, None).await
+}
+
+/// [`spawn_for_spec`], every origin plain HTTP except the regions in
+/// `tls.1`, whose origins speak TLS with certificates from `tls.0` (the
+/// table then trusts its CA and verifies the name `localhost`).
+pub async fn spawn_for_spec_tls(
+    spec: &TableSpec,
+    tls: Option<(&DemoPki, &[&str])>,
+) -> std::io::Result<(TableSpec, Vec<DemoBackend>)> {
     let mut out = spec.clone();
+    // The example's production upstream settings do not fit loopback
+    // origins: plain HTTP unless a region is named below.
+    out.upstream = edgesteer_config::wire::UpstreamSpec::default();
+    let server = match tls {
+        Some((pki, _)) => Some(
+            pki.server_config()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut running = Vec::new();
     for (region, r) in out.regions.iter_mut() {
+        r.upstream = None;
+        let region_tls = match (tls, &server) {
+            (Some((pki, names)), Some(cfg)) if names.contains(&region.as_str()) => {
+                r.upstream = Some(edgesteer_config::wire::UpstreamSpec {
+                    tls: Some(true),
+                    sni: Some("localhost".into()),
+                    ca: Some(pki.ca.display().to_string()),
+                    alpn: Some(vec!["h2".into(), "http/1.1".into()]),
+                    ..Default::default()
+                });
+                Some(cfg.clone())
+            }
+            _ => None,
+        };
         let mut backends = Vec::with_capacity(r.backends.len());
         for (i, b) in r.backends.iter().enumerate() {
             let track = b.track.clone().unwrap_or_else(|| "stable".into());
@@ -179,7 +315,8 @@ pub async fn spawn_for_spec(spec: &TableSpec) -> std::io::Result<(TableSpec, Vec
                 backend: format!("{region}-{}", i + 1),
                 track,
             };
-            let backend = spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+            let backend = spawn(id, bind, region_tls.clone()).await?;
             backends.push(BackendSpec {
                 address: backend.addr.to_string(),
                 weight: b.weight,

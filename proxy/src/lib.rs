@@ -31,6 +31,7 @@ pub mod explain;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod origin;
 pub mod proxy;
 pub mod report;
 pub mod server;

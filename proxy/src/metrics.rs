@@ -139,6 +139,14 @@ const REFUSALS: Family = (
     "Requests the proxy answered itself instead of an origin, by reason (a fixed set, all present from start).",
 );
 
+const UPSTREAM_TLS_ERRORS: Family = (
+    "edgesteer_upstream_tls_errors_total",
+    "TLS handshakes with origins that failed, by region and reason (expired, unknown_ca, name_mismatch, handshake).",
+);
+
+/// The reasons of `edgesteer_upstream_tls_errors_total`.
+pub const TLS_REASONS: [&str; 4] = ["expired", "unknown_ca", "name_mismatch", "handshake"];
+
 const RETRIES_REFUSED: Family = (
     "edgesteer_retries_refused_total",
     "Retries not made because the proxy-wide retry budget (20% of requests in flight, at least 3) was spent.",
@@ -179,6 +187,7 @@ pub struct Metrics {
     /// per reason at start, so every reason shows from the first scrape.
     pub refusals: IntCounterVec,
     pub retries_refused: IntCounter,
+    pub upstream_tls_errors: IntCounterVec,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
     /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
@@ -262,6 +271,10 @@ impl Metrics {
             )?)?,
             refusals: r.add(IntCounterVec::new(opts(REFUSALS), &["reason"])?)?,
             retries_refused: r.add(IntCounter::with_opts(opts(RETRIES_REFUSED))?)?,
+            upstream_tls_errors: r.add(IntCounterVec::new(
+                opts(UPSTREAM_TLS_ERRORS),
+                &["region", "reason"],
+            )?)?,
             geo: LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()])),
             blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,
@@ -362,6 +375,12 @@ impl Metrics {
         for zone in zones.chain([NO_REGION]) {
             self.zone_blocked.with_label_values(&[zone]);
             self.pin_refused.with_label_values(&[zone]);
+        }
+        for r in table.regions.iter().filter(|r| r.upstream.tls) {
+            for reason in TLS_REASONS {
+                self.upstream_tls_errors
+                    .with_label_values(&[r.name.as_str(), reason]);
+            }
         }
         for from in &table.regions {
             for to in &table.regions {

@@ -183,7 +183,8 @@ pub fn run(server: Server, runtime: Option<RuntimeDir>) -> ! {
 }
 
 /// Upkeep off the request path: the health service (probes, DNS,
-/// ejection sweep) following the live table, and geo database reloads.
+/// ejection sweep) following the live table, geo database reloads and
+/// origin certificate rotation.
 struct Maintenance {
     steer: Arc<Steering>,
     dns: DnsConfig,
@@ -206,10 +207,14 @@ impl BackgroundService for Maintenance {
                 .zip(snap.health.states())
                 .map(|(b, state)| {
                     let region = snap.table.region(b.region);
+                    let tls = snap.upstream.get(b.region.index()).and_then(|up| {
+                        crate::origin::probe_tls(up, &crate::origin::backend_host(&b.addr))
+                    });
                     ProbeTarget {
                         region: region.name.clone(),
                         state: state.clone(),
                         settings: region.health.clone(),
+                        tls,
                     }
                 })
                 .collect();
@@ -232,6 +237,8 @@ impl BackgroundService for Maintenance {
             .map(|cfg| tokio::spawn(edgesteer_ratelimit::global::run_sync(limiter, cfg)));
 
         let mut shutdown = shutdown;
+        let mut certs = crate::origin::CertWatch::default();
+        certs.check(&self.steer);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -241,6 +248,7 @@ impl BackgroundService for Maintenance {
             if let Err(e) = self.steer.geo.reload_if_changed() {
                 tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
             }
+            certs.check(&self.steer);
         }
         sweeper.abort();
         if let Some(s) = syncer {

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub rate_limited: Vec<Vec<prometheus::IntCounter>>,
     /// `edgesteer_ratelimit_store_refusals_total{policy}` by policy index.
     pub store_refusals: Vec<prometheus::IntCounter>,
+    /// How each region's origins are reached, by region index.
+    pub upstream: Vec<Arc<crate::origin::RegionUpstream>>,
 }
 
 impl Snapshot {
@@ -152,6 +154,24 @@ fn build_snapshot(
     metrics.preinit(&table);
     let stats = stats.for_table(&table);
     let metrics = metrics.for_table(&table);
+    // Regions sharing the table-wide settings share one prepared copy.
+    let mut prepared: Vec<(
+        *const edgesteer_config::model::UpstreamSettings,
+        Arc<crate::origin::RegionUpstream>,
+    )> = Vec::new();
+    let upstream = table
+        .regions
+        .iter()
+        .map(|r| {
+            let key = Arc::as_ptr(&r.upstream);
+            if let Some((_, u)) = prepared.iter().find(|(k, _)| *k == key) {
+                return u.clone();
+            }
+            let u = Arc::new(crate::origin::RegionUpstream::new(&r.upstream));
+            prepared.push((key, u.clone()));
+            u
+        })
+        .collect();
     Snapshot {
         version,
         spec: Arc::new(spec),
@@ -164,5 +184,6 @@ fn build_snapshot(
         limits,
         rate_limited,
         store_refusals,
+        upstream,
     }
 }

@@ -66,7 +66,10 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
     let outlier = upstream::outlier(spec, errs);
     let limits = limits::limits(spec, errs);
     let rate_limits = compile_policies(spec, errs);
-    let (regions, backends) = regions::regions(spec, &zoning, &default_health, errs);
+    let default_upstream =
+        std::sync::Arc::new(upstream::settings("upstream", &spec.upstream, errs));
+    let (regions, backends) =
+        regions::regions(spec, &zoning, &default_health, &default_upstream, errs);
     Some(RoutingTable {
         description: spec.description.clone(),
         regions,

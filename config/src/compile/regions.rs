@@ -10,7 +10,9 @@ use super::lookup::region_ref;
 use super::release::rollout;
 use super::zones::Zoning;
 use crate::check::Errors;
-use crate::model::{Backend, HealthSettings, Region, RegionId, RolloutState, BUCKETS};
+use crate::model::{
+    Backend, HealthSettings, Region, RegionId, RolloutState, UpstreamSettings, BUCKETS,
+};
 use crate::wire::{RegionSpec, TableSpec};
 
 /// All regions, and the table-wide backend list they index.
@@ -18,6 +20,7 @@ pub(crate) fn regions(
     spec: &TableSpec,
     zoning: &Zoning,
     default_health: &HealthSettings,
+    default_upstream: &std::sync::Arc<UpstreamSettings>,
     errs: &mut Errors,
 ) -> (Vec<Region>, Vec<Backend>) {
     let mut regions = Vec::with_capacity(spec.regions.len());
@@ -38,6 +41,14 @@ pub(crate) fn regions(
             Some(h) => health(&format!("regions.{name}.health"), h, default_health, errs),
             None => default_health.clone(),
         };
+        let upstream = match &r.upstream {
+            Some(u) => std::sync::Arc::new(super::upstream::settings(
+                &format!("regions.{name}.upstream"),
+                &spec.upstream.merged(u),
+                errs,
+            )),
+            None => default_upstream.clone(),
+        };
         let RegionBackends { ids, tracks } =
             region_backends(name, id, &r.backends, &mut backends, errs);
         regions.push(Region {
@@ -50,6 +61,7 @@ pub(crate) fn regions(
             rollout_state,
             rollout_step,
             health,
+            upstream,
             backends: ids,
             tracks,
         });

@@ -1,11 +1,14 @@
 //! `retry` and `outlier`: how the proxy treats upstreams that fail, by
-//! retrying a request and by ejecting a backend for a while.
+//! retrying a request and by ejecting a backend for a while; `upstream`:
+//! how it reaches them (TLS, verification, ALPN).
 
 use std::time::Duration;
 
 use crate::check::Errors;
-use crate::model::{OutlierSettings, RetrySettings};
-use crate::wire::TableSpec;
+use crate::model::{
+    ClientIdentity, OutlierSettings, RetrySettings, UpstreamAlpn, UpstreamSettings,
+};
+use crate::wire::{TableSpec, UpstreamSpec};
 
 pub(crate) fn retry(spec: &TableSpec, errs: &mut Errors) -> RetrySettings {
     let mut out = RetrySettings::default();
@@ -85,4 +88,168 @@ pub(crate) fn outlier(spec: &TableSpec, errs: &mut Errors) -> OutlierSettings {
         }
     }
     out
+}
+
+/// A region's `upstream` (at `path`, already merged over the table-wide
+/// one): TLS, verification, the CA and client certificate (read and
+/// checked now), ALPN.
+pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> UpstreamSettings {
+    let tls = u.tls.unwrap_or(false);
+    let verify = u.verify.unwrap_or(true);
+    let insecure = u.insecure_skip_verify.unwrap_or(false);
+    errs.check(
+        verify || insecure,
+        format!("{path}.verify"),
+        "`verify = false` accepts any certificate (anyone on the path can read and change the traffic); it needs `insecure_skip_verify = true` as well",
+    );
+    errs.check(
+        !insecure || !verify || u.verify.is_none(),
+        format!("{path}.insecure_skip_verify"),
+        "contradicts `verify = true`",
+    );
+    let plain_only = |field: &str, set: bool, errs: &mut Errors| {
+        errs.check(
+            tls || !set,
+            format!("{path}.{field}"),
+            "only means something with `tls = true`",
+        );
+    };
+    plain_only("sni", u.sni.is_some(), errs);
+    plain_only("ca", u.ca.is_some(), errs);
+    plain_only("client_cert", u.client_cert.is_some(), errs);
+    if let Some(sni) = &u.sni {
+        errs.check(
+            !sni.is_empty()
+                && sni.len() <= 253
+                && sni
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b)),
+            format!("{path}.sni"),
+            "not a host name or IP address",
+        );
+    }
+    let ca = u.ca.as_ref().and_then(|p| {
+        let certs = read_certs(&format!("{path}.ca"), p, errs)?;
+        Some((p.clone(), certs))
+    });
+    let client = match (&u.client_cert, &u.client_key) {
+        (Some(c), Some(k)) => {
+            let chain = read_certs(&format!("{path}.client_cert"), c, errs);
+            let key = read_key(&format!("{path}.client_key"), k, errs);
+            chain.zip(key).map(|(chain, key)| ClientIdentity {
+                cert_path: c.clone(),
+                key_path: k.clone(),
+                chain,
+                key,
+            })
+        }
+        (Some(_), None) => {
+            errs.push(format!("{path}.client_key"), "client_cert needs client_key");
+            None
+        }
+        (None, Some(_)) => {
+            errs.push(
+                format!("{path}.client_cert"),
+                "client_key needs client_cert",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let alpn = match u.alpn.as_deref() {
+        None => UpstreamAlpn::H1,
+        Some(list) => alpn(&format!("{path}.alpn"), list, tls, errs),
+    };
+    let mut max_h2_streams = 100;
+    if let Some(n) = errs.in_range(
+        format!("{path}.max_h2_streams"),
+        u.max_h2_streams,
+        1..=1000,
+        "",
+    ) {
+        max_h2_streams = n as usize;
+    }
+    UpstreamSettings {
+        tls,
+        sni: u.sni.clone(),
+        verify,
+        ca,
+        client,
+        alpn,
+        max_h2_streams,
+    }
+}
+
+fn alpn(path: &str, list: &[String], tls: bool, errs: &mut Errors) -> UpstreamAlpn {
+    let names: Vec<&str> = list.iter().map(String::as_str).collect();
+    match (names.as_slice(), tls) {
+        (["http/1.1"], _) => UpstreamAlpn::H1,
+        (["h2", "http/1.1"], true) => UpstreamAlpn::H2H1,
+        (["h2"], true) | (["h2c"], false) => UpstreamAlpn::H2,
+        (["h2c"], true) => {
+            errs.push(path, "`h2c` is HTTP/2 without TLS; with `tls = true` use [\"h2\"] or [\"h2\", \"http/1.1\"]");
+            UpstreamAlpn::H1
+        }
+        (_, false) if names.contains(&"h2") => {
+            errs.push(
+                path,
+                "`h2` is negotiated in TLS; without TLS use [\"h2c\"] (prior knowledge)",
+            );
+            UpstreamAlpn::H1
+        }
+        _ => {
+            errs.push(path, format!("{names:?} is not one of [\"h2\", \"http/1.1\"], [\"h2\"], [\"http/1.1\"] or [\"h2c\"]"));
+            UpstreamAlpn::H1
+        }
+    }
+}
+
+/// The certificates of a PEM file, each checked to parse as X.509.
+fn read_certs(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<Vec<u8>>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let iter = match CertificateDer::pem_file_iter(file) {
+        Ok(i) => i,
+        Err(e) => {
+            errs.push(path, format!("cannot read {file}: {e}"));
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for (i, c) in iter.enumerate() {
+        match c {
+            Ok(der) => {
+                if let Err(e) = x509_parser::parse_x509_certificate(der.as_ref()) {
+                    errs.push(path, format!("{file}: certificate {i} does not parse: {e}"));
+                    return None;
+                }
+                out.push(der.as_ref().to_vec());
+            }
+            Err(e) => {
+                errs.push(path, format!("{file}: {e}"));
+                return None;
+            }
+        }
+    }
+    if out.is_empty() {
+        errs.push(path, format!("{file} holds no PEM certificate"));
+        return None;
+    }
+    Some(out)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1), as DER.
+fn read_key(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    match PrivateKeyDer::from_pem_file(file) {
+        Ok(k) => Some(k.secret_der().to_vec()),
+        Err(e) => {
+            errs.push(
+                path,
+                format!("{file}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
+            );
+            None
+        }
+    }
 }

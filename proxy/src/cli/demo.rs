@@ -55,8 +55,15 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .thread_name("demo-backends")
         .build()
         .context("starting the demo backends' runtime")?;
+    // eu-west's origins speak TLS (h2), verified against a demo CA made
+    // now, as production origins across the Internet would be.
+    let pki_dir = std::env::temp_dir().join(format!("edgesteer-demo-{}", std::process::id()));
+    let pki = crate::demo::DemoPki::generate(&pki_dir).context("making the demo origin CA")?;
     let (spec, backends) = rt
-        .block_on(crate::demo::spawn_for_spec(&demo_spec()?))
+        .block_on(crate::demo::spawn_for_spec_tls(
+            &demo_spec()?,
+            Some((&pki, &["eu-west"])),
+        ))
         .context("starting demo backends")?;
     let table = compile_or_explain(&spec)?;
 
@@ -124,11 +131,13 @@ fn print_banner(args: &DemoArgs, backends: &[DemoBackend], control_url: &str) {
         backends.len()
     );
     for b in backends {
+        let scheme = if b.conns.is_some() { "https" } else { "http" };
         println!(
-            "  {:<13} {:<16} {:<7} http://{}",
+            "  {:<13} {:<16} {:<7} {scheme}://{}",
             b.id.region, b.id.backend, b.id.track, b.addr
         );
     }
+    println!("  (eu-west's origins are reached over TLS 1.3 + h2, verified against a demo CA; the answer's \"sni\" shows the name sent)");
     let base = format!("http://{}", args.listen);
     let us_east_1 = backends
         .iter()
@@ -171,6 +180,7 @@ pub(super) fn run_backend(
     name: String,
     track: String,
     listen: SocketAddr,
+    tls: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,8 +192,23 @@ pub(super) fn run_backend(
             backend: name,
             track,
         };
-        let b = crate::demo::spawn_backend(id, listen).await?;
-        println!("listening on {}", b.addr);
+        let b = match &tls {
+            None => crate::demo::spawn_backend(id, listen).await?,
+            Some(dir) => {
+                let pki = crate::demo::DemoPki::generate(dir)?;
+                println!(
+                    "TLS with a generated certificate for localhost, origin.demo.edgesteer and 127.0.0.1; its CA: {}",
+                    pki.ca.display()
+                );
+                crate::demo::spawn_backend_tls(id, listen, pki.server_config()?).await?
+            }
+        };
+        // `listening on ADDR` first: scripts and tests read it.
+        println!(
+            "listening on {}{}",
+            b.addr,
+            if b.conns.is_some() { " (TLS)" } else { "" }
+        );
         tokio::signal::ctrl_c().await?;
         drop(b);
         Ok(())

@@ -53,6 +53,13 @@ enum Command {
         track: String,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve TLS (h2 and HTTP/1.1) with a certificate generated now.
+        #[arg(long)]
+        tls: bool,
+        /// Where the generated certificate and its CA (ca.pem) are written
+        /// (default: a new directory under the system's temp dir).
+        #[arg(long, value_name = "DIR", requires = "tls")]
+        tls_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -71,7 +78,19 @@ pub fn main() -> ExitCode {
             name,
             track,
             listen,
-        } => demo::run_backend(region, name, track, listen),
+            tls,
+            tls_dir,
+        } => demo::run_backend(
+            region,
+            name,
+            track,
+            listen,
+            tls.then(|| {
+                tls_dir.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("edgesteer-backend-{}", std::process::id()))
+                })
+            }),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

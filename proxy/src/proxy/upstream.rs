@@ -40,7 +40,17 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         );
     }
     let per_try = retry.per_try_timeout.min(remaining);
-    let mut peer = HttpPeer::new(addr, false, String::new());
+    let mut peer = match snap.upstream.get(route.region.index()) {
+        Some(up) if up.tls => tls_peer(addr, up, &snap.table.backends[route.backend.index()].addr),
+        Some(up) => {
+            let mut p = HttpPeer::new(addr, false, String::new());
+            // h2c (prior knowledge) when the table says so.
+            p.options.alpn = up.alpn.clone();
+            p.options.max_h2_streams = up.max_h2_streams;
+            p
+        }
+        None => HttpPeer::new(addr, false, String::new()),
+    };
     peer.options.connection_timeout = Some(retry.connect_timeout.min(per_try));
     peer.options.total_connection_timeout = Some(retry.connect_timeout.min(per_try));
     peer.options.read_timeout = Some(per_try);
@@ -48,6 +58,53 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     peer.options.idle_timeout = Some(Duration::from_secs(60));
     ctx.upstream_start = Some(Instant::now());
     Ok(Box::new(peer))
+}
+
+/// A TLS handshake with an origin failed: a connect failure (passive
+/// health, retry), counted and logged with its reason.
+fn tls_failed(steer: &Steering, ctx: &Ctx, e: &Error) {
+    let text = e.to_string();
+    let reason = crate::origin::tls_reason(&text);
+    let label = match reason {
+        "unknown CA" => "unknown_ca",
+        "name mismatch" => "name_mismatch",
+        "expired" => "expired",
+        _ => "handshake",
+    };
+    let region = ctx
+        .route
+        .sent()
+        .map_or("none", |r| ctx.snap.table.region(r.region).name.as_str());
+    steer
+        .metrics
+        .upstream_tls_errors
+        .with_label_values(&[region, label])
+        .inc();
+    tracing::warn!(
+        backend = ?ctx.peer_addr,
+        region,
+        reason,
+        error = %text,
+        "TLS to origin failed"
+    );
+}
+
+/// A TLS peer: the server name (the table's, else the backend's host),
+/// verification, the region's CA and client certificate, and ALPN.
+fn tls_peer(
+    addr: std::net::SocketAddr,
+    up: &crate::origin::RegionUpstream,
+    backend: &edgesteer_config::model::BackendAddr,
+) -> HttpPeer {
+    let host = crate::origin::backend_host(backend);
+    let mut p = HttpPeer::new(addr, true, up.server_name(&host).to_string());
+    p.options.verify_cert = up.verify;
+    p.options.verify_hostname = up.verify;
+    p.options.ca = up.ca.clone();
+    p.client_cert_key = up.client.clone();
+    p.options.alpn = up.alpn.clone();
+    p.options.max_h2_streams = up.max_h2_streams;
+    p
 }
 
 /// A retry: decide again without the backends already tried.
@@ -86,6 +143,12 @@ const RETRY_BUDGET_MIN: i64 = 3;
 /// elsewhere.
 pub(super) fn connect_failed(steer: &Steering, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     passive(ctx, Outcome::ConnectFailure);
+    if matches!(
+        e.etype(),
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
+    ) {
+        tls_failed(steer, ctx, &e);
+    }
     e.set_retry(ctx.attempts_left() && take_retry(steer, ctx));
     e
 }

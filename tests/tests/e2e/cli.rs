@@ -1,4 +1,5 @@
-//! `edgesteer validate` on the shipped example and on broken tables.
+//! `edgesteer validate` on the shipped example and on broken tables, and
+//! `edgesteer demo` as the README runs it (on free ports).
 
 use std::process::Command;
 
@@ -58,4 +59,61 @@ fn validate_names_the_field_of_a_zone_crossing() {
     let (code, _, err) = validate(&wd.path("missing.toml"));
     assert_eq!(code, 2);
     assert!(err.contains("missing.toml"), "{err}");
+}
+
+/// `edgesteer demo`, killed on drop.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
+    let (listen, admin, control) = (free_port(), free_port(), free_port());
+    let child = Command::new(binary())
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--control",
+            &format!("127.0.0.1:{control}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Demo(child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{listen}/v1/covers");
+    let ask = |ip: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .get(&url)
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .ok()?;
+            r.json::<serde_json::Value>().await.ok()
+        }
+    };
+    let up = wait_until(std::time::Duration::from_secs(30), || async {
+        ask("8.8.8.8").await.is_some()
+    })
+    .await;
+    assert!(up.is_some(), "the demo did not answer");
+    let us = ask("8.8.8.8").await.unwrap();
+    assert_eq!(us["region"], "us-east", "{us}");
+    assert_eq!(us["sni"], serde_json::Value::Null, "{us}");
+    let de = ask("80.128.0.1").await.unwrap();
+    assert_eq!(de["region"], "eu-west", "{de}");
+    assert_eq!(de["sni"], "localhost", "{de}");
+    assert_eq!(de["tls_version"], "TLSv1_3", "{de}");
+    let cn = ask("202.96.128.86").await.unwrap();
+    assert_eq!(cn["region"], "cn-east", "{cn}");
 }

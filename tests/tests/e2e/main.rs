@@ -7,6 +7,7 @@ mod edge;
 mod failover;
 mod lifecycle;
 mod observe;
+mod origin_tls;
 mod ratelimit;
 mod rollout;
 mod routing;
