@@ -29,6 +29,7 @@ else
   [ "${BUILD:-1}" = 0 ] || cargo build --locked -p edgesteer -p edgesteer-benches --bins >&2
   bin=$root/target/debug
 fi
+bin=${BIN_DIR:-$bin}   # BIN_DIR: binaries from elsewhere
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
