@@ -81,7 +81,8 @@ for name, path in (("HTTP/1.1 keep-alive", sys.argv[1]), ("h2c", sys.argv[2])):
     refused = sum(n for e, n in r["errors"].items() if "Refused" in e)
     lat = r["latency_us"]
     print(f"{name}: {r['requests']} requests, {r['ok']} ok, {failed} failed "
-          f"({refused} refused connections); latency p50 {lat['p50']} us, "
+          f"({refused} refused connections; {r.get('retried_unprocessed', 0)} refused "
+          f"unprocessed by GOAWAY and sent again, as clients do); latency p50 {lat['p50']} us, "
           f"p99 {lat['p99']} us, p99.9 {lat['p99.9']} us, max {lat['max']} us")
     for e, n in sorted(r["errors"].items()):
         print(f"    {n} x {e}")

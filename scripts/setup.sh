@@ -2,11 +2,15 @@
 # Installs what a fresh machine lacks for building and testing edgesteer:
 #   cmake         - Pingora's build (libz-ng-sys)
 #   redis-server  - the shared store of fleet-wide rate limits (tests start their own)
+#   etcd-server   - the config service's replicated store (tests start their own clusters)
+#   protoc        - etcd-client's build (gRPC stubs), Debian's protobuf-compiler
 # Debian/Ubuntu packages; needs root or sudo. Safe to run again.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -108,6 +108,11 @@ pub struct Report {
     /// Share of requests sent per client group, as configured and as sent.
     pub mix: BTreeMap<&'static str, (f64, f64)>,
     pub errors: BTreeMap<String, u64>,
+    /// Requests the server refused unprocessed (an h2 GOAWAY's stream id
+    /// past the last one it took, or REFUSED_STREAM) and that were sent
+    /// again on a new connection, as RFC 9113 (6.8, 8.7) allows and
+    /// browsers and reqwest do. Their second outcome is counted above.
+    pub retried_unprocessed: u64,
 }
 
 struct Worker {
@@ -117,12 +122,22 @@ struct Worker {
     errors: BTreeMap<String, u64>,
     requests: u64,
     ok: u64,
+    retried_unprocessed: u64,
 }
 
 /// 1 us .. 60 s at 3 significant digits.
 #[allow(clippy::expect_used)] // constant, valid bounds: cannot fail
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Whether an error says the request was not processed: an h2 GOAWAY
+/// (NO_ERROR) for a stream past the server's last one, REFUSED_STREAM, or
+/// hyper's "canceled" (the connection closed before the request was sent).
+fn unprocessed(e: &str) -> bool {
+    e.contains("not a result of an error")
+        || e.contains("refused stream")
+        || e.contains("operation was canceled")
 }
 
 /// An error with its causes, e.g. `http2 error: stream error received:
@@ -250,6 +265,7 @@ async fn worker(cfg: Arc<Config>, id: usize, start: Instant, deadline: Instant) 
         errors: BTreeMap::new(),
         requests: 0,
         ok: 0,
+        retried_unprocessed: 0,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + id as u64);
     let mut conn: Option<Conn> = None;
@@ -296,7 +312,16 @@ async fn worker(cfg: Arc<Config>, id: usize, start: Instant, deadline: Instant) 
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match one(c, &cfg, &ip).await {
+        let mut answer = one(c, &cfg, &ip).await;
+        if answer.as_ref().is_err_and(|e| unprocessed(e)) {
+            // Not processed by the server: a client sends it again.
+            w.retried_unprocessed += 1;
+            conn = connect(cfg.target, cfg.h2).await.ok();
+            if let Some(c) = conn.as_mut() {
+                answer = one(c, &cfg, &ip).await;
+            }
+        }
+        match answer {
             Ok((status, region)) => {
                 let us = intended.elapsed().as_micros() as u64;
                 let _ = w.hist.record(us.max(1));
@@ -330,9 +355,10 @@ pub async fn run(cfg: Config) -> Report {
     let mut by_region: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut sent: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut errors = BTreeMap::new();
-    let (mut requests, mut ok) = (0, 0);
+    let (mut requests, mut ok, mut retried_unprocessed) = (0, 0, 0);
     for t in tasks {
         let Ok(w) = t.await else { continue };
+        retried_unprocessed += w.retried_unprocessed;
         let _ = all.add(&w.hist);
         for (r, h) in w.by_region {
             let _ = by_region.entry(r).or_insert_with(hist).add(&h);
@@ -403,6 +429,7 @@ pub async fn run(cfg: Config) -> Report {
             })
             .collect(),
         errors,
+        retried_unprocessed,
     }
 }
 
@@ -451,6 +478,12 @@ impl Report {
             for (e, n) in &self.errors {
                 s += &format!("  {n:>8}  {e}\n");
             }
+        }
+        if self.retried_unprocessed > 0 {
+            s += &format!(
+                "sent again after the server refused them unprocessed (h2 GOAWAY/REFUSED_STREAM): {}\n",
+                self.retried_unprocessed
+            );
         }
         s
     }

@@ -63,6 +63,20 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// `a,b,c` as URLs without a trailing `/`.
+fn split_bases(base: &str) -> Vec<String> {
+    let list: Vec<String> = base
+        .split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if list.is_empty() {
+        vec![base.to_string()]
+    } else {
+        list
+    }
+}
+
 fn fields(errors: &[(String, String)]) -> String {
     errors
         .iter()
@@ -70,9 +84,13 @@ fn fields(errors: &[(String, String)]) -> String {
         .collect()
 }
 
+/// A client of one config service, or of several replicas of it: `base`
+/// may be a comma-separated list of URLs. Calls go to one replica; when it
+/// cannot be reached, the next call goes to the next one.
 #[derive(Clone, Debug)]
 pub struct Client {
-    base: String,
+    bases: std::sync::Arc<Vec<String>>,
+    at: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
     http: reqwest::Client,
     max_watch_body: usize,
@@ -96,7 +114,8 @@ impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         let http = builder().build().unwrap_or_default();
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            bases: std::sync::Arc::new(split_bases(base)),
+            at: std::sync::Arc::default(),
             token,
             http,
             max_watch_body: MAX_WATCH_BODY,
@@ -114,7 +133,7 @@ impl Client {
         if tls.ca.is_none() && tls.identity.is_none() {
             return Ok(Client::new(base, token));
         }
-        if !base.starts_with("https://") {
+        if split_bases(base).iter().any(|b| !b.starts_with("https://")) {
             return Err(ClientError::Tls(format!(
                 "--control-ca/--control-cert need an https:// service URL, not {base}"
             )));
@@ -152,7 +171,8 @@ impl Client {
             ClientError::Tls(format!("the TLS settings for {base} are not usable: {e}"))
         })?;
         Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
+            bases: std::sync::Arc::new(split_bases(base)),
+            at: std::sync::Arc::default(),
             token,
             http,
             max_watch_body: MAX_WATCH_BODY,
@@ -165,12 +185,33 @@ impl Client {
         self
     }
 
+    /// The replica calls go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        let i = self.at.load(std::sync::atomic::Ordering::Relaxed);
+        self.bases
+            .get(i % self.bases.len().max(1))
+            .map_or("", String::as_str)
+    }
+
+    /// Every replica this client knows.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.base())
+    }
+
+    /// The next replica takes the following calls.
+    fn fail_over(&self, from: &str) {
+        if self.bases.len() > 1 && self.base() == from {
+            self.at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                from,
+                to = self.base(),
+                "config service replica unreachable; moving to the next"
+            );
+        }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
@@ -178,13 +219,11 @@ impl Client {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let resp = req.send().await.map_err(|source| {
+            let url = self.base().to_string();
+            self.fail_over(&url);
+            ClientError::Unreachable { url, source }
+        })?;
         if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
@@ -300,7 +339,7 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        let body = read_bounded(resp, self.max_watch_body, &self.base).await?;
+        let body = read_bounded(resp, self.max_watch_body, self.base()).await?;
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| ClientError::Protocol(format!("answer: {e}")))

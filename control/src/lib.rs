@@ -28,6 +28,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod etcd;
 mod figures;
 mod fleet;
 pub mod guard;
@@ -45,6 +46,7 @@ mod tests;
 pub use auth::{
     bearer, find_token, read_secret_file, read_token_file, token_name, Access, Role, Token,
 };
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use service::{router, DEFAULT_BODY_LIMIT};
 pub use state::{Control, StartError};
-pub use store::{FileStore, MemoryStore, Store, VersionRecord};
+pub use store::{FileStore, MemoryStore, Store, StoreError, VersionRecord};

@@ -128,12 +128,16 @@ pub(crate) async fn metrics(State(c): State<Arc<Control>>) -> Response {
          edgesteer_control_tls_handshake_failures_total {}\n\
          # HELP edgesteer_control_table_version The newest stored version.\n\
          # TYPE edgesteer_control_table_version gauge\n\
-         edgesteer_control_table_version {version}\n",
+         edgesteer_control_table_version {version}\n\
+         # HELP edgesteer_control_rollout_leader 1 on the replica that runs the rollout controller.\n\
+         # TYPE edgesteer_control_rollout_leader gauge\n\
+         edgesteer_control_rollout_leader {}\n",
         c.unauthenticated.load(Relaxed),
         c.forbidden.load(Relaxed),
         c.conn_stats.open.load(Relaxed),
         c.conn_stats.refused.load(Relaxed),
         c.conn_stats.handshake_failures.load(Relaxed),
+        u8::from(c.is_leader()),
     );
     (
         [(

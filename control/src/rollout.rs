@@ -85,6 +85,10 @@ fn carry_out(r: &mut RegionSpec, verdict: Verdict, reason: &str) -> Option<&'sta
 impl Control {
     /// One pass of the rollout state machine over every running rollout.
     pub async fn tick_rollouts(&self) {
+        // One controller per store: with replicas, the lease holder.
+        if !self.is_leader() {
+            return;
+        }
         let Some(cur) = self.latest() else { return };
         for (region, spec) in &cur.table.regions {
             let Some(ro) = spec
@@ -103,7 +107,9 @@ impl Control {
                 "{reason}; rollout controller, on stats from proxies {}",
                 self.windows.reporters(region).join(", ")
             );
-            let _guard = self.write_lock.lock().await;
+            let Ok(_guard) = self.write_guard().await else {
+                return;
+            };
             // Re-read under the lock: an operator may have changed it meanwhile.
             let Some(now) = self.latest() else { return };
             if now.version != cur.version {
@@ -124,7 +130,11 @@ impl Control {
                 );
                 continue;
             }
-            match self.commit("rollout", label, table, reason, None).await {
+            let actor = match self.replica() {
+                Some(r) => format!("rollout@{r}"),
+                None => "rollout".to_string(),
+            };
+            match self.commit(&actor, label, table, reason, None).await {
                 Ok(rec) => tracing::info!(
                     region,
                     version = rec.version,
@@ -193,7 +203,7 @@ pub(crate) async fn post_rollout(
 ) -> Result<Json<RolloutChange>, ApiError> {
     let actor = caller.name;
     let req: RolloutCommand = parse_body(body)?;
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_guard().await?;
     let cur = c.current_or_404()?;
     let mut table: TableSpec = cur.table.clone();
     let r = table.regions.get_mut(&region).ok_or_else(|| {

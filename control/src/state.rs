@@ -94,6 +94,19 @@ impl Control {
             closing: watch::channel(false).0,
             cert_proxies: std::sync::OnceLock::new(),
         });
+        if let Some(mut changes) = control.store.follow() {
+            // Another replica wrote: adopt its versions (in order).
+            let c = Arc::downgrade(&control);
+            tokio::spawn(async move {
+                while changes.recv().await.is_some() {
+                    let Some(c) = c.upgrade() else { return };
+                    let _guard = c.write_lock.lock().await;
+                    if let Err(e) = c.catch_up().await {
+                        tracing::warn!(error = %e, "cannot read new versions from the store");
+                    }
+                }
+            });
+        }
         if control.latest().is_none() {
             if let Some(seed) = seed {
                 compile(&seed).map_err(StartError::Seed)?;
@@ -180,6 +193,57 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// Takes the write lock, then adopts what other replicas committed, so
+    /// an edit is made on the newest version. 503 when the store cannot
+    /// be read.
+    pub(crate) async fn write_guard(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+        let guard = self.write_lock.lock().await;
+        if self.store.follow_needed() {
+            self.catch_up().await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!(
+                        "cannot read the newest version from the store: {e}; nothing was changed"
+                    ),
+                )
+            })?;
+        }
+        Ok(guard)
+    }
+
+    /// Adopts the versions the store has after this replica's newest (call
+    /// with the write lock held).
+    pub(crate) async fn catch_up(&self) -> Result<usize, StoreError> {
+        let after = self.latest().map_or(0, |r| r.version);
+        let records = self.store.load_after(after).await?;
+        let mut adopted = 0;
+        for r in records {
+            let next = self.latest().map_or(1, |l| l.version + 1);
+            if r.version != next {
+                continue;
+            }
+            let r = Arc::new(redact(r));
+            if let Ok(mut v) = self.versions.write() {
+                v.push(r.clone());
+            }
+            self.current.send_replace(Some(r.clone()));
+            adopted += 1;
+            tracing::info!(version = r.version, actor = %r.audit.actor, "version from another replica adopted");
+        }
+        Ok(adopted)
+    }
+
+    /// Whether this replica runs the rollout controller.
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
+    /// This replica's name in a shared store, if any.
+    pub fn replica(&self) -> Option<&str> {
+        self.store.replica()
+    }
+
     /// Stores a new version (already compiled by the caller) and pushes it.
     pub(crate) async fn commit(
         &self,
@@ -213,12 +277,22 @@ impl Control {
                 restored,
             },
         };
-        self.store.append(&record).await.map_err(|e| {
-            ApiError::new(
+        self.store.append(&record).await.map_err(|e| match e {
+            StoreError::Conflict(v) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("another replica committed version {v} at the same moment; nothing was changed: re-read the table and retry"),
+            ),
+            StoreError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the change was not stored: {e}"),
+            ),
+            e => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_failed",
                 format!("the change was not stored: {e}"),
-            )
+            ),
         })?;
         let record = Arc::new(record);
         if let Ok(mut v) = self.versions.write() {

@@ -51,6 +51,10 @@ pub enum StoreError {
     Conflict(u64),
     #[error("store {path} is in use by another config service (its .lock is held: {reason}); stop that one, or give this one its own --data")]
     Locked { path: PathBuf, reason: String },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the version is {bytes} bytes; the store takes at most {limit}")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
 /// A durable, append-only log of versions.
@@ -64,10 +68,44 @@ pub trait Store: Send + Sync + 'static {
     /// epoch tells proxies that versions started again (a wiped or new
     /// store), so a lower version than theirs is still the newest.
     async fn epoch(&self) -> Result<String, StoreError>;
+
+    /// The versions after `version`, oldest first: what other writers (other
+    /// replicas sharing the store) committed since this one last looked.
+    async fn load_after(&self, version: u64) -> Result<Vec<VersionRecord>, StoreError> {
+        Ok(self
+            .load()
+            .await?
+            .into_iter()
+            .filter(|r| r.version > version)
+            .collect())
+    }
+
+    /// For a store shared by several replicas: a signal each time another
+    /// may have written (the service then catches up with
+    /// [`Store::load_after`]). `None`: this process is the only writer.
+    fn follow(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
+    }
+
+    /// Whether other writers may share the store (then every write first
+    /// catches up with [`Store::load_after`]).
+    fn follow_needed(&self) -> bool {
+        false
+    }
+
+    /// Whether this replica runs the rollout controller (one per store).
+    fn is_leader(&self) -> bool {
+        true
+    }
+
+    /// This replica's name, for audit records of the controller's writes.
+    fn replica(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A fresh epoch id: not a secret, only different for every store made.
-fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -46,7 +46,7 @@ pub(crate) async fn put_table(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_table", e.to_string()))?;
     let spec = parse::from_json(&text).map_err(ApiError::from_config)?;
     compile(&spec).map_err(ApiError::from_config)?;
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
     let r = c.commit(&actor, "replace", spec, req.reason, None).await?;
     Ok(tagged(&r, &c.epoch))
@@ -61,7 +61,7 @@ pub(crate) async fn patch_region(
 ) -> Result<Response, ApiError> {
     let actor = caller.name;
     let req: PatchRegion = parse_body(body)?;
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
     let cur = c.current_or_404()?;
     let mut spec = cur.table.clone();
@@ -128,7 +128,7 @@ pub(crate) async fn rollback(
     let req: Rollback = parse_body(body)?;
     let target = c.version(req.to)?;
     compile(&target.table).map_err(ApiError::from_config)?;
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
     let rec = c
         .commit(

@@ -630,12 +630,12 @@ impl ControlProc {
         log: Option<&Path>,
     ) -> anyhow::Result<ControlProc> {
         let mut cmd = Command::new(binary());
-        cmd.arg("control")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data")
-            .arg(data)
-            .arg("--token")
+        cmd.arg("control").arg("--listen").arg(addr.to_string());
+        // A replica of a shared store has no directory of its own.
+        if !extra.contains(&"--store") {
+            cmd.arg("--data").arg(data);
+        }
+        cmd.arg("--token")
             .arg(format!("ops={OPS_TOKEN}"))
             .arg("--token")
             .arg(format!("proxy:fleet={PROXY_TOKEN}"))
@@ -940,6 +940,141 @@ impl RedisProc {
 impl Drop for RedisProc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl ControlProc {
+    /// A config service replica on the etcd store `store` (an
+    /// `etcd://...` URL), named `replica` in audit records.
+    pub async fn start_replica(
+        store: &str,
+        seed: Option<&Path>,
+        replica: &str,
+    ) -> anyhow::Result<ControlProc> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::launch(
+            addr,
+            Path::new(""),
+            seed,
+            &["--store", store, "--replica", replica],
+            None,
+            None,
+        )
+        .await
+    }
+}
+
+/// Debian's `etcd` (scripts/setup.sh installs etcd-server): one member or
+/// a cluster on free loopback ports, each member killed on drop (by PID).
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<EtcdMember>,
+}
+
+struct EtcdMember {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// `n` members, started and answering.
+    pub async fn start(n: usize) -> anyhow::Result<EtcdCluster> {
+        let dir = tempfile::tempdir()?;
+        let mut members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        for m in &mut members {
+            let data = dir.path().join(&m.name);
+            let child = Command::new("etcd")
+                .args(["--name", &m.name, "--data-dir"])
+                .arg(&data)
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{}", m.client),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{}", m.client),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{}", m.peer),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{}", m.peer),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "edgesteer-test",
+                    "--logger",
+                    "zap",
+                    "--log-level",
+                    "error",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting etcd (scripts/setup.sh installs etcd-server)")?;
+            m.child = Some(child);
+        }
+        let cluster = EtcdCluster { dir, members };
+        let client = reqwest::Client::new();
+        for m in &cluster.members {
+            let url = format!("http://127.0.0.1:{}/health", m.client);
+            let up = wait_until(Duration::from_secs(20), || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            })
+            .await;
+            if up.is_none() {
+                bail!("etcd member {} did not become healthy", m.name);
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// `etcd://host:port,.../prefix` for `edgesteer control --store`.
+    pub fn store_url(&self, prefix: &str) -> String {
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect();
+        format!("etcd://{}/{prefix}", hosts.join(","))
+    }
+
+    /// Stops member `i` (SIGKILL, by PID).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members.get_mut(i).and_then(|m| m.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop(i);
+        }
     }
 }
 

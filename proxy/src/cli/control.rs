@@ -21,9 +21,25 @@ pub(super) struct ControlArgs {
     /// API listener.
     #[arg(long, default_value = "127.0.0.1:9300")]
     listen: SocketAddr,
-    /// Directory of the embedded store (one file per version).
+    /// Directory of the embedded store (one file per version); the default
+    /// store, for one replica.
+    #[arg(long, required_unless_present = "store")]
+    data: Option<PathBuf>,
+    /// A store shared by several replicas instead of --data:
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS). Any
+    /// replica answers reads and takes writes; one (elected through an etcd
+    /// lease) runs the rollout controller.
+    #[arg(long, conflicts_with = "data")]
+    store: Option<String>,
+    /// This replica's name in audit records (default: host:pid).
     #[arg(long)]
-    data: PathBuf,
+    replica: Option<String>,
+    /// etcd's own user as USER:PASSWORD (prefer the environment).
+    #[arg(long, env = "EDGESTEER_ETCD_USER", hide_env_values = true)]
+    etcd_user: Option<String>,
+    /// CA (PEM) that etcd's certificate must chain to (etcds://).
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
     /// Token as [ROLE:]NAME=SECRET, ROLE `ops` (the default: every write),
     /// `proxy` (watch, acks, stats) or `read`; NAME becomes the audit actor.
     /// Repeat for several; also read from EDGESTEER_TOKENS (comma-separated).
@@ -170,7 +186,31 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let store = Arc::new(edgesteer_control::FileStore::open(&args.data)?);
+        let (store, at): (Arc<dyn Store>, String) = match (&args.store, &args.data) {
+            (Some(url), _) => {
+                let replica = args.replica.clone().unwrap_or_else(super::serve::default_name);
+                let mut cfg = edgesteer_control::EtcdConfig::parse(url, replica)
+                    .map_err(anyhow::Error::msg)?;
+                cfg.ca = args.etcd_ca.clone();
+                cfg.user = match &args.etcd_user {
+                    Some(u) => Some(
+                        u.split_once(':')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .context("--etcd-user: give USER:PASSWORD")?,
+                    ),
+                    None => None,
+                };
+                let store = edgesteer_control::EtcdStore::connect(&cfg)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", cfg.endpoints.join(",")))?;
+                (Arc::new(store), url.clone())
+            }
+            (None, Some(dir)) => (
+                Arc::new(edgesteer_control::FileStore::open(dir)?),
+                dir.display().to_string(),
+            ),
+            (None, None) => anyhow::bail!("give --data DIR (one replica) or --store etcd://..."),
+        };
         let terminate = stop_signal()?;
         let (control, serve) = start_control_with(
             store,
@@ -184,7 +224,7 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         .await?;
         control.set_cert_proxies(args.cert_proxies.clone());
         control.set_fleet_expiry(Duration::from_secs(args.fleet_expiry_s));
-        tracing::info!(listen = %args.listen, scheme, data = %args.data.display(), version = ?control.latest().map(|r| r.version), "config service started");
+        tracing::info!(listen = %args.listen, scheme, store = %at, version = ?control.latest().map(|r| r.version), "config service started");
         serve.await?;
         tracing::info!("config service stopped");
         Ok(())

@@ -318,7 +318,7 @@ fn default_cache() -> PathBuf {
     dir.join("last-good-table.json")
 }
 
-fn default_name() -> String {
+pub(super) fn default_name() -> String {
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into());
     format!("{}:{}", host.trim(), std::process::id())

@@ -9,6 +9,7 @@ mod lifecycle;
 mod observe;
 mod origin_tls;
 mod ratelimit;
+mod replicas;
 mod rollout;
 mod routing;
 mod tls_h2;

@@ -1,0 +1,317 @@
+//! The etcd store: table versions in an etcd cluster, so several config
+//! service replicas share one history and the control plane outlives any
+//! one machine (`--store etcd://host:2379[,host2:2379]/prefix`).
+//!
+//! Keys under the prefix `P`:
+//! - `P/versions/0000000042`: version 42 (the [`VersionRecord`] as JSON,
+//!   audit included);
+//! - `P/head`: the newest version's number;
+//! - `P/epoch`: the store's identity, created once;
+//! - `P/leader`: the rollout controller's lease-guarded lock.
+//!
+//! An append is one transaction: it succeeds only if the version key does
+//! not exist and `P/head` still holds the version this replica built on,
+//! so two replicas never commit two different version N. Every replica
+//! follows `P/versions/` with a watch and adopts what the others write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+
+use crate::store::{new_epoch, Store, StoreError, VersionRecord};
+
+/// etcd refuses requests over 1.5 MiB (`--max-request-bytes`); a version is
+/// refused before that, with room for the transaction around it.
+pub const MAX_VERSION_BYTES: usize = 1_400_000;
+
+/// Where and how to reach etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    /// `user:password` for etcd's own authentication.
+    pub user: Option<(String, String)>,
+    /// PEM CA that etcd's certificate must chain to (https endpoints).
+    pub ca: Option<std::path::PathBuf>,
+    /// This replica's name, recorded with the rollout decisions it makes.
+    pub replica: String,
+}
+
+impl EtcdConfig {
+    /// Parses `etcd://host:port[,host:port...]/prefix` (`etcds://` for TLS).
+    pub fn parse(url: &str, replica: String) -> Result<EtcdConfig, String> {
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("etcd://") {
+            ("http", r)
+        } else if let Some(r) = url.strip_prefix("etcds://") {
+            ("https", r)
+        } else {
+            return Err(format!(
+                "--store {url}: expected etcd://HOST:PORT[,HOST:PORT...]/PREFIX (or etcds:// for TLS)"
+            ));
+        };
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "edgesteer"));
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{h}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("--store {url}: no etcd endpoint"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(format!(
+                "--store {url}: give a key prefix, e.g. etcd://127.0.0.1:2379/edgesteer"
+            ));
+        }
+        Ok(EtcdConfig {
+            endpoints,
+            prefix: format!("/{prefix}"),
+            user: None,
+            ca: None,
+            replica,
+        })
+    }
+}
+
+/// A [`Store`] in etcd (see the module docs).
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    replica: String,
+    leader: Arc<AtomicBool>,
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EtcdStore {
+    /// Connects (and authenticates); fails if no endpoint answers.
+    pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(2));
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        if let Some(ca) = &cfg.ca {
+            let pem = std::fs::read(ca).map_err(|source| StoreError::Io {
+                path: ca.clone(),
+                source,
+            })?;
+            opts = opts.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(pem)),
+            );
+        }
+        let client = Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(unavailable)?;
+        Ok(EtcdStore {
+            client,
+            prefix: cfg.prefix.clone(),
+            replica: cfg.replica.clone(),
+            leader: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn versions(&self) -> String {
+        format!("{}/versions/", self.prefix)
+    }
+
+    fn version_key(&self, v: u64) -> String {
+        format!("{}/versions/{v:010}", self.prefix)
+    }
+
+    fn head(&self) -> String {
+        format!("{}/head", self.prefix)
+    }
+
+    fn parse(&self, key: &[u8], value: &[u8]) -> Result<VersionRecord, StoreError> {
+        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+            path: String::from_utf8_lossy(key).into_owned().into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Versions from key `from` (inclusive) to the end of the prefix.
+    async fn range_from(&self, from: String) -> Result<Vec<VersionRecord>, StoreError> {
+        let end = format!("{}/versions0", self.prefix); // '0' follows '/'
+        let mut c = self.client.clone();
+        let resp = c
+            .get(from, Some(GetOptions::new().with_range(end)))
+            .await
+            .map_err(unavailable)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| self.parse(kv.key(), kv.value()))
+            .collect()
+    }
+
+    /// Keeps trying to hold `P/leader` with a 3 s lease; while it holds it,
+    /// [`Store::is_leader`] is true. Runs for the life of the process.
+    async fn campaign(self) {
+        let key = format!("{}/leader", self.prefix);
+        loop {
+            let held = self.hold(&key).await;
+            if self.leader.swap(false, Ordering::SeqCst) {
+                tracing::warn!(replica = %self.replica, error = ?held.err(), "lost the rollout controller lease");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One term: acquire the key with a lease, keep it alive until that
+    /// fails. Returns when this replica is (no longer) the leader.
+    async fn hold(&self, key: &str) -> Result<(), etcd_client::Error> {
+        let mut c = self.client.clone();
+        let lease = c.lease_grant(3, None).await?.id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                self.replica.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        if !c.txn(txn).await?.succeeded() {
+            let _ = c.lease_revoke(lease).await;
+            return Ok(());
+        }
+        tracing::info!(replica = %self.replica, "this replica now runs the rollout controller");
+        self.leader.store(true, Ordering::SeqCst);
+        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(r) if r.ttl() > 0 => {}
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn load(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        self.range_from(self.versions()).await
+    }
+
+    async fn load_after(&self, version: u64) -> Result<Vec<VersionRecord>, StoreError> {
+        self.range_from(self.version_key(version + 1)).await
+    }
+
+    async fn append(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            path: self.version_key(record.version).into(),
+            reason: e.to_string(),
+        })?;
+        if bytes.len() > MAX_VERSION_BYTES {
+            return Err(StoreError::TooLarge {
+                bytes: bytes.len(),
+                limit: MAX_VERSION_BYTES,
+            });
+        }
+        let key = self.version_key(record.version);
+        let head = self.head();
+        let prev = record.version.saturating_sub(1);
+        let head_is_prev = if prev == 0 {
+            Compare::create_revision(head.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(head.clone(), CompareOp::Equal, prev.to_string())
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                head_is_prev,
+            ])
+            .and_then([
+                TxnOp::put(key, bytes, None),
+                TxnOp::put(head, record.version.to_string(), None),
+            ]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(record.version))
+        }
+    }
+
+    async fn epoch(&self) -> Result<String, StoreError> {
+        let key = format!("{}/epoch", self.prefix);
+        let mut c = self.client.clone();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), new_epoch(), None)]);
+        c.txn(txn).await.map_err(unavailable)?;
+        let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
+        resp.kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: key.into(),
+                reason: "the epoch key vanished".into(),
+            })
+    }
+
+    fn follow(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let mut c = store.client.clone();
+                let watched = c
+                    .watch(store.versions(), Some(WatchOptions::new().with_prefix()))
+                    .await;
+                match watched {
+                    Ok((_watcher, mut stream)) => {
+                        backoff = Duration::from_millis(100);
+                        // Versions written while no watch was open.
+                        if tx.send(()).await.is_err() {
+                            return;
+                        }
+                        while let Ok(Some(resp)) = stream.message().await {
+                            if resp.canceled() {
+                                break;
+                            }
+                            if !resp.events().is_empty() && tx.send(()).await.is_err() {
+                                return;
+                            }
+                        }
+                        tracing::warn!("etcd watch ended; watching again");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch etcd; retrying");
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        tokio::spawn(self.clone().campaign());
+        Some(rx)
+    }
+
+    fn follow_needed(&self) -> bool {
+        true
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    fn replica(&self) -> Option<&str> {
+        Some(&self.replica)
+    }
+}
