@@ -93,6 +93,33 @@ fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Whether a request never reached a member (its connection failed): safe
+/// to send again, and the client's balancer then picks another member.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("transport error")
+}
+
+/// `f` again (up to 4 tries, briefly apart) while it fails before reaching
+/// a member: with one member of three down, a request may first be sent
+/// to the dead one.
+async fn retried<T, F, Fut>(mut f: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match f().await {
+            Err(e) if not_sent(&e) && tries < 3 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(30 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects (and authenticates); fails if no endpoint answers.
     pub async fn connect(cfg: &EtcdConfig) -> Result<EtcdStore, StoreError> {
@@ -146,11 +173,13 @@ impl EtcdStore {
     /// Versions from key `from` (inclusive) to the end of the prefix.
     async fn range_from(&self, from: String) -> Result<Vec<VersionRecord>, StoreError> {
         let end = format!("{}/versions0", self.prefix); // '0' follows '/'
-        let mut c = self.client.clone();
-        let resp = c
-            .get(from, Some(GetOptions::new().with_range(end)))
-            .await
-            .map_err(unavailable)?;
+        let resp = retried(|| {
+            let mut c = self.client.clone();
+            let (from, end) = (from.clone(), end.clone());
+            async move { c.get(from, Some(GetOptions::new().with_range(end))).await }
+        })
+        .await
+        .map_err(unavailable)?;
         resp.kvs()
             .iter()
             .map(|kv| self.parse(kv.key(), kv.value()))
@@ -238,8 +267,13 @@ impl Store for EtcdStore {
                 TxnOp::put(key, bytes, None),
                 TxnOp::put(head, record.version.to_string(), None),
             ]);
-        let mut c = self.client.clone();
-        let resp = c.txn(txn).await.map_err(unavailable)?;
+        let resp = retried(|| {
+            let mut c = self.client.clone();
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(unavailable)?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -249,12 +283,23 @@ impl Store for EtcdStore {
 
     async fn epoch(&self) -> Result<String, StoreError> {
         let key = format!("{}/epoch", self.prefix);
-        let mut c = self.client.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), new_epoch(), None)]);
-        c.txn(txn).await.map_err(unavailable)?;
-        let resp = c.get(key.clone(), None).await.map_err(unavailable)?;
+        retried(|| {
+            let mut c = self.client.clone();
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(unavailable)?;
+        let resp = retried(|| {
+            let mut c = self.client.clone();
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })
+        .await
+        .map_err(unavailable)?;
         resp.kvs()
             .first()
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
@@ -313,5 +358,60 @@ impl Store for EtcdStore {
 
     fn replica(&self) -> Option<&str> {
         Some(&self.replica)
+    }
+
+    async fn publish(&self, kind: &str, proxy: &str, json: Vec<u8>) {
+        let key = format!("{}/{kind}/{}/{proxy}", self.prefix, self.replica);
+        let mut c = self.client.clone();
+        if let Err(e) = c.put(key, json, None).await {
+            tracing::debug!(error = %e, kind, proxy, "not shared with the other replicas");
+        }
+    }
+
+    async fn shared(&self, kind: &str) -> Vec<Vec<u8>> {
+        let mut c = self.client.clone();
+        match c
+            .get(
+                format!("{}/{kind}/", self.prefix),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+        {
+            Ok(r) => r.kvs().iter().map(|kv| kv.value().to_vec()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "cannot read what the other replicas share");
+                Vec::new()
+            }
+        }
+    }
+
+    fn remote_stats(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let store = self.clone();
+        let prefix = format!("{}/stats/", self.prefix);
+        let own = format!("{prefix}{}/", self.replica);
+        tokio::spawn(async move {
+            loop {
+                let mut c = store.client.clone();
+                if let Ok((_w, mut stream)) = c
+                    .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+                    .await
+                {
+                    while let Ok(Some(resp)) = stream.message().await {
+                        for ev in resp.events() {
+                            let Some(kv) = ev.kv() else { continue };
+                            if kv.key().starts_with(own.as_bytes()) || kv.value().is_empty() {
+                                continue;
+                            }
+                            if tx.send(kv.value().to_vec()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Some(rx)
     }
 }

@@ -122,6 +122,19 @@ impl FleetRegister {
     }
 
     /// Every proxy, sorted by name.
+    /// One proxy's entry, if listed.
+    pub(crate) fn entry(&self, proxy: &str) -> Option<FleetEntry> {
+        self.proxies
+            .lock()
+            .ok()
+            .and_then(|p| p.get(proxy).map(|s| s.entry.clone()))
+    }
+
+    /// The expiry in milliseconds.
+    pub(crate) fn expiry_ms(&self) -> u64 {
+        self.expiry_ms.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn list(&self) -> Vec<FleetEntry> {
         let mut list: Vec<FleetEntry> = self
             .proxies

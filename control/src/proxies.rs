@@ -28,6 +28,7 @@ pub(crate) async fn watch_table(
 ) -> Response {
     if let Some(p) = &q.proxy {
         c.fleet.watching(p);
+        c.share_fleet(p);
     }
     let mut rx = c.subscribe();
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(25_000)).min(MAX_WATCH);
@@ -86,13 +87,14 @@ pub(crate) async fn ack(
             format!("status `{}` is not applied or rejected", bad.0),
         )
     })?;
+    c.share_fleet(&a.proxy);
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn fleet(State(c): State<Arc<Control>>) -> Json<Fleet> {
     Json(Fleet {
         current_version: c.latest().map(|r| r.version),
-        proxies: c.fleet.list(),
+        proxies: c.whole_fleet().await,
     })
 }
 
@@ -105,6 +107,7 @@ pub(crate) async fn post_stats(
     if let Some(cur) = c.latest() {
         c.windows.ingest(&cur.table, &report);
     }
+    c.share_stats(&report);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -107,6 +107,23 @@ impl Control {
                 }
             });
         }
+        if let Some(mut reports) = control.store.remote_stats() {
+            // Stats the proxies of other replicas sent: the leader judges
+            // rollouts on the whole fleet's figures.
+            let c = Arc::downgrade(&control);
+            tokio::spawn(async move {
+                while let Some(json) = reports.recv().await {
+                    let Some(c) = c.upgrade() else { return };
+                    let Ok(report) = serde_json::from_slice::<crate::api::StatsReport>(&json)
+                    else {
+                        continue;
+                    };
+                    if let Some(cur) = c.latest() {
+                        c.windows.ingest(&cur.table, &report);
+                    }
+                }
+            });
+        }
         if control.latest().is_none() {
             if let Some(seed) = seed {
                 compile(&seed).map_err(StartError::Seed)?;
@@ -232,6 +249,70 @@ impl Control {
             tracing::info!(version = r.version, actor = %r.audit.actor, "version from another replica adopted");
         }
         Ok(adopted)
+    }
+
+    /// Shares a proxy's fleet entry with the other replicas (in the
+    /// background; a single-replica store keeps nothing).
+    pub(crate) fn share_fleet(self: &Arc<Self>, proxy: &str) {
+        if !self.store.follow_needed() {
+            return;
+        }
+        let Some(entry) = self.fleet.entry(proxy) else {
+            return;
+        };
+        let shared = SharedEntry {
+            entry,
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let (c, proxy) = (self.clone(), proxy.to_string());
+        if let Ok(json) = serde_json::to_vec(&shared) {
+            tokio::spawn(async move { c.store.publish("fleet", &proxy, json).await });
+        }
+    }
+
+    /// Shares a stats report with the other replicas (the leader's
+    /// rollout gates count it).
+    pub(crate) fn share_stats(self: &Arc<Self>, report: &crate::api::StatsReport) {
+        if !self.store.follow_needed() {
+            return;
+        }
+        let c = self.clone();
+        let proxy = report.proxy.clone();
+        if let Ok(json) = serde_json::to_vec(report) {
+            tokio::spawn(async move { c.store.publish("stats", &proxy, json).await });
+        }
+    }
+
+    /// The fleet as every replica knows it: this one's register, plus the
+    /// proxies other replicas heard from (within the fleet expiry).
+    pub(crate) async fn whole_fleet(&self) -> Vec<crate::api::FleetEntry> {
+        let mut list = self.fleet.list();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut others: Vec<SharedEntry> = self
+            .store
+            .shared("fleet")
+            .await
+            .iter()
+            .filter_map(|j| serde_json::from_slice(j).ok())
+            .collect();
+        // Newest first, so the freshest word on a proxy wins.
+        others.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        for s in others {
+            let ago = now.saturating_sub(s.at_ms);
+            if ago > self.fleet.expiry_ms() || list.iter().any(|e| e.proxy == s.entry.proxy) {
+                continue;
+            }
+            list.push(crate::api::FleetEntry {
+                last_seen_ms_ago: Some(ago),
+                ..s.entry
+            });
+        }
+        list.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+        list
     }
 
     /// Whether this replica runs the rollout controller.
@@ -372,6 +453,13 @@ impl Control {
             ))
         }
     }
+}
+
+/// A fleet entry as replicas share it, with when it was written.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedEntry {
+    entry: crate::api::FleetEntry,
+    at_ms: u64,
 }
 
 /// Replaces every plain API key of the table's rate-limit policies with its

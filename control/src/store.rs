@@ -102,6 +102,21 @@ pub trait Store: Send + Sync + 'static {
     fn replica(&self) -> Option<&str> {
         None
     }
+
+    /// Shares what this replica heard from a proxy (`kind` `fleet`: its
+    /// fleet entry; `stats`: a stats report) with the other replicas.
+    /// Best effort; a single-replica store keeps nothing.
+    async fn publish(&self, _kind: &str, _proxy: &str, _json: Vec<u8>) {}
+
+    /// Every replica's shared fleet entries.
+    async fn shared(&self, _kind: &str) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+
+    /// Stats reports other replicas received, as they arrive.
+    fn remote_stats(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+        None
+    }
 }
 
 /// A fresh epoch id: not a secret, only different for every store made.

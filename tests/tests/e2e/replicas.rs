@@ -61,6 +61,33 @@ async fn two_replicas_commit_200_alternating_writes_as_one_history() {
     let hb = cb.history(500).await.unwrap().versions;
     assert_eq!(ha.len(), 201);
     assert_eq!(ha, hb, "the replicas disagree on the history");
+
+    // A proxy on each replica: either replica's fleet view shows both.
+    let mut proxies = Vec::new();
+    for (name, replica) in [("pa", &a), ("pb", &b)] {
+        proxies.push(
+            Proxy::start(ProxyConfig {
+                geo_db: Some(wd.geo_db().unwrap()),
+                extra_args: follow(replica, &wd.path(&format!("{name}.json")), name),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for c in [&ca, &cb] {
+        let both = wait_until(Duration::from_secs(5), || async {
+            c.fleet().await.is_ok_and(|f| {
+                ["pa", "pb"].iter().all(|p| {
+                    f.proxies
+                        .iter()
+                        .any(|e| e.proxy == *p && e.applied_version == Some(201))
+                })
+            })
+        })
+        .await;
+        assert!(both.is_some(), "fleet view: {:?}", c.fleet().await);
+    }
 }
 
 #[tokio::test]
