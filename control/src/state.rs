@@ -300,7 +300,7 @@ impl Control {
             .filter_map(|j| serde_json::from_slice(j).ok())
             .collect();
         // Newest first, so the freshest word on a proxy wins.
-        others.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        others.sort_by_key(|s| std::cmp::Reverse(s.at_ms));
         for s in others {
             let ago = now.saturating_sub(s.at_ms);
             if ago > self.fleet.expiry_ms() || list.iter().any(|e| e.proxy == s.entry.proxy) {
