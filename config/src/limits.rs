@@ -23,6 +23,16 @@ pub struct DownstreamLimits {
     pub max_requests_per_connection: u32,
     /// An HTTP/2 connection idle this long is closed (at start).
     pub h2_idle: Duration,
+    /// Client connections the proxy holds at once (all its listeners);
+    /// past it, a new connection is closed as soon as it is accepted and
+    /// counted (live, per connection).
+    pub max_connections: u32,
+    /// Most header lines a request may carry (live; more is 431).
+    pub max_header_lines: u32,
+    /// Longest header line, name and value (live; longer is 431).
+    pub max_header_line_bytes: u32,
+    /// Largest request head, request line included (live; larger is 431).
+    pub max_head_bytes: u32,
 }
 
 impl Default for DownstreamLimits {
@@ -34,6 +44,10 @@ impl Default for DownstreamLimits {
             min_send_rate: None,
             max_requests_per_connection: 10_000,
             h2_idle: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_header_lines: 100,
+            max_header_line_bytes: 8 * 1024,
+            max_head_bytes: 64 * 1024,
         }
     }
 }

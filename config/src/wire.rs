@@ -246,6 +246,14 @@ pub struct LimitsSpec {
     pub max_requests_per_connection: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_idle_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_lines: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_line_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_head_bytes: Option<u32>,
 }
 
 impl LimitsSpec {

@@ -93,32 +93,46 @@ fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Whether a request never reached a member (its connection failed): safe
-/// to send again, and the client's balancer then picks another member.
-fn not_sent(e: &etcd_client::Error) -> bool {
+/// Whether an error is etcd's cluster settling rather than an answer:
+/// the request never reached a member (its connection failed; the
+/// client's balancer then picks another), or the cluster was electing a
+/// leader (one member of three went down). Go's clientv3 retries these too.
+fn transient(e: &etcd_client::Error) -> bool {
     let text = e.to_string();
-    text.contains("tcp connect error") || text.contains("transport error")
+    [
+        "tcp connect error",
+        "transport error",
+        "leader changed",
+        "no leader",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
 }
 
-/// `f` again (up to 4 tries, briefly apart) while it fails before reaching
-/// a member: with one member of three down, a request may first be sent
-/// to the dead one.
+/// `f` again, briefly apart, while it fails with a [`transient`] error,
+/// for at most [`SETTLE`]: long enough for an election, short enough that
+/// a cluster without quorum is reported as such.
 async fn retried<T, F, Fut>(mut f: F) -> Result<T, etcd_client::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
-    let mut tries = 0u64;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut wait = Duration::from_millis(30);
     loop {
         match f().await {
-            Err(e) if not_sent(&e) && tries < 3 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(30 * tries)).await;
+            Err(e) if transient(&e) && tokio::time::Instant::now() + wait < deadline => {
+                tracing::debug!(error = %e, "etcd is settling; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
             }
             other => return other,
         }
     }
 }
+
+/// How long a request rides out an etcd election.
+const SETTLE: Duration = Duration::from_secs(3);
 
 impl EtcdStore {
     /// Connects (and authenticates); fails if no endpoint answers.
@@ -264,7 +278,7 @@ impl Store for EtcdStore {
                 head_is_prev,
             ])
             .and_then([
-                TxnOp::put(key, bytes, None),
+                TxnOp::put(key, bytes.clone(), None),
                 TxnOp::put(head, record.version.to_string(), None),
             ]);
         let resp = retried(|| {
@@ -275,10 +289,23 @@ impl Store for EtcdStore {
         .await
         .map_err(unavailable)?;
         if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(record.version))
+            return Ok(());
         }
+        // A try that failed in an election may still have committed: then
+        // the version key holds exactly this record.
+        let mut c = self.client.clone();
+        let stored = c
+            .get(self.version_key(record.version), None)
+            .await
+            .map_err(unavailable)?;
+        if stored
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value() == bytes.as_slice())
+        {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(record.version))
     }
 
     async fn epoch(&self) -> Result<String, StoreError> {

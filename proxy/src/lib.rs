@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod cli;
+pub mod conn_cap;
 pub mod ctl;
 pub mod demo;
 pub mod explain;

@@ -139,6 +139,15 @@ const REFUSALS: Family = (
     "Requests the proxy answered itself instead of an origin, by reason (a fixed set, all present from start).",
 );
 
+const CONNECTIONS_OPEN: Family = (
+    "edgesteer_downstream_connections_open",
+    "Client connections open on the proxy's listeners.",
+);
+const CONNECTIONS_REFUSED: Family = (
+    "edgesteer_connections_refused_total",
+    "Client connections closed at accept because [limits] max_connections were open.",
+);
+
 const UPSTREAM_TLS_ERRORS: Family = (
     "edgesteer_upstream_tls_errors_total",
     "TLS handshakes with origins that failed, by region and reason (expired, unknown_ca, name_mismatch, handshake).",
@@ -188,6 +197,8 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     pub retries_refused: IntCounter,
     pub upstream_tls_errors: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
     /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
@@ -271,6 +282,8 @@ impl Metrics {
             )?)?,
             refusals: r.add(IntCounterVec::new(opts(REFUSALS), &["reason"])?)?,
             retries_refused: r.add(IntCounter::with_opts(opts(RETRIES_REFUSED))?)?,
+            connections_open: r.add(IntGauge::with_opts(opts(CONNECTIONS_OPEN))?)?,
+            connections_refused: r.add(IntCounter::with_opts(opts(CONNECTIONS_REFUSED))?)?,
             upstream_tls_errors: r.add(IntCounterVec::new(
                 opts(UPSTREAM_TLS_ERRORS),
                 &["region", "reason"],

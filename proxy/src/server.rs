@@ -108,11 +108,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     // exits 1 if none come, leaving that process serving).
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        EdgeProxy::new(steer.clone()),
-        "edgesteer",
-    );
+    let mut app = pingora_proxy::http_proxy(&server.configuration, EdgeProxy::new(steer.clone()));
     // The limits Pingora takes only per listener apply at start, from the
     // first table (docs/design.md lists which apply live).
     let limits = steer.current().table.limits.clone();
@@ -120,9 +116,12 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     server_options.h2c = true;
     server_options.keepalive_request_limit = Some(limits.max_requests_per_connection);
     server_options.h2_idle_timeout = Some(limits.h2_idle);
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(server_options);
-    }
+    app.server_options = Some(server_options);
+    // Behind the connection cap ([limits] max_connections, live).
+    let mut proxy = pingora_core::services::listening::Service::new(
+        "edgesteer".to_string(),
+        crate::conn_cap::Capped::new(app, steer.clone()),
+    );
     for addr in &opts.listen {
         proxy.add_tcp(addr);
     }

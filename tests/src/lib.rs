@@ -720,16 +720,7 @@ impl ControlProc {
 
     /// Its exit status, if it exits within `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_child(&mut self.child, limit).await
     }
 
     /// A client with `token`, trusting the service's CA when it has one.

@@ -41,5 +41,34 @@ pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
     if let Some(n) = errs.in_range("limits.max_requests_per_connection", max, 1..=1_000_000, "") {
         out.max_requests_per_connection = n;
     }
+    let conns = l.max_connections;
+    if let Some(n) = errs.in_range("limits.max_connections", conns, 1..=1_000_000, "") {
+        out.max_connections = n;
+    }
+    // Pingora's own hard limits (256 headers, a 1 MiB head) are the ceilings.
+    for (field, value, range, slot) in [
+        (
+            "max_header_lines",
+            l.max_header_lines,
+            1..=256,
+            &mut out.max_header_lines,
+        ),
+        (
+            "max_header_line_bytes",
+            l.max_header_line_bytes,
+            64..=1_048_576,
+            &mut out.max_header_line_bytes,
+        ),
+        (
+            "max_head_bytes",
+            l.max_head_bytes,
+            1024..=1_048_576,
+            &mut out.max_head_bytes,
+        ),
+    ] {
+        if let Some(n) = errs.in_range(format!("limits.{field}"), value, range, "") {
+            *slot = n;
+        }
+    }
     out
 }

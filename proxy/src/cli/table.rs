@@ -49,7 +49,7 @@ pub fn summary(t: &RoutingTable) -> String {
     format!(
         "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}], \
          limits [keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
-         {} requests/connection, h2 idle {:?}]",
+         {} requests/connection, h2 idle {:?}, {} connections]",
         t.regions.len(),
         t.backends.len(),
         zones.join(", "),
@@ -65,6 +65,7 @@ pub fn summary(t: &RoutingTable) -> String {
         l.write_idle,
         l.max_requests_per_connection,
         l.h2_idle,
+        l.max_connections,
     )
 }
 

@@ -6,17 +6,11 @@
 //! edge's tighter ones, as nginx and Envoy keep.
 
 use bytes::Bytes;
+use edgesteer_config::limits::DownstreamLimits;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora_http::RequestHeader;
 
 use super::refusal::{Refusal, RefusalKind};
-
-/// Most header lines a request may carry.
-pub(super) const MAX_HEADERS: usize = 100;
-/// Longest header line (name, value and separators).
-pub(super) const MAX_HEADER_LINE: usize = 8 * 1024;
-/// Largest request head (request line and every header line).
-pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// The refusal for a badly framed or oversized head, if it is one. `raw`
 /// gives the head as received (HTTP/1): Pingora drops `Content-Length`
@@ -26,7 +20,11 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 pub(super) fn check(
     req: &RequestHeader,
     raw: impl FnOnce() -> Option<Bytes>,
+    limits: &DownstreamLimits,
 ) -> Option<(RefusalKind, Refusal)> {
+    let max_headers = limits.max_header_lines as usize;
+    let max_line = limits.max_header_line_bytes as usize;
+    let max_head = limits.max_head_bytes as usize;
     let h = &req.headers;
     let lengths = h.get_all(CONTENT_LENGTH).iter().count();
     let te = h.contains_key(TRANSFER_ENCODING);
@@ -38,8 +36,8 @@ pub(super) fn check(
     if lengths > 1 {
         return Some(bad_framing("a request may carry only one Content-Length"));
     }
-    if h.len() > MAX_HEADERS {
-        let message = format!("more than {MAX_HEADERS} header lines");
+    if h.len() > max_headers {
+        let message = format!("more than {max_headers} header lines");
         return Some(too_large(message, None));
     }
     // Request line: method, target, version and separators (measured
@@ -49,14 +47,14 @@ pub(super) fn check(
     let mut head = req.method.as_str().len() + target + 12;
     for (name, value) in h {
         let line = name.as_str().len() + value.len() + 4;
-        if line > MAX_HEADER_LINE {
-            let message = format!("header {name} is longer than {MAX_HEADER_LINE} bytes");
+        if line > max_line {
+            let message = format!("header {name} is longer than {max_line} bytes");
             return Some(too_large(message, Some(name.as_str())));
         }
         head += line;
     }
-    if head > MAX_HEAD {
-        let message = format!("the request head is larger than {MAX_HEAD} bytes");
+    if head > max_head {
+        let message = format!("the request head is larger than {max_head} bytes");
         return Some(too_large(message, None));
     }
     None
@@ -97,7 +95,7 @@ mod tests {
     }
 
     fn refused(headers: &[(&str, String)]) -> Option<RefusalKind> {
-        check(&req(headers), || None).map(|(k, _)| k)
+        check(&req(headers), || None, &DownstreamLimits::default()).map(|(k, _)| k)
     }
 
     #[test]
@@ -106,10 +104,11 @@ mod tests {
         let raw = Bytes::from_static(
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
-        let got = check(&te, || Some(raw)).map(|(k, _)| k);
+        let limits = DownstreamLimits::default();
+        let got = check(&te, || Some(raw), &limits).map(|(k, _)| k);
         assert_eq!(got, Some(RefusalKind::BadFraming));
         let clean = Bytes::from_static(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(check(&te, || Some(clean)).map(|(k, _)| k), None);
+        assert_eq!(check(&te, || Some(clean), &limits).map(|(k, _)| k), None);
     }
 
     #[test]
@@ -121,13 +120,41 @@ mod tests {
         assert_eq!(refused(&[cl.clone(), te]), Some(RefusalKind::BadFraming));
         let cl2 = ("content-length", "6".to_string());
         assert_eq!(refused(&[cl, cl2]), Some(RefusalKind::BadFraming));
-        let long = ("x-long", "a".repeat(MAX_HEADER_LINE));
+        let l = DownstreamLimits::default();
+        let long = ("x-long", "a".repeat(l.max_header_line_bytes as usize));
         assert_eq!(refused(&[long]), Some(RefusalKind::HeadTooLarge));
-        let many: Vec<_> = (0..=MAX_HEADERS).map(|i| ("x-n", i.to_string())).collect();
+        let many: Vec<_> = (0..=l.max_header_lines)
+            .map(|i| ("x-n", i.to_string()))
+            .collect();
         assert_eq!(refused(&many), Some(RefusalKind::HeadTooLarge));
         let big: Vec<_> = (0..10).map(|_| ("x-big", "b".repeat(7000))).collect();
         assert_eq!(refused(&big), Some(RefusalKind::HeadTooLarge));
-        let fine: Vec<_> = (0..MAX_HEADERS).map(|i| ("x-n", i.to_string())).collect();
+        let fine: Vec<_> = (0..l.max_header_lines)
+            .map(|i| ("x-n", i.to_string()))
+            .collect();
         assert_eq!(refused(&fine), None);
+    }
+
+    #[test]
+    fn the_tables_header_limits_apply() {
+        let tight = DownstreamLimits {
+            max_header_lines: 5,
+            max_header_line_bytes: 100,
+            max_head_bytes: 2048,
+            ..DownstreamLimits::default()
+        };
+        let kind =
+            |headers: &[(&str, String)]| check(&req(headers), || None, &tight).map(|(k, _)| k);
+        let six: Vec<_> = (0..6).map(|i| ("x-n", i.to_string())).collect();
+        assert_eq!(kind(&six), Some(RefusalKind::HeadTooLarge));
+        assert_eq!(kind(&six[..5]), None);
+        assert_eq!(
+            kind(&[("x-long", "a".repeat(100))]),
+            Some(RefusalKind::HeadTooLarge)
+        );
+        let wide: Vec<_> = (0..5).map(|_| ("x-w", "w".repeat(90))).collect();
+        assert_eq!(kind(&wide), None);
+        let wider: Vec<_> = (0..5).map(|_| ("x-w", "w".repeat(400))).collect();
+        assert_eq!(kind(&wider), Some(RefusalKind::HeadTooLarge));
     }
 }

@@ -73,7 +73,7 @@ impl ProxyHttp for EdgeProxy {
                 .as_http1()
                 .map(|h1| h1.get_headers_raw_bytes())
         };
-        let refused = framing::check(session.req_header(), raw);
+        let refused = framing::check(session.req_header(), raw, &ctx.snap.table.limits);
         limits::apply(session, &ctx.snap.table.limits);
         if let Some((kind, refusal)) = refused {
             ctx.refusal = Some(kind);

@@ -220,3 +220,57 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_tables_limit() {
         "closed after {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.max_connections = Some(5);
+    let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
+    // The readiness probe's connections are gone by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The sixth is accepted and closed at once: it gets no answer.
+    let mut extra = TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /v1/covers HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), extra.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection past the cap was served: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // The five it holds are served.
+    for s in &mut held {
+        s.write_all(b"GET /v1/covers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    drop(held);
+    let m = proxy.metrics().await.unwrap();
+    assert!(
+        metric(&m, "edgesteer_connections_refused_total") >= 1.0,
+        "{m}"
+    );
+    // Room again once they are closed.
+    let ok = wait_until(Duration::from_secs(3), || async {
+        reqwest::get(proxy.url("/v1/covers"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ok.is_some());
+}

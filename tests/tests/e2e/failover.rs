@@ -200,6 +200,27 @@ async fn a_hung_backend_fails_over_within_the_per_try_timeout() {
         backends.insert(got.body["backend"].as_str().unwrap_or_default().to_string());
     }
     assert_eq!(backends.into_iter().collect::<Vec<_>>(), ["us-east-2"]);
+    // The backend's own timeouts count against it (a backend that really
+    // times out is still judged, unlike a client that stalls its upload).
+    let hung = fleet.procs["us-east"][0].addr.to_string();
+    let health = proxy.health().await.unwrap();
+    let endpoint = health["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["backends"].as_array().into_iter().flatten())
+        .filter(|b| b["backend"] == hung.as_str())
+        .flat_map(|b| b["endpoints"].as_array().into_iter().flatten())
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    let judged = endpoint["passive_failures"].as_u64().unwrap_or(0) >= 1
+        || endpoint["state"] == "ejected"
+        || endpoint["ejections"].as_u64().unwrap_or(0) >= 1;
+    assert!(
+        judged,
+        "the hung backend's timeouts did not count: {endpoint}"
+    );
     fleet.procs["us-east"][0].resume();
 }
 

@@ -1,0 +1,82 @@
+//! The connection cap: the proxy's listeners hold at most the table's
+//! `[limits] max_connections` client connections at once. A connection
+//! past it is closed as soon as it is accepted (before its TLS handshake
+//! or first byte is read), counted in `edgesteer_connections_refused_total`
+//! and logged at debug; the ones already open are served as before. The
+//! limit is read from the live table for every connection, so a pushed
+//! table changes it without a restart.
+//!
+//! Pingora has no such hook in its accept loop, so this wraps the proxy's
+//! `ServerApp`: `process_new` spans a whole connection (every keep-alive
+//! request of an HTTP/1.1 connection, every stream of an h2 one), which is
+//! exactly what the count must cover.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+
+use crate::proxy::EdgeProxy;
+use crate::steer::Steering;
+
+/// The proxy's `ServerApp` behind the cap.
+pub struct Capped {
+    inner: Arc<HttpProxy<EdgeProxy>>,
+    steer: Arc<Steering>,
+    open: AtomicUsize,
+}
+
+impl Capped {
+    pub fn new(inner: HttpProxy<EdgeProxy>, steer: Arc<Steering>) -> Capped {
+        Capped {
+            inner: Arc::new(inner),
+            steer,
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a connection open until dropped.
+struct Held<'a>(&'a Capped);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.steer.metrics.connections_open.dec();
+    }
+}
+
+#[async_trait]
+impl ServerApp for Capped {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let max = self.steer.current().table.limits.max_connections as usize;
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        self.steer.metrics.connections_open.inc();
+        let held = Held(self);
+        if before >= max {
+            self.steer.metrics.connections_refused.inc();
+            tracing::debug!(
+                open = before,
+                max,
+                "connection cap reached; closing the new connection"
+            );
+            drop(held);
+            return None;
+        }
+        let reused = ServerApp::process_new(&self.inner, session, shutdown).await;
+        drop(held);
+        reused
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
