@@ -124,6 +124,12 @@ impl Control {
                 }
             });
         }
+        // Under the write lock, like every write: the follower started above
+        // may be adopting versions (another replica's seed) meanwhile.
+        let _guard = control.write_lock.lock().await;
+        if control.store.follow_needed() {
+            control.catch_up().await?;
+        }
         if control.latest().is_none() {
             if let Some(seed) = seed {
                 compile(&seed).map_err(StartError::Seed)?;
@@ -138,6 +144,7 @@ impl Control {
                     })?;
             }
         }
+        drop(_guard);
         Ok(control)
     }
 
@@ -242,7 +249,9 @@ impl Control {
             }
             let r = Arc::new(redact(r));
             if let Ok(mut v) = self.versions.write() {
-                v.push(r.clone());
+                if v.last().is_none_or(|l| l.version < r.version) {
+                    v.push(r.clone());
+                }
             }
             self.current.send_replace(Some(r.clone()));
             adopted += 1;
@@ -377,9 +386,14 @@ impl Control {
         })?;
         let record = Arc::new(record);
         if let Ok(mut v) = self.versions.write() {
-            v.push(record.clone());
+            // Never twice (the follower may have adopted it already).
+            if v.last().is_none_or(|l| l.version < record.version) {
+                v.push(record.clone());
+            }
         }
-        self.current.send_replace(Some(record.clone()));
+        if self.latest().is_none_or(|l| l.version < record.version) {
+            self.current.send_replace(Some(record.clone()));
+        }
         tracing::info!(
             version,
             actor,
