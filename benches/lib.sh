@@ -11,6 +11,9 @@ bench_setup() {
   trap bench_cleanup EXIT
 }
 
+# A free loopback TCP port.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
 bench_cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true

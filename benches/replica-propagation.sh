@@ -26,7 +26,6 @@ else
 fi
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ec=$(port); ep=$(port)
 etcd --name m0 --data-dir "$wd/etcd" --listen-client-urls "http://127.0.0.1:$ec" \

@@ -25,7 +25,6 @@ root=$(pwd); bin=$root/target/release; wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(port); listen=$(port); admin=$(port)
 "$bin/edgesteer" backend --region us-east --name b1 --listen "127.0.0.1:$up" > "$wd/backend.log" 2>&1 &
 pids+=($!)

@@ -25,7 +25,6 @@ bin=$root/target/release
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 command -v nginx >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq nginx >/dev/null; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks=$(getconf CLK_TCK)
 cpu_s() { # total user+system seconds of the given pids
   local t=0

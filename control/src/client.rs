@@ -193,11 +193,6 @@ impl Client {
             .map_or("", String::as_str)
     }
 
-    /// Every replica this client knows.
-    pub fn bases(&self) -> &[String] {
-        &self.bases
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
     }

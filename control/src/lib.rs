@@ -35,6 +35,7 @@ pub mod guard;
 mod http;
 pub mod listener;
 mod proxies;
+mod replicas;
 pub mod rollout;
 pub mod service;
 pub mod state;

@@ -27,11 +27,11 @@ use crate::store::{Audit, Store, StoreError, VersionRecord};
 
 /// Shared state of the service.
 pub struct Control {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Held by every write from its `If-Match` check to its commit.
     pub(crate) write_lock: Mutex<()>,
-    versions: RwLock<Vec<Arc<VersionRecord>>>,
-    current: watch::Sender<Option<Arc<VersionRecord>>>,
+    pub(crate) versions: RwLock<Vec<Arc<VersionRecord>>>,
+    pub(crate) current: watch::Sender<Option<Arc<VersionRecord>>>,
     tokens: Vec<Token>,
     /// The store's epoch, sent with every version.
     pub(crate) epoch: String,
@@ -217,123 +217,6 @@ impl Control {
             .unwrap_or_default()
     }
 
-    /// Takes the write lock, then adopts what other replicas committed, so
-    /// an edit is made on the newest version. 503 when the store cannot
-    /// be read.
-    pub(crate) async fn write_guard(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
-        let guard = self.write_lock.lock().await;
-        if self.store.follow_needed() {
-            self.catch_up().await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    format!(
-                        "cannot read the newest version from the store: {e}; nothing was changed"
-                    ),
-                )
-            })?;
-        }
-        Ok(guard)
-    }
-
-    /// Adopts the versions the store has after this replica's newest (call
-    /// with the write lock held).
-    pub(crate) async fn catch_up(&self) -> Result<usize, StoreError> {
-        let after = self.latest().map_or(0, |r| r.version);
-        let records = self.store.load_after(after).await?;
-        let mut adopted = 0;
-        for r in records {
-            let next = self.latest().map_or(1, |l| l.version + 1);
-            if r.version != next {
-                continue;
-            }
-            let r = Arc::new(redact(r));
-            if let Ok(mut v) = self.versions.write() {
-                if v.last().is_none_or(|l| l.version < r.version) {
-                    v.push(r.clone());
-                }
-            }
-            self.current.send_replace(Some(r.clone()));
-            adopted += 1;
-            tracing::info!(version = r.version, actor = %r.audit.actor, "version from another replica adopted");
-        }
-        Ok(adopted)
-    }
-
-    /// Shares a proxy's fleet entry with the other replicas (in the
-    /// background; a single-replica store keeps nothing).
-    pub(crate) fn share_fleet(self: &Arc<Self>, proxy: &str) {
-        if !self.store.follow_needed() {
-            return;
-        }
-        let Some(entry) = self.fleet.entry(proxy) else {
-            return;
-        };
-        let shared = SharedEntry {
-            entry,
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
-        let (c, proxy) = (self.clone(), proxy.to_string());
-        if let Ok(json) = serde_json::to_vec(&shared) {
-            tokio::spawn(async move { c.store.publish("fleet", &proxy, json).await });
-        }
-    }
-
-    /// Shares a stats report with the other replicas (the leader's
-    /// rollout gates count it).
-    pub(crate) fn share_stats(self: &Arc<Self>, report: &crate::api::StatsReport) {
-        if !self.store.follow_needed() {
-            return;
-        }
-        let c = self.clone();
-        let proxy = report.proxy.clone();
-        if let Ok(json) = serde_json::to_vec(report) {
-            tokio::spawn(async move { c.store.publish("stats", &proxy, json).await });
-        }
-    }
-
-    /// The fleet as every replica knows it: this one's register, plus the
-    /// proxies other replicas heard from (within the fleet expiry).
-    pub(crate) async fn whole_fleet(&self) -> Vec<crate::api::FleetEntry> {
-        let mut list = self.fleet.list();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut others: Vec<SharedEntry> = self
-            .store
-            .shared("fleet")
-            .await
-            .iter()
-            .filter_map(|j| serde_json::from_slice(j).ok())
-            .collect();
-        // Newest first, so the freshest word on a proxy wins.
-        others.sort_by_key(|s| std::cmp::Reverse(s.at_ms));
-        for s in others {
-            let ago = now.saturating_sub(s.at_ms);
-            if ago > self.fleet.expiry_ms() || list.iter().any(|e| e.proxy == s.entry.proxy) {
-                continue;
-            }
-            list.push(crate::api::FleetEntry {
-                last_seen_ms_ago: Some(ago),
-                ..s.entry
-            });
-        }
-        list.sort_by(|a, b| a.proxy.cmp(&b.proxy));
-        list
-    }
-
-    /// Whether this replica runs the rollout controller.
-    pub fn is_leader(&self) -> bool {
-        self.store.is_leader()
-    }
-
-    /// This replica's name in a shared store, if any.
-    pub fn replica(&self) -> Option<&str> {
-        self.store.replica()
-    }
-
     /// Stores a new version (already compiled by the caller) and pushes it.
     pub(crate) async fn commit(
         &self,
@@ -469,13 +352,6 @@ impl Control {
     }
 }
 
-/// A fleet entry as replicas share it, with when it was written.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SharedEntry {
-    entry: crate::api::FleetEntry,
-    at_ms: u64,
-}
-
 /// Replaces every plain API key of the table's rate-limit policies with its
 /// `sha256:` form, so no stored table, read, diff or audit holds a plain
 /// key. Returns the (plain, hashed) pairs replaced. A key given both plain
@@ -513,7 +389,7 @@ fn hash_keys(table: &mut TableSpec) -> Result<Vec<(String, String)>, ApiError> {
 
 /// A stored version as the service serves it: keys hashed, and audit lines
 /// that named a plain key naming its hash instead.
-fn redact(mut r: VersionRecord) -> VersionRecord {
+pub(crate) fn redact(mut r: VersionRecord) -> VersionRecord {
     let replaced = hash_keys(&mut r.table).unwrap_or_default();
     for line in &mut r.audit.summary {
         for (plain, hashed) in &replaced {

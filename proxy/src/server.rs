@@ -204,11 +204,13 @@ impl BackgroundService for Maintenance {
                 .backends
                 .iter()
                 .zip(snap.health.states())
-                .map(|(b, state)| {
+                .zip(&snap.backend_hosts)
+                .map(|((b, state), host)| {
                     let region = snap.table.region(b.region);
-                    let tls = snap.upstream.get(b.region.index()).and_then(|up| {
-                        crate::origin::probe_tls(up, &crate::origin::backend_host(&b.addr))
-                    });
+                    let tls = snap
+                        .upstream
+                        .get(b.region.index())
+                        .and_then(|up| crate::origin::probe_tls(up, host));
                     ProbeTarget {
                         region: region.name.clone(),
                         state: state.clone(),

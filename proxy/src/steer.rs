@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub store_refusals: Vec<prometheus::IntCounter>,
     /// How each region's origins are reached, by region index.
     pub upstream: Vec<Arc<crate::origin::RegionUpstream>>,
+    /// Each backend's host as a TLS server name (hostname or IP), by
+    /// backend index: made once here, not per attempt.
+    pub backend_hosts: Vec<String>,
 }
 
 impl Snapshot {
@@ -172,6 +175,11 @@ fn build_snapshot(
             u
         })
         .collect();
+    let backend_hosts = table
+        .backends
+        .iter()
+        .map(|b| crate::origin::backend_host(&b.addr))
+        .collect();
     Snapshot {
         version,
         spec: Arc::new(spec),
@@ -185,5 +193,6 @@ fn build_snapshot(
         rate_limited,
         store_refusals,
         upstream,
+        backend_hosts,
     }
 }

@@ -259,11 +259,7 @@ impl Proxy {
             if let Some(status) = self.child.try_wait()? {
                 bail!("proxy exited during start-up: {status}");
             }
-            let admin_ok = client
-                .get(format!("http://{}/healthz", self.admin))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let admin_ok = answers(&client, &format!("http://{}/healthz", self.admin)).await;
             let proxy_ok = tokio::net::TcpStream::connect(self.addr).await.is_ok();
             if admin_ok && proxy_ok {
                 return Ok(());
@@ -297,6 +293,15 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a GET of `url` answers 2xx.
+pub async fn answers(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 /// Waits up to `limit` for `child` to exit.
@@ -670,18 +675,8 @@ impl ControlProc {
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
             .build()?;
-        let ready = wait_until(Duration::from_secs(15), || {
-            let url = c.url("/healthz");
-            let client = client.clone();
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        let url = c.url("/healthz");
+        let ready = wait_until(Duration::from_secs(15), || answers(&client, &url)).await;
         if let Some(status) = c.child.try_wait()? {
             bail!("config service exited during start-up: {status}");
         }
@@ -1020,17 +1015,7 @@ impl EtcdCluster {
         let client = reqwest::Client::new();
         for m in &cluster.members {
             let url = format!("http://127.0.0.1:{}/health", m.client);
-            let up = wait_until(Duration::from_secs(20), || {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    client
-                        .get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            })
-            .await;
+            let up = wait_until(Duration::from_secs(20), || answers(&client, &url)).await;
             if up.is_none() {
                 bail!("etcd member {} did not become healthy", m.name);
             }

@@ -41,7 +41,13 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     }
     let per_try = retry.per_try_timeout.min(remaining);
     let mut peer = match snap.upstream.get(route.region.index()) {
-        Some(up) if up.tls => tls_peer(addr, up, &snap.table.backends[route.backend.index()].addr),
+        Some(up) if up.tls => {
+            let host = snap
+                .backend_hosts
+                .get(route.backend.index())
+                .map_or("", String::as_str);
+            tls_peer(addr, up, host)
+        }
         Some(up) => {
             let mut p = HttpPeer::new(addr, false, String::new());
             // h2c (prior knowledge) when the table says so.
@@ -94,10 +100,9 @@ fn tls_failed(steer: &Steering, ctx: &Ctx, e: &Error) {
 fn tls_peer(
     addr: std::net::SocketAddr,
     up: &crate::origin::RegionUpstream,
-    backend: &edgesteer_config::model::BackendAddr,
+    host: &str,
 ) -> HttpPeer {
-    let host = crate::origin::backend_host(backend);
-    let mut p = HttpPeer::new(addr, true, up.server_name(&host).to_string());
+    let mut p = HttpPeer::new(addr, true, up.server_name(host).to_string());
     p.options.verify_cert = up.verify;
     p.options.verify_hostname = up.verify;
     p.options.ca = up.ca.clone();
