@@ -965,8 +965,22 @@ struct EtcdMember {
 }
 
 impl EtcdCluster {
-    /// `n` members, started and answering.
+    /// `n` members, started and answering. A free port can be taken by
+    /// another test between our pick and etcd's bind; then a member dies
+    /// (or someone else answers), and the cluster is started again on new
+    /// ports.
     pub async fn start(n: usize) -> anyhow::Result<EtcdCluster> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(n).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    async fn try_start(n: usize) -> anyhow::Result<EtcdCluster> {
         let dir = tempfile::tempdir()?;
         let mut members: Vec<EtcdMember> = (0..n)
             .map(|i| EtcdMember {
@@ -1011,13 +1025,33 @@ impl EtcdCluster {
                 .context("starting etcd (scripts/setup.sh installs etcd-server)")?;
             m.child = Some(child);
         }
-        let cluster = EtcdCluster { dir, members };
+        let mut cluster = EtcdCluster { dir, members };
         let client = reqwest::Client::new();
         for m in &cluster.members {
             let url = format!("http://127.0.0.1:{}/health", m.client);
-            let up = wait_until(Duration::from_secs(20), || answers(&client, &url)).await;
+            // etcd's own answer, not whatever else took the port.
+            let up = wait_until(Duration::from_secs(20), || async {
+                match client.get(&url).send().await {
+                    Ok(r) => r
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.contains("\"health\":\"true\"")),
+                    Err(_) => false,
+                }
+            })
+            .await;
             if up.is_none() {
                 bail!("etcd member {} did not become healthy", m.name);
+            }
+        }
+        for m in &mut cluster.members {
+            if let Some(c) = m.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!(
+                        "etcd member {} exited: {status} (its port was taken?)",
+                        m.name
+                    );
+                }
             }
         }
         Ok(cluster)
