@@ -4,6 +4,7 @@
 #   redis-server  - the shared store of fleet-wide rate limits (tests start their own)
 #   etcd-server   - the config service's replicated store (tests start their own clusters)
 #   protoc        - etcd-client's build (gRPC stubs), Debian's protobuf-compiler
+#   chromium      - the ops console's browser test (chromium + chromium-driver, driven by WebDriver)
 # Debian/Ubuntu packages; needs root or sudo. Safe to run again.
 set -euo pipefail
 need=()
@@ -12,6 +13,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

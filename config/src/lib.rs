@@ -36,6 +36,7 @@ pub mod client_ip;
 pub mod compile;
 pub mod diff;
 pub mod error;
+pub mod explain;
 pub mod geo_codes;
 pub mod host;
 pub mod limits;

@@ -149,6 +149,10 @@ pub struct Ack {
     /// The store epoch of `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// The proxy's software version (`edgesteer --version`), for the
+    /// fleet view; at most 64 characters are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 impl Ack {
@@ -179,6 +183,9 @@ pub struct FleetEntry {
     /// The store epoch of its applied version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// Its software version, from its last ack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 /// One track's figures in a [`StatsReport`].
@@ -196,6 +203,11 @@ pub struct RegionReport {
     pub canary: TrackReport,
     pub canary_backends: u32,
     pub canary_unhealthy: u32,
+    /// Backends (their table keys) this proxy holds unavailable now, by
+    /// active or passive checks; what the console's region states and its
+    /// explain are drawn from. Absent from older proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy: Vec<String>,
 }
 
 /// `POST /v1/stats`: what one proxy saw since its previous report.
@@ -478,6 +490,7 @@ mod tests {
             status: Ack::APPLIED.into(),
             reason: None,
             epoch: None,
+            build: None,
         };
         assert_eq!(
             serde_json::to_value(&ack).unwrap(),

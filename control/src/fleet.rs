@@ -73,6 +73,7 @@ impl FleetRegister {
                     last_seen_ms_ago: None,
                     watching: false,
                     epoch: None,
+                    build: None,
                 },
                 last_seen: Instant::now(),
             });
@@ -88,6 +89,10 @@ impl FleetRegister {
 
     /// A proxy applied or rejected a version.
     pub(crate) fn ack(&self, a: &Ack) -> Result<(), BadStatus> {
+        if let Some(build) = &a.build {
+            let build: String = build.chars().take(64).collect();
+            self.note(&a.proxy, |e| e.build = Some(build));
+        }
         match a.status.as_str() {
             Ack::APPLIED => self.note(&a.proxy, |e| {
                 // A new epoch restarts the numbering: a rejection of the

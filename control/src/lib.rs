@@ -28,6 +28,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod etcd;
 mod figures;
 mod fleet;

@@ -104,9 +104,7 @@ pub(crate) async fn post_stats(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let report: StatsReport = parse_body(body)?;
-    if let Some(cur) = c.latest() {
-        c.windows.ingest(&cur.table, &report);
-    }
+    c.ingest_stats(&report);
     c.share_stats(&report);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,7 @@ use axum::routing::{get, patch, post};
 use axum::Router;
 
 use crate::guard::guard;
-use crate::{proxies, rollout, table};
+use crate::{console, proxies, rollout, table};
 
 // These lived here; kept at these paths for the proxy and older callers.
 pub use crate::api::{Ack, FleetEntry};
@@ -21,7 +21,7 @@ pub use crate::state::{Control, StartError};
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The router; `body_limit` caps request bodies. Every route but
-/// `/healthz` needs a token whose role allows it (see [`crate::guard`]).
+/// `/healthz` and the console's page (`/ui`) needs a token whose role allows it (see [`crate::guard`]).
 pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
     Router::new()
         .route("/v1/table", get(table::get_table).put(table::put_table))
@@ -37,8 +37,17 @@ pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
         .route("/v1/rollouts", get(rollout::get_rollouts))
         .route("/v1/rollouts/{region}", post(rollout::post_rollout))
         .route("/metrics", get(proxies::metrics))
+        .route("/v1/whoami", get(console::whoami))
+        .route("/v1/live", get(console::live))
+        .route("/v1/explain", get(console::explain))
         .route_layer(from_fn_with_state(control.clone(), guard))
         .route("/healthz", get(|| async { "ok\n" }))
+        // The console's page and assets hold no data (it comes from the
+        // API above, with the token the page sends), so they need none.
+        .route("/ui", get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/app.js", get(console::app_js))
+        .route("/ui/app.css", get(console::app_css))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(control)
 }

@@ -42,6 +42,10 @@ pub struct Control {
     pub(crate) fleet: FleetRegister,
     /// Rollout figures per region since its current step began.
     pub(crate) windows: Windows,
+    /// What the console draws: recent traffic and the fleet's health.
+    pub(crate) live: crate::console::Live,
+    /// The geo database the console's explain uses (`--geo-db`).
+    geo: std::sync::OnceLock<Arc<edgesteer_geo::GeoDb>>,
     /// The listener's connection counters (see [`crate::listener`]).
     pub conn_stats: Arc<ConnStats>,
     /// Set when the service shuts down: open watches answer at once.
@@ -90,6 +94,8 @@ impl Control {
             forbidden: AtomicU64::new(0),
             fleet: FleetRegister::default(),
             windows: Windows::default(),
+            live: crate::console::Live::default(),
+            geo: std::sync::OnceLock::new(),
             conn_stats: Arc::default(),
             closing: watch::channel(false).0,
             cert_proxies: std::sync::OnceLock::new(),
@@ -118,9 +124,7 @@ impl Control {
                     else {
                         continue;
                     };
-                    if let Some(cur) = c.latest() {
-                        c.windows.ingest(&cur.table, &report);
-                    }
+                    c.ingest_stats(&report);
                 }
             });
         }
@@ -159,6 +163,22 @@ impl Control {
 
     /// Client-certificate names (`--cert-proxy`) that may watch, ack and
     /// report as proxies without a token; set once, before serving.
+    pub fn set_geo_db(&self, geo: Arc<edgesteer_geo::GeoDb>) {
+        let _ = self.geo.set(geo);
+    }
+
+    pub(crate) fn geo(&self) -> Option<&edgesteer_geo::GeoDb> {
+        self.geo.get().map(|g| &**g)
+    }
+
+    /// One proxy's stats: into the rollout windows and the console's view.
+    pub(crate) fn ingest_stats(&self, report: &crate::api::StatsReport) {
+        if let Some(cur) = self.latest() {
+            self.windows.ingest(&cur.table, report);
+            self.live.ingest(&cur.table, report);
+        }
+    }
+
     pub fn set_cert_proxies(&self, names: Vec<String>) {
         let _ = self.cert_proxies.set(names);
     }

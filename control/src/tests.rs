@@ -128,6 +128,7 @@ async fn the_fleet_sees_watches_and_acks() {
         status: status.into(),
         reason: Some("bad".into()),
         epoch: None,
+        build: None,
     };
     api.ack(&ack(Ack::REJECTED)).await.unwrap();
     let e = api.ack(&ack("maybe")).await.unwrap_err();
@@ -206,6 +207,7 @@ async fn every_endpoint_needs_a_token_of_the_right_role() {
         status: Ack::APPLIED.into(),
         reason: None,
         epoch: None,
+        build: None,
     };
     // No token, or an unknown one: 401 everywhere.
     for c in [&anon, &wrong] {
@@ -330,4 +332,125 @@ async fn shutdown_ends_held_watches_and_drains() {
     server.await.unwrap().unwrap();
     assert!(t.elapsed() < Duration::from_secs(3));
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_console_page_whoami_live_and_explain() {
+    use edgesteer_geo::testdb::{self, sample_ip, Schema};
+    let (control, api) = serve().await;
+    let base = api.base().to_string();
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+
+    // The page needs no token and carries its CSP; the data does.
+    let page = get("/ui", None).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(page.text().await.unwrap().contains("/ui/app.js"));
+    assert_eq!(get("/ui/app.js", None).await.unwrap().status(), 200);
+    assert_eq!(get("/v1/live", None).await.unwrap().status(), 401);
+    assert_eq!(get("/v1/whoami", None).await.unwrap().status(), 401);
+    let me: serde_json::Value = get("/v1/whoami", Some(READ_SECRET))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me, serde_json::json!({ "name": "viewer", "role": "read" }));
+
+    // Explain needs a geo database, and an address.
+    let r = get("/v1/explain?ip=1.2.3.4", Some(READ_SECRET))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    control.set_geo_db(Arc::new(
+        edgesteer_geo::GeoDb::from_bytes(testdb::build(Schema::GeoIp2, testdb::SAMPLE)).unwrap(),
+    ));
+    let r = get("/v1/explain?ip=not-an-ip", Some(READ_SECRET))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["path"], "ip");
+
+    // A proxy reports us-east traffic and one backend down: the live view
+    // and explain both show it.
+    let table = api.get().await.unwrap().table;
+    let down = table.regions["us-east"].backends[0].address.clone();
+    let report: StatsReport = serde_json::from_value(serde_json::json!({
+        "proxy": "p1", "version": 1,
+        "regions": { "us-east": {
+            "stable": { "requests": 50, "errors": 5, "buckets": [40, 10] },
+            "canary": { "requests": 10, "errors": 0, "buckets": [10] },
+            "canary_backends": 1, "canary_unhealthy": 0,
+            "unhealthy": [down.clone()] },
+          "nowhere": { "stable": { "requests": 1, "errors": 0, "buckets": [] },
+            "canary": { "requests": 0, "errors": 0, "buckets": [] },
+            "canary_backends": 0, "canary_unhealthy": 0 } }
+    }))
+    .unwrap();
+    with_token(&api, Some(PROXY_SECRET))
+        .report_stats(&report)
+        .await
+        .unwrap();
+    let live: crate::console::LiveView = get("/v1/live", Some(READ_SECRET))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        live.regions.len(),
+        table.regions.len(),
+        "only the table's regions"
+    );
+    assert_eq!(live.reporting_proxies, 1);
+    let east = &live.regions["us-east"];
+    assert_eq!(east.unhealthy, vec![down.clone()]);
+    assert_eq!(east.backends, table.regions["us-east"].backends.len());
+    let point = east.points.last().unwrap();
+    assert_eq!(
+        (point.requests, point.errors, point.canary_requests),
+        (60, 5, 10)
+    );
+    assert_eq!(point.p99_ms, Some(2.0));
+    assert_eq!(east.canary_changes.len(), 1, "the seed's share");
+
+    let x: serde_json::Value = get(
+        &format!("/v1/explain?ip={}", sample_ip("US")),
+        Some(READ_SECRET),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(x["decision"]["region"], "us-east");
+    assert_ne!(x["decision"]["backend"], down.as_str());
+    let backends = x["candidates"][0]["backends"].as_array().unwrap();
+    let shown = backends
+        .iter()
+        .find(|b| b["backend"] == down.as_str())
+        .unwrap();
+    assert_eq!(shown["available"], false);
+    let x: serde_json::Value = get(
+        &format!("/v1/explain?ip={}", sample_ip("CN")),
+        Some(READ_SECRET),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (&x["client"]["zone"], &x["decision"]["region"]),
+        (&serde_json::json!("cn"), &serde_json::json!("cn-east"))
+    );
 }

@@ -1,19 +1,16 @@
-//! "Where would this client go right now, and why?" — the decision for a
-//! hypothetical request, traced against the live table and health state
-//! with the same functions the data plane calls.
+//! The proxy's `/v1/explain`: the routing explanation of
+//! `edgesteer_config::explain` against this proxy's live table and health,
+//! plus which rate-limit policies would count the request.
 
 use std::net::IpAddr;
 
+use edgesteer_config::explain::{explain_route, BackendRtt, Client};
 use edgesteer_config::route::HealthView;
-use edgesteer_config::route::{
-    assigned_track, bucket, candidates, decide, region_available, Decision, Request,
-};
-use edgesteer_config::{RegionId, RoutingTable, ZoneId};
+use edgesteer_config::{BackendId, RegionId};
 use edgesteer_geo::{GeoDb, GeoLookup};
 use serde_json::{json, Value};
 
 use crate::steer::Snapshot;
-use crate::sticky::sticky_for;
 
 /// A hypothetical request.
 #[derive(Debug, serde::Deserialize)]
@@ -35,108 +32,40 @@ pub fn explain(
     limiter: &edgesteer_ratelimit::Limiter,
     q: &Query,
 ) -> Value {
-    let t: &RoutingTable = &snap.table;
     let g = geo.lookup(q.ip);
-    let class = t.classify(g.country, g.continent);
-    let pin = q.host.as_deref().and_then(|h| t.pin_for_host(h));
-    let sticky = sticky_for(&snap.table, q.key.as_deref().map(str::as_bytes), q.ip);
-    let req = Request {
-        class,
-        pin,
-        sticky,
-        tried: &[],
+    let client = Client {
+        ip: q.ip,
+        country: g.country,
+        continent: g.continent,
+        lookup: g.status.as_str(),
+        host: q.host.as_deref(),
+        key: q.key.as_deref(),
     };
-    let name = |r: RegionId| t.region(r).name.clone();
-    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
-    let candidate_list = candidate_list(snap, &req);
-    let decision = decision(t, &req, &snap.health);
-    json!({
-        "table_version": snap.version,
-        "client": {
-            "ip": q.ip.to_string(),
-            "country": g.country.map(|c| c.as_str()),
-            "continent": g.continent.map(|c| c.code()),
-            "lookup": g.status.as_str(),
-            "zone": zone_name(class.zone),
-            "allowed": class.allowed.iter().map(name).collect::<Vec<_>>(),
-            "home": name(class.home),
-            "home_via": format!("{:?}", class.home_via).to_lowercase(),
-        },
-        "pin": pin.map(name),
-        "sticky": { "key": if q.key.is_some() { "key" } else { "client_ip" }, "bucket": bucket(sticky) },
-        "candidates": candidate_list,
-        "decision": decision,
-        "rate_limit": rate_limits(snap, limiter, q),
-    })
+    let mut out = explain_route(
+        &snap.table,
+        snap.version,
+        &client,
+        &ProxyHealth(&snap.health),
+    );
+    out.insert("rate_limit".into(), rate_limits(snap, limiter, q));
+    Value::Object(out)
 }
 
-/// The regions the request may go to, in order, with their backends and
-/// the track this client gets in each.
-fn candidate_list(snap: &Snapshot, req: &Request<'_>) -> Vec<Value> {
-    let t = &snap.table;
-    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
-    match candidates(t, req, &snap.health) {
-        Ok(c) => c
-            .map(|(region, reason)| {
-                let r = t.region(region);
-                let backends: Vec<Value> = r
-                    .backends
-                    .iter()
-                    .map(|&b| {
-                        let state = snap.health.state(b);
-                        json!({
-                            "backend": t.backend(b).key,
-                            "track": t.backend(b).track.as_str(),
-                            "weight": t.backend(b).weight,
-                            "available": state.is_some_and(|s| s.is_available()),
-                            "rtt_ms": state.and_then(|s| s.rtt_us()).map(|u| f64::from(u) / 1000.0),
-                        })
-                    })
-                    .collect();
-                json!({
-                    "region": r.name,
-                    "as": reason.as_str(),
-                    "zone": zone_name(r.zone),
-                    "drained": r.drained,
-                    "available": region_available(t, region, &snap.health),
-                    "rtt_ms": HealthView::region_rtt_us(&snap.health, region).map(|u| f64::from(u) / 1000.0),
-                    "track": assigned_track(t, region, req.sticky).as_str(),
-                    "canary_bps": r.canary_bps,
-                    "backends": backends,
-                })
-            })
-            .collect(),
-        Err(_) => Vec::new(),
+/// This proxy's own health view, with each backend's measured RTT.
+struct ProxyHealth<'a>(&'a edgesteer_health::TableHealth);
+
+impl HealthView for ProxyHealth<'_> {
+    fn is_healthy(&self, backend: BackendId) -> bool {
+        self.0.is_healthy(backend)
+    }
+    fn region_rtt_us(&self, region: RegionId) -> Option<u32> {
+        self.0.region_rtt_us(region)
     }
 }
 
-/// What `decide` answers for the request right now.
-fn decision(t: &RoutingTable, req: &Request<'_>, health: &impl HealthView) -> Value {
-    let name = |r: RegionId| t.region(r).name.clone();
-    let zone_name = |z: Option<ZoneId>| z.map(|z| t.zone(z).name.clone());
-    match decide(t, req, health) {
-        Decision::Route(r) => json!({
-            "outcome": "route",
-            "status": 200,
-            "region": name(r.region),
-            "backend": t.backend(r.backend).key,
-            "track": r.track.as_str(),
-            "track_fallback": r.track_fallback,
-            "reason": r.reason.as_str(),
-        }),
-        Decision::PinOutsideZone { pinned, zone } => json!({
-            "outcome": "refused",
-            "status": 421,
-            "reason": "pin_outside_zone",
-            "pinned": name(pinned),
-            "zone": zone_name(zone),
-        }),
-        Decision::NoHealthyBackend { zone } => json!({
-            "outcome": "blocked",
-            "status": 503,
-            "reason": "no_healthy_region",
-            "zone": zone_name(zone),
-        }),
+impl BackendRtt for ProxyHealth<'_> {
+    fn backend_rtt_us(&self, backend: BackendId) -> Option<u32> {
+        self.0.state(backend).and_then(|s| s.rtt_us())
     }
 }
 

@@ -37,6 +37,12 @@ impl Reporter {
                 .iter()
                 .filter(|&&&b| !snap.health.is_healthy(b))
                 .count() as u32;
+            let unhealthy = r
+                .backends
+                .iter()
+                .filter(|&&b| !snap.health.is_healthy(b))
+                .map(|&b| snap.table.backend(b).key.clone())
+                .collect();
             regions.insert(
                 r.name.clone(),
                 RegionReport {
@@ -44,6 +50,7 @@ impl Reporter {
                     canary: stats.tracks[Track::Canary.index()].take(),
                     canary_backends: canary.len() as u32,
                     canary_unhealthy,
+                    unhealthy,
                 },
             );
         }

@@ -132,6 +132,7 @@ impl Watcher {
             }
             .into(),
             reason: result.as_ref().err().cloned(),
+            build: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         if let Err(e) = self.client.ack(&ack).await {
             tracing::debug!(error = %e, "ack not delivered");

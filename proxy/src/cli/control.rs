@@ -81,6 +81,11 @@ pub(super) struct ControlArgs {
     /// in the fleet view.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     fleet_expiry_s: u64,
+    /// The MaxMind-format database the console's explain
+    /// (`GET /v1/explain`) classifies clients with: give the proxies' file;
+    /// default: the bundled country database, as for proxies.
+    #[arg(long)]
+    geo_db: Option<PathBuf>,
 }
 
 /// How often the rollout controller judges running rollouts.
@@ -211,6 +216,12 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
             ),
             (None, None) => anyhow::bail!("give --data DIR (one replica) or --store etcd://..."),
         };
+        let geo = Arc::new(match &args.geo_db {
+            Some(path) => edgesteer_geo::GeoDb::open(path).with_context(|| {
+                format!("--geo-db {}: cannot load the geo database", path.display())
+            })?,
+            None => edgesteer_geo::GeoDb::bundled()?,
+        });
         let terminate = stop_signal()?;
         let (control, serve) = start_control_with(
             store,
@@ -223,6 +234,7 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         )
         .await?;
         control.set_cert_proxies(args.cert_proxies.clone());
+        control.set_geo_db(geo);
         control.set_fleet_expiry(Duration::from_secs(args.fleet_expiry_s));
         tracing::info!(listen = %args.listen, scheme, store = %at, version = ?control.latest().map(|r| r.version), "config service started");
         serve.await?;

@@ -100,6 +100,7 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::Ok(control)
     })?;
     let version = control.latest().map_or(1, |r| r.version);
+    control.set_geo_db(Arc::new(GeoDb::bundled()?));
 
     let steer = Arc::new(steering(version, spec, table, GeoDb::bundled()?)?);
     let opts = ServeOptions {
@@ -168,6 +169,7 @@ fn print_banner(args: &DemoArgs, backends: &[DemoBackend], control_url: &str) {
         args.admin
     );
     println!("\nconfig service: {control_url}   token: {DEMO_TOKEN}");
+    println!("ops console:    {control_url}/ui   (log in with the token above)");
     println!("  export EDGESTEER_TOKEN={DEMO_TOKEN}");
     println!("  edgesteer ctl get");
     println!("  edgesteer ctl set-weight us-east {us_east_1} 0 --reason 'drain one backend'");

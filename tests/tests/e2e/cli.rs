@@ -129,4 +129,20 @@ async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
     assert_eq!(de["tls_version"], "TLSv1_3", "{de}");
     let cn = ask("202.96.128.86").await.unwrap();
     assert_eq!(cn["region"], "cn-east", "{cn}");
+
+    // The ops console it prints: the page, and its explain with the demo token.
+    let base = format!("http://127.0.0.1:{control}");
+    let page = client.get(format!("{base}/ui")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let x: serde_json::Value = client
+        .get(format!("{base}/v1/explain?ip=202.96.128.86"))
+        .bearer_auth(edgesteer::cli::DEMO_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(x["client"]["zone"], "cn", "{x}");
+    assert_eq!(x["decision"]["region"], "cn-east", "{x}");
 }

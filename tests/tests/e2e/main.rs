@@ -2,6 +2,7 @@
 //! End-to-end tests, one binary (one link of Pingora) with a module per area.
 
 mod cli;
+mod console;
 mod control;
 mod edge;
 mod failover;

@@ -139,6 +139,7 @@ async fn a_rejection_stays_in_the_fleet_view_until_a_later_version_applies() {
         status: status.into(),
         reason: (status == Ack::REJECTED).then(|| "does not compile here".into()),
         epoch: None,
+        build: None,
     };
     proxy.ack(&ack(2, Ack::APPLIED)).await.unwrap();
     proxy.ack(&ack(3, Ack::REJECTED)).await.unwrap();

@@ -1,0 +1,464 @@
+//! The ops console's server side: the page and its assets at `/ui`
+//! (embedded, no token needed: they hold no data), and the three reads
+//! only the console needs, each behind the usual token check:
+//! - `GET /v1/whoami`: the token's name and role (the page hides the
+//!   action controls from a `read` token; the API refuses its writes anyway);
+//! - `GET /v1/live`: per region, 15 minutes of 10-second points drawn from
+//!   the proxies' stats, the backends the fleet reports unavailable, and the
+//!   changes of the canary share in the stored versions;
+//! - `GET /v1/explain`: where a client goes now and why, with the table's
+//!   `decide`, the service's geo database (`--geo-db`) and the fleet's
+//!   reported health.
+//!
+//! Every write the console makes goes through the typed API
+//! (`PATCH /v1/regions/..`, `POST /v1/rollback`, `POST /v1/rollouts/..`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use edgesteer_config::explain::{explain_route, BackendRtt, Client};
+use edgesteer_config::route::HealthView;
+use edgesteer_config::{BackendId, RegionId, RoutingTable, TableSpec};
+use edgesteer_geo::GeoLookup;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{StatsReport, TrackReport};
+use crate::figures::{now_ms, LATENCY_BUCKETS_MS};
+use crate::guard::Caller;
+use crate::http::ApiError;
+use crate::state::Control;
+
+/// One chart point covers this long.
+pub const POINT_MS: u64 = 10_000;
+/// Points kept per region: 15 minutes.
+pub const POINTS: usize = 90;
+/// A proxy's health report counts for this long.
+const HEALTH_FRESH: Duration = Duration::from_secs(5);
+/// Proxies whose health is tracked at once; past it a new name is not.
+const MAX_REPORTERS: usize = 10_000;
+/// Unavailable backends kept per proxy and region.
+const MAX_UNHEALTHY: usize = 1_000;
+/// Stored versions scanned for canary-share changes.
+const STEP_SCAN: usize = 500;
+
+/// One 10-second point of a region, summed over the fleet.
+#[derive(Clone, Debug, Default)]
+struct Point {
+    start_ms: u64,
+    requests: u64,
+    errors: u64,
+    canary_requests: u64,
+    buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl Point {
+    fn add(&mut self, t: &TrackReport) {
+        self.requests = self.requests.saturating_add(t.requests);
+        self.errors = self.errors.saturating_add(t.errors.min(t.requests));
+        for (a, b) in self.buckets.iter_mut().zip(&t.buckets) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// p99 as the upper bound of the bucket holding it; `None` without
+    /// samples or beyond the largest bucket.
+    fn p99_ms(&self) -> Option<f64> {
+        let total: u128 = self.buckets.iter().map(|&n| u128::from(n)).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (total * 99).div_ceil(100);
+        let mut seen = 0u128;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += u128::from(*n);
+            if seen >= rank {
+                return LATENCY_BUCKETS_MS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Region -> its points, oldest first; only regions of the table.
+    series: HashMap<String, VecDeque<Point>>,
+    /// Proxy -> when it last reported, and region -> unavailable backends.
+    health: HashMap<String, (Instant, BTreeMap<String, Vec<String>>)>,
+}
+
+/// What the console draws from the proxies' stats.
+#[derive(Default)]
+pub(crate) struct Live(Mutex<Inner>);
+
+impl Live {
+    /// Adds one proxy's report (about once a second per proxy).
+    pub(crate) fn ingest(&self, table: &TableSpec, report: &StatsReport) {
+        let Ok(mut inner) = self.0.lock() else {
+            return;
+        };
+        let now = now_ms();
+        let start_ms = now - now % POINT_MS;
+        let mut health = BTreeMap::new();
+        for (region, r) in &report.regions {
+            if !table.regions.contains_key(region) {
+                continue;
+            }
+            let points = inner.series.entry(region.clone()).or_default();
+            if points.back().is_none_or(|p| p.start_ms < start_ms) {
+                points.push_back(Point {
+                    start_ms,
+                    ..Point::default()
+                });
+            }
+            while points.len() > POINTS {
+                points.pop_front();
+            }
+            if let Some(p) = points.back_mut() {
+                p.add(&r.stable);
+                p.add(&r.canary);
+                p.canary_requests = p.canary_requests.saturating_add(r.canary.requests);
+            }
+            let mut unhealthy = r.unhealthy.clone();
+            unhealthy.truncate(MAX_UNHEALTHY);
+            health.insert(region.clone(), unhealthy);
+        }
+        inner
+            .series
+            .retain(|region, _| table.regions.contains_key(region));
+        inner
+            .health
+            .retain(|_, (at, _)| at.elapsed() < HEALTH_FRESH);
+        if inner.health.len() < MAX_REPORTERS || inner.health.contains_key(&report.proxy) {
+            inner
+                .health
+                .insert(report.proxy.clone(), (Instant::now(), health));
+        }
+    }
+
+    /// Backends any proxy reporting now holds unavailable, by region, and
+    /// how many proxies report.
+    fn unhealthy(&self) -> (BTreeMap<String, BTreeSet<String>>, usize) {
+        let Ok(inner) = self.0.lock() else {
+            return (BTreeMap::new(), 0);
+        };
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut reporting = 0;
+        for (at, regions) in inner.health.values() {
+            if at.elapsed() >= HEALTH_FRESH {
+                continue;
+            }
+            reporting += 1;
+            for (region, keys) in regions {
+                out.entry(region.clone())
+                    .or_default()
+                    .extend(keys.iter().cloned());
+            }
+        }
+        (out, reporting)
+    }
+
+    fn points(&self, region: &str, since_ms: u64) -> Vec<LivePoint> {
+        let Ok(inner) = self.0.lock() else {
+            return Vec::new();
+        };
+        inner
+            .series
+            .get(region)
+            .map(|points| {
+                points
+                    .iter()
+                    .filter(|p| p.start_ms >= since_ms)
+                    .map(|p| LivePoint {
+                        at_ms: p.start_ms,
+                        requests: p.requests,
+                        errors: p.errors,
+                        canary_requests: p.canary_requests,
+                        p99_ms: p.p99_ms(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: String,
+}
+
+pub(crate) async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name,
+        role: caller.role.as_str().to_string(),
+    })
+}
+
+/// One chart point: 10 seconds of a region's traffic, fleet-wide.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LivePoint {
+    pub at_ms: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub canary_requests: u64,
+    /// `null` without samples, or beyond the largest latency bucket.
+    pub p99_ms: Option<f64>,
+}
+
+/// A stored version that changed a region's canary share.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CanaryChange {
+    pub version: u64,
+    pub at_ms: u64,
+    pub canary_bps: u32,
+    pub action: String,
+}
+
+/// One region in `GET /v1/live`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LiveRegion {
+    pub zone: Option<String>,
+    pub drained: bool,
+    pub canary_bps: u32,
+    pub backends: usize,
+    /// Backends any reporting proxy holds unavailable (table keys).
+    pub unhealthy: Vec<String>,
+    pub points: Vec<LivePoint>,
+    pub canary_changes: Vec<CanaryChange>,
+}
+
+/// `GET /v1/live`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LiveView {
+    pub version: Option<u64>,
+    pub now_ms: u64,
+    pub point_ms: u64,
+    /// Proxies whose health report is fresh (last 5 s).
+    pub reporting_proxies: usize,
+    pub regions: BTreeMap<String, LiveRegion>,
+}
+
+pub(crate) async fn live(State(c): State<Arc<Control>>) -> Json<LiveView> {
+    let now = now_ms();
+    let since = now.saturating_sub(POINT_MS * POINTS as u64);
+    let (unhealthy, reporting_proxies) = c.live.unhealthy();
+    let cur = c.latest();
+    let changes = canary_changes(&c, since);
+    let mut regions = BTreeMap::new();
+    if let Some(cur) = &cur {
+        for (name, r) in &cur.table.regions {
+            let keys: BTreeSet<&str> = r.backends.iter().map(|b| b.address.as_str()).collect();
+            regions.insert(
+                name.clone(),
+                LiveRegion {
+                    zone: r.zone.clone(),
+                    drained: r.drain,
+                    canary_bps: r.canary_bps,
+                    backends: r.backends.len(),
+                    unhealthy: unhealthy
+                        .get(name)
+                        .map(|u| {
+                            u.iter()
+                                .filter(|k| keys.contains(k.as_str()))
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    points: c.live.points(name, since),
+                    canary_changes: changes.get(name.as_str()).map_or_else(Vec::new, |v| {
+                        v.iter()
+                            .map(|(version, at_ms, canary_bps, action)| CanaryChange {
+                                version: *version,
+                                at_ms: *at_ms,
+                                canary_bps: *canary_bps,
+                                action: action.clone(),
+                            })
+                            .collect()
+                    }),
+                },
+            );
+        }
+    }
+    Json(LiveView {
+        version: cur.map(|r| r.version),
+        now_ms: now,
+        point_ms: POINT_MS,
+        reporting_proxies,
+        regions,
+    })
+}
+
+type Change = (u64, u64, u32, String);
+
+/// Per region, the stored versions (of the last [`STEP_SCAN`]) that
+/// changed its canary share, from `since_ms` on, plus the share in force
+/// at `since_ms` so a chart starts at the right height.
+fn canary_changes(c: &Control, since_ms: u64) -> HashMap<String, Vec<Change>> {
+    let Ok(versions) = c.versions.read() else {
+        return HashMap::new();
+    };
+    let start = versions.len().saturating_sub(STEP_SCAN);
+    let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+    let mut prev: HashMap<&str, u32> = HashMap::new();
+    for v in &versions[start..] {
+        for (name, r) in &v.table.regions {
+            let before = prev.insert(name.as_str(), r.canary_bps);
+            if before == Some(r.canary_bps) {
+                continue;
+            }
+            let list = out.entry(name.clone()).or_default();
+            let change = (
+                v.version,
+                v.audit.at_ms,
+                r.canary_bps,
+                v.audit.action.clone(),
+            );
+            if v.audit.at_ms < since_ms {
+                // Only the share in force when the window opens is kept.
+                list.clear();
+            }
+            list.push(change);
+        }
+    }
+    out
+}
+
+/// `GET /v1/explain` parameters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExplainQuery {
+    ip: String,
+    host: Option<String>,
+    key: Option<String>,
+}
+
+/// The fleet's reported health as the explain's health view: a backend
+/// any fresh report holds unavailable is unavailable.
+struct FleetHealth<'a> {
+    table: &'a RoutingTable,
+    unhealthy: &'a BTreeMap<String, BTreeSet<String>>,
+}
+
+impl HealthView for FleetHealth<'_> {
+    fn is_healthy(&self, backend: BackendId) -> bool {
+        let b = self.table.backend(backend);
+        let region = &self.table.region(b.region).name;
+        !self
+            .unhealthy
+            .get(region)
+            .is_some_and(|keys| keys.contains(&b.key))
+    }
+    fn region_rtt_us(&self, _: RegionId) -> Option<u32> {
+        None
+    }
+}
+
+impl BackendRtt for FleetHealth<'_> {
+    fn backend_rtt_us(&self, _: BackendId) -> Option<u32> {
+        None
+    }
+}
+
+pub(crate) async fn explain(
+    State(c): State<Arc<Control>>,
+    q: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.body_text()).at(
+            "ip",
+            "give ?ip=ADDRESS (and optionally &key=API_KEY, &host=HOST)",
+        )
+    })?;
+    let ip: IpAddr = q.ip.trim().parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("{:?} is not an IP address", q.ip),
+        )
+        .at("ip", "an IPv4 or IPv6 address")
+    })?;
+    let Some(geo) = c.geo() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "no_geo_db",
+            "this config service has no geo database: start it with --geo-db FILE (the proxies' MaxMind file), or ask a proxy: edgesteer ctl explain",
+        ));
+    };
+    let Some(cur) = c.latest() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_table",
+            "no table is stored yet",
+        ));
+    };
+    let table = edgesteer_config::compile(&cur.table).map_err(ApiError::from_config)?;
+    let g = geo.lookup(ip);
+    let (unhealthy, reporting) = c.live.unhealthy();
+    let client = Client {
+        ip,
+        country: g.country,
+        continent: g.continent,
+        lookup: g.status.as_str(),
+        host: q.host.as_deref().filter(|h| !h.is_empty()),
+        key: q.key.as_deref().filter(|k| !k.is_empty()),
+    };
+    let health = FleetHealth {
+        table: &table,
+        unhealthy: &unhealthy,
+    };
+    let mut out = explain_route(&table, cur.version, &client, &health);
+    out.insert(
+        "health".into(),
+        serde_json::json!({ "source": "fleet", "reporting_proxies": reporting }),
+    );
+    Ok(Json(serde_json::Value::Object(out)).into_response())
+}
+
+// ---- the page ----
+
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const APP_CSS: &str = include_str!("../ui/app.css");
+
+/// No inline script or style, nothing from another origin, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut res = (StatusCode::OK, body).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub(crate) async fn index() -> Response {
+    asset(INDEX_HTML, "text/html; charset=utf-8")
+}
+
+pub(crate) async fn app_js() -> Response {
+    asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+pub(crate) async fn app_css() -> Response {
+    asset(APP_CSS, "text/css; charset=utf-8")
+}
