@@ -7,6 +7,10 @@ use std::time::Duration;
 /// The compiled `[limits]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownstreamLimits {
+    /// A request head must arrive whole within this: from accept for a
+    /// connection's first request, from the first byte for a keep-alive
+    /// one; past it the connection is closed (live, per connection).
+    pub head_timeout: Duration,
     /// An HTTP/1.1 connection idle between requests this long is closed
     /// (live, per request).
     pub keepalive_idle: Duration,
@@ -38,6 +42,7 @@ pub struct DownstreamLimits {
 impl Default for DownstreamLimits {
     fn default() -> Self {
         DownstreamLimits {
+            head_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             body_read_idle: Duration::from_secs(30),
             write_idle: Duration::from_secs(30),

@@ -234,6 +234,10 @@ pub struct RetrySpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
+    /// A whole request head must arrive within this (from accept for a
+    /// connection's first request, from its first byte for later ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_idle_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,8 @@
 //! Pingora has no such hook in its accept loop, so this wraps the proxy's
 //! `ServerApp`: `process_new` spans a whole connection (every keep-alive
 //! request of an HTTP/1.1 connection, every stream of an h2 one), which is
-//! exactly what the count must cover.
+//! exactly what the count must cover. The same wrapper puts the client's
+//! stream behind the request-head deadline ([`crate::head_deadline`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
+use crate::head_deadline::HeadDeadline;
 use crate::proxy::EdgeProxy;
 use crate::steer::Steering;
 
@@ -57,7 +59,12 @@ impl ServerApp for Capped {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let max = self.steer.current().table.limits.max_connections as usize;
+        // Copied out: the snapshot is not held for the connection's life.
+        let (max, head_timeout) = {
+            let snap = self.steer.current();
+            let l = &snap.table.limits;
+            (l.max_connections as usize, l.head_timeout)
+        };
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         self.steer.metrics.connections_open.inc();
         let held = Held(self);
@@ -71,6 +78,11 @@ impl ServerApp for Capped {
             drop(held);
             return None;
         }
+        let session = HeadDeadline::wrap(
+            session,
+            head_timeout,
+            self.steer.metrics.head_timeouts.clone(),
+        );
         let reused = ServerApp::process_new(&self.inner, session, shutdown).await;
         drop(held);
         reused

@@ -148,6 +148,11 @@ const CONNECTIONS_REFUSED: Family = (
     "Client connections closed at accept because [limits] max_connections were open.",
 );
 
+const HEAD_TIMEOUTS: Family = (
+    "edgesteer_head_timeouts_total",
+    "Client connections closed because a request head did not arrive whole within [limits] head_timeout_ms (slowloris).",
+);
+
 const UPSTREAM_TLS_ERRORS: Family = (
     "edgesteer_upstream_tls_errors_total",
     "TLS handshakes with origins that failed, by region and reason (expired, unknown_ca, name_mismatch, handshake).",
@@ -199,6 +204,7 @@ pub struct Metrics {
     pub upstream_tls_errors: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
+    pub head_timeouts: IntCounter,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
     /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
@@ -284,6 +290,7 @@ impl Metrics {
             retries_refused: r.add(IntCounter::with_opts(opts(RETRIES_REFUSED))?)?,
             connections_open: r.add(IntGauge::with_opts(opts(CONNECTIONS_OPEN))?)?,
             connections_refused: r.add(IntCounter::with_opts(opts(CONNECTIONS_REFUSED))?)?,
+            head_timeouts: r.add(IntCounter::with_opts(opts(HEAD_TIMEOUTS))?)?,
             upstream_tls_errors: r.add(IntCounterVec::new(
                 opts(UPSTREAM_TLS_ERRORS),
                 &["region", "reason"],

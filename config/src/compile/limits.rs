@@ -11,6 +11,7 @@ pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
     let mut out = DownstreamLimits::default();
     let l = &spec.limits;
     for (field, value, slot) in [
+        ("head_timeout_ms", l.head_timeout_ms, &mut out.head_timeout),
         (
             "keepalive_idle_ms",
             l.keepalive_idle_ms,

@@ -164,6 +164,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        crate::head_deadline::next_head(session);
         upstream::release_retries(&self.steer, ctx);
         if let Some(c) = ctx.refusal.and_then(|k| self.refusals.get(k.index())) {
             c.inc();

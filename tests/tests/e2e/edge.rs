@@ -274,3 +274,127 @@ async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
     .await;
     assert!(ok.is_some());
 }
+
+/// Reads until the proxy closes the connection; how long that took after
+/// `since`, or `None` if it was still open after `limit`.
+async fn closed_within(
+    s: &mut TcpStream,
+    since: std::time::Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((since + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_at_the_head_deadline() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.head_timeout_ms = Some(1500);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let before = served(&backends);
+
+    // Slowloris: a header line every 250 ms, for ever. Each read is quick,
+    // so only a deadline for the whole head closes it.
+    let slow = |proxy_addr| async move {
+        let mut s = TcpStream::connect(proxy_addr).await.unwrap();
+        let t0 = std::time::Instant::now();
+        s.write_all(b"GET /v1/covers HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if s.write_all(format!("X-Slow-{i}: x\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let mut buf = [0u8; 64];
+            // The proxy closed: the read says so at once.
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await
+            {
+                return Some(t0.elapsed());
+            }
+        }
+        closed_within(&mut s, t0, Duration::from_secs(1)).await
+    };
+    let took = slow(proxy.addr)
+        .await
+        .expect("slowloris held the connection for 10 s");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(3000),
+        "closed after {took:?} (deadline 1.5 s)"
+    );
+
+    // A connection that sends nothing at all is closed at the deadline too.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let took = closed_within(&mut s, std::time::Instant::now(), Duration::from_secs(5))
+        .await
+        .expect("a silent connection was held past 5 s");
+    assert!(took >= Duration::from_millis(1400), "closed after {took:?}");
+
+    // A keep-alive connection: the first request is served, the idle wait
+    // is the keep-alive timeout's (2 s here is more than the head deadline),
+    // and the second request's head must come whole within the deadline
+    // from its first byte.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    s.write_all(b"GET /v1/covers HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A slow but honest head (1 s in three pieces) is served.
+    for piece in [&b"GET /v1/covers HTTP/1.1\r\n"[..], b"Host: a\r\n", b"\r\n"] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A third, slowloris this time, on the same connection: closed.
+    let t0 = std::time::Instant::now();
+    s.write_all(b"GET /v1/covers HTTP/1.1\r\n").await.unwrap();
+    let mut closed = None;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if s.write_all(format!("X-Slow-{i}: x\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = Some(t0.elapsed());
+            break;
+        }
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await
+        {
+            closed = Some(t0.elapsed());
+            break;
+        }
+    }
+    let took = closed.expect("a keep-alive slowloris was held for 5 s");
+    assert!(took < Duration::from_millis(3000), "closed after {took:?}");
+
+    // Two origin requests reached an origin (the honest ones), nothing else;
+    // the closes are counted.
+    assert_eq!(served(&backends) - before, 2);
+    let m = proxy.metrics().await.unwrap();
+    let closes: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("edgesteer_head_timeouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(closes >= 3.0, "edgesteer_head_timeouts_total {closes}");
+}
