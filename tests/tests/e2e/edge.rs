@@ -398,3 +398,121 @@ async fn a_slowloris_connection_is_closed_at_the_head_deadline() {
         .unwrap_or(0.0);
     assert!(closes >= 3.0, "edgesteer_head_timeouts_total {closes}");
 }
+
+/// A backend that passes its health checks and fails every request: it
+/// closes the connection as soon as a request head (other than a probe)
+/// arrives. Counts the requests it failed.
+async fn failing_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let failed = Arc::new(AtomicU64::new(0));
+    let count = failed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if head.starts_with(b"GET /health") {
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                            head.drain(..end + 4);
+                        } else {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            return; // closed before any answer
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, failed)
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget_when_every_backend_fails() {
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let mut backends = Vec::new();
+    let mut counters = Vec::new();
+    for _ in 0..4 {
+        let (addr, failed) = failing_backend().await;
+        backends.push(format!("{{ address = \"{addr}\" }}"));
+        counters.push(failed);
+    }
+    let text = format!(
+        "default_region = \"r\"\n[health]\npath = \"/health\"\ninterval_ms = 500\ntimeout_ms = 200\n\
+         [retry]\nmax_attempts = 4\n[outlier]\nconsecutive_failures = 0\nconsecutive_5xx = 0\n\
+         [regions.r]\nbackends = [{}]\n",
+        backends.join(", ")
+    );
+    let spec = edgesteer_config::parse::from_toml(&text).unwrap();
+    let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
+    let attempts = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let client = reqwest::Client::new();
+    let url = proxy.url("/v1/covers");
+
+    // A quiet proxy (one request at a time) may use the minimum budget of
+    // 3 retries: every request makes all 4 attempts, one per backend.
+    for _ in 0..20 {
+        let r = client.get(&url).send().await.unwrap();
+        assert!(r.status().is_server_error(), "{}", r.status());
+    }
+    assert_eq!(attempts(), 80, "20 requests x 4 attempts");
+
+    // A brown-out: 100 clients at once, 5 requests each. Retries in flight
+    // may be at most 20% of the requests in flight, and each is held until
+    // its request ends, so the retries are at most a quarter of the
+    // requests (a little more at the edges, where the minimum of 3 holds):
+    // about 625 attempts, where 4 attempts each would be 2,000.
+    let before = attempts();
+    let requests = 500u64;
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let r = client.get(&url).send().await.unwrap();
+                assert!(r.status().is_server_error(), "{}", r.status());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let made = attempts() - before;
+    assert!(
+        made >= requests && made as f64 <= requests as f64 * 1.4,
+        "{made} upstream attempts for {requests} requests (budget: <= ~{})",
+        requests * 5 / 4
+    );
+    let m = proxy.metrics().await.unwrap();
+    let refused: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("edgesteer_retries_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused > 0.0, "no retry was refused by the budget");
+    println!("brown-out: {made} attempts for {requests} requests, {refused} retries refused");
+}
