@@ -25,24 +25,32 @@ root=$(pwd); bin=$root/target/release; wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
-up=$(port); listen=$(port); admin=$(port)
+up=$(port)
 "$bin/edgesteer" backend --region us-east --name b1 --listen "127.0.0.1:$up" > "$wd/backend.log" 2>&1 &
 pids+=($!)
 covergen_table "$wd/table.toml" "127.0.0.1:$up" strip
-"$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
-  --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 > "$wd/proxy.log" 2>&1 &
-proxy=$!
-pids+=($proxy)
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
-url="http://127.0.0.1:$listen/v1/covers"
-
+# A fresh proxy per mode, so each mode's peak is its own (an allocator
+# keeps what the previous mode freed).
+start_proxy() {
+  listen=$(port); admin=$(port)
+  "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+    --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 > "$wd/proxy.log" 2>&1 &
+  proxy=$!
+  pids+=($proxy)
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
+  url="http://127.0.0.1:$listen/v1/covers"
+}
+metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
-echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB"
+echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed"
 for mode in H B X; do
+  start_proxy
   before=$(rss_kb)
   peak=$before
   ok=0; sent=0
-  slowhttptest -$mode -c "$CONNS" -r 500 -l "$SECS" -i 10 -s 8192 -k 1 -n 5 -z 32 -w 1 -y 1 \
+  # slowloris sends a header line every 2 s (every read is quick; only a
+  # whole-head deadline closes it); the others follow up every 10 s.
+  slowhttptest -$mode -c "$CONNS" -r 500 -l "$SECS" -i "$([ $mode = H ] && echo 2 || echo 10)" -s 8192 -g -o "$wd/stats-$mode" -k 1 -n 5 -z 32 -w 1 -y 1 \
     -t "$([ $mode = B ] && echo POST || echo GET)" -u "$url" -p 3 > "$wd/slow-$mode.log" 2>&1 &
   slow=$!
   end=$(( $(date +%s) + SECS ))
@@ -53,7 +61,11 @@ for mode in H B X; do
     sleep 0.05
   done
   kill "$slow" 2>/dev/null || true; wait "$slow" 2>/dev/null || true
-  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f\n" "$mode" "$ok" "$sent" \
-    "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")"
+  # slowhttptest's CSV (-g): connections the server closed by the end.
+  closed=$(tail -1 "$wd/stats-$mode.csv" 2>/dev/null | cut -d, -f2)
+  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %13s  %6s\n" "$mode" "$ok" "$sent" \
+    "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")" \
+    "$(metric edgesteer_head_timeouts_total)" "${closed:--}"
+  kill "$proxy" 2>/dev/null || true; wait "$proxy" 2>/dev/null || true
   sleep 2
 done

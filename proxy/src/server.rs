@@ -12,6 +12,7 @@ use edgesteer_health::service::{PlanFn, SweepFn};
 use edgesteer_health::{DnsConfig, ProbeTarget};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -36,6 +37,9 @@ pub struct ServeOptions {
     pub metrics: Option<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Read buffer per client connection beneath Pingora's own header and
+    /// body buffers (0: none; Pingora's default is 64 KiB).
+    pub read_buffer: usize,
     /// After SIGTERM (or SIGQUIT, once the listeners are handed over):
     /// seconds in-flight requests and keep-alive connections get to finish.
     /// The listeners stop accepting at once.
@@ -60,6 +64,7 @@ impl Default for ServeOptions {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             metrics: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            read_buffer: 0,
             grace_period_secs: 5,
             runtime: None,
             upgrade: false,
@@ -122,8 +127,12 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         "edgesteer".to_string(),
         crate::conn_cap::Capped::new(app, steer.clone()),
     );
+    // Pingora reads each client connection through a 64 KiB buffer by
+    // default, allocated when the connection is accepted: 64 MB for 1000
+    // idle or slow clients. Its header (4 KiB) and body buffers are enough.
+    let l4_buffer = L4BufferSettings::default().read(opts.read_buffer);
     for addr in &opts.listen {
-        proxy.add_tcp(addr);
+        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer));
     }
     if !opts.tls_listen.is_empty() {
         let resolver =
@@ -133,7 +142,11 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
             let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
-            proxy.add_tls_with_settings(addr, None, tls);
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.as_str())
+                    .tls(tls)
+                    .l4_buffer(l4_buffer),
+            );
         }
     }
     server.add_service(proxy);
