@@ -157,8 +157,10 @@ async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
             v.version
         );
         // Both processes of an earlier upgrade may still be draining; each
-        // follows the service, so give the slower one a moment.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // follows the service, so give the slower one a moment (500 ms: on
+        // a loaded 2-core machine 200 ms was once too short for a draining
+        // process to take the version in).
+        tokio::time::sleep(Duration::from_millis(500)).await;
         floor.store(v.version, Ordering::Release);
         let old = proxy.upgrade().await.unwrap();
         olds.push(old);
