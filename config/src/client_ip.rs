@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::model::canonical_ip;
 use crate::RoutingTable;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Resolves the client address for a request from `peer`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, table: &RoutingTable) -> IpAddr {
@@ -18,20 +18,23 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, table: &RoutingTable) -> IpA
     if !table.is_trusted_proxy(peer) {
         return peer;
     }
-    if let Some(h) = hops(headers, "x-forwarded-for", |s| s.trim().parse().ok()) {
+    if let Some(h) = hops(headers, &X_FORWARDED_FOR, |s| s.trim().parse().ok()) {
         return walk(peer, h, table);
     }
-    if let Some(h) = hops(headers, "forwarded", forwarded_for) {
+    if let Some(h) = hops(headers, &http::header::FORWARDED, forwarded_for) {
         return walk(peer, h, table);
     }
     peer
 }
 
+/// `X-Forwarded-For`, parsed once (a `&str` name is parsed per lookup).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The hops of every `name` header line, right to left, each parsed by
 /// `hop`; `None` when the request has no such header.
 fn hops<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &'static HeaderName,
     hop: impl Fn(&'a str) -> Option<IpAddr> + 'a,
 ) -> Option<impl Iterator<Item = Option<IpAddr>> + 'a> {
     let lines = headers.get_all(name);

@@ -280,8 +280,8 @@ pub struct Zone {
 /// Where the sticky key of a request comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StickySource {
-    /// A request header (name stored lower-case).
-    Header(String),
+    /// A request header (parsed once, when the table is compiled).
+    Header(http::HeaderName),
     /// A cookie by name.
     Cookie(String),
 }

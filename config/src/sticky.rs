@@ -23,7 +23,7 @@ pub fn sticky_of(table: &RoutingTable, headers: &HeaderMap, client: IpAddr) -> u
 pub fn sticky_key<'a>(table: &RoutingTable, headers: &'a HeaderMap) -> Option<&'a [u8]> {
     table.release.sticky.iter().find_map(|source| {
         let value = match source {
-            StickySource::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes()),
+            StickySource::Header(name) => headers.get(name).map(|v| v.as_bytes()),
             StickySource::Cookie(name) => cookie(headers, name),
         };
         value.filter(|v| !v.is_empty())

@@ -10,7 +10,9 @@
 //!   per-read and per-write timeouts;
 //! - re-armed by the next request's first byte on a keep-alive connection
 //!   ([`next_head`], from the logging phase); the idle wait before that byte
-//!   is the keep-alive timeout's;
+//!   is the keep-alive timeout's. The clock starts at the first read of
+//!   that head that has to wait, so a head that arrives in one read (nearly
+//!   every request) costs no clock read and no timer;
 //! - off for HTTP/2 (ALPN `h2`, or the h2c preface): streams have no
 //!   connection-wide head, and the h2 idle timeout bounds the connection.
 //!
@@ -38,12 +40,17 @@ use tokio::time::{Instant, Sleep};
 const OFF: u64 = 0;
 /// The next byte read starts a head: arm then.
 const ON_FIRST_BYTE: u64 = 1;
+/// A head has started; its deadline is set by the first read that has to
+/// wait. A head that arrives in one read (nearly all) never reads the clock.
+const STARTED: u64 = 2;
+/// States above this are a deadline: milliseconds since `epoch`, plus this.
+const DEADLINE_BASE: u64 = 3;
 
 /// The client's stream, with the head deadline.
 pub struct HeadDeadline {
     inner: Stream,
-    /// `OFF`, `ON_FIRST_BYTE`, or the deadline as milliseconds since
-    /// `epoch`, plus 2.
+    /// `OFF`, `ON_FIRST_BYTE`, `STARTED`, or the deadline as milliseconds
+    /// since `epoch`, plus `DEADLINE_BASE`.
     state: AtomicU64,
     epoch: Instant,
     timeout: Duration,
@@ -81,13 +88,28 @@ impl HeadDeadline {
         Box::new(d)
     }
 
-    fn arm_now(&self) {
-        let at = (self.epoch.elapsed() + self.timeout).as_millis() as u64 + 2;
+    fn arm_now(&self) -> u64 {
+        let at = (self.epoch.elapsed() + self.timeout).as_millis() as u64 + DEADLINE_BASE;
         self.state.store(at, Ordering::Relaxed);
+        at
     }
 
     fn deadline(&self, state: u64) -> Instant {
-        self.epoch + Duration::from_millis(state - 2)
+        self.epoch + Duration::from_millis(state - DEADLINE_BASE)
+    }
+
+    /// A read is pending: wake at `deadline` too, and fail then.
+    fn wait(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<std::io::Result<()>> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(self.timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn timed_out(&mut self) -> std::io::Error {
@@ -137,17 +159,25 @@ impl AsyncRead for HeadDeadline {
         if state == OFF {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if state == ON_FIRST_BYTE {
+        if state == ON_FIRST_BYTE || state == STARTED {
             let before = buf.filled().len();
             let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-            if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                if buf.filled()[before..].starts_with(b"PRI * HTTP/2.0") {
-                    this.state.store(OFF, Ordering::Relaxed);
-                } else {
-                    this.arm_now();
+            match &res {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    if buf.filled()[before..].starts_with(b"PRI * HTTP/2.0") {
+                        this.state.store(OFF, Ordering::Relaxed);
+                    } else if state == ON_FIRST_BYTE {
+                        this.state.store(STARTED, Ordering::Relaxed);
+                    }
+                    return res;
                 }
+                // A started head has to wait for more: its clock starts now.
+                Poll::Pending if state == STARTED => {
+                    let at = this.arm_now();
+                    return this.wait(cx, this.deadline(at));
+                }
+                _ => return res,
             }
-            return res;
         }
         let deadline = this.deadline(state);
         if Instant::now() >= deadline {
@@ -155,18 +185,7 @@ impl AsyncRead for HeadDeadline {
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending => {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(this.timed_out())),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => this.wait(cx, deadline),
             Poll::Ready(Ok(())) => {
                 // h2c by prior knowledge: streams, not heads, from here on.
                 if buf.filled()[before..].starts_with(b"PRI * HTTP/2.0") {
@@ -272,7 +291,7 @@ impl Peek for HeadDeadline {
     /// no timeout of its own: the deadline bounds that wait too.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         let state = self.state.load(Ordering::Relaxed);
-        let peeked = if state > ON_FIRST_BYTE {
+        let peeked = if state >= DEADLINE_BASE {
             let deadline = self.deadline(state);
             match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
                 Ok(r) => r?,

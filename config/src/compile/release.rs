@@ -11,7 +11,9 @@ pub(crate) fn release(spec: &TableSpec, errs: &mut Errors) -> ReleaseSettings {
         let path = format!("release.sticky_keys[{i}]");
         let parsed = match s.split_once(':') {
             Some(("header", name)) if valid_token(name) => {
-                Some(StickySource::Header(name.to_ascii_lowercase()))
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(StickySource::Header)
             }
             Some(("cookie", name)) if valid_token(name) => {
                 Some(StickySource::Cookie(name.to_string()))

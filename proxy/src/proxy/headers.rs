@@ -1,6 +1,7 @@
 //! Header edits: `X-Forwarded-For`/`-Proto` toward the origin, and the
 //! `X-Steer-*` and `RateLimit` headers toward the client.
 
+use http::HeaderName;
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -10,13 +11,16 @@ use crate::steer::Steering;
 
 /// Forwarding headers a client could use to tell the origin something
 /// false about itself; only a trusted proxy's are passed on.
-const CLIENT_FORWARDING: [&str; 5] = [
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-proto",
+static CLIENT_FORWARDING: [HeaderName; 5] = [
+    http::header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    X_FORWARDED_PROTO,
 ];
+/// Looked up by these (a `&str` name is parsed on every lookup).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin. A trusted
 /// peer's chain is extended (every `X-Forwarded-For` line, in order: the
@@ -30,7 +34,7 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
         .map(|a| a.ip());
     let trusted = peer.is_some_and(|p| ctx.snap.table.is_trusted_proxy(p));
     if !trusted {
-        for name in CLIENT_FORWARDING {
+        for name in &CLIENT_FORWARDING {
             // One lookup for the usual absent header; removing also
             // touches Pingora's case map.
             if upstream.headers.contains_key(name) {
@@ -41,7 +45,7 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
     let xff = match (trusted, peer) {
         (true, Some(p)) => {
             let mut chain = String::new();
-            for line in upstream.headers.get_all("x-forwarded-for") {
+            for line in upstream.headers.get_all(&X_FORWARDED_FOR) {
                 chain.push_str(line.to_str().unwrap_or(""));
                 chain.push_str(", ");
             }
@@ -52,7 +56,7 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
         (_, None) => ctx.client.to_string(),
     };
     upstream.insert_header("x-forwarded-for", xff)?;
-    if !(trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
     }
     Ok(())
