@@ -28,7 +28,8 @@ export PINGORA_NAME=${PINGORA_NAME:-pingora-bare}
 export PINGORA_CMD=${PINGORA_CMD:-"$root/target/release/passthrough --listen \$LISTEN --upstream \$UPSTREAM --threads 1"}
 # ACCESS_LOG=1 turns the table's access log on (to a file); OURS_ARGS adds flags
 # (e.g. --no-request-metrics). ours_cmd builds such a command for either slot.
-# LIMITS_COST=1 compares ours without and with the per-IP rate limit.
+# LIMITS_COST=1 compares ours without and with the per-IP rate limit;
+# EDGE_COST=1 ours without and with the edge checks (issue 12's price).
 ours_cmd() { # access_log(0|1) extra-args [table]
   local table=${3:-$table}
   local sedx="s/@UPSTREAM@/\$UPSTREAM/"
@@ -48,5 +49,12 @@ if [ "${LIMITS_COST:-0}" = 1 ]; then
   export PINGORA_NAME=ours-no-limits
   export PINGORA_CMD=$(ours_cmd 0 "")
   export OURS_CMD=$(ours_cmd 0 "" "$limited")
+fi
+if [ "${EDGE_COST:-0}" = 1 ]; then
+  # The "pingora" slot runs ours with the edge checks off
+  # (--unsafe-no-edge-checks: no head deadline, framing/size checks or
+  # per-request downstream limits), "ours" with them: their price.
+  export PINGORA_NAME=ours-no-edge-checks
+  export PINGORA_CMD=$(ours_cmd 0 "${OURS_ARGS:-} --unsafe-no-edge-checks")
 fi
 exec bash "$bench"

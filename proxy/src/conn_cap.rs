@@ -78,11 +78,15 @@ impl ServerApp for Capped {
             drop(held);
             return None;
         }
-        let session = HeadDeadline::wrap(
-            session,
-            head_timeout,
-            self.steer.metrics.head_timeouts.clone(),
-        );
+        let session = if self.steer.edge_checks {
+            HeadDeadline::wrap(
+                session,
+                head_timeout,
+                self.steer.metrics.head_timeouts.clone(),
+            )
+        } else {
+            session
+        };
         let reused = ServerApp::process_new(&self.inner, session, shutdown).await;
         drop(held);
         reused

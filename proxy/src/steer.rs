@@ -64,6 +64,10 @@ pub struct Steering {
     pub stats: crate::stats::StatsRegistry,
     /// Record Prometheus request metrics (off only to measure their cost).
     pub record_metrics: bool,
+    /// The edge checks (head deadline, framing and size checks, per-request
+    /// downstream limits); off only with `--unsafe-no-edge-checks`, to price
+    /// them in a benchmark.
+    pub edge_checks: bool,
     /// Where access-log lines go when a table turns logging on.
     pub access_log: Option<crate::access_log::AccessLog>,
     /// Retries in flight across the proxy (the retry budget's count).
@@ -94,6 +98,7 @@ impl Steering {
             metrics,
             stats,
             record_metrics: true,
+            edge_checks: true,
             access_log: None,
             retries_active: std::sync::atomic::AtomicI64::new(0),
             admin_tokens: Vec::new(),

@@ -132,6 +132,12 @@ pub(super) struct ProxyArgs {
     /// Skip recording request metrics (to measure their cost; /metrics stays up).
     #[arg(long)]
     no_request_metrics: bool,
+    /// Turn off the edge checks (the request-head deadline, framing and
+    /// size checks, per-request keep-alive/read/write limits) to price them
+    /// in a benchmark. Never in production: slowloris and smuggling-shaped
+    /// requests get through.
+    #[arg(long)]
+    unsafe_no_edge_checks: bool,
     /// Access-log destination when the table enables it: `-` (stdout) or a file.
     #[arg(long, default_value = "-")]
     access_log: crate::access_log::Sink,
@@ -283,6 +289,12 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .context("opening the access log")?,
     );
     steering.record_metrics = !args.no_request_metrics;
+    steering.edge_checks = !args.unsafe_no_edge_checks;
+    if args.unsafe_no_edge_checks {
+        tracing::warn!(
+            "--unsafe-no-edge-checks: no head deadline, framing or size checks (benchmarks only)"
+        );
+    }
     steering.admin_tokens = args.net.admin_tokens.clone();
     let steer = Arc::new(steering);
     let mut opts = serve_options(args.net, "0.0.0.0:8080");

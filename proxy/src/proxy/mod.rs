@@ -73,8 +73,13 @@ impl ProxyHttp for EdgeProxy {
                 .as_http1()
                 .map(|h1| h1.get_headers_raw_bytes())
         };
-        let refused = framing::check(session.req_header(), raw, &ctx.snap.table.limits);
-        limits::apply(session, &ctx.snap.table.limits);
+        let refused = if self.steer.edge_checks {
+            let refused = framing::check(session.req_header(), raw, &ctx.snap.table.limits);
+            limits::apply(session, &ctx.snap.table.limits);
+            refused
+        } else {
+            None
+        };
         if let Some((kind, refusal)) = refused {
             ctx.refusal = Some(kind);
             session.set_keepalive(None);
