@@ -11,6 +11,10 @@ pub struct DownstreamLimits {
     /// connection's first request, from the first byte for a keep-alive
     /// one; past it the connection is closed (live, per connection).
     pub head_timeout: Duration,
+    /// A TLS client must finish its handshake within this, or its
+    /// connection is shut down (live, per connection; at most 60 s,
+    /// Pingora's own fixed limit).
+    pub tls_handshake_timeout: Duration,
     /// An HTTP/1.1 connection idle between requests this long is closed
     /// (live, per request).
     pub keepalive_idle: Duration,
@@ -43,6 +47,7 @@ impl Default for DownstreamLimits {
     fn default() -> Self {
         DownstreamLimits {
             head_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(60),
             body_read_idle: Duration::from_secs(30),
             write_idle: Duration::from_secs(30),

@@ -238,6 +238,9 @@ pub struct LimitsSpec {
     /// connection's first request, from its first byte for later ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_timeout_ms: Option<u64>,
+    /// A TLS client must finish its handshake within this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_idle_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

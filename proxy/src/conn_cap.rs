@@ -24,19 +24,27 @@ use pingora_proxy::HttpProxy;
 use crate::head_deadline::HeadDeadline;
 use crate::proxy::EdgeProxy;
 use crate::steer::Steering;
+use crate::tls_deadline::HandshakeDeadline;
 
 /// The proxy's `ServerApp` behind the cap.
 pub struct Capped {
     inner: Arc<HttpProxy<EdgeProxy>>,
     steer: Arc<Steering>,
+    /// The TLS listeners' handshake watchdogs, ended here.
+    handshakes: Arc<HandshakeDeadline>,
     open: AtomicUsize,
 }
 
 impl Capped {
-    pub fn new(inner: HttpProxy<EdgeProxy>, steer: Arc<Steering>) -> Capped {
+    pub fn new(
+        inner: HttpProxy<EdgeProxy>,
+        steer: Arc<Steering>,
+        handshakes: Arc<HandshakeDeadline>,
+    ) -> Capped {
         Capped {
             inner: Arc::new(inner),
             steer,
+            handshakes,
             open: AtomicUsize::new(0),
         }
     }
@@ -59,6 +67,8 @@ impl ServerApp for Capped {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // A TLS connection is here: its handshake finished in time.
+        self.handshakes.handshake_done(&session);
         // Copied out: the snapshot is not held for the connection's life.
         let (max, head_timeout) = {
             let snap = self.steer.current();

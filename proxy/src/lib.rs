@@ -41,4 +41,5 @@ pub mod stats;
 pub mod steer;
 pub mod sticky;
 pub mod tls;
+pub mod tls_deadline;
 pub mod watch;

@@ -153,6 +153,11 @@ const HEAD_TIMEOUTS: Family = (
     "Client connections closed because a request head did not arrive whole within [limits] head_timeout_ms (slowloris).",
 );
 
+const TLS_HANDSHAKE_TIMEOUTS: Family = (
+    "edgesteer_tls_handshake_timeouts_total",
+    "Client connections shut down because their TLS handshake did not finish within [limits] tls_handshake_timeout_ms.",
+);
+
 const UPSTREAM_TLS_ERRORS: Family = (
     "edgesteer_upstream_tls_errors_total",
     "TLS handshakes with origins that failed, by region and reason (expired, unknown_ca, name_mismatch, handshake).",
@@ -205,6 +210,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
     pub head_timeouts: IntCounter,
+    pub tls_handshake_timeouts: IntCounter,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
     /// `edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}`,
@@ -291,6 +297,7 @@ impl Metrics {
             connections_open: r.add(IntGauge::with_opts(opts(CONNECTIONS_OPEN))?)?,
             connections_refused: r.add(IntCounter::with_opts(opts(CONNECTIONS_REFUSED))?)?,
             head_timeouts: r.add(IntCounter::with_opts(opts(HEAD_TIMEOUTS))?)?,
+            tls_handshake_timeouts: r.add(IntCounter::with_opts(opts(TLS_HANDSHAKE_TIMEOUTS))?)?,
             upstream_tls_errors: r.add(IntCounterVec::new(
                 opts(UPSTREAM_TLS_ERRORS),
                 &["region", "reason"],

@@ -123,10 +123,13 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     server_options.h2_idle_timeout = Some(limits.h2_idle);
     app.server_options = Some(server_options);
     // Behind the connection cap ([limits] max_connections, live).
+    // TLS handshakes have the table's deadline (Pingora's own is 60 s).
+    let handshakes = crate::tls_deadline::HandshakeDeadline::new(steer.clone());
     let mut proxy = pingora_core::services::listening::Service::new(
         "edgesteer".to_string(),
-        crate::conn_cap::Capped::new(app, steer.clone()),
+        crate::conn_cap::Capped::new(app, steer.clone(), handshakes.clone()),
     );
+    proxy.endpoints().set_pre_tls_callback(handshakes);
     // Pingora reads each client connection through a 64 KiB buffer by
     // default, allocated when the connection is accepted: 64 MB for 1000
     // idle or slow clients. Its header (4 KiB) and body buffers are enough.

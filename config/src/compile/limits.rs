@@ -29,6 +29,11 @@ pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
             *slot = Duration::from_millis(ms);
         }
     }
+    // Pingora gives up on a handshake at 60 s whatever is set here.
+    let tls = l.tls_handshake_timeout_ms;
+    if let Some(ms) = errs.in_range("limits.tls_handshake_timeout_ms", tls, 100..=60_000, "") {
+        out.tls_handshake_timeout = Duration::from_millis(ms);
+    }
     let rate = errs.in_range(
         "limits.min_send_rate_bps",
         l.min_send_rate_bps,

@@ -48,7 +48,7 @@ pub fn summary(t: &RoutingTable) -> String {
         .map_or_else(|| "none".to_string(), |r| format!("{r} B/s"));
     format!(
         "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}], \
-         limits [head {:?}, keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
+         limits [head {:?}, TLS handshake {:?}, keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
          {} requests/connection, h2 idle {:?}, {} connections]",
         t.regions.len(),
         t.backends.len(),
@@ -61,6 +61,7 @@ pub fn summary(t: &RoutingTable) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         l.head_timeout,
+        l.tls_handshake_timeout,
         l.keepalive_idle,
         l.body_read_idle,
         l.write_idle,

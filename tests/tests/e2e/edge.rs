@@ -516,3 +516,62 @@ async fn retries_stay_within_the_budget_when_every_backend_fails() {
     assert!(refused > 0.0, "no retry was refused by the budget");
     println!("brown-out: {made} attempts for {requests} requests, {refused} retries refused");
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_shut_down_at_the_deadline() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.tls_handshake_timeout_ms = Some(1000);
+    let table = wd.write_table("table.toml", &spec).unwrap();
+    let pki = make_pki(wd.dir.path(), &[&["api.covergen.ai"]]).unwrap();
+    let proxy = Proxy::start(ProxyConfig {
+        table,
+        geo_db: Some(wd.geo_db().unwrap()),
+        trust_loopback: true,
+        tls_certs: pki.leaves.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tls_addr = proxy.tls.unwrap();
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve("api.covergen.ai", tls_addr)
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!("https://api.covergen.ai:{}/v1/covers", tls_addr.port());
+    // A client that finishes its handshake is served.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+
+    // One sends nothing, one stops inside its ClientHello: both are shut
+    // down at the deadline (1 s), not at Pingora's 60 s.
+    let t0 = std::time::Instant::now();
+    let mut silent = TcpStream::connect(tls_addr).await.unwrap();
+    let mut partial = TcpStream::connect(tls_addr).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    for s in [&mut silent, &mut partial] {
+        let took = closed_within(s, t0, Duration::from_secs(5))
+            .await
+            .expect("a stalled TLS handshake was held for 5 s");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(3000),
+            "closed after {took:?} (deadline 1 s)"
+        );
+    }
+    // The served client's connection has outlived the deadline and still
+    // serves; only the two stalled handshakes were counted.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let m = proxy.metrics().await.unwrap();
+    let timeouts: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("edgesteer_tls_handshake_timeouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0);
+    assert_eq!(timeouts, 2.0);
+}

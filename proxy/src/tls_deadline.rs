@@ -1,0 +1,114 @@
+//! The TLS handshake deadline on the proxy's TLS listeners: a client must
+//! finish its handshake within the table's `[limits]
+//! tls_handshake_timeout_ms` (default 10 s), or its connection is shut down
+//! and counted in `edgesteer_tls_handshake_timeouts_total`.
+//!
+//! Pingora runs the handshake before any of our hooks, under a fixed 60 s
+//! timeout. What it does give is a callback on the raw socket just before
+//! the handshake ([`PreTlsProcess`]) and the connection after it
+//! (`ServerApp::process_new`, wrapped by [`crate::conn_cap`]). So:
+//! - before the handshake, a watchdog task takes a duplicate of the socket
+//!   (the same socket, a descriptor of our own, so it can never act on an
+//!   unrelated connection that reuses the number) and the socket's cookie
+//!   (unique for the socket's life);
+//! - when the handshake is done, `process_new` finds the watchdog by the
+//!   cookie and ends it ([`handshake_done`]);
+//! - when the deadline passes first, the watchdog shuts the socket down:
+//!   the handshake's next read fails and Pingora drops the connection;
+//! - when Pingora drops a failed handshake itself, the watchdog sees the
+//!   descriptor gone (no longer our cookie) within 250 ms and lets go of
+//!   its copy, so the close reaches the client.
+
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use pingora_core::listeners::PreTlsProcess;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{SocketDigest, Stream};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::steer::Steering;
+
+/// How often a watchdog checks that Pingora still holds the socket.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The watchdogs of handshakes under way, by socket cookie.
+pub struct HandshakeDeadline {
+    steer: Arc<Steering>,
+    pending: Arc<DashMap<u64, AbortHandle>>,
+}
+
+impl HandshakeDeadline {
+    pub fn new(steer: Arc<Steering>) -> Arc<HandshakeDeadline> {
+        Arc::new(HandshakeDeadline {
+            steer,
+            pending: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// The handshake of `stream` is done: its watchdog ends (a plaintext
+    /// stream has none).
+    pub fn handshake_done(&self, stream: &Stream) {
+        if self.pending.is_empty() || stream.get_ssl_digest().is_none() {
+            return;
+        }
+        let cookie = stream
+            .get_socket_digest()
+            .and_then(|d| d.socket_cookie().ok());
+        if let Some((_, watchdog)) = cookie.and_then(|c| self.pending.remove(&c)) {
+            watchdog.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl PreTlsProcess for HandshakeDeadline {
+    async fn process(&self, stream: &mut L4Stream) -> pingora_core::Result<()> {
+        let timeout = self.steer.current().table.limits.tls_handshake_timeout;
+        let fd = stream.as_raw_fd();
+        let Ok(cookie) = SocketDigest::from_raw_fd(fd).socket_cookie() else {
+            return Ok(()); // no cookie (not Linux): Pingora's own 60 s applies
+        };
+        // SAFETY: `fd` is the descriptor of the stream we hold `&mut` for
+        // this call, so it is open while it is duplicated; the duplicate is
+        // our own descriptor of the same socket.
+        #[allow(unsafe_code)]
+        let own = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+        let Ok(own) = own else {
+            return Ok(());
+        };
+        let socket = std::net::TcpStream::from(own);
+        let pending = self.pending.clone();
+        let closed = self.steer.metrics.tls_handshake_timeouts.clone();
+        let watchdog = tokio::spawn(async move {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep((deadline - now).min(POLL)).await;
+                // Pingora dropped the connection (a failed handshake): let
+                // go of our copy now, so the close reaches the client.
+                if SocketDigest::from_raw_fd(fd).socket_cookie().ok() != Some(cookie) {
+                    pending.remove(&cookie);
+                    return;
+                }
+            }
+            pending.remove(&cookie);
+            let _ = socket.shutdown(Shutdown::Both);
+            closed.inc();
+            tracing::debug!(
+                timeout_ms = timeout.as_millis() as u64,
+                "TLS handshake not finished within the deadline; connection shut down"
+            );
+        });
+        self.pending.insert(cookie, watchdog.abort_handle());
+        Ok(())
+    }
+}
