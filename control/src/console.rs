@@ -28,8 +28,8 @@ use edgesteer_config::{BackendId, RegionId, RoutingTable, TableSpec};
 use edgesteer_geo::GeoLookup;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{StatsReport, TrackReport};
-use crate::figures::{now_ms, LATENCY_BUCKETS_MS};
+use crate::api::StatsReport;
+use crate::figures::{now_ms, Acc};
 use crate::guard::Caller;
 use crate::http::ApiError;
 use crate::state::Control;
@@ -47,42 +47,12 @@ const MAX_UNHEALTHY: usize = 1_000;
 /// Stored versions scanned for canary-share changes.
 const STEP_SCAN: usize = 500;
 
-/// One 10-second point of a region, summed over the fleet.
+/// One 10-second point of a region, summed over the fleet (both tracks).
 #[derive(Clone, Debug, Default)]
 struct Point {
     start_ms: u64,
-    requests: u64,
-    errors: u64,
+    sums: Acc,
     canary_requests: u64,
-    buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
-}
-
-impl Point {
-    fn add(&mut self, t: &TrackReport) {
-        self.requests = self.requests.saturating_add(t.requests);
-        self.errors = self.errors.saturating_add(t.errors.min(t.requests));
-        for (a, b) in self.buckets.iter_mut().zip(&t.buckets) {
-            *a = a.saturating_add(*b);
-        }
-    }
-
-    /// p99 as the upper bound of the bucket holding it; `None` without
-    /// samples or beyond the largest bucket.
-    fn p99_ms(&self) -> Option<f64> {
-        let total: u128 = self.buckets.iter().map(|&n| u128::from(n)).sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (total * 99).div_ceil(100);
-        let mut seen = 0u128;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += u128::from(*n);
-            if seen >= rank {
-                return LATENCY_BUCKETS_MS.get(i).copied();
-            }
-        }
-        None
-    }
 }
 
 #[derive(Default)]
@@ -121,8 +91,8 @@ impl Live {
                 points.pop_front();
             }
             if let Some(p) = points.back_mut() {
-                p.add(&r.stable);
-                p.add(&r.canary);
+                p.sums.add(&r.stable);
+                p.sums.add(&r.canary);
                 p.canary_requests = p.canary_requests.saturating_add(r.canary.requests);
             }
             let mut unhealthy = r.unhealthy.clone();
@@ -177,10 +147,10 @@ impl Live {
                     .filter(|p| p.start_ms >= since_ms)
                     .map(|p| LivePoint {
                         at_ms: p.start_ms,
-                        requests: p.requests,
-                        errors: p.errors,
+                        requests: p.sums.requests,
+                        errors: p.sums.errors,
                         canary_requests: p.canary_requests,
-                        p99_ms: p.p99_ms(),
+                        p99_ms: Some(p.sums.p99_ms()).filter(|ms| *ms > 0.0 && ms.is_finite()),
                     })
                     .collect()
             })
@@ -251,7 +221,7 @@ pub(crate) async fn live(State(c): State<Arc<Control>>) -> Json<LiveView> {
     let since = now.saturating_sub(POINT_MS * POINTS as u64);
     let (unhealthy, reporting_proxies) = c.live.unhealthy();
     let cur = c.latest();
-    let changes = canary_changes(&c, since);
+    let mut changes = canary_changes(&c, since);
     let mut regions = BTreeMap::new();
     if let Some(cur) = &cur {
         for (name, r) in &cur.table.regions {
@@ -273,16 +243,7 @@ pub(crate) async fn live(State(c): State<Arc<Control>>) -> Json<LiveView> {
                         })
                         .unwrap_or_default(),
                     points: c.live.points(name, since),
-                    canary_changes: changes.get(name.as_str()).map_or_else(Vec::new, |v| {
-                        v.iter()
-                            .map(|(version, at_ms, canary_bps, action)| CanaryChange {
-                                version: *version,
-                                at_ms: *at_ms,
-                                canary_bps: *canary_bps,
-                                action: action.clone(),
-                            })
-                            .collect()
-                    }),
+                    canary_changes: changes.remove(name.as_str()).unwrap_or_default(),
                 },
             );
         }
@@ -296,17 +257,15 @@ pub(crate) async fn live(State(c): State<Arc<Control>>) -> Json<LiveView> {
     })
 }
 
-type Change = (u64, u64, u32, String);
-
 /// Per region, the stored versions (of the last [`STEP_SCAN`]) that
 /// changed its canary share, from `since_ms` on, plus the share in force
 /// at `since_ms` so a chart starts at the right height.
-fn canary_changes(c: &Control, since_ms: u64) -> HashMap<String, Vec<Change>> {
+fn canary_changes(c: &Control, since_ms: u64) -> HashMap<String, Vec<CanaryChange>> {
     let Ok(versions) = c.versions.read() else {
         return HashMap::new();
     };
     let start = versions.len().saturating_sub(STEP_SCAN);
-    let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+    let mut out: HashMap<String, Vec<CanaryChange>> = HashMap::new();
     let mut prev: HashMap<&str, u32> = HashMap::new();
     for v in &versions[start..] {
         for (name, r) in &v.table.regions {
@@ -315,12 +274,12 @@ fn canary_changes(c: &Control, since_ms: u64) -> HashMap<String, Vec<Change>> {
                 continue;
             }
             let list = out.entry(name.clone()).or_default();
-            let change = (
-                v.version,
-                v.audit.at_ms,
-                r.canary_bps,
-                v.audit.action.clone(),
-            );
+            let change = CanaryChange {
+                version: v.version,
+                at_ms: v.audit.at_ms,
+                canary_bps: r.canary_bps,
+                action: v.audit.action.clone(),
+            };
             if v.audit.at_ms < since_ms {
                 // Only the share in force when the window opens is kept.
                 list.clear();

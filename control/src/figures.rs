@@ -34,18 +34,18 @@ pub(crate) fn gates(ro: &RolloutSpec) -> Gates {
     }
 }
 
-/// One track's sums.
+/// One track's sums (a rollout step's window; a point of the console's charts).
 #[derive(Debug, Default, Clone)]
-struct Acc {
-    requests: u64,
-    errors: u64,
+pub(crate) struct Acc {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
     buckets: Vec<u64>,
 }
 
 impl Acc {
     /// Adds one report. Counters saturate, and only the known latency
     /// buckets are kept, so no report can overflow or grow the window.
-    fn add(&mut self, t: &TrackReport) {
+    pub(crate) fn add(&mut self, t: &TrackReport) {
         self.requests = self.requests.saturating_add(t.requests);
         self.errors = self.errors.saturating_add(t.errors.min(t.requests));
         let n = t.buckets.len().min(LATENCY_BUCKETS_MS.len() + 1);
@@ -62,7 +62,7 @@ impl Acc {
     }
 
     /// p99 as the upper bound of the bucket holding it (ms).
-    fn p99_ms(&self) -> f64 {
+    pub(crate) fn p99_ms(&self) -> f64 {
         // In u128: each bucket saturates at u64::MAX, their sum need not
         // fit a u64 (a report of two huge buckets overflowed here).
         let total: u128 = self.buckets.iter().map(|&n| u128::from(n)).sum();

@@ -347,6 +347,17 @@ async fn the_console_page_whoami_live_and_explain() {
         }
         req.send()
     };
+    let get_json = |path: String| {
+        let req = http.get(format!("{base}{path}")).bearer_auth(READ_SECRET);
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
 
     // The page needs no token and carries its CSP; the data does.
     let page = get("/ui", None).await.unwrap();
@@ -357,12 +368,7 @@ async fn the_console_page_whoami_live_and_explain() {
     assert_eq!(get("/ui/app.js", None).await.unwrap().status(), 200);
     assert_eq!(get("/v1/live", None).await.unwrap().status(), 401);
     assert_eq!(get("/v1/whoami", None).await.unwrap().status(), 401);
-    let me: serde_json::Value = get("/v1/whoami", Some(READ_SECRET))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json("/v1/whoami".into()).await;
     assert_eq!(me, serde_json::json!({ "name": "viewer", "role": "read" }));
 
     // Explain needs a geo database, and an address.
@@ -400,12 +406,8 @@ async fn the_console_page_whoami_live_and_explain() {
         .report_stats(&report)
         .await
         .unwrap();
-    let live: crate::console::LiveView = get("/v1/live", Some(READ_SECRET))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: crate::console::LiveView =
+        serde_json::from_value(get_json("/v1/live".into()).await).unwrap();
     assert_eq!(
         live.regions.len(),
         table.regions.len(),
@@ -423,15 +425,7 @@ async fn the_console_page_whoami_live_and_explain() {
     assert_eq!(point.p99_ms, Some(2.0));
     assert_eq!(east.canary_changes.len(), 1, "the seed's share");
 
-    let x: serde_json::Value = get(
-        &format!("/v1/explain?ip={}", sample_ip("US")),
-        Some(READ_SECRET),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let x = get_json(format!("/v1/explain?ip={}", sample_ip("US"))).await;
     assert_eq!(x["decision"]["region"], "us-east");
     assert_ne!(x["decision"]["backend"], down.as_str());
     let backends = x["candidates"][0]["backends"].as_array().unwrap();
@@ -440,15 +434,7 @@ async fn the_console_page_whoami_live_and_explain() {
         .find(|b| b["backend"] == down.as_str())
         .unwrap();
     assert_eq!(shown["available"], false);
-    let x: serde_json::Value = get(
-        &format!("/v1/explain?ip={}", sample_ip("CN")),
-        Some(READ_SECRET),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let x = get_json(format!("/v1/explain?ip={}", sample_ip("CN"))).await;
     assert_eq!(
         (&x["client"]["zone"], &x["decision"]["region"]),
         (&serde_json::json!("cn"), &serde_json::json!("cn-east"))

@@ -864,6 +864,19 @@ pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
 }
 
 impl Workdir {
+    /// A proxy named `name` following `control` (table cache
+    /// `NAME.cache.json` here), on the sample geo database, trusting
+    /// loopback's `X-Forwarded-For`.
+    pub async fn follower(&self, control: &ControlProc, name: &str) -> anyhow::Result<Proxy> {
+        Proxy::start(ProxyConfig {
+            geo_db: Some(self.geo_db()?),
+            trust_loopback: true,
+            extra_args: follow(control, &self.path(&format!("{name}.cache.json")), name),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Writes `spec` and the sample geo database here and starts a proxy on them.
     pub async fn start_proxy(
         &self,

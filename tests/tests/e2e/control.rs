@@ -35,18 +35,7 @@ async fn setup(extra: &[&str]) -> Setup {
 
 impl Setup {
     async fn proxy(&self, name: &str) -> Proxy {
-        Proxy::start(ProxyConfig {
-            geo_db: Some(self.wd.geo_db().unwrap()),
-            trust_loopback: true,
-            extra_args: follow(
-                &self.control,
-                &self.wd.path(&format!("{name}.cache.json")),
-                name,
-            ),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
+        self.wd.follower(&self.control, name).await.unwrap()
     }
 }
 

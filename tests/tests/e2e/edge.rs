@@ -391,11 +391,7 @@ async fn a_slowloris_connection_is_closed_at_the_head_deadline() {
     // the closes are counted.
     assert_eq!(served(&backends) - before, 2);
     let m = proxy.metrics().await.unwrap();
-    let closes: f64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("edgesteer_head_timeouts_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let closes = metric(&m, "edgesteer_head_timeouts_total ");
     assert!(closes >= 3.0, "edgesteer_head_timeouts_total {closes}");
 }
 
@@ -508,11 +504,7 @@ async fn retries_stay_within_the_budget_when_every_backend_fails() {
         requests * 5 / 4
     );
     let m = proxy.metrics().await.unwrap();
-    let refused: f64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("edgesteer_retries_refused_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let refused = metric(&m, "edgesteer_retries_refused_total ");
     assert!(refused > 0.0, "no retry was refused by the budget");
     println!("brown-out: {made} attempts for {requests} requests, {refused} retries refused");
 }
@@ -568,10 +560,6 @@ async fn a_stalled_tls_handshake_is_shut_down_at_the_deadline() {
     // serves; only the two stalled handshakes were counted.
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     let m = proxy.metrics().await.unwrap();
-    let timeouts: f64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("edgesteer_tls_handshake_timeouts_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1.0);
+    let timeouts = metric(&m, "edgesteer_tls_handshake_timeouts_total ");
     assert_eq!(timeouts, 2.0);
 }
