@@ -27,7 +27,7 @@ pub struct DownstreamLimits {
     /// A client that reads the answer slower than this (bytes/s) is
     /// dropped; `None` for no floor (live, per request).
     pub min_send_rate: Option<usize>,
-    /// Requests one HTTP/1.1 connection may carry (at start).
+    /// Requests one HTTP/1.1 connection may carry (live, per connection).
     pub max_requests_per_connection: u32,
     /// An HTTP/2 connection idle this long is closed (at start).
     pub h2_idle: Duration,
@@ -41,6 +41,11 @@ pub struct DownstreamLimits {
     pub max_header_line_bytes: u32,
     /// Largest request head, request line included (live; larger is 431).
     pub max_head_bytes: u32,
+    /// A request body with a `Content-Length` up to this is read whole at
+    /// the edge before an origin is chosen or contacted (each read within
+    /// `body_read_idle`); larger and chunked ones stream. 0 streams every
+    /// body (live, per request).
+    pub buffer_body_bytes: u32,
 }
 
 impl Default for DownstreamLimits {
@@ -58,6 +63,7 @@ impl Default for DownstreamLimits {
             max_header_lines: 100,
             max_header_line_bytes: 8 * 1024,
             max_head_bytes: 64 * 1024,
+            buffer_body_bytes: 64 * 1024,
         }
     }
 }

@@ -261,6 +261,10 @@ pub struct LimitsSpec {
     pub max_header_line_bytes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_head_bytes: Option<u32>,
+    /// Bodies up to this many bytes (by `Content-Length`) are read whole
+    /// at the edge before an origin is contacted; 0 streams every body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_body_bytes: Option<u32>,
 }
 
 impl LimitsSpec {

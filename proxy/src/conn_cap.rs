@@ -9,19 +9,27 @@
 //! Pingora has no such hook in its accept loop, so this wraps the proxy's
 //! `ServerApp`: `process_new` spans a whole connection (every keep-alive
 //! request of an HTTP/1.1 connection, every stream of an h2 one), which is
-//! exactly what the count must cover. The same wrapper puts the client's
-//! stream behind the request-head deadline ([`crate::head_deadline`]).
+//! exactly what the count must cover.
+//!
+//! It also runs an HTTP/1 connection's request loop (Pingora's own, for
+//! `HttpServerApp`, with the [`crate::intake`] in front of each request):
+//! the intake waits for each request and reads its head whole before
+//! Pingora's session and request future exist. That loop also applies the
+//! table's `max_requests_per_connection` live. HTTP/2 (ALPN or the h2c
+//! preface) is handed to Pingora's own server.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use tokio::time::Instant;
 
-use crate::head_deadline::HeadDeadline;
+use crate::intake::{self, Closed, Closing, Intake, Rules, Wait};
 use crate::proxy::EdgeProxy;
 use crate::steer::Steering;
 use crate::tls_deadline::HandshakeDeadline;
@@ -33,6 +41,8 @@ pub struct Capped {
     /// The TLS listeners' handshake watchdogs, ended here.
     handshakes: Arc<HandshakeDeadline>,
     open: AtomicUsize,
+    /// Set at `cleanup`: connections waiting for a request close.
+    closing: Closing,
 }
 
 impl Capped {
@@ -46,6 +56,96 @@ impl Capped {
             steer,
             handshakes,
             open: AtomicUsize::new(0),
+            closing: Closing::default(),
+        }
+    }
+
+    /// An HTTP/1 connection: the intake, then Pingora, request by request.
+    async fn http1(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        accepted: Instant,
+        shutdown: &ShutdownWatch,
+    ) {
+        let h2c =
+            stream.get_ssl_digest().is_none() && self.inner.server_options().is_some_and(|o| o.h2c);
+        let mut wait = None;
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            // Copied out: the snapshot is not held while a client idles.
+            let (rules, keepalive, max_requests, write_idle) = {
+                let snap = self.steer.current();
+                let l = &snap.table.limits;
+                (
+                    Rules::new(l),
+                    l.keepalive_idle.as_secs().max(1),
+                    l.max_requests_per_connection,
+                    l.write_idle,
+                )
+            };
+            let w = *wait.get_or_insert_with(|| Wait::First {
+                by: accepted + rules.head_timeout(),
+                h2c,
+            });
+            let buf = match intake::next_request(&mut stream, w, &rules, &self.closing).await {
+                Intake::Http1(buf) => buf,
+                Intake::H2c(buf) => return self.h2c(stream, &buf, shutdown).await,
+                Intake::Closed(why) => {
+                    if why == Closed::HeadTimeout {
+                        self.steer.metrics.head_timeouts.inc();
+                        tracing::debug!(
+                            timeout = ?rules.head_timeout(),
+                            "request head not received within the head deadline; connection closed"
+                        );
+                    }
+                    return;
+                }
+                Intake::Refused(refused) => {
+                    let answer = crate::proxy::intake_refusal(&self.steer, refused);
+                    intake::answer_and_close(stream, &answer, write_idle).await;
+                    return;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    let closing = *shutdown.borrow() || self.closing.is_closed();
+                    session.set_keepalive((!closing).then_some(keepalive));
+                    session.set_keepalive_reuses_remaining(Some(max_requests));
+                }
+            }
+            // Pipelining is never turned on, so Pingora carries no bytes
+            // of its own to the next request: these are the only ones.
+            if let ServerSession::H1(h1) = &mut session {
+                h1.set_pipelined_prefix(buf);
+            }
+            match self.inner.process_new_http(session, shutdown).await {
+                Some(reused) => (stream, settings) = reused.consume(),
+                None => return,
+            }
+            wait = Some(Wait::Next);
+        }
+    }
+
+    /// A plaintext connection that opened with the HTTP/2 preface: its
+    /// bytes go back to the socket, and Pingora's HTTP/2 server takes it.
+    async fn h2c(self: &Arc<Self>, stream: Stream, read: &[u8], shutdown: &ShutdownWatch) {
+        use pingora_core::protocols::l4::stream::Stream as L4;
+        let l4: Option<Stream> = match stream.into_any().downcast::<L4>() {
+            Ok(mut l4) => {
+                l4.rewind(read);
+                Some(l4)
+            }
+            Err(_) => None,
+        };
+        match l4 {
+            Some(l4) => {
+                ServerApp::process_new(&self.inner, l4, shutdown).await;
+            }
+            None => tracing::warn!(
+                "an h2c connection was not a plain TCP stream; closed (please report this)"
+            ),
         }
     }
 }
@@ -69,12 +169,8 @@ impl ServerApp for Capped {
     ) -> Option<Stream> {
         // A TLS connection is here: its handshake finished in time.
         self.handshakes.handshake_done(&session);
-        // Copied out: the snapshot is not held for the connection's life.
-        let (max, head_timeout) = {
-            let snap = self.steer.current();
-            let l = &snap.table.limits;
-            (l.max_connections as usize, l.head_timeout)
-        };
+        let accepted = Instant::now();
+        let max = self.steer.current().table.limits.max_connections as usize;
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         self.steer.metrics.connections_open.inc();
         let held = Held(self);
@@ -88,21 +184,23 @@ impl ServerApp for Capped {
             drop(held);
             return None;
         }
-        let session = if self.steer.edge_checks {
-            HeadDeadline::wrap(
-                session,
-                head_timeout,
-                self.steer.metrics.head_timeouts.clone(),
-            )
-        } else {
-            session
+        let http1 = match session.selected_alpn_proto() {
+            None | Some(ALPN::H1) => true,
+            Some(_) => false,
         };
-        let reused = ServerApp::process_new(&self.inner, session, shutdown).await;
+        if http1 && self.steer.edge_checks {
+            self.http1(session, accepted, shutdown).await;
+        } else {
+            // HTTP/2 by ALPN (or the benchmark switch that prices the edge
+            // checks): Pingora's own loop.
+            ServerApp::process_new(&self.inner, session, shutdown).await;
+        }
         drop(held);
-        reused
+        None
     }
 
     async fn cleanup(&self) {
+        self.closing.close();
         self.inner.cleanup().await;
     }
 }

@@ -29,7 +29,7 @@ pub mod conn_cap;
 pub mod ctl;
 pub mod demo;
 pub mod explain;
-pub mod head_deadline;
+pub mod intake;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

@@ -119,7 +119,6 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     let limits = steer.current().table.limits.clone();
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    server_options.keepalive_request_limit = Some(limits.max_requests_per_connection);
     server_options.h2_idle_timeout = Some(limits.h2_idle);
     app.server_options = Some(server_options);
     // Behind the connection cap ([limits] max_connections, live).

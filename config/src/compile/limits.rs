@@ -71,6 +71,12 @@ pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
             1024..=1_048_576,
             &mut out.max_head_bytes,
         ),
+        (
+            "buffer_body_bytes",
+            l.buffer_body_bytes,
+            0..=1_048_576,
+            &mut out.buffer_body_bytes,
+        ),
     ] {
         if let Some(n) = errs.in_range(format!("limits.{field}"), value, range, "") {
             *slot = n;

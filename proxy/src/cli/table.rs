@@ -49,7 +49,7 @@ pub fn summary(t: &RoutingTable) -> String {
     format!(
         "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}], \
          limits [head {:?}, TLS handshake {:?}, keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
-         {} requests/connection, h2 idle {:?}, {} connections]",
+         {} requests/connection, h2 idle {:?}, {} connections, bodies buffered up to {} bytes]",
         t.regions.len(),
         t.backends.len(),
         zones.join(", "),
@@ -68,6 +68,7 @@ pub fn summary(t: &RoutingTable) -> String {
         l.max_requests_per_connection,
         l.h2_idle,
         l.max_connections,
+        l.buffer_body_bytes,
     )
 }
 

@@ -75,7 +75,7 @@ fn bad_framing(message: &str) -> (RefusalKind, Refusal) {
     )
 }
 
-fn too_large(message: String, header: Option<&str>) -> (RefusalKind, Refusal) {
+pub(super) fn too_large(message: String, header: Option<&str>) -> (RefusalKind, Refusal) {
     (
         RefusalKind::HeadTooLarge,
         Refusal::client_error(431, "request_header_fields_too_large", message, header),

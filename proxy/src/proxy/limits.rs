@@ -8,8 +8,6 @@ use pingora_proxy::Session;
 /// Keep-alive idle time, body-read and write idle timeouts, and the
 /// minimum send rate, for this request's connection.
 pub(super) fn apply(session: &mut Session, limits: &DownstreamLimits) {
-    // The head is in: its deadline is met.
-    crate::head_deadline::head_done(session);
     let d = session.as_downstream_mut();
     if crate::lifecycle::draining() {
         // Handing over to a new process: answer this request, then close,

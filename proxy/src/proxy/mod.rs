@@ -46,6 +46,37 @@ pub struct EdgeProxy {
     refusals: Vec<prometheus::IntCounter>,
 }
 
+/// The answer to a client error the intake found before Pingora had the
+/// request (an unfinished head past its size, a buffered body that
+/// stalled), as HTTP/1.1 bytes, counted under its refusal reason.
+pub(crate) fn intake_refusal(steer: &Steering, refused: crate::intake::Refused) -> Vec<u8> {
+    use crate::intake::Refused;
+    let (kind, refusal) = match refused {
+        Refused::HeadTooLarge { max } => {
+            framing::too_large(format!("the request head is larger than {max} bytes"), None)
+        }
+        Refused::BodyTimeout { idle } => (
+            RefusalKind::BodyTimeout,
+            refusal::Refusal::client_error(
+                408,
+                "request_timeout",
+                format!("the request body sent nothing for {} ms", idle.as_millis()),
+                None,
+            ),
+        ),
+    };
+    steer
+        .metrics
+        .refusals
+        .with_label_values(&[kind.reason()])
+        .inc();
+    tracing::debug!(
+        reason = kind.reason(),
+        "client error answered before the request was read"
+    );
+    refusal.to_http1()
+}
+
 impl EdgeProxy {
     pub fn new(steer: Arc<Steering>) -> Self {
         let refusals = RefusalKind::ALL
@@ -169,7 +200,6 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        crate::head_deadline::next_head(session);
         upstream::release_retries(&self.steer, ctx);
         if let Some(c) = ctx.refusal.and_then(|k| self.refusals.get(k.index())) {
             c.inc();

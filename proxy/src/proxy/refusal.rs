@@ -31,6 +31,8 @@ pub(super) enum RefusalKind {
     BadFraming,
     /// 431: too many header lines, one too long, or the head too large.
     HeadTooLarge,
+    /// 408: a body read whole at the edge stalled.
+    BodyTimeout,
 }
 
 impl RefusalKind {
@@ -43,11 +45,12 @@ impl RefusalKind {
             RefusalKind::LimitStoreDown => "ratelimit_store_down",
             RefusalKind::BadFraming => "bad_framing",
             RefusalKind::HeadTooLarge => "head_too_large",
+            RefusalKind::BodyTimeout => "body_timeout",
         }
     }
 
     /// Every kind, in [`RefusalKind::index`] order.
-    pub(super) const ALL: [RefusalKind; 7] = [
+    pub(super) const ALL: [RefusalKind; 8] = [
         RefusalKind::PinOutsideZone,
         RefusalKind::ZoneExhausted,
         RefusalKind::RateLimited,
@@ -55,6 +58,7 @@ impl RefusalKind {
         RefusalKind::LimitStoreDown,
         RefusalKind::BadFraming,
         RefusalKind::HeadTooLarge,
+        RefusalKind::BodyTimeout,
     ];
 
     /// Position in [`RefusalKind::ALL`] (the metric handle's index).
@@ -214,6 +218,34 @@ impl Refusal {
             headers,
             body: Bytes::from(body.to_string()),
         }
+    }
+
+    /// The whole answer as HTTP/1.1 bytes, for a connection Pingora has
+    /// no session on yet (the intake's); the same headers as [`Self::write`].
+    pub(super) fn to_http1(&self) -> Vec<u8> {
+        use std::fmt::Write;
+        let status = http::StatusCode::from_u16(self.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncache-control: private, no-store\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.body.len()
+        );
+        if let Some(ct) = self.content_type {
+            let _ = write!(head, "content-type: {ct}\r\n");
+        }
+        for (name, value) in &self.headers {
+            let _ = write!(
+                head,
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            );
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
     }
 
     /// Writes the whole answer; never cached by anyone on the way.

@@ -222,6 +222,68 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_tables_limit() {
 }
 
 #[tokio::test]
+async fn small_bodies_are_read_whole_at_the_edge_and_a_stalled_one_gets_408() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.body_read_idle_ms = Some(1000);
+    spec.limits.buffer_body_bytes = Some(1024);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let before = served(&backends);
+    let head = |len: usize| {
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").into_bytes()
+    };
+
+    // A body trickled in four pieces, each within the idle limit: served
+    // whole (the upload endpoint answers 400 to a short body).
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&head(100)).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(&[b'x'; 25]).await.unwrap();
+    }
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+
+    // A body that stops: 408 from the proxy at the idle limit, in the
+    // house JSON, and the origin never hears of it.
+    let t0 = std::time::Instant::now();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&head(100)).await.unwrap();
+    s.write_all(b"abc").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut out)).await;
+    let got = String::from_utf8_lossy(&out);
+    let took = t0.elapsed();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("\"error\":\"request_timeout\""), "{got}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+
+    // A body over the limit streams as before, and is served whole.
+    let big = reqwest::Client::new()
+        .post(proxy.url("/upload"))
+        .body(vec![b'y'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 200);
+
+    assert_eq!(served(&backends) - before, 2);
+    let m = proxy.metrics().await.unwrap();
+    assert_eq!(
+        metric(&m, "edgesteer_refusals_total{reason=\"body_timeout\"} "),
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
     let wd = Workdir::new().unwrap();
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();

@@ -1,0 +1,483 @@
+//! The request intake: each HTTP/1 request's head, and a small body, is
+//! read here, whole, before Pingora is given the connection for it. A
+//! connection waiting for a request therefore holds no Pingora session,
+//! no request future and no header buffer: its first bytes are read into
+//! a buffer on the stack (only for the length of one poll), and a buffer
+//! on the heap exists only once a client has sent something. nginx
+//! allocates its header buffer the same way, on the first byte.
+//!
+//! Here, in order:
+//! - **the wait for a request** (no buffer held): a connection's first
+//!   request must arrive whole by `[limits] head_timeout_ms` after accept;
+//!   a keep-alive connection may idle `keepalive_idle_ms` before its next
+//!   request's first byte; closing the service ends the wait;
+//! - **the head deadline**: once a head has started it must end within
+//!   `head_timeout_ms` (slowloris is closed then, counted in
+//!   `edgesteer_head_timeouts_total`); a head still unfinished past
+//!   `max_head_bytes` is answered 431 here;
+//! - **small bodies buffered at the edge** (`[limits] buffer_body_bytes`,
+//!   HAProxy's `http-buffer-request`, nginx's request buffering): a body
+//!   with a `Content-Length` up to it is read whole, each read within
+//!   `body_read_idle_ms` (else 408), before a region is chosen or an origin
+//!   contacted. A client that trickles a body holds a few kilobytes here
+//!   instead of an upstream connection and Pingora's 64 KiB body buffer.
+//!   Chunked bodies, `Expect` and larger bodies stream as before;
+//! - **h2c**: a plaintext connection that opens with the HTTP/2 preface is
+//!   handed to Pingora's own HTTP/2 server, its bytes given back.
+//!
+//! What is read is handed to Pingora as the session's first bytes (its
+//! pipelining prefix), so Pingora parses it as if it had read it itself,
+//! and the buffer becomes its header buffer: nothing is copied twice.
+
+use std::future::{poll_fn, Future};
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use edgesteer_config::limits::DownstreamLimits;
+use pingora_core::protocols::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+/// The first buffer's size: Pingora's own first header buffer, which the
+/// buffer handed over becomes.
+const INIT_BUF: usize = 4096;
+/// Pingora's ceiling on header lines (httparse's array).
+const MAX_HEADERS: usize = 256;
+/// HTTP/2's connection preface: a plaintext connection opening with it is
+/// h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The service is closing: waits for a request end (Pingora's own
+/// `read_request` ends the same way at `cleanup`).
+#[derive(Default)]
+pub struct Closing {
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl Closing {
+    /// Ends every wait for a request, now and later.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// What the intake takes from the live table, copied once per request.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    head_timeout: Duration,
+    keepalive_idle: Duration,
+    body_read_idle: Duration,
+    max_head_bytes: usize,
+    buffer_body_bytes: usize,
+}
+
+impl Rules {
+    pub fn head_timeout(&self) -> Duration {
+        self.head_timeout
+    }
+
+    pub fn new(l: &DownstreamLimits) -> Rules {
+        Rules {
+            head_timeout: l.head_timeout,
+            keepalive_idle: l.keepalive_idle,
+            body_read_idle: l.body_read_idle,
+            max_head_bytes: l.max_head_bytes as usize,
+            buffer_body_bytes: l.buffer_body_bytes as usize,
+        }
+    }
+}
+
+/// Which request of a connection is awaited.
+#[derive(Clone, Copy, Debug)]
+pub enum Wait {
+    /// The first: its head must be in by `by` (accept + head timeout);
+    /// `h2c` when the connection may turn out to be HTTP/2 (plaintext).
+    First { by: Instant, h2c: bool },
+    /// A keep-alive one: idle up to the keep-alive timeout, then the head
+    /// timeout from its first byte.
+    Next,
+}
+
+/// Why a connection ended without a request to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed (or broke) the connection between requests.
+    Client,
+    /// Idle past the keep-alive timeout.
+    Idle,
+    /// A head missed its deadline (a first request's runs from accept, so
+    /// a connection that sends nothing misses it too); counted.
+    HeadTimeout,
+    /// The service is closing.
+    Shutdown,
+}
+
+/// A client error the intake answers itself, then closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// 431: the head grew past `max_head_bytes` before it ended.
+    HeadTooLarge { max: usize },
+    /// 408: a buffered body sent nothing for `body_read_idle`.
+    BodyTimeout { idle: Duration },
+}
+
+/// What a wait for a request gave.
+#[derive(Debug)]
+pub enum Intake {
+    /// An HTTP/1 request: its head, and its body if buffered, for Pingora.
+    Http1(BytesMut),
+    /// The HTTP/2 preface on a plaintext connection: the bytes read, to be
+    /// given back before Pingora's HTTP/2 server reads them.
+    H2c(BytesMut),
+    Closed(Closed),
+    Refused(Refused),
+}
+
+/// Waits for the next request on `stream`.
+pub async fn next_request(
+    stream: &mut Stream,
+    wait: Wait,
+    rules: &Rules,
+    closing: &Closing,
+) -> Intake {
+    let mut buf = match first_bytes(stream, wait, rules, closing).await {
+        Ok(buf) => buf,
+        Err(why) => return Intake::Closed(why),
+    };
+    // A head that began now must end by this; read from the clock only if
+    // the head does not come in one read.
+    let mut head_by = match wait {
+        Wait::First { by, .. } => Some(by),
+        Wait::Next => None,
+    };
+    let h2c = matches!(wait, Wait::First { h2c: true, .. });
+    let whole = loop {
+        if h2c && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            // Could still be the HTTP/2 preface: read on.
+        } else if h2c && buf.starts_with(H2_PREFACE) {
+            return Intake::H2c(buf);
+        } else {
+            match head_state(&buf) {
+                Head::Complete => break true,
+                // Pingora parses it again and answers 400.
+                Head::Invalid => break false,
+                Head::Partial if buf.len() > rules.max_head_bytes => {
+                    return Intake::Refused(Refused::HeadTooLarge {
+                        max: rules.max_head_bytes,
+                    });
+                }
+                Head::Partial => {}
+            }
+        }
+        let by = *head_by.get_or_insert_with(|| Instant::now() + rules.head_timeout);
+        if buf.capacity() - buf.len() < INIT_BUF / 4 {
+            buf.reserve(INIT_BUF);
+        }
+        match read_more(stream, &mut buf, by, Some(closing)).await {
+            Step::Read => {}
+            Step::TimedOut => return Intake::Closed(Closed::HeadTimeout),
+            Step::Eof => return Intake::Closed(Closed::Client),
+            Step::Shutdown => return Intake::Closed(Closed::Shutdown),
+        }
+    };
+    if let Some((head, len)) = whole.then(|| body_to_buffer(&buf, rules)).flatten() {
+        // The body is part of a request already begun: closing the service
+        // does not end this wait (Pingora would finish the request too).
+        while buf.len() < head + len {
+            buf.reserve(head + len - buf.len());
+            let by = Instant::now() + rules.body_read_idle;
+            match read_more(stream, &mut buf, by, None).await {
+                Step::Read => {}
+                Step::TimedOut => {
+                    return Intake::Refused(Refused::BodyTimeout {
+                        idle: rules.body_read_idle,
+                    })
+                }
+                Step::Eof | Step::Shutdown => return Intake::Closed(Closed::Client),
+            }
+        }
+    }
+    Intake::Http1(buf)
+}
+
+/// The first bytes of a request. Nothing is held on the heap while the
+/// client sends nothing: each poll reads into a stack buffer, and a heap
+/// buffer is made only from bytes that came. The timer is made only when
+/// a read has to wait.
+async fn first_bytes(
+    stream: &mut Stream,
+    wait: Wait,
+    rules: &Rules,
+    closing: &Closing,
+) -> Result<BytesMut, Closed> {
+    // Made before the flag is read: a close after the read still wakes it.
+    let mut closed = pin!(closing.notify.notified());
+    if closing.is_closed() {
+        return Err(Closed::Shutdown);
+    }
+    let mut timer: Pin<&mut Option<Sleep>> = pin!(None);
+    poll_fn(|cx| {
+        let mut stack = [MaybeUninit::<u8>::uninit(); INIT_BUF];
+        let mut read = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                return Poll::Ready(Err(Closed::Client))
+            }
+            Poll::Ready(Ok(())) => {
+                let mut buf = BytesMut::with_capacity(INIT_BUF);
+                buf.extend_from_slice(read.filled());
+                return Poll::Ready(Ok(buf));
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(Closed::Client)),
+            Poll::Pending => {}
+        }
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Closed::Shutdown));
+        }
+        if timer.is_none() {
+            let by = match wait {
+                Wait::First { by, .. } => by,
+                Wait::Next => Instant::now() + rules.keepalive_idle,
+            };
+            timer.set(Some(sleep_until(by)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            // A first request's deadline runs from accept: a connection
+            // that sends nothing by then missed its head deadline.
+            Some(Poll::Ready(())) => Poll::Ready(Err(match wait {
+                Wait::First { .. } => Closed::HeadTimeout,
+                Wait::Next => Closed::Idle,
+            })),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+enum Step {
+    Read,
+    Eof,
+    TimedOut,
+    Shutdown,
+}
+
+/// Reads what comes into `buf`'s spare room by `by`.
+async fn read_more(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    by: Instant,
+    closing: Option<&Closing>,
+) -> Step {
+    let closed = async {
+        match closing {
+            Some(c) => {
+                let notified = c.notify.notified();
+                if !c.is_closed() {
+                    notified.await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        r = stream.read_buf(buf) => match r {
+            Ok(0) | Err(_) => Step::Eof,
+            Ok(_) => Step::Read,
+        },
+        () = sleep_until(by) => Step::TimedOut,
+        () = closed => Step::Shutdown,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    Complete,
+    Partial,
+    /// Not HTTP/1 (or not as Pingora reads it): Pingora answers it.
+    Invalid,
+}
+
+/// How far `buf` holds a request head. Nearly every head is found by its
+/// blank line alone; only one that has not ended yet is parsed, to tell a
+/// head still arriving from bytes that will never be one.
+fn head_state(buf: &[u8]) -> Head {
+    if memchr::memmem::find(buf, b"\r\n\r\n").is_some() {
+        return Head::Complete;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Head::Complete,
+        Ok(httparse::Status::Partial) => Head::Partial,
+        // Pingora accepts some bytes in a target that httparse does not
+        // (it escapes them and parses again): a bad token after a good
+        // method may still become a request, so it is waited for.
+        Err(httparse::Error::Token) if method_ok(buf) => Head::Partial,
+        Err(_) => Head::Invalid,
+    }
+}
+
+/// Whether `buf` starts with a method token and a space.
+fn method_ok(buf: &[u8]) -> bool {
+    let Some(end) = buf.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    end > 0
+        && buf[..end]
+            .iter()
+            .all(|&b| b.is_ascii_alphabetic() || b == b'-')
+}
+
+/// The head's length and the body's, when the body is one to read whole
+/// here: one `Content-Length` within `buffer_body_bytes`, no
+/// `Transfer-Encoding` (the framing check answers both at once), no
+/// `Expect` (the client waits for a 100 before it sends the body).
+fn body_to_buffer(buf: &[u8], rules: &Rules) -> Option<(usize, usize)> {
+    if rules.buffer_body_bytes == 0 || buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return None,
+    };
+    let mut length = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        }
+    }
+    let length = length?;
+    (length > 0 && length <= rules.buffer_body_bytes).then_some((head, length))
+}
+
+/// Writes an answer the intake gave itself, then closes the way nginx
+/// does (lingering): the write side first, then what the client still
+/// sends is read and dropped for a moment, so the client reads the answer
+/// instead of a reset.
+pub async fn answer_and_close(mut stream: Stream, answer: &[u8], write_idle: Duration) {
+    let written = tokio::time::timeout(write_idle, async {
+        stream.write_all(answer).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let linger = Instant::now() + Duration::from_secs(1);
+    let mut drained = 0usize;
+    let mut sink = [0u8; 4096];
+    while drained < 256 * 1024 {
+        match tokio::time::timeout_at(linger, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules(buffer: usize) -> Rules {
+        Rules {
+            buffer_body_bytes: buffer,
+            ..Rules::new(&DownstreamLimits::default())
+        }
+    }
+
+    #[test]
+    fn heads_are_told_apart() {
+        assert_eq!(
+            head_state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Head::Complete
+        );
+        assert_eq!(head_state(b"GET / HTTP/1.1\nHost: a\n\n"), Head::Complete);
+        assert_eq!(head_state(b"GET / HTTP/1.1\r\nHost: a\r\n"), Head::Partial);
+        assert_eq!(head_state(b"GE"), Head::Partial);
+        // A TLS ClientHello on the plaintext port.
+        assert_eq!(head_state(&[0x16, 0x03, 0x01, 0x02, 0x00]), Head::Invalid);
+        assert_eq!(head_state(b"GET / HTTP/9.1\r\n"), Head::Invalid);
+        // A target Pingora may still escape and accept: waited for.
+        assert_eq!(head_state(b"GET /a\"b HTTP/1.1\r\n"), Head::Partial);
+        assert_eq!(head_state(b"G\"T / HTTP/1.1\r\n"), Head::Invalid);
+    }
+
+    #[test]
+    fn only_small_declared_bodies_are_buffered() {
+        let post = |headers: &str| format!("POST /x HTTP/1.1\r\n{headers}\r\n").into_bytes();
+        let r = rules(1024);
+        let b = post("Content-Length: 10\r\n");
+        assert_eq!(body_to_buffer(&b, &r), Some((b.len(), 10)));
+        let b = post("content-length: 1025\r\n");
+        assert_eq!(body_to_buffer(&b, &r), None);
+        let b = post("Content-Length: 10\r\nExpect: 100-continue\r\n");
+        assert_eq!(body_to_buffer(&b, &r), None);
+        let b = post("Content-Length: 10\r\nTransfer-Encoding: chunked\r\n");
+        assert_eq!(body_to_buffer(&b, &r), None);
+        let b = post("Content-Length: 10\r\nContent-Length: 10\r\n");
+        assert_eq!(body_to_buffer(&b, &r), None);
+        let b = post("Content-Length: 0\r\n");
+        assert_eq!(body_to_buffer(&b, &r), None);
+        let b = post("Content-Length: 10\r\n");
+        assert_eq!(body_to_buffer(&b, &rules(0)), None);
+        let b = b"GET /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n".to_vec();
+        assert_eq!(body_to_buffer(&b, &r), None);
+    }
+
+    proptest! {
+        /// Any bytes at all: an answer, never a panic, and a body to
+        /// buffer is never over the limit.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = head_state(&bytes);
+            if let Some((_, len)) = body_to_buffer(&bytes, &rules(300)) {
+                prop_assert!(len > 0 && len <= 300);
+            }
+        }
+
+        /// A valid head cut anywhere is still arriving (never refused as
+        /// garbage), and whole it is complete.
+        #[test]
+        fn a_valid_head_cut_anywhere_is_still_arriving(
+            method in "(GET|POST|PUT|DELETE|OPTIONS)",
+            path in "/[a-z0-9/._~-]{0,20}",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,10}", "[!-~]([ -~]{0,18}[!-~])?"), 0..8),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let lines: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+            let head = format!("{method} {path} HTTP/1.1\r\n{lines}\r\n");
+            let head = head.as_bytes();
+            prop_assert_eq!(head_state(head), Head::Complete);
+            let cut = cut.index(head.len());
+            prop_assert_eq!(head_state(&head[..cut]), Head::Partial, "cut at {}", cut);
+        }
+    }
+}
