@@ -89,7 +89,9 @@ impl Capped {
             });
             let buf = match intake::next_request(&mut stream, w, &rules, &self.closing).await {
                 Intake::Http1(buf) => buf,
-                Intake::H2c(buf) => return self.h2c(stream, &buf, shutdown).await,
+                // Cold paths are boxed: every connection's future is as
+                // large as its largest state, and is held all its life.
+                Intake::H2c(buf) => return Box::pin(self.h2c(stream, &buf, shutdown)).await,
                 Intake::Closed(why) => {
                     if why == Closed::HeadTimeout {
                         self.steer.metrics.head_timeouts.inc();
@@ -102,7 +104,7 @@ impl Capped {
                 }
                 Intake::Refused(refused) => {
                     let answer = crate::proxy::intake_refusal(&self.steer, refused);
-                    intake::answer_and_close(stream, &answer, write_idle).await;
+                    Box::pin(intake::answer_and_close(stream, &answer, write_idle)).await;
                     return;
                 }
             };

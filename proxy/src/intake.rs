@@ -195,7 +195,10 @@ pub async fn next_request(
         // The body is part of a request already begun: closing the service
         // does not end this wait (Pingora would finish the request too).
         while buf.len() < head + len {
-            buf.reserve(head + len - buf.len());
+            // Grown as bytes come (doubling), not to the announced length
+            // at once: a client that announces 64 KiB and trickles holds
+            // what it sent.
+            buf.reserve((head + len - buf.len()).min(INIT_BUF));
             let by = Instant::now() + rules.body_read_idle;
             match read_more(stream, &mut buf, by, None).await {
                 Step::Read => {}
