@@ -52,7 +52,7 @@ if [ "${LIMITS_COST:-0}" = 1 ]; then
 fi
 if [ "${EDGE_COST:-0}" = 1 ]; then
   # The "pingora" slot runs ours with the edge checks off
-  # (--unsafe-no-edge-checks: no head deadline, framing/size checks or
+  # (--unsafe-no-edge-checks: no request intake, framing/size checks or
   # per-request downstream limits), "ours" with them: their price.
   export PINGORA_NAME=ours-no-edge-checks
   export PINGORA_CMD=$(ours_cmd 0 "${OURS_ARGS:-} --unsafe-no-edge-checks")
