@@ -5,6 +5,7 @@
 //! with real client requests checking where traffic lands; explain; and a
 //! `read` token that sees everything and can change nothing.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,7 +15,9 @@ use edgesteer_tests::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-/// chromedriver and the Chromium session it drives; both end on drop.
+/// chromedriver and the Chromium session it drives; both end on drop
+/// (chromedriver runs in a process group of its own, and the whole group
+/// is killed: killing chromedriver alone would orphan Chromium).
 struct Browser {
     driver: Child,
     client: Client,
@@ -29,6 +32,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver (scripts/setup.sh installs Debian's chromium-driver)");
         let status = format!("http://127.0.0.1:{port}/status");
@@ -171,6 +175,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            let group = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
