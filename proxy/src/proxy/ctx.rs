@@ -73,6 +73,9 @@ pub struct Ctx {
     pub(super) active: bool,
     /// Retries taken from the proxy-wide retry budget, given back at the end.
     pub(super) retries_held: i64,
+    /// The request failed while its body was still arriving: the client's
+    /// doing, so neither passive health nor the rollout gates count it.
+    pub(super) client_fault: bool,
 }
 
 impl Ctx {
@@ -101,6 +104,7 @@ impl Ctx {
             upstream_held: false,
             active: false,
             retries_held: 0,
+            client_fault: false,
         }
     }
 

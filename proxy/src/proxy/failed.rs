@@ -11,7 +11,7 @@ use super::refusal::{zone_name, Refusal, RefusalKind};
 /// Answers a request that failed on the way (Pingora's `fail_to_proxy`):
 /// the status the error implies, an exhausted zone's JSON 503, and a
 /// connection that is not reused.
-pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &Ctx) -> FailToProxy {
+pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
     let code = match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         _ => match e.esource() {
@@ -26,7 +26,22 @@ pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &Ctx) -> FailToP
     // The connection is not reused after an error; say so, so clients do
     // not race a request onto a closing connection.
     session.as_downstream_mut().set_keepalive(None);
-    let refusal = if code == 503 && ctx.refusal == Some(RefusalKind::ZoneExhausted) {
+    // A timeout while the client's body was still arriving is the client's
+    // (as nginx's `client_body_timeout`): 408, not the origin's 502/504.
+    let code = if ctx.client_fault && code >= 500 && super::upstream::is_timeout(e.etype()) {
+        ctx.refusal = Some(RefusalKind::BodyTimeout);
+        408
+    } else {
+        code
+    };
+    let refusal = if ctx.refusal == Some(RefusalKind::BodyTimeout) {
+        Some(Refusal::client_error(
+            408,
+            "request_timeout",
+            "the request body stopped arriving before the origin could answer".to_string(),
+            None,
+        ))
+    } else if code == 503 && ctx.refusal == Some(RefusalKind::ZoneExhausted) {
         let zone = ctx.class.and_then(|c| c.zone);
         Some(Refusal::zone_exhausted(zone_name(&ctx.snap.table, zone)))
     } else if code > 0 {

@@ -194,8 +194,24 @@ impl ProxyHttp for EdgeProxy {
         failed::fail(session, e, ctx).await
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        use pingora_core::{ErrorSource, ErrorType};
         // A fail-closed 503 is a decision, already counted and logged as such.
+        // A client that left or stalled is the client's business (nginx logs
+        // its 499 at info): counted in the metrics, logged at debug here.
+        let client_gone = matches!(error.esource(), ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout
+            );
+        if client_gone || ctx.client_fault {
+            tracing::debug!(error = %error, "request ended by its client");
+            return true;
+        }
         ctx.refusal == Some(RefusalKind::ZoneExhausted)
     }
 

@@ -33,10 +33,14 @@ pub(super) fn request_done(steer: &Steering, session: &Session, ctx: &Ctx) {
         }
     }
     // Rollout gates judge the backend: the upstream's time to the head
-    // (the whole time only when no head came, e.g. a 502 or 504).
+    // (the whole time only when no head came, e.g. a 502 or 504). A client
+    // that left before any head, or whose body stopped arriving, says
+    // nothing about the backend and is not counted.
+    let judged = !ctx.client_fault && (status != 0 || ctx.upstream_head.is_some());
     if let Some(s) = region
         .and_then(|r| snap.stats.get(r))
         .and_then(|s| s.tracks.get(track))
+        .filter(|_| judged)
     {
         s.record(status, ctx.upstream_head.unwrap_or(elapsed));
     }

@@ -31,7 +31,8 @@ pub(super) enum RefusalKind {
     BadFraming,
     /// 431: too many header lines, one too long, or the head too large.
     HeadTooLarge,
-    /// 408: a body read whole at the edge stalled.
+    /// 408: a request body stalled (read whole at the edge, or streaming
+    /// when the origin's wait ran out).
     BodyTimeout,
 }
 

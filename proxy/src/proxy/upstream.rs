@@ -182,6 +182,11 @@ pub(super) fn proxy_failed(
     if backend_fault {
         passive(ctx, Outcome::Reset);
     }
+    if !sent_whole {
+        // The origin gave up (or was given up on) before the client had
+        // sent its body: nobody can say the origin is at fault.
+        ctx.client_fault = true;
+    }
     let mut e = e.more_context(format!("Peer: {peer}"));
     let safe = session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
@@ -190,7 +195,7 @@ pub(super) fn proxy_failed(
     e
 }
 
-fn is_timeout(t: &ErrorType) -> bool {
+pub(super) fn is_timeout(t: &ErrorType) -> bool {
     matches!(
         t,
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout

@@ -162,6 +162,17 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
         drop(s);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The origin's wait (per try, 300 ms) ran out while the body was still
+    // to come: the client's doing, answered 408 (not the origin's 502/504).
+    let mut first = stalled.swap_remove(0);
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), first.read(&mut buf))
+        .await
+        .expect("no answer to a stalled upload")
+        .unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("\"error\":\"request_timeout\""), "{got}");
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let health: Value = reqwest::get(format!("http://{}/v1/health", proxy.admin))
