@@ -270,7 +270,7 @@ async fn add_block(
         return (
             StatusCode::CONFLICT,
             Json(
-                serde_json::json!({ "error": "block_list_full", "message": format!("the block list holds {} addresses; lift some first", edgesteer_ratelimit::limiter::MAX_BLOCKS) }),
+                serde_json::json!({ "error": "block_list_full", "message": format!("the block list holds {} addresses; lift some first", edgesteer_ratelimit::blocklist::MAX_BLOCKS) }),
             ),
         );
     }

@@ -31,7 +31,8 @@ use edgesteer_config::ratelimit::LimitScope;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::limiter::{epoch_ms, BlockEvent, Limiter};
+use crate::blocklist::{epoch_ms, BlockEvent};
+use crate::limiter::Limiter;
 use crate::state::PolicyState;
 
 /// Keys per `EVAL`.

@@ -7,15 +7,24 @@
 //! The request path ([`Limiter::evaluate`]) never awaits anything: global
 //! policies count locally and [`global::run_sync`] reconciles with Redis in
 //! the background.
+//!
+//! Files: `limiter.rs` the [`Limiter`] (binding, `evaluate`, stats, sweep),
+//! `blocklist.rs` the abuse block list and its fleet outbox, `store.rs` the
+//! shared store's status, `state.rs` per-policy key state, `gcra.rs` the
+//! cell arithmetic, `global.rs` the Redis syncer.
 #![forbid(unsafe_code)]
 
+pub mod blocklist;
 pub mod gcra;
 pub mod global;
 pub mod limiter;
 pub mod state;
+pub mod store;
 
+pub use blocklist::Block;
 pub use gcra::Verdict;
 pub use limiter::{
-    ip_key, ratelimit_header, retry_after_secs, token_key, Block, Bound, Limiter, Outcome,
-    PolicyStats, Quota, Request, StoreSnapshot,
+    ip_key, ratelimit_header, retry_after_secs, token_key, Bound, Limiter, Outcome, PolicyStats,
+    Quota, Request,
 };
+pub use store::StoreSnapshot;

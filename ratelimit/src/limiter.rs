@@ -1,11 +1,12 @@
-//! The [`Limiter`]: owns every policy's state, the abuse block list and the
-//! shared-store status, and answers one question per request.
+//! The [`Limiter`]: owns every policy's state, binds tables to it and
+//! answers one question per request. Its block list is in
+//! [`crate::blocklist`], its shared-store status in [`crate::store`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use edgesteer_config::ratelimit::{LimitKey, LimitScope, RateLimitPolicy, StoreFailure};
@@ -13,14 +14,10 @@ use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::blocklist::{Block, BlockEvent};
 use crate::gcra::Verdict;
 use crate::state::PolicyState;
-
-/// Most addresses blocked at once; further abusers are only rate-limited.
-pub const MAX_BLOCKS: usize = 100_000;
-/// The store counts as down when no sync succeeded for this long (or for
-/// four sync intervals, if that is longer).
-pub const STORE_STALE: Duration = Duration::from_secs(1);
+use crate::store::StoreStatus;
 
 type Identity = edgesteer_config::ratelimit::PolicyIdentity;
 
@@ -102,59 +99,6 @@ pub enum Outcome {
     StoreUnavailable { policy: usize },
 }
 
-/// An address on the block list.
-#[derive(Clone, Debug, Serialize)]
-pub struct Block {
-    pub ip: IpAddr,
-    pub policy: String,
-    pub reason: String,
-    #[serde(with = "epoch_ms")]
-    pub since: SystemTime,
-    #[serde(with = "epoch_ms")]
-    pub until: SystemTime,
-    #[serde(skip)]
-    until_ns: u64,
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-mod epoch_ms {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(super::epoch_ms(*t))
-    }
-}
-
-/// Shared-store (Redis) health as seen by the syncer.
-#[derive(Default)]
-pub struct StoreStatus {
-    pub(crate) configured: AtomicBool,
-    pub(crate) stale_ns: AtomicU64,
-    pub(crate) up: AtomicBool,
-    pub(crate) last_ok_ns: AtomicU64,
-    pub errors: AtomicU64,
-    pub syncs: AtomicU64,
-    /// Rounds whose block-list sharing failed (limits were still synced).
-    pub block_errors: AtomicU64,
-}
-
-/// The store's status at one moment, for metrics and the admin API.
-#[derive(Clone, Debug, Serialize)]
-pub struct StoreSnapshot {
-    /// A `--redis` URL was given.
-    pub configured: bool,
-    /// Global policies can use the store now.
-    pub up: bool,
-    pub errors: u64,
-    pub syncs: u64,
-    /// Rounds whose block-list sharing failed.
-    pub block_errors: u64,
-}
-
 /// Per-policy figures for metrics and the admin API.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyStats {
@@ -164,46 +108,14 @@ pub struct PolicyStats {
     pub overflowed: u64,
 }
 
-/// A block-list change to share with the fleet through the store.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum BlockEvent {
-    Block {
-        ip: IpAddr,
-        policy: String,
-        reason: String,
-        until: SystemTime,
-    },
-    Unblock {
-        ip: IpAddr,
-    },
-}
-
-/// Longest block reason kept (abuse reasons are far shorter; an operator's
-/// is cut here so stream entries stay small).
-pub const MAX_REASON: usize = 256;
-
-fn cut(mut reason: String) -> String {
-    if reason.len() > MAX_REASON {
-        let mut end = MAX_REASON;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    reason
-}
-
-/// Most block events kept for the syncer (older ones are dropped).
-const MAX_OUTBOX: usize = 10_000;
-
 pub struct Limiter {
     epoch: Instant,
     states: Mutex<HashMap<Identity, Weak<PolicyState>>>,
-    blocks: DashMap<IpAddr, Block>,
-    block_count: AtomicUsize,
+    pub(crate) blocks: DashMap<IpAddr, Block>,
+    pub(crate) block_count: AtomicUsize,
     pub store: StoreStatus,
     /// Block changes made here, for the syncer to publish (with a store).
-    outbox: Mutex<Vec<BlockEvent>>,
+    pub(crate) outbox: Mutex<Vec<BlockEvent>>,
 }
 
 impl Default for Limiter {
@@ -221,54 +133,6 @@ impl Limiter {
             block_count: AtomicUsize::new(0),
             store: StoreStatus::default(),
             outbox: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn publish(&self, event: BlockEvent) {
-        if !self.store.configured.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        if outbox.len() >= MAX_OUTBOX {
-            // Keep the newest: a lift must not be lost behind its block.
-            outbox.remove(0);
-        }
-        outbox.push(event);
-    }
-
-    /// Block changes made here since the last call.
-    pub(crate) fn take_outbox(&self) -> Vec<BlockEvent> {
-        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Puts back events a failed round could not publish.
-    pub(crate) fn requeue_outbox(&self, mut events: Vec<BlockEvent>) {
-        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        events.append(&mut outbox);
-        let excess = events.len().saturating_sub(MAX_OUTBOX);
-        events.drain(..excess);
-        *outbox = events;
-    }
-
-    /// Applies a change from the fleet's stream (not published again).
-    /// Entries are applied in stream order, this proxy's own included, so
-    /// every proxy ends with the same list.
-    pub(crate) fn apply_remote(&self, event: BlockEvent) {
-        match event {
-            BlockEvent::Block {
-                ip,
-                policy,
-                reason,
-                until,
-            } => {
-                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-                if !left.is_zero() {
-                    self.insert_block(ip, &policy, cut(reason), left, Instant::now(), false);
-                }
-            }
-            BlockEvent::Unblock { ip } => {
-                self.remove_block(ip);
-            }
         }
     }
 
@@ -320,49 +184,6 @@ impl Limiter {
     pub(crate) fn live(&self) -> Vec<Arc<PolicyState>> {
         let registry = self.states.lock().unwrap_or_else(|e| e.into_inner());
         registry.values().filter_map(Weak::upgrade).collect()
-    }
-
-    /// Whether global policies can use the store right now.
-    #[inline]
-    pub fn store_ok(&self, now: u64) -> bool {
-        self.store.up.load(Ordering::Relaxed)
-            && now.saturating_sub(self.store.last_ok_ns.load(Ordering::Relaxed))
-                < self.store.stale_ns.load(Ordering::Relaxed)
-    }
-
-    /// Declares that a store syncer runs every `interval`: global policies
-    /// count for it, and the store counts as up (for one staleness period)
-    /// until the syncer reports otherwise. Call before serving.
-    pub fn expect_store(&self, interval: Duration) {
-        let stale = STORE_STALE.max(interval * 4);
-        self.store.stale_ns.store(
-            u64::try_from(stale.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.store
-            .last_ok_ns
-            .store(self.clock(Instant::now()), Ordering::Relaxed);
-        self.store.up.store(true, Ordering::Relaxed);
-        self.store.configured.store(true, Ordering::Relaxed);
-    }
-
-    /// Warns when a table has global policies but no store will sync them.
-    pub fn warn_if_unsynced(&self, policies: &[RateLimitPolicy]) {
-        if policies.iter().any(|p| p.scope == LimitScope::Global)
-            && !self.store.configured.load(Ordering::Relaxed)
-        {
-            tracing::warn!("the table has global rate-limit policies but this proxy has no --redis; they act as if the store were down (fail_open: local limits, fail_closed: 503)");
-        }
-    }
-
-    pub fn store_snapshot(&self) -> StoreSnapshot {
-        StoreSnapshot {
-            configured: self.store.configured.load(Ordering::Relaxed),
-            up: self.store_ok(self.clock(Instant::now())),
-            errors: self.store.errors.load(Ordering::Relaxed),
-            syncs: self.store.syncs.load(Ordering::Relaxed),
-            block_errors: self.store.block_errors.load(Ordering::Relaxed),
-        }
     }
 
     /// Checks a request against every policy that covers it, in table
@@ -451,122 +272,6 @@ impl Limiter {
         Outcome::Allowed(advertise)
     }
 
-    /// Puts an address (its [`client_unit`]: an IPv6 /64) on the block
-    /// list, for abuse or by an operator; false when the list is full.
-    pub fn block(
-        &self,
-        ip: IpAddr,
-        policy: &str,
-        reason: String,
-        length: Duration,
-        at: Instant,
-    ) -> bool {
-        let until = SystemTime::now() + length;
-        let reason = cut(reason);
-        let inserted = self.insert_block(ip, policy, reason.clone(), length, at, true);
-        if inserted {
-            self.publish(BlockEvent::Block {
-                ip: client_unit(ip),
-                policy: policy.to_string(),
-                reason,
-                until,
-            });
-        }
-        inserted
-    }
-
-    fn insert_block(
-        &self,
-        ip: IpAddr,
-        policy: &str,
-        reason: String,
-        length: Duration,
-        at: Instant,
-        local: bool,
-    ) -> bool {
-        let ip = client_unit(ip);
-        if self.blocks.len() >= MAX_BLOCKS && !self.blocks.contains_key(&ip) {
-            tracing::warn!(%ip, "block list full ({MAX_BLOCKS}); address only rate-limited");
-            return false;
-        }
-        let now = SystemTime::now();
-        if local {
-            tracing::warn!(%ip, policy, %reason, seconds = length.as_secs(), "address blocked");
-        } else {
-            tracing::debug!(%ip, policy, %reason, seconds = length.as_secs(), "block applied from the fleet");
-        }
-        let block = Block {
-            ip,
-            policy: policy.to_string(),
-            reason,
-            since: now,
-            until: now + length,
-            until_ns: self
-                .clock(at)
-                .saturating_add(u64::try_from(length.as_nanos()).unwrap_or(u64::MAX)),
-        };
-        if self.blocks.insert(ip, block).is_none() {
-            self.block_count.fetch_add(1, Ordering::Relaxed);
-        }
-        true
-    }
-
-    /// Lifts a block and resets the address's quota in every policy.
-    /// Lifts a block here and, with a store, across the fleet (published
-    /// even when this proxy never had the block: another may).
-    pub fn unblock(&self, ip: IpAddr) -> Option<Block> {
-        let removed = self.remove_block(ip);
-        self.publish(BlockEvent::Unblock {
-            ip: client_unit(ip),
-        });
-        removed
-    }
-
-    /// Block-list changes are shared through a store.
-    pub fn shares_blocks(&self) -> bool {
-        self.store.configured.load(Ordering::Relaxed)
-    }
-
-    fn remove_block(&self, ip: IpAddr) -> Option<Block> {
-        let ip = client_unit(ip);
-        let removed = self.blocks.remove(&ip).map(|(_, b)| b);
-        if removed.is_some() {
-            self.block_count.fetch_sub(1, Ordering::Relaxed);
-            let key = ip_key(ip);
-            for s in self.live() {
-                s.reset(key);
-            }
-            tracing::info!(%ip, "block lifted");
-        }
-        removed
-    }
-
-    /// Current blocks, soonest to expire first.
-    pub fn blocks(&self) -> Vec<Block> {
-        let now = self.clock(Instant::now());
-        let mut v: Vec<Block> = self
-            .blocks
-            .iter()
-            .filter(|b| b.until_ns > now)
-            .map(|b| b.value().clone())
-            .collect();
-        v.sort_by_key(|b| b.until_ns);
-        v
-    }
-
-    /// The address's block, if it has a live one.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Block> {
-        let now = self.clock(Instant::now());
-        self.blocks
-            .get(&client_unit(ip))
-            .filter(|b| b.until_ns > now)
-            .map(|b| b.value().clone())
-    }
-
-    pub fn block_count(&self) -> usize {
-        self.block_count.load(Ordering::Relaxed)
-    }
-
     /// Per-policy figures. States of one name (an old table version still
     /// finishing requests beside a new one) are added up.
     pub fn stats(&self) -> Vec<PolicyStats> {
@@ -653,6 +358,8 @@ pub fn retry_after_secs(verdict: &Verdict) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::blocklist::{MAX_OUTBOX, MAX_REASON};
+    use std::time::SystemTime;
 
     fn policies(toml_limits: &str) -> Vec<RateLimitPolicy> {
         let text = format!(
