@@ -114,7 +114,10 @@ impl Capped {
                 None => {
                     let closing = *shutdown.borrow() || self.closing.is_closed();
                     session.set_keepalive((!closing).then_some(keepalive));
-                    session.set_keepalive_reuses_remaining(Some(max_requests));
+                    // Pingora counts reuses, not requests: a connection
+                    // whose first session may be reused N times carries
+                    // N + 1 requests.
+                    session.set_keepalive_reuses_remaining(Some(max_requests.saturating_sub(1)));
                 }
             }
             // Pipelining is never turned on, so Pingora carries no bytes

@@ -295,6 +295,40 @@ async fn small_bodies_are_read_whole_at_the_edge_and_a_stalled_one_gets_408() {
 }
 
 #[tokio::test]
+async fn a_connection_carries_at_most_the_tables_requests() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.max_requests_per_connection = Some(3);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut served = 0;
+    let mut last = String::new();
+    for _ in 0..5 {
+        if s.write_all(b"GET /v1/covers HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("no answer and no close")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        last = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(last.starts_with("http/1.1 200"), "{last}");
+        served += 1;
+    }
+    assert_eq!(served, 3, "requests served on one connection");
+    // The last answer said so, so a client opens a new connection instead
+    // of racing a request onto a closing one.
+    assert!(last.contains("connection: close"), "{last}");
+}
+
+#[tokio::test]
 async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
     let wd = Workdir::new().unwrap();
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
