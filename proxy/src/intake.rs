@@ -10,7 +10,10 @@
 //! - **the wait for a request** (no buffer held): a connection's first
 //!   request must arrive whole by `[limits] head_timeout_ms` after accept;
 //!   a keep-alive connection may idle `keepalive_idle_ms` before its next
-//!   request's first byte; closing the service ends the wait;
+//!   request's first byte. Closing the service ends a keep-alive wait (after
+//!   one last read, so a request already sent is served), but not a new
+//!   connection's wait for its first request, nor a request that has begun:
+//!   the client could not have known, and the grace period covers them;
 //! - **the head deadline**: once a head has started it must end within
 //!   `head_timeout_ms` (slowloris is closed then, counted in
 //!   `edgesteer_head_timeouts_total`); a head still unfinished past
@@ -52,8 +55,8 @@ const MAX_HEADERS: usize = 256;
 /// h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The service is closing: waits for a request end (Pingora's own
-/// `read_request` ends the same way at `cleanup`).
+/// The service is closing: keep-alive waits for a next request end
+/// (Pingora's own `read_request` ends the same way at `cleanup`).
 #[derive(Default)]
 pub struct Closing {
     closed: AtomicBool,
@@ -184,30 +187,28 @@ pub async fn next_request(
         if buf.capacity() - buf.len() < INIT_BUF / 4 {
             buf.reserve(INIT_BUF);
         }
-        match read_more(stream, &mut buf, by, Some(closing)).await {
+        // A request has begun: it is served even if the service is closing.
+        match read_more(stream, &mut buf, by).await {
             Step::Read => {}
             Step::TimedOut => return Intake::Closed(Closed::HeadTimeout),
             Step::Eof => return Intake::Closed(Closed::Client),
-            Step::Shutdown => return Intake::Closed(Closed::Shutdown),
         }
     };
     if let Some((head, len)) = whole.then(|| body_to_buffer(&buf, rules)).flatten() {
-        // The body is part of a request already begun: closing the service
-        // does not end this wait (Pingora would finish the request too).
         while buf.len() < head + len {
             // Grown as bytes come (doubling), not to the announced length
             // at once: a client that announces 64 KiB and trickles holds
             // what it sent.
             buf.reserve((head + len - buf.len()).min(INIT_BUF));
             let by = Instant::now() + rules.body_read_idle;
-            match read_more(stream, &mut buf, by, None).await {
+            match read_more(stream, &mut buf, by).await {
                 Step::Read => {}
                 Step::TimedOut => {
                     return Intake::Refused(Refused::BodyTimeout {
                         idle: rules.body_read_idle,
                     })
                 }
-                Step::Eof | Step::Shutdown => return Intake::Closed(Closed::Client),
+                Step::Eof => return Intake::Closed(Closed::Client),
             }
         }
     }
@@ -224,11 +225,10 @@ async fn first_bytes(
     rules: &Rules,
     closing: &Closing,
 ) -> Result<BytesMut, Closed> {
-    // Made before the flag is read: a close after the read still wakes it.
+    // Made before the flag is read (in the poll below): a close after that
+    // still wakes it. Only a keep-alive wait ends when the service closes.
     let mut closed = pin!(closing.notify.notified());
-    if closing.is_closed() {
-        return Err(Closed::Shutdown);
-    }
+    let ends_on_close = matches!(wait, Wait::Next);
     let mut timer: Pin<&mut Option<Sleep>> = pin!(None);
     poll_fn(|cx| {
         let mut stack = [MaybeUninit::<u8>::uninit(); INIT_BUF];
@@ -245,7 +245,8 @@ async fn first_bytes(
             Poll::Ready(Err(_)) => return Poll::Ready(Err(Closed::Client)),
             Poll::Pending => {}
         }
-        if closed.as_mut().poll(cx).is_ready() {
+        // Read first (above): a request already sent is served.
+        if ends_on_close && (closing.is_closed() || closed.as_mut().poll(cx).is_ready()) {
             return Poll::Ready(Err(Closed::Shutdown));
         }
         if timer.is_none() {
@@ -272,27 +273,10 @@ enum Step {
     Read,
     Eof,
     TimedOut,
-    Shutdown,
 }
 
 /// Reads what comes into `buf`'s spare room by `by`.
-async fn read_more(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    by: Instant,
-    closing: Option<&Closing>,
-) -> Step {
-    let closed = async {
-        match closing {
-            Some(c) => {
-                let notified = c.notify.notified();
-                if !c.is_closed() {
-                    notified.await;
-                }
-            }
-            None => std::future::pending().await,
-        }
-    };
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut, by: Instant) -> Step {
     tokio::select! {
         biased;
         r = stream.read_buf(buf) => match r {
@@ -300,7 +284,6 @@ async fn read_more(
             Ok(_) => Step::Read,
         },
         () = sleep_until(by) => Step::TimedOut,
-        () = closed => Step::Shutdown,
     }
 }
 
