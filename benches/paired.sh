@@ -36,11 +36,15 @@ trap bench_cleanup EXIT
 
 up=$(port)
 mkdir -p "$wd/tmp"
-cat > "$wd/upstream.conf" <<EOF
+# nginx_conf NAME CPU BODY: an nginx with one worker on CPU, serving BODY
+# (the http block's inside), started in the background; its pid file is
+# $wd/NAME.pid.
+nginx_conf() {
+  cat > "$wd/$1.conf" <<EOF
 worker_processes 1;
 daemon off;
-error_log $wd/upstream.err warn;
-pid $wd/upstream.pid;
+error_log $wd/$1.err warn;
+pid $wd/$1.pid;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -48,14 +52,16 @@ http {
   uwsgi_temp_path $wd/tmp; scgi_temp_path $wd/tmp;
   keepalive_requests 100000000;
   keepalive_timeout 300s;
-  server {
-    listen 127.0.0.1:$up backlog=4096;
-    location / { default_type text/plain; return 200 "$(printf 'x%.0s' $(seq 100))"; }
-  }
+$3
 }
 EOF
-taskset -c 1 nginx -p "$wd" -c "$wd/upstream.conf" &
-pids+=($!)
+  taskset -c "$2" nginx -p "$wd" -c "$wd/$1.conf" &
+  pids+=($!)
+}
+nginx_conf upstream 1 "  server {
+    listen 127.0.0.1:$up backlog=4096;
+    location / { default_type text/plain; return 200 \"$(printf 'x%.0s' $(seq 100))\"; }
+  }"
 covergen_table "$wd/table.toml" "127.0.0.1:$up" price
 
 start() { # port admin args...
@@ -80,27 +86,11 @@ case $B in
       --threads 1 > "$wd/bare.log" 2>&1 &
     idb=$!; pids+=($idb) ;;
   nginx)
-    cat > "$wd/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $wd/proxy.err warn;
-pid $wd/proxy.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $wd/tmp; proxy_temp_path $wd/tmp; fastcgi_temp_path $wd/tmp;
-  uwsgi_temp_path $wd/tmp; scgi_temp_path $wd/tmp;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  upstream up { server 127.0.0.1:$up; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
+    nginx_conf proxy 0 "  upstream up { server 127.0.0.1:$up; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
   server {
     listen 127.0.0.1:$pb backlog=4096;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-    taskset -c 0 nginx -p "$wd" -c "$wd/proxy.conf" &
-    pids+=($!)
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
     sleep 0.5
     # The worker does the work (the master only waits).
     idb=$(pgrep -P "$(cat "$wd/proxy.pid")" | head -1) ;;

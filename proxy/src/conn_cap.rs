@@ -69,7 +69,11 @@ impl Capped {
     ) {
         let h2c =
             stream.get_ssl_digest().is_none() && self.inner.server_options().is_some_and(|o| o.h2c);
-        let mut wait = None;
+        let head_timeout = self.steer.current().table.limits.head_timeout;
+        let mut wait = Wait::First {
+            by: accepted + head_timeout,
+            h2c,
+        };
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
             // Copied out: the snapshot is not held while a client idles.
@@ -83,11 +87,7 @@ impl Capped {
                     l.write_idle,
                 )
             };
-            let w = *wait.get_or_insert_with(|| Wait::First {
-                by: accepted + rules.head_timeout(),
-                h2c,
-            });
-            let buf = match intake::next_request(&mut stream, w, &rules, &self.closing).await {
+            let buf = match intake::next_request(&mut stream, wait, &rules, &self.closing).await {
                 Intake::Http1(buf) => buf,
                 // Cold paths are boxed: every connection's future is as
                 // large as its largest state, and is held all its life.
@@ -129,7 +129,7 @@ impl Capped {
                 Some(reused) => (stream, settings) = reused.consume(),
                 None => return,
             }
-            wait = Some(Wait::Next);
+            wait = Wait::Next;
         }
     }
 

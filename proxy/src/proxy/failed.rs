@@ -28,30 +28,27 @@ pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &mut Ctx) -> Fai
     session.as_downstream_mut().set_keepalive(None);
     // A timeout while the client's body was still arriving is the client's
     // (as nginx's `client_body_timeout`): 408, not the origin's 502/504.
-    let code = if ctx.client_fault && code >= 500 && super::upstream::is_timeout(e.etype()) {
-        ctx.refusal = Some(RefusalKind::BodyTimeout);
-        408
-    } else {
-        code
-    };
-    let refusal = if ctx.refusal == Some(RefusalKind::BodyTimeout) {
-        Some(Refusal::client_error(
-            408,
-            "request_timeout",
+    let body_timeout = ctx.client_fault && code >= 500 && super::upstream::is_timeout(e.etype());
+    let (code, refusal) = if body_timeout {
+        let (kind, refusal) = Refusal::body_timeout(
             "the request body stopped arriving before the origin could answer".to_string(),
-            None,
-        ))
+        );
+        ctx.refusal = Some(kind);
+        (408, Some(refusal))
     } else if code == 503 && ctx.refusal == Some(RefusalKind::ZoneExhausted) {
         let zone = ctx.class.and_then(|c| c.zone);
-        Some(Refusal::zone_exhausted(zone_name(&ctx.snap.table, zone)))
+        (
+            code,
+            Some(Refusal::zone_exhausted(zone_name(&ctx.snap.table, zone))),
+        )
     } else if code > 0 {
         let region = ctx
             .route
             .route()
             .and_then(|r| ctx.snap.region_header.get(r.region.index()).cloned());
-        Some(Refusal::bare(code, region))
+        (code, Some(Refusal::bare(code, region)))
     } else {
-        None
+        (code, None)
     };
     if let Some(refusal) = refusal {
         if let Err(err) = refusal.write(session).await {

@@ -55,15 +55,10 @@ pub(crate) fn intake_refusal(steer: &Steering, refused: crate::intake::Refused) 
         Refused::HeadTooLarge { max } => {
             framing::too_large(format!("the request head is larger than {max} bytes"), None)
         }
-        Refused::BodyTimeout { idle } => (
-            RefusalKind::BodyTimeout,
-            refusal::Refusal::client_error(
-                408,
-                "request_timeout",
-                format!("the request body sent nothing for {} ms", idle.as_millis()),
-                None,
-            ),
-        ),
+        Refused::BodyTimeout { idle } => refusal::Refusal::body_timeout(format!(
+            "the request body sent nothing for {} ms",
+            idle.as_millis()
+        )),
     };
     steer
         .metrics

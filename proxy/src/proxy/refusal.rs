@@ -196,6 +196,15 @@ impl Refusal {
         )
     }
 
+    /// 408 for a request body that stopped arriving (read whole at the
+    /// edge, or streaming when the origin's wait ran out): the client's.
+    pub(super) fn body_timeout(message: String) -> (RefusalKind, Refusal) {
+        (
+            RefusalKind::BodyTimeout,
+            Refusal::client_error(408, "request_timeout", message, None),
+        )
+    }
+
     /// An empty answer with only a status, for errors without a body of
     /// their own (502 from an origin that failed, 504, 400), naming the
     /// region tried when there was one.
