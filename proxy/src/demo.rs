@@ -280,6 +280,17 @@ pub async fn spawn_for_spec_tls(
     spec: &TableSpec,
     tls: Option<(&DemoPki, &[&str])>,
 ) -> std::io::Result<(TableSpec, Vec<DemoBackend>)> {
+    spawn_for_spec_on(spec, tls, &mut || SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`spawn_for_spec_tls`], each backend bound where `bind` says (tests
+/// bind reserved ports, so the port of a backend a test stops is never
+/// handed to another test's backend).
+pub async fn spawn_for_spec_on(
+    spec: &TableSpec,
+    tls: Option<(&DemoPki, &[&str])>,
+    bind: &mut (dyn FnMut() -> SocketAddr + Send),
+) -> std::io::Result<(TableSpec, Vec<DemoBackend>)> {
     let mut out = spec.clone();
     // The example's production upstream settings do not fit loopback
     // origins: plain HTTP unless a region is named below.
@@ -315,8 +326,7 @@ pub async fn spawn_for_spec_tls(
                 backend: format!("{region}-{}", i + 1),
                 track,
             };
-            let bind = SocketAddr::from(([127, 0, 0, 1], 0));
-            let backend = spawn(id, bind, region_tls.clone()).await?;
+            let backend = spawn(id, bind(), region_tls.clone()).await?;
             backends.push(BackendSpec {
                 address: backend.addr.to_string(),
                 weight: b.weight,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use edgesteer::demo::{spawn_for_spec, DemoBackend};
+use edgesteer::demo::{spawn_for_spec_on, DemoBackend};
 use edgesteer_config::{parse, TableSpec};
 use edgesteer_geo::testdb::{self, Schema};
 
@@ -151,7 +151,10 @@ pub async fn covergen_on_loopback() -> anyhow::Result<(TableSpec, Vec<DemoBacken
     spec.rate_limits.clear();
     spec.headers.track = true;
     spec.headers.version = true;
-    let (spec, backends) = spawn_for_spec(&spec).await?;
+    // Reserved ports: a backend a test stops must not have its port taken
+    // by another test's backend (a request would then land there).
+    let mut bind = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (spec, backends) = spawn_for_spec_on(&spec, None, &mut bind).await?;
     Ok((spec, backends))
 }
 

@@ -32,7 +32,7 @@ impl Fleet {
             let mut list = Vec::new();
             let mut backends = Vec::new();
             for i in 1..=2 {
-                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
                 let p = BackendProc::spawn(region, &format!("{region}-{i}"), listen).unwrap();
                 backends.push(BackendSpec {
                     address: p.addr.to_string(),
