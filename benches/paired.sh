@@ -11,7 +11,9 @@
 #   benches/paired.sh                                  # edge checks: B turns them off
 #   B_ARGS="--no-request-metrics" benches/paired.sh    # any other switch
 #   B=bare benches/paired.sh                           # ours against the bare Pingora pass-through
+#   B=bare B_ARGS=--no-work-stealing A_ARGS=--no-work-stealing benches/paired.sh
 #   B=nginx benches/paired.sh                          # ours against nginx (1 worker, upstream keep-alive)
+#   B_BIN=/tmp/edgesteer-before benches/paired.sh      # this build against another build
 #   ROUNDS=9 DUR=10 benches/paired.sh
 #
 # Prints each round's CPU us/request for A and B and the ratio A/B, then
@@ -24,7 +26,8 @@ DUR=${DUR:-10}
 CONNS=${CONNS:-32}
 A_ARGS=${A_ARGS:-}
 B=${B:-ours}
-B_ARGS=${B_ARGS:-$([ "$B" = ours ] && echo --unsafe-no-edge-checks || true)}
+# B defaults to the edge checks off, unless it is another build (then the same flags).
+B_ARGS=${B_ARGS-$([ "$B" = ours ] && [ -z "${B_BIN:-}" ] && echo --unsafe-no-edge-checks || true)}
 SCRIPT=${WRK_SCRIPT:-$(pwd)/../shared/bench/geo-mix.lua}
 for tool in wrk nginx taskset; do
   command -v "$tool" >/dev/null || { echo "paired.sh: needs $tool" >&2; exit 1; }
@@ -64,9 +67,10 @@ nginx_conf upstream 1 "  server {
   }"
 covergen_table "$wd/table.toml" "127.0.0.1:$up" price
 
-start() { # port admin args...
-  local p=$1 a=$2; shift 2
-  taskset -c 0 "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$p" \
+B_BIN=${B_BIN:-$bin/edgesteer}
+start() { # binary port admin args...
+  local exe=$1 p=$2 a=$3; shift 3
+  taskset -c 0 "$exe" proxy --config "$wd/table.toml" --listen "127.0.0.1:$p" \
     --admin "127.0.0.1:$a" --threads 1 --grace-period 0 --trust 127.0.0.1/32 "$@" \
     > "$wd/proxy-$p.log" 2>&1 &
   started=$!
@@ -74,16 +78,17 @@ start() { # port admin args...
 }
 pa=$(port); pb=$(port)
 # shellcheck disable=SC2086
-start "$pa" "$(port)" $A_ARGS
+start "$bin/edgesteer" "$pa" "$(port)" $A_ARGS
 ida=$started
 case $B in
   ours)
     # shellcheck disable=SC2086
-    start "$pb" "$(port)" $B_ARGS
+    start "$B_BIN" "$pb" "$(port)" $B_ARGS
     idb=$started ;;
   bare)
+    # shellcheck disable=SC2086
     taskset -c 0 "$bin/passthrough" --listen "127.0.0.1:$pb" --upstream "127.0.0.1:$up" \
-      --threads 1 > "$wd/bare.log" 2>&1 &
+      --threads 1 $B_ARGS > "$wd/bare.log" 2>&1 &
     idb=$!; pids+=($idb) ;;
   nginx)
     nginx_conf proxy 0 "  upstream up { server 127.0.0.1:$up; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }

@@ -37,6 +37,9 @@ pub struct ServeOptions {
     pub metrics: Option<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Threads steal work from each other (one multi-threaded runtime);
+    /// `false`: one single-threaded runtime per thread.
+    pub work_stealing: bool,
     /// Read buffer per client connection beneath Pingora's own header and
     /// body buffers (0: none; Pingora's default is 64 KiB).
     pub read_buffer: usize,
@@ -64,6 +67,7 @@ impl Default for ServeOptions {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             metrics: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            work_stealing: true,
             read_buffer: 0,
             grace_period_secs: 5,
             runtime: None,
@@ -93,12 +97,20 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     };
     let conf = ServerConf {
         threads: opts.threads.max(1),
+        work_stealing: opts.work_stealing,
         grace_period_seconds: Some(opts.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(opts.grace_period_secs.max(1)),
         upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         // Pingora's default pid file is in /tmp; ours is in the runtime
         // directory (written by `run`).
         pid_file: String::new(),
+        // Pingora's fast timeouts read the clock each time an I/O is
+        // wrapped (to check their timer thread), pending or not, and that
+        // thread ticks every 10 ms. Every timeout the proxy sets is a
+        // second or more, so all of them go to tokio's timer instead, which
+        // costs nothing until a read or write actually waits
+        // (BENCHMARKS.md, issue 16).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let opt = Opt {

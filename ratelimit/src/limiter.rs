@@ -345,8 +345,18 @@ impl Limiter {
 pub fn ratelimit_header(policy: &str, quota: u32, verdict: &Verdict) -> HeaderValue {
     let t = verdict.reset_ns.div_ceil(1_000_000_000);
     let r = verdict.remaining.min(quota);
-    HeaderValue::from_str(&format!("\"{policy}\";r={r};t={t}"))
-        .unwrap_or(HeaderValue::from_static("invalid"))
+    // Formatted on the stack and copied once (a policy name is short;
+    // a long one takes the slow path).
+    let mut buf = [0u8; 128];
+    let mut w = &mut buf[..];
+    let v = match std::io::Write::write_fmt(&mut w, format_args!("\"{policy}\";r={r};t={t}")) {
+        Ok(()) => {
+            let left = w.len();
+            HeaderValue::from_bytes(buf.get(..buf.len() - left).unwrap_or_default())
+        }
+        Err(_) => HeaderValue::from_str(&format!("\"{policy}\";r={r};t={t}")),
+    };
+    v.unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// Whole seconds a refused client should wait (at least 1).

@@ -28,6 +28,9 @@ struct Args {
     /// every upstream attempt, to separate Pingora's timer cost from steering.
     #[arg(long)]
     timeouts_ms: Option<u64>,
+    /// Single-threaded runtimes instead of one work-stealing runtime.
+    #[arg(long)]
+    no_work_stealing: bool,
 }
 
 struct Passthrough {
@@ -56,6 +59,7 @@ fn main() {
     let args = Args::parse();
     let conf = ServerConf {
         threads: args.threads,
+        work_stealing: !args.no_work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -51,6 +51,12 @@ pub(super) struct ListenArgs {
     /// Proxy worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// One single-threaded runtime per worker thread, each serving its own
+    /// connections (as nginx's workers do), instead of one runtime whose
+    /// threads steal work from each other. Cheaper per request; a busy
+    /// connection cannot move to an idle thread.
+    #[arg(long)]
+    no_work_stealing: bool,
     /// Bytes of read buffer per client connection under Pingora's own
     /// buffers (Pingora's default is 64 KiB per connection; 0 reads straight
     /// into them, which costs no more syscalls for API-sized requests and
@@ -229,6 +235,7 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         admin: net.admin.or(defaults.admin),
         metrics: net.metrics,
         threads: net.threads.unwrap_or(defaults.threads),
+        work_stealing: !net.no_work_stealing,
         read_buffer: net.read_buffer as usize,
         grace_period_secs: net.grace_period,
         runtime: None,

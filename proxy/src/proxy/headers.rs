@@ -1,8 +1,10 @@
 //! Header edits: `X-Forwarded-For`/`-Proto` toward the origin, and the
 //! `X-Steer-*` and `RateLimit` headers toward the client.
 
-use http::HeaderName;
-use pingora_core::Result;
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+use pingora_core::{ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -42,24 +44,43 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
             }
         }
     }
-    let xff = match (trusted, peer) {
-        (true, Some(p)) => {
-            let mut chain = String::new();
-            for line in upstream.headers.get_all(&X_FORWARDED_FOR) {
-                chain.push_str(line.to_str().unwrap_or(""));
-                chain.push_str(", ");
-            }
-            chain.push_str(&p.to_string());
-            chain
-        }
-        (_, Some(p)) => p.to_string(),
-        (_, None) => ctx.client.to_string(),
-    };
-    upstream.insert_header("x-forwarded-for", xff)?;
+    let hop = peer.unwrap_or(ctx.client);
+    // A trusted peer's chain is extended; anyone else's is replaced.
+    let value = forwarded_for(trusted.then_some(&upstream.headers), hop)?;
+    upstream.insert_header("x-forwarded-for", value)?;
     if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
     }
     Ok(())
+}
+
+/// The `X-Forwarded-For` value: the chain in `prior`'s lines (a line that
+/// is not visible ASCII counts as empty), then `hop`, in one allocation of
+/// the exact size.
+fn forwarded_for(prior: Option<&http::HeaderMap>, hop: IpAddr) -> Result<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text is 45 bytes.
+    let mut ip = [0u8; 48];
+    let ip_len = {
+        let mut w = &mut ip[..];
+        // Cannot fail: the buffer holds any address.
+        let _ = write!(w, "{hop}");
+        48 - w.len()
+    };
+    let ip = ip.get(..ip_len).unwrap_or_default();
+    let lines = || prior.into_iter().flat_map(|h| h.get_all(&X_FORWARDED_FOR));
+    let text_len = |v: &HeaderValue| v.to_str().map_or(0, str::len);
+    let len = lines().map(|v| text_len(v) + 2).sum::<usize>() + ip.len();
+    let mut out = Vec::with_capacity(len);
+    for v in lines() {
+        let text = v.to_str().map_or(&[][..], str::as_bytes);
+        out.extend_from_slice(text);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(ip);
+    // Exact capacity: `Bytes` takes the vector over without a copy.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For value")
 }
 
 /// `RateLimit-Policy`/`RateLimit` when the policy asks for them, and
@@ -107,4 +128,39 @@ pub(super) fn steer_headers(
         ctx.upstream_head = Some(head);
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn map(lines: &[&[u8]]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for l in lines {
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_extends_every_line_in_order_or_starts_a_chain() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        let h = map(&[b"203.0.113.7, 198.51.100.2", b"192.0.2.9"]);
+        assert_eq!(
+            forwarded_for(Some(&h), v4).unwrap(),
+            "203.0.113.7, 198.51.100.2, 192.0.2.9, 10.0.0.1"
+        );
+        assert_eq!(forwarded_for(None, v4).unwrap(), "10.0.0.1");
+        assert_eq!(forwarded_for(Some(&map(&[])), v6).unwrap(), v6.to_string());
+        // A line that is not visible ASCII is kept as an empty hop.
+        let odd = map(&[b"caf\xe9", b"192.0.2.9"]);
+        assert_eq!(
+            forwarded_for(Some(&odd), v4).unwrap(),
+            ", 192.0.2.9, 10.0.0.1"
+        );
+    }
 }

@@ -32,7 +32,11 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     };
     ctx.peer_addr = Some(addr);
     let retry = &snap.table.retry;
-    let remaining = retry.total_timeout.saturating_sub(ctx.start.elapsed());
+    // One clock read: the time left, and the attempt's start.
+    let now = Instant::now();
+    let remaining = retry
+        .total_timeout
+        .saturating_sub(now.saturating_duration_since(ctx.start));
     if remaining.is_zero() {
         return Error::e_explain(
             ErrorType::HTTPStatus(504),
@@ -62,7 +66,7 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     peer.options.read_timeout = Some(per_try);
     peer.options.write_timeout = Some(per_try);
     peer.options.idle_timeout = Some(Duration::from_secs(60));
-    ctx.upstream_start = Some(Instant::now());
+    ctx.upstream_start = Some(now);
     Ok(Box::new(peer))
 }
 

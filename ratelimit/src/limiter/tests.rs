@@ -155,3 +155,20 @@ fn blocks_apply_to_every_request_and_lift() {
     ));
     assert!(limiter.unblock(client).is_none());
 }
+
+#[test]
+fn ratelimit_header_formats_short_and_long_policy_names() {
+    let v = Verdict {
+        allowed: true,
+        remaining: 7,
+        reset_ns: 1_500_000_000,
+        retry_after_ns: 0,
+    };
+    assert_eq!(ratelimit_header("per-ip", 10, &v), "\"per-ip\";r=7;t=2");
+    // Past the stack buffer: formatted on the heap, same answer.
+    let long = "p".repeat(200);
+    assert_eq!(
+        ratelimit_header(&long, 5, &v),
+        format!("\"{long}\";r=5;t=2").as_str()
+    );
+}
