@@ -11,7 +11,8 @@
 #   benches/paired.sh                                  # edge checks: B turns them off
 #   B_ARGS="--no-request-metrics" benches/paired.sh    # any other switch
 #   B=bare benches/paired.sh                           # ours against the bare Pingora pass-through
-#   B=bare B_ARGS=--no-work-stealing A_ARGS=--no-work-stealing benches/paired.sh
+#   B=bare B_ARGS=--no-work-stealing benches/paired.sh  # both on single-threaded runtimes
+#   B_ARGS=--work-stealing benches/paired.sh           # the price of work stealing
 #   B=nginx benches/paired.sh                          # ours against nginx (1 worker, upstream keep-alive)
 #   B_BIN=/tmp/edgesteer-before benches/paired.sh      # this build against another build
 #   ROUNDS=9 DUR=10 benches/paired.sh

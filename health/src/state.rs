@@ -386,8 +386,14 @@ impl TableHealth {
         };
         let (counter, threshold, cause) = match outcome {
             Outcome::Status(s) if s < 500 => {
-                ep.passive_failures.store(0, Ordering::Relaxed);
-                ep.passive_5xx.store(0, Ordering::Relaxed);
+                // Cleared only when set: a store on every success would
+                // take the cache line from every other thread serving
+                // this endpoint.
+                for streak in [&ep.passive_failures, &ep.passive_5xx] {
+                    if streak.load(Ordering::Relaxed) != 0 {
+                        streak.store(0, Ordering::Relaxed);
+                    }
+                }
                 return false;
             }
             Outcome::Status(_) => (

@@ -69,7 +69,7 @@ impl Capped {
     ) {
         let h2c =
             stream.get_ssl_digest().is_none() && self.inner.server_options().is_some_and(|o| o.h2c);
-        let head_timeout = self.steer.current().table.limits.head_timeout;
+        let head_timeout = self.steer.peek().table.limits.head_timeout;
         let mut wait = Wait::First {
             by: accepted + head_timeout,
             h2c,
@@ -78,7 +78,7 @@ impl Capped {
         loop {
             // Copied out: the snapshot is not held while a client idles.
             let (rules, keepalive, max_requests, write_idle) = {
-                let snap = self.steer.current();
+                let snap = self.steer.peek();
                 let l = &snap.table.limits;
                 (
                     Rules::new(l),
@@ -175,7 +175,7 @@ impl ServerApp for Capped {
         // A TLS connection is here: its handshake finished in time.
         self.handshakes.handshake_done(&session);
         let accepted = Instant::now();
-        let max = self.steer.current().table.limits.max_connections as usize;
+        let max = self.steer.peek().table.limits.max_connections as usize;
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         self.steer.metrics.connections_open.inc();
         let held = Held(self);

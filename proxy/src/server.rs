@@ -38,7 +38,8 @@ pub struct ServeOptions {
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Threads steal work from each other (one multi-threaded runtime);
-    /// `false`: one single-threaded runtime per thread.
+    /// `false` (the default): one single-threaded runtime per thread, each
+    /// given connections at random.
     pub work_stealing: bool,
     /// Read buffer per client connection beneath Pingora's own header and
     /// body buffers (0: none; Pingora's default is 64 KiB).
@@ -67,7 +68,7 @@ impl Default for ServeOptions {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             metrics: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            work_stealing: true,
+            work_stealing: false,
             read_buffer: 0,
             grace_period_secs: 5,
             runtime: None,

@@ -110,6 +110,13 @@ impl Steering {
         self.current.load_full()
     }
 
+    /// The current snapshot for a short look (a few fields copied out),
+    /// without touching its reference count, which every thread shares.
+    /// Not to be held across an `.await`.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
     /// Installs a compiled table as the new live version. In-flight
     /// requests keep the snapshot they loaded.
     pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {

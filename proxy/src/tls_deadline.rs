@@ -70,7 +70,7 @@ impl HandshakeDeadline {
 #[async_trait]
 impl PreTlsProcess for HandshakeDeadline {
     async fn process(&self, stream: &mut L4Stream) -> pingora_core::Result<()> {
-        let timeout = self.steer.current().table.limits.tls_handshake_timeout;
+        let timeout = self.steer.peek().table.limits.tls_handshake_timeout;
         let fd = stream.as_raw_fd();
         let Ok(cookie) = SocketDigest::from_raw_fd(fd).socket_cookie() else {
             return Ok(()); // no cookie (not Linux): Pingora's own 60 s applies

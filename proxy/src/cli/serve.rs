@@ -51,12 +51,14 @@ pub(super) struct ListenArgs {
     /// Proxy worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// One single-threaded runtime per worker thread, each serving its own
-    /// connections (as nginx's workers do), instead of one runtime whose
-    /// threads steal work from each other. Cheaper per request; a busy
-    /// connection cannot move to an idle thread.
+    /// One runtime whose worker threads steal tasks from each other,
+    /// instead of the default: one single-threaded runtime per worker
+    /// thread, each serving the connections it was given (at random, per
+    /// connection), as nginx's and Envoy's workers do. Stealing lets a busy
+    /// thread's work move to an idle one, for a few very busy connections;
+    /// it costs about 6% more CPU per request (BENCHMARKS.md).
     #[arg(long)]
-    no_work_stealing: bool,
+    work_stealing: bool,
     /// Bytes of read buffer per client connection under Pingora's own
     /// buffers (Pingora's default is 64 KiB per connection; 0 reads straight
     /// into them, which costs no more syscalls for API-sized requests and
@@ -235,7 +237,7 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         admin: net.admin.or(defaults.admin),
         metrics: net.metrics,
         threads: net.threads.unwrap_or(defaults.threads),
-        work_stealing: !net.no_work_stealing,
+        work_stealing: net.work_stealing,
         read_buffer: net.read_buffer as usize,
         grace_period_secs: net.grace_period,
         runtime: None,
