@@ -75,6 +75,9 @@ impl Capped {
             h2c,
         };
         let mut settings: Option<HttpPersistentSettings> = None;
+        // The connection's one timer for its waits between requests
+        // (`intake::first_bytes`): armed lazily, not once per request.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(accepted + head_timeout));
         loop {
             // Copied out: the snapshot is not held while a client idles.
             let (rules, keepalive, max_requests, write_idle) = {
@@ -87,7 +90,15 @@ impl Capped {
                     l.write_idle,
                 )
             };
-            let buf = match intake::next_request(&mut stream, wait, &rules, &self.closing).await {
+            let buf = match intake::next_request(
+                &mut stream,
+                wait,
+                &rules,
+                &self.closing,
+                timer.as_mut(),
+            )
+            .await
+            {
                 Intake::Http1(buf) => buf,
                 // Cold paths are boxed: every connection's future is as
                 // large as its largest state, and is held all its life.

@@ -153,8 +153,9 @@ pub async fn next_request(
     wait: Wait,
     rules: &Rules,
     closing: &Closing,
+    timer: Pin<&mut Sleep>,
 ) -> Intake {
-    let mut buf = match first_bytes(stream, wait, rules, closing).await {
+    let mut buf = match first_bytes(stream, wait, rules, closing, timer).await {
         Ok(buf) => buf,
         Err(why) => return Intake::Closed(why),
     };
@@ -217,19 +218,28 @@ pub async fn next_request(
 
 /// The first bytes of a request. Nothing is held on the heap while the
 /// client sends nothing: each poll reads into a stack buffer, and a heap
-/// buffer is made only from bytes that came. The timer is made only when
-/// a read has to wait.
+/// buffer is made only from bytes that came.
+///
+/// The deadline is kept by the connection's one `timer`, lazily: deadlines
+/// only move later from one request to the next, so a timer set for an
+/// earlier one is left as it is, and re-armed only when it fires before
+/// the wait's own deadline (once per idle period, not once per request).
+/// Only a deadline earlier than the one armed (a lowered keep-alive
+/// timeout) re-arms it at once. Setting and cancelling a timer per request
+/// cost more than the request's steering.
 async fn first_bytes(
     stream: &mut Stream,
     wait: Wait,
     rules: &Rules,
     closing: &Closing,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<BytesMut, Closed> {
     // Made before the flag is read (in the poll below): a close after that
     // still wakes it. Only a keep-alive wait ends when the service closes.
     let mut closed = pin!(closing.notify.notified());
     let ends_on_close = matches!(wait, Wait::Next);
-    let mut timer: Pin<&mut Option<Sleep>> = pin!(None);
+    // This wait's deadline, read from the clock only once a read waits.
+    let mut deadline: Option<Instant> = None;
     poll_fn(|cx| {
         let mut stack = [MaybeUninit::<u8>::uninit(); INIT_BUF];
         let mut read = ReadBuf::uninit(&mut stack);
@@ -249,22 +259,29 @@ async fn first_bytes(
         if ends_on_close && (closing.is_closed() || closed.as_mut().poll(cx).is_ready()) {
             return Poll::Ready(Err(Closed::Shutdown));
         }
-        if timer.is_none() {
+        let by = *deadline.get_or_insert_with(|| {
             let by = match wait {
                 Wait::First { by, .. } => by,
                 Wait::Next => Instant::now() + rules.keepalive_idle,
             };
-            timer.set(Some(sleep_until(by)));
+            if timer.deadline() > by {
+                timer.as_mut().reset(by);
+            }
+            by
+        });
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= by {
+                // A first request's deadline runs from accept: a connection
+                // that sends nothing by then missed its head deadline.
+                return Poll::Ready(Err(match wait {
+                    Wait::First { .. } => Closed::HeadTimeout,
+                    Wait::Next => Closed::Idle,
+                }));
+            }
+            // Armed for an earlier wait: on to this one's deadline.
+            timer.as_mut().reset(by);
         }
-        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
-            // A first request's deadline runs from accept: a connection
-            // that sends nothing by then missed its head deadline.
-            Some(Poll::Ready(())) => Poll::Ready(Err(match wait {
-                Wait::First { .. } => Closed::HeadTimeout,
-                Wait::Next => Closed::Idle,
-            })),
-            _ => Poll::Pending,
-        }
+        Poll::Pending
     })
     .await
 }
@@ -299,7 +316,10 @@ enum Head {
 /// blank line alone; only one that has not ended yet is parsed, to tell a
 /// head still arriving from bytes that will never be one.
 fn head_state(buf: &[u8]) -> Head {
-    if memchr::memmem::find(buf, b"\r\n\r\n").is_some() {
+    // Built once: `memmem::find` builds its searcher on every call.
+    static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    if HEAD_END.find(buf).is_some() {
         return Head::Complete;
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

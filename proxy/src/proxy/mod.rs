@@ -90,6 +90,12 @@ impl ProxyHttp for EdgeProxy {
         Ctx::new(self.steer.current())
     }
 
+    /// No downstream modules. Pingora's default adds its response
+    /// compression module, disabled, which still costs three allocations
+    /// and a filter call per request; the proxy does not compress (origins
+    /// do, and their encoding passes through).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.steer.metrics.downstream_active.inc();
         ctx.active = true;

@@ -65,9 +65,28 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     peer.options.total_connection_timeout = Some(retry.connect_timeout.min(per_try));
     peer.options.read_timeout = Some(per_try);
     peer.options.write_timeout = Some(per_try);
-    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    // No idle timer on pooled connections: Pingora's pool watches each
+    // one and drops it when the origin closes it, and holds at most its
+    // size; TCP keep-alive finds an origin that vanished without a word,
+    // and keeps NAT and load-balancer mappings open meanwhile. An idle
+    // timeout would set and cancel a timer on every request (1.8% CPU).
+    peer.options.idle_timeout = None;
+    peer.options.tcp_keepalive = Some(origin_keepalive());
     ctx.upstream_start = Some(now);
     Ok(Box::new(peer))
+}
+
+/// TCP keep-alive on origin connections: probes after 60 s idle, every
+/// 10 s, dead after 3 unanswered (about 90 s). Set once per connection;
+/// the kernel keeps the timer.
+fn origin_keepalive() -> pingora_core::protocols::TcpKeepalive {
+    pingora_core::protocols::TcpKeepalive {
+        idle: Duration::from_secs(60),
+        interval: Duration::from_secs(10),
+        count: 3,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    }
 }
 
 /// A TLS handshake with an origin failed: a connect failure (passive

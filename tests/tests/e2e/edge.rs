@@ -232,6 +232,47 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_tables_limit() {
     );
 }
 
+/// The connection keeps one idle timer across its requests, armed lazily:
+/// a timer set for an earlier request's wait must not close the connection
+/// before the current wait's own keep-alive timeout.
+#[tokio::test]
+async fn each_keep_alive_wait_gets_its_whole_idle_timeout() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    spec.limits.keepalive_idle_ms = Some(1000);
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    // Requests 600 ms apart: each wait ends well inside its own 1 s, but
+    // the third comes 1.2 s after the first wait began.
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("no answer within 3 s")
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert!(got.starts_with("HTTP/1.1 200"), "request {i}: {got:?}");
+    }
+    // Then idle: closed about 1 s after the last answer, not earlier.
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the idle connection was still open after 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn small_bodies_are_read_whole_at_the_edge_and_a_stalled_one_gets_408() {
     let wd = Workdir::new().unwrap();
