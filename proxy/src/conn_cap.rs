@@ -69,15 +69,12 @@ impl Capped {
     ) {
         let h2c =
             stream.get_ssl_digest().is_none() && self.inner.server_options().is_some_and(|o| o.h2c);
-        let head_timeout = self.steer.peek().table.limits.head_timeout;
-        let mut wait = Wait::First {
-            by: accepted + head_timeout,
-            h2c,
-        };
+        let first_by = accepted + self.steer.peek().table.limits.head_timeout;
+        let mut wait = Wait::First { by: first_by, h2c };
         let mut settings: Option<HttpPersistentSettings> = None;
         // The connection's one timer for its waits between requests
         // (`intake::first_bytes`): armed lazily, not once per request.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(accepted + head_timeout));
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(first_by));
         loop {
             // Copied out: the snapshot is not held while a client idles.
             let (rules, keepalive, max_requests, write_idle) = {

@@ -345,16 +345,21 @@ impl Limiter {
 pub fn ratelimit_header(policy: &str, quota: u32, verdict: &Verdict) -> HeaderValue {
     let t = verdict.reset_ns.div_ceil(1_000_000_000);
     let r = verdict.remaining.min(quota);
+    let write = |w: &mut dyn std::io::Write| write!(w, "\"{policy}\";r={r};t={t}");
     // Formatted on the stack and copied once (a policy name is short;
     // a long one takes the slow path).
     let mut buf = [0u8; 128];
     let mut w = &mut buf[..];
-    let v = match std::io::Write::write_fmt(&mut w, format_args!("\"{policy}\";r={r};t={t}")) {
+    let v = match write(&mut w) {
         Ok(()) => {
             let left = w.len();
             HeaderValue::from_bytes(buf.get(..buf.len() - left).unwrap_or_default())
         }
-        Err(_) => HeaderValue::from_str(&format!("\"{policy}\";r={r};t={t}")),
+        Err(_) => {
+            let mut heap = Vec::new();
+            let _ = write(&mut heap); // a Vec takes any length
+            HeaderValue::from_bytes(&heap)
+        }
     };
     v.unwrap_or(HeaderValue::from_static("invalid"))
 }

@@ -107,6 +107,8 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
 
     // 100 changes: move us-east weight back and forth and drain/undrain ap-southeast.
     let mut propagation = Vec::new();
+    // Version -> how long after its write was sent both proxies reported it.
+    let mut applied = BTreeMap::new();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..100u32 {
         let change = if i % 2 == 0 {
@@ -142,6 +144,7 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
                 all &= p.table_version().await.is_some_and(|pv| pv >= v.version);
             }
             if all {
+                applied.insert(v.version, sent.elapsed());
                 propagation.push(wrote.elapsed().as_secs_f64() * 1000.0);
                 break;
             }
@@ -172,9 +175,11 @@ async fn a_hundred_pushes_under_load_drop_nothing() {
             if let Some(next) = committed.get(&(v + 1)) {
                 assert!(
                     *next + Duration::from_millis(500) >= t0,
-                    "version {v} served {:?} after v{} replaced it",
+                    "version {v} served {:?} after v{} replaced it (both proxies reported v{} {:?} after its write was sent)",
                     t0 - *next,
-                    v + 1
+                    v + 1,
+                    v + 1,
+                    applied.get(&(v + 1))
                 );
             }
         }
