@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgesteer::metrics::Metrics;
-use edgesteer::steer::Steering;
 use edgesteer_config::wire::BackendSpec;
 use edgesteer_config::{parse, TableSpec, COVERGEN_TOML};
 use edgesteer_geo::GeoDb;
+use edgesteer_proxy::metrics::Metrics;
+use edgesteer_proxy::steer::Steering;
 
 fn big_table(backends: usize) -> TableSpec {
     let mut spec = parse::from_toml(COVERGEN_TOML).unwrap();

@@ -19,7 +19,8 @@
 //! - `check`: the one error collector both compilers write through, with
 //!   the shared range and name rules.
 //! - [`error`]: [`ConfigError`], a list of [`FieldError`] `{ path, reason }`.
-//! - [`model`]: the compiled table, index-addressed for the hot path.
+//! - [`model`]: the compiled table, index-addressed for the hot path;
+//!   [`settings`]: its per-region settings blocks and their defaults.
 //! - [`route`]: `decide()`, the candidate order and track assignment.
 //! - [`client_ip`]: who the client is (peer, or the right-most untrusted
 //!   `X-Forwarded-For`/`Forwarded` hop behind trusted proxies).
@@ -29,6 +30,8 @@
 //! - [`diff`]: what changed between two tables, for the audit log and
 //!   `edgesteer ctl diff`.
 //! - [`geo_codes`]: compact country/continent codes and the ISO-3166 table.
+//! - [`pem`]: the one bounded loader of files a table or a flag names
+//!   (regular files only, size-capped; certificates, keys, secrets).
 #![forbid(unsafe_code)]
 
 mod check;
@@ -42,8 +45,10 @@ pub mod host;
 pub mod limits;
 pub mod model;
 pub mod parse;
+pub mod pem;
 pub mod ratelimit;
 pub mod route;
+pub mod settings;
 pub mod sticky;
 pub mod wire;
 

@@ -48,6 +48,14 @@ pub struct DownstreamLimits {
     pub buffer_body_bytes: u32,
 }
 
+impl DownstreamLimits {
+    /// The keep-alive idle time in whole seconds, at least one: what
+    /// Pingora's keep-alive setting takes.
+    pub fn keepalive_secs(&self) -> u64 {
+        self.keepalive_idle.as_secs().max(1)
+    }
+}
+
 impl Default for DownstreamLimits {
     fn default() -> Self {
         DownstreamLimits {

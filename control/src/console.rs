@@ -13,10 +13,9 @@
 //! Every write the console makes goes through the typed API
 //! (`PATCH /v1/regions/..`, `POST /v1/rollback`, `POST /v1/rollouts/..`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -24,139 +23,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use edgesteer_config::explain::{explain_route, BackendRtt, Client};
 use edgesteer_config::route::HealthView;
-use edgesteer_config::{BackendId, RegionId, RoutingTable, TableSpec};
+use edgesteer_config::{BackendId, RegionId, RoutingTable};
 use edgesteer_geo::GeoLookup;
 use serde::{Deserialize, Serialize};
 
-use crate::api::StatsReport;
-use crate::figures::{now_ms, Acc};
-use crate::guard::Caller;
+use edgesteer_control_api::Caller;
+
+use crate::figures::now_ms;
 use crate::http::ApiError;
+use crate::live::{LivePoint, POINTS, POINT_MS};
 use crate::state::Control;
 
-/// One chart point covers this long.
-pub const POINT_MS: u64 = 10_000;
-/// Points kept per region: 15 minutes.
-pub const POINTS: usize = 90;
-/// A proxy's health report counts for this long.
-const HEALTH_FRESH: Duration = Duration::from_secs(5);
-/// Proxies whose health is tracked at once; past it a new name is not.
-const MAX_REPORTERS: usize = 10_000;
-/// Unavailable backends kept per proxy and region.
-const MAX_UNHEALTHY: usize = 1_000;
 /// Stored versions scanned for canary-share changes.
 const STEP_SCAN: usize = 500;
-
-/// One 10-second point of a region, summed over the fleet (both tracks).
-#[derive(Clone, Debug, Default)]
-struct Point {
-    start_ms: u64,
-    sums: Acc,
-    canary_requests: u64,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// Region -> its points, oldest first; only regions of the table.
-    series: HashMap<String, VecDeque<Point>>,
-    /// Proxy -> when it last reported, and region -> unavailable backends.
-    health: HashMap<String, (Instant, BTreeMap<String, Vec<String>>)>,
-}
-
-/// What the console draws from the proxies' stats.
-#[derive(Default)]
-pub(crate) struct Live(Mutex<Inner>);
-
-impl Live {
-    /// Adds one proxy's report (about once a second per proxy).
-    pub(crate) fn ingest(&self, table: &TableSpec, report: &StatsReport) {
-        let Ok(mut inner) = self.0.lock() else {
-            return;
-        };
-        let now = now_ms();
-        let start_ms = now - now % POINT_MS;
-        let mut health = BTreeMap::new();
-        for (region, r) in &report.regions {
-            if !table.regions.contains_key(region) {
-                continue;
-            }
-            let points = inner.series.entry(region.clone()).or_default();
-            if points.back().is_none_or(|p| p.start_ms < start_ms) {
-                points.push_back(Point {
-                    start_ms,
-                    ..Point::default()
-                });
-            }
-            while points.len() > POINTS {
-                points.pop_front();
-            }
-            if let Some(p) = points.back_mut() {
-                p.sums.add(&r.stable);
-                p.sums.add(&r.canary);
-                p.canary_requests = p.canary_requests.saturating_add(r.canary.requests);
-            }
-            let mut unhealthy = r.unhealthy.clone();
-            unhealthy.truncate(MAX_UNHEALTHY);
-            health.insert(region.clone(), unhealthy);
-        }
-        inner
-            .series
-            .retain(|region, _| table.regions.contains_key(region));
-        inner
-            .health
-            .retain(|_, (at, _)| at.elapsed() < HEALTH_FRESH);
-        if inner.health.len() < MAX_REPORTERS || inner.health.contains_key(&report.proxy) {
-            inner
-                .health
-                .insert(report.proxy.clone(), (Instant::now(), health));
-        }
-    }
-
-    /// Backends any proxy reporting now holds unavailable, by region, and
-    /// how many proxies report.
-    fn unhealthy(&self) -> (BTreeMap<String, BTreeSet<String>>, usize) {
-        let Ok(inner) = self.0.lock() else {
-            return (BTreeMap::new(), 0);
-        };
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut reporting = 0;
-        for (at, regions) in inner.health.values() {
-            if at.elapsed() >= HEALTH_FRESH {
-                continue;
-            }
-            reporting += 1;
-            for (region, keys) in regions {
-                out.entry(region.clone())
-                    .or_default()
-                    .extend(keys.iter().cloned());
-            }
-        }
-        (out, reporting)
-    }
-
-    fn points(&self, region: &str, since_ms: u64) -> Vec<LivePoint> {
-        let Ok(inner) = self.0.lock() else {
-            return Vec::new();
-        };
-        inner
-            .series
-            .get(region)
-            .map(|points| {
-                points
-                    .iter()
-                    .filter(|p| p.start_ms >= since_ms)
-                    .map(|p| LivePoint {
-                        at_ms: p.start_ms,
-                        requests: p.sums.requests,
-                        errors: p.sums.errors,
-                        canary_requests: p.canary_requests,
-                        p99_ms: Some(p.sums.p99_ms()).filter(|ms| *ms > 0.0 && ms.is_finite()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
 
 /// `GET /v1/whoami`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -173,16 +52,6 @@ pub(crate) async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI>
 }
 
 /// One chart point: 10 seconds of a region's traffic, fleet-wide.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LivePoint {
-    pub at_ms: u64,
-    pub requests: u64,
-    pub errors: u64,
-    pub canary_requests: u64,
-    /// `null` without samples, or beyond the largest latency bucket.
-    pub p99_ms: Option<f64>,
-}
-
 /// A stored version that changed a region's canary share.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CanaryChange {

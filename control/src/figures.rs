@@ -8,12 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgesteer_config::wire::RolloutSpec;
 use edgesteer_config::TableSpec;
 
-use crate::api::{Figures, Gates, StatsReport, TrackReport};
+use edgesteer_control_api::api::{Figures, Gates, StatsReport, TrackReport};
 
 /// Upper bounds (ms) of the latency buckets; one more bucket catches the rest.
-pub const LATENCY_BUCKETS_MS: [f64; 13] = [
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
-];
+pub use edgesteer_control_api::api::LATENCY_BUCKETS_MS;
 /// Canary requests needed before the error-rate gate can fire.
 const MIN_ERROR_SAMPLE: u64 = 20;
 /// A proxy's canary-health report counts for this long.

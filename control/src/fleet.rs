@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::api::{Ack, FleetEntry};
+use edgesteer_control_api::api::{Ack, FleetEntry};
 
 /// What the service knows of one proxy.
 #[derive(Clone, Debug)]

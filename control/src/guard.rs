@@ -5,25 +5,18 @@
 //! With mTLS, a verified client certificate named by `--cert-proxy`
 //! stands in for a `proxy` token on watch, acks and stats.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use edgesteer_control_api::auth::{bearer, Access, Caller, Role};
+use edgesteer_listener::{PeerAddr, PeerCertificate};
 
-use crate::auth::{bearer, Access, Role};
 use crate::http::ApiError;
-use crate::listener::PeerCert;
+use crate::peer_cert::PeerCert;
 use crate::state::Control;
-
-/// Who made a request: the name and role of the token presented.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub name: String,
-    pub role: Role,
-}
 
 /// What a request on `route` with `method` needs.
 pub(crate) fn access_of(method: &Method, route: &str) -> Access {
@@ -47,21 +40,19 @@ pub(crate) async fn guard(
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let access = access_of(req.method(), &route);
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     // mTLS: without a bearer token, a verified client certificate whose
     // name is listed with --cert-proxy may do what a `proxy` token may.
-    let by_cert = match req.extensions().get::<PeerCert>() {
-        Some(cert)
+    let by_cert = match req.extensions().get::<PeerCertificate>() {
+        Some(PeerCertificate(der))
             if matches!(access, Access::Watch | Access::Report)
                 && bearer(req.headers()).is_none() =>
         {
-            c.cert_proxy(&cert.names).map(|name| Caller {
-                name: name.to_string(),
-                role: Role::Proxy,
-            })
+            c.cert_proxy(&PeerCert::from_der(der).names)
+                .map(|name| Caller {
+                    name: name.to_string(),
+                    role: Role::Proxy,
+                })
         }
         _ => None,
     };

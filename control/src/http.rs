@@ -10,8 +10,8 @@ use bytes::Bytes;
 use edgesteer_config::{ConfigError, FieldError};
 use serde::Deserialize;
 
-use crate::api::{etag, ErrorBody, TableRecord};
 use crate::store::VersionRecord;
+use edgesteer_control_api::api::{etag, ErrorBody, TableRecord};
 
 /// An API error: status, a stable code, a message, and field errors.
 #[derive(Debug)]

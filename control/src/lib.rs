@@ -1,40 +1,39 @@
 //! # edgesteer-control
 //!
-//! Owns the control plane: the config service that keeps every version of
-//! the routing table with an audit record (who, when, what changed, why),
-//! validates and compiles each write before storing it, pushes new versions
-//! to proxies by long-poll and collects their acknowledgements; and the
-//! HTTP client that proxies (watch) and `edgesteer ctl` (ops) use.
+//! The config service: it keeps every version of the routing table with
+//! an audit record (who, when, what changed, why), validates and compiles
+//! each write before storing it, pushes new versions to proxies by
+//! long-poll and collects their acknowledgements and stats, runs the
+//! rollout controller, and serves the ops console.
 //!
-//! It is a separate crate from `edgesteer-config` because it needs tokio
-//! and axum, which the table model deliberately does not.
+//! The wire types, the client and the token types it shares with proxies
+//! and `ctl` are in `edgesteer-control-api`; its transport (TLS, limits,
+//! drain) is `edgesteer-listener`. This crate holds what only the service
+//! needs: axum, the stores (file, etcd) and x509 names for mTLS.
 //!
 //! ## Layout
-//! - [`api`]: the wire types of every endpoint, shared by service, client and `ctl`.
-//! - [`store`]: the `Store` trait, the crash-safe `FileStore`, `MemoryStore`.
+//! - [`store`]: the `Store` trait, the crash-safe `FileStore`, `MemoryStore`;
+//!   [`etcd`]: the replicated store.
 //! - [`state`]: the service's state ([`Control`]) and its write path.
 //! - [`service`]: the router (see docs/api.md); handlers live in
 //!   `table` (table endpoints), `proxies` (watch, acks, stats, fleet view)
-//!   and [`rollout`].
+//!   and [`rollout`]; `guard` is the access check in front of them.
 //! - [`rollout`]: the canary rollout controller and its commands; the
 //!   figures and gates it judges are in `figures`.
-//! - `auth`, `http`, `fleet`: tokens, HTTP plumbing, the fleet register.
-//! - [`listener`]: the service's transport: accept loop, TLS, timeouts,
-//!   connection cap, graceful shutdown.
-//! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
-//!   or TLS verified against a given CA, optionally with a client certificate).
+//! - [`console`]: the ops console's page and reads; `live` keeps what it
+//!   draws from the proxies' stats.
+//! - `http`, `fleet`, `replicas`, [`peer_cert`]: HTTP plumbing, the fleet
+//!   register, what replicas share, and client-certificate names.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod auth;
-pub mod client;
 pub mod console;
 pub mod etcd;
 mod figures;
 mod fleet;
-pub mod guard;
+mod guard;
 mod http;
-pub mod listener;
+mod live;
+pub mod peer_cert;
 mod proxies;
 mod replicas;
 pub mod rollout;
@@ -45,9 +44,6 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{
-    bearer, find_token, read_secret_file, read_token_file, token_name, Access, Role, Token,
-};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use service::{router, DEFAULT_BODY_LIMIT};
 pub use state::{Control, StartError};

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use crate::api::{Ack, Fleet, StatsReport, WatchQuery};
 use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
 use crate::store::VersionRecord;
+use edgesteer_control_api::api::{Ack, Fleet, StatsReport, WatchQuery};
 
 /// Longest a watch request is held open.
 const MAX_WATCH: Duration = Duration::from_secs(60);

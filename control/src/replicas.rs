@@ -15,7 +15,7 @@ use crate::store::StoreError;
 /// A fleet entry as replicas share it, with when it was written.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SharedEntry {
-    entry: crate::api::FleetEntry,
+    entry: edgesteer_control_api::api::FleetEntry,
     at_ms: u64,
 }
 
@@ -86,7 +86,7 @@ impl Control {
 
     /// Shares a stats report with the other replicas (the leader's
     /// rollout gates count it).
-    pub(crate) fn share_stats(self: &Arc<Self>, report: &crate::api::StatsReport) {
+    pub(crate) fn share_stats(self: &Arc<Self>, report: &edgesteer_control_api::api::StatsReport) {
         if !self.store.follow_needed() {
             return;
         }
@@ -99,7 +99,7 @@ impl Control {
 
     /// The fleet as every replica knows it: this one's register, plus the
     /// proxies other replicas heard from (within the fleet expiry).
-    pub(crate) async fn whole_fleet(&self) -> Vec<crate::api::FleetEntry> {
+    pub(crate) async fn whole_fleet(&self) -> Vec<edgesteer_control_api::api::FleetEntry> {
         let mut list = self.fleet.list();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -118,7 +118,7 @@ impl Control {
             if ago > self.fleet.expiry_ms() || list.iter().any(|e| e.proxy == s.entry.proxy) {
                 continue;
             }
-            list.push(crate::api::FleetEntry {
+            list.push(edgesteer_control_api::api::FleetEntry {
                 last_seen_ms_ago: Some(ago),
                 ..s.entry
             });

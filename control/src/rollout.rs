@@ -27,20 +27,21 @@ use edgesteer_config::model::RolloutState;
 use edgesteer_config::wire::{RegionSpec, RolloutSpec, RolloutStep};
 use edgesteer_config::{compile, TableSpec};
 
-use crate::api::{RolloutAction, RolloutChange, RolloutCommand, RolloutStatus, Rollouts};
 use crate::figures::{gates, now_ms, Verdict};
-use crate::guard::Caller;
 use crate::http::{parse_body, ApiError};
 use crate::state::Control;
+use edgesteer_control_api::api::{
+    RolloutAction, RolloutChange, RolloutCommand, RolloutStatus, Rollouts,
+};
+use edgesteer_control_api::Caller;
 
 // The report types and buckets lived here; kept at these paths for the proxy.
-pub use crate::api::{RegionReport, StatsReport, TrackReport};
 pub use crate::figures::LATENCY_BUCKETS_MS;
+pub use edgesteer_control_api::api::{RegionReport, StatsReport, TrackReport};
 
-/// The state of a rollout in the table. A stored table always compiles, so
-/// its state always parses; anything else reads as idle.
+/// The state of a rollout in the table (see [`RolloutState::of`]).
 pub fn state_of(ro: &RolloutSpec) -> RolloutState {
-    RolloutState::parse(&ro.state).unwrap_or(RolloutState::Idle)
+    RolloutState::of(ro)
 }
 
 fn set_state(ro: &mut RolloutSpec, state: RolloutState) {

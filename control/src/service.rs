@@ -12,10 +12,10 @@ use crate::guard::guard;
 use crate::{console, proxies, rollout, table};
 
 // These lived here; kept at these paths for the proxy and older callers.
-pub use crate::api::{Ack, FleetEntry};
-pub use crate::auth::{bearer, token_name, Token};
 pub use crate::http::ApiError;
 pub use crate::state::{Control, StartError};
+pub use edgesteer_control_api::api::{Ack, FleetEntry};
+pub use edgesteer_control_api::auth::{bearer, token_name, Token};
 
 /// Default cap on request bodies (a 10,000-backend table is about 1 MB).
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;

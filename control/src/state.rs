@@ -17,12 +17,13 @@ use edgesteer_config::ratelimit::hashed_key;
 use edgesteer_config::{compile, diff, ConfigError, TableSpec};
 use tokio::sync::{watch, Mutex};
 
-use crate::api::etag;
-use crate::auth::{bearer, find_token, Access, Token};
+use edgesteer_control_api::api::etag;
+use edgesteer_control_api::auth::{authorize, bearer, Access, Token};
+use edgesteer_listener::ConnStats;
+
 use crate::figures::Windows;
 use crate::fleet::FleetRegister;
 use crate::http::ApiError;
-use crate::listener::ConnStats;
 use crate::store::{Audit, Store, StoreError, VersionRecord};
 
 /// Shared state of the service.
@@ -43,10 +44,10 @@ pub struct Control {
     /// Rollout figures per region since its current step began.
     pub(crate) windows: Windows,
     /// What the console draws: recent traffic and the fleet's health.
-    pub(crate) live: crate::console::Live,
+    pub(crate) live: crate::live::Live,
     /// The geo database the console's explain uses (`--geo-db`).
     geo: std::sync::OnceLock<Arc<edgesteer_geo::GeoDb>>,
-    /// The listener's connection counters (see [`crate::listener`]).
+    /// The listener's connection counters (see [`edgesteer_listener`]).
     pub conn_stats: Arc<ConnStats>,
     /// Set when the service shuts down: open watches answer at once.
     pub(crate) closing: watch::Sender<bool>,
@@ -94,7 +95,7 @@ impl Control {
             forbidden: AtomicU64::new(0),
             fleet: FleetRegister::default(),
             windows: Windows::default(),
-            live: crate::console::Live::default(),
+            live: crate::live::Live::default(),
             geo: std::sync::OnceLock::new(),
             conn_stats: Arc::default(),
             closing: watch::channel(false).0,
@@ -120,7 +121,8 @@ impl Control {
             tokio::spawn(async move {
                 while let Some(json) = reports.recv().await {
                     let Some(c) = c.upgrade() else { return };
-                    let Ok(report) = serde_json::from_slice::<crate::api::StatsReport>(&json)
+                    let Ok(report) =
+                        serde_json::from_slice::<edgesteer_control_api::api::StatsReport>(&json)
                     else {
                         continue;
                     };
@@ -172,7 +174,7 @@ impl Control {
     }
 
     /// One proxy's stats: into the rollout windows and the console's view.
-    pub(crate) fn ingest_stats(&self, report: &crate::api::StatsReport) {
+    pub(crate) fn ingest_stats(&self, report: &edgesteer_control_api::api::StatsReport) {
         if let Some(cur) = self.latest() {
             self.windows.ingest(&cur.table, report);
             self.live.ingest(&cur.table, report);
@@ -318,40 +320,17 @@ impl Control {
         access: Access,
     ) -> Result<&Token, ApiError> {
         let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
-        let Some(token) = bearer(headers).and_then(|t| find_token(&self.tokens, t)) else {
-            self.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            let presented = bearer(headers).is_some();
-            tracing::warn!(%peer, ?access, presented, "config service request refused: no valid token");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                if presented {
-                    "the bearer token is not valid"
-                } else {
-                    "this endpoint needs `Authorization: Bearer <token>`"
-                },
-            ));
-        };
-        if !token.role.allows(access) {
-            self.forbidden.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, token = %token.name, role = token.role.as_str(), ?access, "config service request refused: role not allowed");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "token {} has role {}, which may not {}",
-                    token.name,
-                    token.role.as_str(),
-                    match access {
-                        Access::Read => "read",
-                        Access::Write => "change routing",
-                        Access::Watch => "watch",
-                        Access::Report => "send acks or stats (proxy tokens only)",
-                    }
-                ),
-            ));
-        }
-        Ok(token)
+        authorize(&self.tokens, headers, access, "--token-file").map_err(|r| {
+            if r.status == StatusCode::FORBIDDEN {
+                self.forbidden.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, ?access, reason = %r.message, "config service request refused: role not allowed");
+            } else {
+                self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                let presented = bearer(headers).is_some();
+                tracing::warn!(%peer, ?access, presented, "config service request refused: no valid token");
+            }
+            ApiError::new(r.status, r.error, r.message)
+        })
     }
 
     /// Refuses a write whose `If-Match` is not the current version's ETag.
@@ -423,17 +402,17 @@ pub(crate) fn redact(mut r: VersionRecord) -> VersionRecord {
 }
 
 /// Serves the config service's `app` on `listener` until `shutdown`
-/// resolves, through [`crate::listener::serve_with`]: the service's own
+/// resolves, through [`edgesteer_listener::serve_with`]: the service's own
 /// connection counters, and held watches ended when the drain begins.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<Control>,
     app: axum::Router,
-    transport: crate::listener::Transport,
+    transport: edgesteer_listener::Transport,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let stats = control.conn_stats.clone();
-    crate::listener::serve_with(
+    edgesteer_listener::serve_with(
         listener,
         app,
         transport,

@@ -7,36 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use edgesteer_config::TableSpec;
-use serde::{Deserialize, Serialize};
 
-/// Who changed what, when and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Audit {
-    /// Token name of the writer (or `seed`).
-    pub actor: String,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// RFC 3339 form of `at_ms`.
-    pub at: String,
-    /// What the write did (seed, replace, set-weight, rollback,
-    /// rollout-start, ...; every action is listed in docs/api.md).
-    pub action: String,
-    /// One line per changed field (see `edgesteer_config::diff`).
-    pub summary: Vec<String>,
-    pub reason: String,
-    /// For rollbacks: the version restored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored: Option<u64>,
-}
-
-/// One stored version of the table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VersionRecord {
-    pub version: u64,
-    pub table: TableSpec,
-    pub audit: Audit,
-}
+pub use edgesteer_control_api::api::{Audit, VersionRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

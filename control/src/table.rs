@@ -13,12 +13,12 @@ use bytes::Bytes;
 use edgesteer_config::wire::RegionSpec;
 use edgesteer_config::{compile, diff, parse};
 
-use crate::api::{
-    Diff, DiffQuery, History, HistoryEntry, HistoryQuery, PatchRegion, PutTable, Rollback,
-};
-use crate::guard::Caller;
 use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
+use edgesteer_control_api::api::{
+    Diff, DiffQuery, History, HistoryEntry, HistoryQuery, PatchRegion, PutTable, Rollback,
+};
+use edgesteer_control_api::Caller;
 
 pub(crate) async fn get_table(State(c): State<Arc<Control>>) -> Result<Response, ApiError> {
     let r = c.current_or_404()?;

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use edgesteer_config::model::RolloutState;
 
-use crate::api::{Ack, PatchRegion, RolloutAction, RolloutCommand, StatsReport};
-use crate::client::{Client, ClientError};
 use crate::rollout::state_of;
-use crate::{router, Control, MemoryStore, Token, DEFAULT_BODY_LIMIT};
+use crate::{router, Control, MemoryStore, DEFAULT_BODY_LIMIT};
+use edgesteer_control_api::api::{Ack, PatchRegion, RolloutAction, RolloutCommand, StatsReport};
+use edgesteer_control_api::client::{Client, ClientError};
+use edgesteer_control_api::Token;
 
 const SECRET: &str = "ops-secret-1";
 const PROXY_SECRET: &str = "proxy-secret-1";
@@ -19,7 +20,7 @@ async fn serve() -> (Arc<Control>, Client) {
     let seed = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
     let tokens = vec![
         Token {
-            role: crate::auth::Role::Ops,
+            role: edgesteer_control_api::auth::Role::Ops,
             name: "ops".into(),
             secret: SECRET.into(),
         },
@@ -38,7 +39,7 @@ async fn serve() -> (Arc<Control>, Client) {
             listener,
             served,
             app,
-            crate::listener::Transport::default(),
+            edgesteer_listener::Transport::default(),
             std::future::pending(),
         )
         .await
@@ -301,9 +302,10 @@ async fn shutdown_ends_held_watches_and_drains() {
     let addr = listener.local_addr().unwrap();
     let app = router(control.clone(), DEFAULT_BODY_LIMIT);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let transport = crate::listener::Transport {
+    let transport = edgesteer_listener::Transport {
+        name: "config service",
         tls: None,
-        limits: crate::listener::Limits {
+        limits: edgesteer_listener::Limits {
             grace_period: Duration::from_secs(3),
             ..Default::default()
         },

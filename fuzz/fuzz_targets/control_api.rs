@@ -15,7 +15,8 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
 use axum::body::Body;
-use edgesteer_control::{router, Control, MemoryStore, Token};
+use edgesteer_control::{router, Control, MemoryStore};
+use edgesteer_control_api::Token;
 use edgesteer_fuzz::{check_table, gen_table};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;

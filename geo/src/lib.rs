@@ -35,9 +35,13 @@ use edgesteer_config::{Continent, Country};
 use maxminddb::Reader;
 use serde::Deserialize;
 
+mod address_class;
 #[cfg(feature = "test-util")]
 pub mod testdb;
 mod verify;
+
+use address_class::canonical;
+pub use address_class::is_non_routable;
 
 /// The bundled country database (see `geo/data/README.md` for its origin).
 pub static BUNDLED_DB: &[u8] = include_bytes!("../data/geo-whois-asn-country.mmdb");
@@ -349,7 +353,7 @@ fn check_usable<S: AsRef<[u8]>>(reader: &Reader<S>, origin: &str) -> Result<(), 
     } else {
         IpAddr::V4(std::net::Ipv4Addr::new(8, 8, 8, 8))
     };
-    match reader.lookup::<Record<'_>>(probe) {
+    match reader.lookup(probe).and_then(|r| r.decode::<Record<'_>>()) {
         Ok(_) => Ok(()),
         Err(e) => Err(GeoError::Unusable {
             origin: origin.into(),
@@ -400,7 +404,7 @@ struct ContinentRec<'a> {
 }
 
 fn decode<S: AsRef<[u8]>>(reader: &Reader<S>, ip: IpAddr) -> GeoResult {
-    let rec = match reader.lookup::<Record<'_>>(ip) {
+    let rec = match reader.lookup(ip).and_then(|r| r.decode::<Record<'_>>()) {
         Ok(Some(rec)) => rec,
         Ok(None) => return GeoResult::empty(LookupStatus::NotFound),
         // An IPv6 address in an IPv4-only database lands here too.
@@ -424,45 +428,6 @@ fn decode<S: AsRef<[u8]>>(reader: &Reader<S>, ip: IpAddr) -> GeoResult {
             status: LookupStatus::Found,
         },
         None => GeoResult::empty(LookupStatus::NotFound),
-    }
-}
-
-// ---- address classes -----------------------------------------------------
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Addresses no geo database can place: private, loopback, link-local,
-/// shared (CGNAT), documentation, multicast, unspecified and reserved.
-pub fn is_non_routable(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_multicast()
-                || o[0] == 0
-                || o[0] >= 240
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || (o[0] == 198 && (o[1] & 0xfe) == 18)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-        }
     }
 }
 

@@ -14,18 +14,23 @@
 //! indices, and routing reads one atomic flag per backend from it.
 //!
 //! ## Layout
-//! - [`state`]: endpoint/backend state, the registry, `TableHealth`, passive reports, `/v1/health` document.
+//! - [`state`]: backend state, the registry, `TableHealth`, passive reports, `/v1/health` document.
+//! - `endpoint`: one resolved address's state ([`Endpoint`]) and its last probe report.
 //! - [`probe`]: one HTTP or TCP probe.
 //! - [`service`]: the background tasks (probes, DNS, ejection sweep) following the live table.
+//! - [`tls`]: how a probe speaks TLS to a backend ([`ProbeTls`]).
 #![forbid(unsafe_code)]
 
+mod endpoint;
 pub mod probe;
 pub mod service;
 pub mod state;
+pub mod tls;
 
 pub use probe::tls_reason;
-pub use service::{DnsConfig, ProbeTarget, ProbeTls};
+pub use service::{DnsConfig, ProbeTarget};
 pub use state::{BackendState, Endpoint, HealthRegistry, HealthStatus, Outcome, TableHealth};
+pub use tls::ProbeTls;
 
 #[cfg(test)]
 mod tests;

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::service::ProbeTls;
 use crate::state::{now_ms, ProbeReport};
+use crate::tls::ProbeTls;
 
 /// Bodies longer than this are not read past (expect_body must be early).
 const MAX_BODY: usize = 64 * 1024;

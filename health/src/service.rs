@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::probe::{jitter, probe};
 use crate::state::{now_ms, BackendState};
+pub use crate::tls::ProbeTls;
 
 /// One backend to watch, with the settings of its region.
 #[derive(Clone, Debug)]
@@ -27,23 +28,6 @@ pub struct ProbeTarget {
     pub settings: HealthSettings,
     /// TLS to the backend, as its region's upstream settings say.
     pub tls: Option<ProbeTls>,
-}
-
-/// How a probe speaks TLS to a backend: the client config (roots, client
-/// certificate, verification) and the name to verify.
-#[derive(Clone, Debug)]
-pub struct ProbeTls {
-    pub config: Arc<rustls::ClientConfig>,
-    pub name: rustls::pki_types::ServerName<'static>,
-    /// Identifies the settings behind `config`: the probe restarts only
-    /// when they change, not on every table.
-    pub fingerprint: u64,
-}
-
-impl PartialEq for ProbeTls {
-    fn eq(&self, other: &ProbeTls) -> bool {
-        self.name == other.name && self.fingerprint == other.fingerprint
-    }
 }
 
 /// Where hostnames are resolved.

@@ -8,10 +8,13 @@
 //! Writers (probes, passive reports, DNS, the ejection sweep) keep an
 //! `available` summary flag current, so the request path reads one atomic
 //! per backend and never a clock or a lock.
+//!
+//! An endpoint's own fields and its probe report are in `endpoint.rs`
+//! ([`Endpoint`], [`ProbeReport`], re-exported here).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -21,7 +24,7 @@ use edgesteer_config::route::HealthView;
 use edgesteer_config::{Backend, BackendId, RegionId, RoutingTable};
 use serde::Serialize;
 
-const NO_RTT: u32 = u32::MAX;
+pub use crate::endpoint::{Endpoint, ProbeReport};
 
 /// Milliseconds on a process-wide monotonic clock (never 0).
 pub fn now_ms() -> u64 {
@@ -39,109 +42,6 @@ pub enum Outcome {
     Reset,
     /// A response arrived with this status.
     Status(u16),
-}
-
-/// The last active probe of an endpoint, for `/v1/health`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ProbeReport {
-    pub ok: bool,
-    /// Status line, error, or "connected" for TCP probes.
-    pub detail: String,
-    pub rtt_us: Option<u32>,
-    /// Milliseconds ago when reported.
-    #[serde(skip)]
-    pub at_ms: u64,
-}
-
-#[derive(Debug, Default)]
-struct Detail {
-    last_probe: Option<ProbeReport>,
-    eject_cause: Option<String>,
-}
-
-/// One resolved address of a backend.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    available: AtomicBool,
-    active_healthy: AtomicBool,
-    consecutive_ok: AtomicU32,
-    consecutive_fail: AtomicU32,
-    rtt_us: AtomicU32,
-    passive_failures: AtomicU32,
-    passive_5xx: AtomicU32,
-    /// 0 when not ejected.
-    ejected_until_ms: AtomicU64,
-    ejections: AtomicU32,
-    detail: Mutex<Detail>,
-}
-
-impl Endpoint {
-    pub fn new(addr: SocketAddr) -> Self {
-        Endpoint {
-            addr,
-            available: AtomicBool::new(true),
-            active_healthy: AtomicBool::new(true),
-            consecutive_ok: AtomicU32::new(0),
-            consecutive_fail: AtomicU32::new(0),
-            rtt_us: AtomicU32::new(NO_RTT),
-            passive_failures: AtomicU32::new(0),
-            passive_5xx: AtomicU32::new(0),
-            ejected_until_ms: AtomicU64::new(0),
-            ejections: AtomicU32::new(0),
-            detail: Mutex::new(Detail::default()),
-        }
-    }
-
-    pub fn is_available(&self) -> bool {
-        self.available.load(Ordering::Relaxed)
-    }
-
-    pub fn is_active_healthy(&self) -> bool {
-        self.active_healthy.load(Ordering::Relaxed)
-    }
-
-    pub fn is_ejected(&self) -> bool {
-        self.ejected_until_ms.load(Ordering::Relaxed) != 0
-    }
-
-    pub fn rtt_us(&self) -> Option<u32> {
-        match self.rtt_us.load(Ordering::Relaxed) {
-            NO_RTT => None,
-            v => Some(v),
-        }
-    }
-
-    /// Folds an RTT sample into the EWMA (new sample weighs 1/4).
-    pub fn observe_rtt_us(&self, sample: u32) {
-        let sample = sample.min(NO_RTT - 1);
-        let prev = self.rtt_us.load(Ordering::Relaxed);
-        let next = if prev == NO_RTT {
-            sample
-        } else {
-            ((u64::from(prev) * 3 + u64::from(sample)) / 4) as u32
-        };
-        self.rtt_us.store(next, Ordering::Relaxed);
-    }
-
-    fn refresh(&self) {
-        let ok = self.active_healthy.load(Ordering::Relaxed) && !self.is_ejected();
-        self.available.store(ok, Ordering::Relaxed);
-    }
-
-    fn with_detail<R>(&self, f: impl FnOnce(&mut Detail) -> R) -> R {
-        let mut guard = match self.detail.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
-    }
-
-    /// Sets the active state directly (tests, admin overrides).
-    pub fn set_active_healthy(&self, healthy: bool) {
-        self.active_healthy.store(healthy, Ordering::Relaxed);
-        self.refresh();
-    }
 }
 
 /// Everything known about one backend, shared by every table that has it.

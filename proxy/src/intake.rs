@@ -46,6 +46,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::lazy_deadline::LazyDeadline;
+
 /// The first buffer's size: Pingora's own first header buffer, which the
 /// buffer handed over becomes.
 const INIT_BUF: usize = 4096;
@@ -220,20 +222,16 @@ pub async fn next_request(
 /// client sends nothing: each poll reads into a stack buffer, and a heap
 /// buffer is made only from bytes that came.
 ///
-/// The deadline is kept by the connection's one `timer`, lazily: deadlines
-/// only move later from one request to the next, so a timer set for an
-/// earlier one is left as it is, and re-armed only when it fires before
-/// the wait's own deadline (once per idle period, not once per request).
-/// Only a deadline earlier than the one armed (a lowered keep-alive
-/// timeout) re-arms it at once. Setting and cancelling a timer per request
-/// cost more than the request's steering.
+/// The deadline is kept by the connection's one `timer`, lazily (see
+/// [`LazyDeadline`]).
 async fn first_bytes(
     stream: &mut Stream,
     wait: Wait,
     rules: &Rules,
     closing: &Closing,
-    mut timer: Pin<&mut Sleep>,
+    timer: Pin<&mut Sleep>,
 ) -> Result<BytesMut, Closed> {
+    let mut timer = LazyDeadline::new(timer);
     // Made before the flag is read (in the poll below): a close after that
     // still wakes it. Only a keep-alive wait ends when the service closes.
     let mut closed = pin!(closing.notify.notified());
@@ -264,24 +262,17 @@ async fn first_bytes(
                 Wait::First { by, .. } => by,
                 Wait::Next => Instant::now() + rules.keepalive_idle,
             };
-            if timer.deadline() > by {
-                timer.as_mut().reset(by);
-            }
+            timer.arm(by);
             by
         });
-        while timer.as_mut().poll(cx).is_ready() {
-            if timer.deadline() >= by {
-                // A first request's deadline runs from accept: a connection
-                // that sends nothing by then missed its head deadline.
-                return Poll::Ready(Err(match wait {
-                    Wait::First { .. } => Closed::HeadTimeout,
-                    Wait::Next => Closed::Idle,
-                }));
-            }
-            // Armed for an earlier wait: on to this one's deadline.
-            timer.as_mut().reset(by);
-        }
-        Poll::Pending
+        // A first request's deadline runs from accept: a connection that
+        // sends nothing by then missed its head deadline.
+        timer.poll_passed(cx, by).map(|()| {
+            Err(match wait {
+                Wait::First { .. } => Closed::HeadTimeout,
+                Wait::Next => Closed::Idle,
+            })
+        })
     })
     .await
 }

@@ -1,9 +1,12 @@
-//! # edgesteer
+//! # edgesteer-proxy
 //!
-//! The data plane and the `edgesteer` binary. Owns the Pingora adapter
-//! ([`proxy::EdgeProxy`]), the live routing state ([`steer::Steering`], one
-//! `ArcSwap<Snapshot>`), client-IP extraction, TLS termination, metrics,
-//! the admin listener, the demo backends and the command line.
+//! The data plane, on Pingora. Owns the Pingora adapter
+//! ([`proxy::EdgeProxy`]), the request intake in front of it, the live
+//! routing state ([`steer::Steering`], one `ArcSwap<Snapshot>`), origins,
+//! TLS termination, metrics, the admin listener, and following the config
+//! service. It depends on the config service's API crate, never on the
+//! service itself; the command line that starts it is the `edgesteer`
+//! crate.
 //!
 //! The routing logic itself is not here: `decide()` and the table model
 //! live in `edgesteer-config`, geo lookups in `edgesteer-geo`, backend
@@ -12,24 +15,29 @@
 //!
 //! ## Layout
 //! - [`proxy`]: the Pingora adapter, one module per phase.
-//! - [`steer`]: the live snapshot; [`watch`]: following the config service;
-//!   [`stats`] and [`report`]: per-track counts for rollout gates.
+//! - [`conn_cap`]: the connection cap; [`conn_loop`]: each HTTP/1
+//!   connection's request loop, with the [`intake`] reading each request
+//!   before Pingora's session exists, its waits timed by one
+//!   [`lazy_deadline`]; [`heartbeat`]: the workers' timer heartbeat.
+//! - [`steer`]: the live snapshot; [`origin`]: upstream peers and their
+//!   TLS, [`cert_watch`] reloading its files; [`watch`]: following the config service; [`stats`] and
+//!   [`report`]: per-track counts for rollout gates.
 //! - [`sticky`]: which key pins a client to its track (who the client is
 //!   is `edgesteer_config::client_ip`).
 //! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`],
 //!   [`access_log`]: serving and observing; [`lifecycle`]: signals,
-//!   upgrades and the runtime directory; [`explain`]: "where would this client go, and why".
-//! - [`cli`], [`ctl`], [`demo`]: the binary's commands, the ops CLI and the
-//!   demo backends.
+//!   upgrades and the runtime directory; [`explain`]: "where would this
+//!   client go, and why".
 
 pub mod access_log;
 pub mod admin;
-pub mod cli;
+pub mod cert_watch;
 pub mod conn_cap;
-pub mod ctl;
-pub mod demo;
+pub mod conn_loop;
 pub mod explain;
+pub mod heartbeat;
 pub mod intake;
+pub mod lazy_deadline;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

@@ -4,7 +4,8 @@
 //! `NAME@ADDR`, sent over the upgrade socket on SIGQUIT, and taken back
 //! from it by the new process. Each runs on its own one-thread runtime, so
 //! admin traffic never competes with the data plane's workers, behind the
-//! config service's accept loop (head and idle timeouts, connection cap).
+//! same accept loop as the config service, [`edgesteer_listener`] (head
+//! and idle timeouts, connection cap).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -12,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Router;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
+
+use crate::admin::AdminApp;
 
 /// Connections the admin (or metrics) listener holds at most.
 const ADMIN_MAX_CONNECTIONS: usize = 256;
@@ -31,7 +33,7 @@ pub struct AdminService {
     /// Bound at start-up (so a taken port fails the start), unless this
     /// process takes the listener over from the one it upgrades.
     bound: Mutex<Option<std::net::TcpListener>>,
-    app: Router,
+    app: AdminApp,
 }
 
 impl AdminService {
@@ -41,7 +43,7 @@ impl AdminService {
     pub fn new(
         name: &'static str,
         addr: SocketAddr,
-        app: Router,
+        app: AdminApp,
         inherit: bool,
     ) -> std::io::Result<AdminService> {
         let bound = if inherit { None } else { Some(bind(addr)?) };
@@ -132,15 +134,16 @@ impl Service for AdminService {
                 return;
             }
         };
-        let transport = edgesteer_control::listener::Transport {
+        let transport = edgesteer_listener::Transport {
+            name: self.name,
             tls: None,
-            limits: edgesteer_control::listener::Limits {
+            limits: edgesteer_listener::Limits {
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 grace_period: Duration::from_secs(1),
                 ..Default::default()
             },
         };
-        let serve = edgesteer_control::listener::serve_with(
+        let serve = edgesteer_listener::serve_with(
             listener,
             self.app.clone(),
             transport,

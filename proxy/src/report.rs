@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use edgesteer_config::route::HealthView;
 use edgesteer_config::Track;
-use edgesteer_control::client::Client;
-use edgesteer_control::rollout::{RegionReport, StatsReport};
+use edgesteer_control_api::api::{RegionReport, StatsReport};
+use edgesteer_control_api::client::Client;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 

@@ -167,13 +167,13 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     server.add_service(proxy);
 
     if let Some(addr) = opts.admin {
-        let app = crate::admin::router(steer.clone());
+        let app = crate::admin::AdminApp::new(steer.clone());
         let admin = AdminService::new("admin", addr, app, opts.upgrade)
             .with_context(|| format!("binding the admin listener on {addr}"))?;
         server.add_service(admin);
     }
     if let Some(addr) = opts.metrics {
-        let app = crate::admin::metrics_router(steer.clone());
+        let app = crate::admin::AdminApp::metrics_only(steer.clone());
         let listener = AdminService::new("metrics", addr, app, opts.upgrade)
             .with_context(|| format!("binding the metrics listener on {addr}"))?;
         server.add_service(listener);
@@ -266,7 +266,7 @@ impl BackgroundService for Maintenance {
             .map(|cfg| tokio::spawn(edgesteer_ratelimit::global::run_sync(limiter, cfg)));
 
         let mut shutdown = shutdown;
-        let mut certs = crate::origin::CertWatch::default();
+        let mut certs = crate::cert_watch::CertWatch::default();
         certs.check(&self.steer);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {

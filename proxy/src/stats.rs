@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use edgesteer_config::RoutingTable;
-use edgesteer_control::rollout::{TrackReport, LATENCY_BUCKETS_MS};
+use edgesteer_control_api::api::{TrackReport, LATENCY_BUCKETS_MS};
 
 #[derive(Debug, Default)]
 pub struct TrackStats {

@@ -74,7 +74,7 @@ pub struct Steering {
     pub retries_active: std::sync::atomic::AtomicI64,
     /// Tokens for the admin listener's writes (lifting and adding blocks);
     /// empty = writes open to whoever reaches the listener.
-    pub admin_tokens: Vec<edgesteer_control::Token>,
+    pub admin_tokens: Vec<edgesteer_control_api::Token>,
 }
 
 impl Steering {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use edgesteer_config::TableSpec;
-use edgesteer_control::client::{Client, Versioned};
-use edgesteer_control::service::Ack;
+use edgesteer_control_api::api::Ack;
+use edgesteer_control_api::client::{Client, Versioned};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
@@ -278,9 +278,9 @@ mod tests {
     fn versioned(version: u64, table: TableSpec) -> Versioned {
         Versioned {
             version,
-            etag: edgesteer_control::api::etag(version),
+            etag: edgesteer_control_api::api::etag(version),
             table,
-            audit: edgesteer_control::api::Audit {
+            audit: edgesteer_control_api::api::Audit {
                 actor: "ops".into(),
                 at_ms: 0,
                 at: String::new(),

@@ -8,53 +8,12 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
-use crate::limiter::{client_unit, ip_key, Limiter};
+pub use crate::block::{Block, BlockEvent};
+use crate::keys::{client_unit, ip_key};
+use crate::limiter::Limiter;
 
 /// Most addresses blocked at once; further abusers are only rate-limited.
 pub const MAX_BLOCKS: usize = 100_000;
-
-/// An address on the block list.
-#[derive(Clone, Debug, Serialize)]
-pub struct Block {
-    pub ip: IpAddr,
-    pub policy: String,
-    pub reason: String,
-    #[serde(with = "epoch_ms")]
-    pub since: SystemTime,
-    #[serde(with = "epoch_ms")]
-    pub until: SystemTime,
-    #[serde(skip)]
-    pub(crate) until_ns: u64,
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-mod epoch_ms {
-    use std::time::SystemTime;
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(super::epoch_ms(*t))
-    }
-}
-
-/// A block-list change to share with the fleet through the store.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum BlockEvent {
-    Block {
-        ip: IpAddr,
-        policy: String,
-        reason: String,
-        until: SystemTime,
-    },
-    Unblock {
-        ip: IpAddr,
-    },
-}
 
 /// Longest block reason kept (abuse reasons are far shorter; an operator's
 /// is cut here so stream entries stay small).

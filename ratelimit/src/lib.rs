@@ -9,22 +9,27 @@
 //! the background.
 //!
 //! Files: `limiter.rs` the [`Limiter`] (binding, `evaluate`, stats, sweep),
-//! `blocklist.rs` the abuse block list and its fleet outbox, `store.rs` the
-//! shared store's status, `state.rs` per-policy key state, `gcra.rs` the
-//! cell arithmetic, `global.rs` the Redis syncer.
+//! `blocklist.rs` the abuse block list and its fleet outbox, `block.rs` a
+//! block-list entry and change, `keys.rs` client units and limit keys,
+//! `store.rs` the shared store's status, `state.rs` per-policy key state,
+//! `gcra.rs` the cell arithmetic, `global.rs` the Redis syncer,
+//! `block_sync.rs` the block list shared through a Redis stream.
 #![forbid(unsafe_code)]
 
+pub mod block;
+mod block_sync;
 pub mod blocklist;
 pub mod gcra;
 pub mod global;
+pub mod keys;
 pub mod limiter;
 pub mod state;
 pub mod store;
 
-pub use blocklist::Block;
+pub use block::Block;
 pub use gcra::Verdict;
+pub use keys::{ip_key, token_key};
 pub use limiter::{
-    ip_key, ratelimit_header, retry_after_secs, token_key, Bound, Limiter, Outcome, PolicyStats,
-    Quota, Request,
+    ratelimit_header, retry_after_secs, Bound, Limiter, Outcome, PolicyStats, Quota, Request,
 };
 pub use store::StoreSnapshot;

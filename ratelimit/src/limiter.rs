@@ -1,6 +1,7 @@
 //! The [`Limiter`]: owns every policy's state, binds tables to it and
-//! answers one question per request. Its block list is in
-//! [`crate::blocklist`], its shared-store status in [`crate::store`].
+//! answers one question per request. Its block-list operations are in
+//! [`crate::blocklist`] (the entries in [`crate::block`]), its shared-store
+//! status in [`crate::store`], its keys in [`crate::keys`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,44 +13,14 @@ use dashmap::DashMap;
 use edgesteer_config::ratelimit::{LimitKey, LimitScope, RateLimitPolicy, StoreFailure};
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::blocklist::{Block, BlockEvent};
+use crate::block::{Block, BlockEvent};
 use crate::gcra::Verdict;
+pub use crate::keys::{client_unit, ip_key, token_key};
 use crate::state::PolicyState;
-use crate::store::StoreStatus;
+use crate::store::{StoreSnapshot, StoreStatus};
 
 type Identity = edgesteer_config::ratelimit::PolicyIdentity;
-
-/// The unit a client address is limited and blocked as: an IPv4 address
-/// (also when written v4-mapped), or an IPv6 /64, the smallest prefix a
-/// subscriber normally gets: one host can use a whole /64, so limiting per
-/// /128 would hand it 2^64 fresh bursts.
-#[inline]
-pub fn client_unit(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => IpAddr::V4(a),
-        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(a) & !((1u128 << 64) - 1),
-        )),
-    }
-}
-
-/// The key of a client address (see [`client_unit`]).
-#[inline]
-pub fn ip_key(ip: IpAddr) -> u64 {
-    let octets = match client_unit(ip) {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
-    };
-    xxh3_64_with_seed(&octets, 0x6970)
-}
-
-/// The key of a known API key.
-#[inline]
-pub fn token_key(token: &[u8]) -> u64 {
-    xxh3_64_with_seed(token, 0x006b_6579)
-}
 
 /// A table's policies bound to their long-lived state; built once per
 /// table version, so the request path does no lookups by name.
@@ -326,6 +297,28 @@ impl Limiter {
             keep
         });
         self.block_count.fetch_sub(expired, Ordering::Relaxed);
+    }
+
+    /// Whether global policies can use the store right now.
+    #[inline]
+    pub fn store_ok(&self, now: u64) -> bool {
+        self.store.ok(now)
+    }
+
+    /// Declares that a store syncer runs every `interval`: global policies
+    /// count for it, and the store counts as up (for one staleness period)
+    /// until the syncer reports otherwise. Call before serving.
+    pub fn expect_store(&self, interval: Duration) {
+        self.store.expect(interval, self.clock(Instant::now()));
+    }
+
+    /// Warns when a table has global policies but no store will sync them.
+    pub fn warn_if_unsynced(&self, policies: &[RateLimitPolicy]) {
+        self.store.warn_if_unsynced(policies);
+    }
+
+    pub fn store_snapshot(&self) -> StoreSnapshot {
+        self.store.snapshot(self.clock(Instant::now()))
     }
 
     /// Sweeps every `every` until the task is dropped.

@@ -3,12 +3,10 @@
 //! and the admin API.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgesteer_config::ratelimit::{LimitScope, RateLimitPolicy};
 use serde::Serialize;
-
-use crate::limiter::Limiter;
 
 /// The store counts as down when no sync succeeded for this long (or for
 /// four sync intervals, if that is longer).
@@ -40,47 +38,45 @@ pub struct StoreSnapshot {
     pub block_errors: u64,
 }
 
-impl Limiter {
-    /// Whether global policies can use the store right now.
+impl StoreStatus {
+    /// Whether global policies can use the store at `now` (limiter clock).
     #[inline]
-    pub fn store_ok(&self, now: u64) -> bool {
-        self.store.up.load(Ordering::Relaxed)
-            && now.saturating_sub(self.store.last_ok_ns.load(Ordering::Relaxed))
-                < self.store.stale_ns.load(Ordering::Relaxed)
+    pub fn ok(&self, now: u64) -> bool {
+        self.up.load(Ordering::Relaxed)
+            && now.saturating_sub(self.last_ok_ns.load(Ordering::Relaxed))
+                < self.stale_ns.load(Ordering::Relaxed)
     }
 
-    /// Declares that a store syncer runs every `interval`: global policies
-    /// count for it, and the store counts as up (for one staleness period)
-    /// until the syncer reports otherwise. Call before serving.
-    pub fn expect_store(&self, interval: Duration) {
+    /// Declares that a store syncer runs every `interval`, the store last
+    /// answering at `now` (limiter clock); see `Limiter::expect_store`.
+    pub(crate) fn expect(&self, interval: Duration, now: u64) {
         let stale = STORE_STALE.max(interval * 4);
-        self.store.stale_ns.store(
+        self.stale_ns.store(
             u64::try_from(stale.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        self.store
-            .last_ok_ns
-            .store(self.clock(Instant::now()), Ordering::Relaxed);
-        self.store.up.store(true, Ordering::Relaxed);
-        self.store.configured.store(true, Ordering::Relaxed);
+        self.last_ok_ns.store(now, Ordering::Relaxed);
+        self.up.store(true, Ordering::Relaxed);
+        self.configured.store(true, Ordering::Relaxed);
     }
 
     /// Warns when a table has global policies but no store will sync them.
-    pub fn warn_if_unsynced(&self, policies: &[RateLimitPolicy]) {
+    pub(crate) fn warn_if_unsynced(&self, policies: &[RateLimitPolicy]) {
         if policies.iter().any(|p| p.scope == LimitScope::Global)
-            && !self.store.configured.load(Ordering::Relaxed)
+            && !self.configured.load(Ordering::Relaxed)
         {
             tracing::warn!("the table has global rate-limit policies but this proxy has no --redis; they act as if the store were down (fail_open: local limits, fail_closed: 503)");
         }
     }
 
-    pub fn store_snapshot(&self) -> StoreSnapshot {
+    /// The status at `now` (limiter clock).
+    pub(crate) fn snapshot(&self, now: u64) -> StoreSnapshot {
         StoreSnapshot {
-            configured: self.store.configured.load(Ordering::Relaxed),
-            up: self.store_ok(self.clock(Instant::now())),
-            errors: self.store.errors.load(Ordering::Relaxed),
-            syncs: self.store.syncs.load(Ordering::Relaxed),
-            block_errors: self.store.block_errors.load(Ordering::Relaxed),
+            configured: self.configured.load(Ordering::Relaxed),
+            up: self.ok(now),
+            errors: self.errors.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            block_errors: self.block_errors.load(Ordering::Relaxed),
         }
     }
 }

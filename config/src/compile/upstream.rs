@@ -206,49 +206,33 @@ fn alpn(path: &str, list: &[String], tls: bool, errs: &mut Errors) -> UpstreamAl
 
 /// The certificates of a PEM file, each checked to parse as X.509.
 fn read_certs(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<Vec<u8>>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let iter = match CertificateDer::pem_file_iter(file) {
-        Ok(i) => i,
+    let certs = match crate::pem::certs(std::path::Path::new(file)) {
+        Ok(c) => c,
         Err(e) => {
-            errs.push(path, format!("cannot read {file}: {e}"));
+            errs.push(path, e.to_string());
             return None;
         }
     };
-    let mut out = Vec::new();
-    for (i, c) in iter.enumerate() {
-        match c {
-            Ok(der) => {
-                if let Err(e) = x509_parser::parse_x509_certificate(der.as_ref()) {
-                    errs.push(path, format!("{file}: certificate {i} does not parse: {e}"));
-                    return None;
-                }
-                out.push(der.as_ref().to_vec());
-            }
-            Err(e) => {
-                errs.push(path, format!("{file}: {e}"));
-                return None;
-            }
+    let mut out = Vec::with_capacity(certs.len());
+    for (i, der) in certs.iter().enumerate() {
+        if let Err(e) = webpki::anchor_from_trusted_cert(der) {
+            errs.push(
+                path,
+                format!("{file}: certificate {i} does not parse: {e:?}"),
+            );
+            return None;
         }
-    }
-    if out.is_empty() {
-        errs.push(path, format!("{file} holds no PEM certificate"));
-        return None;
+        out.push(der.as_ref().to_vec());
     }
     Some(out)
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1), as DER.
 fn read_key(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::PrivateKeyDer;
-    match PrivateKeyDer::from_pem_file(file) {
+    match crate::pem::private_key(std::path::Path::new(file)) {
         Ok(k) => Some(k.secret_der().to_vec()),
         Err(e) => {
-            errs.push(
-                path,
-                format!("{file}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
-            );
+            errs.push(path, e.to_string());
             None
         }
     }

@@ -16,8 +16,7 @@ pub(super) fn apply(session: &mut Session, limits: &DownstreamLimits) {
         // the close of an idle one.
         d.set_keepalive(None);
     } else {
-        // Whole seconds, at least one: Pingora's keep-alive is in seconds.
-        d.set_keepalive(Some(limits.keepalive_idle.as_secs().max(1)));
+        d.set_keepalive(Some(limits.keepalive_secs()));
     }
     d.set_read_timeout(Some(limits.body_read_idle));
     d.set_write_timeout(Some(limits.write_idle));

@@ -230,30 +230,42 @@ impl Refusal {
         }
     }
 
+    /// Every header of the answer, in order: the one list that both
+    /// [`Self::write`] and [`Self::to_http1`] render.
+    fn header_list(&self) -> impl Iterator<Item = (&'static str, HeaderValue)> + '_ {
+        let fixed = [
+            self.content_type
+                .map(|ct| ("content-type", HeaderValue::from_static(ct))),
+            Some(("content-length", HeaderValue::from(self.body.len()))),
+            Some((
+                "cache-control",
+                HeaderValue::from_static("private, no-store"),
+            )),
+        ];
+        fixed
+            .into_iter()
+            .flatten()
+            .chain(self.headers.iter().cloned())
+    }
+
     /// The whole answer as HTTP/1.1 bytes, for a connection Pingora has
-    /// no session on yet (the intake's); the same headers as [`Self::write`].
+    /// no session on yet (the intake's).
     pub(super) fn to_http1(&self) -> Vec<u8> {
-        use std::fmt::Write;
         let status = http::StatusCode::from_u16(self.status)
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncache-control: private, no-store\r\n",
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
             status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            self.body.len()
-        );
-        if let Some(ct) = self.content_type {
-            let _ = write!(head, "content-type: {ct}\r\n");
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in self.header_list() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        for (name, value) in &self.headers {
-            let _ = write!(
-                head,
-                "{name}: {}\r\n",
-                String::from_utf8_lossy(value.as_bytes())
-            );
-        }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
         out
     }
@@ -261,12 +273,7 @@ impl Refusal {
     /// Writes the whole answer; never cached by anyone on the way.
     pub(super) async fn write(self, session: &mut Session) -> Result<()> {
         let mut resp = ResponseHeader::build(self.status, Some(3 + self.headers.len()))?;
-        if let Some(ct) = self.content_type {
-            resp.insert_header("content-type", ct)?;
-        }
-        resp.insert_header("content-length", self.body.len())?;
-        resp.insert_header("cache-control", "private, no-store")?;
-        for (name, value) in self.headers {
+        for (name, value) in self.header_list() {
             resp.insert_header(name, value)?;
         }
         if self.body.is_empty() {
@@ -284,4 +291,29 @@ pub(super) fn zone_name(table: &RoutingTable, zone: Option<ZoneId>) -> &str {
 
 fn zone_header(zone: &str) -> HeaderValue {
     HeaderValue::from_str(zone).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http1_rendering_carries_every_header_of_the_list() {
+        let r = Refusal::client_error(400, "bad", "no".into(), Some("x-a"));
+        let text = String::from_utf8(r.to_http1()).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        let names: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(": ").map(|(n, _)| n))
+            .collect();
+        let listed: Vec<&str> = r.header_list().map(|(n, _)| n).collect();
+        assert_eq!(names, listed);
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(head.contains("connection: close"), "{head}");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgesteer_control::api::PatchRegion;
+use edgesteer_control_api::api::PatchRegion;
 use edgesteer_tests::*;
 
 /// What the load saw: answers by outcome, and any version that went back.

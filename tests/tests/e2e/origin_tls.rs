@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use edgesteer::demo::{spawn_backend_tls, DemoBackend, DemoPki, Identity};
 use edgesteer_config::wire::{TableSpec, UpstreamSpec};
-use edgesteer_control::listener::server_tls_with;
+use edgesteer_listener::server_tls_with;
 use serde_json::Value;
 
 use edgesteer_tests::*;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use edgesteer_control::api::PatchRegion;
+use edgesteer_control_api::api::PatchRegion;
 use edgesteer_tests::*;
 
 fn toggle(i: usize) -> PatchRegion {
@@ -233,7 +233,7 @@ async fn leads(c: &ControlProc) -> bool {
 #[tokio::test]
 async fn the_leader_dies_mid_rollout_and_another_replica_finishes_it_once() {
     use edgesteer_config::wire::RolloutStep;
-    use edgesteer_control::api::{RolloutAction, RolloutCommand};
+    use edgesteer_control_api::api::{RolloutAction, RolloutCommand};
     let _heavy = heavy().await;
     let etcd = EtcdCluster::start(1).await.unwrap();
     let wd = Workdir::new().unwrap();

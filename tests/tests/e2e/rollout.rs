@@ -9,9 +9,9 @@ use edgesteer::demo::DemoBackend;
 use edgesteer_config::model::RolloutState;
 use edgesteer_config::wire::RolloutStep;
 use edgesteer_config::TableSpec;
-use edgesteer_control::api::{RolloutAction, RolloutCommand, RolloutStatus};
-use edgesteer_control::client::Client;
 use edgesteer_control::rollout::state_of;
+use edgesteer_control_api::api::{RolloutAction, RolloutCommand, RolloutStatus};
+use edgesteer_control_api::client::Client;
 use edgesteer_tests::*;
 
 struct Setup {

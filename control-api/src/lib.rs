@@ -1,0 +1,28 @@
+//! # edgesteer-control-api
+//!
+//! What the config service, the proxies and `edgesteer ctl` share, and
+//! nothing more: the wire types of every endpoint, the typed client, and
+//! the tokens, roles and bearer-token check. No server framework and no
+//! store, so the data plane and the ops CLI link neither axum nor etcd.
+//!
+//! ## Layout
+//! - [`api`]: the request and answer types of every endpoint (docs/api.md).
+//! - [`record`]: one stored version and its audit record.
+//! - [`report`]: the per-track stats proxies send every second.
+//! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
+//!   or TLS verified against a given CA, optionally with a client
+//!   certificate), moving to the next replica when one is unreachable.
+//! - [`auth`]: `[ROLE:]NAME=SECRET` tokens, roles, and [`authorize`], the
+//!   one bearer-token check of the service and the admin listener.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod record;
+pub mod report;
+
+pub use auth::{
+    authorize, bearer, find_token, read_secret_file, read_token_file, token_name, Access, Caller,
+    Refusal, Role, Token,
+};

@@ -1,0 +1,209 @@
+//! `edgesteer ctl`: the ops CLI over the config service API. Output is for
+//! people by default and JSON with `--json`.
+//!
+//! This file holds the arguments and the dispatch; [`edit`] the writes,
+//! [`print`] the human output, [`rollout`] the rollout commands and
+//! [`explain`] the question put to a proxy's admin listener.
+
+mod edit;
+mod explain;
+mod print;
+mod rollout;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use edgesteer_control_api::api::PatchRegion;
+use edgesteer_control_api::client::{Client, ClientTls};
+
+/// Where the demo's config service listens; `ctl` talks to it by default.
+pub const DEMO_CONTROL: &str = "http://127.0.0.1:9300";
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Config service URL.
+    #[arg(long, env = "EDGESTEER_CONTROL", default_value = DEMO_CONTROL)]
+    control: String,
+    /// CA (PEM) that an https:// service's certificate must chain to; only
+    /// it is trusted, not the system roots.
+    #[arg(long, env = "EDGESTEER_CONTROL_CA")]
+    control_ca: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Show the current table (regions, weights, canary, drain).
+    Get {
+        /// Print the whole table as TOML.
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Replace the table with a file (TOML or JSON).
+    Apply {
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Only apply if the current version is still this one (default:
+        /// the version current when ctl reads it).
+        #[arg(long)]
+        if_match: Option<u64>,
+        /// Apply even if it resets a running rollout, without If-Match.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set one backend's weight (0 drains it).
+    SetWeight {
+        region: String,
+        backend: String,
+        weight: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Set a region's canary share in basis points (0-10000).
+    SetCanary {
+        region: String,
+        bps: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Drain a region to its failover list (or bring it back with --undo).
+    Shift {
+        region: String,
+        #[arg(long)]
+        undo: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Change a rate-limit policy's rate/burst (of one tier with --tier).
+    SetLimit(edit::SetLimit),
+    /// Put an API key in a tier of a policy (or remove it with --remove).
+    SetKey(edit::SetKey),
+    /// Make an earlier version current again (as a new version).
+    Rollback {
+        version: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Recent versions with who, when, what and why.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Every watching proxy and the version it runs.
+    Fleet,
+    /// Progressive canary rollouts: start, pause, resume, abort, status.
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
+    },
+    /// Where a client would be routed right now, and why (asks a proxy's admin listener).
+    Explain(explain::ExplainArgs),
+    /// What changed between two versions (default: the last change).
+    Diff {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let token = std::env::var("EDGESTEER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let tls = ClientTls {
+        ca: args.control_ca.clone(),
+        identity: None,
+    };
+    let client = Client::with_tls(&args.control, token, &tls)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    rt.block_on(exec(client, args.json, args.cmd))
+}
+
+/// A region change: one field of a [`PatchRegion`] and the reason.
+fn patch(reason: String, change: impl FnOnce(&mut PatchRegion)) -> PatchRegion {
+    let mut p = PatchRegion {
+        reason,
+        ..PatchRegion::default()
+    };
+    change(&mut p);
+    p
+}
+
+async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
+    match cmd {
+        CtlCommand::Get { toml } => print::table(&c.get().await?, as_json, toml)?,
+        CtlCommand::Apply {
+            file,
+            reason,
+            if_match,
+            force,
+        } => {
+            let spec = edgesteer_config::parse::read_file(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let if_match = match (force, if_match) {
+                (true, m) => m,
+                (false, Some(m)) => Some(m),
+                (false, None) => {
+                    let cur = c.get().await?;
+                    edit::keeps_rollouts(&cur.table, &spec)?;
+                    Some(cur.version)
+                }
+            };
+            let v = c.put(&spec, &reason, if_match).await?;
+            edit::written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetWeight {
+            region,
+            backend,
+            weight,
+            reason,
+        } => {
+            let change = patch(reason, |p| {
+                p.weights.insert(backend, weight);
+            });
+            let v = c.patch_region(&region, &change).await?;
+            edit::written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetCanary {
+            region,
+            bps,
+            reason,
+        } => {
+            let change = patch(reason, |p| p.canary_bps = Some(bps));
+            let v = c.patch_region(&region, &change).await?;
+            edit::written(&c, as_json, v).await?;
+        }
+        CtlCommand::Shift {
+            region,
+            undo,
+            reason,
+        } => {
+            let change = patch(reason, |p| p.drain = Some(!undo));
+            let v = c.patch_region(&region, &change).await?;
+            edit::written(&c, as_json, v).await?;
+        }
+        CtlCommand::SetLimit(args) => edit::set_limit(&c, as_json, args).await?,
+        CtlCommand::SetKey(args) => edit::set_key(&c, as_json, args).await?,
+        CtlCommand::Rollback { version, reason } => {
+            let v = c.rollback(version, &reason).await?;
+            edit::written(&c, as_json, v).await?;
+        }
+        CtlCommand::History { limit } => print::history(&c.history(limit).await?, as_json)?,
+        CtlCommand::Fleet => print::fleet(&c.fleet().await?, as_json)?,
+        CtlCommand::Rollout { cmd } => rollout::run(&c, as_json, cmd).await?,
+        CtlCommand::Explain(args) => explain::run(args, as_json).await?,
+        CtlCommand::Diff { from, to } => print::diff(&c.diff(from, to).await?, as_json)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Certificate rotation for origins: the CA and client-certificate files
+//! a table names are watched, and when one changes on disk the live table
+//! is compiled again from the same spec and installed under the same
+//! version.
+
+/// Certificate rotation: the CA and client-certificate files a table
+/// names are read when it compiles; when one of them changes on disk, the
+/// live table is compiled again from the same spec and installed (same
+/// version), so new connections use the new material while pooled ones
+/// finish as they are. A file that does not load leaves the previous
+/// material serving, with a warning.
+#[derive(Default)]
+pub struct CertWatch {
+    version: Option<u64>,
+    stamps: Vec<(std::path::PathBuf, Option<(std::time::SystemTime, u64)>)>,
+}
+
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl CertWatch {
+    /// Called every few seconds; returns whether a recompiled table went live.
+    pub fn check(&mut self, steer: &crate::steer::Steering) -> bool {
+        let snap = steer.current();
+        if self.version != Some(snap.version) {
+            // A new table: its files are the baseline.
+            self.version = Some(snap.version);
+            let mut paths: Vec<std::path::PathBuf> = Vec::new();
+            for r in &snap.table.regions {
+                let u = &r.upstream;
+                paths.extend(u.ca.iter().map(|(p, _)| p.into()));
+                if let Some(c) = &u.client {
+                    paths.push(c.cert_path.clone().into());
+                    paths.push(c.key_path.clone().into());
+                }
+            }
+            paths.sort();
+            paths.dedup();
+            self.stamps = paths
+                .into_iter()
+                .map(|p| {
+                    let s = stamp(&p);
+                    (p, s)
+                })
+                .collect();
+            return false;
+        }
+        let now: Vec<_> = self.stamps.iter().map(|(p, _)| stamp(p)).collect();
+        let changed: Vec<String> = self
+            .stamps
+            .iter()
+            .zip(&now)
+            .filter(|((_, old), new)| old != *new)
+            .map(|((p, _), _)| p.display().to_string())
+            .collect();
+        if changed.is_empty() {
+            return false;
+        }
+        match edgesteer_config::compile(&snap.spec) {
+            Ok(table) => {
+                // Only now: a file caught half-written is tried again.
+                for ((_, old), new) in self.stamps.iter_mut().zip(now) {
+                    *old = new;
+                }
+                steer.install(snap.version, (*snap.spec).clone(), table);
+                tracing::info!(files = ?changed, version = snap.version, "origin certificates changed on disk: reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(files = ?changed, error = %e, "origin certificates changed on disk but do not load; the previous ones keep serving");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Sharing the abuse block list across the fleet through Redis: each
+//! proxy publishes its block-list changes to a stream (and a live-blocks
+//! snapshot hash) and applies everyone's changes in stream order, so every
+//! proxy ends with the same list. A starting proxy loads the snapshot, then
+//! follows the stream; ended blocks are tidied from the snapshot a page at
+//! a time. Called once per round by the syncer in `global.rs`.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use crate::block::{epoch_ms, BlockEvent};
+use crate::limiter::Limiter;
+
+/// The stream through which proxies share block-list changes.
+const BLOCK_STREAM: &str = "edgesteer:blocks";
+/// Entries kept in it (approximately; older ones are trimmed): as many as
+/// the block list holds, so a starting proxy can replay every live block.
+const BLOCK_STREAM_LEN: usize = 100_000;
+/// The live blocks (ip -> `until_ms|policy|reason`), written with every
+/// stream entry in one transaction: a starting proxy loads it instead of
+/// replaying a stream whose old entries may be trimmed away.
+const BLOCK_SNAPSHOT: &str = "edgesteer:blocks:live";
+/// Deletes snapshot fields whose value is still the expired one read
+/// (a block re-made meanwhile has a new value and stays).
+const TIDY_SCRIPT: &str = r"
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+";
+/// Rounds between two steps of the snapshot tidy (an `HSCAN` page).
+const TIDY_EVERY: u64 = 20;
+/// Entries read per round (a starting proxy catches up 1,000 per round).
+const BLOCK_READ: usize = 1_000;
+
+/// Where this proxy is in the fleet's block stream.
+#[derive(Default)]
+pub(crate) struct BlockStream {
+    /// Last entry applied; "0" replays the stream.
+    last_id: Option<String>,
+    /// Event ids already applied: a retried XADD may write an event twice,
+    /// and the copy must not undo a later change.
+    seen: std::collections::HashSet<u64>,
+    /// Rounds so far, and where the snapshot tidy is in its `HSCAN`.
+    rounds: u64,
+    tidy_cursor: u64,
+}
+
+/// Publishes this proxy's block-list changes and applies the stream's, all
+/// in stream order (its own included), so every proxy ends with the same
+/// list.
+pub(crate) async fn share_blocks(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    if stream.last_id.is_none() {
+        load_snapshot(limiter, conn, stream).await?;
+    }
+    publish_outbox(limiter, conn).await?;
+    apply_stream(limiter, conn, stream).await?;
+    stream.rounds += 1;
+    if stream.rounds.is_multiple_of(TIDY_EVERY) {
+        tidy_snapshot(conn, stream).await?;
+    }
+    Ok(())
+}
+
+/// Writes this proxy's pending block-list changes to the stream and the
+/// snapshot; on failure they go back to the outbox for the next round.
+async fn publish_outbox(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let events = limiter.take_outbox();
+    if events.is_empty() {
+        return Ok(());
+    }
+    // One transaction: stream and snapshot change in the same order on
+    // every proxy's view.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for e in &events {
+        queue_event(&mut pipe, e);
+    }
+    if let Err(e) = pipe.query_async::<()>(conn).await {
+        limiter.requeue_outbox(events);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Adds one change to the transaction: its stream entry and its snapshot
+/// update.
+fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
+    let eid = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(e)
+    };
+    let cmd = pipe
+        .cmd("XADD")
+        .arg(BLOCK_STREAM)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(BLOCK_STREAM_LEN)
+        .arg("*")
+        .arg("eid")
+        .arg(eid);
+    match e {
+        BlockEvent::Block {
+            ip,
+            policy,
+            reason,
+            until,
+        } => {
+            let until_ms = epoch_ms(*until);
+            cmd.arg("op")
+                .arg("block")
+                .arg("ip")
+                .arg(ip.to_string())
+                .arg("policy")
+                .arg(policy)
+                .arg("reason")
+                .arg(reason)
+                .arg("until_ms")
+                .arg(until_ms)
+                .ignore();
+            pipe.cmd("HSET")
+                .arg(BLOCK_SNAPSHOT)
+                .arg(ip.to_string())
+                .arg(snapshot_value(until_ms, policy, reason))
+                .ignore();
+        }
+        BlockEvent::Unblock { ip } => {
+            cmd.arg("op")
+                .arg("unblock")
+                .arg("ip")
+                .arg(ip.to_string())
+                .ignore();
+            pipe.cmd("HDEL")
+                .arg(BLOCK_SNAPSHOT)
+                .arg(ip.to_string())
+                .ignore();
+        }
+    }
+}
+
+/// Reads the stream from where this proxy left it and applies each change
+/// not applied yet.
+async fn apply_stream(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    let from = stream.last_id.clone().unwrap_or_else(|| "0".into());
+
+    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(BLOCK_READ)
+        .arg("STREAMS")
+        .arg(BLOCK_STREAM)
+        .arg(from)
+        .query_async(conn)
+        .await?;
+    if stream.seen.len() > 4 * BLOCK_STREAM_LEN {
+        stream.seen.clear();
+    }
+    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+        stream.last_id = Some(entry.id.clone());
+        let field = |name: &str| -> Option<String> {
+            entry
+                .map
+                .get(name)
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+        };
+        if let Some(eid) = field("eid").and_then(|s| s.parse::<u64>().ok()) {
+            if !stream.seen.insert(eid) {
+                continue;
+            }
+        }
+        let Some(ip) = field("ip").and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let event = match field("op").as_deref() {
+            Some("block") => BlockEvent::Block {
+                ip,
+                policy: field("policy").unwrap_or_default(),
+                reason: field("reason").unwrap_or_default(),
+                until: from_epoch_ms(field("until_ms").and_then(|s| s.parse().ok()).unwrap_or(0)),
+            },
+            Some("unblock") => BlockEvent::Unblock { ip },
+            _ => continue,
+        };
+        limiter.apply_remote(event);
+    }
+    Ok(())
+}
+
+/// One step of removing ended blocks from the snapshot hash, so it holds
+/// about the live blocks and no more (every proxy takes steps; deleting is
+/// conditional, so they cannot remove a block re-made meanwhile).
+async fn tidy_snapshot(
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    let (cursor, page): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg(BLOCK_SNAPSHOT)
+        .arg(stream.tidy_cursor)
+        .arg("COUNT")
+        .arg(200)
+        .query_async(conn)
+        .await?;
+    stream.tidy_cursor = cursor;
+    let now_ms = epoch_ms(std::time::SystemTime::now());
+    let script = redis::Script::new(TIDY_SCRIPT);
+    let mut ended = script.prepare_invoke();
+    ended.key(BLOCK_SNAPSHOT);
+    let mut any = false;
+    for pair in page.chunks(2) {
+        if let [field, value] = pair {
+            if parse_snapshot(value).0 <= now_ms {
+                ended.arg(field).arg(value);
+                any = true;
+            }
+        }
+    }
+    if any {
+        ended.invoke_async::<i64>(conn).await?;
+    }
+    Ok(())
+}
+
+/// A starting proxy: the stream's position first, then the live blocks,
+/// then (next) the stream from that position. Changes made in between are
+/// in both and apply again harmlessly.
+async fn load_snapshot(
+    limiter: &Limiter,
+    conn: &mut MultiplexedConnection,
+    stream: &mut BlockStream,
+) -> redis::RedisResult<()> {
+    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(BLOCK_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    let live: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(BLOCK_SNAPSHOT)
+        .query_async(conn)
+        .await?;
+    let now_ms = epoch_ms(std::time::SystemTime::now());
+    let mut expired = Vec::new();
+    for (ip, value) in live {
+        let (until_ms, policy, reason) = parse_snapshot(&value);
+        match ip.parse() {
+            Ok(addr) if until_ms > now_ms => limiter.apply_remote(BlockEvent::Block {
+                ip: addr,
+                policy: policy.to_string(),
+                reason: reason.to_string(),
+                until: from_epoch_ms(until_ms),
+            }),
+            _ => expired.push(ip),
+        }
+    }
+    if !expired.is_empty() {
+        // Tidy: nobody needs blocks that ended.
+        redis::cmd("HDEL")
+            .arg(BLOCK_SNAPSHOT)
+            .arg(&expired)
+            .query_async::<()>(conn)
+            .await?;
+    }
+    stream.last_id = Some(
+        last.ids
+            .first()
+            .map_or_else(|| "0".into(), |e| e.id.clone()),
+    );
+    Ok(())
+}
+
+fn from_epoch_ms(ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A live-blocks hash value: `until_ms|policy|reason`.
+fn snapshot_value(until_ms: u64, policy: &str, reason: &str) -> String {
+    format!("{until_ms}|{policy}|{reason}")
+}
+
+/// The parts of a [`snapshot_value`]; an unreadable one counts as ended.
+fn parse_snapshot(value: &str) -> (u64, &str, &str) {
+    let mut parts = value.splitn(3, '|');
+    let until_ms = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (
+        until_ms,
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_snapshot, snapshot_value};
+
+    #[test]
+    fn snapshot_values_round_trip() {
+        let v = snapshot_value(17, "ip", "over 5x | for 10 s");
+        assert_eq!(parse_snapshot(&v), (17, "ip", "over 5x | for 10 s"));
+        assert_eq!(parse_snapshot("garbage").0, 0);
+    }
+}

@@ -1,0 +1,75 @@
+//! Free loopback ports for the processes under test, reserved across test
+//! processes.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+/// A port for a process under test to bind (Pingora binds its own
+/// listeners, so we cannot hand it a bound socket).
+///
+/// Two things can take a port between this answer and the child's bind,
+/// and both are closed off here:
+/// - an *outgoing* connection of any test gets its local port from the
+///   kernel's ephemeral range, so ports are picked below that range, where
+///   only explicit binds land;
+/// - another test process (nextest runs one per test) could pick the same
+///   port, so each port handed out is reserved by a marker file created
+///   with `O_EXCL` in a shared directory; markers older than an hour (a
+///   previous run's) are reused.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000u16, ephemeral_low)
+    } else {
+        (ephemeral_low.max(1024), 65_000)
+    };
+    let dir = std::env::temp_dir().join("edgesteer-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let seed = std::collections::hash_map::RandomState::new();
+    for _ in 0..2_000 {
+        let mut h = seed.build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        let port = low + (h.finish() % u64::from(high - low)) as u16;
+        if !reserve(&dir.join(port.to_string())) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // Fall back to the kernel's choice (racy, but never a hard failure).
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Claims `marker` for this process; a marker older than an hour is a
+/// previous run's and is taken over.
+fn reserve(marker: &Path) -> bool {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(3600));
+    stale && std::fs::remove_file(marker).is_ok() && create()
+}
