@@ -85,6 +85,34 @@ pub struct Diff {
     pub changes: Vec<String>,
 }
 
+/// Longest proxy name the service takes (`proxy` of a watch, an ack or a
+/// stats report).
+pub const MAX_PROXY_NAME: usize = 64;
+
+/// Checks a proxy name: 1 to [`MAX_PROXY_NAME`] characters of
+/// `[A-Za-z0-9._-]` (a host name or a certificate's DNS name fits). The
+/// error says what is wrong, for a `400` naming the field `proxy`.
+pub fn check_proxy_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a proxy name is needed (1 to 64 characters of A-Z a-z 0-9 . _ -)".into());
+    }
+    if name.len() > MAX_PROXY_NAME {
+        return Err(format!(
+            "a proxy name is at most {MAX_PROXY_NAME} characters; this one has {}",
+            name.len()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "a proxy name holds only A-Z a-z 0-9 . _ - (found {c:?})"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Query of the `GET /v1/watch` long-poll.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WatchQuery {
@@ -352,6 +380,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn proxy_names_are_short_and_plain() {
+        for ok in ["p1", "edge-1.fra_2", "proxy-7.fleet", &"a".repeat(64)] {
+            assert!(check_proxy_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", &"a".repeat(65), "p 1", "p/1", "p\u{e9}", "a\nb"] {
+            assert!(check_proxy_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_rollout_command_sends_only_what_it_has() {

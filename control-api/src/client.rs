@@ -7,6 +7,9 @@ use std::time::Duration;
 use edgesteer_config::TableSpec;
 use serde::de::DeserializeOwned;
 
+use crate::client_tls::builder;
+pub use crate::client_tls::ClientTls;
+
 use crate::api::{
     etag, Ack, Diff, DiffQuery, ErrorBody, Fleet, History, HistoryQuery, PatchRegion, PutTable,
     Rollback, RolloutChange, RolloutCommand, Rollouts, StatsReport, TableRecord, WatchQuery,
@@ -31,21 +34,24 @@ pub enum ClientError {
     TooLarge { url: String, limit: usize },
     #[error("{0}")]
     Tls(String),
+    #[error("no answer from the config service at {url}: {}; the change may or may not have been committed: look at `edgesteer ctl history` before trying again", chain(.source))]
+    Unknown { url: String, source: reqwest::Error },
 }
 
 /// Largest watch answer a proxy reads (a 10,000-backend table is about
 /// 1 MB); a bigger one is refused as [`ClientError::TooLarge`].
 pub const MAX_WATCH_BODY: usize = 16 * 1024 * 1024;
 
-/// How the client verifies the service, and what it shows of itself.
-#[derive(Clone, Debug, Default)]
-pub struct ClientTls {
-    /// PEM file of the CA(s) to trust instead of the built-in roots
-    /// (`--control-ca`, `EDGESTEER_CONTROL_CA`).
-    pub ca: Option<std::path::PathBuf>,
-    /// Client certificate and key (PEM) for mTLS (`--control-cert`, `--control-key`).
-    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
+/// How long a call may take in all (connect, request, whole answer) unless
+/// [`Client::with_call_timeout`] says otherwise. A replica that accepts
+/// and stays silent this long is left for the next one.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a watch's deadline adds to the time the service holds it.
+pub const WATCH_MARGIN: Duration = Duration::from_secs(5);
+
+/// The most of an error answer read (the service's are a few hundred bytes).
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// An error and its causes, so a TLS refusal says why (e.g. "invalid
 /// peer certificate: UnknownIssuer": check --control-ca).
@@ -86,7 +92,9 @@ fn fields(errors: &[(String, String)]) -> String {
 
 /// A client of one config service, or of several replicas of it: `base`
 /// may be a comma-separated list of URLs. Calls go to one replica; when it
-/// cannot be reached, the next call goes to the next one.
+/// cannot be reached or gives no answer within the call's deadline, the
+/// call goes on to the next one (a write only if it was never sent), and
+/// so do the calls after it.
 #[derive(Clone, Debug)]
 pub struct Client {
     bases: std::sync::Arc<Vec<String>>,
@@ -94,32 +102,18 @@ pub struct Client {
     token: Option<String>,
     http: reqwest::Client,
     max_watch_body: usize,
+    call_timeout: Duration,
 }
 
 /// A version as the API answers it: version, etag, table and audit
 /// record. The name the watcher and `ctl` know it by.
 pub type Versioned = TableRecord;
 
-fn builder() -> reqwest::ClientBuilder {
-    // Under the service's idle bound (75 s), so a pooled connection is
-    // not reused just as the service closes it.
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(60))
-}
-
 impl Client {
     /// A client of the service at `base`; an `https` URL is verified
     /// against the built-in roots (see [`Client::with_tls`] for a CA).
     pub fn new(base: &str, token: Option<String>) -> Client {
-        let http = builder().build().unwrap_or_default();
-        Client {
-            bases: std::sync::Arc::new(split_bases(base)),
-            at: std::sync::Arc::default(),
-            token,
-            http,
-            max_watch_body: MAX_WATCH_BODY,
-        }
+        Client::over(base, token, builder().build().unwrap_or_default())
     }
 
     /// A client that trusts only `tls.ca` (when given) and presents
@@ -138,49 +132,31 @@ impl Client {
                 "--control-ca/--control-cert need an https:// service URL, not {base}"
             )));
         }
-        let mut b = builder().https_only(true);
-        if let Some(ca) = &tls.ca {
-            let certs = edgesteer_config::pem::certs(ca)
-                .map_err(|e| ClientError::Tls(format!("--control-ca {e}")))?;
-            b = b.tls_built_in_root_certs(false);
-            for der in certs {
-                let cert = reqwest::Certificate::from_der(&der)
-                    .map_err(|e| ClientError::Tls(format!("--control-ca {}: {e}", ca.display())))?;
-                b = b.add_root_certificate(cert);
-            }
-        }
-        if let Some((cert, key)) = &tls.identity {
-            let read = |flag: &str, p: &std::path::Path| {
-                edgesteer_config::pem::read_bounded(p)
-                    .map_err(|e| ClientError::Tls(format!("{flag} {e}")))
-            };
-            let mut pem = read("--control-key", key)?;
-            pem.push(b'\n');
-            pem.extend(read("--control-cert", cert)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                ClientError::Tls(format!(
-                    "--control-cert {} / --control-key {}: not a PEM certificate and private key: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-            b = b.identity(id);
-        }
-        let http = b.build().map_err(|e| {
-            ClientError::Tls(format!("the TLS settings for {base} are not usable: {e}"))
-        })?;
-        Ok(Client {
+        let http = crate::client_tls::http_client(base, tls).map_err(ClientError::Tls)?;
+        Ok(Client::over(base, token, http))
+    }
+
+    fn over(base: &str, token: Option<String>, http: reqwest::Client) -> Client {
+        Client {
             bases: std::sync::Arc::new(split_bases(base)),
             at: std::sync::Arc::default(),
             token,
             http,
             max_watch_body: MAX_WATCH_BODY,
-        })
+            call_timeout: CALL_TIMEOUT,
+        }
     }
 
     /// Changes the largest watch answer read (default [`MAX_WATCH_BODY`]).
     pub fn with_max_watch_body(mut self, limit: usize) -> Client {
         self.max_watch_body = limit;
+        self
+    }
+
+    /// Changes how long a call other than a watch may take in all
+    /// (default [`CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, deadline: Duration) -> Client {
+        self.call_timeout = deadline;
         self
     }
 
@@ -192,10 +168,6 @@ impl Client {
             .map_or("", String::as_str)
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base())
-    }
-
     /// The next replica takes the following calls.
     fn fail_over(&self, from: &str) {
         if self.bases.len() > 1 && self.base() == from {
@@ -203,54 +175,77 @@ impl Client {
             tracing::warn!(
                 from,
                 to = self.base(),
-                "config service replica unreachable; moving to the next"
+                "config service replica unreachable or silent; moving to the next"
             );
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
-        let resp = req.send().await.map_err(|source| {
+    /// Sends the request `make` builds for a replica's base URL, under
+    /// `deadline` (connect, request and the whole answer), and reads the
+    /// answer. A replica that cannot be reached, or is silent past the
+    /// deadline, is left for the next one, which gets the same request at
+    /// once; a write (`Retry::Unsent`) moves on only when the request
+    /// certainly never reached the replica. A non-2xx answer other than
+    /// 304 is the service's error document, read up to [`MAX_ERROR_BODY`].
+    async fn exchange(
+        &self,
+        retry: Retry,
+        deadline: Duration,
+        limit: usize,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), ClientError> {
+        let mut last = None;
+        for _ in 0..self.bases.len().max(1) {
             let url = self.base().to_string();
-            self.fail_over(&url);
-            ClientError::Unreachable { url, source }
-        })?;
-        if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_MODIFIED {
-            return Ok(resp);
+            let mut req = make(&self.http, &url).timeout(deadline);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            match attempt(req, &url, limit).await {
+                Ok((status, body)) => return answer(status, body),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transport { source, sent }) => {
+                    tracing::debug!(url, error = %chain(&source), sent, "config service call failed");
+                    self.fail_over(&url);
+                    if sent && retry == Retry::Unsent {
+                        return Err(ClientError::Unknown { url, source });
+                    }
+                    last = Some(ClientError::Unreachable { url, source });
+                }
+            }
         }
-        let status = resp.status().as_u16();
-        let body: ErrorBody = resp.json().await.unwrap_or_default();
-        Err(ClientError::Api {
-            status,
-            code: body.error,
-            message: body.message,
-            errors: body
-                .errors
-                .into_iter()
-                .map(|e| (e.path, e.reason))
-                .collect(),
-        })
+        Err(last.unwrap_or_else(|| ClientError::Protocol("no config service URL".into())))
     }
 
-    /// Sends `req` and reads the answer as a `T`.
+    /// [`Client::exchange`] with the usual deadline, the answer read as a `T`.
     async fn call<T: DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
+        retry: Retry,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = self.send(req).await?;
-        decode(resp).await
+        let (_, body) = self
+            .exchange(retry, self.call_timeout, usize::MAX, make)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("answer: {e}")))
+    }
+
+    /// [`Client::exchange`] with the usual deadline, the answer ignored.
+    async fn post_only(&self, path: &str, body: &impl serde::Serialize) -> Result<(), ClientError> {
+        self.exchange(Retry::Always, self.call_timeout, MAX_ERROR_BODY, |h, b| {
+            h.post(format!("{b}{path}")).json(body)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// `GET /v1/table`: the current version.
     pub async fn get(&self) -> Result<Versioned, ClientError> {
-        self.call(self.http.get(self.url("/v1/table"))).await
+        self.call(Retry::Always, |h, b| h.get(format!("{b}/v1/table")))
+            .await
     }
 
     pub async fn version(&self, v: u64) -> Result<Versioned, ClientError> {
-        self.call(self.http.get(self.url(&format!("/v1/versions/{v}"))))
+        self.call(Retry::Always, |h, b| h.get(format!("{b}/v1/versions/{v}")))
             .await
     }
 
@@ -265,11 +260,14 @@ impl Client {
             table,
             reason: reason.to_string(),
         };
-        let mut req = self.http.put(self.url("/v1/table")).json(&body);
-        if let Some(v) = if_match {
-            req = req.header("if-match", etag(v));
-        }
-        self.call(req).await
+        self.call(Retry::Unsent, |h, b| {
+            let req = h.put(format!("{b}/v1/table")).json(&body);
+            match if_match {
+                Some(v) => req.header("if-match", etag(v)),
+                None => req,
+            }
+        })
+        .await
     }
 
     /// Changes one region: weights by backend address, canary share, drain.
@@ -278,11 +276,10 @@ impl Client {
         region: &str,
         change: &PatchRegion,
     ) -> Result<Versioned, ClientError> {
-        let req = self
-            .http
-            .patch(self.url(&format!("/v1/regions/{region}")))
-            .json(change);
-        self.call(req).await
+        self.call(Retry::Unsent, |h, b| {
+            h.patch(format!("{b}/v1/regions/{region}")).json(change)
+        })
+        .await
     }
 
     pub async fn rollback(&self, to: u64, reason: &str) -> Result<Versioned, ClientError> {
@@ -290,27 +287,35 @@ impl Client {
             to,
             reason: reason.to_string(),
         };
-        self.call(self.http.post(self.url("/v1/rollback")).json(&body))
-            .await
+        self.call(Retry::Unsent, |h, b| {
+            h.post(format!("{b}/v1/rollback")).json(&body)
+        })
+        .await
     }
 
     pub async fn history(&self, limit: usize) -> Result<History, ClientError> {
         let q = HistoryQuery { limit: Some(limit) };
-        self.call(self.http.get(self.url("/v1/history")).query(&q))
-            .await
+        self.call(Retry::Always, |h, b| {
+            h.get(format!("{b}/v1/history")).query(&q)
+        })
+        .await
     }
 
     pub async fn fleet(&self) -> Result<Fleet, ClientError> {
-        self.call(self.http.get(self.url("/v1/fleet"))).await
+        self.call(Retry::Always, |h, b| h.get(format!("{b}/v1/fleet")))
+            .await
     }
 
     pub async fn diff(&self, from: Option<u64>, to: Option<u64>) -> Result<Diff, ClientError> {
         let q = DiffQuery { from, to };
-        self.call(self.http.get(self.url("/v1/diff")).query(&q))
-            .await
+        self.call(Retry::Always, |h, b| {
+            h.get(format!("{b}/v1/diff")).query(&q)
+        })
+        .await
     }
 
-    /// Long-polls for a version newer than `after`; `None` on timeout.
+    /// Long-polls for a version newer than `after`; `None` on timeout. The
+    /// call's deadline is `timeout` plus [`WATCH_MARGIN`].
     pub async fn watch(
         &self,
         after: u64,
@@ -324,16 +329,15 @@ impl Client {
             timeout_ms: Some(timeout.as_millis() as u64),
             epoch: epoch.map(str::to_string),
         };
-        let req = self
-            .http
-            .get(self.url("/v1/watch"))
-            .query(&q)
-            .timeout(timeout + Duration::from_secs(5));
-        let resp = self.send(req).await?;
-        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+        let deadline = timeout + WATCH_MARGIN;
+        let (status, body) = self
+            .exchange(Retry::Always, deadline, self.max_watch_body, |h, b| {
+                h.get(format!("{b}/v1/watch")).query(&q)
+            })
+            .await?;
+        if status == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        let body = read_bounded(resp, self.max_watch_body, self.base()).await?;
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| ClientError::Protocol(format!("answer: {e}")))
@@ -341,13 +345,12 @@ impl Client {
 
     /// A proxy's per-track stats for the rollout controller.
     pub async fn report_stats(&self, report: &StatsReport) -> Result<(), ClientError> {
-        self.send(self.http.post(self.url("/v1/stats")).json(report))
-            .await
-            .map(|_| ())
+        self.post_only("/v1/stats", report).await
     }
 
     pub async fn rollouts(&self) -> Result<Rollouts, ClientError> {
-        self.call(self.http.get(self.url("/v1/rollouts"))).await
+        self.call(Retry::Always, |h, b| h.get(format!("{b}/v1/rollouts")))
+            .await
     }
 
     /// start (with an optional plan), pause, resume or abort a region's
@@ -357,52 +360,116 @@ impl Client {
         region: &str,
         command: &RolloutCommand,
     ) -> Result<RolloutChange, ClientError> {
-        self.call(
-            self.http
-                .post(self.url(&format!("/v1/rollouts/{region}")))
-                .json(command),
-        )
+        self.call(Retry::Unsent, |h, b| {
+            h.post(format!("{b}/v1/rollouts/{region}")).json(command)
+        })
         .await
     }
 
     pub async fn ack(&self, ack: &Ack) -> Result<(), ClientError> {
-        self.send(self.http.post(self.url("/v1/fleet/ack")).json(ack))
-            .await
-            .map(|_| ())
+        self.post_only("/v1/fleet/ack", ack).await
     }
 }
 
-/// A successful answer's body as a `T`; a body of another shape is a
-/// protocol error naming what did not fit.
-async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("answer: {e}")))
+/// When a call moves on to the next replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// On any failure to get an answer: reads, and what is safe to repeat
+    /// (acks, stats).
+    Always,
+    /// Only when the request never left (no connection): writes.
+    Unsent,
 }
 
-/// A body of at most `limit` bytes: refused by its announced length, or
-/// as soon as more arrives.
+/// Why one attempt at one replica gave no answer.
+enum Failure {
+    /// No use asking another replica (e.g. an answer too large).
+    Final(ClientError),
+    /// The transport failed; `sent` when the request may have arrived.
+    Transport { source: reqwest::Error, sent: bool },
+}
+
+/// One request to one replica: the status and the body, read whole (at
+/// most `limit` bytes of a 2xx answer, [`MAX_ERROR_BODY`] of an error).
+async fn attempt(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    limit: usize,
+) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
+    let resp = req.send().await.map_err(|source| Failure::Transport {
+        sent: !source.is_connect(),
+        source,
+    })?;
+    let status = resp.status();
+    let body = if status.is_success() {
+        read_bounded(resp, limit, url, false).await?
+    } else if status == reqwest::StatusCode::NOT_MODIFIED {
+        Vec::new()
+    } else {
+        // An error document is small; a longer one is cut, not refused.
+        read_bounded(resp, MAX_ERROR_BODY, url, true)
+            .await
+            .unwrap_or_default()
+    };
+    Ok((status, body))
+}
+
+/// A 2xx or 304 answer as it is; any other as the service's error.
+fn answer(
+    status: reqwest::StatusCode,
+    body: Vec<u8>,
+) -> Result<(reqwest::StatusCode, Vec<u8>), ClientError> {
+    if status.is_success() || status == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok((status, body));
+    }
+    let doc: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+    let message = if doc.message.is_empty() && doc.error.is_empty() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        format!(
+            "{} {}",
+            status.canonical_reason().unwrap_or(""),
+            text.trim()
+        )
+    } else {
+        doc.message
+    };
+    Err(ClientError::Api {
+        status: status.as_u16(),
+        code: doc.error,
+        message,
+        errors: doc.errors.into_iter().map(|e| (e.path, e.reason)).collect(),
+    })
+}
+
+/// A body of at most `limit` bytes: refused (as [`ClientError::TooLarge`])
+/// by its announced length or as soon as more arrives; with `cut`, the
+/// first `limit` bytes are kept and the rest is not read.
 async fn read_bounded(
     mut resp: reqwest::Response,
     limit: usize,
     url: &str,
-) -> Result<Vec<u8>, ClientError> {
-    let too_large = || ClientError::TooLarge {
-        url: url.to_string(),
-        limit,
+    cut: bool,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        Failure::Final(ClientError::TooLarge {
+            url: url.to_string(),
+            limit,
+        })
     };
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
+    if !cut && resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .map_err(|source| Failure::Transport { source, sent: true })?
     {
         if body.len() + chunk.len() > limit {
+            if cut {
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                break;
+            }
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);

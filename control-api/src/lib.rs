@@ -11,7 +11,8 @@
 //! - [`report`]: the per-track stats proxies send every second.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
 //!   or TLS verified against a given CA, optionally with a client
-//!   certificate), moving to the next replica when one is unreachable.
+//!   certificate), moving to the next replica when one is unreachable or
+//!   silent past the call's deadline; `client_tls` builds its HTTP client.
 //! - [`auth`]: `[ROLE:]NAME=SECRET` tokens, roles, and [`authorize`], the
 //!   one bearer-token check of the service and the admin listener.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+mod client_tls;
 pub mod record;
 pub mod report;
 

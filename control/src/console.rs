@@ -130,13 +130,10 @@ pub(crate) async fn live(State(c): State<Arc<Control>>) -> Json<LiveView> {
 /// changed its canary share, from `since_ms` on, plus the share in force
 /// at `since_ms` so a chart starts at the right height.
 fn canary_changes(c: &Control, since_ms: u64) -> HashMap<String, Vec<CanaryChange>> {
-    let Ok(versions) = c.versions.read() else {
-        return HashMap::new();
-    };
-    let start = versions.len().saturating_sub(STEP_SCAN);
+    let versions = c.versions.recent(STEP_SCAN);
     let mut out: HashMap<String, Vec<CanaryChange>> = HashMap::new();
     let mut prev: HashMap<&str, u32> = HashMap::new();
-    for v in &versions[start..] {
+    for v in &versions {
         for (name, r) in &v.table.regions {
             let before = prev.insert(name.as_str(), r.canary_bps);
             if before == Some(r.canary_bps) {
@@ -226,7 +223,8 @@ pub(crate) async fn explain(
             "no table is stored yet",
         ));
     };
-    let table = edgesteer_config::compile(&cur.table).map_err(ApiError::from_config)?;
+    // Compiled once per version (off the runtime), not once per request.
+    let table = c.compiled.of(&cur).await?;
     let g = geo.lookup(ip);
     let (unhealthy, reporting) = c.live.unhealthy();
     let client = Client {

@@ -7,22 +7,29 @@
 //!   audit included);
 //! - `P/head`: the newest version's number;
 //! - `P/epoch`: the store's identity, created once;
-//! - `P/leader`: the rollout controller's lease-guarded lock.
+//! - `P/leader`: the rollout controller's lease-guarded lock
+//!   ([`crate::etcd_lease`]; its commits compare the lease);
+//! - `P/fleet/<replica>/<proxy>`, `P/stats/<replica>/<proxy>`: what each
+//!   replica heard from its proxies, under the replica's lease and deleted
+//!   when the proxy is forgotten; old revisions are compacted every few
+//!   minutes ([`crate::etcd_shared`]).
 //!
 //! An append is one transaction: it succeeds only if the version key does
 //! not exist and `P/head` still holds the version this replica built on,
 //! so two replicas never commit two different version N. Every replica
 //! follows `P/versions/` with a watch and adopts what the others write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
 };
 
+use crate::etcd_lease::{campaign, holds, Leadership};
+use crate::etcd_shared::{compact_forever, compact_once, put_leased, retain, SharedLease};
 use crate::store::{new_epoch, Store, StoreError, VersionRecord};
 
 /// etcd refuses requests over 1.5 MiB (`--max-request-bytes`); a version is
@@ -40,6 +47,10 @@ pub struct EtcdConfig {
     pub ca: Option<std::path::PathBuf>,
     /// This replica's name, recorded with the rollout decisions it makes.
     pub replica: String,
+    /// How often the leader compacts etcd's old revisions (default 5 min).
+    pub compact_every: Duration,
+    /// Revisions kept below the current one when compacting.
+    pub compact_margin: i64,
 }
 
 impl EtcdConfig {
@@ -76,6 +87,8 @@ impl EtcdConfig {
             user: None,
             ca: None,
             replica,
+            compact_every: crate::etcd_shared::COMPACT_EVERY,
+            compact_margin: crate::etcd_shared::COMPACT_MARGIN,
         })
     }
 }
@@ -86,7 +99,11 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     replica: String,
-    leader: Arc<AtomicBool>,
+    leadership: Arc<Leadership>,
+    /// The lease the keys shared with other replicas live under.
+    shared: Arc<SharedLease>,
+    compact_every: Duration,
+    compact_margin: i64,
 }
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
@@ -161,7 +178,10 @@ impl EtcdStore {
             client,
             prefix: cfg.prefix.clone(),
             replica: cfg.replica.clone(),
-            leader: Arc::new(AtomicBool::new(false)),
+            leadership: Arc::default(),
+            shared: Arc::default(),
+            compact_every: cfg.compact_every,
+            compact_margin: cfg.compact_margin,
         })
     }
 
@@ -200,60 +220,25 @@ impl EtcdStore {
             .collect()
     }
 
-    /// Keeps trying to hold `P/leader` with a 3 s lease; while it holds it,
-    /// [`Store::is_leader`] is true. Runs for the life of the process.
-    async fn campaign(self) {
-        let key = format!("{}/leader", self.prefix);
-        loop {
-            let held = self.hold(&key).await;
-            if self.leader.swap(false, Ordering::SeqCst) {
-                tracing::warn!(replica = %self.replica, error = ?held.err(), "lost the rollout controller lease");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    fn leader_key(&self) -> String {
+        format!("{}/leader", self.prefix)
     }
 
-    /// One term: acquire the key with a lease, keep it alive until that
-    /// fails. Returns when this replica is (no longer) the leader.
-    async fn hold(&self, key: &str) -> Result<(), etcd_client::Error> {
-        let mut c = self.client.clone();
-        let lease = c.lease_grant(3, None).await?.id();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                self.replica.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        if !c.txn(txn).await?.succeeded() {
-            let _ = c.lease_revoke(lease).await;
-            return Ok(());
-        }
-        tracing::info!(replica = %self.replica, "this replica now runs the rollout controller");
-        self.leader.store(true, Ordering::SeqCst);
-        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-        loop {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(r) if r.ttl() > 0 => {}
-                _ => return Ok(()),
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Store for EtcdStore {
-    async fn load(&self) -> Result<Vec<VersionRecord>, StoreError> {
-        self.range_from(self.versions()).await
+    /// Compacts etcd's history now (what the leader does every
+    /// `compact_every`): the revision compacted to, if any.
+    pub async fn compact_now(&self) -> Result<Option<i64>, StoreError> {
+        compact_once(&self.client, &self.head(), self.compact_margin)
+            .await
+            .map_err(unavailable)
     }
 
-    async fn load_after(&self, version: u64) -> Result<Vec<VersionRecord>, StoreError> {
-        self.range_from(self.version_key(version + 1)).await
-    }
-
-    async fn append(&self, record: &VersionRecord) -> Result<(), StoreError> {
+    /// Appends `record` if `P/head` is the version before it and, with
+    /// `fence`, only while `P/leader` is held under that lease.
+    async fn append_with(
+        &self,
+        record: &VersionRecord,
+        fence: Option<i64>,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             path: self.version_key(record.version).into(),
             reason: e.to_string(),
@@ -272,15 +257,17 @@ impl Store for EtcdStore {
         } else {
             Compare::value(head.clone(), CompareOp::Equal, prev.to_string())
         };
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                head_is_prev,
-            ])
-            .and_then([
-                TxnOp::put(key, bytes.clone(), None),
-                TxnOp::put(head, record.version.to_string(), None),
-            ]);
+        let mut when = vec![
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            head_is_prev,
+        ];
+        if let Some(lease) = fence {
+            when.push(Compare::lease(self.leader_key(), CompareOp::Equal, lease));
+        }
+        let txn = Txn::new().when(when).and_then([
+            TxnOp::put(key, bytes.clone(), None),
+            TxnOp::put(head, record.version.to_string(), None),
+        ]);
         let resp = retried(|| {
             let mut c = self.client.clone();
             let txn = txn.clone();
@@ -305,7 +292,36 @@ impl Store for EtcdStore {
         {
             return Ok(());
         }
+        if fence.is_some() && !holds(&self.client, &self.leader_key(), fence).await {
+            return Err(StoreError::NotLeader(
+                "its lease on the controller's key is gone".into(),
+            ));
+        }
         Err(StoreError::Conflict(record.version))
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn load(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        self.range_from(self.versions()).await
+    }
+
+    async fn load_after(&self, version: u64) -> Result<Vec<VersionRecord>, StoreError> {
+        self.range_from(self.version_key(version + 1)).await
+    }
+
+    async fn append(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        self.append_with(record, None).await
+    }
+
+    async fn append_as_leader(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        let Some(lease) = self.leadership.lease() else {
+            return Err(StoreError::NotLeader(
+                "its lease's deadline passed without a keep-alive".into(),
+            ));
+        };
+        self.append_with(record, Some(lease)).await
     }
 
     async fn epoch(&self) -> Result<String, StoreError> {
@@ -371,7 +387,23 @@ impl Store for EtcdStore {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         });
-        tokio::spawn(self.clone().campaign());
+        tokio::spawn(campaign(
+            self.client.clone(),
+            self.leader_key(),
+            self.replica.clone(),
+            self.leadership.clone(),
+        ));
+        let store = self.clone();
+        tokio::spawn(compact_forever(self.compact_every, move || {
+            let store = store.clone();
+            async move {
+                if store.is_leader() {
+                    store.compact_now().await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+        }));
         Some(rx)
     }
 
@@ -380,7 +412,7 @@ impl Store for EtcdStore {
     }
 
     fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        self.leadership.lease().is_some()
     }
 
     fn replica(&self) -> Option<&str> {
@@ -389,9 +421,23 @@ impl Store for EtcdStore {
 
     async fn publish(&self, kind: &str, proxy: &str, json: Vec<u8>) {
         let key = format!("{}/{kind}/{}/{proxy}", self.prefix, self.replica);
-        let mut c = self.client.clone();
-        if let Err(e) = c.put(key, json, None).await {
+        if let Err(e) = put_leased(&self.client, &self.shared, key, json).await {
             tracing::debug!(error = %e, kind, proxy, "not shared with the other replicas");
+        }
+    }
+
+    async fn retain_shared(&self, kind: &str, keep: &HashSet<String>) {
+        let dir = format!("{}/{kind}/{}/", self.prefix, self.replica);
+        match retain(&self.client, &dir, keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                kind,
+                deleted = n,
+                "shared keys of forgotten proxies deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "cannot delete shared keys of forgotten proxies")
+            }
         }
     }
 

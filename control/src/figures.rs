@@ -200,7 +200,7 @@ impl Windows {
                 Verdict::RollBack,
                 format!(
                     "gate error_rate failed at step {} ({} bps): canary 5xx rate {:.2}% over {} requests > {:.2}%",
-                    ro.step,
+                    ro.step + 1,
                     step.canary_bps,
                     w.canary.error_rate() * 100.0,
                     w.canary.requests,
@@ -214,7 +214,7 @@ impl Windows {
             if c > s * max_ratio && c > LATENCY_BUCKETS_MS[0] {
                 return Some((
                     Verdict::RollBack,
-                    format!("gate p99 failed at step {}: canary p99 {c} ms > {max_ratio} x stable p99 {s} ms", ro.step),
+                    format!("gate p99 failed at step {}: canary p99 {c} ms > {max_ratio} x stable p99 {s} ms", ro.step + 1),
                 ));
             }
         }
@@ -224,7 +224,7 @@ impl Windows {
                 Verdict::Advance,
                 format!(
                     "step {} ({} bps) held {} ms: {} canary requests, 5xx {:.2}%, p99 {} ms (stable {} ms)",
-                    ro.step,
+                    ro.step + 1,
                     step.canary_bps,
                     step.hold_ms,
                     w.canary.requests,

@@ -23,14 +23,21 @@
 //! - [`console`]: the ops console's page and reads; `live` keeps what it
 //!   draws from the proxies' stats.
 //! - `http`, `fleet`, `replicas`, [`peer_cert`]: HTTP plumbing, the fleet
-//!   register, what replicas share, and client-certificate names.
+//!   register, what replicas share, and client-certificate names;
+//!   `history` the versions kept in memory (the newest 1000), `compiled`
+//!   compiles off the async runtime and the current version's compiled
+//!   table (for explain).
 #![forbid(unsafe_code)]
 
+mod compiled;
 pub mod console;
 pub mod etcd;
+mod etcd_lease;
+mod etcd_shared;
 mod figures;
 mod fleet;
 mod guard;
+mod history;
 mod http;
 mod live;
 pub mod peer_cert;

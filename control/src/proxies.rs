@@ -8,25 +8,63 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 
 use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
 use crate::store::VersionRecord;
-use edgesteer_control_api::api::{Ack, Fleet, StatsReport, WatchQuery};
+use edgesteer_control_api::api::{check_proxy_name, Ack, Fleet, StatsReport, WatchQuery};
+use edgesteer_control_api::auth::Role;
+use edgesteer_control_api::Caller;
 
 /// Longest a watch request is held open.
 const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// Checks the `proxy` a request names: well formed (400 naming the field
+/// `proxy`) and, for a `proxy` caller, the caller's own name (its token's
+/// or its certificate's; 403 otherwise), so no proxy speaks for another.
+fn own_name(c: &Control, caller: &Caller, name: &str, what: &str) -> Result<(), ApiError> {
+    check_proxy_name(name).map_err(|reason| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("proxy: {reason}"),
+        )
+        .at("proxy", reason)
+    })?;
+    if caller.role == Role::Proxy && caller.name != name {
+        c.forbidden
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(caller = %caller.name, claimed = name, what, "refused: a proxy spoke for another proxy");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "proxy `{}` may {what} only as itself, not as `{name}`: give each proxy a token named after it (--token proxy:NAME=SECRET) and the same --name, or a client certificate listed with --cert-proxy",
+                caller.name
+            ),
+        )
+        .at("proxy", format!("must be `{}`", caller.name)));
+    }
+    Ok(())
+}
 
 /// Long-poll: answers at once with the current table if it is newer than
 /// `after` (or the proxy's version is of another store epoch), else when
 /// one is committed, else 304 after `timeout_ms`.
 pub(crate) async fn watch_table(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<WatchQuery>,
-) -> Response {
+) -> Result<Response, ApiError> {
     if let Some(p) = &q.proxy {
+        own_name(&c, &caller, p, "watch")?;
+    }
+    // Only proxies are listed in the fleet: an operator's or the
+    // console's watch (a `read` or `ops` token) is served, not registered.
+    if caller.role == Role::Proxy {
+        let p = q.proxy.as_deref().unwrap_or(&caller.name);
         c.fleet.watching(p);
         c.share_fleet(p);
     }
@@ -69,17 +107,19 @@ pub(crate) async fn watch_table(
         .ok()
         .flatten(),
     };
-    match found {
+    Ok(match found {
         Some(r) => tagged(&r, &c.epoch),
         None => StatusCode::NOT_MODIFIED.into_response(),
-    }
+    })
 }
 
 pub(crate) async fn ack(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let a: Ack = parse_body(body)?;
+    own_name(&c, &caller, &a.proxy, "ack")?;
     c.fleet.ack(&a).map_err(|bad| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -101,9 +141,11 @@ pub(crate) async fn fleet(State(c): State<Arc<Control>>) -> Json<Fleet> {
 /// A proxy's per-track figures, folded into the running rollouts' windows.
 pub(crate) async fn post_stats(
     State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let report: StatsReport = parse_body(body)?;
+    own_name(&c, &caller, &report.proxy, "send stats")?;
     c.ingest_stats(&report);
     c.share_stats(&report);
     Ok(StatusCode::NO_CONTENT)

@@ -3,14 +3,18 @@
 //! what its proxies said (fleet entries, stats reports) through the store,
 //! and know whether it runs the rollout controller.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 
 use crate::http::ApiError;
 use crate::state::{redact, Control};
 use crate::store::StoreError;
+
+/// How often shared keys of forgotten proxies are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// A fleet entry as replicas share it, with when it was written.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -51,11 +55,7 @@ impl Control {
                 continue;
             }
             let r = Arc::new(redact(r));
-            if let Ok(mut v) = self.versions.write() {
-                if v.last().is_none_or(|l| l.version < r.version) {
-                    v.push(r.clone());
-                }
-            }
+            self.versions.push(r.clone());
             self.current.send_replace(Some(r.clone()));
             adopted += 1;
             tracing::info!(version = r.version, actor = %r.audit.actor, "version from another replica adopted");
@@ -125,6 +125,22 @@ impl Control {
         }
         list.sort_by(|a, b| a.proxy.cmp(&b.proxy));
         list
+    }
+
+    /// Every [`SWEEP_EVERY`], deletes the keys this replica shared for
+    /// proxies its fleet register no longer lists (expired), so a shared
+    /// store holds the fleet that is, not every proxy that ever was.
+    pub(crate) fn spawn_sweeper(self: &Arc<Self>) {
+        let c = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(c) = c.upgrade() else { return };
+                let keep: HashSet<String> = c.fleet.list().into_iter().map(|e| e.proxy).collect();
+                c.store.retain_shared("fleet", &keep).await;
+                c.store.retain_shared("stats", &keep).await;
+            }
+        });
     }
 
     /// Whether this replica runs the rollout controller.

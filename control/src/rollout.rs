@@ -25,8 +25,9 @@ use axum::Json;
 use bytes::Bytes;
 use edgesteer_config::model::RolloutState;
 use edgesteer_config::wire::{RegionSpec, RolloutSpec, RolloutStep};
-use edgesteer_config::{compile, TableSpec};
+use edgesteer_config::TableSpec;
 
+use crate::compiled::compile_blocking;
 use crate::figures::{gates, now_ms, Verdict};
 use crate::http::{parse_body, ApiError};
 use crate::state::Control;
@@ -124,7 +125,7 @@ impl Control {
             else {
                 continue;
             };
-            if compile(&table).is_err() {
+            if compile_blocking(&table).await.is_err() {
                 tracing::error!(
                     region,
                     "rollout change does not compile; leaving the table as it is"
@@ -135,7 +136,11 @@ impl Control {
                 Some(r) => format!("rollout@{r}"),
                 None => "rollout".to_string(),
             };
-            match self.commit(&actor, label, table, reason, None).await {
+            // Fenced: stored only while this replica still holds the lease.
+            match self
+                .commit_as_controller(&actor, label, table, reason)
+                .await
+            {
                 Ok(rec) => tracing::info!(
                     region,
                     version = rec.version,
@@ -215,7 +220,7 @@ pub(crate) async fn post_rollout(
         )
     })?;
     apply_command(&region, r, &req, &actor)?;
-    compile(&table).map_err(ApiError::from_config)?;
+    compile_blocking(&table).await?;
     let action = format!("rollout-{}", req.action.as_str());
     let rec = c.commit(&actor, &action, table, req.reason, None).await?;
     let rollout = rec

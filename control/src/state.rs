@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap, StatusCode};
@@ -31,7 +31,10 @@ pub struct Control {
     pub(crate) store: Arc<dyn Store>,
     /// Held by every write from its `If-Match` check to its commit.
     pub(crate) write_lock: Mutex<()>,
-    pub(crate) versions: RwLock<Vec<Arc<VersionRecord>>>,
+    /// The newest versions (the store keeps every one).
+    pub(crate) versions: crate::history::Window,
+    /// The current version's compiled table, for explain.
+    pub(crate) compiled: crate::compiled::CompiledCache,
     pub(crate) current: watch::Sender<Option<Arc<VersionRecord>>>,
     tokens: Vec<Token>,
     /// The store's epoch, sent with every version.
@@ -82,12 +85,15 @@ impl Control {
         }
         // Versions stored before keys were hashed on the way in are hashed
         // here, so no read ever shows a plain key.
-        let records: Vec<VersionRecord> = records.into_iter().map(redact).collect();
+        // Only the newest are kept in memory (the store keeps every one).
+        let skip = records.len().saturating_sub(crate::history::DEFAULT_WINDOW);
+        let records: Vec<VersionRecord> = records.into_iter().skip(skip).map(redact).collect();
         let (tx, _) = watch::channel(records.last().cloned().map(Arc::new));
         let control = Arc::new(Control {
             store,
             write_lock: Mutex::new(()),
-            versions: RwLock::new(records.into_iter().map(Arc::new).collect()),
+            versions: crate::history::Window::new(records),
+            compiled: Default::default(),
             current: tx,
             tokens,
             epoch,
@@ -101,6 +107,9 @@ impl Control {
             closing: watch::channel(false).0,
             cert_proxies: std::sync::OnceLock::new(),
         });
+        if control.store.follow_needed() {
+            control.spawn_sweeper();
+        }
         if let Some(mut changes) = control.store.follow() {
             // Another replica wrote: adopt its versions (in order).
             let c = Arc::downgrade(&control);
@@ -222,21 +231,21 @@ impl Control {
         })
     }
 
-    /// Version `v`, or the API's 404.
+    /// Version `v`, or the API's 404 (410 when it is older than the
+    /// versions kept in memory; see [`crate::history`]).
     pub(crate) fn version(&self, v: u64) -> Result<Arc<VersionRecord>, ApiError> {
-        self.versions
-            .read()
-            .ok()
-            .and_then(|versions| versions.iter().find(|r| r.version == v).cloned())
-            .ok_or_else(|| ApiError::unknown_version(v))
+        self.versions.get(v)
     }
 
     /// The newest `limit` versions, newest first.
     pub(crate) fn newest(&self, limit: usize) -> Vec<Arc<VersionRecord>> {
-        self.versions
-            .read()
-            .map(|v| v.iter().rev().take(limit).cloned().collect())
-            .unwrap_or_default()
+        self.versions.newest(limit)
+    }
+
+    /// Keeps at most `n` versions in memory (default
+    /// [`crate::history::DEFAULT_WINDOW`]); the store keeps every one.
+    pub fn set_history_window(&self, n: usize) {
+        self.versions.set_cap(n);
     }
 
     /// Stores a new version (already compiled by the caller) and pushes it.
@@ -247,6 +256,33 @@ impl Control {
         table: TableSpec,
         reason: String,
         restored: Option<u64>,
+    ) -> Result<Arc<VersionRecord>, ApiError> {
+        self.commit_as(actor, action, table, reason, restored, false)
+            .await
+    }
+
+    /// [`Control::commit`] of the rollout controller: stored only while
+    /// this replica holds the controller's lease (the store checks it in
+    /// the same transaction), so a replica that lost it commits nothing.
+    pub(crate) async fn commit_as_controller(
+        &self,
+        actor: &str,
+        action: &str,
+        table: TableSpec,
+        reason: String,
+    ) -> Result<Arc<VersionRecord>, ApiError> {
+        self.commit_as(actor, action, table, reason, None, true)
+            .await
+    }
+
+    async fn commit_as(
+        &self,
+        actor: &str,
+        action: &str,
+        table: TableSpec,
+        reason: String,
+        restored: Option<u64>,
+        fenced: bool,
     ) -> Result<Arc<VersionRecord>, ApiError> {
         let mut table = table;
         hash_keys(&mut table)?;
@@ -272,30 +308,14 @@ impl Control {
                 restored,
             },
         };
-        self.store.append(&record).await.map_err(|e| match e {
-            StoreError::Conflict(v) => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("another replica committed version {v} at the same moment; nothing was changed: re-read the table and retry"),
-            ),
-            StoreError::TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the change was not stored: {e}"),
-            ),
-            e => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_failed",
-                format!("the change was not stored: {e}"),
-            ),
-        })?;
+        let stored = if fenced {
+            self.store.append_as_leader(&record).await
+        } else {
+            self.store.append(&record).await
+        };
+        stored.map_err(store_error)?;
         let record = Arc::new(record);
-        if let Ok(mut v) = self.versions.write() {
-            // Never twice (the follower may have adopted it already).
-            if v.last().is_none_or(|l| l.version < record.version) {
-                v.push(record.clone());
-            }
-        }
+        self.versions.push(record.clone());
         if self.latest().is_none_or(|l| l.version < record.version) {
             self.current.send_replace(Some(record.clone()));
         }
@@ -348,6 +368,32 @@ impl Control {
                 format!("If-Match {want} does not match the current version {}; re-read the table and retry", current.unwrap_or_else(|| "(none)".into())),
             ))
         }
+    }
+}
+
+/// A failed append as the API's error (nothing was changed).
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(v) => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("another replica committed version {v} at the same moment; nothing was changed: re-read the table and retry"),
+        ),
+        StoreError::NotLeader(why) => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_leader",
+            format!("this replica no longer runs the rollout controller ({why}); nothing was changed"),
+        ),
+        StoreError::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the change was not stored: {e}"),
+        ),
+        e => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            format!("the change was not stored: {e}"),
+        ),
     }
 }
 

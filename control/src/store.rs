@@ -25,6 +25,8 @@ pub enum StoreError {
     Locked { path: PathBuf, reason: String },
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    #[error("not the rollout controller: {0}")]
+    NotLeader(String),
     #[error("the version is {bytes} bytes; the store takes at most {limit}")]
     TooLarge { bytes: usize, limit: usize },
 }
@@ -36,6 +38,12 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self) -> Result<Vec<VersionRecord>, StoreError>;
     /// Stores `record` durably; must fail if its version already exists.
     async fn append(&self, record: &VersionRecord) -> Result<(), StoreError>;
+    /// [`Store::append`] for the rollout controller: a shared store commits
+    /// it only while this replica holds the controller's lease (checked in
+    /// the same transaction); otherwise [`StoreError::NotLeader`].
+    async fn append_as_leader(&self, record: &VersionRecord) -> Result<(), StoreError> {
+        self.append(record).await
+    }
     /// The store's identity, made once when the store was created. A new
     /// epoch tells proxies that versions started again (a wiped or new
     /// store), so a lower version than theirs is still the newest.
@@ -80,6 +88,10 @@ pub trait Store: Send + Sync + 'static {
     /// Best effort; a single-replica store keeps nothing.
     async fn publish(&self, _kind: &str, _proxy: &str, _json: Vec<u8>) {}
 
+    /// Deletes this replica's shared keys of `kind` for proxies not in
+    /// `keep` (the ones it has forgotten).
+    async fn retain_shared(&self, _kind: &str, _keep: &std::collections::HashSet<String>) {}
+
     /// Every replica's shared fleet entries.
     async fn shared(&self, _kind: &str) -> Vec<Vec<u8>> {
         Vec::new()
@@ -97,6 +109,64 @@ pub(crate) fn new_epoch() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:016x}{:08x}", nanos as u64, std::process::id())
+}
+
+/// Whether `text` is an epoch as [`new_epoch`] makes them (24 hex digits):
+/// not empty, not cut short.
+fn whole_epoch(text: &str) -> bool {
+    text.len() == 24 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The epoch of the store in `dir`, made (and written atomically: temp
+/// file, fsync, rename, directory fsync) when there is none. An empty or
+/// cut-short file (a crash while an older version wrote it in place) is
+/// made again if the store holds no version yet; with versions it is an
+/// error saying what to do, since a new epoch tells every proxy that the
+/// numbering started again.
+fn epoch_of(dir: &Path) -> Result<String, StoreError> {
+    let path = dir.join("epoch");
+    match std::fs::read_to_string(&path) {
+        Ok(e) if whole_epoch(e.trim()) => return Ok(e.trim().to_string()),
+        Ok(e) => {
+            if holds_versions(dir)? {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: format!(
+                        "the epoch file is {} but the store holds versions; write the store's epoch back into it (the `epoch` of `edgesteer ctl get`, or of a proxy's --cache file), or delete the file to give the store a new epoch (proxies then follow this store's versions as a new history)",
+                        if e.trim().is_empty() { "empty".to_string() } else { format!("cut short ({:?})", e.trim()) }
+                    ),
+                });
+            }
+            tracing::warn!(path = %path.display(), "the store's epoch file is empty or cut short and the store holds no version; making a new epoch");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    let epoch = new_epoch();
+    let tmp = dir.join(format!(".tmp-epoch-{}", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(epoch.as_bytes()).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(epoch)
+}
+
+/// Whether `dir` holds a version file.
+fn holds_versions(dir: &Path) -> Result<bool, StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let name = entry.map_err(io(dir))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('v') && name.ends_with(".json") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// One JSON file per version in a directory, written atomically (temp file,
@@ -153,23 +223,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[async_trait]
 impl Store for FileStore {
     async fn epoch(&self) -> Result<String, StoreError> {
-        let path = self.dir.join("epoch");
-        match std::fs::read_to_string(&path) {
-            Ok(e) if !e.trim().is_empty() => return Ok(e.trim().to_string()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
-        let epoch = new_epoch();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        f.write_all(epoch.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io(&path))?;
-        Ok(epoch)
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || epoch_of(&dir))
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                path: self.dir.join("epoch"),
+                reason: format!("epoch reader panicked: {e}"),
+            })?
     }
 
     async fn load(&self) -> Result<Vec<VersionRecord>, StoreError> {
@@ -348,6 +408,37 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         let other_store = FileStore::open(fresh.path()).unwrap();
         assert_ne!(other_store.epoch().await.unwrap(), epoch);
+    }
+
+    #[tokio::test]
+    async fn an_empty_epoch_file_is_repaired_or_refused_clearly() {
+        // A crash left the file empty before any version was stored: a new
+        // epoch is made, written whole, with no temp file left.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("epoch"), b"").unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let epoch = store.epoch().await.unwrap();
+        assert!(whole_epoch(&epoch), "{epoch}");
+        let on_disk = std::fs::read_to_string(dir.path().join("epoch")).unwrap();
+        assert_eq!(on_disk, epoch);
+        assert_eq!(store.epoch().await.unwrap(), epoch);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+        // With versions stored, an empty or cut-short epoch is refused,
+        // naming the file and what to do.
+        store.append(&record(1)).await.unwrap();
+        for broken in ["", "0123abc"] {
+            std::fs::write(dir.path().join("epoch"), broken).unwrap();
+            let err = store.epoch().await.unwrap_err().to_string();
+            assert!(
+                err.contains("epoch") && err.contains(&*dir.path().to_string_lossy()),
+                "{err}"
+            );
+            assert!(err.contains("delete the file"), "{err}");
+        }
     }
 
     #[tokio::test]

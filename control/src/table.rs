@@ -1,5 +1,6 @@
 //! Handlers of the table endpoints: read the current or any version, replace
-//! the table, patch one region, roll back, history and diff.
+//! the table, patch one region, roll back, history and diff. A write that
+//! would leave the table as it is commits nothing (`400 empty_change`).
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use axum::response::Response;
 use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
+use edgesteer_config::ratelimit::hashed_key;
 use edgesteer_config::wire::RegionSpec;
-use edgesteer_config::{compile, diff, parse};
+use edgesteer_config::{diff, parse, TableSpec};
 
 use crate::http::{parse_body, tagged, ApiError};
 use crate::state::Control;
@@ -45,9 +47,17 @@ pub(crate) async fn put_table(
     let text = serde_json::to_vec(&req.table)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_table", e.to_string()))?;
     let spec = parse::from_json(&text).map_err(ApiError::from_config)?;
-    compile(&spec).map_err(ApiError::from_config)?;
+    crate::compiled::compile_blocking(&spec).await?;
     let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
+    if let Some(cur) = c.latest() {
+        if with_hashed_keys(&spec) == cur.table {
+            return Err(unchanged(format!(
+                "the table is the same as version {}; nothing was committed",
+                cur.version
+            )));
+        }
+    }
     let r = c.commit(&actor, "replace", spec, req.reason, None).await?;
     Ok(tagged(&r, &c.epoch))
 }
@@ -74,7 +84,13 @@ pub(crate) async fn patch_region(
         .at(format!("regions.{region}"), "no such region")
     })?;
     let action = apply_patch(&region, r, &req)?;
-    compile(&spec).map_err(ApiError::from_config)?;
+    if spec == cur.table {
+        return Err(unchanged(format!(
+            "region {region} already is as asked (version {}); nothing was committed",
+            cur.version
+        )));
+    }
+    crate::compiled::compile_blocking(&spec).await?;
     let rec = c.commit(&actor, &action, spec, req.reason, None).await?;
     Ok(tagged(&rec, &c.epoch))
 }
@@ -100,6 +116,20 @@ fn apply_patch(region: &str, r: &mut RegionSpec, req: &PatchRegion) -> Result<St
         action.push("set-weight");
     }
     if let Some(bps) = req.canary_bps {
+        let has_canary = r
+            .backends
+            .iter()
+            .any(|b| b.track.as_deref() == Some("canary"));
+        if bps > 0 && !has_canary {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_canary_backends",
+                format!(
+                    "region {region} has no canary backends (track = \"canary\"); a canary share of {bps} bps would send nobody to a canary"
+                ),
+            )
+            .at("canary_bps", "the region has no canary backends; add one first"));
+        }
         r.canary_bps = bps;
         action.push("set-canary");
     }
@@ -127,9 +157,15 @@ pub(crate) async fn rollback(
     let actor = caller.name;
     let req: Rollback = parse_body(body)?;
     let target = c.version(req.to)?;
-    compile(&target.table).map_err(ApiError::from_config)?;
+    crate::compiled::compile_blocking(&target.table).await?;
     let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
+    if let Some(cur) = c.latest().filter(|cur| cur.table == target.table) {
+        return Err(unchanged(format!(
+            "version {}'s table is the current one (version {}); nothing was committed",
+            req.to, cur.version
+        )));
+    }
     let rec = c
         .commit(
             &actor,
@@ -140,6 +176,28 @@ pub(crate) async fn rollback(
         )
         .await?;
     Ok(tagged(&rec, &c.epoch))
+}
+
+/// `400 empty_change`: a write that would store a table equal to the
+/// current one (the audit would show no change).
+fn unchanged(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "empty_change", message)
+}
+
+/// `spec` as it would be stored: plain API keys as `sha256:<hex>` (the
+/// service hashes them on the way in), for comparing with a stored table.
+fn with_hashed_keys(spec: &TableSpec) -> TableSpec {
+    let mut spec = spec.clone();
+    for policy in &mut spec.rate_limits {
+        policy.keys = std::mem::take(&mut policy.keys)
+            .into_iter()
+            .map(|(key, tier)| match key.starts_with("sha256:") {
+                true => (key, tier),
+                false => (hashed_key(&key), tier),
+            })
+            .collect();
+    }
+    spec
 }
 
 pub(crate) async fn history(

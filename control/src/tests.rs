@@ -12,6 +12,9 @@ use edgesteer_control_api::api::{Ack, PatchRegion, RolloutAction, RolloutCommand
 use edgesteer_control_api::client::{Client, ClientError};
 use edgesteer_control_api::Token;
 
+mod audit;
+mod etcd;
+
 const SECRET: &str = "ops-secret-1";
 const PROXY_SECRET: &str = "proxy-secret-1";
 const READ_SECRET: &str = "read-secret-1";
@@ -114,17 +117,17 @@ async fn the_fleet_sees_watches_and_acks() {
     let (_c, ops) = serve().await;
     let api = with_token(&ops, Some(PROXY_SECRET));
     let got = api
-        .watch(0, None, "p1", Duration::from_millis(100))
+        .watch(0, None, "fleet", Duration::from_millis(100))
         .await
         .unwrap();
     assert_eq!(got.map(|v| v.version), Some(1));
     assert!(api
-        .watch(1, None, "p1", Duration::from_millis(50))
+        .watch(1, None, "fleet", Duration::from_millis(50))
         .await
         .unwrap()
         .is_none());
     let ack = |status: &str| Ack {
-        proxy: "p1".into(),
+        proxy: "fleet".into(),
         version: 1,
         status: status.into(),
         reason: Some("bad".into()),
@@ -139,10 +142,14 @@ async fn the_fleet_sees_watches_and_acks() {
     let p = &f.proxies[0];
     assert_eq!(
         (p.proxy.as_str(), p.watching, p.rejected_version),
-        ("p1", true, Some(1))
+        ("fleet", true, Some(1))
     );
     assert_eq!(p.last_status.as_deref(), Some("rejected"));
-    api.report_stats(&StatsReport::default()).await.unwrap();
+    let report = StatsReport {
+        proxy: "fleet".into(),
+        ..StatsReport::default()
+    };
+    api.report_stats(&report).await.unwrap();
 }
 
 #[tokio::test]
@@ -203,7 +210,7 @@ async fn every_endpoint_needs_a_token_of_the_right_role() {
         ..PatchRegion::default()
     };
     let ack = Ack {
-        proxy: "p9".into(),
+        proxy: "fleet".into(),
         version: 1,
         status: Ack::APPLIED.into(),
         reason: None,
@@ -275,13 +282,13 @@ async fn a_watch_answer_over_the_limit_is_refused() {
     let (_c, ops) = serve().await;
     let proxy = Client::new(ops.base(), Some(PROXY_SECRET.into()));
     let whole = proxy
-        .watch(0, None, "p", Duration::from_secs(1))
+        .watch(0, None, "fleet", Duration::from_secs(1))
         .await
         .unwrap();
     assert!(whole.is_some());
     let small = proxy.with_max_watch_body(512);
     let err = small
-        .watch(0, None, "p", Duration::from_secs(1))
+        .watch(0, None, "fleet", Duration::from_secs(1))
         .await
         .unwrap_err();
     assert!(
@@ -321,7 +328,7 @@ async fn shutdown_ends_held_watches_and_drains() {
     ));
     let proxy = Client::new(&format!("http://{addr}"), Some(PROXY_SECRET.into()));
     let held =
-        tokio::spawn(async move { proxy.watch(1, None, "p", Duration::from_secs(30)).await });
+        tokio::spawn(async move { proxy.watch(1, None, "fleet", Duration::from_secs(30)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!held.is_finished());
     let t = std::time::Instant::now();
@@ -393,7 +400,7 @@ async fn the_console_page_whoami_live_and_explain() {
     let table = api.get().await.unwrap().table;
     let down = table.regions["us-east"].backends[0].address.clone();
     let report: StatsReport = serde_json::from_value(serde_json::json!({
-        "proxy": "p1", "version": 1,
+        "proxy": "fleet", "version": 1,
         "regions": { "us-east": {
             "stable": { "requests": 50, "errors": 5, "buckets": [40, 10] },
             "canary": { "requests": 10, "errors": 0, "buckets": [10] },

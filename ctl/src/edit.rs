@@ -153,11 +153,11 @@ pub(super) async fn written(c: &Client, as_json: bool, v: Versioned) -> anyhow::
             proxies: applied.1,
         });
     }
-    println!("version {} committed by {}", v.version, v.audit.actor);
+    outln!("version {} committed by {}", v.version, v.audit.actor);
     for line in &v.audit.summary {
-        println!("  {line}");
+        outln!("  {line}");
     }
-    println!(
+    outln!(
         "applied by {}/{} watching proxies after {} ms",
         applied.0,
         applied.1,
@@ -184,7 +184,7 @@ pub(super) fn keeps_rollouts(
                 "the file would change the {} rollout in {name} (now at step {}); \
                  take the current table (`ctl get --toml`), or pass --force",
                 ro.state,
-                ro.step
+                ro.step + 1
             );
         }
     }

@@ -2,6 +2,8 @@
 //! routed right now and why, and prints the answer. The answer is read
 //! through a typed view of the fields printed here.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
@@ -21,29 +23,66 @@ pub(super) struct ExplainArgs {
     /// Sticky key (e.g. the X-Api-Key value).
     #[arg(long)]
     key: Option<String>,
-    /// The proxy's admin listener.
+    /// The proxy's admin listener (not the config service).
     #[arg(long, env = "EDGESTEER_ADMIN", default_value = "http://127.0.0.1:9090")]
     admin: String,
+    /// The secret of a token the admin listener takes (a proxy started
+    /// with --admin-token [ROLE:]NAME=SECRET); prefer the environment.
+    #[arg(long, env = "EDGESTEER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
+
+/// How long the admin listener has to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(a: ExplainArgs, as_json: bool) -> anyhow::Result<()> {
     let mut q = vec![("ip", a.ip.to_string())];
     q.extend(a.host.map(|h| ("host", h)));
     q.extend(a.key.map(|k| ("key", k)));
     let url = format!("{}/v1/explain", a.admin.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let mut req = reqwest::Client::new()
         .get(&url)
         .query(&q)
+        .timeout(ASK_TIMEOUT);
+    if let Some(t) = a.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
         .send()
         .await
-        .with_context(|| format!("asking {url}"))?;
-    let e: Value = resp.json().await.context("reading the explanation")?;
+        .with_context(|| format!("asking the proxy's admin listener at {url}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.context("reading the explanation")?;
+    if !status.is_success() {
+        anyhow::bail!("{}", refusal(&url, status, &body));
+    }
+    let e: Value = serde_json::from_slice(&body).context("reading the explanation")?;
     if as_json {
         return json(&e);
     }
     let e = Explanation::deserialize(&e).context("reading the explanation")?;
-    print(&e);
-    Ok(())
+    print(&e)
+}
+
+/// What a non-2xx answer of the admin listener means, and what to do.
+fn refusal(url: &str, status: reqwest::StatusCode, body: &[u8]) -> String {
+    let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let said = match (doc["error"].as_str(), doc["message"].as_str()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string(),
+    };
+    let hint = match status.as_u16() {
+        401 => {
+            "; give a token the admin listener takes with --admin-token or EDGESTEER_ADMIN_TOKEN"
+        }
+        403 => "; that token's role may not ask this",
+        404 => "; is --admin a proxy's admin listener (not the config service)?",
+        _ => "",
+    };
+    format!("{url} answered {status}: {said}{hint}")
 }
 
 /// The admin listener's `/v1/explain` answer, as far as it is printed.
@@ -115,9 +154,9 @@ fn s(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
-fn print(e: &Explanation) {
+fn print(e: &Explanation) -> anyhow::Result<()> {
     let c = &e.client;
-    println!(
+    outln!(
         "client {}: country {} ({}), lookup {}, zone {}, home {} (via {}), allowed [{}]",
         s(&c.ip),
         s(&c.country),
@@ -129,18 +168,18 @@ fn print(e: &Explanation) {
         c.allowed.join(", ")
     );
     if let Some(p) = &e.pin {
-        println!("host pin: {p}");
+        outln!("host pin: {p}");
     }
-    println!(
+    outln!(
         "table version {}, sticky bucket {} (from {})",
         json_text(&e.table_version),
         json_text(&e.sticky.bucket),
         s(&e.sticky.key)
     );
-    println!("candidates, in order:");
+    outln!("candidates, in order:");
     for (i, k) in e.candidates.iter().enumerate() {
         let up = k.backends.iter().filter(|b| b.available).count();
-        println!(
+        outln!(
             "  {}. {:<13} as {:<16} {:<11} {}/{} backends up  rtt {}  track {}{}",
             i + 1,
             s(&k.region),
@@ -159,7 +198,7 @@ fn print(e: &Explanation) {
     }
     let d = &e.decision;
     match d.outcome.as_deref() {
-        Some("route") => println!(
+        Some("route") => outln!(
             "decision: {} -> {} / {} ({}, {}{})",
             json_text(&d.status),
             s(&d.region),
@@ -172,11 +211,12 @@ fn print(e: &Explanation) {
                 ""
             }
         ),
-        _ => println!(
+        _ => outln!(
             "decision: {} {} (zone {})",
             json_text(&d.status),
             s(&d.reason),
             s(&d.zone)
         ),
     }
+    Ok(())
 }

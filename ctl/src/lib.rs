@@ -5,6 +5,24 @@
 //! [`print`] the human output, [`rollout`] the rollout commands and
 //! [`explain`] the question put to a proxy's admin listener.
 
+/// `println!` into a locked stdout that hands back an error (from the
+/// function it is used in) instead of panicking when the reader has gone,
+/// as in `ctl get | head -2`; [`run`] ends quietly on that broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!` as [`outln!`] does `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod edit;
 mod explain;
 mod print;
@@ -15,7 +33,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use edgesteer_control_api::api::PatchRegion;
-use edgesteer_control_api::client::{Client, ClientTls};
+use edgesteer_control_api::client::{Client, ClientError, ClientTls};
 
 /// Where the demo's config service listens; `ctl` talks to it by default.
 pub const DEMO_CONTROL: &str = "http://127.0.0.1:9300";
@@ -126,7 +144,20 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting runtime")?;
-    rt.block_on(exec(client, args.json, args.cmd))
+    match rt.block_on(exec(client, args.json, args.cmd)) {
+        // The reader of our output has gone (`ctl get | head -2`): end
+        // quietly, as Unix tools do.
+        Err(e) if broken_pipe(&e) => Ok(()),
+        done => done,
+    }
+}
+
+/// Whether `e` is, or was caused by, writing to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A region change: one field of a [`PatchRegion`] and the reason.
@@ -160,8 +191,17 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
                     Some(cur.version)
                 }
             };
-            let v = c.put(&spec, &reason, if_match).await?;
-            edit::written(&c, as_json, v).await?;
+            match c.put(&spec, &reason, if_match).await {
+                // Applying a file twice is not an error: nothing to do.
+                Err(ClientError::Api { code, message, .. }) if code == "empty_change" => {
+                    if as_json {
+                        print::json(&serde_json::json!({ "changed": false, "message": message }))?;
+                    } else {
+                        outln!("unchanged: {message}");
+                    }
+                }
+                v => edit::written(&c, as_json, v?).await?,
+            }
         }
         CtlCommand::SetWeight {
             region,

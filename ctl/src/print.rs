@@ -9,7 +9,7 @@ use serde::Serialize;
 /// have always been printed.
 pub(super) fn json(v: &impl Serialize) -> anyhow::Result<()> {
     let v = serde_json::to_value(v)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -23,11 +23,11 @@ pub(super) fn table(v: &Versioned, as_json: bool, toml: bool) -> anyhow::Result<
         return json(v);
     }
     if toml {
-        print!("{}", edgesteer_config::parse::to_toml(&v.table)?);
+        out!("{}", edgesteer_config::parse::to_toml(&v.table)?);
         return Ok(());
     }
     let a = &v.audit;
-    println!(
+    outln!(
         "version {} ({}), {} by {} at {}{}",
         v.version,
         v.etag,
@@ -39,9 +39,13 @@ pub(super) fn table(v: &Versioned, as_json: bool, toml: bool) -> anyhow::Result<
             .map(|r| format!(": {r}"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "{:<13} {:<5} {:>7} {:<6} {:<24} BACKENDS (weight, track)",
-        "REGION", "ZONE", "CANARY", "DRAIN", "FAILOVER"
+        "REGION",
+        "ZONE",
+        "CANARY",
+        "DRAIN",
+        "FAILOVER"
     );
     for (name, r) in &v.table.regions {
         let backends: Vec<String> = r
@@ -59,7 +63,7 @@ pub(super) fn table(v: &Versioned, as_json: bool, toml: bool) -> anyhow::Result<
                 )
             })
             .collect();
-        println!(
+        outln!(
             "{:<13} {:<5} {:>6.1}% {:<6} {:<24} {}",
             name,
             r.zone.as_deref().unwrap_or("-"),
@@ -76,14 +80,17 @@ pub(super) fn history(h: &History, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(h);
     }
-    println!(
+    outln!(
         "{:>7}  {:<24}  {:<10} {:<14} REASON / CHANGES",
-        "VERSION", "WHEN", "WHO", "ACTION"
+        "VERSION",
+        "WHEN",
+        "WHO",
+        "ACTION"
     );
     for v in &h.versions {
         let a = &v.audit;
         let first = a.summary.first().map_or("", String::as_str);
-        println!(
+        outln!(
             "{:>7}  {:<24}  {:<10} {:<14} {}{}",
             v.version,
             a.at,
@@ -108,13 +115,16 @@ pub(super) fn fleet(f: &Fleet, as_json: bool) -> anyhow::Result<()> {
         return json(f);
     }
     let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    println!("current version: {}", f.current_version.unwrap_or(0));
-    println!(
+    outln!("current version: {}", f.current_version.unwrap_or(0));
+    outln!(
         "{:<28} {:>8} {:<9} {:>10}  LAST REJECTION",
-        "PROXY", "APPLIED", "STATUS", "SEEN (ms)"
+        "PROXY",
+        "APPLIED",
+        "STATUS",
+        "SEEN (ms)"
     );
     for p in &f.proxies {
-        println!(
+        outln!(
             "{:<28} {:>8} {:<9} {:>10}  {}",
             p.proxy,
             dash(p.applied_version),
@@ -133,9 +143,9 @@ pub(super) fn diff(d: &Diff, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(d);
     }
-    println!("v{} -> v{}", d.from, d.to);
+    outln!("v{} -> v{}", d.from, d.to);
     for line in &d.changes {
-        println!("  {line}");
+        outln!("  {line}");
     }
     Ok(())
 }

@@ -112,22 +112,30 @@ pub(super) async fn run(c: &Client, as_json: bool, cmd: RolloutCmd) -> anyhow::R
     if as_json {
         return json(&r);
     }
-    changed(&region, &r);
+    outln!("{}", changed(&region, &r));
     Ok(())
 }
 
-fn changed(region: &str, r: &RolloutChange) {
-    let ro = r.rollout.as_ref();
-    let step = ro.map_or(0, |ro| ro.step);
-    println!(
-        "version {}: rollout of {region} is {} at step {} (canary {:.1}%)",
+/// The line printed after a rollout command: steps counted from 1, as
+/// `rollout status` and the audit count them, and the share in force
+/// (0 once aborted or rolled back).
+fn changed(region: &str, r: &RolloutChange) -> String {
+    let Some(ro) = r.rollout.as_ref() else {
+        return format!("version {}: {region} has no rollout", r.version);
+    };
+    let state = RolloutState::of(ro);
+    let bps = match state {
+        RolloutState::Aborted | RolloutState::RolledBack | RolloutState::Idle => 0,
+        _ => ro.steps.get(ro.step).map_or(0, |s| s.canary_bps),
+    };
+    format!(
+        "version {}: rollout of {region} is {} at step {}/{} (canary {:.1}%)",
         r.version,
-        ro.map_or("?", |ro| RolloutState::of(ro).as_str()),
-        step + 1,
-        ro.and_then(|ro| ro.steps.get(step))
-            .map_or(0.0, |s| f64::from(s.canary_bps))
-            / 100.0
-    );
+        state.as_str(),
+        ro.step + 1,
+        ro.steps.len(),
+        f64::from(bps) / 100.0
+    )
 }
 
 fn status(s: &Rollouts, as_json: bool) -> anyhow::Result<()> {
@@ -135,16 +143,16 @@ fn status(s: &Rollouts, as_json: bool) -> anyhow::Result<()> {
         return json(s);
     }
     if s.rollouts.is_empty() {
-        println!("no rollouts");
+        outln!("no rollouts");
     }
     for r in &s.rollouts {
-        print_status(r);
+        print_status(r)?;
     }
     Ok(())
 }
 
-fn print_status(r: &RolloutStatus) {
-    println!(
+fn print_status(r: &RolloutStatus) -> anyhow::Result<()> {
+    outln!(
         "{}: {} at step {}/{} (canary {:.1}%){}",
         r.region,
         r.state.as_str(),
@@ -155,14 +163,14 @@ fn print_status(r: &RolloutStatus) {
             .map(|ms| format!(", next step in {:.1} s", ms as f64 / 1000.0))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "  gates: 5xx <= {:.2}%, p99 <= {}x stable, >= {} canary requests",
         r.gates.max_error_rate * 100.0,
         json_text(&r.gates.max_p99_ratio),
         r.gates.min_requests
     );
     if let Some(f) = &r.figures {
-        println!(
+        outln!(
             "  this step: {} canary requests, 5xx {:.2}%, p99 {} ms (stable {} ms over {}), unhealthy canary backends {}",
             f.canary_requests,
             f.canary_error_rate * 100.0,
@@ -173,6 +181,45 @@ fn print_status(r: &RolloutStatus) {
         );
     }
     if let Some(reason) = &r.reason {
-        println!("  reason: {reason}");
+        outln!("  reason: {reason}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgesteer_config::wire::RolloutSpec;
+
+    fn change(state: &str, step: usize) -> RolloutChange {
+        RolloutChange {
+            version: 7,
+            rollout: Some(RolloutSpec {
+                state: state.into(),
+                step,
+                steps: parse_steps("500:60,1000:60,10000:60").unwrap(),
+                ..RolloutSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_change_line_counts_steps_from_one_and_shows_the_share_in_force() {
+        assert_eq!(
+            changed("us-east", &change("running", 0)),
+            "version 7: rollout of us-east is running at step 1/3 (canary 5.0%)"
+        );
+        assert_eq!(
+            changed("us-east", &change("paused", 1)),
+            "version 7: rollout of us-east is paused at step 2/3 (canary 10.0%)"
+        );
+        assert_eq!(
+            changed("us-east", &change("aborted", 0)),
+            "version 7: rollout of us-east is aborted at step 1/3 (canary 0.0%)"
+        );
+        assert_eq!(
+            changed("us-east", &change("rolled_back", 2)),
+            "version 7: rollout of us-east is rolled_back at step 3/3 (canary 0.0%)"
+        );
     }
 }

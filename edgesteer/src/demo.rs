@@ -148,6 +148,7 @@ async fn spawn(
 /// A demo certificate authority and one server certificate it signed, as
 /// PEM files in `dir`: `ca.pem`, `origin.pem`, `origin.key`. The server
 /// certificate names `localhost`, `origin.demo.edgesteer` and 127.0.0.1.
+/// `dir` is made (or kept) mode 0700 and the key is written 0600.
 pub struct DemoPki {
     pub ca: std::path::PathBuf,
     pub cert: std::path::PathBuf,
@@ -157,7 +158,7 @@ pub struct DemoPki {
 impl DemoPki {
     pub fn generate(dir: &std::path::Path) -> anyhow::Result<DemoPki> {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -179,7 +180,7 @@ impl DemoPki {
         };
         std::fs::write(&pki.ca, ca.pem())?;
         std::fs::write(&pki.cert, cert.pem())?;
-        std::fs::write(&pki.key, key.serialize_pem())?;
+        write_private(&pki.key, key.serialize_pem().as_bytes())?;
         Ok(pki)
     }
 
@@ -187,6 +188,47 @@ impl DemoPki {
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         Ok(edgesteer_listener::server_tls(&self.cert, &self.key, None)?)
     }
+}
+
+/// Makes `dir` (and missing parents) mode 0700, or makes an existing one
+/// 0700 if this user owns it; another user's directory is refused.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => {
+            anyhow::ensure!(
+                m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw(),
+                "{} exists and is not a directory of this user; refusing to put a private key there",
+                dir.display()
+            );
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private (0700)", dir.display()))
+        }
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display())),
+    }
+}
+
+/// Writes `bytes` to a new file at `path` readable by this user only
+/// (0600); a file already there is replaced.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
 }
 
 async fn health(State(s): State<BackendState>) -> (axum::http::StatusCode, &'static str) {
@@ -334,4 +376,30 @@ pub async fn spawn_for_spec_on(
         r.backends = backends;
     }
     Ok((out, running))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_demo_pki_keeps_its_key_private() {
+        let base = std::env::temp_dir().join(format!("edgesteer-pki-test-{}", std::process::id()));
+        let dir = base.join("pki");
+        let pki = super::DemoPki::generate(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&pki.key), 0o600);
+        // An existing, open directory is closed, and a new key replaces an
+        // old, world-readable one.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pki = super::DemoPki::generate(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&pki.key), 0o600);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

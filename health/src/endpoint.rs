@@ -43,8 +43,16 @@ pub struct Endpoint {
     pub(crate) passive_5xx: AtomicU32,
     /// 0 when not ejected.
     pub(crate) ejected_until_ms: AtomicU64,
+    /// The ejection multiplier (decays while the endpoint stays in).
     pub(crate) ejections: AtomicU32,
+    /// When the last ejection ended (0: never ejected).
+    pub(crate) ejection_ended_ms: AtomicU64,
     pub(crate) detail: Mutex<Detail>,
+    /// Serialises writes of `available`, which is derived from two fields
+    /// written by different threads (probes, ejections, the sweep): each
+    /// writer changes its field, then re-derives under this lock, so the
+    /// last derivation sees every change. Cold paths only.
+    flag: Mutex<()>,
 }
 
 impl Endpoint {
@@ -60,7 +68,9 @@ impl Endpoint {
             passive_5xx: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            ejection_ended_ms: AtomicU64::new(0),
             detail: Mutex::new(Detail::default()),
+            flag: Mutex::new(()),
         }
     }
 
@@ -95,9 +105,15 @@ impl Endpoint {
         self.rtt_us.store(next, Ordering::Relaxed);
     }
 
+    /// Re-derives `available` from the active state and the ejection.
     pub(crate) fn refresh(&self) {
-        let ok = self.active_healthy.load(Ordering::Relaxed) && !self.is_ejected();
-        self.available.store(ok, Ordering::Relaxed);
+        let _guard = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = self.active_healthy.load(Ordering::SeqCst) && !self.is_ejected_now();
+        self.available.store(ok, Ordering::SeqCst);
+    }
+
+    fn is_ejected_now(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::SeqCst) != 0
     }
 
     pub(crate) fn with_detail<R>(&self, f: impl FnOnce(&mut Detail) -> R) -> R {
@@ -110,7 +126,7 @@ impl Endpoint {
 
     /// Sets the active state directly (tests, admin overrides).
     pub fn set_active_healthy(&self, healthy: bool) {
-        self.active_healthy.store(healthy, Ordering::Relaxed);
+        self.active_healthy.store(healthy, Ordering::SeqCst);
         self.refresh();
     }
 }

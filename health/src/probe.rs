@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgesteer_config::model::{HealthSettings, ProbeKind};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::state::{now_ms, ProbeReport};
 use crate::tls::ProbeTls;
 
-/// Bodies longer than this are not read past (expect_body must be early).
+/// `expect_body` is looked for in this much of the body; the rest is not
+/// read (a longer body still matches when the text is early).
 const MAX_BODY: usize = 64 * 1024;
 
 /// Probes `addr` once; `host` is the `Host` header to send.
@@ -112,12 +113,7 @@ where
             settings.expect_status
         ))
     } else if let Some(want) = &settings.expect_body {
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading body: {e}"))?
-            .to_bytes();
-        if contains(&body, want.as_bytes()) {
+        if body_has(resp.into_body(), want.as_bytes()).await? {
             Ok(format!("status {status}, body matched"))
         } else {
             Err(format!("status {status}, body lacks {want:?}"))
@@ -127,6 +123,26 @@ where
     };
     conn.abort();
     result
+}
+
+/// Whether `want` is in the first `MAX_BODY` bytes of `body`, reading no
+/// further than it must.
+async fn body_has(mut body: hyper::body::Incoming, want: &[u8]) -> Result<bool, String> {
+    let mut seen: Vec<u8> = Vec::new();
+    while seen.len() < MAX_BODY {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| format!("reading body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_BODY - seen.len();
+            seen.extend_from_slice(data.get(..room.min(data.len())).unwrap_or(&data));
+            if contains(&seen, want) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(contains(&seen, want))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

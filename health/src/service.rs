@@ -1,7 +1,9 @@
-//! The background health service: one probe task per backend (probing each
-//! of its endpoints), one DNS task per hostname backend, and the sweep that
-//! ends passive ejections. It follows the live table: every tick it asks
-//! for the current plan and starts, restarts or stops tasks to match.
+//! The background health service: one probe task per backend of each
+//! region (probing each of its endpoints), one DNS task per hostname
+//! backend, and the sweep that ends passive ejections. It follows the live
+//! table: every tick it asks for the current plan and starts, restarts or
+//! stops tasks to match (a task follows its state object, settings and TLS
+//! material, not the table version).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +47,32 @@ pub type PlanFn = Arc<dyn Fn() -> (u64, Vec<ProbeTarget>) + Send + Sync>;
 /// Ends expired ejections (called every tick).
 pub type SweepFn = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A running probe: what it was started with, and its task.
+struct Probe {
+    state: Arc<BackendState>,
+    settings: HealthSettings,
+    tls: Option<ProbeTls>,
+    handle: JoinHandle<()>,
+}
+
+impl Probe {
+    /// Whether `t` asks for something else than this probe does: another
+    /// state object (the backend was removed and added again), other
+    /// settings, other TLS material (its fingerprint hashes the CA and
+    /// client certificate, which a rotation changes under the same table
+    /// version), or the task ended.
+    fn differs(&self, t: &ProbeTarget) -> bool {
+        !Arc::ptr_eq(&self.state, &t.state)
+            || self.settings != t.settings
+            || self.tls != t.tls
+            || self.handle.is_finished()
+    }
+}
+
+/// Probes and resolvers are per (region, address): a backend listed in two
+/// regions is probed with each region's settings into each region's state.
+type TaskKey = (String, String);
+
 /// Runs until `shutdown` turns true.
 pub async fn run(
     plan: PlanFn,
@@ -52,11 +80,9 @@ pub async fn run(
     dns: DnsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    type Running = (HealthSettings, Option<ProbeTls>, JoinHandle<()>);
-    let mut probes: HashMap<String, Running> = HashMap::new();
-    let mut resolvers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut probes: HashMap<TaskKey, Probe> = HashMap::new();
+    let mut resolvers: HashMap<TaskKey, (Arc<BackendState>, JoinHandle<()>)> = HashMap::new();
     let mut resolver: Option<TokioResolver> = None;
-    let mut seen_version = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -64,71 +90,72 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
         sweep(now_ms());
-        let (version, targets) = plan();
-        if seen_version == Some(version) {
-            continue;
-        }
-        seen_version = Some(version);
-
+        // Every tick, not only on a new version: a certificate rotation
+        // installs the table again under the same version.
+        let (_version, targets) = plan();
         let mut keep = std::collections::HashSet::new();
         for t in targets {
-            let key = t.state.key.clone();
-            keep.insert(key.clone());
-            let restart = match probes.get(&key) {
-                Some((settings, tls, handle)) => {
-                    *settings != t.settings || *tls != t.tls || handle.is_finished()
-                }
-                None => true,
-            };
-            if restart {
-                if let Some((_, _, h)) = probes.remove(&key) {
-                    h.abort();
+            let key: TaskKey = (t.state.region.clone(), t.state.key.clone());
+            if !keep.insert(key.clone()) {
+                continue; // listed twice in one region: one probe
+            }
+            if probes.get(&key).is_none_or(|p| p.differs(&t)) {
+                if let Some(old) = probes.remove(&key) {
+                    old.handle.abort();
                 }
                 let handle = tokio::spawn(probe_loop(
                     t.state.clone(),
                     t.settings.clone(),
                     t.tls.clone(),
                 ));
-                probes.insert(key.clone(), (t.settings, t.tls, handle));
+                let probe = Probe {
+                    state: t.state.clone(),
+                    settings: t.settings,
+                    tls: t.tls,
+                    handle,
+                };
+                probes.insert(key.clone(), probe);
             }
-            if let Some((host, port)) = t.state.host.clone() {
-                if !resolvers.contains_key(&key) {
-                    let r = match &resolver {
-                        Some(r) => r.clone(),
-                        None => match build_resolver(&dns) {
-                            Ok(r) => resolver.insert(r).clone(),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot build the DNS resolver; hostname backends stay unresolved");
-                                continue;
-                            }
-                        },
-                    };
-                    resolvers.insert(
-                        key.clone(),
-                        tokio::spawn(resolve_loop(t.state.clone(), host, port, r)),
-                    );
+            let Some((host, port)) = t.state.host.clone() else {
+                continue;
+            };
+            let stale = resolvers
+                .get(&key)
+                .is_none_or(|(s, h)| !Arc::ptr_eq(s, &t.state) || h.is_finished());
+            if stale {
+                let r = match &resolver {
+                    Some(r) => r.clone(),
+                    None => match build_resolver(&dns) {
+                        Ok(r) => resolver.insert(r).clone(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot build the DNS resolver; hostname backends stay unresolved");
+                            continue;
+                        }
+                    },
+                };
+                let task = tokio::spawn(resolve_loop(t.state.clone(), host, port, r));
+                if let Some((_, old)) = resolvers.insert(key, (t.state.clone(), task)) {
+                    old.abort();
                 }
             }
         }
-        probes.retain(|k, (_, _, h)| {
-            let live = keep.contains(k);
-            if !live {
-                h.abort();
+        probes.retain(|k, p| {
+            keep.contains(k) || {
+                p.handle.abort();
+                false
             }
-            live
         });
-        resolvers.retain(|k, h| {
-            let live = keep.contains(k);
-            if !live {
+        resolvers.retain(|k, (_, h)| {
+            keep.contains(k) || {
                 h.abort();
+                false
             }
-            live
         });
     }
-    for (_, (_, _, h)) in probes {
-        h.abort();
+    for p in probes.into_values() {
+        p.handle.abort();
     }
-    for (_, h) in resolvers {
+    for (_, h) in resolvers.into_values() {
         h.abort();
     }
 }
@@ -171,10 +198,16 @@ async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings, tls: Opt
     }
 }
 
+/// A name that answers "no such name" (or no addresses) this long after
+/// its last good answer loses its last addresses (the longest TTL kept).
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+
 async fn resolve_loop(state: Arc<BackendState>, host: String, port: u16, resolver: TokioResolver) {
+    let mut last_ok = std::time::Instant::now();
     loop {
         let wait = match resolver.lookup_ip(host.as_str()).await {
             Ok(lookup) => {
+                last_ok = std::time::Instant::now();
                 let mut addrs: Vec<SocketAddr> =
                     lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
                 addrs.sort();
@@ -187,8 +220,19 @@ async fn resolve_loop(state: Arc<BackendState>, host: String, port: u16, resolve
                     .saturating_duration_since(std::time::Instant::now());
                 ttl.clamp(Duration::from_secs(1), Duration::from_secs(300))
             }
+            Err(e)
+                if (e.is_nx_domain() || e.is_no_records_found())
+                    && last_ok.elapsed() >= FORGET_AFTER =>
+            {
+                // The name is gone, not the resolver: stop sending there.
+                if state.set_addrs(&[]) {
+                    tracing::warn!(backend = %state.key, error = %e, after = ?FORGET_AFTER, "backend's name no longer resolves; its last addresses expired");
+                }
+                Duration::from_secs(5)
+            }
             Err(e) => {
-                // Keep serving the last good addresses; try again soon.
+                // Keep serving the last good addresses (a resolver outage
+                // must not take hostname backends down); try again soon.
                 tracing::warn!(backend = %state.key, error = %e, "cannot resolve backend; keeping its last addresses");
                 Duration::from_secs(5)
             }

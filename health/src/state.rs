@@ -9,20 +9,24 @@
 //! `available` summary flag current, so the request path reads one atomic
 //! per backend and never a clock or a lock.
 //!
+//! State is per region and address: a backend listed in two regions has
+//! two states, each probed with its own region's settings and ejected by
+//! its own region's traffic, so one region's checks never gate the other.
+//!
 //! An endpoint's own fields and its probe report are in `endpoint.rs`
-//! ([`Endpoint`], [`ProbeReport`], re-exported here).
+//! ([`Endpoint`], [`ProbeReport`], re-exported here); passive reports and
+//! ejections in `eject.rs`; the `/v1/health` document in `status.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use edgesteer_config::model::{BackendAddr, HealthSettings, OutlierSettings};
+use edgesteer_config::model::{BackendAddr, HealthSettings};
 use edgesteer_config::route::HealthView;
 use edgesteer_config::{Backend, BackendId, RegionId, RoutingTable};
-use serde::Serialize;
 
 pub use crate::endpoint::{Endpoint, ProbeReport};
 
@@ -44,28 +48,37 @@ pub enum Outcome {
     Status(u16),
 }
 
-/// Everything known about one backend, shared by every table that has it.
+/// Everything known about one backend of one region, shared by every
+/// table that has it.
 #[derive(Debug)]
 pub struct BackendState {
+    /// The region this state belongs to (its name).
+    pub region: String,
     /// The identity this state belongs to (the address as written).
     pub key: String,
     /// Hostname and port when the backend is named by DNS.
     pub host: Option<(String, u16)>,
-    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    pub(crate) endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     available: AtomicBool,
+    /// Serialises writes of `available` (see `Endpoint::refresh`).
+    flag: Mutex<()>,
 }
 
 impl BackendState {
-    fn new(backend: &Backend) -> Self {
+    /// A fresh state for `backend` of `region` (no endpoint known healthy
+    /// but its literal address, if it has one).
+    pub fn new(region: &str, backend: &Backend) -> Self {
         let (endpoints, host) = match &backend.addr {
             BackendAddr::Socket(sa) => (vec![Arc::new(Endpoint::new(*sa))], None),
             BackendAddr::Host { host, port } => (Vec::new(), Some((host.clone(), *port))),
         };
         let s = BackendState {
+            region: region.to_string(),
             key: backend.key.clone(),
             host,
             endpoints: ArcSwap::from_pointee(endpoints),
             available: AtomicBool::new(false),
+            flag: Mutex::new(()),
         };
         s.recompute();
         s
@@ -103,6 +116,18 @@ impl BackendState {
         fallback
     }
 
+    /// An available endpoint not in `avoid`, rotating by `hash` (a retry
+    /// stays on this backend only when it has one).
+    pub fn pick_available(&self, hash: u64, avoid: &[SocketAddr]) -> Option<SocketAddr> {
+        let eps = self.endpoints.load();
+        let n = eps.len().max(1);
+        let start = (hash % n as u64) as usize;
+        (0..eps.len())
+            .filter_map(|i| eps.get((start + i) % n))
+            .find(|ep| ep.is_available() && !avoid.contains(&ep.addr))
+            .map(|ep| ep.addr)
+    }
+
     pub fn endpoint(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
         self.endpoints
             .load()
@@ -134,8 +159,9 @@ impl BackendState {
 
     /// Re-derives the backend summary from its endpoints.
     pub fn recompute(&self) {
+        let _guard = self.flag.lock().unwrap_or_else(|p| p.into_inner());
         let any = self.endpoints.load().iter().any(|e| e.is_available());
-        self.available.store(any, Ordering::Relaxed);
+        self.available.store(any, Ordering::SeqCst);
     }
 
     /// Best smoothed RTT among available endpoints.
@@ -183,10 +209,13 @@ impl BackendState {
     }
 }
 
-/// All backend states by identity; outlives tables.
+/// All backend states by region and identity; outlives tables.
 #[derive(Debug, Default)]
 pub struct HealthRegistry {
-    states: DashMap<String, Arc<BackendState>>,
+    states: DashMap<(String, String), Arc<BackendState>>,
+    /// Held while an ejection starts or ends (the cold path), so the
+    /// region cap check and the ejection are one step.
+    pub(crate) eject_lock: Arc<Mutex<()>>,
 }
 
 impl HealthRegistry {
@@ -194,32 +223,45 @@ impl HealthRegistry {
         Self::default()
     }
 
-    /// Binds a table: reuses the state of backends it already knows,
-    /// creates state for new ones, forgets backends the table no longer has.
+    /// Binds a table: reuses the state of (region, backend) pairs it
+    /// already knows, creates state for new ones, forgets those the table
+    /// no longer has.
     pub fn bind(&self, table: &RoutingTable) -> TableHealth {
+        let name = |b: &Backend| table.region(b.region).name.clone();
         let backends: Vec<Arc<BackendState>> = table
             .backends
             .iter()
             .map(|b| {
+                let region = name(b);
                 self.states
-                    .entry(b.key.clone())
-                    .or_insert_with(|| Arc::new(BackendState::new(b)))
+                    .entry((region.clone(), b.key.clone()))
+                    .or_insert_with(|| Arc::new(BackendState::new(&region, b)))
                     .clone()
             })
             .collect();
-        let live: std::collections::HashSet<&str> =
-            table.backends.iter().map(|b| b.key.as_str()).collect();
-        self.states.retain(|k, _| live.contains(k.as_str()));
+        let live: std::collections::HashSet<(String, String)> = table
+            .backends
+            .iter()
+            .map(|b| (name(b), b.key.clone()))
+            .collect();
+        self.states.retain(|k, _| live.contains(k));
         let regions = table
             .regions
             .iter()
             .map(|r| r.backends.iter().map(|b| b.index()).collect())
             .collect();
-        TableHealth { backends, regions }
+        TableHealth {
+            backends,
+            regions,
+            eject_lock: self.eject_lock.clone(),
+        }
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<BackendState>> {
-        self.states.get(key).map(|s| s.clone())
+    /// The state of backend `key` in `region`.
+    pub fn get(&self, region: &str, key: &str) -> Option<Arc<BackendState>> {
+        self.states
+            .get(&(region.to_string(), key.to_string()))
+            .map(|s| s.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -237,7 +279,13 @@ impl HealthRegistry {
             for ep in s.endpoints.load().iter() {
                 let until = ep.ejected_until_ms.load(Ordering::Relaxed);
                 if until != 0 && now >= until {
-                    ep.ejected_until_ms.store(0, Ordering::Relaxed);
+                    let _guard = self.eject_lock.lock().unwrap_or_else(|p| p.into_inner());
+                    // An ejection may have started since the load.
+                    if ep.ejected_until_ms.load(Ordering::SeqCst) != until {
+                        continue;
+                    }
+                    ep.ejected_until_ms.store(0, Ordering::SeqCst);
+                    ep.ejection_ended_ms.store(now, Ordering::SeqCst);
                     ep.refresh();
                     changed = true;
                     tracing::info!(backend = %s.key, endpoint = %ep.addr, "ejection over; backend back in rotation");
@@ -254,9 +302,11 @@ impl HealthRegistry {
 /// [`RoutingTable::backends`].
 #[derive(Debug, Clone)]
 pub struct TableHealth {
-    backends: Vec<Arc<BackendState>>,
+    pub(crate) backends: Vec<Arc<BackendState>>,
     /// Backend indices per region.
-    regions: Vec<Vec<usize>>,
+    pub(crate) regions: Vec<Vec<usize>>,
+    /// The registry's ejection lock.
+    pub(crate) eject_lock: Arc<Mutex<()>>,
 }
 
 impl TableHealth {
@@ -266,165 +316,6 @@ impl TableHealth {
 
     pub fn states(&self) -> &[Arc<BackendState>] {
         &self.backends
-    }
-
-    /// Feeds the outcome of a live request into passive outlier detection.
-    /// Returns true when this report ejected the endpoint.
-    pub fn report(
-        &self,
-        backend: BackendId,
-        addr: SocketAddr,
-        outcome: Outcome,
-        settings: &OutlierSettings,
-        region: RegionId,
-    ) -> bool {
-        let Some(state) = self.state(backend) else {
-            return false;
-        };
-        let Some(ep) = state.endpoint(addr) else {
-            return false;
-        };
-        let (counter, threshold, cause) = match outcome {
-            Outcome::Status(s) if s < 500 => {
-                // Cleared only when set: a store on every success would
-                // take the cache line from every other thread serving
-                // this endpoint.
-                for streak in [&ep.passive_failures, &ep.passive_5xx] {
-                    if streak.load(Ordering::Relaxed) != 0 {
-                        streak.store(0, Ordering::Relaxed);
-                    }
-                }
-                return false;
-            }
-            Outcome::Status(_) => (
-                &ep.passive_5xx,
-                settings.consecutive_5xx,
-                "consecutive 5xx responses",
-            ),
-            Outcome::ConnectFailure => (
-                &ep.passive_failures,
-                settings.consecutive_failures,
-                "consecutive connect failures",
-            ),
-            Outcome::Reset => (
-                &ep.passive_failures,
-                settings.consecutive_failures,
-                "consecutive resets or timeouts",
-            ),
-        };
-        if threshold == 0 {
-            return false;
-        }
-        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < threshold || ep.is_ejected() {
-            return false;
-        }
-        // Envoy's max ejection percent: never let passive signals alone
-        // take more than this share of a region's endpoints out.
-        let (total, ejected) = self.region_endpoint_counts(region);
-        if (ejected + 1) * 100 > total * settings.max_ejection_percent as usize {
-            tracing::debug!(backend = %state.key, endpoint = %addr, ejected, total, "ejection skipped: region at its max ejection percent");
-            return false;
-        }
-        let k = ep.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        let dur = settings
-            .base_ejection
-            .saturating_mul(k)
-            .min(settings.max_ejection);
-        ep.ejected_until_ms
-            .store(now_ms() + dur.as_millis() as u64, Ordering::Relaxed);
-        counter.store(0, Ordering::Relaxed);
-        ep.refresh();
-        state.recompute();
-        let why = format!("{n} {cause}");
-        tracing::warn!(backend = %state.key, endpoint = %addr, cause = %why, ejection = k, cool_down = ?dur, "backend ejected (passive)");
-        ep.with_detail(|d| d.eject_cause = Some(why));
-        true
-    }
-
-    fn region_endpoint_counts(&self, region: RegionId) -> (usize, usize) {
-        let mut total = 0;
-        let mut ejected = 0;
-        for &i in self
-            .regions
-            .get(region.index())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if let Some(s) = self.backends.get(i) {
-                for ep in s.endpoints.load().iter() {
-                    total += 1;
-                    ejected += usize::from(ep.is_ejected());
-                }
-            }
-        }
-        (total, ejected)
-    }
-
-    /// The `/v1/health` document.
-    pub fn status(&self, table: &RoutingTable) -> HealthStatus {
-        let now = now_ms();
-        let regions = table
-            .regions
-            .iter()
-            .map(|r| {
-                let backends: Vec<BackendStatus> = r
-                    .backends
-                    .iter()
-                    .filter_map(|&b| Some((table.backend(b), self.state(b)?)))
-                    .map(|(b, s)| BackendStatus {
-                        backend: b.key.clone(),
-                        track: b.track.as_str(),
-                        weight: b.weight,
-                        available: s.is_available(),
-                        endpoints: s
-                            .endpoints()
-                            .iter()
-                            .map(|e| {
-                                let until = e.ejected_until_ms.load(Ordering::Relaxed);
-                                let (last_probe, eject_cause) = e
-                                    .with_detail(|d| (d.last_probe.clone(), d.eject_cause.clone()));
-                                let state = match (e.is_active_healthy(), until != 0) {
-                                    (_, true) => "ejected",
-                                    (true, false) => "healthy",
-                                    (false, false) => "unhealthy",
-                                };
-                                let reason = if until != 0 {
-                                    eject_cause.clone().unwrap_or_default()
-                                } else {
-                                    last_probe
-                                        .as_ref()
-                                        .map(|p| p.detail.clone())
-                                        .unwrap_or_else(|| "no probe yet".into())
-                                };
-                                EndpointStatus {
-                                    addr: e.addr.to_string(),
-                                    state,
-                                    reason,
-                                    available: e.is_available(),
-                                    consecutive_ok: e.consecutive_ok.load(Ordering::Relaxed),
-                                    consecutive_fail: e.consecutive_fail.load(Ordering::Relaxed),
-                                    passive_failures: e.passive_failures.load(Ordering::Relaxed),
-                                    passive_5xx: e.passive_5xx.load(Ordering::Relaxed),
-                                    ejections: e.ejections.load(Ordering::Relaxed),
-                                    ejected_for_ms: until.saturating_sub(now),
-                                    rtt_ms: e.rtt_us().map(|u| f64::from(u) / 1000.0),
-                                    last_probe,
-                                }
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                RegionStatus {
-                    region: r.name.clone(),
-                    zone: r.zone.map(|z| table.zone(z).name.clone()),
-                    healthy: backends.iter().any(|b| b.available),
-                    rtt_ms: self.region_rtt_us(r.id).map(|u| f64::from(u) / 1000.0),
-                    backends,
-                }
-            })
-            .collect();
-        HealthStatus { regions }
     }
 }
 
@@ -443,45 +334,4 @@ impl HealthView for TableHealth {
             .filter_map(|s| s.rtt_us())
             .min()
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct HealthStatus {
-    pub regions: Vec<RegionStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RegionStatus {
-    pub region: String,
-    pub zone: Option<String>,
-    pub healthy: bool,
-    pub rtt_ms: Option<f64>,
-    pub backends: Vec<BackendStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BackendStatus {
-    pub backend: String,
-    pub track: &'static str,
-    pub weight: u32,
-    pub available: bool,
-    pub endpoints: Vec<EndpointStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EndpointStatus {
-    pub addr: String,
-    /// healthy, unhealthy (active checks) or ejected (passive).
-    pub state: &'static str,
-    /// Last probe result or ejection cause.
-    pub reason: String,
-    pub available: bool,
-    pub consecutive_ok: u32,
-    pub consecutive_fail: u32,
-    pub passive_failures: u32,
-    pub passive_5xx: u32,
-    pub ejections: u32,
-    pub ejected_for_ms: u64,
-    pub rtt_ms: Option<f64>,
-    pub last_probe: Option<ProbeReport>,
 }

@@ -56,7 +56,7 @@ fn state_survives_reload_by_identity() {
         h2.state(BackendId(1)).unwrap().endpoints()[0].rtt_us(),
         Some(900)
     );
-    assert!(reg.get("127.0.0.1:1").is_none());
+    assert!(reg.get("a", "127.0.0.1:1").is_none());
     assert_eq!(reg.len(), 2);
 }
 
@@ -274,4 +274,45 @@ fn tls_failures_have_bounded_reasons() {
         tls_reason("received fatal alert: HandshakeFailure"),
         "handshake"
     );
+}
+
+#[test]
+fn a_retry_stays_on_a_backend_only_with_another_available_address() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["origin.example:80"]));
+    let s = h.state(BackendId(0)).unwrap();
+    let (a, b) = (addr("127.0.0.1:80"), addr("127.0.0.2:80"));
+    s.set_addrs(&[a, b]);
+    assert_eq!(s.pick_available(0, &[a]), Some(b));
+    assert_eq!(s.pick_available(1, &[a]), Some(b));
+    assert_eq!(s.pick_available(0, &[a, b]), None);
+    s.endpoint(b).unwrap().set_active_healthy(false);
+    assert_eq!(s.pick_available(0, &[a]), None);
+}
+
+/// A body over 64 KiB matches when the text is in its first 64 KiB.
+#[tokio::test]
+async fn expect_body_matches_within_the_prefix_of_a_long_body() {
+    let big: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nREADY{}",
+            100 * 1024 + 5,
+            "x".repeat(100 * 1024)
+        )
+        .into_boxed_str(),
+    );
+    let a = server(big, Duration::ZERO).await;
+    let settings = HealthSettings {
+        timeout: Duration::from_millis(1000),
+        expect_body: Some("READY".into()),
+        ..HealthSettings::default()
+    };
+    let r = probe(a, "x", &settings, None).await;
+    assert!(r.ok, "{r:?}");
+    let missing = HealthSettings {
+        expect_body: Some("ABSENT".into()),
+        ..settings
+    };
+    let r = probe(a, "x", &missing, None).await;
+    assert!(!r.ok && r.detail.contains("body lacks"), "{r:?}");
 }

@@ -9,9 +9,13 @@
 //! ## Layout
 //! - [`serve`]: the accept loop, per-connection HTTP, limits and counters.
 //! - [`tls`]: the server's rustls settings from PEM files.
+//! - `io`: the connection's stream with a write timeout.
 #![forbid(unsafe_code)]
 
+mod io;
 pub mod serve;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 
 pub use serve::{

@@ -8,7 +8,11 @@
 //!
 //! Hygiene: a header-read timeout, an idle bound (a connection with no
 //! request in flight is closed after [`Limits::idle_timeout`], or after
-//! [`Limits::header_read_timeout`] if it never sent one), a cap on open
+//! [`Limits::header_read_timeout`] if it never sent one: gracefully, and
+//! hard [`Limits::grace_period`] later if an answer is still unwritten), a
+//! write timeout (a write that makes no progress for
+//! [`Limits::write_timeout`] ends the connection: a client that pipelines
+//! requests and never reads cannot hold it), a cap on open
 //! connections (the excess is closed at accept and counted in
 //! [`ConnStats::refused`]), and a graceful shutdown:
 //! stop accepting, end the long-poll watches, let in-flight requests finish
@@ -32,6 +36,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::io::WriteTimeout;
+
 /// Bounds on the listener; [`Limits::default`] is what `edgesteer control`
 /// uses unless told otherwise.
 #[derive(Clone, Debug)]
@@ -44,8 +50,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest TLS handshake.
     pub handshake_timeout: Duration,
-    /// How long in-flight requests may run on after shutdown begins.
+    /// How long in-flight requests may run on after shutdown begins (and
+    /// how long an idle connection being closed may take to write what it
+    /// still owes the client before it is dropped).
     pub grace_period: Duration,
+    /// A write that makes no progress for this long ends the connection.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -56,6 +66,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(75),
             handshake_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -237,7 +248,8 @@ async fn connection<A: App>(
     stats: Arc<ConnStats>,
 ) {
     let Some(acceptor) = acceptor else {
-        return http(TokioIo::new(stream), peer, None, None, app, &limits, stop).await;
+        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+        return http(io, peer, None, None, app, &limits, stop).await;
     };
     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
@@ -257,7 +269,7 @@ async fn connection<A: App>(
                     .unwrap_or_default(),
             };
             http(
-                TokioIo::new(tls),
+                TokioIo::new(WriteTimeout::new(tls, limits.write_timeout)),
                 peer,
                 cert,
                 Some(info),
@@ -377,6 +389,11 @@ async fn http<I, A: App>(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    // Once closing, the connection is dropped (hard) if it has not ended
+    // within the grace period: a graceful shutdown waits for the answer in
+    // flight to be written, which a client that never reads never allows.
+    let hard = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(hard);
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -385,9 +402,14 @@ async fn http<I, A: App>(
                 }
                 return;
             }
+            () = &mut hard, if closing => {
+                tracing::debug!(%peer, grace = ?limits.grace_period, "closing a connection that did not end within the grace period");
+                return;
+            }
             _ = stop.changed(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+                hard.as_mut().reset(tokio::time::Instant::now() + limits.grace_period);
             }
             _ = tick.tick(), if !closing => {
                 let (idle, seen) = activity.idle();
@@ -396,6 +418,7 @@ async fn http<I, A: App>(
                     tracing::debug!(%peer, ?idle, "closing an idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    hard.as_mut().reset(tokio::time::Instant::now() + limits.grace_period);
                 }
             }
         }

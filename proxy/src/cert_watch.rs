@@ -21,7 +21,8 @@ fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 }
 
 impl CertWatch {
-    /// Called every few seconds; returns whether a recompiled table went live.
+    /// Called every few seconds, off the async runtime (it reads the files
+    /// and compiles); returns whether a recompiled table went live.
     pub fn check(&mut self, steer: &crate::steer::Steering) -> bool {
         let snap = steer.current();
         if self.version != Some(snap.version) {

@@ -1,7 +1,9 @@
 //! The connection cap: the proxy's listeners hold at most the table's
-//! `[limits] max_connections` client connections at once. A connection
-//! past it is closed as soon as it is accepted (before its TLS handshake
-//! or first byte is read), counted in `edgesteer_connections_refused_total`
+//! `[limits] max_connections` client connections at once, TLS handshakes
+//! under way included. A connection past it is closed before its first
+//! byte is read: a plaintext one when Pingora hands it over, a TLS one
+//! before its handshake (in [`crate::tls_deadline`], Pingora's pre-TLS
+//! callback). Each is counted in `edgesteer_connections_refused_total`
 //! and logged at debug; the ones already open are served as before. The
 //! limit is read from the live table for every connection, so a pushed
 //! table changes it without a restart.
@@ -9,7 +11,8 @@
 //! Pingora has no such hook in its accept loop, so this wraps the proxy's
 //! `ServerApp`: `process_new` spans a whole connection (every keep-alive
 //! request of an HTTP/1.1 connection, every stream of an h2 one), which is
-//! exactly what the count must cover.
+//! exactly what the count must cover. A TLS connection admitted before its
+//! handshake is not refused again here.
 //!
 //! An admitted HTTP/1 connection runs [`crate::conn_loop`]; HTTP/2 by ALPN
 //! goes to Pingora's own server.
@@ -36,7 +39,8 @@ pub struct Capped {
     steer: Arc<Steering>,
     /// The TLS listeners' handshake watchdogs, ended here.
     handshakes: Arc<HandshakeDeadline>,
-    open: AtomicUsize,
+    /// Open connections (shared with the TLS listeners' pre-handshake cap).
+    open: Arc<AtomicUsize>,
     /// Set at `cleanup`: connections waiting for a request close.
     closing: Closing,
 }
@@ -50,8 +54,8 @@ impl Capped {
         Capped {
             inner: Arc::new(inner),
             steer,
+            open: handshakes.open(),
             handshakes,
-            open: AtomicUsize::new(0),
             closing: Closing::default(),
         }
     }
@@ -75,14 +79,16 @@ impl ServerApp for Capped {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         crate::heartbeat::start();
-        // A TLS connection is here: its handshake finished in time.
+        // A TLS connection is here: its handshake finished in time, and
+        // the cap admitted it before the handshake.
+        let tls = session.get_ssl_digest().is_some();
         self.handshakes.handshake_done(&session);
         let accepted = Instant::now();
         let max = self.steer.peek().table.limits.max_connections as usize;
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         self.steer.metrics.connections_open.inc();
         let held = Held(self);
-        if before >= max {
+        if !tls && before >= max {
             self.steer.metrics.connections_refused.inc();
             tracing::debug!(
                 open = before,

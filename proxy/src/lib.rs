@@ -17,7 +17,8 @@
 //! - [`proxy`]: the Pingora adapter, one module per phase.
 //! - [`conn_cap`]: the connection cap; [`conn_loop`]: each HTTP/1
 //!   connection's request loop, with the [`intake`] reading each request
-//!   before Pingora's session exists, its waits timed by one
+//!   before Pingora's session exists ([`head`]: where a head ends, as
+//!   Pingora reads it), its waits timed by one
 //!   [`lazy_deadline`]; [`heartbeat`]: the workers' timer heartbeat.
 //! - [`steer`]: the live snapshot; [`origin`]: upstream peers and their
 //!   TLS, [`cert_watch`] reloading its files; [`watch`]: following the config service; [`stats`] and
@@ -35,6 +36,7 @@ pub mod cert_watch;
 pub mod conn_cap;
 pub mod conn_loop;
 pub mod explain;
+pub mod head;
 pub mod heartbeat;
 pub mod intake;
 pub mod lazy_deadline;

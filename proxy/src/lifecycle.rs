@@ -14,7 +14,11 @@
 //!   does (idle connections closed, h2 sent GOAWAY). **Only when a new process
 //!   is waiting**: Pingora alone would shut down even when nobody took the
 //!   sockets; here a SIGQUIT with no successor is logged and ignored, and
-//!   this process keeps serving.
+//!   this process keeps serving. A successor is waiting when a socket is
+//!   *listening* on the upgrade socket's path (the kernel's list of Unix
+//!   sockets, `/proc/net/unix`), not merely when the file exists: a file
+//!   left by a killed `--upgrade` is no successor. (Connecting to it to
+//!   find out would take the one connection the successor accepts.)
 //! - SIGINT: exit at once.
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -71,7 +75,9 @@ impl RuntimeDir {
     }
 
     /// Creates the directory (mode 0700) if needed, and refuses one that
-    /// another user owns or that others may enter.
+    /// another user owns or that others may enter. The path is made
+    /// canonical, so the upgrade socket has the same absolute name in both
+    /// processes of an upgrade whatever their working directories.
     pub fn prepare(path: &Path) -> anyhow::Result<RuntimeDir> {
         match std::fs::DirBuilder::new()
             .recursive(true)
@@ -105,9 +111,9 @@ impl RuntimeDir {
         if mode & 0o077 != 0 {
             anyhow::bail!("the runtime directory {} has mode {mode:o}: other users could reach the upgrade socket and take the listening sockets; `chmod 700 {}` or give --runtime-dir", path.display(), path.display());
         }
-        Ok(RuntimeDir {
-            path: path.to_path_buf(),
-        })
+        let path = std::fs::canonicalize(path)
+            .with_context(|| format!("resolving the runtime directory {}", path.display()))?;
+        Ok(RuntimeDir { path })
     }
 
     pub fn path(&self) -> &Path {
@@ -158,35 +164,39 @@ fn is_edgesteer_proxy(pid: u32) -> bool {
 
 /// `--upgrade`: once this process's upgrade socket is up, asks the
 /// process named by the pid file to hand its listeners over (SIGQUIT).
-/// Without a pid file (or with a stale one) nothing is signalled: send
-/// SIGQUIT to the old process yourself. Runs on its own thread, because
-/// Pingora's bootstrap blocks while it waits for the sockets.
-pub fn request_handoff(dir: &RuntimeDir) {
+/// Refused (before anything binds) when the pid file is missing or names
+/// no running edgesteer proxy: there is nobody to take the sockets from,
+/// and Pingora would only give up seconds later with `EAGAIN`. Runs on
+/// its own thread, because Pingora's bootstrap blocks while it waits for
+/// the sockets.
+pub fn request_handoff(dir: &RuntimeDir) -> anyhow::Result<()> {
+    let pid_file = dir.pid_file();
+    let old = match read_pid(&pid_file).filter(|p| *p != std::process::id()) {
+        Some(pid) if is_edgesteer_proxy(pid) => pid,
+        Some(pid) => anyhow::bail!(
+            "--upgrade: no running proxy found in the runtime directory {}: its proxy.pid names pid {pid}, which is not a running edgesteer proxy. Start the proxy without --upgrade, or give the --runtime-dir of the proxy to replace",
+            dir.path().display()
+        ),
+        None => anyhow::bail!(
+            "--upgrade: no running proxy found in the runtime directory {} (no readable proxy.pid there). Start the proxy without --upgrade, or give the --runtime-dir of the proxy to replace",
+            dir.path().display()
+        ),
+    };
     let sock = dir.upgrade_sock();
     // A socket left by a crashed upgrade would look like ours: the
     // bootstrap replaces it anyway, so drop it before waiting for it.
     let _ = std::fs::remove_file(&sock);
-    let Some(old) = read_pid(&dir.pid_file()).filter(|p| *p != std::process::id()) else {
-        tracing::warn!(pid_file = %dir.pid_file().display(), "--upgrade: no pid file; waiting for SIGQUIT to be sent to the running proxy");
-        return;
-    };
-    if !is_edgesteer_proxy(old) {
-        tracing::warn!(pid = old, pid_file = %dir.pid_file().display(), "--upgrade: the pid file names no running edgesteer proxy; waiting for SIGQUIT to be sent to the running proxy");
-        return;
-    }
     let spawned = std::thread::Builder::new()
         .name("upgrade-handoff".into())
         .spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !is_socket(&sock) {
+            while listening(&sock) != Some(true) {
                 if Instant::now() > deadline {
                     tracing::error!(sock = %sock.display(), "--upgrade: the upgrade socket never appeared; not signalling the running proxy");
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // The socket is bound before it listens: give it that moment.
-            std::thread::sleep(Duration::from_millis(20));
             let pid = nix::unistd::Pid::from_raw(old as i32);
             match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT) {
                 Ok(()) => tracing::info!(pid = old, "asked the running proxy for its listeners"),
@@ -196,10 +206,46 @@ pub fn request_handoff(dir: &RuntimeDir) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "--upgrade: cannot start the hand-off thread; send SIGQUIT to the running proxy");
     }
+    Ok(())
 }
 
 fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Whether a socket is listening on `path`, from the kernel's list of
+/// Unix sockets (`/proc/net/unix`: flags, then the bound path last);
+/// `None` when that list cannot be read. A socket file whose process has
+/// gone is not in the list. Reading it connects to nothing, so it never
+/// takes the one connection a successor accepts.
+fn listening(path: &Path) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    Some(listening_in(&table, path))
+}
+
+fn listening_in(table: &str, path: &Path) -> bool {
+    /// `__SO_ACCEPTCON`: the socket listens.
+    const ACCEPTING: u32 = 1 << 16;
+    let suffix = format!(" {}", path.display());
+    table.lines().skip(1).any(|line| {
+        line.ends_with(&suffix)
+            && line
+                .split_ascii_whitespace()
+                .nth(3)
+                .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & ACCEPTING != 0)
+    })
+}
+
+/// What a SIGQUIT found on the upgrade socket's path.
+#[derive(Debug, PartialEq, Eq)]
+enum Successor {
+    /// A new process listens there: hand the listeners over.
+    Waiting,
+    /// Nothing there.
+    Absent,
+    /// A socket file nobody listens on (left by a killed `--upgrade`).
+    Stale,
 }
 
 /// The signals of a proxy process (see the module docs).
@@ -215,18 +261,32 @@ impl Signals {
         }
     }
 
-    /// Waits up to [`SUCCESSOR_WAIT`] for a new process's upgrade socket.
-    async fn successor_waiting(&self) -> bool {
+    /// Waits up to [`SUCCESSOR_WAIT`] for a new process to listen on the
+    /// upgrade socket.
+    async fn successor_waiting(&self) -> Successor {
         let Some(sock) = &self.upgrade_sock else {
-            return false;
+            return Successor::Absent;
         };
         let deadline = tokio::time::Instant::now() + SUCCESSOR_WAIT;
         loop {
             if is_socket(sock) {
-                return true;
+                match listening(sock) {
+                    Some(true) => return Successor::Waiting,
+                    // Without the kernel's list, the file is all there is.
+                    None => {
+                        tracing::warn!(sock = %sock.display(), "cannot read /proc/net/unix to check that a new process listens on the upgrade socket; handing over to whoever made it");
+                        return Successor::Waiting;
+                    }
+                    // Maybe a successor about to replace it: keep looking.
+                    Some(false) => {}
+                }
             }
             if tokio::time::Instant::now() > deadline {
-                return false;
+                return if is_socket(sock) {
+                    Successor::Stale
+                } else {
+                    Successor::Absent
+                };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -262,14 +322,17 @@ impl ShutdownSignalWatch for Signals {
             tokio::select! {
                 _ = next(&mut quit) => {
                     let sock = self.upgrade_sock.as_deref().unwrap_or(Path::new("(none)")).display();
-                    if self.successor_waiting().await {
-                        // No STOPPING=1: the service goes on, in the new
-                        // process, which tells systemd its pid when it serves.
-                        tracing::info!(%sock, "SIGQUIT: handing the listeners to the new process, then draining");
-                        DRAINING.store(true, Ordering::Relaxed);
-                        return ShutdownSignal::GracefulUpgrade;
+                    match self.successor_waiting().await {
+                        Successor::Waiting => {
+                            // No STOPPING=1: the service goes on, in the new
+                            // process, which tells systemd its pid when it serves.
+                            tracing::info!(%sock, "SIGQUIT: handing the listeners to the new process, then draining");
+                            DRAINING.store(true, Ordering::Relaxed);
+                            return ShutdownSignal::GracefulUpgrade;
+                        }
+                        Successor::Stale => tracing::warn!(%sock, wait = ?SUCCESSOR_WAIT, "SIGQUIT but nobody listens on the upgrade socket (left by an `edgesteer proxy --upgrade` that exited or was killed?); still serving. To upgrade, start `edgesteer proxy --upgrade` with the same --runtime-dir (it replaces the socket)"),
+                        Successor::Absent => tracing::warn!(%sock, wait = ?SUCCESSOR_WAIT, "SIGQUIT but no new process is waiting for the listeners (start `edgesteer proxy --upgrade` with the same --runtime-dir); still serving"),
                     }
-                    tracing::error!(%sock, wait = ?SUCCESSOR_WAIT, "SIGQUIT but no new process is waiting for the listeners (start `edgesteer proxy --upgrade` with the same --runtime-dir); still serving");
                 }
                 _ = next(&mut term) => {
                     tracing::info!("SIGTERM: no longer accepting; draining in-flight requests, then exiting");
@@ -344,6 +407,24 @@ mod tests {
         std::fs::write(rt.pid_file(), "1\n").unwrap();
         rt.remove_pid();
         assert_eq!(read_pid(&rt.pid_file()), Some(1), "a successor's pid stays");
+    }
+
+    #[test]
+    fn only_a_socket_someone_listens_on_is_a_successor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = RuntimeDir::prepare(&tmp.path().join("rt")).unwrap();
+        let sock = rt.upgrade_sock();
+        assert_eq!(listening(&sock), Some(false), "no socket yet");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(listening(&sock), Some(true));
+        drop(listener);
+        assert!(is_socket(&sock), "the file stays behind");
+        assert_eq!(listening(&sock), Some(false), "a stale socket file");
+        // A longer path ending in ours is another socket.
+        let table = "Num RefCount Protocol Flags Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01  1234 /x/run/upgrade.sock\n";
+        assert!(!listening_in(table, Path::new("/run/upgrade.sock")));
+        assert!(listening_in(table, Path::new("/x/run/upgrade.sock")));
     }
 
     #[test]

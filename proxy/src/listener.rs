@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,31 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// How long a listener that was not handed over waits for its port to be
 /// released (an older process that did not register it still holds it).
 const REBIND_FOR: Duration = Duration::from_secs(30);
+
+/// Admin and metrics listeners serving or draining: a graceful shutdown
+/// waits for their drain (at most a second) as for the proxy's requests.
+static SERVING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many admin and metrics listeners are still serving or draining.
+pub fn serving() -> usize {
+    SERVING.load(Ordering::Acquire)
+}
+
+/// Counts one listener in [`SERVING`] until dropped.
+struct Serving;
+
+impl Serving {
+    fn start() -> Serving {
+        SERVING.fetch_add(1, Ordering::AcqRel);
+        Serving
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// `/healthz`, `/metrics` and the admin API (or only the first two) on one
 /// address.
@@ -124,6 +150,7 @@ impl Service for AdminService {
         mut shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
+        let _serving = Serving::start();
         let Some(std_listener) = self.listener(fds.as_ref()).await else {
             return;
         };

@@ -171,6 +171,11 @@ const RETRIES_REFUSED: Family = (
     "Retries not made because the proxy-wide retry budget (20% of requests in flight, at least 3) was spent.",
 );
 
+const CONNECT_FAILURES: Family = (
+    "edgesteer_upstream_connect_failures_total",
+    "Upstream attempts that failed before any byte of the request was sent (refused, timed out, TLS); each is tried elsewhere while attempts are left, outside the retry budget.",
+);
+
 /// Registers each metric family in the registry it wraps.
 struct Families(Registry);
 
@@ -206,6 +211,7 @@ pub struct Metrics {
     /// per reason at start, so every reason shows from the first scrape.
     pub refusals: IntCounterVec,
     pub retries_refused: IntCounter,
+    pub connect_failures: IntCounter,
     pub upstream_tls_errors: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
@@ -294,6 +300,7 @@ impl Metrics {
             )?)?,
             refusals: r.add(IntCounterVec::new(opts(REFUSALS), &["reason"])?)?,
             retries_refused: r.add(IntCounter::with_opts(opts(RETRIES_REFUSED))?)?,
+            connect_failures: r.add(IntCounter::with_opts(opts(CONNECT_FAILURES))?)?,
             connections_open: r.add(IntGauge::with_opts(opts(CONNECTIONS_OPEN))?)?,
             connections_refused: r.add(IntCounter::with_opts(opts(CONNECTIONS_REFUSED))?)?,
             head_timeouts: r.add(IntCounter::with_opts(opts(HEAD_TIMEOUTS))?)?,

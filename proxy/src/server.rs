@@ -1,6 +1,7 @@
 //! Assembles the Pingora server: the proxy service with its plaintext
 //! (HTTP/1.1 + h2c) and TLS (HTTP/2 via ALPN, SNI certificates) listeners,
-//! the admin listener, and the maintenance task (geo reload, DNS).
+//! the admin listener, and the maintenance task (geo reload, DNS); runs it,
+//! and ends the process once a graceful shutdown has nothing left in flight.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,14 +15,16 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server, ShutdownWatch};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::lifecycle::{RuntimeDir, Signals};
 use crate::listener::AdminService;
 use crate::proxy::EdgeProxy;
 use crate::steer::Steering;
 use crate::tls::{CertPair, SniResolver};
+use crate::tls_deadline::HandshakeDeadline;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -79,9 +82,34 @@ impl Default for ServeOptions {
     }
 }
 
-/// Builds the server. Fails early (before serving) on bad TLS material or a
-/// taken admin port.
-pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server> {
+/// A proxy's Pingora server, with what its shutdown waits for.
+pub struct ProxyServer {
+    /// Add services here before [`run`].
+    pub server: Server,
+    drain: Drain,
+}
+
+/// What a graceful shutdown waits for: the proxy's client connections
+/// (each in-flight request is on one; idle keep-alive connections close
+/// when the listeners stop), TLS handshakes under way, and the admin and
+/// metrics listeners' own drain.
+#[derive(Clone)]
+struct Drain {
+    steer: Arc<Steering>,
+    handshakes: Arc<HandshakeDeadline>,
+}
+
+impl Drain {
+    fn idle(&self) -> bool {
+        self.steer.metrics.connections_open.get() <= 0
+            && self.handshakes.in_progress() == 0
+            && crate::listener::serving() == 0
+    }
+}
+
+/// Builds the server. Fails early (before serving) on bad TLS material, a
+/// taken admin port, or `--upgrade` with no proxy to take over from.
+pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyServer> {
     // Before serving: global policies count for the syncer from the first
     // request, and fail_closed ones do not refuse while it starts.
     if let Some(r) = &opts.redis {
@@ -119,7 +147,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
         ..Opt::default()
     };
     if let (true, Some(dir)) = (opts.upgrade, &opts.runtime) {
-        crate::lifecycle::request_handoff(dir);
+        crate::lifecycle::request_handoff(dir)?;
     }
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     // With --upgrade, this waits for the running process's listeners (and
@@ -136,7 +164,11 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
     app.server_options = Some(server_options);
     // Behind the connection cap ([limits] max_connections, live).
     // TLS handshakes have the table's deadline (Pingora's own is 60 s).
-    let handshakes = crate::tls_deadline::HandshakeDeadline::new(steer.clone());
+    let handshakes = HandshakeDeadline::new(steer.clone());
+    let drain = Drain {
+        steer: steer.clone(),
+        handshakes: handshakes.clone(),
+    };
     let mut proxy = pingora_core::services::listening::Service::new(
         "edgesteer".to_string(),
         crate::conn_cap::Capped::new(app, steer.clone(), handshakes.clone()),
@@ -186,26 +218,78 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<Server
             redis: opts.redis.clone(),
         },
     ));
-    Ok(server)
+    Ok(ProxyServer { server, drain })
 }
 
 /// Serves until a signal ends it (see [`crate::lifecycle`]), then exits 0.
 /// The pid file (in the runtime directory) names this process while it
 /// serves, so `edgesteer proxy --upgrade` finds it.
-pub fn run(server: Server, runtime: Option<RuntimeDir>) -> ! {
+pub fn run(proxy: ProxyServer, runtime: Option<RuntimeDir>) -> ! {
+    let ProxyServer { server, drain } = proxy;
     if let Some(dir) = &runtime {
         if let Err(e) = dir.write_pid() {
-            tracing::warn!(pid_file = %dir.pid_file().display(), error = %e, "cannot write the pid file; `--upgrade` will need SIGQUIT sent by hand");
+            tracing::warn!(pid_file = %dir.pid_file().display(), error = %e, "cannot write the pid file; `edgesteer proxy --upgrade` will not find this process (check the runtime directory)");
         }
     }
+    exit_when_drained(&server, drain, runtime.clone());
     crate::lifecycle::notify_ready();
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals::new(runtime.as_ref())),
     });
-    if let Some(dir) = &runtime {
+    finish(runtime.as_ref(), "all connections drained; exiting")
+}
+
+/// How often a graceful shutdown looks at what is left in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(25);
+
+/// Pingora sleeps the whole grace period once the listeners stop (after
+/// SIGTERM, or after an upgrade's overlap), whether anything is in flight
+/// or not. From the moment that period starts, this watches the proxy's
+/// connections and TLS handshakes, and ends the process as soon as none
+/// is left, so an idle proxy exits at once and a busy one when its last
+/// request is answered. Pingora's sleep stays the upper bound.
+fn exit_when_drained(server: &Server, drain: Drain, runtime: Option<RuntimeDir>) {
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("drain-watch".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            // Idle twice in a row: a connection between its handshake and
+            // its first count is never missed.
+            let mut idle = 0;
+            while idle < 2 {
+                std::thread::sleep(DRAIN_POLL);
+                idle = if drain.idle() { idle + 1 } else { 0 };
+            }
+            // The access log's writer takes a finished line at once; this
+            // gives it time to write the last ones.
+            std::thread::sleep(Duration::from_millis(50));
+            finish(
+                runtime.as_ref(),
+                "nothing in flight; exiting before the grace period ends",
+            )
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the drain watch; a graceful shutdown will take the whole grace period");
+    }
+}
+
+/// The end of the process: the pid file goes (if still ours), exit 0.
+/// Called by whichever comes first, the drain watch or the end of
+/// Pingora's grace period; the other waits here until the process is gone.
+fn finish(runtime: Option<&RuntimeDir>, why: &str) -> ! {
+    static EXITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = EXITING.lock();
+    if let Some(dir) = runtime {
         dir.remove_pid();
     }
-    tracing::info!("all connections drained; exiting");
+    tracing::info!("{why}");
     std::process::exit(0)
 }
 
@@ -267,17 +351,15 @@ impl BackgroundService for Maintenance {
 
         let mut shutdown = shutdown;
         let mut certs = crate::cert_watch::CertWatch::default();
-        certs.check(&self.steer);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(e) = self.steer.geo.reload_if_changed() {
-                tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
-            }
-            certs.check(&self.steer);
+            certs = reload_files(self.steer.clone(), certs, !first).await;
+            first = false;
         }
         sweeper.abort();
         if let Some(s) = syncer {
@@ -285,4 +367,29 @@ impl BackgroundService for Maintenance {
         }
         let _ = health.await;
     }
+}
+
+/// The files the live state is read from, checked for changes: the geo
+/// database (unless `geo`) and the origin certificates. They are read off
+/// the async runtime (a blocking-pool thread), as a table compile reads the
+/// files it names.
+async fn reload_files(
+    steer: Arc<Steering>,
+    mut certs: crate::cert_watch::CertWatch,
+    geo: bool,
+) -> crate::cert_watch::CertWatch {
+    let checked = tokio::task::spawn_blocking(move || {
+        if geo {
+            if let Err(e) = steer.geo.reload_if_changed() {
+                tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
+            }
+        }
+        certs.check(&steer);
+        certs
+    })
+    .await;
+    checked.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "checking the geo database and origin certificates failed; they are checked again at the next tick (please report this)");
+        crate::cert_watch::CertWatch::default()
+    })
 }

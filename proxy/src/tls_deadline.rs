@@ -18,9 +18,14 @@
 //! - when Pingora drops a failed handshake itself, the watchdog sees the
 //!   descriptor gone (no longer our cookie) within 250 ms and lets go of
 //!   its copy, so the close reaches the client.
+//!
+//! The same callback applies the connection cap to TLS connections: open
+//! connections plus handshakes under way may be at most `[limits]
+//! max_connections`; past it a connection is refused before its handshake.
 
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +46,8 @@ const POLL: Duration = Duration::from_millis(250);
 pub struct HandshakeDeadline {
     steer: Arc<Steering>,
     pending: Arc<DashMap<u64, AbortHandle>>,
+    /// Connections past their handshake (counted by [`crate::conn_cap`]).
+    open: Arc<AtomicUsize>,
 }
 
 impl HandshakeDeadline {
@@ -48,7 +55,18 @@ impl HandshakeDeadline {
         Arc::new(HandshakeDeadline {
             steer,
             pending: Arc::new(DashMap::new()),
+            open: Arc::default(),
         })
+    }
+
+    /// The count of open connections, shared with the connection cap.
+    pub fn open(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+
+    /// Handshakes under way (a shutdown waits for them as for requests).
+    pub fn in_progress(&self) -> usize {
+        self.pending.len()
     }
 
     /// The handshake of `stream` is done: its watchdog ends (a plaintext
@@ -70,7 +88,29 @@ impl HandshakeDeadline {
 #[async_trait]
 impl PreTlsProcess for HandshakeDeadline {
     async fn process(&self, stream: &mut L4Stream) -> pingora_core::Result<()> {
-        let timeout = self.steer.peek().table.limits.tls_handshake_timeout;
+        let (timeout, max) = {
+            let limits = &self.steer.peek().table.limits;
+            (
+                limits.tls_handshake_timeout,
+                limits.max_connections as usize,
+            )
+        };
+        // The connection cap counts handshakes under way: a connection past
+        // it is refused here, before any TLS work (and before it holds a
+        // second descriptor and rustls state for the handshake's length).
+        let busy = self.open.load(Ordering::Relaxed) + self.pending.len();
+        if busy >= max {
+            self.steer.metrics.connections_refused.inc();
+            tracing::debug!(
+                open = busy,
+                max,
+                "connection cap reached; closing the new connection before its TLS handshake"
+            );
+            return Err(pingora_core::Error::explain(
+                pingora_core::ErrorType::ConnectRefused,
+                "the connection cap ([limits] max_connections) is reached",
+            ));
+        }
         let fd = stream.as_raw_fd();
         let Ok(cookie) = SocketDigest::from_raw_fd(fd).socket_cookie() else {
             return Ok(()); // no cookie (not Linux): Pingora's own 60 s applies

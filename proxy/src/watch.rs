@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgesteer_config::TableSpec;
+use edgesteer_config::{RoutingTable, TableSpec};
 use edgesteer_control_api::api::Ack;
 use edgesteer_control_api::client::{Client, Versioned};
 use pingora_core::server::ShutdownWatch;
@@ -98,15 +98,37 @@ pub struct Watcher {
     pub epoch: Option<String>,
 }
 
+/// A pushed table with the command line's trusted proxies added,
+/// validated and compiled. Compiling reads the files the table names (CA
+/// bundles, client certificates and keys): call it off the async runtime.
+fn compile_version(
+    mut spec: TableSpec,
+    extra_trust: &[String],
+) -> Result<(TableSpec, RoutingTable), String> {
+    spec.client_ip
+        .trusted_proxies
+        .extend(extra_trust.iter().cloned());
+    let table = edgesteer_config::compile(&spec).map_err(|e| e.to_string())?;
+    Ok((spec, table))
+}
+
 impl Watcher {
-    /// Validates, compiles and installs one version; `Err` carries the
-    /// reason for the rejection ack.
+    /// Validates, compiles and installs one version on this thread; `Err`
+    /// carries the reason for the rejection ack.
     pub fn apply(&self, v: &Versioned) -> Result<(), String> {
-        let mut spec = v.table.clone();
-        spec.client_ip
-            .trusted_proxies
-            .extend(self.extra_trust.iter().cloned());
-        let table = edgesteer_config::compile(&spec).map_err(|e| e.to_string())?;
+        let (spec, table) = compile_version(v.table.clone(), &self.extra_trust)?;
+        self.steer.install(v.version, spec, table);
+        Ok(())
+    }
+
+    /// [`Watcher::apply`] with the compile (and the file reads in it) on
+    /// the blocking pool, so the runtime's thread never waits for a disk.
+    async fn apply_off_runtime(&self, v: &Versioned) -> Result<(), String> {
+        let (table, extra) = (v.table.clone(), self.extra_trust.clone());
+        let compiled = tokio::task::spawn_blocking(move || compile_version(table, &extra))
+            .await
+            .map_err(|e| format!("compiling the table failed: {e}"))?;
+        let (spec, table) = compiled?;
         self.steer.install(v.version, spec, table);
         Ok(())
     }
@@ -191,7 +213,7 @@ impl Watcher {
                 "the config service's store has a new epoch (wiped or replaced): taking its current version even though it is not higher than ours"
             );
         }
-        let result = self.apply(v);
+        let result = self.apply_off_runtime(v).await;
         match &result {
             Ok(()) => {
                 save.send_replace(Some((v.version, new_epoch.clone(), v.table.clone())));

@@ -45,5 +45,7 @@ pub enum BlockEvent {
     },
     Unblock {
         ip: IpAddr,
+        /// When the lift was made: each lift is its own event.
+        at: SystemTime,
     },
 }

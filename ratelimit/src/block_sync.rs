@@ -98,10 +98,7 @@ async fn publish_outbox(
 /// Adds one change to the transaction: its stream entry and its snapshot
 /// update.
 fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
-    let eid = {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(e)
-    };
+    let eid = event_id(e);
     let cmd = pipe
         .cmd("XADD")
         .arg(BLOCK_STREAM)
@@ -136,11 +133,13 @@ fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
                 .arg(snapshot_value(until_ms, policy, reason))
                 .ignore();
         }
-        BlockEvent::Unblock { ip } => {
+        BlockEvent::Unblock { ip, at } => {
             cmd.arg("op")
                 .arg("unblock")
                 .arg("ip")
                 .arg(ip.to_string())
+                .arg("at_ms")
+                .arg(epoch_ms(*at))
                 .ignore();
             pipe.cmd("HDEL")
                 .arg(BLOCK_SNAPSHOT)
@@ -148,6 +147,23 @@ fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
                 .ignore();
         }
     }
+}
+
+/// A change's id, the same however often it is published (a retried
+/// publish is the same event, which every proxy applies once): a hash of
+/// what it says. A block's end time makes each block its own event; a
+/// late copy of an old block cannot undo a lift made since.
+pub(crate) fn event_id(e: &BlockEvent) -> u64 {
+    let text = match e {
+        BlockEvent::Block {
+            ip,
+            policy,
+            reason,
+            until,
+        } => format!("block|{ip}|{policy}|{reason}|{}", epoch_ms(*until)),
+        BlockEvent::Unblock { ip, at } => format!("unblock|{ip}|{}", epoch_ms(*at)),
+    };
+    xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), 0x626c_6f63)
 }
 
 /// Reads the stream from where this proxy left it and applies each change
@@ -193,7 +209,10 @@ async fn apply_stream(
                 reason: field("reason").unwrap_or_default(),
                 until: from_epoch_ms(field("until_ms").and_then(|s| s.parse().ok()).unwrap_or(0)),
             },
-            Some("unblock") => BlockEvent::Unblock { ip },
+            Some("unblock") => BlockEvent::Unblock {
+                ip,
+                at: from_epoch_ms(field("at_ms").and_then(|s| s.parse().ok()).unwrap_or(0)),
+            },
             _ => continue,
         };
         limiter.apply_remote(event);

@@ -14,6 +14,12 @@ use crate::limiter::Limiter;
 
 /// Most addresses blocked at once; further abusers are only rate-limited.
 pub const MAX_BLOCKS: usize = 100_000;
+/// Blocks from the fleet's stream are applied only while the list holds
+/// fewer than this: the rest of the list stays for this proxy's own.
+pub const MAX_REMOTE_BLOCKS: usize = MAX_BLOCKS / 2;
+/// The longest block applied, whatever its source says: 30 days.
+pub const MAX_BLOCK: Duration =
+    Duration::from_secs(edgesteer_config::ratelimit::MAX_BLOCK_S as u64);
 
 /// Longest block reason kept (abuse reasons are far shorter; an operator's
 /// is cut here so stream entries stay small).
@@ -63,6 +69,12 @@ impl Limiter {
     /// Applies a change from the fleet's stream (not published again).
     /// Entries are applied in stream order, this proxy's own included, so
     /// every proxy ends with the same list.
+    ///
+    /// What the fleet can make a proxy hold is bounded: a block lasts at
+    /// most [`MAX_BLOCK`] whatever the entry says, and blocks from the
+    /// stream may fill at most [`MAX_REMOTE_BLOCKS`] of the list, so one
+    /// buggy proxy (or anyone who can write to Redis) cannot push out
+    /// this proxy's own blocks.
     pub(crate) fn apply_remote(&self, event: BlockEvent) {
         match event {
             BlockEvent::Block {
@@ -71,12 +83,22 @@ impl Limiter {
                 reason,
                 until,
             } => {
-                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-                if !left.is_zero() {
-                    self.insert_block(ip, &policy, cut(reason), left, Instant::now(), false);
+                let left = until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .min(MAX_BLOCK);
+                if left.is_zero() {
+                    return;
                 }
+                if self.blocks.len() >= MAX_REMOTE_BLOCKS
+                    && !self.blocks.contains_key(&client_unit(ip))
+                {
+                    tracing::debug!(%ip, "block from the fleet not applied: {MAX_REMOTE_BLOCKS} blocks held");
+                    return;
+                }
+                self.insert_block(ip, &policy, cut(reason), left, Instant::now(), false);
             }
-            BlockEvent::Unblock { ip } => {
+            BlockEvent::Unblock { ip, .. } => {
                 self.remove_block(ip);
             }
         }
@@ -149,6 +171,7 @@ impl Limiter {
         let removed = self.remove_block(ip);
         self.publish(BlockEvent::Unblock {
             ip: client_unit(ip),
+            at: SystemTime::now(),
         });
         removed
     }

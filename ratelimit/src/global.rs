@@ -18,10 +18,12 @@
 //! over long windows the fleet converges to `rate`. `benches/`'s fleet test
 //! measures it.
 //!
-//! **Outage.** A failed or slow (> 250 ms) sync marks the store down, drops
-//! the unsent counts, and is retried every interval with a fresh
-//! connection. While down, `fail_open` policies run on local limits only
-//! and `fail_closed` ones answer 503. The first good sync restores both.
+//! **Outage.** A failed or slow (> 250 ms) sync drops the unsent counts and
+//! is retried every interval with a fresh connection. The store counts as
+//! down only once no sync has succeeded for `STORE_STALE` (1 s, or four
+//! intervals): one slow command does not flip `fail_closed` policies.
+//! While down, `fail_open` policies run on local limits only and
+//! `fail_closed` ones answer 503. The first good sync restores both.
 //!
 //! Each round also shares the abuse block list (see `block_sync.rs`).
 
@@ -57,7 +59,11 @@ local since = now - tonumber(ARGV[1])
 local out = {}
 for i, k in ipairs(KEYS) do
   local n = tonumber(ARGV[i + 1])
-  local tat = tonumber(redis.call('GET', k)) or since
+  -- A key of another type (WRONGTYPE) is read as fresh and overwritten
+  -- by the SET below: one bad key must not fail every key's sync.
+  local v = redis.pcall('GET', k)
+  if type(v) ~= 'string' then v = nil end
+  local tat = tonumber(v) or since
   if tat < since then tat = since end
   tat = tat + n
   local debt = tat - now
@@ -77,14 +83,46 @@ pub struct SyncConfig {
     pub interval: Duration,
 }
 
-/// The URL for logs: credentials (`redis://user:secret@host`) masked.
+/// The URL for logs: credentials masked, both `redis://user:secret@host`
+/// and the `pass`/`password` query parameters of `redis+unix://` URLs.
 pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme + 3 => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
+            format!("{}***{}", &base[..scheme + 3], &base[at..])
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+/// Checks a `--redis` URL at start-up, so a typo stops the proxy with a
+/// clear error instead of running with every global limit store-down.
+pub fn check_url(url: &str) -> Result<(), String> {
+    Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "--redis {}: {e}; expected redis://[user:password@]host:port[/db], rediss://... or redis+unix:///path.sock[?db=N&pass=...]",
+            redacted(url)
+        )
+    })
 }
 
 /// Runs the syncer until the task is dropped.
@@ -109,6 +147,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     // Reading from 0 replays the blocks the fleet already has.
     let mut blocks = BlockStream::default();
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut failing = false;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -153,7 +192,8 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                 store
                     .last_ok_ns
                     .store(limiter.clock(Instant::now()), Ordering::Relaxed);
-                if !store.up.swap(true, Ordering::Relaxed) {
+                store.up.store(true, Ordering::Relaxed);
+                if std::mem::take(&mut failing) {
                     tracing::info!(url = %redacted(&cfg.url), "rate-limit store reachable again; global limits resumed");
                 }
             }
@@ -165,8 +205,10 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                     discard(state, &take_dirty(state));
                 }
                 store.errors.fetch_add(1, Ordering::Relaxed);
-                if store.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(url = %redacted(&cfg.url), error = %e, "rate-limit store unreachable; fail_open policies use local limits, fail_closed ones answer 503");
+                // Down only once stale (`StoreStatus::ok`): a slow command
+                // or a blip costs one round, not a flap of fail_closed.
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(url = %redacted(&cfg.url), error = %e, stale_after = ?crate::store::STORE_STALE.max(cfg.interval * 4), "rate-limit store sync failed; if it stays unreachable that long, fail_open policies use local limits and fail_closed ones answer 503");
                 }
             }
         }
@@ -275,5 +317,25 @@ mod tests {
         );
         assert_eq!(redacted("redis://u:p@h:1"), "redis://***@h:1");
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        // Issue 33: unix-socket URLs carry the password as a parameter.
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redacted("redis+unix:///r.sock?password=hunter2&user=u"),
+            "redis+unix:///r.sock?password=***&user=u"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_with_the_expected_forms_and_no_secret() {
+        use super::check_url;
+        assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(check_url("redis+unix:///run/redis.sock?pass=x").is_ok());
+        let e = check_url("rediss//:hunter2@host:6379").unwrap_err();
+        assert!(e.contains("expected redis://"), "{e}");
+        let e = check_url("http://:hunter2@host:6379").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -17,8 +17,20 @@ use crate::wait::{wait_child, wait_until};
 
 /// The write token the tests' config services accept.
 pub const OPS_TOKEN: &str = "ops-secret-token-1";
-/// The `proxy`-role token the tests' proxies follow a config service with.
+/// A `proxy`-role token named `fleet`: it may watch, ack and report only
+/// as the proxy `fleet` (each proxy speaks only for itself).
 pub const PROXY_TOKEN: &str = "proxy-secret-token-1";
+/// The proxy names the tests' config services hold a `proxy` token for
+/// (see [`proxy_token`]); [`follow`] refuses any other name.
+pub const TEST_PROXIES: &[&str] = &[
+    "p", "p1", "p2", "p3", "pa", "pb", "p-right", "p-wrong", "edge-1", "edge-2", "edge-r",
+];
+
+/// The secret of the `proxy` token named `name` (one per proxy of
+/// [`TEST_PROXIES`]): a proxy acks and reports only under its token's name.
+pub fn proxy_token(name: &str) -> String {
+    format!("proxy-secret-of-{name}")
+}
 /// A `read`-role token.
 pub const READ_TOKEN: &str = "read-secret-token-1";
 
@@ -114,6 +126,12 @@ impl ControlProc {
             .arg(format!("proxy:fleet={PROXY_TOKEN}"))
             .arg("--token")
             .arg(format!("read:viewer={READ_TOKEN}"))
+            .args(TEST_PROXIES.iter().flat_map(|p| {
+                [
+                    "--token".to_string(),
+                    format!("proxy:{p}={}", proxy_token(p)),
+                ]
+            }))
             .args(extra);
         if let Some(t) = tls {
             cmd.arg("--tls-cert")
@@ -249,11 +267,16 @@ impl ControlProc {
     }
 }
 
-/// Proxy arguments to follow a config service with a table cache, the
-/// `proxy` token read from a file beside the cache.
+/// Proxy arguments to follow a config service with a table cache, as the
+/// proxy `name` with its own `proxy` token (read from a file beside the
+/// cache); `name` must be one of [`TEST_PROXIES`].
 pub fn follow(control: &ControlProc, cache: &Path, name: &str) -> Vec<String> {
+    assert!(
+        TEST_PROXIES.contains(&name),
+        "proxy name {name:?}: the tests' config services hold tokens only for {TEST_PROXIES:?}; add it there"
+    );
     let token = cache.with_extension("token");
-    if let Err(e) = std::fs::write(&token, format!("{PROXY_TOKEN}\n")) {
+    if let Err(e) = std::fs::write(&token, format!("{}\n", proxy_token(name))) {
         panic!("writing {}: {e}", token.display());
     }
     vec![

@@ -28,7 +28,9 @@ mod workdir;
 
 pub use backend::BackendProc;
 pub use binary::binary;
-pub use control::{follow, ControlProc, ControlTls, OPS_TOKEN, PROXY_TOKEN, READ_TOKEN};
+pub use control::{
+    follow, proxy_token, ControlProc, ControlTls, OPS_TOKEN, PROXY_TOKEN, READ_TOKEN, TEST_PROXIES,
+};
 pub use etcd::EtcdCluster;
 pub use metrics::metric;
 pub use pace::{send_paced, Pace, Paced};

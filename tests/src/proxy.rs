@@ -76,15 +76,11 @@ impl Proxy {
         if !cfg.table.as_os_str().is_empty() {
             args.extend(["--config".into(), cfg.table.clone().into_os_string()]);
         }
-        for a in [
-            "--listen",
-            &addr.to_string(),
-            "--admin",
-            &admin.to_string(),
-            "--threads",
-            "1",
-        ] {
+        for a in ["--listen", &addr.to_string(), "--admin", &admin.to_string()] {
             args.push(a.into());
+        }
+        if !cfg.extra_args.iter().any(|a| a == "--threads") {
+            args.extend(["--threads".into(), "1".into()]);
         }
         if !cfg.extra_args.iter().any(|a| a == "--grace-period") {
             args.extend(["--grace-period".into(), "0".into()]);

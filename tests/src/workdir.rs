@@ -7,6 +7,7 @@ use edgesteer_config::{parse, TableSpec};
 use edgesteer_geo::testdb::{self, Schema};
 
 use crate::control::{follow, ControlProc};
+use crate::pki::{make_pki, TestPki};
 use crate::proxy::{Proxy, ProxyConfig};
 
 /// A scratch directory holding the test geo database and table files.
@@ -68,5 +69,25 @@ impl Workdir {
             ..Default::default()
         })
         .await
+    }
+
+    /// [`Workdir::start_proxy`] with a TLS listener too, serving a
+    /// certificate per entry of `leaves` (its DNS names), all signed by
+    /// the returned test CA; loopback is trusted.
+    pub async fn start_tls_proxy(
+        &self,
+        spec: &TableSpec,
+        leaves: &[&[&str]],
+    ) -> anyhow::Result<(Proxy, TestPki)> {
+        let pki = make_pki(self.dir.path(), leaves)?;
+        let proxy = Proxy::start(ProxyConfig {
+            table: self.write_table("table.toml", spec)?,
+            geo_db: Some(self.geo_db()?),
+            trust_loopback: true,
+            tls_certs: pki.leaves.clone(),
+            ..Default::default()
+        })
+        .await?;
+        Ok((proxy, pki))
     }
 }

@@ -15,6 +15,7 @@ mod key;
 mod path;
 mod policy;
 mod reach;
+pub use reach::MAX_BLOCK_S;
 mod tiers;
 
 pub(crate) use compile::compile_policies;

@@ -36,6 +36,9 @@ pub(crate) fn max_keys(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> u32 
     max_keys.min(MAX_MAX_KEYS)
 }
 
+/// The longest block, by the abuse rule or from the fleet: 30 days.
+pub const MAX_BLOCK_S: u32 = 30 * 86_400;
+
 pub(crate) fn abuse(
     path: &str,
     p: &RateLimitSpec,
@@ -59,10 +62,12 @@ pub(crate) fn abuse(
         1..=3600,
         " seconds",
     );
-    errs.check(
-        a.block_s != Some(0),
+    // At most 30 days, as a block made by hand through the admin API.
+    errs.in_range(
         format!("{path}.abuse.block_s"),
-        "must be at least 1 second",
+        a.block_s,
+        1..=MAX_BLOCK_S,
+        " seconds (30 days at most)",
     );
     Some(AbuseSettings {
         multiple: a.multiple.max(1),

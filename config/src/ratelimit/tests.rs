@@ -231,3 +231,29 @@ path_prefixes = ["/v1/", "/v2/"]
     assert!(p.applies(Some("api.example.com:443"), "/v1/x"));
     assert!(p.applies(Some("API.example.com."), "/v1/x"));
 }
+
+#[test]
+fn an_abuse_block_lasts_thirty_days_at_most() {
+    let errs = errors_of(
+        r#"
+[[rate_limits]]
+name = "ip"
+key = "client_ip"
+rate = 5
+abuse = { multiple = 2, for_s = 5, block_s = 2592001 }
+
+[[rate_limits]]
+name = "ip0"
+key = "client_ip"
+rate = 5
+abuse = { multiple = 2, for_s = 5, block_s = 0 }
+"#,
+    );
+    assert_fields(
+        &errs,
+        &[
+            "rate_limits[0].abuse.block_s",
+            "rate_limits[1].abuse.block_s",
+        ],
+    );
+}

@@ -19,9 +19,15 @@ use super::table::read_table;
 
 #[derive(Args, Debug)]
 pub(super) struct ControlArgs {
-    /// API listener.
+    /// API listener. Off loopback it needs --tls-cert (or
+    /// --insecure-plaintext).
     #[arg(long, default_value = "127.0.0.1:9300")]
     listen: SocketAddr,
+    /// Serve plain HTTP on an address other than loopback: bearer tokens
+    /// and tables then cross the network unencrypted. Only behind a
+    /// TLS-terminating proxy or on a link encrypted otherwise.
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Directory of the embedded store (one file per version); the default
     /// store, for one replica.
     #[arg(long, required_unless_present = "store")]
@@ -143,7 +149,26 @@ async fn start_control_with(
     Ok((control, serve))
 }
 
+/// Refuses plain HTTP off loopback unless asked for by name, as the admin
+/// listener refuses to leave loopback without a token.
+fn check_plaintext(args: &ControlArgs) -> anyhow::Result<()> {
+    if args.tls_cert.is_some() || args.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.insecure_plaintext,
+        "--listen {} is not a loopback address and there is no --tls-cert: every bearer token \
+         would cross the network in clear text. Give --tls-cert and --tls-key (README: \
+         \"The config service's certificate\"), listen on 127.0.0.1, or pass \
+         --insecure-plaintext if a TLS-terminating proxy or an encrypted link is in front",
+        args.listen
+    );
+    tracing::warn!(listen = %args.listen, "serving plain HTTP off loopback (--insecure-plaintext): tokens cross the network unencrypted");
+    Ok(())
+}
+
 pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
+    check_plaintext(&args)?;
     let mut tokens = args.tokens;
     if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
         for t in env.split(',').filter(|t| !t.trim().is_empty()) {

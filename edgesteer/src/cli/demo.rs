@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+
 use anyhow::Context;
 use clap::Args;
 use edgesteer_config::{parse, TableSpec};
@@ -20,13 +22,20 @@ use edgesteer_proxy::server::ServeOptions;
 
 #[derive(Args, Debug)]
 pub(super) struct DemoArgs {
+    /// The proxy's listener.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// The proxy's admin listener (`ctl explain --admin`).
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
-    /// Where the demo's config service listens.
+    /// Where the demo's config service listens (`ctl --control`).
     #[arg(long, default_value = "127.0.0.1:9300")]
     control: SocketAddr,
+    /// The demo backends listen on 127.0.0.1 at this port and the ones
+    /// after it, one per backend (20 for the covergen table); default:
+    /// free ports picked by the system.
+    #[arg(long, value_name = "PORT")]
+    backend_ports: Option<u16>,
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
@@ -57,14 +66,12 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the demo backends' runtime")?;
     // eu-west's origins speak TLS (h2), verified against a demo CA made
     // now, as production origins across the Internet would be.
-    let pki_dir = std::env::temp_dir().join(format!("edgesteer-demo-{}", std::process::id()));
+    let pki_dir = private_dir()?;
     let pki = crate::demo::DemoPki::generate(&pki_dir).context("making the demo origin CA")?;
-    let (spec, backends) = rt
-        .block_on(crate::demo::spawn_for_spec_tls(
-            &demo_spec()?,
-            Some((&pki, &["eu-west"])),
-        ))
-        .context("starting demo backends")?;
+    let (spec, backends) = spawn_backends(&rt, &pki, args.backend_ports)?;
+    // The origins hold their key in memory now; only the CA stays on disk
+    // (the table names it), in a 0700 directory removed at exit.
+    forget_key(&pki.key);
     let table = compile_or_explain(&spec)?;
 
     // The config service, in memory, seeded with the demo table.
@@ -119,10 +126,106 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         extra_trust: Vec::new(),
     };
     let server = proxy_server(steer, &opts, Some(follow))?;
+    remove_at_exit(&server.server, pki_dir);
     print_banner(&args, &backends, &control_url);
     // Keep the backends' runtime (and the config service) alive for as long as the server runs.
     let _keep = (rt, backends, control);
     edgesteer_proxy::server::run(server, None)
+}
+
+/// The demo backends for the demo table, on `ports` and the ports after
+/// it (else on free ports), eu-west's speaking TLS with `pki`.
+fn spawn_backends(
+    rt: &tokio::runtime::Runtime,
+    pki: &crate::demo::DemoPki,
+    ports: Option<u16>,
+) -> anyhow::Result<(TableSpec, Vec<DemoBackend>)> {
+    let mut next_port = ports;
+    let mut bind = move || {
+        let port = next_port.unwrap_or(0);
+        next_port = next_port.map(|p| p.saturating_add(1));
+        SocketAddr::from(([127, 0, 0, 1], port))
+    };
+    rt.block_on(crate::demo::spawn_for_spec_on(
+        &demo_spec()?,
+        Some((pki, &["eu-west"])),
+        &mut bind,
+    ))
+    .with_context(|| match ports {
+        Some(p) => format!("starting demo backends on 127.0.0.1:{p} and the ports after it"),
+        None => "starting demo backends".into(),
+    })
+}
+
+/// Where this demo keeps its origin CA, certificate and key: a new
+/// directory `edgesteer-demo-PID` under the temp dir, mode 0700. Those
+/// that demos killed without a chance to clean up left behind (owned by
+/// this user, their process gone) are removed first.
+fn private_dir() -> anyhow::Result<std::path::PathBuf> {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("edgesteer-demo-"))
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if left_behind(&e.path(), pid) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("edgesteer-demo-{}", std::process::id()));
+    let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    made.with_context(|| {
+        format!(
+            "creating {} for the demo's origin certificates",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
+}
+
+/// A demo directory of this user whose process is gone.
+fn left_behind(path: &std::path::Path, pid: i32) -> bool {
+    let ours = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
+    let gone = matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    ours && gone && pid != std::process::id() as i32
+}
+
+/// Removes the origins' private key once they have read it.
+fn forget_key(key: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(key) {
+        tracing::warn!(key = %key.display(), error = %e, "cannot remove the demo origin key");
+    }
+}
+
+/// Removes `dir` when the server starts shutting down (SIGINT, SIGTERM).
+fn remove_at_exit(server: &pingora_core::server::Server, dir: std::path::PathBuf) {
+    use pingora_core::server::ExecutionPhase;
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("demo-cleanup".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted)
+                | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return;
+                }
+                _ => {}
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch for the demo's end; its temp directory stays");
+    }
 }
 
 /// What is running and what to try.

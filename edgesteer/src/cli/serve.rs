@@ -12,12 +12,11 @@ use clap::Args;
 use edgesteer_config::{RoutingTable, TableSpec};
 use edgesteer_control_api::client::{Client, ClientTls};
 use edgesteer_geo::GeoDb;
-use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 
 use super::table::{compile_or_explain, read_table, summary};
 use edgesteer_proxy::metrics::Metrics;
-use edgesteer_proxy::server::{self, ServeOptions};
+use edgesteer_proxy::server::{self, ProxyServer, ServeOptions};
 use edgesteer_proxy::steer::Steering;
 use edgesteer_proxy::tls::CertPair;
 
@@ -42,12 +41,15 @@ pub(super) struct ListenArgs {
     /// Token ([ROLE:]NAME=SECRET; `read` reads, `ops` also writes) the
     /// admin listener needs for everything but /healthz and /metrics;
     /// repeat for several. Without one the listener must be on loopback.
+    // Parsed after clap (`admin_tokens`), so that a malformed token is
+    // never echoed in clap's error, and its value never shown in --help.
     #[arg(
         long = "admin-token",
         env = "EDGESTEER_ADMIN_TOKENS",
+        hide_env_values = true,
         value_delimiter = ','
     )]
-    admin_tokens: Vec<edgesteer_control_api::Token>,
+    admin_tokens: Vec<String>,
     /// Proxy worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -66,8 +68,8 @@ pub(super) struct ListenArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     read_buffer: u64,
     /// After SIGTERM (or SIGQUIT once a new process has the listeners): the
-    /// listeners stop accepting at once, and in-flight requests and
-    /// keep-alive connections get this many seconds to finish before exit.
+    /// listeners stop accepting at once, and in-flight requests get up to
+    /// this many seconds to finish; the process exits when none is left.
     #[arg(long, default_value_t = 5)]
     grace_period: u64,
     /// Directory (mode 0700, this user's) of the upgrade socket and the pid
@@ -79,14 +81,16 @@ pub(super) struct ListenArgs {
     /// Start as the successor of the proxy running with the same
     /// --runtime-dir: take its listening sockets (it is sent SIGQUIT once
     /// this process is ready for them), then it drains and exits. If this
-    /// process fails first, the old one keeps serving.
+    /// process fails first, the old one keeps serving; with no running
+    /// proxy named in the runtime directory (proxy.pid), it exits 1 at once.
     #[arg(long)]
     upgrade: bool,
     /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
     #[arg(long = "resolver")]
     resolver: Vec<SocketAddr>,
     /// Redis for `global` rate-limit policies, e.g. redis://127.0.0.1:6379.
-    #[arg(long, env = "EDGESTEER_REDIS")]
+    /// The URL may carry a password: prefer the environment.
+    #[arg(long, env = "EDGESTEER_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// How often global rate-limit counts are reconciled with Redis; the
     /// fleet's overshoot grows with it (see docs/design.md).
@@ -187,7 +191,7 @@ pub(super) fn proxy_server(
     steer: Arc<Steering>,
     opts: &ServeOptions,
     follow: Option<Follow>,
-) -> anyhow::Result<Server> {
+) -> anyhow::Result<ProxyServer> {
     proxy_server_with_tls(steer, opts, follow, &ClientTls::default())
 }
 
@@ -198,8 +202,9 @@ fn proxy_server_with_tls(
     opts: &ServeOptions,
     follow: Option<Follow>,
     tls: &ClientTls,
-) -> anyhow::Result<Server> {
-    let mut server = server::build(steer.clone(), opts)?;
+) -> anyhow::Result<ProxyServer> {
+    let mut proxy = server::build(steer.clone(), opts)?;
+    let server = &mut proxy.server;
     if let Some(f) = follow {
         let client = Client::with_tls(&f.url, f.token, tls)?;
         server.add_service(background_service(
@@ -221,7 +226,7 @@ fn proxy_server_with_tls(
         };
         server.add_service(background_service("control watch", watcher));
     }
-    Ok(server)
+    Ok(proxy)
 }
 
 fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
@@ -257,6 +262,10 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
 }
 
 pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let admin_tokens = admin_tokens(&args.net.admin_tokens)?;
+    if let Some(url) = &args.net.redis {
+        edgesteer_ratelimit::global::check_url(url).map_err(anyhow::Error::msg)?;
+    }
     let token = match &args.control_token_file {
         Some(p) => Some(edgesteer_control_api::read_secret_file(p).map_err(anyhow::Error::msg)?),
         None => args.control_token.clone(),
@@ -279,11 +288,16 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .unwrap_or_else(edgesteer_proxy::lifecycle::RuntimeDir::default_path);
     let runtime = edgesteer_proxy::lifecycle::RuntimeDir::prepare(&runtime_path)?;
     let cache = args.cache.clone().unwrap_or_else(default_cache);
-    let (version, epoch, mut spec) = initial_table(&args, &cache, token.clone(), &name, &tls)?;
+    let start = initial_table(&args, &cache, token.clone(), &name, &tls)?;
+    let mut spec = start.spec.clone();
     spec.client_ip
         .trusted_proxies
         .extend(args.trust.iter().cloned());
     let table = compile_or_explain(&spec)?;
+    if start.from_service {
+        save_first(&cache, &start);
+    }
+    let (version, epoch) = (start.version, start.epoch);
     let geo = match &args.geo_db {
         Some(p) => GeoDb::open(p)?,
         None => GeoDb::bundled()?,
@@ -304,7 +318,7 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             "--unsafe-no-edge-checks: no head deadline, framing or size checks (benchmarks only)"
         );
     }
-    steering.admin_tokens = args.net.admin_tokens.clone();
+    steering.admin_tokens = admin_tokens;
     let steer = Arc::new(steering);
     let mut opts = serve_options(args.net, "0.0.0.0:8080");
     opts.runtime = Some(runtime.clone());
@@ -327,6 +341,37 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     });
     let server = proxy_server_with_tls(steer, &opts, follow, &tls)?;
     server::run(server, Some(runtime))
+}
+
+/// The `--admin-token`s (or `EDGESTEER_ADMIN_TOKENS`), parsed here rather
+/// than by clap so that an error names the entry, never its secret.
+fn admin_tokens(raw: &[String]) -> anyhow::Result<Vec<edgesteer_control_api::Token>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "--admin-token (or EDGESTEER_ADMIN_TOKENS) entry {} (value not shown): {e}",
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// Saves the table a proxy starts with as the last good one, so that a
+/// restart while the config service is away has it (the watch saves each
+/// later version). A failure is logged: the proxy serves anyway.
+fn save_first(cache: &std::path::Path, start: &Start) {
+    match edgesteer_proxy::watch::save_cache(cache, start.version, start.epoch.clone(), &start.spec)
+    {
+        Ok(()) => {
+            tracing::info!(version = start.version, cache = %cache.display(), "saved the first table as the last good one")
+        }
+        Err(e) => {
+            tracing::warn!(version = start.version, cache = %cache.display(), error = %e, "cannot save the first table; a restart while the config service is away will not find it (check that the directory is writable, or give --cache)")
+        }
+    }
 }
 
 /// The last good table's default place: absolute, and writable by the
@@ -352,6 +397,16 @@ pub(super) fn default_name() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
+/// The table a proxy starts with, and where it came from.
+struct Start {
+    version: u64,
+    /// The store epoch of `version`, when it came from a service.
+    epoch: Option<String>,
+    spec: TableSpec,
+    /// From the config service just now (not the cache, not --config).
+    from_service: bool,
+}
+
 /// The table a proxy starts with: with --control, the cached last good
 /// table, else the service's current one, else --config; without, --config.
 fn initial_table(
@@ -360,13 +415,17 @@ fn initial_table(
     token: Option<String>,
     name: &str,
     tls: &ClientTls,
-) -> anyhow::Result<(u64, Option<String>, TableSpec)> {
+) -> anyhow::Result<Start> {
     // A file table is version 1 on its own; as a fallback while a service
     // is configured it is version 0, so the first watch fetches any version.
-    type Start = (u64, Option<String>, TableSpec);
     let from_file = |path: &PathBuf, version: u64| -> anyhow::Result<Start> {
         let spec = read_table(path)?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok((version, None, spec))
+        Ok(Start {
+            version,
+            epoch: None,
+            spec,
+            from_service: false,
+        })
     };
     let Some(url) = &args.control else {
         return match &args.config {
@@ -381,7 +440,12 @@ fn initial_table(
     if let Some(c) = edgesteer_proxy::watch::load_cache(cache) {
         if edgesteer_config::compile(&c.table).is_ok() {
             tracing::info!(version = c.version, cache = %cache.display(), "starting from the cached last good table");
-            return Ok((c.version, c.epoch, c.table));
+            return Ok(Start {
+                version: c.version,
+                epoch: c.epoch,
+                spec: c.table,
+                from_service: false,
+            });
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -395,7 +459,12 @@ fn initial_table(
             "the service has no table yet".into(),
         ))
     }) {
-        Ok(v) => Ok((v.version, (!v.epoch.is_empty()).then_some(v.epoch), v.table)),
+        Ok(v) => Ok(Start {
+            version: v.version,
+            epoch: (!v.epoch.is_empty()).then_some(v.epoch),
+            spec: v.table,
+            from_service: true,
+        }),
         Err(e) => match &args.config {
             Some(p) => {
                 tracing::warn!(error = %e, "config service unreachable and no cache; starting from --config");

@@ -1,5 +1,6 @@
-//! Table files on the command line: reading, `edgesteer validate`, the
-//! one-line summary, and compile errors as one readable message.
+//! Table files on the command line: reading, `edgesteer validate` (of a
+//! table file or a proxy's table cache), the one-line summary, and compile
+//! errors as one readable message.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,21 +13,52 @@ pub fn read_table(path: &Path) -> anyhow::Result<Result<TableSpec, ConfigError>>
     parse::read_file(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// A proxy's table cache (`--cache`, written by `edgesteer proxy`): the
+/// last good table with its version and store epoch.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheFile {
+    version: u64,
+    #[serde(default)]
+    epoch: Option<String>,
+    table: serde_json::Value,
+}
+
+/// The table in `path` (a table file, or a proxy's cache file) and, for a
+/// cache file, what it says of itself.
+fn read_any(path: &Path) -> anyhow::Result<(Result<TableSpec, ConfigError>, Option<String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(cache) = serde_json::from_slice::<CacheFile>(&bytes) {
+        let table = serde_json::to_vec(&cache.table).context("re-reading the cached table")?;
+        let epoch = cache
+            .epoch
+            .map(|e| format!(", store epoch {e}"))
+            .unwrap_or_default();
+        let what = format!("a proxy's table cache, version {}{epoch}", cache.version);
+        return Ok((parse::from_json(&table), Some(what)));
+    }
+    Ok((read_table(path)?, None))
+}
+
 pub(super) fn validate(path: &Path) -> ExitCode {
-    let spec = match read_table(path) {
+    let (spec, cache) = match read_any(path) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("edgesteer: {e:#}");
             return ExitCode::from(2);
         }
     };
+    let shown = match &cache {
+        Some(what) => format!("{} ({what})", path.display()),
+        None => path.display().to_string(),
+    };
     match spec.and_then(|s| edgesteer_config::compile(&s)) {
         Ok(t) => {
-            println!("ok: {}: {}", path.display(), summary(&t));
+            println!("ok: {shown}: {}", summary(&t));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("invalid: {}: {} error(s)", path.display(), e.errors().len());
+            eprintln!("invalid: {shown}: {} error(s)", e.errors().len());
             for err in e.errors() {
                 eprintln!("  {}: {}", err.path, err.reason);
             }

@@ -67,7 +67,12 @@ fn rate_limit(
         }
         Outcome::Blocked { retry_after_s } => {
             steer.metrics.blocked();
-            Some((RefusalKind::AbuseBlocked, Refusal::blocked(retry_after_s)))
+            // Off the hot path: the block's own reason, read again.
+            let reason = steer.limiter.blocked(ctx.client).map(|b| b.reason);
+            Some((
+                RefusalKind::AbuseBlocked,
+                Refusal::blocked(retry_after_s, reason.as_deref()),
+            ))
         }
         Outcome::StoreUnavailable { policy } => {
             if let Some(c) = snap.store_refusals.get(policy) {

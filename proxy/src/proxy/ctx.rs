@@ -56,6 +56,10 @@ pub struct Ctx {
     pub(super) sticky: u64,
     tried: [BackendId; MAX_TRIED],
     tried_len: usize,
+    /// Endpoints whose attempt failed: a retry avoids them, so a DNS
+    /// backend's other address is tried before another backend.
+    avoid: [SocketAddr; MAX_TRIED],
+    avoid_len: usize,
     pub(super) route: RouteState,
     pub(super) refusal: Option<RefusalKind>,
     /// The rate-limit quota to advertise on the response.
@@ -93,6 +97,8 @@ impl Ctx {
             sticky: 0,
             tried: [BackendId(0); MAX_TRIED],
             tried_len: 0,
+            avoid: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED],
+            avoid_len: 0,
             route: RouteState::None,
             refusal: None,
             limit: None,
@@ -111,6 +117,19 @@ impl Ctx {
     /// The backends already tried by this request, in order.
     pub(super) fn tried(&self) -> &[BackendId] {
         self.tried.get(..self.tried_len).unwrap_or(&[])
+    }
+
+    /// The endpoints that failed this request, in order.
+    pub(super) fn avoided(&self) -> &[SocketAddr] {
+        self.avoid.get(..self.avoid_len).unwrap_or(&[])
+    }
+
+    /// Records that the attempt on `addr` failed.
+    pub(super) fn avoid(&mut self, addr: SocketAddr) {
+        if let Some(slot) = self.avoid.get_mut(self.avoid_len) {
+            *slot = addr;
+            self.avoid_len += 1;
+        }
     }
 
     /// Upstream attempts made so far.

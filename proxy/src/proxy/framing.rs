@@ -11,6 +11,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora_http::RequestHeader;
 
 use super::refusal::{Refusal, RefusalKind};
+use crate::head::is_length;
 
 /// The refusal for a badly framed or oversized head, if it is one. `raw`
 /// gives the head as received (HTTP/1): Pingora drops `Content-Length`
@@ -35,6 +36,15 @@ pub(super) fn check(
     }
     if lengths > 1 {
         return Some(bad_framing("a request may carry only one Content-Length"));
+    }
+    // One decimal number (RFC 9110 8.6): never a list (`3, 3`), a sign
+    // (`+3`) or anything an origin could read another way.
+    if let Some(v) = h.get(CONTENT_LENGTH) {
+        if !is_length(v.as_bytes()) {
+            return Some(bad_framing(
+                "Content-Length must be one decimal number (no list, sign or spaces)",
+            ));
+        }
     }
     if h.len() > max_headers {
         let message = format!("more than {max_headers} header lines");

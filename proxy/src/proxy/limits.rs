@@ -15,7 +15,11 @@ pub(super) fn apply(session: &mut Session, limits: &DownstreamLimits) {
         // request opens a connection to the new process instead of racing
         // the close of an idle one.
         d.set_keepalive(None);
-    } else {
+    } else if d.get_keepalive().is_some() {
+        // Only a connection the client keeps (Pingora has read its
+        // version and `Connection` header: HTTP/1.0 only with an explicit
+        // `keep-alive`, HTTP/1.1 unless `close`) gets the table's time; an
+        // HTTP/1.0 request without it is answered, then closed.
         d.set_keepalive(Some(limits.keepalive_secs()));
     }
     d.set_read_timeout(Some(limits.body_read_idle));

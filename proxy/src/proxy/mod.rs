@@ -55,6 +55,15 @@ pub(crate) fn intake_refusal(steer: &Steering, refused: crate::intake::Refused) 
         Refused::HeadTooLarge { max } => {
             framing::too_large(format!("the request head is larger than {max} bytes"), None)
         }
+        Refused::BadHead => (
+            RefusalKind::BadFraming,
+            refusal::Refusal::client_error(
+                400,
+                "bad_request",
+                "the request head is not HTTP/1.1 (a request line `METHOD TARGET HTTP/1.1`, then header lines)".into(),
+                None,
+            ),
+        ),
         Refused::BodyTimeout { idle } => refusal::Refusal::body_timeout(format!(
             "the request body sent nothing for {} ms",
             idle.as_millis()

@@ -102,7 +102,11 @@ impl Refusal {
         Refusal {
             status: 421,
             content_type: Some("text/plain; charset=utf-8"),
-            headers: vec![("x-steer-zone", zone_header(zone_name))],
+            // No region served it: every answer names one, `none` here.
+            headers: vec![
+                ("x-steer-region", HeaderValue::from_static("none")),
+                ("x-steer-zone", zone_header(zone_name)),
+            ],
             body: Bytes::from(body),
         }
     }
@@ -114,7 +118,14 @@ impl Refusal {
             "zone": zone,
             "message": format!("no healthy backend is available in the regions allowed for this client (zone {zone}); the request was not sent outside the zone"),
         });
-        Refusal::json(503, body, vec![("x-steer-zone", zone_header(zone))])
+        Refusal::json(
+            503,
+            body,
+            vec![
+                ("x-steer-region", HeaderValue::from_static("none")),
+                ("x-steer-zone", zone_header(zone)),
+            ],
+        )
     }
 
     /// 429 over a rate limit, with `Retry-After` and the RateLimit headers.
@@ -152,12 +163,15 @@ impl Refusal {
         Refusal::json(429, body, headers)
     }
 
-    /// 429 for an address on the abuse block list.
-    pub(super) fn blocked(retry_after_s: u64) -> Refusal {
+    /// 429 for an address on the abuse block list, with the block's own
+    /// reason (an operator's, or the abuse rule's).
+    pub(super) fn blocked(retry_after_s: u64, reason: Option<&str>) -> Refusal {
+        let reason = reason.unwrap_or("sending far above its rate limit");
         let body = json!({
             "error": "blocked",
+            "reason": reason,
             "retry_after_s": retry_after_s,
-            "message": format!("this client address is blocked for sending far above its rate limit; retry after {retry_after_s} s"),
+            "message": format!("this client address is blocked ({reason}); retry after {retry_after_s} s"),
         });
         Refusal::json(
             429,

@@ -19,15 +19,15 @@ use crate::steer::Steering;
 pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     let route = match ctx.route {
         RouteState::Decided(r) => r,
-        _ => redecide(steer, ctx)?,
+        RouteState::Sent(prev) => retry_route(steer, ctx, prev)?,
+        RouteState::None => redecide(steer, ctx)?,
     };
     ctx.send(route);
     let snap = &*ctx.snap;
-    let Some(addr) = snap
-        .health
-        .state(route.backend)
-        .and_then(|s| s.pick(ctx.sticky, &[]))
-    else {
+    let Some(addr) = snap.health.state(route.backend).and_then(|s| {
+        s.pick(ctx.sticky, ctx.avoided())
+            .or_else(|| s.pick(ctx.sticky, &[]))
+    }) else {
         return Error::e_explain(ErrorType::ConnectNoRoute, "backend has no resolved address");
     };
     ctx.peer_addr = Some(addr);
@@ -135,7 +135,25 @@ fn tls_peer(
     p
 }
 
-/// A retry: decide again without the backends already tried.
+/// A retry: the failed endpoint is avoided from now on; the same backend
+/// takes the retry while it has another available address (a DNS
+/// backend's), else decide again without the backends already tried.
+fn retry_route(steer: &Steering, ctx: &mut Ctx, prev: Route) -> Result<Route> {
+    if let Some(failed) = ctx.peer_addr {
+        ctx.avoid(failed);
+    }
+    let other = ctx
+        .snap
+        .health
+        .state(prev.backend)
+        .and_then(|s| s.pick_available(ctx.sticky, ctx.avoided()));
+    match other {
+        Some(_) => Ok(prev),
+        None => redecide(steer, ctx),
+    }
+}
+
+/// Decide again without the backends already tried.
 fn redecide(steer: &Steering, ctx: &mut Ctx) -> Result<Route> {
     let Some(class) = ctx.class else {
         return Error::e_explain(ErrorType::InternalError, "request was not classified");
@@ -167,27 +185,37 @@ const RETRY_BUDGET_SHARE: f64 = 0.2;
 /// ... but at least this many, so a quiet proxy can still retry.
 const RETRY_BUDGET_MIN: i64 = 3;
 
-/// A connect failure: nothing reached the backend, so any method may go
-/// elsewhere.
+/// A connect failure (refused, timed out, TLS failed before any byte of
+/// the request): nothing reached the backend, so any method may go
+/// elsewhere, and it always does while attempts are left, whatever the
+/// retry budget says. The budget bounds the extra load retries put on
+/// backends that are failing requests; a request that was never sent puts
+/// none there, and refusing it would turn a dead backend (or a killed
+/// region, during the seconds before health checks notice) into client
+/// errors while the failover region is healthy.
 pub(super) fn connect_failed(steer: &Steering, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     passive(ctx, Outcome::ConnectFailure);
+    steer.metrics.connect_failures.inc();
     if matches!(
         e.etype(),
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
     ) {
         tls_failed(steer, ctx, &e);
     }
-    e.set_retry(ctx.attempts_left() && take_retry(steer, ctx));
+    e.set_retry(ctx.attempts_left());
     e
 }
 
-/// An error after connecting. It counts against the backend only when the
-/// backend was at fault: the request was fully read from the client (a
-/// client that stalls its upload, or hangs up, is not the backend's fault)
-/// and no answer had started going out (a timeout then may be a client
-/// that stopped reading). Retries only what the backend failed and cannot
-/// have had an effect twice: an idempotent request whose body we still
-/// hold, before any response went out.
+/// An error after connecting. It counts against the backend when the
+/// backend was at fault: an upstream error, except a timeout while the
+/// client's body was still arriving (the origin waited on the client) or
+/// once an answer had started going out (the client may have stopped
+/// reading). A client's own error (it stalled its upload, or hung up) is
+/// the client's. An origin that resets during an upload is the origin's:
+/// counted by passive health and the rollout gates like any reset.
+/// Retries only what the backend failed and cannot have had an effect
+/// twice: an idempotent request whose body we still hold, before any
+/// response went out.
 pub(super) fn proxy_failed(
     steer: &Steering,
     peer: &HttpPeer,
@@ -199,15 +227,16 @@ pub(super) fn proxy_failed(
     // A request without a body was sent whole; Pingora's body reader may
     // not have looked at it yet, so ask "empty" before "done".
     let sent_whole = session.is_body_empty() || session.is_body_done();
-    let backend_fault = matches!(e.esource(), ErrorSource::Upstream)
-        && sent_whole
-        && !(answering && is_timeout(e.etype()));
+    let upstream = matches!(e.esource(), ErrorSource::Upstream);
+    let timeout = is_timeout(e.etype());
+    // Before the body was in: the client's error, or a wait that ran out
+    // while the client was still sending, says nothing of the origin.
+    let client_fault = !sent_whole && (!upstream || timeout);
+    let backend_fault = upstream && !client_fault && !(answering && timeout);
     if backend_fault {
         passive(ctx, Outcome::Reset);
     }
-    if !sent_whole {
-        // The origin gave up (or was given up on) before the client had
-        // sent its body: nobody can say the origin is at fault.
+    if client_fault {
         ctx.client_fault = true;
     }
     let mut e = e.more_context(format!("Peer: {peer}"));

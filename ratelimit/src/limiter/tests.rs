@@ -104,7 +104,7 @@ fn block_changes_queue_for_the_fleet_newest_kept() {
     assert!(limiter.unblock(b).is_none());
     let out = limiter.take_outbox();
     assert!(matches!(out[0], BlockEvent::Block { ip, .. } if ip == a));
-    assert_eq!(out[1], BlockEvent::Unblock { ip: b });
+    assert!(matches!(out[1], BlockEvent::Unblock { ip, .. } if ip == b));
     // Past the cap the oldest go, the newest stay.
     for _ in 0..MAX_OUTBOX {
         limiter.unblock(a);
@@ -112,7 +112,7 @@ fn block_changes_queue_for_the_fleet_newest_kept() {
     limiter.unblock(b);
     let out = limiter.take_outbox();
     assert_eq!(out.len(), MAX_OUTBOX);
-    assert_eq!(out.last(), Some(&BlockEvent::Unblock { ip: b }));
+    assert!(matches!(out.last(), Some(BlockEvent::Unblock { ip, .. }) if *ip == b));
     // Applied from the stream: the same list, nothing re-published.
     limiter.apply_remote(BlockEvent::Block {
         ip: b,
@@ -122,10 +122,69 @@ fn block_changes_queue_for_the_fleet_newest_kept() {
     });
     assert!(limiter.blocked(b).is_some());
     assert_eq!(limiter.block_count(), 1);
-    limiter.apply_remote(BlockEvent::Unblock { ip: b });
+    limiter.apply_remote(BlockEvent::Unblock {
+        ip: b,
+        at: SystemTime::now(),
+    });
     assert!(limiter.blocked(b).is_none());
     assert_eq!(limiter.block_count(), 0);
     assert!(limiter.take_outbox().is_empty());
+}
+
+#[test]
+fn blocks_from_the_fleet_are_bounded_in_length_and_number() {
+    use crate::blocklist::{MAX_BLOCK, MAX_REMOTE_BLOCKS};
+    let limiter = Limiter::new();
+    // 136 years, as a u32 of seconds allows: held 30 days at most.
+    let far: IpAddr = "198.51.100.1".parse().unwrap();
+    limiter.apply_remote(BlockEvent::Block {
+        ip: far,
+        policy: "ip".into(),
+        reason: "fleet".into(),
+        until: SystemTime::now() + Duration::from_secs(u64::from(u32::MAX)),
+    });
+    let held = limiter.blocked(far).unwrap();
+    let left = held.until.duration_since(SystemTime::now()).unwrap();
+    assert!(left <= MAX_BLOCK, "held for {left:?}");
+    // The stream fills at most half the list; this proxy's own still fit.
+    for i in 0..(MAX_REMOTE_BLOCKS as u32 + 10) {
+        limiter.apply_remote(BlockEvent::Block {
+            ip: IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+            policy: "ip".into(),
+            reason: "fleet".into(),
+            until: SystemTime::now() + Duration::from_secs(60),
+        });
+    }
+    assert_eq!(limiter.block_count(), MAX_REMOTE_BLOCKS);
+    let own: IpAddr = "203.0.113.9".parse().unwrap();
+    assert!(limiter.block(
+        own,
+        "admin",
+        "own".into(),
+        Duration::from_secs(9),
+        Instant::now()
+    ));
+}
+
+#[test]
+fn a_retried_publish_is_the_same_event_and_each_lift_its_own() {
+    use crate::block_sync::event_id;
+    let ip: IpAddr = "198.51.100.2".parse().unwrap();
+    let until = SystemTime::now() + Duration::from_secs(60);
+    let block = BlockEvent::Block {
+        ip,
+        policy: "ip".into(),
+        reason: "r".into(),
+        until,
+    };
+    assert_eq!(event_id(&block), event_id(&block.clone()));
+    let lift = |ms: u64| BlockEvent::Unblock {
+        ip,
+        at: std::time::UNIX_EPOCH + Duration::from_millis(ms),
+    };
+    assert_eq!(event_id(&lift(5)), event_id(&lift(5)));
+    assert_ne!(event_id(&lift(5)), event_id(&lift(6)));
+    assert_ne!(event_id(&block), event_id(&lift(5)));
 }
 
 #[test]

@@ -146,3 +146,100 @@ async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
     assert_eq!(x["client"]["zone"], "cn", "{x}");
     assert_eq!(x["decision"]["region"], "cn-east", "{x}");
 }
+
+/// `edgesteer control --listen LISTEN` with a token and a store, its
+/// stderr in `log`.
+fn control_on(wd: &Workdir, listen: &str, extra: &[&str], log: &str) -> std::process::Child {
+    Command::new(binary())
+        .args(["control", "--listen", listen, "--data"])
+        .arg(wd.path(&format!("data-{log}")))
+        .args(["--token", &format!("ops={OPS_TOKEN}")])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(wd.path(log)).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_config_service_refuses_plain_http_off_loopback_unless_told() {
+    let wd = Workdir::new().unwrap();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let mut refused = Demo(control_on(&wd, &listen, &[], "refused.log"));
+    let status = wait_child(&mut refused.0, std::time::Duration::from_secs(10)).await;
+    let err = std::fs::read_to_string(wd.path("refused.log")).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(
+        err.contains("not a loopback address")
+            && err.contains("--tls-cert")
+            && err.contains("--insecure-plaintext"),
+        "{err}"
+    );
+    let _started = Demo(control_on(
+        &wd,
+        &listen,
+        &["--insecure-plaintext"],
+        "plain.log",
+    ));
+    let (client, url) = (
+        reqwest::Client::new(),
+        format!("http://127.0.0.1:{port}/healthz"),
+    );
+    let up = wait_until(std::time::Duration::from_secs(15), || {
+        answers(&client, &url)
+    })
+    .await;
+    let err = std::fs::read_to_string(wd.path("plain.log")).unwrap();
+    assert!(up.is_some(), "{err}");
+    assert!(err.contains("--insecure-plaintext"), "{err}");
+}
+
+#[tokio::test]
+async fn the_demo_keeps_its_origin_key_private_and_removes_its_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let wd = Workdir::new().unwrap();
+    let (listen, admin, control, backends) = (free_port(), free_port(), free_port(), free_port());
+    let child = Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--control", &format!("127.0.0.1:{control}")])
+        .args(["--backend-ports", &backends.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(wd.path("demo.out")).unwrap())
+        .spawn()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("edgesteer-demo-{}", child.id()));
+    let mut demo = Demo(child);
+    let (client, url) = (
+        reqwest::Client::new(),
+        format!("http://127.0.0.1:{admin}/healthz"),
+    );
+    let up = wait_until(std::time::Duration::from_secs(30), || {
+        answers(&client, &url)
+    })
+    .await;
+    let banner = std::fs::read_to_string(wd.path("demo.out")).unwrap();
+    assert!(up.is_some(), "the demo did not start: {banner}");
+    // The backends are where --backend-ports put them.
+    assert!(
+        banner.contains(&format!("//127.0.0.1:{backends}\n")),
+        "{banner}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&dir).unwrap(), 0o700, "{}", dir.display());
+    // The origins read their key at start; it is not left on disk (or, if
+    // it were, only for this user).
+    match mode(&dir.join("origin.key")) {
+        Ok(m) => assert_eq!(m, 0o600),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    }
+    assert!(dir.join("ca.pem").exists());
+    let _ = Command::new("kill")
+        .args(["-TERM", &demo.0.id().to_string()])
+        .status();
+    let exited = wait_child(&mut demo.0, std::time::Duration::from_secs(15)).await;
+    assert!(exited.is_some(), "the demo did not exit on SIGTERM");
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+}

@@ -170,7 +170,10 @@ async fn bad_writes_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(got.headers()["x-steer-version"], "1");
-    // The good table with the right If-Match is accepted.
+    // A good table with the right If-Match is accepted (the current one
+    // again would change nothing: 400 empty_change).
+    let mut good = good;
+    good["description"] = json!("changed by the test");
     let (st, body) = raw(
         reqwest::Method::PUT,
         url,

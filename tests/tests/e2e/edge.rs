@@ -176,12 +176,7 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
     assert!(got.contains("\"error\":\"request_timeout\""), "{got}");
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let health: Value = reqwest::get(format!("http://{}/v1/health", proxy.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = proxy.health().await.unwrap();
     // No endpoint anywhere was ejected or even charged a failure.
     for region in health["regions"].as_array().unwrap() {
         for backend in region["backends"].as_array().unwrap() {

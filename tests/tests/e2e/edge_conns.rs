@@ -166,7 +166,7 @@ async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
 
 /// Reads until the proxy closes the connection; how long that took after
 /// `since`, or `None` if it was still open after `limit`.
-async fn closed_within(
+pub(crate) async fn closed_within(
     s: &mut TcpStream,
     since: std::time::Instant,
     limit: Duration,
@@ -289,17 +289,10 @@ async fn a_stalled_tls_handshake_is_shut_down_at_the_deadline() {
     let wd = Workdir::new().unwrap();
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
     spec.limits.tls_handshake_timeout_ms = Some(1000);
-    let table = wd.write_table("table.toml", &spec).unwrap();
-    let pki = make_pki(wd.dir.path(), &[&["api.covergen.ai"]]).unwrap();
-    let proxy = Proxy::start(ProxyConfig {
-        table,
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        tls_certs: pki.leaves.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (proxy, pki) = wd
+        .start_tls_proxy(&spec, &[&["api.covergen.ai"]])
+        .await
+        .unwrap();
     let tls_addr = proxy.tls.unwrap();
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
     let client = reqwest::Client::builder()

@@ -1,6 +1,7 @@
 //! The process lifecycle under load: binary upgrades that hand the
 //! listeners over (`--upgrade`), SIGTERM drains, a SIGQUIT with nobody to
-//! take the listeners, and a geo database rewritten in place.
+//! take the listeners (or only a stale upgrade socket), `--upgrade` with
+//! no proxy to take over from, and a geo database rewritten in place.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -253,6 +254,99 @@ async fn sigquit_with_nobody_to_take_the_listeners_keeps_serving() {
     assert!(proxy.wait_exit(Duration::ZERO).await.is_none(), "it exited");
     let r = reqwest::get(proxy.url("/v1/covers")).await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn sigquit_with_a_stale_upgrade_socket_keeps_serving() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let log = wd.path("proxy.log");
+    let mut proxy = Proxy::start(ProxyConfig {
+        table: wd.write_table("table.toml", &spec).unwrap(),
+        geo_db: Some(wd.geo_db().unwrap()),
+        log: Some(log.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // What a killed `--upgrade` leaves: the socket file, nobody on it.
+    let sock = proxy.runtime.path().join("rt/upgrade.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    proxy.signal("QUIT");
+    // 5 s looking for a successor, then (before the fix) Pingora's 5
+    // tries a second apart to hand the sockets over, then its shutdown.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(proxy.wait_exit(Duration::ZERO).await.is_none(), "it exited");
+    let r = reqwest::get(proxy.url("/v1/covers")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warned = text
+        .lines()
+        .find(|l| l.contains("nobody listens on the upgrade socket"));
+    assert!(
+        warned.is_some_and(|l| l.contains("WARN") && l.contains(&*sock.to_string_lossy())),
+        "no warning naming {}: {}",
+        sock.display(),
+        text.lines()
+            .filter(|l| l.contains("SIGQUIT"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// `edgesteer proxy --upgrade` in `runtime` (holding `pid_file`, if any):
+/// its exit code, how long it took, and what it printed.
+fn upgrade_alone(
+    wd: &Workdir,
+    spec: &edgesteer_config::TableSpec,
+    runtime: &std::path::Path,
+    pid_file: Option<&str>,
+) -> (Option<i32>, Duration, String) {
+    std::fs::create_dir_all(runtime).unwrap();
+    std::fs::set_permissions(runtime, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    if let Some(pid) = pid_file {
+        std::fs::write(runtime.join("proxy.pid"), pid).unwrap();
+    }
+    let table = wd.write_table("table.toml", spec).unwrap();
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(binary())
+        .args(["proxy", "--upgrade", "--threads", "1", "--config"])
+        .arg(&table)
+        .arg("--runtime-dir")
+        .arg(runtime)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        start.elapsed(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn upgrade_with_no_running_proxy_says_so() {
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    // No pid file, then one naming a process that has exited.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = format!("{}\n", gone.id());
+    for (dir, pid_file) in [("rt-empty", None), ("rt-stale", Some(stale.as_str()))] {
+        let runtime = wd.path(dir);
+        let (code, took, err) = upgrade_alone(&wd, &spec, &runtime, pid_file);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("no running proxy found in the runtime directory")
+                && err.contains(&*runtime.to_string_lossy()),
+            "{err}"
+        );
+        assert!(!err.contains("EAGAIN"), "{err}");
+        assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
+    }
 }
 
 #[tokio::test]

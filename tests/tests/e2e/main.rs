@@ -2,17 +2,26 @@
 //! End-to-end tests, one binary (one link of Pingora) with a module per area.
 
 mod cli;
+mod cli_output;
 mod console;
 mod control;
+mod control_bounds;
 mod control_writes;
+mod ctl_walk;
+mod drain;
 mod edge;
+mod edge_cap;
 mod edge_conns;
+mod edge_faults;
+mod edge_heads;
 mod failover;
 mod lifecycle;
+mod local_state;
 mod observe;
 mod origin_tls;
 mod ratelimit;
 mod ratelimit_fleet;
+mod ratelimit_store;
 mod replicas;
 mod rollout;
 mod routing;

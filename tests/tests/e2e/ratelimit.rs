@@ -392,7 +392,40 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
         .parse()
         .unwrap();
     assert!((50..=60).contains(&retry), "retry-after {retry}");
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "blocked");
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "blocked");
+    // The block's own reason: the abuse rule's here.
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("above ")
+            && body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("above "),
+        "{body}"
+    );
+    // A block by hand answers with the operator's reason.
+    let made = client
+        .post(format!("{admin}/v1/ratelimit/blocks"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "ip": "198.51.100.68", "seconds": 60, "reason": "scraper" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let r = as_ip("198.51.100.68").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["reason"], "scraper", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(scraper)"),
+        "{body}"
+    );
     // Others are untouched.
     assert_eq!(as_ip("198.51.100.67").await.unwrap().status(), 200);
     // `explain` says why.

@@ -222,8 +222,9 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
     assert_eq!(last.actor, "rollout");
     assert_eq!(last.action, "rollout-rollback");
     let reason = last.reason.as_str();
+    // Steps are counted from 1 in the audit, as in `ctl rollout status`.
     assert!(
-        reason.contains("gate error_rate failed at step 1") && reason.contains("canary 5xx rate"),
+        reason.contains("gate error_rate failed at step 2") && reason.contains("canary 5xx rate"),
         "{reason}"
     );
     let m = p1.metrics().await.unwrap();

@@ -81,6 +81,8 @@ async fn host_pins_and_pins_across_zones() {
         .await
         .unwrap();
     assert_eq!(got.status, 421, "{got:?}");
+    // Every answer names a region: `none` where none served it.
+    assert_eq!(got.region_header.as_deref(), Some("none"), "{got:?}");
     let msg = got.body.as_str().unwrap_or_default();
     assert!(
         msg.contains("cn-east") && msg.contains("isolated zone cn"),

@@ -6,25 +6,17 @@ use edgesteer_tests::*;
 async fn h2c_and_tls_h2_are_proxied_with_sni() {
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
-    let table = wd.write_table("table.toml", &spec).unwrap();
-    let pki = make_pki(
-        wd.dir.path(),
-        &[
-            &["api.covergen.ai"],
-            &["api-eu.covergen.ai"],
-            &["*.ap.covergen.ai"],
-        ],
-    )
-    .unwrap();
-    let proxy = Proxy::start(ProxyConfig {
-        table,
-        geo_db: Some(wd.geo_db().unwrap()),
-        trust_loopback: true,
-        tls_certs: pki.leaves.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (proxy, pki) = wd
+        .start_tls_proxy(
+            &spec,
+            &[
+                &["api.covergen.ai"],
+                &["api-eu.covergen.ai"],
+                &["*.ap.covergen.ai"],
+            ],
+        )
+        .await
+        .unwrap();
 
     // h2c with prior knowledge on the plaintext listener.
     let h2c = reqwest::Client::builder()

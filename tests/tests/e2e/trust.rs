@@ -124,7 +124,8 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
 async fn a_rejection_stays_in_the_fleet_view_until_a_later_version_applies() {
     let (_wd, _spec, _b, control) = service().await;
     let ops = control.client();
-    let proxy = Client::new(&control.base(), Some(PROXY_TOKEN.into()));
+    // The proxy p1, with its own token (a proxy acks only as itself).
+    let proxy = Client::new(&control.base(), Some(proxy_token("p1")));
     for v in 2..=3 {
         let change = PatchRegion {
             canary_bps: Some(v * 10),

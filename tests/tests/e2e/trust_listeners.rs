@@ -45,7 +45,7 @@ async fn sigterm_ends_watches_and_exits_zero_within_the_grace_period() {
     let proxy = control.client_as(PROXY_TOKEN);
     let watch = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let r = proxy.watch(1, None, "slow", Duration::from_secs(50)).await;
+        let r = proxy.watch(1, None, "fleet", Duration::from_secs(50)).await;
         (started.elapsed(), r.map(|v| v.map(|v| v.version)))
     });
     // The watch is held open (nothing newer than version 1 comes).

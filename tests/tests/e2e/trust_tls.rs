@@ -231,7 +231,7 @@ async fn a_listed_client_certificate_acts_as_a_proxy_without_a_token() {
             "--cache",
             &wd.path("p.cache.json").display().to_string(),
             "--name",
-            "p-cert",
+            "proxy-7.fleet",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -254,7 +254,7 @@ async fn a_listed_client_certificate_acts_as_a_proxy_without_a_token() {
             && api.fleet().await.is_ok_and(|f| {
                 f.proxies
                     .iter()
-                    .any(|p| p.proxy == "p-cert" && p.applied_version == Some(2))
+                    .any(|p| p.proxy == "proxy-7.fleet" && p.applied_version == Some(2))
             })
     })
     .await;
@@ -290,4 +290,16 @@ async fn a_listed_client_certificate_acts_as_a_proxy_without_a_token() {
     )
     .unwrap();
     assert!(listed.get().await.is_err());
+    // It acks as the certificate's name, and as no other proxy.
+    let ack = |proxy: &str| edgesteer_control_api::api::Ack {
+        proxy: proxy.into(),
+        version: 2,
+        status: edgesteer_control_api::api::Ack::APPLIED.into(),
+        reason: None,
+        epoch: None,
+        build: None,
+    };
+    let forged = listed.ack(&ack("p-other")).await.unwrap_err();
+    assert!(forged.to_string().contains("403"), "{forged}");
+    listed.ack(&ack("proxy-7.fleet")).await.unwrap();
 }

@@ -46,13 +46,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::head::{empty_lines, head_state, is_length, Head, MAX_HEADERS};
 use crate::lazy_deadline::LazyDeadline;
 
 /// The first buffer's size: Pingora's own first header buffer, which the
 /// buffer handed over becomes.
 const INIT_BUF: usize = 4096;
-/// Pingora's ceiling on header lines (httparse's array).
-const MAX_HEADERS: usize = 256;
 /// HTTP/2's connection preface: a plaintext connection opening with it is
 /// h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -135,6 +134,8 @@ pub enum Refused {
     HeadTooLarge { max: usize },
     /// 408: a buffered body sent nothing for `body_read_idle`.
     BodyTimeout { idle: Duration },
+    /// 400: bytes that no more bytes can make a request head.
+    BadHead,
 }
 
 /// What a wait for a request gave.
@@ -168,7 +169,15 @@ pub async fn next_request(
         Wait::Next => None,
     };
     let h2c = matches!(wait, Wait::First { h2c: true, .. });
+    // Empty lines before the request line (RFC 9112 §2.2) are dropped
+    // here, counted against the head's size.
+    let mut skipped = 0usize;
     let whole = loop {
+        let empty = empty_lines(&buf);
+        if empty > 0 {
+            skipped += empty;
+            bytes::Buf::advance(&mut buf, empty);
+        }
         if h2c && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             // Could still be the HTTP/2 preface: read on.
         } else if h2c && buf.starts_with(H2_PREFACE) {
@@ -176,9 +185,8 @@ pub async fn next_request(
         } else {
             match head_state(&buf) {
                 Head::Complete => break true,
-                // Pingora parses it again and answers 400.
-                Head::Invalid => break false,
-                Head::Partial if buf.len() > rules.max_head_bytes => {
+                Head::Invalid => return Intake::Refused(Refused::BadHead),
+                Head::Partial if buf.len() + skipped > rules.max_head_bytes => {
                     return Intake::Refused(Refused::HeadTooLarge {
                         max: rules.max_head_bytes,
                     });
@@ -295,47 +303,6 @@ async fn read_more(stream: &mut Stream, buf: &mut BytesMut, by: Instant) -> Step
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Head {
-    Complete,
-    Partial,
-    /// Not HTTP/1 (or not as Pingora reads it): Pingora answers it.
-    Invalid,
-}
-
-/// How far `buf` holds a request head. Nearly every head is found by its
-/// blank line alone; only one that has not ended yet is parsed, to tell a
-/// head still arriving from bytes that will never be one.
-fn head_state(buf: &[u8]) -> Head {
-    // Built once: `memmem::find` builds its searcher on every call.
-    static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
-    if HEAD_END.find(buf).is_some() {
-        return Head::Complete;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Head::Complete,
-        Ok(httparse::Status::Partial) => Head::Partial,
-        // Pingora accepts some bytes in a target that httparse does not
-        // (it escapes them and parses again): a bad token after a good
-        // method may still become a request, so it is waited for.
-        Err(httparse::Error::Token) if method_ok(buf) => Head::Partial,
-        Err(_) => Head::Invalid,
-    }
-}
-
-/// Whether `buf` starts with a method token and a space.
-fn method_ok(buf: &[u8]) -> bool {
-    let Some(end) = buf.iter().position(|&b| b == b' ') else {
-        return false;
-    };
-    end > 0
-        && buf[..end]
-            .iter()
-            .all(|&b| b.is_ascii_alphabetic() || b == b'-')
-}
-
 /// The head's length and the body's, when the body is one to read whole
 /// here: one `Content-Length` within `buffer_body_bytes`, no
 /// `Transfer-Encoding` (the framing check answers both at once), no
@@ -356,13 +323,12 @@ fn body_to_buffer(buf: &[u8], rules: &Rules) -> Option<(usize, usize)> {
             if length.is_some() {
                 return None;
             }
-            length = Some(
-                std::str::from_utf8(h.value)
-                    .ok()?
-                    .trim()
-                    .parse::<usize>()
-                    .ok()?,
-            );
+            // Anything but one number is refused later, unbuffered.
+            let v = h.value.trim_ascii();
+            if !is_length(v) {
+                return None;
+            }
+            length = Some(std::str::from_utf8(v).ok()?.parse::<usize>().ok()?);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("expect")
         {
@@ -399,82 +365,4 @@ pub async fn answer_and_close(mut stream: Stream, answer: &[u8], write_idle: Dur
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn rules(buffer: usize) -> Rules {
-        Rules {
-            buffer_body_bytes: buffer,
-            ..Rules::new(&DownstreamLimits::default())
-        }
-    }
-
-    #[test]
-    fn heads_are_told_apart() {
-        assert_eq!(
-            head_state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Head::Complete
-        );
-        assert_eq!(head_state(b"GET / HTTP/1.1\nHost: a\n\n"), Head::Complete);
-        assert_eq!(head_state(b"GET / HTTP/1.1\r\nHost: a\r\n"), Head::Partial);
-        assert_eq!(head_state(b"GE"), Head::Partial);
-        // A TLS ClientHello on the plaintext port.
-        assert_eq!(head_state(&[0x16, 0x03, 0x01, 0x02, 0x00]), Head::Invalid);
-        assert_eq!(head_state(b"GET / HTTP/9.1\r\n"), Head::Invalid);
-        // A target Pingora may still escape and accept: waited for.
-        assert_eq!(head_state(b"GET /a\"b HTTP/1.1\r\n"), Head::Partial);
-        assert_eq!(head_state(b"G\"T / HTTP/1.1\r\n"), Head::Invalid);
-    }
-
-    #[test]
-    fn only_small_declared_bodies_are_buffered() {
-        let post = |headers: &str| format!("POST /x HTTP/1.1\r\n{headers}\r\n").into_bytes();
-        let r = rules(1024);
-        let b = post("Content-Length: 10\r\n");
-        assert_eq!(body_to_buffer(&b, &r), Some((b.len(), 10)));
-        let b = post("content-length: 1025\r\n");
-        assert_eq!(body_to_buffer(&b, &r), None);
-        let b = post("Content-Length: 10\r\nExpect: 100-continue\r\n");
-        assert_eq!(body_to_buffer(&b, &r), None);
-        let b = post("Content-Length: 10\r\nTransfer-Encoding: chunked\r\n");
-        assert_eq!(body_to_buffer(&b, &r), None);
-        let b = post("Content-Length: 10\r\nContent-Length: 10\r\n");
-        assert_eq!(body_to_buffer(&b, &r), None);
-        let b = post("Content-Length: 0\r\n");
-        assert_eq!(body_to_buffer(&b, &r), None);
-        let b = post("Content-Length: 10\r\n");
-        assert_eq!(body_to_buffer(&b, &rules(0)), None);
-        let b = b"GET /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n".to_vec();
-        assert_eq!(body_to_buffer(&b, &r), None);
-    }
-
-    proptest! {
-        /// Any bytes at all: an answer, never a panic, and a body to
-        /// buffer is never over the limit.
-        #[test]
-        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = head_state(&bytes);
-            if let Some((_, len)) = body_to_buffer(&bytes, &rules(300)) {
-                prop_assert!(len > 0 && len <= 300);
-            }
-        }
-
-        /// A valid head cut anywhere is still arriving (never refused as
-        /// garbage), and whole it is complete.
-        #[test]
-        fn a_valid_head_cut_anywhere_is_still_arriving(
-            method in "(GET|POST|PUT|DELETE|OPTIONS)",
-            path in "/[a-z0-9/._~-]{0,20}",
-            headers in proptest::collection::vec(("[A-Za-z-]{1,10}", "[!-~]([ -~]{0,18}[!-~])?"), 0..8),
-            cut in any::<proptest::sample::Index>(),
-        ) {
-            let lines: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
-            let head = format!("{method} {path} HTTP/1.1\r\n{lines}\r\n");
-            let head = head.as_bytes();
-            prop_assert_eq!(head_state(head), Head::Complete);
-            let cut = cut.index(head.len());
-            prop_assert_eq!(head_state(&head[..cut]), Head::Partial, "cut at {}", cut);
-        }
-    }
-}
+mod tests;

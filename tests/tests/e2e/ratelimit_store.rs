@@ -1,0 +1,141 @@
+//! The shared store's faults must not flap `fail_closed` for everyone
+//! (issue 33): one client's key of the wrong type in Redis, and one slow
+//! command (`CLIENT PAUSE`), each cause no 503 for other clients; the store
+//! counts as down only after `STORE_STALE` without a sync.
+
+use std::time::{Duration, Instant};
+
+use edgesteer_tests::*;
+
+use crate::ratelimit::backend;
+
+const CLOSED: &str = r#"
+[[rate_limits]]
+name = "closed"
+key = "client_ip"
+scope = "global"
+on_store_error = "fail_closed"
+tiers = { t = { rate = 1000, burst = 1000 } }
+default_tier = "t"
+"#;
+
+async fn start(redis: &RedisProc, wd: &Workdir, be: &edgesteer::demo::DemoBackend) -> Proxy {
+    let args = vec![
+        "--redis".to_string(),
+        redis.url(),
+        "--redis-sync-ms".into(),
+        "50".into(),
+    ];
+    let spec = limits_table(be.addr, CLOSED).unwrap();
+    wd.start_proxy(&spec, true, args).await.unwrap()
+}
+
+/// Statuses of requests from `client` (and, between them, from `other`)
+/// sent every 20 ms for `how_long`.
+async fn traffic(p: &Proxy, client: &str, other: Option<&str>, how_long: Duration) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        if let Some(o) = other {
+            let _ = http
+                .get(p.url("/x"))
+                .header("x-forwarded-for", o)
+                .send()
+                .await;
+        }
+        let r = http
+            .get(p.url("/x"))
+            .header("x-forwarded-for", client)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    statuses
+}
+
+fn refused(statuses: &[u16]) -> usize {
+    statuses.iter().filter(|&&s| s == 503).count()
+}
+
+/// Waits until the proxy has synced with the store at least once.
+async fn synced(p: &Proxy) {
+    let ok = wait_until(Duration::from_secs(5), || async {
+        let m = p.metrics().await.unwrap_or_default();
+        metric(&m, "edgesteer_ratelimit_store_up") == 1.0
+    })
+    .await;
+    assert!(ok.is_some(), "the store never came up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wrong_type_key_does_not_fail_closed_for_other_clients() {
+    let be = backend().await;
+    let redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let p = start(&redis, &wd, &be).await;
+    synced(&p).await;
+    // Client A's key reaches Redis; then it turns into a hash.
+    let warm = traffic(&p, "198.51.100.1", None, Duration::from_millis(300)).await;
+    assert_eq!(refused(&warm), 0);
+    let keys = redis
+        .command(&["KEYS", "edgesteer:rl:closed:*"])
+        .await
+        .unwrap();
+    assert_eq!(keys, "*1", "expected one key for client A, got {keys}");
+    let listed = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "KEYS",
+            "edgesteer:rl:closed:*",
+        ])
+        .output()
+        .unwrap();
+    let key = String::from_utf8_lossy(&listed.stdout).trim().to_string();
+    assert!(key.starts_with("edgesteer:rl:closed:"), "{key}");
+    redis.command(&["DEL", &key]).await.unwrap();
+    assert_eq!(
+        redis.command(&["HSET", &key, "f", "v"]).await.unwrap(),
+        ":1"
+    );
+
+    // A keeps sending (its bad key is in every sync); B must never see 503.
+    let b = traffic(
+        &p,
+        "198.51.100.2",
+        Some("198.51.100.1"),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(refused(&b), 0, "client B was refused: {b:?}");
+    let m = p.metrics().await.unwrap();
+    assert_eq!(metric(&m, "edgesteer_ratelimit_store_up"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_command_does_not_fail_closed() {
+    let be = backend().await;
+    let redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let p = start(&redis, &wd, &be).await;
+    synced(&p).await;
+    let warm = traffic(&p, "198.51.100.3", None, Duration::from_millis(300)).await;
+    assert_eq!(refused(&warm), 0);
+    // Redis holds every command for 400 ms: longer than the syncer's
+    // 250 ms command timeout, shorter than the 1 s staleness rule.
+    let paused = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "CLIENT", "PAUSE", "400"])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{paused:?}");
+    let during = traffic(&p, "198.51.100.3", None, Duration::from_millis(1500)).await;
+    assert_eq!(refused(&during), 0, "fail_closed flapped: {during:?}");
+    let m = p.metrics().await.unwrap();
+    assert!(
+        metric(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0,
+        "the pause never failed a sync, so this test proved nothing: {m}"
+    );
+}
