@@ -19,8 +19,11 @@ use crate::api::{
 /// the service could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the config service at {url}: {}", chain(.source))]
-    Unreachable { url: String, source: reqwest::Error },
+    /// `cause` is shown whole in the message (its chain, deduplicated),
+    /// and is not an error `source`, so a caller printing sources (anyhow's
+    /// `{:#}`) does not print it twice.
+    #[error("cannot reach the config service at {url}: {}{}", chain(.cause), tls_hint(.url, .cause))]
+    Unreachable { url: String, cause: reqwest::Error },
     #[error("{status}: {message}{}", fields(.errors))]
     Api {
         status: u16,
@@ -34,8 +37,8 @@ pub enum ClientError {
     TooLarge { url: String, limit: usize },
     #[error("{0}")]
     Tls(String),
-    #[error("no answer from the config service at {url}: {}; the change may or may not have been committed: look at `edgesteer ctl history` before trying again", chain(.source))]
-    Unknown { url: String, source: reqwest::Error },
+    #[error("no answer from the config service at {url}: {}; the change may or may not have been committed: look at `edgesteer ctl history` before trying again", chain(.cause))]
+    Unknown { url: String, cause: reqwest::Error },
 }
 
 /// Largest watch answer a proxy reads (a 10,000-backend table is about
@@ -55,6 +58,16 @@ pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// An error and its causes, so a TLS refusal says why (e.g. "invalid
 /// peer certificate: UnknownIssuer": check --control-ca).
+/// A plain `http://` URL answered with bytes that are not HTTP: most
+/// likely a TLS service (its alert is read as a bad status line).
+fn tls_hint(url: &str, cause: &reqwest::Error) -> &'static str {
+    if url.starts_with("http://") && chain(cause).contains("invalid HTTP version") {
+        " (the service answered in something other than HTTP: if it serves TLS, use an https:// URL, with --control-ca for a private CA)"
+    } else {
+        ""
+    }
+}
+
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -208,9 +221,9 @@ impl Client {
                     tracing::debug!(url, error = %chain(&source), sent, "config service call failed");
                     self.fail_over(&url);
                     if sent && retry == Retry::Unsent {
-                        return Err(ClientError::Unknown { url, source });
+                        return Err(ClientError::Unknown { url, cause: source });
                     }
-                    last = Some(ClientError::Unreachable { url, source });
+                    last = Some(ClientError::Unreachable { url, cause: source });
                 }
             }
         }

@@ -319,3 +319,24 @@ async fn ctl_output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// What ctl says when it cannot reach the service: the cause once, and a
+/// hint when a plain `http://` URL reached a TLS service.
+#[tokio::test]
+async fn ctl_names_why_it_cannot_reach_the_service_once_and_hints_at_https() {
+    let wd = Workdir::new().unwrap();
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = text(&ctl(&refused, &["get"], &[]));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+
+    let seed = wd.write_table("seed.toml", &covergen()).unwrap();
+    let tls = ControlTls::generate(&wd.path("pki")).unwrap();
+    let control = ControlProc::start_https(&wd.path("data"), Some(&seed), &[], &tls)
+        .await
+        .unwrap();
+    let plain = control.base().replacen("https://", "http://", 1);
+    let (code, _, err) = text(&ctl(&plain, &["get"], &[]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("use an https:// URL"), "{err}");
+}
