@@ -110,35 +110,7 @@ impl Control {
         if control.store.follow_needed() {
             control.spawn_sweeper();
         }
-        if let Some(mut changes) = control.store.follow() {
-            // Another replica wrote: adopt its versions (in order).
-            let c = Arc::downgrade(&control);
-            tokio::spawn(async move {
-                while changes.recv().await.is_some() {
-                    let Some(c) = c.upgrade() else { return };
-                    let _guard = c.write_lock.lock().await;
-                    if let Err(e) = c.catch_up().await {
-                        tracing::warn!(error = %e, "cannot read new versions from the store");
-                    }
-                }
-            });
-        }
-        if let Some(mut reports) = control.store.remote_stats() {
-            // Stats the proxies of other replicas sent: the leader judges
-            // rollouts on the whole fleet's figures.
-            let c = Arc::downgrade(&control);
-            tokio::spawn(async move {
-                while let Some(json) = reports.recv().await {
-                    let Some(c) = c.upgrade() else { return };
-                    let Ok(report) =
-                        serde_json::from_slice::<edgesteer_control_api::api::StatsReport>(&json)
-                    else {
-                        continue;
-                    };
-                    c.ingest_stats(&report);
-                }
-            });
-        }
+        control.follow_replicas();
         // Under the write lock, like every write: the follower started above
         // may be adopting versions (another replica's seed) meanwhile.
         let _guard = control.write_lock.lock().await;
@@ -161,6 +133,40 @@ impl Control {
         }
         drop(_guard);
         Ok(control)
+    }
+
+    /// Follows what other replicas do: their versions (adopted in order)
+    /// and their proxies' stats (judged by the leader with the rest).
+    fn follow_replicas(self: &Arc<Self>) {
+        if let Some(mut changes) = self.store.follow() {
+            // Another replica wrote: adopt its versions (in order).
+            let c = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while changes.recv().await.is_some() {
+                    let Some(c) = c.upgrade() else { return };
+                    let _guard = c.write_lock.lock().await;
+                    if let Err(e) = c.catch_up().await {
+                        tracing::warn!(error = %e, "cannot read new versions from the store");
+                    }
+                }
+            });
+        }
+        if let Some(mut reports) = self.store.remote_stats() {
+            // Stats the proxies of other replicas sent: the leader judges
+            // rollouts on the whole fleet's figures.
+            let c = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(json) = reports.recv().await {
+                    let Some(c) = c.upgrade() else { return };
+                    let Ok(report) =
+                        serde_json::from_slice::<edgesteer_control_api::api::StatsReport>(&json)
+                    else {
+                        continue;
+                    };
+                    c.ingest_stats(&report);
+                }
+            });
+        }
     }
 
     /// How long a proxy that stopped reporting stays in the fleet view.

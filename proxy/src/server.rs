@@ -124,24 +124,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         // Never used: without a runtime directory SIGQUIT hands nothing over.
         None => std::path::PathBuf::from("/nonexistent/edgesteer-upgrade.sock"),
     };
-    let conf = ServerConf {
-        threads: opts.threads.max(1),
-        work_stealing: opts.work_stealing,
-        grace_period_seconds: Some(opts.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(opts.grace_period_secs.max(1)),
-        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
-        // Pingora's default pid file is in /tmp; ours is in the runtime
-        // directory (written by `run`).
-        pid_file: String::new(),
-        // Pingora's fast timeouts read the clock each time an I/O is
-        // wrapped (to check their timer thread), pending or not, and that
-        // thread ticks every 10 ms. Every timeout the proxy sets is a
-        // second or more, so all of them go to tokio's timer instead, which
-        // costs nothing until a read or write actually waits
-        // (BENCHMARKS.md, issue 16).
-        fast_timeout_to_tokio_threshold_seconds: Some(0),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(opts, &upgrade_sock);
     let opt = Opt {
         upgrade: opts.upgrade,
         ..Opt::default()
@@ -174,28 +157,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         crate::conn_cap::Capped::new(app, steer.clone(), handshakes.clone()),
     );
     proxy.endpoints().set_pre_tls_callback(handshakes);
-    // Pingora reads each client connection through a 64 KiB buffer by
-    // default, allocated when the connection is accepted: 64 MB for 1000
-    // idle or slow clients. Its header (4 KiB) and body buffers are enough.
-    let l4_buffer = L4BufferSettings::default().read(opts.read_buffer);
-    for addr in &opts.listen {
-        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer));
-    }
-    if !opts.tls_listen.is_empty() {
-        let resolver =
-            Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
-        tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
-        for addr in &opts.tls_listen {
-            let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
-            tls.set_cert_resolver(resolver.clone());
-            tls.enable_h2();
-            proxy.add_listener(
-                ListenerConfig::tcp(addr.as_str())
-                    .tls(tls)
-                    .l4_buffer(l4_buffer),
-            );
-        }
-    }
+    add_listeners(&mut proxy, opts)?;
     server.add_service(proxy);
 
     if let Some(addr) = opts.admin {
@@ -219,6 +181,58 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         },
     ));
     Ok(ProxyServer { server, drain })
+}
+
+/// Pingora's server settings for these options.
+fn server_conf(opts: &ServeOptions, upgrade_sock: &std::path::Path) -> ServerConf {
+    ServerConf {
+        threads: opts.threads.max(1),
+        work_stealing: opts.work_stealing,
+        grace_period_seconds: Some(opts.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(opts.grace_period_secs.max(1)),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        // Pingora's default pid file is in /tmp; ours is in the runtime
+        // directory (written by `run`).
+        pid_file: String::new(),
+        // Pingora's fast timeouts read the clock each time an I/O is
+        // wrapped (to check their timer thread), pending or not, and that
+        // thread ticks every 10 ms. Every timeout the proxy sets is a
+        // second or more, so all of them go to tokio's timer instead, which
+        // costs nothing until a read or write actually waits
+        // (BENCHMARKS.md, issue 16).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
+        ..ServerConf::default()
+    }
+}
+
+/// The proxy's plaintext and TLS listeners.
+fn add_listeners<A>(
+    proxy: &mut pingora_core::services::listening::Service<A>,
+    opts: &ServeOptions,
+) -> anyhow::Result<()> {
+    // Pingora reads each client connection through a 64 KiB buffer by
+    // default, allocated when the connection is accepted: 64 MB for 1000
+    // idle or slow clients. Its header (4 KiB) and body buffers are enough.
+    let l4_buffer = L4BufferSettings::default().read(opts.read_buffer);
+    for addr in &opts.listen {
+        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer));
+    }
+    if !opts.tls_listen.is_empty() {
+        let resolver =
+            Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
+        tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
+        for addr in &opts.tls_listen {
+            let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
+            tls.set_cert_resolver(resolver.clone());
+            tls.enable_h2();
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.as_str())
+                    .tls(tls)
+                    .l4_buffer(l4_buffer),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Serves until a signal ends it (see [`crate::lifecycle`]), then exits 0.

@@ -169,19 +169,7 @@ fn check_plaintext(args: &ControlArgs) -> anyhow::Result<()> {
 
 pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
     check_plaintext(&args)?;
-    let mut tokens = args.tokens;
-    if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
-        for t in env.split(',').filter(|t| !t.trim().is_empty()) {
-            tokens.push(
-                t.trim()
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("EDGESTEER_TOKENS: {e}"))?,
-            );
-        }
-    }
-    if let Some(path) = &args.token_file {
-        tokens.extend(edgesteer_control_api::read_token_file(path).map_err(anyhow::Error::msg)?);
-    }
+    let tokens = all_tokens(args.tokens.clone(), args.token_file.as_deref())?;
     if tokens.is_empty() {
         tracing::warn!(
             "no tokens configured: every request but /healthz will be refused (give --token-file or --token [ROLE:]NAME=SECRET)"
@@ -218,31 +206,7 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (store, at): (Arc<dyn Store>, String) = match (&args.store, &args.data) {
-            (Some(url), _) => {
-                let replica = args.replica.clone().unwrap_or_else(super::serve::default_name);
-                let mut cfg = edgesteer_control::EtcdConfig::parse(url, replica)
-                    .map_err(anyhow::Error::msg)?;
-                cfg.ca = args.etcd_ca.clone();
-                cfg.user = match &args.etcd_user {
-                    Some(u) => Some(
-                        u.split_once(':')
-                            .map(|(a, b)| (a.to_string(), b.to_string()))
-                            .context("--etcd-user: give USER:PASSWORD")?,
-                    ),
-                    None => None,
-                };
-                let store = edgesteer_control::EtcdStore::connect(&cfg)
-                    .await
-                    .with_context(|| format!("connecting to etcd at {}", cfg.endpoints.join(",")))?;
-                (Arc::new(store), url.clone())
-            }
-            (None, Some(dir)) => (
-                Arc::new(edgesteer_control::FileStore::open(dir)?),
-                dir.display().to_string(),
-            ),
-            (None, None) => anyhow::bail!("give --data DIR (one replica) or --store etcd://..."),
-        };
+        let (store, at) = open_store(&args).await?;
         let geo = Arc::new(match &args.geo_db {
             Some(path) => edgesteer_geo::GeoDb::open(path).with_context(|| {
                 format!("--geo-db {}: cannot load the geo database", path.display())
@@ -267,6 +231,59 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
         serve.await?;
         tracing::info!("config service stopped");
         Ok(())
+    })
+}
+
+/// The tokens of `--token`, `EDGESTEER_TOKENS` and `--token-file`.
+fn all_tokens(
+    tokens: Vec<Token>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<Token>> {
+    let mut tokens = tokens;
+    if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
+        for t in env.split(',').filter(|t| !t.trim().is_empty()) {
+            tokens.push(
+                t.trim()
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("EDGESTEER_TOKENS: {e}"))?,
+            );
+        }
+    }
+    if let Some(path) = token_file {
+        tokens.extend(edgesteer_control_api::read_token_file(path).map_err(anyhow::Error::msg)?);
+    }
+    Ok(tokens)
+}
+
+/// The store the service keeps its versions in, and where it is.
+async fn open_store(args: &ControlArgs) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    Ok(match (&args.store, &args.data) {
+        (Some(url), _) => {
+            let replica = args
+                .replica
+                .clone()
+                .unwrap_or_else(super::serve::default_name);
+            let mut cfg =
+                edgesteer_control::EtcdConfig::parse(url, replica).map_err(anyhow::Error::msg)?;
+            cfg.ca = args.etcd_ca.clone();
+            cfg.user = match &args.etcd_user {
+                Some(u) => Some(
+                    u.split_once(':')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .context("--etcd-user: give USER:PASSWORD")?,
+                ),
+                None => None,
+            };
+            let store = edgesteer_control::EtcdStore::connect(&cfg)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", cfg.endpoints.join(",")))?;
+            (Arc::new(store), url.clone())
+        }
+        (None, Some(dir)) => (
+            Arc::new(edgesteer_control::FileStore::open(dir)?),
+            dir.display().to_string(),
+        ),
+        (None, None) => anyhow::bail!("give --data DIR (one replica) or --store etcd://..."),
     })
 }
 
