@@ -19,6 +19,7 @@ mod lifecycle;
 mod local_state;
 mod observe;
 mod origin_tls;
+mod push_storm;
 mod ratelimit;
 mod ratelimit_fleet;
 mod ratelimit_store;
