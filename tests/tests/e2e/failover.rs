@@ -112,6 +112,39 @@ async fn one_backend_dies_under_load_without_a_failed_get() {
     );
 }
 
+/// Issue 26: a whole region killed under load, two proxies, 2,000
+/// requests across the kill: not one fails. Requests already hashed to a
+/// dead backend are never sent, so they go on to the failover region
+/// whatever the retry budget says.
+#[tokio::test]
+async fn a_region_killed_under_load_fails_nothing_on_two_proxies() {
+    let _heavy = heavy().await;
+    let mut fleet = Fleet::new(&["us-east"]).await;
+    let (a, b) = (fleet.proxy().await, fleet.proxy().await);
+    let load = tokio::spawn(send_paced(Pace {
+        urls: vec![a.url("/v1/covers"), b.url("/v1/covers")],
+        ips: us_clients(),
+        rate: 200,
+        duration: Duration::from_secs(10),
+        conns: 8,
+        ..Pace::default()
+    }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for p in fleet.procs.get_mut("us-east").unwrap() {
+        p.kill();
+    }
+    let report = load.await.unwrap();
+    assert!(
+        report.other.is_empty() && report.limited == 0,
+        "{} failed, {} limited: {:?}",
+        report.other.len(),
+        report.limited,
+        &report.other[..report.other.len().min(5)]
+    );
+    assert!(report.ok >= 1900, "{report:?}");
+    assert!(report.by_region.contains_key("us-west"), "{report:?}");
+}
+
 #[tokio::test]
 async fn a_dead_region_fails_over_and_comes_back() {
     let mut fleet = Fleet::new(&["us-east"]).await;
