@@ -321,13 +321,19 @@ impl Limiter {
         self.store.snapshot(self.clock(Instant::now()))
     }
 
-    /// Sweeps every `every` until the task is dropped.
+    /// Sweeps every `every` until the task is dropped. Each sweep runs on
+    /// the runtime's blocking pool: a sweep of the largest maps takes
+    /// milliseconds of CPU, and the health probes and the store's sync
+    /// that share this runtime's one thread must not wait behind it.
     pub async fn run_sweeper(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.sweep();
+            let limiter = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || limiter.sweep()).await {
+                tracing::warn!(error = %e, "rate-limit sweep did not finish; trying again next time");
+            }
         }
     }
 }
