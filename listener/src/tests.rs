@@ -90,6 +90,16 @@ async fn closed_within(stats: &ConnStats, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// A listener with `limits`, a client that pipelines and never reads:
+/// how long until the listener closed it (`None`: still open at `limit`).
+async fn never_reading_client_closed_within(limits: Limits, limit: Duration) -> Option<Duration> {
+    let (addr, stats) = start(limits).await;
+    let client = pipeline_and_never_read(addr, &stats).await;
+    let took = closed_within(&stats, limit).await;
+    client.abort();
+    took
+}
+
 #[tokio::test]
 async fn an_idle_deadline_closes_a_connection_whose_client_never_reads() {
     // The write timeout is out of reach: only the idle close can end it.
@@ -100,11 +110,8 @@ async fn an_idle_deadline_closes_a_connection_whose_client_never_reads() {
         write_timeout: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let (addr, stats) = start(limits).await;
-    let client = pipeline_and_never_read(addr, &stats).await;
     // idle (1 s, checked every 0.5 s) + grace (1 s), with room for a slow host.
-    let took = closed_within(&stats, Duration::from_secs(6)).await;
-    client.abort();
+    let took = never_reading_client_closed_within(limits, Duration::from_secs(6)).await;
     assert!(
         took.is_some(),
         "a client that pipelines and never reads held the connection past idle + grace"
@@ -121,10 +128,7 @@ async fn a_write_that_makes_no_progress_times_out() {
         write_timeout: Duration::from_secs(1),
         ..Limits::default()
     };
-    let (addr, stats) = start(limits).await;
-    let client = pipeline_and_never_read(addr, &stats).await;
-    let took = closed_within(&stats, Duration::from_secs(6)).await;
-    client.abort();
+    let took = never_reading_client_closed_within(limits, Duration::from_secs(6)).await;
     assert!(
         took.is_some(),
         "a write stalled on a client that never reads did not time out"
