@@ -22,6 +22,8 @@
 //! - [`model`]: the compiled table, index-addressed for the hot path;
 //!   [`settings`]: its per-region settings blocks and their defaults.
 //! - [`route`]: `decide()`, the candidate order and track assignment.
+//! - [`dns`]: the compiled `[dns]` section and `answer()`, the DNS
+//!   sibling of `decide()` ([`wire_dns`] is its wire format).
 //! - [`client_ip`]: who the client is (peer, or the right-most untrusted
 //!   `X-Forwarded-For`/`Forwarded` hop behind trusted proxies).
 //! - [`limits`]: the downstream limits (`[limits]`).
@@ -38,6 +40,7 @@ mod check;
 pub mod client_ip;
 pub mod compile;
 pub mod diff;
+pub mod dns;
 pub mod error;
 pub mod explain;
 pub mod geo_codes;
@@ -51,6 +54,7 @@ pub mod route;
 pub mod settings;
 pub mod sticky;
 pub mod wire;
+pub mod wire_dns;
 
 pub use compile::compile;
 pub use error::{ConfigError, FieldError};

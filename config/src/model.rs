@@ -169,6 +169,11 @@ impl WeightedSet {
         self.cumulative.is_empty()
     }
 
+    /// Every backend of the set, in table order.
+    pub fn members(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.cumulative.iter().map(|&(_, b)| b)
+    }
+
     /// Backends in weight order starting at the weighted pick for `hash`,
     /// then cycling, so callers can skip unhealthy ones deterministically.
     pub fn walk(&self, hash: u64) -> impl Iterator<Item = BackendId> + '_ {
@@ -300,6 +305,8 @@ pub struct RoutingTable {
     pub(crate) unconfined: RegionSet,
     /// `(host, region)` with hosts lower-case; few enough to scan.
     pub(crate) pins: crate::host::HostPins<RegionId>,
+    /// The `[dns]` section, when the table has one.
+    pub dns: Option<std::sync::Arc<crate::dns::DnsZone>>,
 }
 
 impl RoutingTable {

@@ -208,17 +208,36 @@ pub fn assigned_track(table: &RoutingTable, region: RegionId, sticky: u64) -> Tr
     }
 }
 
-/// Whether a region could take traffic now: not drained, and a backend available.
+/// Whether a region may take traffic now: not drained, and at least half
+/// of its backends (both tracks, weight > 0) healthy, and at least one.
+///
+/// This is the one availability rule of both planes: `decide()` skips a
+/// region that fails it (its clients go down the failover list), and the
+/// DNS answer does the same, so HTTP and DNS never disagree on which
+/// region serves. A region below half its capacity would otherwise take
+/// its whole share of traffic on what is left of it.
 pub fn region_available<H: HealthView + ?Sized>(
     table: &RoutingTable,
     region: RegionId,
     health: &H,
 ) -> bool {
     let r = table.region(region);
-    !r.drained
-        && r.tracks
-            .iter()
-            .any(|t| t.walk(0).any(|b| health.is_healthy(b)))
+    if r.drained {
+        return false;
+    }
+    let total = r.tracks[0].len() + r.tracks[1].len();
+    // ceil(total / 2), and at least one: 1 of 1, 1 of 2, 2 of 3, 2 of 4.
+    let need = total.div_ceil(2).max(1);
+    let mut healthy = 0;
+    for b in r.tracks.iter().flat_map(|t| t.members()) {
+        if health.is_healthy(b) {
+            healthy += 1;
+            if healthy >= need {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn pick_in_region<H: HealthView + ?Sized>(
@@ -229,10 +248,10 @@ fn pick_in_region<H: HealthView + ?Sized>(
     health: &H,
     reason: Reason,
 ) -> Option<Route> {
-    let r = table.region(region);
-    if r.drained {
+    if !region_available(table, region, health) {
         return None;
     }
+    let r = table.region(region);
     let assigned = if bucket < r.canary_bps {
         Track::Canary
     } else {

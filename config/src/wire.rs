@@ -59,6 +59,9 @@ pub struct TableSpec {
     pub limits: LimitsSpec,
     /// Regions by name.
     pub regions: BTreeMap<String, RegionSpec>,
+    /// Authoritative GeoDNS for the table's names (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::wire_dns::DnsSpec>,
 }
 
 /// One rate-limit policy. A policy with a single limit writes `rate` and

@@ -229,7 +229,12 @@ proptest! {
         let allowed = oracle_allowed(&spec, cc);
         let pin = pin.filter(|&p| p < table.regions.len()).map(|p| RegionId(p as u8));
         let req = Request { class, pin, sticky, tried: &[] };
-        let usable = |r: &edgesteer_config::model::Region| !r.drained && r.backends.iter().any(|&b| health.is_healthy(b));
+        // The availability rule, restated: not drained, and at least half of
+        // the region's backends (all weight 1 here) healthy, at least one.
+        let usable = |r: &edgesteer_config::model::Region| {
+            let up = r.backends.iter().filter(|&&b| health.is_healthy(b)).count();
+            !r.drained && up >= 1 && 2 * up >= r.backends.len()
+        };
         let any_allowed_healthy = table.regions.iter().any(|r| allowed[&r.name] && usable(r));
         match decide(&table, &req, &health) {
             Decision::Route(route) => {

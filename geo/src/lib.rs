@@ -95,6 +95,20 @@ impl GeoResult {
 /// Anything that maps an address to a country; tests inject fixed answers.
 pub trait GeoLookup: Send + Sync {
     fn lookup(&self, ip: IpAddr) -> GeoResult;
+
+    /// The answer and the prefix length of the database network it came
+    /// from (the DNS client-subnet scope). Without network data: the
+    /// address's full length.
+    fn lookup_net(&self, ip: IpAddr) -> (GeoResult, u8) {
+        (self.lookup(ip), full_len(ip))
+    }
+}
+
+fn full_len(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,15 +239,19 @@ impl GeoDb {
             return GeoResult::empty(LookupStatus::Private);
         }
         let cur = self.current.load();
-        decode(&cur.reader, ip)
+        decode(&cur.reader, ip).0
     }
 }
 
 impl GeoLookup for GeoDb {
     fn lookup(&self, ip: IpAddr) -> GeoResult {
+        self.lookup_net(ip).0
+    }
+
+    fn lookup_net(&self, ip: IpAddr) -> (GeoResult, u8) {
         let ip = canonical(ip);
         if is_non_routable(ip) {
-            return GeoResult::empty(LookupStatus::Private);
+            return (GeoResult::empty(LookupStatus::Private), full_len(ip));
         }
         let cur = self.current.load();
         let key = cache_key(ip);
@@ -242,22 +260,23 @@ impl GeoLookup for GeoDb {
             let c = c.borrow();
             c.get(slot)
                 .filter(|e| e.key == key && e.generation == cur.generation)
-                .map(|e| e.result)
+                .map(|e| (e.result, e.prefix))
         });
-        if let Some(result) = hit {
-            return result;
+        if let Some(hit) = hit {
+            return hit;
         }
-        let result = decode(&cur.reader, ip);
+        let (result, prefix) = decode(&cur.reader, ip);
         CACHE.with(|c| {
             if let Some(e) = c.borrow_mut().get_mut(slot) {
                 *e = CacheEntry {
                     key,
                     generation: cur.generation,
                     result,
+                    prefix,
                 };
             }
         });
-        result
+        (result, prefix)
     }
 }
 
@@ -403,11 +422,28 @@ struct ContinentRec<'a> {
     code: Option<&'a str>,
 }
 
-fn decode<S: AsRef<[u8]>>(reader: &Reader<S>, ip: IpAddr) -> GeoResult {
-    let rec = match reader.lookup(ip).and_then(|r| r.decode::<Record<'_>>()) {
+/// The answer for `ip`, and the prefix length of the database network
+/// holding it (the address's full length when the database cannot say).
+fn decode<S: AsRef<[u8]>>(reader: &Reader<S>, ip: IpAddr) -> (GeoResult, u8) {
+    let full = full_len(ip);
+    let looked = match reader.lookup(ip) {
+        Ok(l) => l,
+        // An IPv6 address in an IPv4-only database lands here too.
+        Err(_) => return (GeoResult::empty(LookupStatus::Error), full),
+    };
+    // An IPv4 address whose network the database holds only above the
+    // IPv4 subtree comes back as an IPv6 network: no IPv4 prefix to give.
+    let prefix = match looked.network() {
+        Ok(n) if n.is_ipv4() == ip.is_ipv4() => n.prefix(),
+        _ => full,
+    };
+    (decode_record(looked.decode::<Record<'_>>()), prefix)
+}
+
+fn decode_record(rec: Result<Option<Record<'_>>, maxminddb::MaxMindDbError>) -> GeoResult {
+    let rec = match rec {
         Ok(Some(rec)) => rec,
         Ok(None) => return GeoResult::empty(LookupStatus::NotFound),
-        // An IPv6 address in an IPv4-only database lands here too.
         Err(_) => return GeoResult::empty(LookupStatus::Error),
     };
     let code = rec
@@ -440,11 +476,12 @@ struct CacheEntry {
     key: u128,
     generation: u64,
     result: GeoResult,
+    prefix: u8,
 }
 
 thread_local! {
     static CACHE: RefCell<Box<[CacheEntry]>> = RefCell::new(
-        vec![CacheEntry { key: 0, generation: 0, result: GeoResult::empty(LookupStatus::NotFound) }; CACHE_SLOTS]
+        vec![CacheEntry { key: 0, generation: 0, result: GeoResult::empty(LookupStatus::NotFound), prefix: 0 }; CACHE_SLOTS]
             .into_boxed_slice(),
     );
 }

@@ -28,7 +28,8 @@
 //! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`],
 //!   [`access_log`]: serving and observing; [`lifecycle`]: signals,
 //!   upgrades and the runtime directory; [`explain`]: "where would this
-//!   client go, and why".
+//!   client go, and why"; [`geodns`]: the DNS listeners on the same
+//!   snapshot.
 
 pub mod access_log;
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod cert_watch;
 pub mod conn_cap;
 pub mod conn_loop;
 pub mod explain;
+pub mod geodns;
 pub mod head;
 pub mod heartbeat;
 pub mod intake;

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub dns: DnsConfig,
     /// The shared store for `global` rate-limit policies.
     pub redis: Option<edgesteer_ratelimit::global::SyncConfig>,
+    /// Authoritative GeoDNS (`--dns-listen`).
+    pub geodns: Option<crate::geodns::GeoDnsOptions>,
 }
 
 impl Default for ServeOptions {
@@ -78,6 +80,7 @@ impl Default for ServeOptions {
             upgrade: false,
             dns: DnsConfig::System,
             redis: None,
+            geodns: None,
         }
     }
 }
@@ -171,6 +174,14 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         let listener = AdminService::new("metrics", addr, app, opts.upgrade)
             .with_context(|| format!("binding the metrics listener on {addr}"))?;
         server.add_service(listener);
+    }
+    if let Some(g) = &opts.geodns {
+        let mut dns = background_service(
+            "geodns",
+            crate::geodns::GeoDnsService::bind(steer.clone(), g)?,
+        );
+        dns.threads = Some(g.threads.max(1));
+        server.add_service(dns);
     }
     server.add_service(background_service(
         "maintenance",

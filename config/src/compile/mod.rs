@@ -11,15 +11,15 @@
 //! One file per section of the table, called in the order their errors are
 //! reported: `zones`, `geo` (default region, continents, countries),
 //! `pins`, `client_ip`, `health`, `release` (and rollouts), `upstream`
-//! (retry, outlier), then rate limits (the `ratelimit` module) and `regions`
-//! (failover, canary, `backends`). `lookup` resolves names between them.
+//! (retry, outlier), then rate limits (the `ratelimit` module), `regions`
+//! (failover, canary, `backends`) and `[dns]` (`crate::dns::compile`). `lookup` resolves names between them.
 
 mod backends;
 mod client_ip;
 mod geo;
 mod health;
 mod limits;
-mod lookup;
+pub(crate) mod lookup;
 mod pins;
 mod regions;
 mod release;
@@ -58,7 +58,7 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
     }
     let zoning = zones::zoning(spec, errs)?;
     let homes = geo::homes(spec, &zoning, errs);
-    let pins = crate::host::HostPins::new(pins::pins(spec, &zoning.region_ids, errs));
+    let pin_list = pins::pins(spec, &zoning.region_ids, errs);
     let trusted_proxies = client_ip::trusted_proxies(&spec.client_ip.trusted_proxies, errs);
     let default_health = health::health("health", &spec.health, &HealthSettings::default(), errs);
     let release = release::release(spec, errs);
@@ -70,6 +70,10 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
         std::sync::Arc::new(upstream::settings("upstream", &spec.upstream, errs));
     let (regions, backends) =
         regions::regions(spec, &zoning, &default_health, &default_upstream, errs);
+    let dns = spec.dns.as_ref().and_then(|d| {
+        crate::dns::compile::dns_zone(d, &zoning.region_ids, &pin_list, errs)
+            .map(std::sync::Arc::new)
+    });
     Some(RoutingTable {
         description: spec.description.clone(),
         regions,
@@ -91,7 +95,8 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
         country_home: homes.country_home,
         country_zone: zoning.country_zone,
         unconfined: zoning.unconfined,
-        pins,
+        pins: crate::host::HostPins::new(pin_list),
+        dns,
     })
 }
 

@@ -38,6 +38,9 @@ pub(super) struct DemoArgs {
     backend_ports: Option<u16>,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Where the demo answers GeoDNS for the table's [dns] zone (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns_listen: SocketAddr,
 }
 
 /// The demo config service's ops token (printed at start-up).
@@ -114,6 +117,11 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         listen: vec![args.listen.clone()],
         admin: Some(args.admin),
         threads: args.threads,
+        geodns: Some(edgesteer_proxy::geodns::GeoDnsOptions {
+            listen: args.dns_listen,
+            threads: 1,
+            tcp: edgesteer_dns::TcpLimits::default(),
+        }),
         ..ServeOptions::default()
     };
     let follow = Follow {
@@ -264,6 +272,20 @@ fn print_banner(args: &DemoArgs, backends: &[DemoBackend], control_url: &str) {
     );
     println!("  curl -s -H 'X-Forwarded-For: 1.36.0.1'      {base}/v1/covers   # Hong Kong-> ap-southeast");
     println!("  curl -si -H 'Host: api-cn.covergen.ai' -H 'X-Forwarded-For: 8.8.8.8' {base}/  # pin across zone -> 421");
+    let dns = args.dns_listen;
+    println!(
+        "GeoDNS on {dns} (UDP and TCP), the same table, health and zones; the client subnet picks the region:"
+    );
+    println!(
+        "  dig @{} -p {} api.covergen.ai A +subnet=202.96.128.0/24 +short   # China -> cn-east's edges",
+        dns.ip(),
+        dns.port()
+    );
+    println!(
+        "  dig @{} -p {} api.covergen.ai AAAA +subnet=202.96.128.0/24      # NODATA: China's edges have no IPv6",
+        dns.ip(),
+        dns.port()
+    );
     println!("rate limits (local scope in the demo): per IP 10,000/s; X-Api-Key free 10/s, pro 100/s, enterprise 1,000/s");
     println!("  for i in $(seq 15); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'X-Api-Key: cg-demo-free' {base}/v1/covers; done; echo   # 10 x 200, then 429");
     println!("  curl -si -H 'X-Api-Key: cg-demo-pro' {base}/v1/covers | grep -i ratelimit   # RateLimit-Policy / RateLimit headers");

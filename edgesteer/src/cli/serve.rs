@@ -96,6 +96,13 @@ pub(super) struct ListenArgs {
     /// fleet's overshoot grows with it (see docs/design.md).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
     redis_sync_ms: u64,
+    /// Serve authoritative GeoDNS for the table's [dns] zone on ADDR (UDP
+    /// and TCP), e.g. 0.0.0.0:53.
+    #[arg(long = "dns-listen")]
+    dns_listen: Option<SocketAddr>,
+    /// Threads of the DNS server, each with its own UDP socket.
+    #[arg(long = "dns-threads", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    dns_threads: u64,
 }
 
 #[derive(Args, Debug)]
@@ -257,6 +264,13 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
             .map(|url| edgesteer_ratelimit::global::SyncConfig {
                 url,
                 interval: std::time::Duration::from_millis(net.redis_sync_ms.max(1)),
+            }),
+        geodns: net
+            .dns_listen
+            .map(|listen| edgesteer_proxy::geodns::GeoDnsOptions {
+                listen,
+                threads: net.dns_threads as usize,
+                tcp: edgesteer_dns::TcpLimits::default(),
             }),
     }
 }

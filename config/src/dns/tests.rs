@@ -1,0 +1,192 @@
+//! `[dns]` compile rules, each with its field path, and `answer()` on the
+//! covergen table.
+
+use super::answer::{answer, AnswerState, DnsDecision};
+use crate::error::FieldError;
+use crate::model::{BackendId, RegionId, RegionSet};
+use crate::route::{HealthView, Reason};
+use crate::wire_dns::DnsRecordSpec;
+use crate::{compile, parse, Country, TableSpec, COVERGEN_TOML};
+
+fn covergen() -> TableSpec {
+    parse::from_toml(COVERGEN_TOML).unwrap()
+}
+
+fn only_error(spec: &TableSpec) -> FieldError {
+    let e = compile(spec).expect_err("the table compiled");
+    assert_eq!(e.errors().len(), 1, "{e}");
+    e.errors()[0].clone()
+}
+
+fn dns(spec: &mut TableSpec) -> &mut crate::wire_dns::DnsSpec {
+    spec.dns.as_mut().unwrap()
+}
+
+#[test]
+fn covergen_compiles_with_its_zone_and_pins() {
+    let t = compile(&covergen()).unwrap();
+    let z = t.dns.as_ref().unwrap();
+    assert_eq!(z.apex, "covergen.ai");
+    assert_eq!(z.geo_names, ["api.covergen.ai"]);
+    assert_eq!(z.pinned.len(), 4);
+    assert!(z.contains("api-cn.covergen.ai") && z.contains("covergen.ai"));
+    assert!(!z.contains("xcovergen.ai") && !z.contains("covergen.ai.evil"));
+    let cn = t.region_by_name("cn-east").unwrap();
+    assert!(z.regions[cn.index()].v6.is_empty());
+    assert_eq!(z.soa.mname, "ns1.covergen.ai");
+}
+
+#[test]
+fn an_address_belongs_to_one_region() {
+    let mut s = covergen();
+    let eu = dns(&mut s).regions["eu-west"].addresses[0].clone();
+    dns(&mut s)
+        .regions
+        .get_mut("cn-east")
+        .unwrap()
+        .addresses
+        .push(eu);
+    let e = only_error(&s);
+    assert_eq!(e.path, "dns.regions.eu-west.addresses[0]", "{e}");
+    assert!(e.reason.contains("exactly one region"), "{e}");
+}
+
+#[test]
+fn every_region_needs_edges_and_known_names() {
+    let mut s = covergen();
+    dns(&mut s).regions.remove("us-west");
+    let e = only_error(&s);
+    assert_eq!(e.path, "dns.regions.us-west");
+    let mut s = covergen();
+    let r = dns(&mut s).regions["us-west"].clone();
+    dns(&mut s).regions.insert("nowhere".into(), r);
+    assert!(only_error(&s).reason.contains("unknown region `nowhere`"));
+}
+
+#[test]
+fn names_records_and_ttls_are_checked() {
+    let mut s = covergen();
+    dns(&mut s).names = vec!["api.example.com".into()];
+    assert_eq!(only_error(&s).path, "dns.names[0]");
+
+    let mut s = covergen();
+    dns(&mut s).names = vec!["api-us.covergen.ai".into()];
+    assert!(only_error(&s).reason.contains("also a host pin"));
+
+    let mut s = covergen();
+    dns(&mut s).records.retain(|r| r.name != "ns2.covergen.ai");
+    let e = only_error(&s);
+    assert_eq!(e.path, "dns.ns[1]");
+    assert!(e.reason.contains("glue"), "{e}");
+
+    let record = |name: &str, t: &str, v: &str| DnsRecordSpec {
+        name: name.into(),
+        rtype: t.into(),
+        value: v.into(),
+        ttl: None,
+    };
+    let n = covergen().dns.unwrap().records.len();
+    for (r, path, needle) in [
+        (
+            record("api.covergen.ai", "A", "192.0.2.9"),
+            "type",
+            "answered by the table",
+        ),
+        (
+            record("www.covergen.ai", "A", "198.51.100.10"),
+            "value",
+            "edge address",
+        ),
+        (
+            record("www.covergen.ai", "MX", "10 mx"),
+            "type",
+            "not a record type",
+        ),
+        (
+            record("www.covergen.ai", "CAA", "0 issue letsencrypt.org"),
+            "value",
+            "FLAGS TAG",
+        ),
+        (
+            record("www.covergen.ai", "AAAA", "1.2.3.4"),
+            "value",
+            "IPv6",
+        ),
+    ] {
+        let mut s = covergen();
+        dns(&mut s).records.push(r.clone());
+        let e = only_error(&s);
+        assert_eq!(e.path, format!("dns.records[{n}].{path}"), "{r:?}: {e}");
+        assert!(e.reason.contains(needle), "{r:?}: {e}");
+    }
+
+    let mut s = covergen();
+    dns(&mut s).ttl.degraded = Some(120);
+    assert_eq!(only_error(&s).path, "dns.ttl.degraded");
+}
+
+/// Every backend healthy but those of the regions named.
+struct UpIn<'a>(&'a crate::RoutingTable, Vec<&'a str>);
+
+impl HealthView for UpIn<'_> {
+    fn is_healthy(&self, b: BackendId) -> bool {
+        let r = self.0.backend(b).region;
+        !self.1.contains(&self.0.region(r).name.as_str())
+    }
+    fn region_rtt_us(&self, _r: RegionId) -> Option<u32> {
+        None
+    }
+}
+
+#[test]
+fn answers_follow_home_failover_and_fail_open_inside_the_zone() {
+    let t = compile(&covergen()).unwrap();
+    let z = t.dns.as_ref().unwrap();
+    let name = |r: RegionId| t.region(r).name.clone();
+    let at = |cc: &str, down: Vec<&str>| {
+        let class = t.classify(Country::parse(cc), None);
+        answer(&t, z, class, None, &UpIn(&t, down), RegionSet::EMPTY)
+    };
+    let DnsDecision::Answer(a) = at("CN", vec![]) else {
+        panic!()
+    };
+    assert_eq!(
+        (name(a.region).as_str(), a.reason, a.state, a.ttl),
+        ("cn-east", Reason::Home, AnswerState::Normal, 60)
+    );
+    let DnsDecision::Answer(a) = at("CN", vec!["cn-east"]) else {
+        panic!()
+    };
+    assert_eq!(
+        (name(a.region).as_str(), a.state, a.ttl),
+        ("cn-north", AnswerState::Degraded, 15)
+    );
+    // Both China regions down: China's own home edges, short TTL; never
+    // a region outside the zone although those are healthy.
+    let DnsDecision::Answer(a) = at("CN", vec!["cn-east", "cn-north"]) else {
+        panic!()
+    };
+    assert_eq!(
+        (name(a.region).as_str(), a.state, a.ttl),
+        ("cn-east", AnswerState::FailOpen, 5)
+    );
+    let DnsDecision::Answer(a) = at("DE", vec!["eu-west", "eu-central"]) else {
+        panic!()
+    };
+    assert_eq!(
+        (name(a.region).as_str(), a.state),
+        ("eu-west", AnswerState::FailOpen)
+    );
+    // Edges down by their health URL count as the region down, for DNS.
+    let class = t.classify(Country::parse("US"), None);
+    let mut down = RegionSet::EMPTY;
+    down.insert(t.region_by_name("us-east").unwrap());
+    let DnsDecision::Answer(a) = answer(&t, z, class, None, &UpIn(&t, vec![]), down) else {
+        panic!()
+    };
+    assert_eq!(name(a.region), "us-west");
+    // A pin across the zone: no answer (NODATA), as HTTP answers 421.
+    let cn = t.region_by_name("cn-east").unwrap();
+    let got = answer(&t, z, class, Some(cn), &UpIn(&t, vec![]), RegionSet::EMPTY);
+    assert!(matches!(got, DnsDecision::PinOutsideZone { .. }), "{got:?}");
+}

@@ -1,0 +1,318 @@
+//! The DNS listeners: UDP sockets (one per thread, `SO_REUSEPORT`, so the
+//! kernel spreads queries and an upgraded process can bind beside the old
+//! one) and a TCP listener with a connection cap and an idle timeout.
+//! Each query is answered in place on the task that read it: one receive
+//! buffer and one answer buffer per socket, reused, no task per query.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use edgesteer_config::model::{RegionSet, RoutingTable};
+use edgesteer_config::route::HealthView;
+use edgesteer_geo::GeoLookup;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{DnsMetrics, QueryCounters};
+use crate::render::Rendered;
+use crate::respond::{respond, Env, Outcome, Transport};
+use crate::rrl::{Limiter, Verdict};
+
+/// Where the table and health come from: the proxy's current snapshot.
+pub trait Plane: Send + Sync + 'static {
+    /// Calls `f` with the current table version, table and health view.
+    fn with_current<R>(&self, f: impl FnOnce(u64, &RoutingTable, &dyn HealthView) -> R) -> R;
+}
+
+/// TCP limits.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A connection with no complete query for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 256,
+            idle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One table version's rendered zone with its metric handles.
+struct Current {
+    rendered: Option<Rendered>,
+    version: u64,
+    counters: QueryCounters,
+}
+
+/// The GeoDNS server state shared by every listener task.
+pub struct DnsServer<P, G: ?Sized> {
+    plane: Arc<P>,
+    geo: Arc<G>,
+    current: ArcSwapOption<Current>,
+    rrl: Limiter,
+    metrics: DnsMetrics,
+    /// Regions whose edges fail their health URL (a `RegionSet` in two halves).
+    edges_down: [AtomicU64; 2],
+    tcp: TcpLimits,
+}
+
+/// Sockets bound before serving, so a taken port fails the start.
+pub struct Bound {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: std::net::TcpListener,
+}
+
+impl Bound {
+    /// `udp_sockets` UDP sockets (each served by its own task) and one TCP
+    /// listener on `addr`.
+    pub fn bind(addr: SocketAddr, udp_sockets: usize) -> std::io::Result<Bound> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let domain = Domain::for_address(addr);
+        let mut udp = Vec::new();
+        for _ in 0..udp_sockets.max(1) {
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_port(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            udp.push(s.into());
+        }
+        let t = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        t.set_reuse_address(true)?;
+        t.set_reuse_port(true)?;
+        t.set_nonblocking(true)?;
+        t.bind(&addr.into())?;
+        t.listen(1024)?;
+        Ok(Bound { udp, tcp: t.into() })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
+    pub fn new(plane: Arc<P>, geo: Arc<G>, metrics: DnsMetrics, tcp: TcpLimits) -> Self {
+        DnsServer {
+            plane,
+            geo,
+            current: ArcSwapOption::empty(),
+            rrl: Limiter::default(),
+            metrics,
+            edges_down: [AtomicU64::new(0), AtomicU64::new(0)],
+            tcp,
+        }
+    }
+
+    /// Where the table comes from.
+    pub fn plane(&self) -> &P {
+        &self.plane
+    }
+
+    /// Marks a region's edges down (or up again), from its health URL.
+    pub fn set_edges_down(&self, set: RegionSet) {
+        self.edges_down[0].store(set.0 as u64, Ordering::Relaxed);
+        self.edges_down[1].store((set.0 >> 64) as u64, Ordering::Relaxed);
+    }
+
+    fn edges_down(&self) -> RegionSet {
+        let lo = u128::from(self.edges_down[0].load(Ordering::Relaxed));
+        let hi = u128::from(self.edges_down[1].load(Ordering::Relaxed));
+        RegionSet(lo | (hi << 64))
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self: Arc<Self>, bound: Bound, shutdown: impl Future<Output = ()>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in bound.udp {
+            match tokio::net::UdpSocket::from_std(s) {
+                Ok(sock) => {
+                    tasks.spawn(self.clone().udp_loop(sock));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serve a DNS UDP socket"),
+            }
+        }
+        tasks.spawn(crate::probe::run(self.clone()));
+        match tokio::net::TcpListener::from_std(bound.tcp) {
+            Ok(l) => {
+                tasks.spawn(self.clone().tcp_loop(l));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serve the DNS TCP listener"),
+        }
+        shutdown.await;
+        tasks.shutdown().await;
+    }
+
+    /// Answers one message; `out` holds the answer when `Some`.
+    pub fn answer(
+        &self,
+        msg: &[u8],
+        src: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
+        let started = Instant::now();
+        let outcome = self.plane.with_current(|version, table, health| {
+            let cur = self.current_for(version, table);
+            let env = Env {
+                table,
+                health,
+                geo: &*self.geo,
+                zone: cur.rendered.as_ref(),
+                edges_down: self.edges_down(),
+            };
+            let outcome = respond(&env, msg, src, transport, out);
+            match outcome {
+                Some(o) => cur
+                    .counters
+                    .count(o.qtype, o.rcode, o.region.map(|r| r.index())),
+                None => self.metrics.malformed.inc(),
+            }
+            if outcome.is_some_and(|o| o.rcode == crate::respond::Rcode::FormErr) {
+                self.metrics.malformed.inc();
+            }
+            outcome
+        });
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// The rendered zone for `version`, rendered now if the table changed.
+    fn current_for(&self, version: u64, table: &RoutingTable) -> Arc<Current> {
+        if let Some(cur) = self.current.load_full().filter(|c| c.version == version) {
+            return cur;
+        }
+        let names: Vec<&str> = table.regions.iter().map(|r| r.name.as_str()).collect();
+        let cur = Arc::new(Current {
+            rendered: table.dns.clone().map(|z| Rendered::new(z, version)),
+            version,
+            counters: self.metrics.bind(&names),
+        });
+        if cur.rendered.is_none() {
+            tracing::warn!(
+                version,
+                "the routing table has no [dns] section; every DNS query is refused"
+            );
+        }
+        self.current.store(Some(cur.clone()));
+        cur
+    }
+
+    async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
+        let mut buf = vec![0u8; 4096];
+        let mut out = Vec::with_capacity(4096);
+        loop {
+            let (n, peer) = match sock.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
+                    continue;
+                }
+            };
+            let msg = &buf[..n];
+            let Some(outcome) = self.answer(msg, peer.ip(), Transport::Udp, &mut out) else {
+                continue;
+            };
+            if !self.rate_ok(msg, peer.ip(), outcome, &mut out) {
+                continue;
+            }
+            if let Err(e) = sock.send_to(&out, peer).await {
+                tracing::debug!(error = %e, %peer, "DNS UDP send failed");
+            }
+        }
+    }
+
+    /// Response rate limiting; may turn `out` into its truncated form.
+    fn rate_ok(&self, msg: &[u8], src: IpAddr, outcome: Outcome, out: &mut Vec<u8>) -> bool {
+        let Some(cur) = self.current.load_full() else {
+            return true;
+        };
+        let Some(r) = &cur.rendered else {
+            return true;
+        };
+        let Ok(q) = crate::query::parse(msg) else {
+            return true;
+        };
+        match self
+            .rrl
+            .check(&r.zone.rrl, src, q.lower.as_str(), outcome.class)
+        {
+            Verdict::Send => true,
+            Verdict::Slip => {
+                self.metrics.rrl_slipped.inc();
+                crate::respond::slip(out, 12 + q.question.len());
+                true
+            }
+            Verdict::Drop => {
+                self.metrics.rrl_dropped.inc();
+                false
+            }
+        }
+    }
+
+    async fn tcp_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let slots = Arc::new(Semaphore::new(self.tcp.max_connections));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                self.metrics.tcp_refused.inc();
+                drop(stream);
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.metrics.tcp_open.inc();
+                me.tcp_conn(stream, peer.ip()).await;
+                me.metrics.tcp_open.dec();
+                drop(permit);
+            });
+        }
+    }
+
+    /// Queries on one connection, each within the idle timeout.
+    async fn tcp_conn(&self, mut stream: tokio::net::TcpStream, peer: IpAddr) {
+        let mut msg = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let read = async {
+                let len = usize::from(stream.read_u16().await?);
+                msg.resize(len, 0);
+                stream.read_exact(&mut msg).await?;
+                Ok::<_, std::io::Error>(())
+            };
+            match tokio::time::timeout(self.tcp.idle, read).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            if self.answer(&msg, peer, Transport::Tcp, &mut out).is_none() {
+                return;
+            }
+            let len = u16::try_from(out.len()).unwrap_or(u16::MAX);
+            let write = async {
+                stream.write_all(&len.to_be_bytes()).await?;
+                stream.write_all(&out[..usize::from(len)]).await
+            };
+            match tokio::time::timeout(self.tcp.idle, write).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+}
