@@ -5,6 +5,7 @@
 #   etcd-server   - the config service's replicated store (tests start their own clusters)
 #   protoc        - etcd-client's build (gRPC stubs), Debian's protobuf-compiler
 #   chromium      - the ops console's browser test (chromium + chromium-driver, driven by WebDriver)
+#   dig           - the GeoDNS tests ask with it (Debian's bind9-dnsutils)
 # Debian/Ubuntu packages; needs root or sudo. Safe to run again.
 set -euo pipefail
 need=()
@@ -15,6 +16,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

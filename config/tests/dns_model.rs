@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 //! The model check of the two planes: for every client class of the
 //! covergen table (every country code, and no country) x every host (the
 //! geo name and each pin) x every subset of healthy regions (all 2^8) x

@@ -15,6 +15,7 @@ mod edge_conns;
 mod edge_faults;
 mod edge_heads;
 mod failover;
+mod geodns;
 mod lifecycle;
 mod local_state;
 mod observe;

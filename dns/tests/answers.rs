@@ -1,0 +1,347 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+//! The answer path on the covergen table, read back with hickory-proto
+//! (an independent DNS implementation): client subnets from four zones,
+//! no subnet, a /0 subnet, NODATA for AAAA where a region has no IPv6,
+//! NXDOMAIN, REFUSED, 0x20 case, the 1232-byte cap and TC, BADVERS,
+//! FORMERR for a subnet with bits past its prefix, RFC 8482 ANY, and a
+//! refused zone transfer.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use edgesteer_config::dns::DnsZone;
+use edgesteer_config::model::RegionSet;
+use edgesteer_config::route::AllHealthy;
+use edgesteer_config::{load_toml, RoutingTable, COVERGEN_TOML};
+use edgesteer_dns::render::Rendered;
+use edgesteer_dns::respond::{respond, Env, Rcode, Transport};
+use edgesteer_geo::testdb::{build, Schema, SAMPLE};
+use edgesteer_geo::GeoDb;
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+struct Fixture {
+    table: RoutingTable,
+    zone: Rendered,
+    geo: GeoDb,
+}
+
+fn fixture() -> Fixture {
+    let (_, table) = load_toml(COVERGEN_TOML).unwrap();
+    let z: std::sync::Arc<DnsZone> = table.dns.clone().unwrap();
+    Fixture {
+        zone: Rendered::new(z, 42),
+        table,
+        geo: GeoDb::from_bytes(build(Schema::GeoIp2, SAMPLE)).unwrap(),
+    }
+}
+
+fn query(name: &str, rtype: RecordType, subnet: Option<(&str, u8)>) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = 0xbeef;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some((addr, source)) = subnet {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            addr.parse().unwrap(),
+            source,
+            0,
+        )));
+        m.set_edns(e);
+    }
+    m
+}
+
+impl Fixture {
+    fn ask_bytes(&self, msg: &[u8], from: &str, t: Transport) -> Option<Vec<u8>> {
+        let env = Env {
+            table: &self.table,
+            health: &AllHealthy,
+            geo: &self.geo,
+            zone: Some(&self.zone),
+            edges_down: RegionSet::EMPTY,
+        };
+        let mut out = Vec::new();
+        respond(&env, msg, from.parse().unwrap(), t, &mut out).map(|_| out)
+    }
+
+    fn ask(&self, q: &Message, t: Transport) -> Message {
+        let out = self
+            .ask_bytes(&q.to_vec().unwrap(), "127.0.0.1", t)
+            .expect("an answer");
+        Message::from_vec(&out).expect("our answer parses")
+    }
+}
+
+fn v4s(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+fn scope(m: &Message) -> Option<(IpAddr, u8, u8)> {
+    match m
+        .edns
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)?
+    {
+        EdnsOption::Subnet(s) => Some((s.addr(), s.source_prefix(), s.scope_prefix())),
+        _ => None,
+    }
+}
+
+#[test]
+fn each_subnet_gets_its_regions_edges_over_udp_and_tcp() {
+    let f = fixture();
+    for t in [Transport::Udp, Transport::Tcp] {
+        for (subnet, want) in [
+            ("36.1.1.0", "203.0.113.80"), // CN -> cn-east
+            ("5.0.1.0", "198.51.100.30"), // DE -> eu-west
+            ("3.3.3.0", "198.51.100.10"), // US -> us-east
+            ("43.0.1.0", "203.0.113.10"), // HK -> ap-southeast
+        ] {
+            let m = f.ask(
+                &query("api.covergen.ai.", RecordType::A, Some((subnet, 24))),
+                t,
+            );
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+            assert!(m.metadata.authoritative && !m.metadata.recursion_available);
+            assert_eq!(m.metadata.id, 0xbeef);
+            let got = v4s(&m);
+            assert!(got.contains(&want.parse().unwrap()), "{subnet}: {got:?}");
+            assert_eq!(got.len(), 2, "{subnet}: {got:?}");
+            assert!(m.answers.iter().all(|r| r.ttl == 60));
+            // Family, source and address echoed; scope no longer than /24.
+            let (addr, source, sc) = scope(&m).expect("ECS echoed");
+            assert_eq!((addr, source), (subnet.parse().unwrap(), 24));
+            assert!((8..=24).contains(&sc), "scope {sc}");
+        }
+    }
+}
+
+#[test]
+fn no_subnet_or_a_zero_source_locates_the_resolver() {
+    let f = fixture();
+    // The resolver's own address is in China.
+    let q = query("api.covergen.ai.", RecordType::A, None);
+    let out = f
+        .ask_bytes(&q.to_vec().unwrap(), "36.1.1.1", Transport::Udp)
+        .unwrap();
+    let m = Message::from_vec(&out).unwrap();
+    assert!(v4s(&m).contains(&"203.0.113.80".parse().unwrap()), "{m:?}");
+    assert!(m.edns.is_none(), "no OPT without one in the query");
+    // A /0 source counts as none: the resolver (US) decides, scope 0.
+    let q = query("api.covergen.ai.", RecordType::A, Some(("0.0.0.0", 0)));
+    let out = f
+        .ask_bytes(&q.to_vec().unwrap(), "3.3.3.3", Transport::Udp)
+        .unwrap();
+    let m = Message::from_vec(&out).unwrap();
+    assert!(v4s(&m).contains(&"198.51.100.10".parse().unwrap()), "{m:?}");
+    assert_eq!(scope(&m).map(|s| s.2), Some(0));
+}
+
+#[test]
+fn negative_answers_are_well_formed() {
+    let f = fixture();
+    // China's edges have no IPv6: NODATA with the SOA, never NXDOMAIN.
+    let m = f.ask(
+        &query("api.covergen.ai.", RecordType::AAAA, Some(("36.1.1.0", 24))),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    let soa = m.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(s.clone()),
+        _ => None,
+    });
+    let soa = soa.expect("SOA in the authority section");
+    assert_eq!(soa.serial, 42, "the serial is the table version");
+    assert_eq!(soa.minimum, 60);
+    // An unknown name under the apex: NXDOMAIN with the SOA.
+    let m = f.ask(
+        &query("nope.covergen.ai.", RecordType::A, None),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.authorities.len(), 1);
+    // An empty non-terminal (api.covergen.ai has _acme-challenge below
+    // it; here a name whose child exists): NODATA.
+    let m = f.ask(
+        &query("api.covergen.ai.", RecordType::TXT, None),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // Outside the apex: REFUSED, not authoritative.
+    let m = f.ask(&query("example.com.", RecordType::A, None), Transport::Udp);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!m.metadata.authoritative);
+    // Zone transfers: refused.
+    let m = f.ask(
+        &query("covergen.ai.", RecordType::AXFR, None),
+        Transport::Tcp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+#[test]
+fn mixed_case_is_echoed_as_sent() {
+    let f = fixture();
+    let m = f.ask(
+        &query("aPi.CoVeRgEn.aI.", RecordType::A, None),
+        Transport::Udp,
+    );
+    assert_eq!(m.queries[0].name().to_ascii(), "aPi.CoVeRgEn.aI.");
+    assert_eq!(m.answers[0].name.to_ascii(), "aPi.CoVeRgEn.aI.");
+    assert_eq!(v4s(&m).len(), 2);
+}
+
+#[test]
+fn pins_answer_inside_the_zone_only() {
+    let f = fixture();
+    let m = f.ask(
+        &query("api-cn.covergen.ai.", RecordType::A, Some(("36.1.1.0", 24))),
+        Transport::Udp,
+    );
+    assert!(v4s(&m).contains(&"203.0.113.80".parse().unwrap()));
+    // A US client asking for the China pin: NODATA (HTTP says 421).
+    let m = f.ask(
+        &query("api-cn.covergen.ai.", RecordType::A, Some(("3.3.3.0", 24))),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty(), "{m:?}");
+    // And a China client asking for the US pin.
+    let m = f.ask(
+        &query("api-us.covergen.ai.", RecordType::A, Some(("36.1.1.0", 24))),
+        Transport::Udp,
+    );
+    assert!(m.answers.is_empty(), "{m:?}");
+}
+
+#[test]
+fn edns_versions_and_bad_subnets_are_refused_by_rcode() {
+    let f = fixture();
+    let mut q = query("api.covergen.ai.", RecordType::A, Some(("3.3.3.0", 24)));
+    q.edns.as_mut().unwrap().set_version(1);
+    let m = f.ask(&q, Transport::Udp);
+    // 16: BADVERS in an OPT answer (hickory names the shared code BADSIG).
+    assert_eq!(u16::from(m.metadata.response_code), 16);
+    assert!(m.answers.is_empty());
+    // A subnet with a bit past its source prefix: FORMERR (hand-made,
+    // since hickory masks what it sends).
+    let mut raw = query("api.covergen.ai.", RecordType::A, Some(("3.3.2.0", 23)))
+        .to_vec()
+        .unwrap();
+    let n = raw.len();
+    assert_eq!(raw[n - 1], 2, "the subnet's last byte ends the message");
+    raw[n - 1] = 3; // 3.3.3.0 with a /23 source: bit 24 set
+    let out = f.ask_bytes(&raw, "127.0.0.1", Transport::Udp).unwrap();
+    assert_eq!(
+        Message::from_vec(&out).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
+    raw[n - 1] = 2; // and put back, it is answered
+    let out = f.ask_bytes(&raw, "127.0.0.1", Transport::Udp).unwrap();
+    let m = Message::from_vec(&out).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // Garbage and responses: no answer at all.
+    assert!(f
+        .ask_bytes(&[0, 1, 2], "127.0.0.1", Transport::Udp)
+        .is_none());
+    let mut resp = query("api.covergen.ai.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    resp[2] |= 0x80;
+    assert!(f.ask_bytes(&resp, "127.0.0.1", Transport::Udp).is_none());
+}
+
+#[test]
+fn any_over_udp_is_minimal_and_big_answers_truncate() {
+    let f = fixture();
+    let m = f.ask(
+        &query("api.covergen.ai.", RecordType::ANY, None),
+        Transport::Udp,
+    );
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::HINFO);
+    let m = f.ask(
+        &query("api.covergen.ai.", RecordType::ANY, None),
+        Transport::Tcp,
+    );
+    assert!(m.answers.len() >= 3, "{m:?}");
+
+    // A region with 64 edges answers 64 A records: over 512 bytes
+    // without EDNS, so TC over UDP; whole over TCP.
+    let mut spec = edgesteer_config::parse::from_toml(COVERGEN_TOML).unwrap();
+    let us = spec
+        .dns
+        .as_mut()
+        .unwrap()
+        .regions
+        .get_mut("us-east")
+        .unwrap();
+    us.addresses = (0..64).map(|i| format!("198.18.0.{i}")).collect();
+    let table = edgesteer_config::compile(&spec).unwrap();
+    let zone = Rendered::new(table.dns.clone().unwrap(), 7);
+    let g = Fixture {
+        table,
+        zone,
+        geo: fixture().geo,
+    };
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("api.covergen.ai.").unwrap(),
+        RecordType::A,
+    ));
+    let m = g.ask(&q, Transport::Udp);
+    assert!(m.metadata.truncation, "{m:?}");
+    assert!(m.answers.is_empty());
+    let m = g.ask(&q, Transport::Tcp);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 64);
+    // With EDNS, 64 records (about 1 KiB) fit in one datagram.
+    let mut e = Edns::new();
+    e.set_max_payload(4096);
+    q.set_edns(e.clone());
+    let m = g.ask(&q, Transport::Udp);
+    assert_eq!(m.answers.len(), 64);
+
+    // A 3000-byte TXT asked with a 4096-byte EDNS buffer: the reply is
+    // capped at 1232 bytes, so TC; over TCP it comes whole.
+    let mut spec = edgesteer_config::parse::from_toml(COVERGEN_TOML).unwrap();
+    spec.dns
+        .as_mut()
+        .unwrap()
+        .records
+        .push(edgesteer_config::wire_dns::DnsRecordSpec {
+            name: "big.covergen.ai".into(),
+            rtype: "TXT".into(),
+            value: "x".repeat(3000),
+            ttl: None,
+        });
+    let table = edgesteer_config::compile(&spec).unwrap();
+    let zone = Rendered::new(table.dns.clone().unwrap(), 8);
+    let g = Fixture {
+        table,
+        zone,
+        geo: fixture().geo,
+    };
+    let mut q = query("big.covergen.ai.", RecordType::TXT, None);
+    q.set_edns(e);
+    let out = g
+        .ask_bytes(&q.to_vec().unwrap(), "127.0.0.1", Transport::Udp)
+        .unwrap();
+    assert!(out.len() <= 1232, "{} bytes", out.len());
+    let m = Message::from_vec(&out).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(m.max_payload(), 1232, "we offer 1232");
+    let m = g.ask(&q, Transport::Tcp);
+    assert_eq!(m.answers.len(), 1);
+    let _ = Rcode::ALL;
+}
