@@ -162,6 +162,9 @@ pub(crate) struct ExplainQuery {
     ip: String,
     host: Option<String>,
     key: Option<String>,
+    /// A DNS name; default: the host when GeoDNS answers it, else the
+    /// table's first name answered by location.
+    dns: Option<String>,
 }
 
 /// The fleet's reported health as the explain's health view: a backend
@@ -240,6 +243,29 @@ pub(crate) async fn explain(
         unhealthy: &unhealthy,
     };
     let mut out = explain_route(&table, cur.version, &client, &health);
+    if let Some(zone) = table.dns.as_deref() {
+        let host_steered = client
+            .host
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| zone.steered(h).is_some());
+        let name = q
+            .dns
+            .clone()
+            .filter(|d| !d.is_empty())
+            .or(host_steered)
+            .or_else(|| zone.geo_names.first().cloned());
+        if let Some(name) = name {
+            let class = table.classify(g.country, g.continent);
+            let dns = edgesteer_config::dns::explain::explain_dns(
+                &table,
+                &name,
+                class,
+                &health,
+                edgesteer_config::model::RegionSet::EMPTY,
+            );
+            out.insert("dns".into(), dns);
+        }
+    }
     out.insert(
         "health".into(),
         serde_json::json!({ "source": "fleet", "reporting_proxies": reporting }),

@@ -217,6 +217,31 @@ function regionShares() {
   return { counts, total };
 }
 
+// Whether a region serves, by the rule both planes share: not drained,
+// and at least half its backends healthy (at least one).
+function regionServes(name) {
+  const r = state.table.regions[name];
+  const live = state.live && state.live.regions || {};
+  const down = new Set((live[name] || { unhealthy: [] }).unhealthy);
+  const healthy = r.backends.filter((b) => !down.has(b.address)).length;
+  return !r.drain && healthy > 0 && 2 * healthy >= r.backends.length;
+}
+
+// What GeoDNS answers this region's own clients with: its edges, else its
+// first serving failover region's, else (fail-open) its own.
+function dnsAnswer(name) {
+  const dns = state.table.dns;
+  if (!dns || !dns.regions[name]) return null;
+  let target = name;
+  let how = "its own edges";
+  if (!regionServes(name)) {
+    const f = (state.table.regions[name].failover || []).find(regionServes);
+    target = f || name;
+    how = f ? "failover to " + f : "fail-open: its own edges (HTTP 503)";
+  }
+  return { target, how, addresses: (dns.regions[target] || { addresses: [] }).addresses };
+}
+
 function renderRegions() {
   const box = $("regions");
   const shares = regionShares();
@@ -240,6 +265,11 @@ function renderRegions() {
         el("span", { class: "fact share", text: "traffic " + share })),
       charts(l.points),
       backendList(name, r, down));
+    const d = dnsAnswer(name);
+    if (d) {
+      card.append(el("p", { class: "dns-answer", "data-dns-target": d.target,
+        text: "DNS answers its clients: " + d.addresses.join(", ") + " (" + d.how + ")" }));
+    }
     if (canAct()) {
       card.append(el("div", { class: "actions" },
         el("button", {
@@ -575,6 +605,14 @@ async function explain(ev) {
         (x.pin ? `, pinned to ${x.pin}` : "") }),
       el("p", { text: "candidates, in order (health as " + x.health.reporting_proxies + " proxies report it):" }),
       candidates);
+    if (x.dns) {
+      const n = x.dns;
+      const agree = n.agrees_with_http === true ? "agrees with HTTP" : n.agrees_with_http === false ? "DISAGREES with HTTP" : "";
+      const text = n.answer === "addresses"
+        ? `DNS ${n.name} → ${n.region} edges ${n.addresses.join(", ")} · TTL ${n.ttl} (${n.state}) · ${agree}`
+        : `DNS ${n.name} → ${n.answer}` + (n.why ? ` (${n.why})` : "") + (agree ? " · " + agree : "");
+      out.append(el("p", { class: "explain-dns", "data-region": n.region || "", "data-agrees": String(n.agrees_with_http), text }));
+    }
   } catch (e) {
     out.replaceChildren(el("p", { class: "error", text: "explain failed: " + e.message }));
   }

@@ -14,9 +14,17 @@ use super::print::{json, json_text};
 // The arguments of `ctl explain` (its help is the variant's doc comment).
 #[derive(Args, Debug)]
 pub(super) struct ExplainArgs {
-    /// Client address.
+    /// Client address (or give --subnet).
+    #[arg(long, required_unless_present = "subnet")]
+    ip: Option<std::net::IpAddr>,
+    /// Also show what GeoDNS answers for this name, and whether it agrees
+    /// with the HTTP decision.
     #[arg(long)]
-    ip: std::net::IpAddr,
+    dns: Option<String>,
+    /// The client's subnet as a resolver would send it (e.g.
+    /// 202.96.128.0/24); its address locates the client.
+    #[arg(long, conflicts_with = "ip")]
+    subnet: Option<ipnet::IpNet>,
     /// Host header (for pins).
     #[arg(long)]
     host: Option<String>,
@@ -36,7 +44,13 @@ pub(super) struct ExplainArgs {
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(a: ExplainArgs, as_json: bool) -> anyhow::Result<()> {
-    let mut q = vec![("ip", a.ip.to_string())];
+    let ip = match (a.ip, a.subnet) {
+        (Some(ip), _) => ip,
+        (None, Some(net)) => net.network(),
+        (None, None) => anyhow::bail!("give --ip or --subnet"),
+    };
+    let mut q = vec![("ip", ip.to_string())];
+    q.extend(a.dns.map(|d| ("dns", d)));
     q.extend(a.host.map(|h| ("host", h)));
     q.extend(a.key.map(|k| ("key", k)));
     let url = format!("{}/v1/explain", a.admin.trim_end_matches('/'));
@@ -95,6 +109,22 @@ struct Explanation {
     sticky: Sticky,
     candidates: Vec<Candidate>,
     decision: DecisionView,
+    dns: Option<DnsView>,
+}
+
+/// `dns`: the GeoDNS answer beside the HTTP decision.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DnsView {
+    name: Option<String>,
+    answer: Option<String>,
+    region: Option<String>,
+    state: Option<String>,
+    ttl: Option<u32>,
+    addresses: Vec<String>,
+    why: Option<String>,
+    http_region: Option<String>,
+    agrees_with_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +246,37 @@ fn print(e: &Explanation) -> anyhow::Result<()> {
             json_text(&d.status),
             s(&d.reason),
             s(&d.zone)
+        ),
+    }
+    if let Some(dn) = &e.dns {
+        print_dns(dn)?;
+    }
+    Ok(())
+}
+
+fn print_dns(d: &DnsView) -> anyhow::Result<()> {
+    let agree = match d.agrees_with_http {
+        Some(true) => "agrees with HTTP",
+        Some(false) => "DISAGREES with HTTP",
+        None => "",
+    };
+    match d.answer.as_deref() {
+        Some("addresses") => outln!(
+            "dns: {} -> {} edges [{}] ttl {} ({}); {} ({})",
+            s(&d.name),
+            s(&d.region),
+            d.addresses.join(", "),
+            json_text(&d.ttl),
+            s(&d.state),
+            agree,
+            s(&d.http_region)
+        ),
+        other => outln!(
+            "dns: {} -> {} ({}) {}",
+            s(&d.name),
+            other.unwrap_or("-"),
+            s(&d.why),
+            agree
         ),
     }
     Ok(())

@@ -24,6 +24,9 @@ pub struct Query {
     pub key: Option<String>,
     /// Request path, for rate-limit policies scoped by path (default `/`).
     pub path: Option<String>,
+    /// A DNS name: also show what GeoDNS answers this client for it, and
+    /// whether that agrees with the HTTP decision.
+    pub dns: Option<String>,
 }
 
 pub fn explain(
@@ -48,6 +51,17 @@ pub fn explain(
         &ProxyHealth(&snap.health),
     );
     out.insert("rate_limit".into(), rate_limits(snap, limiter, q));
+    if let Some(name) = &q.dns {
+        let class = snap.table.classify(g.country, g.continent);
+        let dns = edgesteer_config::dns::explain::explain_dns(
+            &snap.table,
+            name,
+            class,
+            &snap.health,
+            edgesteer_config::model::RegionSet::EMPTY,
+        );
+        out.insert("dns".into(), dns);
+    }
     Value::Object(out)
 }
 

@@ -7,9 +7,11 @@
 //! - `answer`: which region's edges a name is answered with, from the
 //!   same classification, candidates, failover order, drains and
 //!   availability as HTTP.
+//! - `explain`: the DNS answer beside the HTTP decision, for explain.
 
 pub mod answer;
 pub(crate) mod compile;
+pub mod explain;
 #[cfg(test)]
 mod tests;
 

@@ -200,7 +200,7 @@ async fn a_drain_pushed_through_the_config_service_moves_dns_within_2s() {
     let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut args = follow(&control, &wd.path("p.cache.json"), "p");
     args.extend(["--dns-listen".into(), dns.to_string()]);
-    let _proxy = Proxy::start(ProxyConfig {
+    let proxy = Proxy::start(ProxyConfig {
         geo_db: Some(wd.geo_db().unwrap()),
         trust_loopback: true,
         extra_args: args,
@@ -253,6 +253,27 @@ async fn a_drain_pushed_through_the_config_service_moves_dns_within_2s() {
         "the SOA serial follows the table version"
     );
     assert!(pushed.elapsed() < Duration::from_secs(5));
+    // `ctl explain --dns` shows the DNS answer beside the HTTP decision.
+    let out = Command::new(binary())
+        .args([
+            "ctl",
+            "explain",
+            "--admin",
+            &format!("http://{}", proxy.admin),
+        ])
+        .args(["--subnet", "5.0.1.0/24", "--dns", "api.covergen.ai"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("dns: api.covergen.ai -> eu-central edges [198.51.100.40, 198.51.100.41, 2001:db8:4::40] ttl 15 (degraded); agrees with HTTP (eu-central)"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
