@@ -12,6 +12,8 @@
 //! - [`respond`]: one query in, one answer out (REFUSED, NXDOMAIN, NODATA,
 //!   BADVERS, FORMERR, TC on overflow, RFC 8482 ANY).
 //! - [`rrl`]: response rate limiting with slip.
+//! - [`scope`]: client classes by network, siblings of one class merged
+//!   (the client-subnet scope).
 //! - [`metrics`]: queries, rate limiting, malformed packets, latency.
 //! - [`server`]: the UDP sockets and the TCP listener.
 //! - [`probe`]: each region's edges' health URL, probed.
@@ -27,6 +29,7 @@ pub mod query;
 pub mod render;
 pub mod respond;
 pub mod rrl;
+pub mod scope;
 pub mod server;
 
 pub use server::{Bound, DnsServer, Plane, TcpLimits};

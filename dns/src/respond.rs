@@ -113,6 +113,9 @@ pub struct Env<'a, H: ?Sized, G: ?Sized> {
     pub zone: Option<&'a Rendered>,
     /// Regions whose edges fail their health URL.
     pub edges_down: RegionSet,
+    /// Merged client classes by network, when built for this table and
+    /// geo database; else the database is asked directly.
+    pub classes: Option<&'a crate::scope::ClassMap>,
 }
 
 /// Answers `msg` from `src` into `out`; `None` means send nothing.
@@ -248,10 +251,13 @@ fn locate<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
         }
         None => (src, 0),
     };
+    // The answer holds for the (merged) network, but only as far as we
+    // looked: never longer than the bits we used.
+    if let Some(hit) = env.classes.and_then(|m| m.lookup(ip)) {
+        return (hit.0, hit.1.min(used));
+    }
     let (geo, prefix) = env.geo.lookup_net(ip);
     let class = env.table.classify(geo.country, geo.continent);
-    // The answer holds for the database's network, but only as far as we
-    // looked: never longer than the bits we used.
     (class, prefix.min(used))
 }
 

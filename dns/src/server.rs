@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::metrics::{DnsMetrics, QueryCounters};
 use crate::render::Rendered;
 use crate::respond::{respond, Env, Outcome, Transport};
 use crate::rrl::{Limiter, Verdict};
+use crate::scope::ClassMap;
 
 /// Where the table and health come from: the proxy's current snapshot.
 pub trait Plane: Send + Sync + 'static {
@@ -63,6 +64,10 @@ pub struct DnsServer<P, G: ?Sized> {
     /// Regions whose edges fail their health URL (a `RegionSet` in two halves).
     edges_down: [AtomicU64; 2],
     tcp: TcpLimits,
+    /// Merged classes for the current (table version, geo generation).
+    classes: Arc<ArcSwapOption<ClassMap>>,
+    /// A class map is being built (one at a time).
+    building: Arc<AtomicBool>,
 }
 
 /// Sockets bound before serving, so a taken port fails the start.
@@ -109,6 +114,8 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             metrics,
             edges_down: [AtomicU64::new(0), AtomicU64::new(0)],
             tcp,
+            classes: Arc::new(ArcSwapOption::empty()),
+            building: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -162,12 +169,14 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         let started = Instant::now();
         let outcome = self.plane.with_current(|version, table, health| {
             let cur = self.current_for(version, table);
+            let classes = self.classes_for(version, table);
             let env = Env {
                 table,
                 health,
                 geo: &*self.geo,
                 zone: cur.rendered.as_ref(),
                 edges_down: self.edges_down(),
+                classes: classes.as_deref(),
             };
             let outcome = respond(&env, msg, src, transport, out);
             match outcome {
@@ -206,6 +215,42 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         }
         self.current.store(Some(cur.clone()));
         cur
+    }
+
+    /// The merged class map for this table version and the current geo
+    /// database; when it is missing or stale, one is built on the blocking
+    /// pool (answers look the database up meanwhile).
+    fn classes_for(&self, version: u64, table: &RoutingTable) -> Option<Arc<ClassMap>> {
+        let generation = self.geo.generation();
+        let cur = self.classes.load_full();
+        if let Some(c) = cur.filter(|c| c.version == version && c.generation == generation) {
+            return Some(c);
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if self.building.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (geo, table, slot, building) = (
+            self.geo.clone(),
+            table.clone(),
+            self.classes.clone(),
+            self.building.clone(),
+        );
+        handle.spawn_blocking(move || {
+            let started = Instant::now();
+            let built = ClassMap::build(&table, version, |f| {
+                geo.networks(f).unwrap_or_else(|| Err("the geo source cannot list its networks".into()))
+            });
+            match built {
+                Ok(map) => {
+                    tracing::info!(version, networks = ?map.len(), took_ms = started.elapsed().as_millis() as u64, "GeoDNS client classes merged");
+                    slot.store(Some(Arc::new(map)));
+                }
+                Err(e) => tracing::warn!(error = %e, "GeoDNS could not merge client classes; answering from direct lookups, with the database's network as the scope"),
+            }
+            building.store(false, Ordering::Release);
+        });
+        None
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {

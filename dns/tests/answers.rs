@@ -62,6 +62,7 @@ impl Fixture {
             geo: &self.geo,
             zone: Some(&self.zone),
             edges_down: RegionSet::EMPTY,
+            classes: None,
         };
         let mut out = Vec::new();
         respond(&env, msg, from.parse().unwrap(), t, &mut out).map(|_| out)
@@ -344,4 +345,73 @@ fn any_over_udp_is_minimal_and_big_answers_truncate() {
     let m = g.ask(&q, Transport::Tcp);
     assert_eq!(m.answers.len(), 1);
     let _ = Rcode::ALL;
+}
+
+#[test]
+fn scopes_are_the_merged_networks_of_one_zone_and_home() {
+    let f = fixture();
+    // DE and FR side by side (both zone eu, home eu-west) merge into one
+    // /15; CN next to them does not; the DE/FR pair's scope is /15.
+    let db = GeoDb::from_bytes(build(
+        Schema::GeoIp2,
+        &[
+            ("100.0.0.0/16", "DE", "EU"),
+            ("100.1.0.0/16", "FR", "EU"),
+            ("100.2.0.0/16", "GB", "EU"),
+            ("100.3.0.0/16", "CN", "AS"),
+        ],
+    ))
+    .unwrap();
+    let map = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
+        edgesteer_geo::GeoLookup::networks(&db, cb).unwrap()
+    })
+    .unwrap();
+    let env = Env {
+        table: &f.table,
+        health: &AllHealthy,
+        geo: &db,
+        zone: Some(&f.zone),
+        edges_down: RegionSet::EMPTY,
+        classes: Some(&map),
+    };
+    let ask = |subnet: &str| {
+        let q = query("api.covergen.ai.", RecordType::A, Some((subnet, 24)));
+        let mut out = Vec::new();
+        respond(
+            &env,
+            &q.to_vec().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            Transport::Udp,
+            &mut out,
+        )
+        .unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        (v4s(&m), scope(&m).unwrap().2)
+    };
+    let (a, sc) = ask("100.1.5.0");
+    assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
+    assert_eq!(sc, 15, "DE and FR merged");
+    // GB: not in zone eu (home eu-west, no zone): its own class, /16.
+    let (a, sc) = ask("100.2.1.0");
+    assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
+    assert_eq!(sc, 16);
+    let (a, sc) = ask("100.3.1.0");
+    assert!(a.contains(&"203.0.113.80".parse().unwrap()), "{a:?}");
+    assert_eq!(sc, 16);
+    // Without the map, the database's own network: /16 for DE too.
+    let direct = Env {
+        classes: None,
+        ..env
+    };
+    let q = query("api.covergen.ai.", RecordType::A, Some(("100.1.5.0", 24)));
+    let mut out = Vec::new();
+    respond(
+        &direct,
+        &q.to_vec().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        Transport::Udp,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(scope(&Message::from_vec(&out).unwrap()).unwrap().2, 16);
 }

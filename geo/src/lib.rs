@@ -36,12 +36,14 @@ use maxminddb::Reader;
 use serde::Deserialize;
 
 mod address_class;
+mod networks;
 #[cfg(feature = "test-util")]
 pub mod testdb;
 mod verify;
 
 use address_class::canonical;
 pub use address_class::is_non_routable;
+pub use networks::GeoNetwork;
 
 /// The bundled country database (see `geo/data/README.md` for its origin).
 pub static BUNDLED_DB: &[u8] = include_bytes!("../data/geo-whois-asn-country.mmdb");
@@ -101,6 +103,17 @@ pub trait GeoLookup: Send + Sync {
     /// address's full length.
     fn lookup_net(&self, ip: IpAddr) -> (GeoResult, u8) {
         (self.lookup(ip), full_len(ip))
+    }
+
+    /// Every network with its answer, in address order (see
+    /// [`GeoDb::for_each_network`]); `None` when the source cannot list them.
+    fn networks(&self, _f: &mut dyn FnMut(GeoNetwork)) -> Option<Result<u64, String>> {
+        None
+    }
+
+    /// Changes whenever the answers may have (a reload).
+    fn generation(&self) -> u64 {
+        0
     }
 }
 
@@ -246,6 +259,14 @@ impl GeoDb {
 impl GeoLookup for GeoDb {
     fn lookup(&self, ip: IpAddr) -> GeoResult {
         self.lookup_net(ip).0
+    }
+
+    fn networks(&self, f: &mut dyn FnMut(GeoNetwork)) -> Option<Result<u64, String>> {
+        Some(self.for_each_network(f))
+    }
+
+    fn generation(&self) -> u64 {
+        GeoDb::generation(self)
     }
 
     fn lookup_net(&self, ip: IpAddr) -> (GeoResult, u8) {

@@ -389,3 +389,80 @@ async fn a_flood_from_one_subnet_is_rate_limited_with_slip() {
     let out = dig(dns, &["api.covergen.ai", "A", "+tcp"]);
     assert_eq!(answers(&out).len(), 2, "{out}");
 }
+
+/// An HTTP health endpoint that answers 200 while `up`, else 503.
+async fn health_endpoint(up: std::sync::Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let up = up.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = if up.load(std::sync::atomic::Ordering::Relaxed) {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn edges_failing_their_health_url_leave_the_answers_and_come_back() {
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let health = health_endpoint(up.clone()).await;
+    spec.dns
+        .as_mut()
+        .unwrap()
+        .regions
+        .get_mut("us-east")
+        .unwrap()
+        .health_url = Some(format!("http://{health}/healthz"));
+    let (_proxy, dns) = dns_proxy(&wd, &spec).await;
+    let us = ["api.covergen.ai", "A", "+subnet=3.3.3.0/24"];
+    let in_us_east = |out: &str| answers(out).iter().any(|r| r.3 == "198.51.100.10");
+    assert!(in_us_east(&dig(dns, &us)), "{}", dig(dns, &us));
+    // Probed every 2 s; 3 failures mark the edges down.
+    up.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gone = wait_until(Duration::from_secs(10), || async {
+        answers(&dig(dns, &us))
+            .iter()
+            .any(|r| r.3 == "198.51.100.20")
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "still us-east 10 s after its edges failed: {}",
+        dig(dns, &us)
+    );
+    assert!(
+        answers(&dig(dns, &us)).iter().all(|r| r.1 == 15),
+        "degraded TTL"
+    );
+    // 2 successes bring them back.
+    up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let back = wait_until(Duration::from_secs(8), || async {
+        in_us_east(&dig(dns, &us))
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "us-east's edges did not come back: {}",
+        dig(dns, &us)
+    );
+}
