@@ -73,8 +73,11 @@ pub struct Rendered {
     pub zone: std::sync::Arc<DnsZone>,
     /// `[region][0 = A, 1 = AAAA][state]`.
     pub edges: Vec<[[RrSet; 3]; 2]>,
-    /// The SOA (for answers, and the authority section of negative ones).
+    /// The SOA, as an answer.
     pub soa: RrSet,
+    /// The SOA in the authority section of a negative answer, its TTL the
+    /// lesser of its own and the negative TTL (RFC 2308 §3).
+    pub soa_negative: RrSet,
     pub ns: RrSet,
     /// A/AAAA records of in-zone name servers, with their full owner names.
     pub glue: Vec<u8>,
@@ -111,6 +114,7 @@ impl Rendered {
             })
             .collect();
         let mut soa = RrSet::default();
+        let mut soa_negative = RrSet::default();
         let mut rdata = name_wire(&z.soa.mname);
         rdata.extend(name_wire(&z.soa.rname));
         // The serial is the table version (RFC 1982 arithmetic wraps).
@@ -124,6 +128,7 @@ impl Rendered {
             rdata.extend_from_slice(&v.to_be_bytes());
         }
         soa.push(TYPE_SOA, z.ttl.records, &rdata);
+        soa_negative.push(TYPE_SOA, z.ttl.records.min(z.ttl.negative), &rdata);
         let mut ns = RrSet::default();
         for n in &z.ns {
             ns.push(TYPE_NS, z.ttl.records, &name_wire(n));
@@ -136,6 +141,7 @@ impl Rendered {
             zone,
             edges,
             soa,
+            soa_negative,
             ns,
             glue,
             glue_count,

@@ -174,7 +174,7 @@ fn in_zone<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     }
     let apex_ptr = 0xc000 | (12 + q.name_len - z.apex_wire_len) as u16;
     let Some(entry) = z.names.get(q.lower.as_str()) else {
-        w.authority(apex_ptr, &z.soa);
+        w.authority(apex_ptr, &z.soa_negative);
         return w.finish(Rcode::NxDomain, true, None, 0, transport);
     };
     let any = q.qtype == TYPE_ANY;
@@ -223,7 +223,7 @@ fn in_zone<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
         }
     }
     if w.an == 0 {
-        w.authority(apex_ptr, &z.soa);
+        w.authority(apex_ptr, &z.soa_negative);
     }
     let mut o = w.finish(Rcode::NoError, true, region, scope, transport);
     o.state = state;

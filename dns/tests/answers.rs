@@ -162,6 +162,8 @@ fn negative_answers_are_well_formed() {
         _ => None,
     });
     let soa = soa.expect("SOA in the authority section");
+    // RFC 2308: a negative answer's SOA lives no longer than the negative TTL.
+    assert_eq!(m.authorities[0].ttl, 60);
     assert_eq!(soa.serial, 42, "the serial is the table version");
     assert_eq!(soa.minimum, 60);
     // An unknown name under the apex: NXDOMAIN with the SOA.

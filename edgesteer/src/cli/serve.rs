@@ -103,6 +103,12 @@ pub(super) struct ListenArgs {
     /// Threads of the DNS server, each with its own UDP socket.
     #[arg(long = "dns-threads", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     dns_threads: u64,
+    /// DNS-over-TCP connections open at once; more are closed at accept.
+    #[arg(long = "dns-tcp-max-connections", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    dns_tcp_max_connections: u64,
+    /// A DNS-over-TCP connection with no complete query for this long is closed.
+    #[arg(long = "dns-tcp-idle-ms", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    dns_tcp_idle_ms: u64,
 }
 
 #[derive(Args, Debug)]

@@ -141,7 +141,7 @@ async fn negative_answers_case_and_truncation_are_well_formed() {
     assert_eq!(status(&out), "NOERROR", "{out}");
     assert!(out.contains("ANSWER: 0, AUTHORITY: 1"), "{out}");
     assert!(
-        out.contains("IN\tSOA\tns1.covergen.ai. hostmaster.covergen.ai. 1 "),
+        out.contains("\t60\tIN\tSOA\tns1.covergen.ai. hostmaster.covergen.ai. 1 "),
         "serial 1: {out}"
     );
     let out = dig(dns, &["nothing-here.covergen.ai", "A"]);
@@ -465,4 +465,49 @@ async fn edges_failing_their_health_url_leave_the_answers_and_come_back() {
         "us-east's edges did not come back: {}",
         dig(dns, &us)
     );
+}
+
+#[tokio::test]
+async fn tcp_connections_are_capped_and_idle_ones_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args = ["--dns-listen", &dns.to_string(), "--dns-tcp-max-connections", "4", "--dns-tcp-idle-ms", "500"];
+    let proxy = wd
+        .start_proxy(&spec, true, args.iter().map(|a| a.to_string()).collect())
+        .await
+        .unwrap();
+    // Four held connections fill the cap (each sends one query, so it is
+    // surely accepted and counted).
+    let mut held = Vec::new();
+    for i in 0..4u16 {
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        let q = raw_query(i, "api.covergen.ai");
+        s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+        s.write_all(&q).await.unwrap();
+        let len = s.read_u16().await.unwrap();
+        let mut body = vec![0u8; usize::from(len)];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body[..2], &i.to_be_bytes());
+        held.push(s);
+    }
+    // A fifth is closed at once, unanswered.
+    let mut fifth = tokio::net::TcpStream::connect(dns).await.unwrap();
+    let q = raw_query(9, "api.covergen.ai");
+    let _ = fifth.write_all(&(q.len() as u16).to_be_bytes()).await;
+    let _ = fifth.write_all(&q).await;
+    let mut b = [0u8; 2];
+    let got = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut b)).await.unwrap();
+    assert!(matches!(got, Ok(0) | Err(_)), "the fifth connection was served: {got:?}");
+    let m = proxy.metrics().await.unwrap();
+    assert_eq!(metric(&m, "edgesteer_dns_tcp_refused_total"), 1.0);
+    // Idle past 500 ms: the held ones are closed, and the cap is free again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    for s in &mut held {
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await.unwrap();
+        assert!(matches!(r, Ok(0) | Err(_)), "an idle connection stayed open: {r:?}");
+    }
+    let out = dig(dns, &["api.covergen.ai", "A", "+tcp"]);
+    assert_eq!(answers(&out).len(), 2, "{out}");
 }
