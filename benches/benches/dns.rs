@@ -20,10 +20,26 @@ use edgesteer_geo::{GeoDb, GeoLookup};
 
 /// The 40 client addresses of the geo-mix load script (IPv4 ones).
 const CLIENTS: [[u8; 4]; 20] = [
-    [8, 8, 8, 0], [24, 0, 0, 0], [177, 0, 0, 0], [200, 0, 0, 0], [85, 214, 132, 0],
-    [81, 2, 69, 0], [41, 0, 0, 0], [196, 0, 0, 0], [94, 200, 0, 0], [1, 0, 16, 0],
-    [139, 59, 0, 0], [49, 255, 0, 0], [43, 0, 0, 0], [218, 188, 0, 0], [1, 64, 0, 0],
-    [114, 114, 114, 0], [223, 5, 5, 0], [80, 128, 0, 0], [202, 96, 128, 0], [1, 36, 0, 0],
+    [8, 8, 8, 0],
+    [24, 0, 0, 0],
+    [177, 0, 0, 0],
+    [200, 0, 0, 0],
+    [85, 214, 132, 0],
+    [81, 2, 69, 0],
+    [41, 0, 0, 0],
+    [196, 0, 0, 0],
+    [94, 200, 0, 0],
+    [1, 0, 16, 0],
+    [139, 59, 0, 0],
+    [49, 255, 0, 0],
+    [43, 0, 0, 0],
+    [218, 188, 0, 0],
+    [1, 64, 0, 0],
+    [114, 114, 114, 0],
+    [223, 5, 5, 0],
+    [80, 128, 0, 0],
+    [202, 96, 128, 0],
+    [1, 36, 0, 0],
 ];
 
 /// An A query for api.covergen.ai with an ECS /24 option for `net`.
@@ -66,7 +82,13 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("geo_a_ecs_{label}"), |b| {
             b.iter(|| {
                 i = (i + 1) % queries.len();
-                black_box(respond(&env, black_box(&queries[i]), src, Transport::Udp, &mut out))
+                black_box(respond(
+                    &env,
+                    black_box(&queries[i]),
+                    src,
+                    Transport::Udp,
+                    &mut out,
+                ))
             })
         });
         g.bench_function(format!("nxdomain_{label}"), |b| {
