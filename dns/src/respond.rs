@@ -103,6 +103,11 @@ pub struct Outcome {
     pub class: AnswerClass,
     /// Whether the answer did not fit (UDP) and went out truncated.
     pub truncated: bool,
+    /// A hash of the name asked (lower case), for rate limiting; 0 when
+    /// no question was read.
+    pub name_hash: u64,
+    /// Where the question ends in the answer (12 + its length).
+    pub question_end: usize,
 }
 
 /// What the answer path reads besides the query.
@@ -292,6 +297,8 @@ fn refuse(
         state: None,
         class: AnswerClass::Error,
         truncated: false,
+        name_hash: 0,
+        question_end: 12 + question.len(),
     }
 }
 
@@ -331,6 +338,7 @@ struct Writer<'a> {
     question_end: usize,
     edns: Option<Edns>,
     qtype: u16,
+    name_hash: u64,
     an: u16,
     ns: u16,
     ar: u16,
@@ -347,6 +355,7 @@ impl<'a> Writer<'a> {
             qflags: q.flags,
             edns: q.edns,
             qtype: q.qtype,
+            name_hash: xxhash_rust::xxh3::xxh3_64(q.lower.as_str().as_bytes()),
             an: 0,
             ns: 0,
             ar: 0,
@@ -445,6 +454,8 @@ impl<'a> Writer<'a> {
             state: None,
             class,
             truncated,
+            name_hash: self.name_hash,
+            question_end: self.question_end,
         }
     }
 }

@@ -45,7 +45,8 @@ impl Default for Limiter {
 
 impl Limiter {
     /// The verdict for one answer under `cfg` (rate 0: always send).
-    pub fn check(&self, cfg: &Rrl, src: IpAddr, name: &str, class: AnswerClass) -> Verdict {
+    /// `name` is the hash of the name asked (`Outcome::name_hash`).
+    pub fn check(&self, cfg: &Rrl, src: IpAddr, name: u64, class: AnswerClass) -> Verdict {
         if cfg.rate == 0 {
             return Verdict::Send;
         }
@@ -57,7 +58,7 @@ impl Limiter {
         &self,
         cfg: &Rrl,
         src: IpAddr,
-        name: &str,
+        name: u64,
         class: AnswerClass,
         now: u64,
     ) -> Verdict {
@@ -81,14 +82,14 @@ impl Limiter {
 }
 
 /// The client's /24 (IPv4) or /56 (IPv6), the name and the class, hashed.
-fn slot(src: IpAddr, name: &str, class: AnswerClass) -> usize {
+fn slot(src: IpAddr, name: u64, class: AnswerClass) -> usize {
     let net: u128 = match edgesteer_config::model::canonical_ip(src) {
         IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
         IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 72) - 1) | (1u128 << 127),
     };
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&net.to_le_bytes());
-    h.update(name.as_bytes());
+    h.update(&name.to_le_bytes());
     h.update(&[class as u8]);
     (h.digest() as usize) & (CELLS - 1)
 }
@@ -99,6 +100,8 @@ mod tests {
 
     #[test]
     fn a_flood_from_one_subnet_is_limited_and_slips_every_other() {
+        const X: u64 = 0x1234;
+        const Y: u64 = 0x5678;
         let l = Limiter::default();
         let cfg = Rrl {
             rate: 10,
@@ -109,12 +112,12 @@ mod tests {
         let b: IpAddr = "192.0.2.200".parse().unwrap();
         let now = 5_000_000_000;
         let sent = (0..5)
-            .filter(|_| l.check_at(&cfg, a, "api.x", AnswerClass::Answer, now) == Verdict::Send)
+            .filter(|_| l.check_at(&cfg, a, X, AnswerClass::Answer, now) == Verdict::Send)
             .count();
         assert_eq!(sent, 5, "the burst passes");
         // Same /24, other host: the same budget, now spent.
         let v: Vec<Verdict> = (0..4)
-            .map(|_| l.check_at(&cfg, b, "api.x", AnswerClass::Answer, now))
+            .map(|_| l.check_at(&cfg, b, X, AnswerClass::Answer, now))
             .collect();
         assert_eq!(
             v.iter().filter(|&&x| x == Verdict::Slip).count(),
@@ -129,20 +132,20 @@ mod tests {
         // Another /24, another name, another class: their own budgets.
         let c: IpAddr = "192.0.3.7".parse().unwrap();
         assert_eq!(
-            l.check_at(&cfg, c, "api.x", AnswerClass::Answer, now),
+            l.check_at(&cfg, c, X, AnswerClass::Answer, now),
             Verdict::Send
         );
         assert_eq!(
-            l.check_at(&cfg, a, "api.y", AnswerClass::Answer, now),
+            l.check_at(&cfg, a, Y, AnswerClass::Answer, now),
             Verdict::Send
         );
         assert_eq!(
-            l.check_at(&cfg, a, "api.x", AnswerClass::NxDomain, now),
+            l.check_at(&cfg, a, X, AnswerClass::NxDomain, now),
             Verdict::Send
         );
         // A tenth of a second later, one more.
         assert_eq!(
-            l.check_at(&cfg, a, "api.x", AnswerClass::Answer, now + 100_000_000),
+            l.check_at(&cfg, a, X, AnswerClass::Answer, now + 100_000_000),
             Verdict::Send
         );
     }

@@ -168,15 +168,32 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
     ) -> Option<Outcome> {
         let started = Instant::now();
         let outcome = self.plane.with_current(|version, table, health| {
-            let cur = self.current_for(version, table);
-            let classes = self.classes_for(version, table);
+            // Guards, not clones: no shared reference count is touched per
+            // query unless the table changed.
+            let guard = self.current.load();
+            let fresh;
+            let cur: &Current = match guard.as_deref().filter(|c| c.version == version) {
+                Some(c) => c,
+                None => {
+                    fresh = self.render(version, table);
+                    &fresh
+                }
+            };
+            let generation = self.geo.generation();
+            let class_guard = self.classes.load();
+            let classes = class_guard
+                .as_deref()
+                .filter(|c| c.version == version && c.generation == generation);
+            if classes.is_none() {
+                self.build_classes(version, table);
+            }
             let env = Env {
                 table,
                 health,
                 geo: &*self.geo,
                 zone: cur.rendered.as_ref(),
                 edges_down: self.edges_down(),
-                classes: classes.as_deref(),
+                classes,
             };
             let outcome = respond(&env, msg, src, transport, out);
             match outcome {
@@ -196,11 +213,8 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         outcome
     }
 
-    /// The rendered zone for `version`, rendered now if the table changed.
-    fn current_for(&self, version: u64, table: &RoutingTable) -> Arc<Current> {
-        if let Some(cur) = self.current.load_full().filter(|c| c.version == version) {
-            return cur;
-        }
+    /// Renders the zone of table `version` (the table changed).
+    fn render(&self, version: u64, table: &RoutingTable) -> Arc<Current> {
         let names: Vec<&str> = table.regions.iter().map(|r| r.name.as_str()).collect();
         let cur = Arc::new(Current {
             rendered: table.dns.clone().map(|z| Rendered::new(z, version)),
@@ -217,18 +231,15 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         cur
     }
 
-    /// The merged class map for this table version and the current geo
-    /// database; when it is missing or stale, one is built on the blocking
-    /// pool (answers look the database up meanwhile).
-    fn classes_for(&self, version: u64, table: &RoutingTable) -> Option<Arc<ClassMap>> {
-        let generation = self.geo.generation();
-        let cur = self.classes.load_full();
-        if let Some(c) = cur.filter(|c| c.version == version && c.generation == generation) {
-            return Some(c);
-        }
-        let handle = tokio::runtime::Handle::try_current().ok()?;
+    /// Builds the merged class map for this table version and the current
+    /// geo database on the blocking pool, unless one is being built
+    /// (answers look the database up meanwhile).
+    fn build_classes(&self, version: u64, table: &RoutingTable) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.building.swap(true, Ordering::AcqRel) {
-            return None;
+            return;
         }
         let (geo, table, slot, building) = (
             self.geo.clone(),
@@ -250,7 +261,6 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             }
             building.store(false, Ordering::Release);
         });
-        None
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
@@ -268,7 +278,7 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             let Some(outcome) = self.answer(msg, peer.ip(), Transport::Udp, &mut out) else {
                 continue;
             };
-            if !self.rate_ok(msg, peer.ip(), outcome, &mut out) {
+            if !self.rate_ok(peer.ip(), outcome, &mut out) {
                 continue;
             }
             if let Err(e) = sock.send_to(&out, peer).await {
@@ -278,24 +288,19 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
     }
 
     /// Response rate limiting; may turn `out` into its truncated form.
-    fn rate_ok(&self, msg: &[u8], src: IpAddr, outcome: Outcome, out: &mut Vec<u8>) -> bool {
-        let Some(cur) = self.current.load_full() else {
-            return true;
-        };
-        let Some(r) = &cur.rendered else {
-            return true;
-        };
-        let Ok(q) = crate::query::parse(msg) else {
+    fn rate_ok(&self, src: IpAddr, outcome: Outcome, out: &mut Vec<u8>) -> bool {
+        let cur = self.current.load();
+        let Some(r) = cur.as_ref().and_then(|c| c.rendered.as_ref()) else {
             return true;
         };
         match self
             .rrl
-            .check(&r.zone.rrl, src, q.lower.as_str(), outcome.class)
+            .check(&r.zone.rrl, src, outcome.name_hash, outcome.class)
         {
             Verdict::Send => true,
             Verdict::Slip => {
                 self.metrics.rrl_slipped.inc();
-                crate::respond::slip(out, 12 + q.question.len());
+                crate::respond::slip(out, outcome.question_end);
                 true
             }
             Verdict::Drop => {

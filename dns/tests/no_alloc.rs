@@ -1,4 +1,5 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// tests may panic
 // A counting global allocator needs `unsafe impl GlobalAlloc`; it only
 // counts and forwards to the system allocator.
 #![allow(unsafe_code)]

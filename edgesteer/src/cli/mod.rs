@@ -5,6 +5,7 @@
 
 mod control;
 mod demo;
+mod dns_args;
 mod serve;
 mod table;
 

@@ -89,26 +89,18 @@ pub(super) struct ListenArgs {
     #[arg(long = "resolver")]
     resolver: Vec<SocketAddr>,
     /// Redis for `global` rate-limit policies, e.g. redis://127.0.0.1:6379.
-    /// The URL may carry a password: prefer the environment.
+    /// The URL may carry a password: prefer the environment. A Redis
+    /// Cluster: redis+cluster://HOST:PORT,HOST:PORT,... (a few seed nodes),
+    /// its user and password only in EDGESTEER_REDIS_USERNAME and
+    /// EDGESTEER_REDIS_PASSWORD; TLS to a cluster is not supported yet.
     #[arg(long, env = "EDGESTEER_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// How often global rate-limit counts are reconciled with Redis; the
     /// fleet's overshoot grows with it (see docs/design.md).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
     redis_sync_ms: u64,
-    /// Serve authoritative GeoDNS for the table's [dns] zone on ADDR (UDP
-    /// and TCP), e.g. 0.0.0.0:53.
-    #[arg(long = "dns-listen")]
-    dns_listen: Option<SocketAddr>,
-    /// Threads of the DNS server, each with its own UDP socket.
-    #[arg(long = "dns-threads", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-    dns_threads: u64,
-    /// DNS-over-TCP connections open at once; more are closed at accept.
-    #[arg(long = "dns-tcp-max-connections", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    dns_tcp_max_connections: u64,
-    /// A DNS-over-TCP connection with no complete query for this long is closed.
-    #[arg(long = "dns-tcp-idle-ms", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    dns_tcp_idle_ms: u64,
+    #[command(flatten)]
+    dns: super::dns_args::DnsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -271,13 +263,7 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
                 url,
                 interval: std::time::Duration::from_millis(net.redis_sync_ms.max(1)),
             }),
-        geodns: net
-            .dns_listen
-            .map(|listen| edgesteer_proxy::geodns::GeoDnsOptions {
-                listen,
-                threads: net.dns_threads as usize,
-                tcp: edgesteer_dns::TcpLimits::default(),
-            }),
+        geodns: net.dns.options(),
     }
 }
 

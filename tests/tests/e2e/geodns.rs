@@ -473,7 +473,14 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
     let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let args = ["--dns-listen", &dns.to_string(), "--dns-tcp-max-connections", "4", "--dns-tcp-idle-ms", "500"];
+    let args = [
+        "--dns-listen",
+        &dns.to_string(),
+        "--dns-tcp-max-connections",
+        "4",
+        "--dns-tcp-idle-ms",
+        "500",
+    ];
     let proxy = wd
         .start_proxy(&spec, true, args.iter().map(|a| a.to_string()).collect())
         .await
@@ -498,15 +505,25 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     let _ = fifth.write_all(&(q.len() as u16).to_be_bytes()).await;
     let _ = fifth.write_all(&q).await;
     let mut b = [0u8; 2];
-    let got = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut b)).await.unwrap();
-    assert!(matches!(got, Ok(0) | Err(_)), "the fifth connection was served: {got:?}");
+    let got = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut b))
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, Ok(0) | Err(_)),
+        "the fifth connection was served: {got:?}"
+    );
     let m = proxy.metrics().await.unwrap();
     assert_eq!(metric(&m, "edgesteer_dns_tcp_refused_total"), 1.0);
     // Idle past 500 ms: the held ones are closed, and the cap is free again.
     tokio::time::sleep(Duration::from_millis(900)).await;
     for s in &mut held {
-        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await.unwrap();
-        assert!(matches!(r, Ok(0) | Err(_)), "an idle connection stayed open: {r:?}");
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Ok(0) | Err(_)),
+            "an idle connection stayed open: {r:?}"
+        );
     }
     let out = dig(dns, &["api.covergen.ai", "A", "+tcp"]);
     assert_eq!(answers(&out).len(), 2, "{out}");
