@@ -15,7 +15,8 @@
 //! - [`scope`]: client classes by network, siblings of one class merged
 //!   (the client-subnet scope).
 //! - [`metrics`]: queries, rate limiting, malformed packets, latency.
-//! - [`server`]: the UDP sockets and the TCP listener.
+//! - [`server`]: the UDP sockets and the TCP listener; [`udp`]: the
+//!   batched UDP loop (`recvmmsg`/`sendmmsg`).
 //! - [`probe`]: each region's edges' health URL, probed.
 //!
 //! It does not use hickory-server's `Server`: that spawns a task per UDP
@@ -31,5 +32,6 @@ pub mod respond;
 pub mod rrl;
 pub mod scope;
 pub mod server;
+pub mod udp;
 
 pub use server::{Bound, DnsServer, Plane, TcpLimits};

@@ -1,8 +1,8 @@
 //! The DNS listeners: UDP sockets (one per thread, `SO_REUSEPORT`, so the
 //! kernel spreads queries and an upgraded process can bind beside the old
-//! one) and a TCP listener with a connection cap and an idle timeout.
-//! Each query is answered in place on the task that read it: one receive
-//! buffer and one answer buffer per socket, reused, no task per query.
+//! one), each served in batches by [`crate::udp`], and a TCP listener with
+//! a connection cap and an idle timeout. Each query is answered in place:
+//! reused buffers, no task per query.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -136,17 +136,27 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         RegionSet(lo | (hi << 64))
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves: each UDP socket on its own thread
+    /// ([`crate::udp`]), TCP and the edge probes on this runtime.
     pub async fn serve(self: Arc<Self>, bound: Bound, shutdown: impl Future<Output = ()>) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for s in bound.udp {
-            match tokio::net::UdpSocket::from_std(s) {
-                Ok(sock) => {
-                    tasks.spawn(self.clone().udp_loop(sock));
-                }
-                Err(e) => tracing::error!(error = %e, "cannot serve a DNS UDP socket"),
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = tokio::runtime::Handle::current();
+        let mut threads = Vec::new();
+        for (i, sock) in bound.udp.into_iter().enumerate() {
+            let (me, stop, handle) = (self.clone(), stop.clone(), handle.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || {
+                    // Class maps are built on the runtime's blocking pool.
+                    let _rt = handle.enter();
+                    crate::udp::serve(&me, &sock, &stop);
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!(error = %e, "cannot start a DNS UDP thread"),
             }
         }
+        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(crate::probe::run(self.clone()));
         match tokio::net::TcpListener::from_std(bound.tcp) {
             Ok(l) => {
@@ -155,7 +165,19 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             Err(e) => tracing::error!(error = %e, "cannot serve the DNS TCP listener"),
         }
         shutdown.await;
+        stop.store(true, Ordering::Relaxed);
         tasks.shutdown().await;
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Answers one UDP query into `out`, rate limited; whether to send it.
+    pub fn answer_udp(&self, msg: &[u8], src: IpAddr, out: &mut Vec<u8>) -> bool {
+        match self.answer(msg, src, Transport::Udp, out) {
+            Some(outcome) => self.rate_ok(src, outcome, out),
+            None => false,
+        }
     }
 
     /// Answers one message; `out` holds the answer when `Some`.
@@ -261,30 +283,6 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             }
             building.store(false, Ordering::Release);
         });
-    }
-
-    async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
-        let mut buf = vec![0u8; 4096];
-        let mut out = Vec::with_capacity(4096);
-        loop {
-            let (n, peer) = match sock.recv_from(&mut buf).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNS UDP receive failed");
-                    continue;
-                }
-            };
-            let msg = &buf[..n];
-            let Some(outcome) = self.answer(msg, peer.ip(), Transport::Udp, &mut out) else {
-                continue;
-            };
-            if !self.rate_ok(peer.ip(), outcome, &mut out) {
-                continue;
-            }
-            if let Err(e) = sock.send_to(&out, peer).await {
-                tracing::debug!(error = %e, %peer, "DNS UDP send failed");
-            }
-        }
     }
 
     /// Response rate limiting; may turn `out` into its truncated form.

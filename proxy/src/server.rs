@@ -180,7 +180,9 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
             "geodns",
             crate::geodns::GeoDnsService::bind(steer.clone(), g)?,
         );
-        dns.threads = Some(g.threads.max(1));
+        // UDP is served on its own threads (one per socket); this runtime
+        // has TCP and the edge probes.
+        dns.threads = Some(1);
         server.add_service(dns);
     }
     server.add_service(background_service(
