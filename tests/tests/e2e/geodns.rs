@@ -527,4 +527,15 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
     }
     let out = dig(dns, &["api.covergen.ai", "A", "+tcp"]);
     assert_eq!(answers(&out).len(), 2, "{out}");
+    // SIGTERM: the DNS threads stop with the rest, and the process exits.
+    let mut proxy = proxy;
+    let start = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
 }
