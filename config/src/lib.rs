@@ -21,6 +21,7 @@
 //! - [`error`]: [`ConfigError`], a list of [`FieldError`] `{ path, reason }`.
 //! - [`model`]: the compiled table, index-addressed for the hot path;
 //!   [`settings`]: its per-region settings blocks and their defaults.
+//! - [`ids`]: region, zone and backend indices and region sets.
 //! - [`route`]: `decide()`, the candidate order and track assignment.
 //! - [`dns`]: the compiled `[dns]` section and `answer()`, the DNS
 //!   sibling of `decide()` ([`wire_dns`] is its wire format).
@@ -45,6 +46,7 @@ pub mod error;
 pub mod explain;
 pub mod geo_codes;
 pub mod host;
+pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod parse;

@@ -18,6 +18,7 @@
 //! - [`server`]: the UDP sockets and the TCP listener; [`udp`]: the
 //!   batched UDP loop (`recvmmsg`/`sendmmsg`).
 //! - [`probe`]: each region's edges' health URL, probed.
+//! - [`run`]: binding the sockets and starting the listeners.
 //!
 //! It does not use hickory-server's `Server`: that spawns a task per UDP
 //! query and encodes every reply from record objects, which allocates per
@@ -30,8 +31,10 @@ pub mod query;
 pub mod render;
 pub mod respond;
 pub mod rrl;
+pub mod run;
 pub mod scope;
 pub mod server;
 pub mod udp;
 
-pub use server::{Bound, DnsServer, Plane, TcpLimits};
+pub use run::{serve, Bound};
+pub use server::{DnsServer, Plane, TcpLimits};

@@ -1,11 +1,10 @@
-//! The DNS listeners: UDP sockets (one per thread, `SO_REUSEPORT`, so the
-//! kernel spreads queries and an upgraded process can bind beside the old
-//! one), each served in batches by [`crate::udp`], and a TCP listener with
-//! a connection cap and an idle timeout. Each query is answered in place:
-//! reused buffers, no task per query.
+//! The GeoDNS server state shared by every listener: the rendered zone
+//! per table version, the merged client classes, response rate limiting,
+//! edge health, and the TCP listener's loop (a connection cap and an idle
+//! timeout). Each query is answered in place: reused buffers, no task per
+//! query. [`crate::run`] binds the sockets and starts the listeners.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,40 +69,6 @@ pub struct DnsServer<P, G: ?Sized> {
     building: Arc<AtomicBool>,
 }
 
-/// Sockets bound before serving, so a taken port fails the start.
-pub struct Bound {
-    udp: Vec<std::net::UdpSocket>,
-    tcp: std::net::TcpListener,
-}
-
-impl Bound {
-    /// `udp_sockets` UDP sockets (each served by its own task) and one TCP
-    /// listener on `addr`.
-    pub fn bind(addr: SocketAddr, udp_sockets: usize) -> std::io::Result<Bound> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let domain = Domain::for_address(addr);
-        let mut udp = Vec::new();
-        for _ in 0..udp_sockets.max(1) {
-            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-            s.set_reuse_port(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&addr.into())?;
-            udp.push(s.into());
-        }
-        let t = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        t.set_reuse_address(true)?;
-        t.set_reuse_port(true)?;
-        t.set_nonblocking(true)?;
-        t.bind(&addr.into())?;
-        t.listen(1024)?;
-        Ok(Bound { udp, tcp: t.into() })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
 impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
     pub fn new(plane: Arc<P>, geo: Arc<G>, metrics: DnsMetrics, tcp: TcpLimits) -> Self {
         DnsServer {
@@ -134,42 +99,6 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         let lo = u128::from(self.edges_down[0].load(Ordering::Relaxed));
         let hi = u128::from(self.edges_down[1].load(Ordering::Relaxed));
         RegionSet(lo | (hi << 64))
-    }
-
-    /// Serves until `shutdown` resolves: each UDP socket on its own thread
-    /// ([`crate::udp`]), TCP and the edge probes on this runtime.
-    pub async fn serve(self: Arc<Self>, bound: Bound, shutdown: impl Future<Output = ()>) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = tokio::runtime::Handle::current();
-        let mut threads = Vec::new();
-        for (i, sock) in bound.udp.into_iter().enumerate() {
-            let (me, stop, handle) = (self.clone(), stop.clone(), handle.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("dns-udp-{i}"))
-                .spawn(move || {
-                    // Class maps are built on the runtime's blocking pool.
-                    let _rt = handle.enter();
-                    crate::udp::serve(&me, &sock, &stop);
-                });
-            match t {
-                Ok(t) => threads.push(t),
-                Err(e) => tracing::error!(error = %e, "cannot start a DNS UDP thread"),
-            }
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(crate::probe::run(self.clone()));
-        match tokio::net::TcpListener::from_std(bound.tcp) {
-            Ok(l) => {
-                tasks.spawn(self.clone().tcp_loop(l));
-            }
-            Err(e) => tracing::error!(error = %e, "cannot serve the DNS TCP listener"),
-        }
-        shutdown.await;
-        stop.store(true, Ordering::Relaxed);
-        tasks.shutdown().await;
-        for t in threads {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
     }
 
     /// Answers one UDP query into `out`, rate limited; whether to send it.
@@ -308,7 +237,7 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
         }
     }
 
-    async fn tcp_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    pub(crate) async fn tcp_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
         let slots = Arc::new(Semaphore::new(self.tcp.max_connections));
         loop {
             let (stream, peer) = match listener.accept().await {

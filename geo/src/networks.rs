@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use maxminddb::WithinOptions;
 
-use crate::{decode_record, GeoDb, GeoResult, LookupStatus, Record};
+use crate::decode::{decode_record, Record};
+use crate::{GeoDb, GeoResult, LookupStatus};
 
 /// One network and the database's answer for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

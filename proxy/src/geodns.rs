@@ -72,6 +72,6 @@ impl BackgroundService for GeoDnsService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        self.server.clone().serve(bound, stop).await;
+        edgesteer_dns::serve(self.server.clone(), bound, stop).await;
     }
 }

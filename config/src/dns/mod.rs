@@ -17,7 +17,7 @@ mod tests;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::model::RegionId;
+use crate::ids::RegionId;
 
 /// What `[dns]` compiles to. Names are lower-case, without a trailing dot.
 #[derive(Clone, Debug, PartialEq)]
