@@ -16,6 +16,7 @@ mod edge_faults;
 mod edge_heads;
 mod failover;
 mod geodns;
+mod geodns_limits;
 mod lifecycle;
 mod local_state;
 mod observe;
