@@ -313,6 +313,13 @@ async fn ops_drain_and_roll_back_by_clicking_and_traffic_follows() {
         "return document.querySelector('#regions [data-region=\"us-east\"]').dataset.state === 'drained'",
     )
     .await;
+    // What DNS answers us-east's clients now: us-west's edges.
+    b.wait_js(
+        "us-east's DNS answer moved to us-west",
+        "const d = document.querySelector('#regions [data-region=\"us-east\"] .dns-answer'); \
+         return !!d && d.dataset.dnsTarget === 'us-west' && d.innerText.includes('198.51.100.20')",
+    )
+    .await;
 
     // Roll back to version 1 from the history; the request lands in us-east again.
     b.click("#history tr[data-version='1'] button[data-action='rollback']")
@@ -364,6 +371,13 @@ async fn ops_drain_and_roll_back_by_clicking_and_traffic_follows() {
         text.contains("zone cn") && text.contains("cn-east"),
         "{text}"
     );
+    // The DNS answer for the same client, beside the HTTP decision.
+    b.wait_js(
+        "the DNS answer in the explanation",
+        "const d = document.querySelector('#explain-out .explain-dns'); \
+         return !!d && d.dataset.region === 'cn-east' && d.dataset.agrees === 'true'",
+    )
+    .await;
 
     // Wait for a chart point from the proxies' stats, then the picture.
     b.wait_js(
