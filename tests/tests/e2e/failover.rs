@@ -161,6 +161,8 @@ async fn a_dead_region_fails_over_and_comes_back() {
     );
 
     let addrs: Vec<SocketAddr> = fleet.procs["us-east"].iter().map(|p| p.addr).collect();
+    let failovers = r#"edgesteer_failovers_total{from="us-east",reason="failover",to="us-west"}"#;
+    let failovers_before = metric(&proxy.metrics().await.unwrap(), failovers);
     for p in fleet.procs.get_mut("us-east").unwrap() {
         p.kill();
     }
@@ -180,18 +182,22 @@ async fn a_dead_region_fails_over_and_comes_back() {
         "us-east still healthy after 1.6 s: {}",
         proxy.health().await.unwrap()
     );
+    // The ten requests above were each served by the failover region (the
+    // series exists at 0 from the start: compare before and after).
     let m = proxy.metrics().await.unwrap();
+    let moved = metric(&m, failovers) - failovers_before;
     assert!(
-        m.contains(
-            "edgesteer_failovers_total{from=\"us-east\",reason=\"failover\",to=\"us-west\"}"
-        ),
-        "{m}"
+        moved >= 10.0,
+        "{moved} failovers counted for 10 requests: {m}"
     );
-    assert!(
-        m.contains("edgesteer_backend_healthy{backend=\"127.0.0.1:")
-            && m.contains("region=\"us-east\"} 0"),
-        "{m}"
-    );
+    for a in &addrs {
+        let series = format!("edgesteer_backend_healthy{{backend=\"{a}\",region=\"us-east\"}}");
+        assert_eq!(metric(&m, &series), 0.0, "{series}: {m}");
+        assert!(
+            m.contains(&format!("{series} 0\n")),
+            "{series} missing: {m}"
+        );
+    }
 
     // Restart on the same ports: back home after healthy_after good probes.
     let mut restarted = Vec::new();
@@ -269,6 +275,9 @@ async fn china_down_fails_closed_and_never_leaves_the_zone() {
         "cn-east"
     );
     let before = fleet.served_outside("cn-");
+    let blocked = r#"edgesteer_zone_blocked_total{zone="cn"}"#;
+    let blocked_before = metric(&proxy.metrics().await.unwrap(), blocked);
+    let mut answered_503 = 0.0;
     fleet.stop_inproc(&["cn-east", "cn-north"]);
 
     // While probes notice, answers may be 5xx, but never from outside cn.
@@ -286,6 +295,7 @@ async fn china_down_fails_closed_and_never_leaves_the_zone() {
             assert_eq!(got.body["zone"], "cn", "{got:?}");
             assert_eq!(got.body["error"], "no_healthy_region");
             saw_503 = true;
+            answered_503 += 1.0;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -299,17 +309,17 @@ async fn china_down_fails_closed_and_never_leaves_the_zone() {
             (503, Some("cn")),
             "{got:?}"
         );
+        answered_503 += 1.0;
     }
     assert_eq!(
         fleet.served_outside("cn-"),
         before,
         "a non-CN backend served a CN client"
     );
+    // Every 503 answered to a CN client was counted, once (the series
+    // exists at 0 from the start, so its presence proves nothing).
     let m = proxy.metrics().await.unwrap();
-    assert!(
-        m.contains("edgesteer_zone_blocked_total{zone=\"cn\"}"),
-        "{m}"
-    );
+    assert_eq!(metric(&m, blocked) - blocked_before, answered_503, "{m}");
     // Everyone else is unaffected.
     assert_eq!(
         get_as(&client, &proxy.url("/"), sample_ip("HK"), None)
