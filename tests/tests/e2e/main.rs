@@ -8,6 +8,7 @@ mod control;
 mod control_bounds;
 mod control_writes;
 mod ctl_walk;
+mod dns_backends;
 mod drain;
 mod edge;
 mod edge_cap;
