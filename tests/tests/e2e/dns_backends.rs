@@ -72,7 +72,9 @@ async fn resetter(addr: SocketAddr, seen: Arc<AtomicU64>) {
                 if s.try_read(&mut b).is_ok_and(|n| n > 0) {
                     seen.fetch_add(1, Ordering::Relaxed);
                 }
-                // Linger 0: the close is a reset.
+                // Linger 0: the close is a reset (and, with 0, dropping
+                // does not block, which is what the deprecation is about).
+                #[allow(deprecated)]
                 let _ = s.set_linger(Some(Duration::ZERO));
                 drop(s);
             });

@@ -145,6 +145,8 @@ async fn a_region_killed_under_load_fails_nothing_on_two_proxies() {
 
 #[tokio::test]
 async fn a_dead_region_fails_over_and_comes_back() {
+    // Paced load: not at the same time as other heavy tests (2 cores).
+    let _heavy = heavy().await;
     let mut fleet = Fleet::new(&["us-east"]).await;
     let proxy = fleet.proxy().await;
     let client = reqwest::Client::new();

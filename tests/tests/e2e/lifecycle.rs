@@ -351,6 +351,8 @@ async fn upgrade_with_no_running_proxy_says_so() {
 
 #[tokio::test]
 async fn a_geo_database_rewritten_in_place_never_takes_the_proxy_down() {
+    // Paced load: not at the same time as other heavy tests (2 cores).
+    let _heavy = heavy().await;
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
     let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();

@@ -296,6 +296,8 @@ async fn a_limit_pushed_through_the_table_applies_on_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_cap_holds_and_abusers_are_blocked_until_lifted() {
+    // Paced load: not at the same time as other heavy tests (2 cores).
+    let _heavy = heavy().await;
     let be = backend().await;
     let wd = Workdir::new().unwrap();
     let spec = limits_table(

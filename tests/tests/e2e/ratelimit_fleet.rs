@@ -141,6 +141,8 @@ keys = { "k1" = "t" }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
+    // Paced load: not at the same time as other heavy tests (2 cores).
+    let _heavy = heavy().await;
     let be = backend().await;
     let mut redis = RedisProc::start().await.unwrap();
     let wd = Workdir::new().unwrap();
