@@ -3,24 +3,45 @@
 //! snapshot hash) and applies everyone's changes in stream order, so every
 //! proxy ends with the same list. A starting proxy loads the snapshot, then
 //! follows the stream; ended blocks are tidied from the snapshot a page at
-//! a time. Called once per round by the syncer in `global.rs`.
+//! a time. Called once per round by the syncers in `global.rs` (a single
+//! Redis) and `cluster_sync.rs` (a Redis Cluster, where both keys carry one
+//! hash tag so the transaction that writes them stays in one slot: the
+//! block list then lives on one master and its replica, and any node
+//! redirects a reader to it).
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 
 use crate::block::{epoch_ms, BlockEvent};
 use crate::limiter::Limiter;
 
-/// The stream through which proxies share block-list changes.
-const BLOCK_STREAM: &str = "edgesteer:blocks";
+/// Where the fleet's block list lives in the store.
+pub(crate) struct BlockKeys {
+    /// The stream through which proxies share block-list changes.
+    stream: &'static str,
+    /// The live blocks (ip -> `until_ms|policy|reason`), written with every
+    /// stream entry in one transaction: a starting proxy loads it instead
+    /// of replaying a stream whose old entries may be trimmed away.
+    snapshot: &'static str,
+}
+
+impl BlockKeys {
+    /// On a single Redis.
+    pub(crate) const SINGLE: BlockKeys = BlockKeys {
+        stream: "edgesteer:blocks",
+        snapshot: "edgesteer:blocks:live",
+    };
+    /// On a Redis Cluster: one hash tag, one slot.
+    pub(crate) const CLUSTER: BlockKeys = BlockKeys {
+        stream: "{edgesteer:blocks}",
+        snapshot: "{edgesteer:blocks}:live",
+    };
+}
+
 /// Entries kept in it (approximately; older ones are trimmed): as many as
 /// the block list holds, so a starting proxy can replay every live block.
 const BLOCK_STREAM_LEN: usize = 100_000;
-/// The live blocks (ip -> `until_ms|policy|reason`), written with every
-/// stream entry in one transaction: a starting proxy loads it instead of
-/// replaying a stream whose old entries may be trimmed away.
-const BLOCK_SNAPSHOT: &str = "edgesteer:blocks:live";
 /// Deletes snapshot fields whose value is still the expired one read
 /// (a block re-made meanwhile has a new value and stays).
 const TIDY_SCRIPT: &str = r"
@@ -54,28 +75,30 @@ pub(crate) struct BlockStream {
 /// Publishes this proxy's block-list changes and applies the stream's, all
 /// in stream order (its own included), so every proxy ends with the same
 /// list.
-pub(crate) async fn share_blocks(
+pub(crate) async fn share_blocks<C: ConnectionLike + Send>(
     limiter: &Limiter,
-    conn: &mut MultiplexedConnection,
+    conn: &mut C,
     stream: &mut BlockStream,
+    keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     if stream.last_id.is_none() {
-        load_snapshot(limiter, conn, stream).await?;
+        load_snapshot(limiter, conn, stream, keys).await?;
     }
-    publish_outbox(limiter, conn).await?;
-    apply_stream(limiter, conn, stream).await?;
+    publish_outbox(limiter, conn, keys).await?;
+    apply_stream(limiter, conn, stream, keys).await?;
     stream.rounds += 1;
     if stream.rounds.is_multiple_of(TIDY_EVERY) {
-        tidy_snapshot(conn, stream).await?;
+        tidy_snapshot(conn, stream, keys).await?;
     }
     Ok(())
 }
 
 /// Writes this proxy's pending block-list changes to the stream and the
 /// snapshot; on failure they go back to the outbox for the next round.
-async fn publish_outbox(
+async fn publish_outbox<C: ConnectionLike + Send>(
     limiter: &Limiter,
-    conn: &mut MultiplexedConnection,
+    conn: &mut C,
+    keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     let events = limiter.take_outbox();
     if events.is_empty() {
@@ -86,7 +109,7 @@ async fn publish_outbox(
     let mut pipe = redis::pipe();
     pipe.atomic();
     for e in &events {
-        queue_event(&mut pipe, e);
+        queue_event(&mut pipe, e, keys);
     }
     if let Err(e) = pipe.query_async::<()>(conn).await {
         limiter.requeue_outbox(events);
@@ -97,11 +120,11 @@ async fn publish_outbox(
 
 /// Adds one change to the transaction: its stream entry and its snapshot
 /// update.
-fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
+fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent, keys: &BlockKeys) {
     let eid = event_id(e);
     let cmd = pipe
         .cmd("XADD")
-        .arg(BLOCK_STREAM)
+        .arg(keys.stream)
         .arg("MAXLEN")
         .arg("~")
         .arg(BLOCK_STREAM_LEN)
@@ -128,7 +151,7 @@ fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
                 .arg(until_ms)
                 .ignore();
             pipe.cmd("HSET")
-                .arg(BLOCK_SNAPSHOT)
+                .arg(keys.snapshot)
                 .arg(ip.to_string())
                 .arg(snapshot_value(until_ms, policy, reason))
                 .ignore();
@@ -142,7 +165,7 @@ fn queue_event(pipe: &mut redis::Pipeline, e: &BlockEvent) {
                 .arg(epoch_ms(*at))
                 .ignore();
             pipe.cmd("HDEL")
-                .arg(BLOCK_SNAPSHOT)
+                .arg(keys.snapshot)
                 .arg(ip.to_string())
                 .ignore();
         }
@@ -168,10 +191,11 @@ pub(crate) fn event_id(e: &BlockEvent) -> u64 {
 
 /// Reads the stream from where this proxy left it and applies each change
 /// not applied yet.
-async fn apply_stream(
+async fn apply_stream<C: ConnectionLike + Send>(
     limiter: &Limiter,
-    conn: &mut MultiplexedConnection,
+    conn: &mut C,
     stream: &mut BlockStream,
+    keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     let from = stream.last_id.clone().unwrap_or_else(|| "0".into());
 
@@ -179,7 +203,7 @@ async fn apply_stream(
         .arg("COUNT")
         .arg(BLOCK_READ)
         .arg("STREAMS")
-        .arg(BLOCK_STREAM)
+        .arg(keys.stream)
         .arg(from)
         .query_async(conn)
         .await?;
@@ -223,12 +247,13 @@ async fn apply_stream(
 /// One step of removing ended blocks from the snapshot hash, so it holds
 /// about the live blocks and no more (every proxy takes steps; deleting is
 /// conditional, so they cannot remove a block re-made meanwhile).
-async fn tidy_snapshot(
-    conn: &mut MultiplexedConnection,
+async fn tidy_snapshot<C: ConnectionLike + Send>(
+    conn: &mut C,
     stream: &mut BlockStream,
+    keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     let (cursor, page): (u64, Vec<String>) = redis::cmd("HSCAN")
-        .arg(BLOCK_SNAPSHOT)
+        .arg(keys.snapshot)
         .arg(stream.tidy_cursor)
         .arg("COUNT")
         .arg(200)
@@ -238,7 +263,7 @@ async fn tidy_snapshot(
     let now_ms = epoch_ms(std::time::SystemTime::now());
     let script = redis::Script::new(TIDY_SCRIPT);
     let mut ended = script.prepare_invoke();
-    ended.key(BLOCK_SNAPSHOT);
+    ended.key(keys.snapshot);
     let mut any = false;
     for pair in page.chunks(2) {
         if let [field, value] = pair {
@@ -257,13 +282,14 @@ async fn tidy_snapshot(
 /// A starting proxy: the stream's position first, then the live blocks,
 /// then (next) the stream from that position. Changes made in between are
 /// in both and apply again harmlessly.
-async fn load_snapshot(
+async fn load_snapshot<C: ConnectionLike + Send>(
     limiter: &Limiter,
-    conn: &mut MultiplexedConnection,
+    conn: &mut C,
     stream: &mut BlockStream,
+    keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(BLOCK_STREAM)
+        .arg(keys.stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -271,7 +297,7 @@ async fn load_snapshot(
         .query_async(conn)
         .await?;
     let live: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(BLOCK_SNAPSHOT)
+        .arg(keys.snapshot)
         .query_async(conn)
         .await?;
     let now_ms = epoch_ms(std::time::SystemTime::now());
@@ -291,7 +317,7 @@ async fn load_snapshot(
     if !expired.is_empty() {
         // Tidy: nobody needs blocks that ended.
         redis::cmd("HDEL")
-            .arg(BLOCK_SNAPSHOT)
+            .arg(keys.snapshot)
             .arg(&expired)
             .query_async::<()>(conn)
             .await?;

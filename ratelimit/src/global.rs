@@ -26,6 +26,10 @@
 //! `fail_closed` ones answer 503. The first good sync restores both.
 //!
 //! Each round also shares the abuse block list (see `block_sync.rs`).
+//!
+//! A Redis Cluster (`redis+cluster://h1:p1,h2:p2`) has its own syncer,
+//! `cluster_sync.rs`, on the same script and the same cells; `run_sync`
+//! hands such URLs to it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,50 +39,16 @@ use edgesteer_config::ratelimit::LimitScope;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::block_sync::{share_blocks, BlockStream};
+use crate::block_sync::{share_blocks, BlockKeys, BlockStream};
+use crate::cluster::ClusterUrl;
 use crate::limiter::Limiter;
+use crate::reconcile::{apply_debt, discard, take_dirty, BATCH, SCRIPT, SYNC_TIMEOUT};
 use crate::state::PolicyState;
-
-/// Keys per `EVAL`.
-const BATCH: usize = 500;
-/// A Redis command (connect, or one `EVAL`) slower than this fails the round.
-const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
-/// Debt larger than this from the store is treated as corrupt and clamped.
-const MAX_DEBT_NS: u64 = 3_600_000_000_000;
-
-/// ARGV[1]: the sync interval (us); ARGV[i + 1]: quota (us) KEYS[i] used.
-/// The quota was used over the last interval, so it is booked from
-/// `now - interval` at the earliest: booking it all at `now` would count a
-/// proxy's steady use twice (once in its own TAT, once as fresh debt) and
-/// hold a lone proxy below the rate whenever burst/rate < interval.
-const SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local since = now - tonumber(ARGV[1])
-local out = {}
-for i, k in ipairs(KEYS) do
-  local n = tonumber(ARGV[i + 1])
-  -- A key of another type (WRONGTYPE) is read as fresh and overwritten
-  -- by the SET below: one bad key must not fail every key's sync.
-  local v = redis.pcall('GET', k)
-  if type(v) ~= 'string' then v = nil end
-  local tat = tonumber(v) or since
-  if tat < since then tat = since end
-  tat = tat + n
-  local debt = tat - now
-  if n > 0 then
-    redis.call('SET', k, string.format('%d', tat), 'PX', math.max(0, math.floor(debt / 1000)) + 1000)
-  end
-  out[i] = debt
-end
-return out
-";
 
 /// Where and how often to reconcile.
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, or `redis+cluster://h1:p1,h2:p2`.
     pub url: String,
     pub interval: Duration,
 }
@@ -117,9 +87,15 @@ pub fn redacted(url: &str) -> String {
 /// Checks a `--redis` URL at start-up, so a typo stops the proxy with a
 /// clear error instead of running with every global limit store-down.
 pub fn check_url(url: &str) -> Result<(), String> {
+    if ClusterUrl::parse(url)
+        .map_err(|e| format!("--redis {}: {e}", redacted(url)))?
+        .is_some()
+    {
+        return Ok(());
+    }
     Client::open(url).map(|_| ()).map_err(|e| {
         format!(
-            "--redis {}: {e}; expected redis://[user:password@]host:port[/db], rediss://... or redis+unix:///path.sock[?db=N&pass=...]",
+            "--redis {}: {e}; expected redis://[user:password@]host:port[/db], redis+unix:///path.sock[?db=N&pass=...] or redis+cluster://host:port,host:port,...",
             redacted(url)
         )
     })
@@ -127,6 +103,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// Runs the syncer until the task is dropped.
 pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
+    if let Ok(Some(cluster)) = ClusterUrl::parse(&cfg.url) {
+        return crate::cluster_sync::run(limiter, cfg.interval, cluster).await;
+    }
     let store = &limiter.store;
     // Optimistic until the first attempt says otherwise.
     limiter.expect_store(cfg.interval);
@@ -152,6 +131,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = Instant::now();
         let states: Vec<Arc<PolicyState>> = limiter
             .live()
             .into_iter()
@@ -176,7 +156,8 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                     sync_once(&limiter, c, &script, interval_us, &states).await?;
                     // Block sharing failing (say, a Redis without streams)
                     // must not take global limits down with it.
-                    if let Err(e) = share_blocks(&limiter, c, &mut blocks).await {
+                    if let Err(e) = share_blocks(&limiter, c, &mut blocks, &BlockKeys::SINGLE).await
+                    {
                         store.block_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(error = %e, "block list not shared this round");
                     }
@@ -186,6 +167,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
             }
         }
         .await;
+        store.note_round(started.elapsed());
         match result {
             Ok(()) => {
                 store.syncs.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +187,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                     discard(state, &take_dirty(state));
                 }
                 store.errors.fetch_add(1, Ordering::Relaxed);
+                store.note_error(format!("{}: {e}", redacted(&cfg.url)));
                 // Down only once stale (`StoreStatus::ok`): a slow command
                 // or a blip costs one round, not a flap of fail_closed.
                 if !std::mem::replace(&mut failing, true) {
@@ -246,21 +229,7 @@ async fn sync_once(
             // A long round must not look like an outage.
             limiter.store.last_ok_ns.store(now, Ordering::Relaxed);
             for (&(key, _), debt_us) in chunk.iter().zip(debts) {
-                let debt_ns = u64::try_from(debt_us)
-                    .unwrap_or(0)
-                    .saturating_mul(1_000)
-                    .min(MAX_DEBT_NS);
-                let requeue = state.map.get(&key).is_some_and(|cell| {
-                    // Our own use since the snapshot is in `pending_now`.
-                    let fleet = now
-                        .saturating_add(debt_ns)
-                        .saturating_add(cell.pending_now());
-                    cell.tat.fetch_max(fleet, Ordering::Relaxed);
-                    cell.finish_round()
-                });
-                if requeue && state.dirty.push(key).is_err() {
-                    state.dirty_lost.store(true, Ordering::Relaxed);
-                }
+                apply_debt(state, key, debt_us, now);
             }
         }
     }
@@ -269,40 +238,6 @@ async fn sync_once(
         redis::cmd("PING").query_async::<String>(conn).await?;
     }
     Ok(())
-}
-
-/// Drops the unsynced quota of keys taken for a round that failed.
-fn discard(state: &PolicyState, keys: &[(u64, u64)]) {
-    for &(key, _) in keys {
-        if let Some(cell) = state.map.get(&key) {
-            cell.discard();
-        }
-    }
-}
-
-/// Keys used since the last sync, with the quota each consumed.
-fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
-    let mut keys = Vec::new();
-    let mut take = |key: u64| {
-        if let Some(cell) = state.map.get(&key) {
-            keys.push((key, cell.take_pending()));
-        }
-    };
-    while let Some(k) = state.dirty.pop() {
-        take(k);
-    }
-    if state.dirty_lost.swap(false, Ordering::Relaxed) {
-        let lost: Vec<u64> = state
-            .map
-            .iter()
-            .filter(|c| c.queued())
-            .map(|c| *c.key())
-            .collect();
-        for k in lost {
-            take(k);
-        }
-    }
-    keys
 }
 
 #[cfg(test)]
@@ -337,5 +272,15 @@ mod tests {
         assert!(e.contains("expected redis://"), "{e}");
         let e = check_url("http://:hunter2@host:6379").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("redis+cluster://host:port,host:port"), "{e}");
+        // A cluster: seeds only; credentials come from the environment.
+        assert!(check_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").is_ok());
+        let e = check_url("redis+cluster://u:hunter2@h:7000,h:7001").unwrap_err();
+        assert!(
+            !e.contains("hunter2") && e.contains("EDGESTEER_REDIS_PASSWORD"),
+            "{e}"
+        );
+        let e = check_url("rediss+cluster://h:7000").unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
     }
 }

@@ -13,16 +13,26 @@
 //! block-list entry and change, `keys.rs` client units and limit keys,
 //! `store.rs` the shared store's status, `state.rs` per-policy key state,
 //! `gcra.rs` the cell arithmetic, `global.rs` the Redis syncer,
-//! `block_sync.rs` the block list shared through a Redis stream.
+//! `block_sync.rs` the block list shared through a Redis stream,
+//! `reconcile.rs` what both syncers share (the script, dirty keys),
+//! `cluster.rs` a Redis Cluster's URL and topology, `cluster_sync.rs` its
+//! syncer, `cluster_link.rs` its connection and commands, `cluster_view.rs` its status and logs, `slots.rs` hash slots
+//! and the key buckets.
 #![forbid(unsafe_code)]
 
 pub mod block;
 mod block_sync;
 pub mod blocklist;
+pub mod cluster;
+mod cluster_link;
+mod cluster_sync;
+mod cluster_view;
 pub mod gcra;
 pub mod global;
 pub mod keys;
 pub mod limiter;
+mod reconcile;
+pub mod slots;
 pub mod state;
 pub mod store;
 
@@ -32,4 +42,4 @@ pub use keys::{ip_key, token_key};
 pub use limiter::{
     ratelimit_header, retry_after_secs, Bound, Limiter, Outcome, PolicyStats, Quota, Request,
 };
-pub use store::StoreSnapshot;
+pub use store::{ClusterStatus, NodeStatus, StoreSnapshot};

@@ -182,12 +182,6 @@ impl Limiter {
             if !p.applies(req.host, req.path) {
                 continue;
             }
-            if p.scope == LimitScope::Global
-                && p.on_store_error == StoreFailure::Closed
-                && !self.store_ok(now)
-            {
-                return Outcome::StoreUnavailable { policy: i };
-            }
             let (key, tier) = match &p.key {
                 LimitKey::ClientIp => (ip_key(req.client), p.default_tier),
                 LimitKey::Header(h) => {
@@ -203,6 +197,14 @@ impl Limiter {
                     }
                 }
             };
+            // Per key: on a Redis Cluster only keys whose master is lost
+            // are refused (`StoreStatus::ok_for`).
+            if p.scope == LimitScope::Global
+                && p.on_store_error == StoreFailure::Closed
+                && !self.store.ok_for(key, now)
+            {
+                return Outcome::StoreUnavailable { policy: i };
+            }
             let Some(t) = p.tiers.get(tier) else {
                 continue;
             };

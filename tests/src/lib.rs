@@ -21,6 +21,7 @@ mod pki;
 mod ports;
 mod proxy;
 mod redis;
+pub mod redis_cluster;
 mod requests;
 mod tables;
 mod wait;

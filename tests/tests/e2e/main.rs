@@ -24,6 +24,7 @@ mod observe;
 mod origin_tls;
 mod push_storm;
 mod ratelimit;
+mod ratelimit_cluster;
 mod ratelimit_fleet;
 mod ratelimit_store;
 mod replicas;
