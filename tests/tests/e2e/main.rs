@@ -20,6 +20,7 @@ mod lifecycle;
 mod local_state;
 mod observe;
 mod origin_tls;
+mod preview;
 mod push_storm;
 mod ratelimit;
 mod ratelimit_fleet;
