@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use edgesteer_config::route::{decide, Decision, HealthView, Reason, Request};
 use edgesteer_config::model::BUCKETS;
+use edgesteer_config::route::{decide, Decision, HealthView, Reason, Request};
 use edgesteer_config::{ClientClass, RegionId, RoutingTable, Track};
 use edgesteer_control_api::preview::{CountryMove, Move, Preview, RegionImpact, Unmodeled};
 
@@ -146,7 +146,10 @@ pub fn impact(
         }
         total += cell.rps;
         let pin = cell.pin.as_deref();
-        let (a, b) = (land(before, &cell.place, pin), land(after, &cell.place, pin));
+        let (a, b) = (
+            land(before, &cell.place, pin),
+            land(after, &cell.place, pin),
+        );
         for (side, l, is_after) in [(before, a, false), (after, b, true)] {
             if let Landing::Region { region, .. } = l {
                 let r = regions
@@ -162,9 +165,7 @@ pub fn impact(
                 }
             }
         }
-        let by_rtt = |l: Landing| {
-            matches!(l, Landing::Region { reason, .. } if reason == Reason::LatencyFallback)
-        };
+        let by_rtt = |l: Landing| matches!(l, Landing::Region { reason, .. } if reason == Reason::LatencyFallback);
         if by_rtt(a) || by_rtt(b) {
             unknown.add(
                 "latency fallback",

@@ -53,9 +53,9 @@ pub mod service;
 pub mod state;
 pub mod store;
 mod table;
-pub mod traffic;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use service::{router, DEFAULT_BODY_LIMIT};

@@ -175,8 +175,10 @@ impl BackendRtt for FleetHealth<'_> {
 }
 
 impl Live {
-    /// Each region's highest requests/s in a 10-second point since
-    /// `since_ms` (the newest, unfinished point over the time it has run).
+    /// Each region's highest requests/s in a 10-second point that
+    /// overlaps the time since `since_ms`; the newest, unfinished point
+    /// counts (over the time it has run) once it is half done, or when it
+    /// is the only one.
     pub(crate) fn peaks(&self, since_ms: u64) -> BTreeMap<String, f64> {
         let Ok(inner) = self.0.lock() else {
             return BTreeMap::new();
@@ -186,13 +188,19 @@ impl Live {
             .series
             .iter()
             .map(|(region, points)| {
-                let peak = points
+                let rates: Vec<(u64, f64)> = points
                     .iter()
-                    .filter(|p| p.start_ms >= since_ms)
+                    .filter(|p| p.start_ms + POINT_MS > since_ms)
                     .map(|p| {
                         let span = now.saturating_sub(p.start_ms).clamp(1000, POINT_MS);
-                        p.sums.requests as f64 * 1000.0 / span as f64
+                        (span, p.sums.requests as f64 * 1000.0 / span as f64)
                     })
+                    .collect();
+                let only = rates.len() == 1;
+                let peak = rates
+                    .into_iter()
+                    .filter(|&(span, _)| only || span >= POINT_MS / 2)
+                    .map(|(_, rps)| rps)
                     .fold(0.0, f64::max);
                 (region.clone(), peak)
             })

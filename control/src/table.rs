@@ -104,7 +104,11 @@ pub(crate) fn unknown_region(region: &str) -> ApiError {
 /// Applies a patch to one region; the audit action names what changed
 /// (`set-weight`, `set-canary`, `shift`, joined by `+`). The preview
 /// applies patches with it too.
-pub(crate) fn apply_patch(region: &str, r: &mut RegionSpec, req: &PatchRegion) -> Result<String, ApiError> {
+pub(crate) fn apply_patch(
+    region: &str,
+    r: &mut RegionSpec,
+    req: &PatchRegion,
+) -> Result<String, ApiError> {
     let mut action = Vec::new();
     for (addr, w) in &req.weights {
         let b = r

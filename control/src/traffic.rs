@@ -162,7 +162,10 @@ impl Traffic {
                 .proxies
                 .retain(|_, b| b.back().is_some_and(|b| b.start_ms >= horizon));
             if inner.proxies.len() >= MAX_REPORTERS {
-                tracing::warn!(proxy, "traffic model full ({MAX_REPORTERS} proxies); not tracking a new one");
+                tracing::warn!(
+                    proxy,
+                    "traffic model full ({MAX_REPORTERS} proxies); not tracking a new one"
+                );
                 return;
             }
         }
@@ -230,7 +233,8 @@ impl Traffic {
                 }
             })
             .collect();
-        out.cells.sort_by(|a, b| (&a.place, &a.pin).cmp(&(&b.place, &b.pin)));
+        out.cells
+            .sort_by(|a, b| (&a.place, &a.pin).cmp(&(&b.place, &b.pin)));
         out
     }
 

@@ -2,10 +2,10 @@
 //! `POST /v1/preview` instead of being written, and what it would do to
 //! the fleet's traffic is printed. Nothing is committed.
 
+use edgesteer_config::TableSpec;
 use edgesteer_control_api::api::PatchRegion;
 use edgesteer_control_api::client::Client;
 use edgesteer_control_api::preview::{Preview, PreviewRequest};
-use edgesteer_config::TableSpec;
 
 /// Previews a region change.
 pub(super) async fn patch(

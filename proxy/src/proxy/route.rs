@@ -26,7 +26,8 @@ pub(super) async fn route(steer: &Steering, session: &mut Session, ctx: &mut Ctx
     ctx.class = Some(class);
     let pin = host_of(req).and_then(|h| table.pin_slot_for_host(h));
     ctx.pin = pin.map(|(_, r)| r);
-    snap.traffic.count(ctx.geo.country, pin.map(|(slot, _)| slot));
+    snap.traffic
+        .count(ctx.geo.country, pin.map(|(slot, _)| slot));
     ctx.sticky = sticky_of(table, &req.headers, ctx.client);
     let request = Request {
         class,

@@ -107,7 +107,11 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
     let want = rate_of(&["US", "CA", "BR"]);
     assert_eq!(p.proxies, 2, "{p:?}");
     assert_eq!(pairs(&p), vec![("us-east", "us-west")], "{p:#?}");
-    assert!(near(p.moves[0].rps, want, 0.07), "{} vs {want}: {p:#?}", p.moves[0].rps);
+    assert!(
+        near(p.moves[0].rps, want, 0.07),
+        "{} vs {want}: {p:#?}",
+        p.moves[0].rps
+    );
     assert!(near(p.total_rps, total, 0.07), "{} vs {total}", p.total_rps);
     assert!(near(p.moves[0].share, want / total, 0.07), "{p:#?}");
     let moved: BTreeMap<&str, &str> = p
@@ -120,11 +124,21 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
         BTreeMap::from([("BR", "us-west"), ("CA", "us-west"), ("US", "us-west")])
     );
     let east = &p.regions["us-east"];
-    assert!(near(east.before_rps, want, 0.07) && east.after_rps == 0.0, "{east:?}");
+    assert!(
+        near(east.before_rps, want, 0.07) && east.after_rps == 0.0,
+        "{east:?}"
+    );
     assert!(near(p.regions["us-west"].after_rps, want, 0.07), "{p:#?}");
     assert!(p.regions["us-west"].capacity_warning.is_some(), "{p:#?}");
+    assert!(
+        east.peak_rps > 0.0 && east.peak_rps < want * 1.3,
+        "{east:?}"
+    );
     // The canary shares do not change, the canary rate does.
-    assert_eq!((east.canary_bps_before, east.canary_bps_after), (1000, 1000));
+    assert_eq!(
+        (east.canary_bps_before, east.canary_bps_after),
+        (1000, 1000)
+    );
     assert!(near(east.canary_rps_before, want / 10.0, 0.1), "{east:?}");
     assert_eq!(p.zone_crossings, 0.0);
     assert!(p.requests_seen > 0);
@@ -181,10 +195,17 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
     assert_eq!(pairs(&p), vec![("us-east", "us-west")]);
     let out = control.ctl(&["set-canary", "eu-west", "2500", "--preview"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("canary 1000 -> 2500"), "{text}");
+    assert!(
+        out.status.success() && text.contains("canary 1000 -> 2500"),
+        "{text}"
+    );
     assert_eq!(api.get().await.unwrap().version, v0, "a preview committed");
     assert_eq!(api.history(100).await.unwrap().versions.len(), 1);
 
     let paced = load.await.unwrap();
-    assert!(paced.other.is_empty(), "{:?}", &paced.other[..paced.other.len().min(5)]);
+    assert!(
+        paced.other.is_empty(),
+        "{:?}",
+        &paced.other[..paced.other.len().min(5)]
+    );
 }
