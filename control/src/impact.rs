@@ -64,7 +64,7 @@ fn land(side: &Side<'_>, place: &Place, pin: Option<&str>) -> Landing {
     }
 }
 
-fn name<'t>(t: &'t RoutingTable, l: Landing) -> &'t str {
+fn name(t: &RoutingTable, l: Landing) -> &str {
     match l {
         Landing::Region { region, .. } => &t.region(region).name,
         Landing::Refused => REFUSED,
