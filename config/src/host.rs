@@ -56,15 +56,17 @@ const SCAN_AT_MOST: usize = 8;
 pub struct HostPins<R> {
     /// In table order, for explain and docs (and the scan).
     list: Vec<(String, R)>,
-    /// Lower-cased host -> region, when there are more than a few.
-    map: std::collections::HashMap<String, R>,
+    /// Lower-cased host -> (its place in `list`, region), when there are
+    /// more than a few.
+    map: std::collections::HashMap<String, (usize, R)>,
 }
 
 impl<R: Copy> HostPins<R> {
     pub fn new(list: Vec<(String, R)>) -> Self {
         let map = if list.len() > SCAN_AT_MOST {
             list.iter()
-                .map(|(h, r)| (h.to_ascii_lowercase(), *r))
+                .enumerate()
+                .map(|(i, (h, r))| (h.to_ascii_lowercase(), (i, *r)))
                 .collect()
         } else {
             Default::default()
@@ -75,6 +77,12 @@ impl<R: Copy> HostPins<R> {
     /// The region `host` (any spelling: case, port, trailing dot) is
     /// pinned to.
     pub fn get(&self, host: &str) -> Option<R> {
+        self.get_slot(host).map(|(_, r)| r)
+    }
+
+    /// [`HostPins::get`] with the pin's place in table order (the slot the
+    /// proxy counts its traffic in).
+    pub fn get_slot(&self, host: &str) -> Option<(usize, R)> {
         if self.list.is_empty() {
             return None;
         }
@@ -83,14 +91,19 @@ impl<R: Copy> HostPins<R> {
             return self
                 .list
                 .iter()
-                .find(|(h, _)| h.eq_ignore_ascii_case(host))
-                .map(|&(_, r)| r);
+                .enumerate()
+                .find(|(_, (h, _))| h.eq_ignore_ascii_case(host))
+                .map(|(i, &(_, r))| (i, r));
         }
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.map.get(&host.to_ascii_lowercase()).copied()
         } else {
             self.map.get(host).copied()
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -274,6 +274,12 @@ impl RoutingTable {
         self.pins.get(host)
     }
 
+    /// The pinned region for a `Host`, with the pin's place in
+    /// [`RoutingTable::pins`] order.
+    pub fn pin_slot_for_host(&self, host: &str) -> Option<(usize, RegionId)> {
+        self.pins.get_slot(host)
+    }
+
     /// All host pins, for explain and docs.
     pub fn pins(&self) -> impl Iterator<Item = (&str, RegionId)> {
         self.pins.iter()

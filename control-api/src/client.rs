@@ -231,7 +231,7 @@ impl Client {
     }
 
     /// [`Client::exchange`] with the usual deadline, the answer read as a `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         retry: Retry,
         make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
@@ -386,7 +386,7 @@ impl Client {
 
 /// When a call moves on to the next replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// On any failure to get an answer: reads, and what is safe to repeat
     /// (acks, stats).
     Always,

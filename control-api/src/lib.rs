@@ -8,7 +8,9 @@
 //! ## Layout
 //! - [`api`]: the request and answer types of every endpoint (docs/api.md).
 //! - [`record`]: one stored version and its audit record.
-//! - [`report`]: the per-track stats proxies send every second.
+//! - [`report`]: the per-track stats and the traffic model proxies send
+//!   every second.
+//! - [`preview`]: the impact preview's request and answer.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
 //!   or TLS verified against a given CA, optionally with a client
 //!   certificate), moving to the next replica when one is unreachable or
@@ -21,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 mod client_tls;
+pub mod preview;
 pub mod record;
 pub mod report;
 

@@ -21,9 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use edgesteer_config::explain::{explain_route, BackendRtt, Client};
-use edgesteer_config::route::HealthView;
-use edgesteer_config::{BackendId, RegionId, RoutingTable};
+use edgesteer_config::explain::{explain_route, Client};
 use edgesteer_geo::GeoLookup;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +29,7 @@ use edgesteer_control_api::Caller;
 
 use crate::figures::now_ms;
 use crate::http::ApiError;
-use crate::live::{LivePoint, POINTS, POINT_MS};
+use crate::live::{FleetHealth, LivePoint, POINTS, POINT_MS};
 use crate::state::Control;
 
 /// Stored versions scanned for canary-share changes.
@@ -165,33 +163,6 @@ pub(crate) struct ExplainQuery {
     /// A DNS name; default: the host when GeoDNS answers it, else the
     /// table's first name answered by location.
     dns: Option<String>,
-}
-
-/// The fleet's reported health as the explain's health view: a backend
-/// any fresh report holds unavailable is unavailable.
-struct FleetHealth<'a> {
-    table: &'a RoutingTable,
-    unhealthy: &'a BTreeMap<String, BTreeSet<String>>,
-}
-
-impl HealthView for FleetHealth<'_> {
-    fn is_healthy(&self, backend: BackendId) -> bool {
-        let b = self.table.backend(backend);
-        let region = &self.table.region(b.region).name;
-        !self
-            .unhealthy
-            .get(region)
-            .is_some_and(|keys| keys.contains(&b.key))
-    }
-    fn region_rtt_us(&self, _: RegionId) -> Option<u32> {
-        None
-    }
-}
-
-impl BackendRtt for FleetHealth<'_> {
-    fn backend_rtt_us(&self, _: BackendId) -> Option<u32> {
-        None
-    }
 }
 
 pub(crate) async fn explain(

@@ -23,7 +23,8 @@ pub(crate) fn access_of(method: &Method, route: &str) -> Access {
     match (method, route) {
         (&Method::GET, "/v1/watch") => Access::Watch,
         (&Method::POST, "/v1/fleet/ack" | "/v1/stats") => Access::Report,
-        (&Method::GET | &Method::HEAD, _) => Access::Read,
+        // A preview computes and never commits: a read.
+        (&Method::GET | &Method::HEAD, _) | (&Method::POST, "/v1/preview") => Access::Read,
         _ => Access::Write,
     }
 }
@@ -81,6 +82,8 @@ mod tests {
         assert_eq!(access_of(&Method::POST, "/v1/fleet/ack"), Access::Report);
         assert_eq!(access_of(&Method::GET, "/v1/table"), Access::Read);
         assert_eq!(access_of(&Method::PUT, "/v1/table"), Access::Write);
+        assert_eq!(access_of(&Method::POST, "/v1/preview"), Access::Read);
+        assert_eq!(access_of(&Method::POST, "/v1/rollback"), Access::Write);
         assert_eq!(access_of(&Method::DELETE, "/v1/anything"), Access::Write);
     }
 }

@@ -22,6 +22,9 @@
 //!   figures and gates it judges are in `figures`.
 //! - [`console`]: the ops console's page and reads; `live` keeps what it
 //!   draws from the proxies' stats.
+//! - `preview`: `POST /v1/preview`, the impact of a change before it is
+//!   made; [`impact`] computes it (pure) over [`traffic`], each proxy's
+//!   requests by country and pin over a rolling window.
 //! - `http`, `fleet`, `replicas`, [`peer_cert`]: HTTP plumbing, the fleet
 //!   register, what replicas share, and client-certificate names;
 //!   `history` the versions kept in memory (the newest 1000), `compiled`
@@ -39,8 +42,10 @@ mod fleet;
 mod guard;
 mod history;
 mod http;
+pub mod impact;
 mod live;
 pub mod peer_cert;
+mod preview;
 mod proxies;
 mod replicas;
 pub mod rollout;
@@ -50,6 +55,7 @@ pub mod store;
 mod table;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use service::{router, DEFAULT_BODY_LIMIT};

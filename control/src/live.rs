@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use edgesteer_config::TableSpec;
+use edgesteer_config::explain::BackendRtt;
+use edgesteer_config::route::HealthView;
+use edgesteer_config::{BackendId, RegionId, RoutingTable, TableSpec};
 use edgesteer_control_api::api::StatsReport;
 use serde::{Deserialize, Serialize};
 
@@ -143,4 +145,65 @@ pub struct LivePoint {
     pub canary_requests: u64,
     /// `null` without samples, or beyond the largest latency bucket.
     pub p99_ms: Option<f64>,
+}
+
+/// The fleet's reported health as a health view (explain, preview): a
+/// backend any fresh report holds unavailable is unavailable. No RTT.
+pub(crate) struct FleetHealth<'a> {
+    pub(crate) table: &'a RoutingTable,
+    pub(crate) unhealthy: &'a BTreeMap<String, BTreeSet<String>>,
+}
+
+impl HealthView for FleetHealth<'_> {
+    fn is_healthy(&self, backend: BackendId) -> bool {
+        let b = self.table.backend(backend);
+        let region = &self.table.region(b.region).name;
+        !self
+            .unhealthy
+            .get(region)
+            .is_some_and(|keys| keys.contains(&b.key))
+    }
+    fn region_rtt_us(&self, _: RegionId) -> Option<u32> {
+        None
+    }
+}
+
+impl BackendRtt for FleetHealth<'_> {
+    fn backend_rtt_us(&self, _: BackendId) -> Option<u32> {
+        None
+    }
+}
+
+impl Live {
+    /// Each region's highest requests/s in a 10-second point that
+    /// overlaps the time since `since_ms`; the newest, unfinished point
+    /// counts (over the time it has run) once it is half done, or when it
+    /// is the only one.
+    pub(crate) fn peaks(&self, since_ms: u64) -> BTreeMap<String, f64> {
+        let Ok(inner) = self.0.lock() else {
+            return BTreeMap::new();
+        };
+        let now = now_ms();
+        inner
+            .series
+            .iter()
+            .map(|(region, points)| {
+                let rates: Vec<(u64, f64)> = points
+                    .iter()
+                    .filter(|p| p.start_ms + POINT_MS > since_ms)
+                    .map(|p| {
+                        let span = now.saturating_sub(p.start_ms).clamp(1000, POINT_MS);
+                        (span, p.sums.requests as f64 * 1000.0 / span as f64)
+                    })
+                    .collect();
+                let only = rates.len() == 1;
+                let peak = rates
+                    .into_iter()
+                    .filter(|&(span, _)| only || span >= POINT_MS / 2)
+                    .map(|(_, rps)| rps)
+                    .fold(0.0, f64::max);
+                (region.clone(), peak)
+            })
+            .collect()
+    }
 }

@@ -9,7 +9,7 @@ use axum::routing::{get, patch, post};
 use axum::Router;
 
 use crate::guard::guard;
-use crate::{console, proxies, rollout, table};
+use crate::{console, preview, proxies, rollout, table};
 
 // These lived here; kept at these paths for the proxy and older callers.
 pub use crate::http::ApiError;
@@ -40,6 +40,7 @@ pub fn router(control: Arc<Control>, body_limit: usize) -> Router {
         .route("/v1/whoami", get(console::whoami))
         .route("/v1/live", get(console::live))
         .route("/v1/explain", get(console::explain))
+        .route("/v1/preview", post(preview::preview))
         .route_layer(from_fn_with_state(control.clone(), guard))
         .route("/healthz", get(|| async { "ok\n" }))
         // The console's page and assets hold no data (it comes from the

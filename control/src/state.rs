@@ -48,6 +48,8 @@ pub struct Control {
     pub(crate) windows: Windows,
     /// What the console draws: recent traffic and the fleet's health.
     pub(crate) live: crate::live::Live,
+    /// Each proxy's requests by country and pin, for the impact preview.
+    pub(crate) traffic: crate::traffic::Traffic,
     /// The geo database the console's explain uses (`--geo-db`).
     geo: std::sync::OnceLock<Arc<edgesteer_geo::GeoDb>>,
     /// The listener's connection counters (see [`edgesteer_listener`]).
@@ -102,6 +104,7 @@ impl Control {
             fleet: FleetRegister::default(),
             windows: Windows::default(),
             live: crate::live::Live::default(),
+            traffic: crate::traffic::Traffic::default(),
             geo: std::sync::OnceLock::new(),
             conn_stats: Arc::default(),
             closing: watch::channel(false).0,
@@ -188,8 +191,12 @@ impl Control {
         self.geo.get().map(|g| &**g)
     }
 
-    /// One proxy's stats: into the rollout windows and the console's view.
+    /// One proxy's stats: into the rollout windows, the console's view
+    /// and the preview's traffic model.
     pub(crate) fn ingest_stats(&self, report: &edgesteer_control_api::api::StatsReport) {
+        if let Some(t) = &report.traffic {
+            self.traffic.ingest(&report.proxy, t);
+        }
         if let Some(cur) = self.latest() {
             self.windows.ingest(&cur.table, report);
             self.live.ingest(&cur.table, report);

@@ -75,14 +75,10 @@ pub(crate) async fn patch_region(
     c.check_if_match(&headers)?;
     let cur = c.current_or_404()?;
     let mut spec = cur.table.clone();
-    let r = spec.regions.get_mut(&region).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_region",
-            format!("no region `{region}`"),
-        )
-        .at(format!("regions.{region}"), "no such region")
-    })?;
+    let r = spec
+        .regions
+        .get_mut(&region)
+        .ok_or_else(|| unknown_region(&region))?;
     let action = apply_patch(&region, r, &req)?;
     if spec == cur.table {
         return Err(unchanged(format!(
@@ -95,9 +91,24 @@ pub(crate) async fn patch_region(
     Ok(tagged(&rec, &c.epoch))
 }
 
+/// `404 unknown_region`.
+pub(crate) fn unknown_region(region: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_region",
+        format!("no region `{region}`"),
+    )
+    .at(format!("regions.{region}"), "no such region")
+}
+
 /// Applies a patch to one region; the audit action names what changed
-/// (`set-weight`, `set-canary`, `shift`, joined by `+`).
-fn apply_patch(region: &str, r: &mut RegionSpec, req: &PatchRegion) -> Result<String, ApiError> {
+/// (`set-weight`, `set-canary`, `shift`, joined by `+`). The preview
+/// applies patches with it too.
+pub(crate) fn apply_patch(
+    region: &str,
+    r: &mut RegionSpec,
+    req: &PatchRegion,
+) -> Result<String, ApiError> {
     let mut action = Vec::new();
     for (addr, w) in &req.weights {
         let b = r

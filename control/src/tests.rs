@@ -14,6 +14,7 @@ use edgesteer_control_api::Token;
 
 mod audit;
 mod etcd;
+mod impact;
 
 const SECRET: &str = "ops-secret-1";
 const PROXY_SECRET: &str = "proxy-secret-1";

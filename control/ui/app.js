@@ -485,8 +485,11 @@ async function showDiff(version) {
 // ---------- actions (ops) ----------
 
 // Asks for confirmation and a reason (and a value when `value` is given);
-// resolves to {reason, value} or null when cancelled.
-function confirmAction(title, text, value) {
+// resolves to {reason, value} or null when cancelled. With `preview` (the
+// value -> the body of POST /v1/preview), the dialog shows what the change
+// would do to the fleet's traffic before the reason is typed, and again
+// whenever the value changes.
+function confirmAction(title, text, value, preview) {
   const dlg = $("confirm");
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
@@ -497,10 +500,26 @@ function confirmAction(title, text, value) {
     $("confirm-value-name").textContent = value.label;
     $("confirm-value").value = String(value.initial);
   }
+  const box = $("confirm-preview");
+  box.hidden = !preview;
+  box.replaceChildren();
+  let timer = null;
+  if (preview) {
+    showPreview(preview(value ? value.initial : null));
+    $("confirm-value").oninput = () => {
+      clearTimeout(timer);
+      const v = Number($("confirm-value").value);
+      if (!value || !Number.isInteger(v) || v < value.min || v > value.max) return;
+      timer = setTimeout(() => showPreview(preview(v)), 300);
+    };
+  }
   dlg.showModal();
   (value ? $("confirm-value") : $("confirm-reason")).focus();
   return new Promise((resolve) => {
     const done = (result) => {
+      clearTimeout(timer);
+      previewSeq++;
+      $("confirm-value").oninput = null;
       $("confirm-form").onsubmit = null;
       $("confirm-cancel").onclick = null;
       dlg.onclose = null;
@@ -526,6 +545,51 @@ function confirmAction(title, text, value) {
   });
 }
 
+// Answers of an older preview request (or of a closed dialog) are dropped.
+let previewSeq = 0;
+
+// Fills the dialog's preview box from POST /v1/preview (nothing is committed).
+async function showPreview(body) {
+  const box = $("confirm-preview");
+  const seq = ++previewSeq;
+  box.dataset.state = "loading";
+  box.replaceChildren(el("p", { text: "Preview: asking the service what this would move..." }));
+  let p;
+  try {
+    p = await api("POST", "/v1/preview", body);
+  } catch (e) {
+    if (seq !== previewSeq) return;
+    box.dataset.state = "error";
+    box.replaceChildren(el("p", { class: "warning", text: "No preview: " + e.message }));
+    return;
+  }
+  if (seq !== previewSeq) return;
+  const rps = (x) => x.toFixed(1) + " req/s";
+  const lines = [el("p", { text: "Preview over the last " + Math.round(p.window_s / 60) + " min, " + p.proxies +
+    " proxies, " + rps(p.total_rps) + " (nothing is committed until you confirm):" })];
+  if (!p.moves.length) lines.push(el("p", { class: "move", text: "No traffic changes region." }));
+  for (const m of p.moves) {
+    lines.push(el("p", { class: "move", text: m.from + " \u2192 " + m.to + ": " + rps(m.rps) + " (" + (m.share * 100).toFixed(1) + "%)" }));
+  }
+  if (p.countries.length) {
+    lines.push(el("p", { text: "Countries that move: " + p.countries.slice(0, 12)
+      .map((c) => (c.country || "unknown") + (c.pin ? " via " + c.pin : "")).join(", ") +
+      (p.countries.length > 12 ? ", ..." : "") }));
+  }
+  for (const [name, r] of Object.entries(p.regions)) {
+    if (r.canary_bps_before !== r.canary_bps_after) {
+      lines.push(el("p", { text: name + " canary " + pct(r.canary_bps_before) + " \u2192 " + pct(r.canary_bps_after) +
+        ": " + rps(r.canary_rps_before) + " \u2192 " + rps(r.canary_rps_after) }));
+    }
+    if (r.capacity_warning) lines.push(el("p", { class: "warning", text: name + ": " + r.capacity_warning }));
+  }
+  lines.push(el("p", { text: "Zone crossings: " + rps(p.zone_crossings) }));
+  for (const u of p.unmodeled) lines.push(el("p", { text: "Not modeled: " + u.what + " (" + rps(u.rps) + ")" }));
+  box.replaceChildren(...lines);
+  box.dataset.moves = p.moves.map((m) => m.from + ">" + m.to).join(",");
+  box.dataset.state = "ready";
+}
+
 async function act(what, fn) {
   try {
     const rec = await fn();
@@ -541,21 +605,24 @@ async function drain(region, on) {
   const ok = await confirmAction(
     (on ? "Drain " : "Undrain ") + region,
     on ? "Every client of " + region + " goes to its failover regions (within its zone) until it is undrained."
-       : region + " takes its clients back.");
+       : region + " takes its clients back.",
+    null, () => ({ region, patch: { drain: on } }));
   if (ok) act((on ? "drained " : "undrained ") + region,
     () => api("PATCH", "/v1/regions/" + encodeURIComponent(region), { drain: on, reason: ok.reason }));
 }
 
 async function setCanary(region, bps) {
   const ok = await confirmAction("Canary share of " + region, "Share of " + region + "'s users sent to the canary track.",
-    { label: "basis points (100 = 1%)", initial: bps, min: 0, max: 10000 });
+    { label: "basis points (100 = 1%)", initial: bps, min: 0, max: 10000 },
+    (v) => ({ region, patch: { canary_bps: v } }));
   if (ok) act("canary share of " + region + " set to " + pct(ok.value),
     () => api("PATCH", "/v1/regions/" + encodeURIComponent(region), { canary_bps: ok.value, reason: ok.reason }));
 }
 
 async function setWeight(region, backend, weight) {
   const ok = await confirmAction("Weight of " + backend, "Relative weight within " + region + " and its track; 0 takes it out.",
-    { label: "weight", initial: weight, min: 0, max: 1000000 });
+    { label: "weight", initial: weight, min: 0, max: 1000000 },
+    (v) => ({ region, patch: { weights: { [backend]: v } } }));
   if (ok) act("weight of " + backend + " set to " + ok.value,
     () => api("PATCH", "/v1/regions/" + encodeURIComponent(region), { weights: { [backend]: ok.value }, reason: ok.reason }));
 }

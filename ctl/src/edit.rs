@@ -26,6 +26,9 @@ pub(super) struct SetLimit {
     tier: Option<String>,
     #[arg(long, default_value = "")]
     reason: String,
+    /// Show what the change would do to traffic; commit nothing.
+    #[arg(long)]
+    preview: bool,
 }
 
 // The arguments of `ctl set-key`.
@@ -76,6 +79,9 @@ pub(super) async fn set_limit(c: &Client, as_json: bool, a: SetLimit) -> anyhow:
                 tier.burst = a.burst;
             }
         }
+    }
+    if a.preview {
+        return super::preview::table(c, as_json, spec).await;
     }
     let v = c.put(&spec, &a.reason, Some(current.version)).await?;
     written(c, as_json, v).await

@@ -2,8 +2,9 @@
 //! people by default and JSON with `--json`.
 //!
 //! This file holds the arguments and the dispatch; [`edit`] the writes,
-//! [`print`] the human output, [`rollout`] the rollout commands and
-//! [`explain`] the question put to a proxy's admin listener.
+//! [`print`] the human output, [`rollout`] the rollout commands,
+//! [`explain`] the question put to a proxy's admin listener and
+//! [`preview`] what a write would do, asked instead of writing.
 
 /// `println!` into a locked stdout that hands back an error (from the
 /// function it is used in) instead of panicking when the reader has gone,
@@ -25,6 +26,7 @@ macro_rules! out {
 
 mod edit;
 mod explain;
+mod preview;
 mod print;
 mod rollout;
 
@@ -74,6 +76,9 @@ enum CtlCommand {
         /// Apply even if it resets a running rollout, without If-Match.
         #[arg(long)]
         force: bool,
+        /// Show what the change would do to traffic; commit nothing.
+        #[arg(long)]
+        preview: bool,
     },
     /// Set one backend's weight (0 drains it).
     SetWeight {
@@ -82,6 +87,9 @@ enum CtlCommand {
         weight: u32,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Show what the change would do to traffic; commit nothing.
+        #[arg(long)]
+        preview: bool,
     },
     /// Set a region's canary share in basis points (0-10000).
     SetCanary {
@@ -89,6 +97,9 @@ enum CtlCommand {
         bps: u32,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Show what the change would do to traffic; commit nothing.
+        #[arg(long)]
+        preview: bool,
     },
     /// Drain a region to its failover list (or bring it back with --undo).
     Shift {
@@ -97,6 +108,9 @@ enum CtlCommand {
         undo: bool,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Show what the change would do to traffic; commit nothing.
+        #[arg(long)]
+        preview: bool,
     },
     /// Change a rate-limit policy's rate/burst (of one tier with --tier).
     SetLimit(edit::SetLimit),
@@ -178,10 +192,14 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             reason,
             if_match,
             force,
+            preview,
         } => {
             let spec = edgesteer_config::parse::read_file(&file)
                 .with_context(|| format!("reading {}", file.display()))?
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            if preview {
+                return preview::table(&c, as_json, spec).await;
+            }
             let if_match = match (force, if_match) {
                 (true, m) => m,
                 (false, Some(m)) => Some(m),
@@ -208,10 +226,14 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             backend,
             weight,
             reason,
+            preview,
         } => {
             let change = patch(reason, |p| {
                 p.weights.insert(backend, weight);
             });
+            if preview {
+                return preview::patch(&c, as_json, &region, change).await;
+            }
             let v = c.patch_region(&region, &change).await?;
             edit::written(&c, as_json, v).await?;
         }
@@ -219,8 +241,12 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             region,
             bps,
             reason,
+            preview,
         } => {
             let change = patch(reason, |p| p.canary_bps = Some(bps));
+            if preview {
+                return preview::patch(&c, as_json, &region, change).await;
+            }
             let v = c.patch_region(&region, &change).await?;
             edit::written(&c, as_json, v).await?;
         }
@@ -228,8 +254,12 @@ async fn exec(c: Client, as_json: bool, cmd: CtlCommand) -> anyhow::Result<()> {
             region,
             undo,
             reason,
+            preview,
         } => {
             let change = patch(reason, |p| p.drain = Some(!undo));
+            if preview {
+                return preview::patch(&c, as_json, &region, change).await;
+            }
             let v = c.patch_region(&region, &change).await?;
             edit::written(&c, as_json, v).await?;
         }

@@ -22,7 +22,8 @@
 //!   [`lazy_deadline`]; [`heartbeat`]: the workers' timer heartbeat.
 //! - [`steer`]: the live snapshot; [`origin`]: upstream peers and their
 //!   TLS, [`cert_watch`] reloading its files; [`watch`]: following the config service; [`stats`] and
-//!   [`report`]: per-track counts for rollout gates.
+//!   [`report`]: per-track counts for rollout gates, with [`traffic`]:
+//!   requests by country and host pin for the impact preview.
 //! - [`sticky`]: which key pins a client to its track (who the client is
 //!   is `edgesteer_config::client_ip`).
 //! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`],
@@ -54,4 +55,5 @@ pub mod steer;
 pub mod sticky;
 pub mod tls;
 pub mod tls_deadline;
+pub mod traffic;
 pub mod watch;

@@ -24,7 +24,8 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    fn report(&self) -> StatsReport {
+    /// The report of the last `interval_ms`.
+    fn report(&self, interval_ms: u64) -> StatsReport {
         let snap = self.steer.current();
         let mut regions = BTreeMap::new();
         for (r, stats) in snap.table.regions.iter().zip(&snap.stats) {
@@ -58,6 +59,7 @@ impl Reporter {
             proxy: self.name.clone(),
             version: snap.version,
             regions,
+            traffic: Some(self.steer.stats.traffic.take(&snap.table, interval_ms)),
         }
     }
 }
@@ -66,12 +68,16 @@ impl Reporter {
 impl BackgroundService for Reporter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(self.interval);
+        let mut last = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let report = self.report();
+            let now = std::time::Instant::now();
+            let interval_ms = now.duration_since(last).as_millis() as u64;
+            last = now;
+            let report = self.report(interval_ms);
             if let Err(e) = self.client.report_stats(&report).await {
                 tracing::debug!(error = %e, "stats report not delivered");
             }

@@ -58,10 +58,12 @@ pub struct RegionStats {
     pub tracks: [TrackStats; 2],
 }
 
-/// All regions' stats by name; outlives tables.
+/// All regions' stats by name, and the traffic model's counts by pin;
+/// outlives tables.
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
     regions: DashMap<String, Arc<RegionStats>>,
+    pub traffic: crate::traffic::TrafficRegistry,
 }
 
 impl StatsRegistry {

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub metrics: Vec<RegionMetrics>,
     /// Rollout stats by region index.
     pub stats: Vec<Arc<crate::stats::RegionStats>>,
+    /// Requests by (pin, country), for the impact preview.
+    pub traffic: crate::traffic::TableTraffic,
     /// Rate-limit policies bound to their long-lived state.
     pub limits: edgesteer_ratelimit::Bound,
     /// `edgesteer_rate_limited_total{policy,tier}` by `[policy][tier]`.
@@ -167,6 +169,7 @@ fn build_snapshot(
     let version_header = HeaderValue::from(version);
     metrics.set_rollouts(&table);
     metrics.preinit(&table);
+    let traffic = stats.traffic.for_table(&table);
     let stats = stats.for_table(&table);
     let metrics = metrics.for_table(&table);
     // Regions sharing the table-wide settings share one prepared copy.
@@ -201,6 +204,7 @@ fn build_snapshot(
         version_header,
         metrics,
         stats,
+        traffic,
         limits,
         rate_limited,
         store_refusals,

@@ -24,7 +24,10 @@ pub(super) async fn route(steer: &Steering, session: &mut Session, ctx: &mut Ctx
     steer.metrics.geo_lookup(ctx.geo.status);
     let class = table.classify(ctx.geo.country, ctx.geo.continent);
     ctx.class = Some(class);
-    ctx.pin = host_of(req).and_then(|h| table.pin_for_host(h));
+    let pin = host_of(req).and_then(|h| table.pin_slot_for_host(h));
+    ctx.pin = pin.map(|(_, r)| r);
+    snap.traffic
+        .count(ctx.geo.country, pin.map(|(slot, _)| slot));
     ctx.sticky = sticky_of(table, &req.headers, ctx.client);
     let request = Request {
         class,

@@ -302,6 +302,25 @@ async fn ops_drain_and_roll_back_by_clicking_and_traffic_follows() {
     // Drain us-east by clicking; a US client's next request goes to us-west.
     b.click("#regions button[data-action='drain'][data-region='us-east']")
         .await;
+    // Before the reason is typed, the dialog shows the preview: us-east's
+    // traffic (US and BR clients) moving to us-west, and nothing else.
+    b.wait_js(
+        "the drain's preview in the confirm dialog",
+        "const p = document.getElementById('confirm-preview'); \
+         return !p.hidden && p.dataset.state === 'ready' && p.dataset.moves === 'us-east>us-west' \
+           && document.getElementById('confirm-reason').value === ''",
+    )
+    .await;
+    let preview = b
+        .js("return document.getElementById('confirm-preview').textContent")
+        .await;
+    assert!(
+        preview
+            .as_str()
+            .unwrap_or("")
+            .contains("us-east \u{2192} us-west: "),
+        "{preview}"
+    );
     b.confirm("console e2e: drain us-east for maintenance")
         .await;
     all_at(&[&p1, &p2], 2).await;

@@ -104,7 +104,7 @@ async fn a_silent_replica_is_left_for_the_next_within_the_deadline() {
     let report = StatsReport {
         proxy: "fleet".into(),
         version: 1,
-        regions: Default::default(),
+        ..StatsReport::default()
     };
     let proxy = Client::new(&both, Some(PROXY_TOKEN.into())).with_call_timeout(deadline);
     let sent = tokio::time::timeout(limit, proxy.report_stats(&report)).await;

@@ -22,6 +22,7 @@ mod lifecycle;
 mod local_state;
 mod observe;
 mod origin_tls;
+mod preview;
 mod push_storm;
 mod ratelimit;
 mod ratelimit_cluster;
