@@ -33,7 +33,7 @@ pub use control::{
     follow, proxy_token, ControlProc, ControlTls, OPS_TOKEN, PROXY_TOKEN, READ_TOKEN, TEST_PROXIES,
 };
 pub use etcd::EtcdCluster;
-pub use metrics::metric;
+pub use metrics::{metric, metric_value};
 pub use pace::{send_paced, Pace, Paced};
 pub use pki::{make_pki, TestPki};
 pub use ports::free_port;

@@ -32,7 +32,7 @@ async fn tls_handshakes_under_way_count_against_the_connection_cap() {
     let url = format!("https://api.covergen.ai:{}/v1/covers", tls_addr.port());
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = |m: &str| metric(m, "edgesteer_connections_refused_total");
+    let refused = |m: &str| metric_value(m, "edgesteer_connections_refused_total");
     let before = refused(&proxy.metrics().await.unwrap());
 
     // Three handshakes under way (connected, nothing sent) fill the cap.

@@ -151,7 +151,7 @@ async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
     drop(held);
     let m = proxy.metrics().await.unwrap();
     assert!(
-        metric(&m, "edgesteer_connections_refused_total") >= 1.0,
+        metric_value(&m, "edgesteer_connections_refused_total") >= 1.0,
         "{m}"
     );
     // Room again once they are closed.
@@ -280,7 +280,7 @@ async fn a_slowloris_connection_is_closed_at_the_head_deadline() {
     // the closes are counted.
     assert_eq!(served(&backends) - before, 2);
     let m = proxy.metrics().await.unwrap();
-    let closes = metric(&m, "edgesteer_head_timeouts_total ");
+    let closes = metric_value(&m, "edgesteer_head_timeouts_total ");
     assert!(closes >= 3.0, "edgesteer_head_timeouts_total {closes}");
 }
 
@@ -328,6 +328,6 @@ async fn a_stalled_tls_handshake_is_shut_down_at_the_deadline() {
     // serves; only the two stalled handshakes were counted.
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     let m = proxy.metrics().await.unwrap();
-    let timeouts = metric(&m, "edgesteer_tls_handshake_timeouts_total ");
+    let timeouts = metric_value(&m, "edgesteer_tls_handshake_timeouts_total ");
     assert_eq!(timeouts, 2.0);
 }

@@ -81,7 +81,7 @@ async fn requests_never_sent_go_elsewhere_whatever_the_retry_budget() {
         failed.len()
     );
     let m = proxy.metrics().await.unwrap();
-    let fails = metric(&m, "edgesteer_upstream_connect_failures_total");
+    let fails = metric_value(&m, "edgesteer_upstream_connect_failures_total");
     assert!(
         fails >= 100.0,
         "about half the keys hash to the dead backend: {fails}"

@@ -88,7 +88,7 @@ async fn heads_pingora_would_finish_later_meet_the_head_deadline() {
     );
     let m = proxy.metrics().await.unwrap();
     assert_eq!(
-        metric(&m, "edgesteer_head_timeouts_total "),
+        metric_value(&m, "edgesteer_head_timeouts_total "),
         3.0,
         "each trickled head was closed at the head deadline"
     );

@@ -164,7 +164,7 @@ async fn a_dead_region_fails_over_and_comes_back() {
 
     let addrs: Vec<SocketAddr> = fleet.procs["us-east"].iter().map(|p| p.addr).collect();
     let failovers = r#"edgesteer_failovers_total{from="us-east",reason="failover",to="us-west"}"#;
-    let failovers_before = metric(&proxy.metrics().await.unwrap(), failovers);
+    let failovers_before = metric_value(&proxy.metrics().await.unwrap(), failovers);
     for p in fleet.procs.get_mut("us-east").unwrap() {
         p.kill();
     }
@@ -187,14 +187,14 @@ async fn a_dead_region_fails_over_and_comes_back() {
     // The ten requests above were each served by the failover region (the
     // series exists at 0 from the start: compare before and after).
     let m = proxy.metrics().await.unwrap();
-    let moved = metric(&m, failovers) - failovers_before;
+    let moved = metric_value(&m, failovers) - failovers_before;
     assert!(
         moved >= 10.0,
         "{moved} failovers counted for 10 requests: {m}"
     );
     for a in &addrs {
         let series = format!("edgesteer_backend_healthy{{backend=\"{a}\",region=\"us-east\"}}");
-        assert_eq!(metric(&m, &series), 0.0, "{series}: {m}");
+        assert_eq!(metric_value(&m, &series), 0.0, "{series}: {m}");
         assert!(
             m.contains(&format!("{series} 0\n")),
             "{series} missing: {m}"
@@ -278,7 +278,7 @@ async fn china_down_fails_closed_and_never_leaves_the_zone() {
     );
     let before = fleet.served_outside("cn-");
     let blocked = r#"edgesteer_zone_blocked_total{zone="cn"}"#;
-    let blocked_before = metric(&proxy.metrics().await.unwrap(), blocked);
+    let blocked_before = metric_value(&proxy.metrics().await.unwrap(), blocked);
     let mut answered_503 = 0.0;
     fleet.stop_inproc(&["cn-east", "cn-north"]);
 
@@ -321,7 +321,11 @@ async fn china_down_fails_closed_and_never_leaves_the_zone() {
     // Every 503 answered to a CN client was counted, once (the series
     // exists at 0 from the start, so its presence proves nothing).
     let m = proxy.metrics().await.unwrap();
-    assert_eq!(metric(&m, blocked) - blocked_before, answered_503, "{m}");
+    assert_eq!(
+        metric_value(&m, blocked) - blocked_before,
+        answered_503,
+        "{m}"
+    );
     // Everyone else is unaffected.
     assert_eq!(
         get_as(&client, &proxy.url("/"), sample_ip("HK"), None)

@@ -119,7 +119,7 @@ async fn each_zones_subnets_get_their_regions_edges_over_udp_and_tcp() {
     assert!(out.contains("CLIENT-SUBNET: 0.0.0.0/0/0"), "{out}");
     // Metrics: the China answers were counted under cn-east.
     let m = proxy.metrics().await.unwrap();
-    let cn = metric(
+    let cn = metric_value(
         &m,
         r#"edgesteer_dns_queries_total{qtype="A",rcode="noerror",region="cn-east"}"#,
     );
@@ -186,7 +186,7 @@ async fn negative_answers_case_and_truncation_are_well_formed() {
     assert!(n >= 12 && buf[3] & 0x0f == 1, "FORMERR: {:?}", &buf[..n]);
     let m = proxy.metrics().await.unwrap();
     assert_eq!(
-        metric(&m, "edgesteer_dns_malformed_total"),
+        metric_value(&m, "edgesteer_dns_malformed_total"),
         2.0,
         "the runt and the bad subnet"
     );

@@ -54,11 +54,11 @@ async fn a_flood_from_one_subnet_is_rate_limited_with_slip() {
     );
     let m = proxy.metrics().await.unwrap();
     assert_eq!(
-        metric(&m, r#"edgesteer_dns_rrl_total{action="slip"}"#),
+        metric_value(&m, r#"edgesteer_dns_rrl_total{action="slip"}"#),
         f64::from(truncated)
     );
     assert_eq!(
-        metric(&m, r#"edgesteer_dns_rrl_total{action="drop"}"#),
+        metric_value(&m, r#"edgesteer_dns_rrl_total{action="drop"}"#),
         f64::from(limited - truncated)
     );
     // TCP is not limited: a resolver told to retry there gets its answer.
@@ -189,7 +189,7 @@ async fn tcp_connections_are_capped_and_idle_ones_closed() {
         "the fifth connection was served: {got:?}"
     );
     let m = proxy.metrics().await.unwrap();
-    assert_eq!(metric(&m, "edgesteer_dns_tcp_refused_total"), 1.0);
+    assert_eq!(metric_value(&m, "edgesteer_dns_tcp_refused_total"), 1.0);
     // Idle past 500 ms: the held ones are closed, and the cap is free again.
     tokio::time::sleep(Duration::from_millis(900)).await;
     for s in &mut held {

@@ -136,7 +136,7 @@ async fn a_wrong_ca_is_a_counted_connect_failure_retried_elsewhere_and_unhealthy
     assert_eq!(bad.served.load(Ordering::Relaxed), 0);
     let m = proxy.metrics().await.unwrap();
     assert!(
-        metric(
+        metric_value(
             &m,
             r#"edgesteer_upstream_tls_errors_total{reason="unknown_ca",region="r"}"#
         ) >= 1.0,
@@ -187,7 +187,7 @@ async fn a_name_mismatch_is_refused() {
     );
     let m = proxy.metrics().await.unwrap();
     assert!(
-        metric(
+        metric_value(
             &m,
             r#"edgesteer_upstream_tls_errors_total{reason="name_mismatch",region="r"}"#
         ) >= 1.0,

@@ -177,7 +177,7 @@ async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
     }
 
     let m = proxy.metrics().await.unwrap();
-    let free_limited = metric(
+    let free_limited = metric_value(
         &m,
         r#"edgesteer_rate_limited_total{policy="api-key",tier="free"}"#,
     );
@@ -186,12 +186,12 @@ async fn each_tier_gets_its_rate_and_unknown_keys_the_default() {
         "{free_limited}"
     );
     assert!(
-        metric(
+        metric_value(
             &m,
             r#"edgesteer_rate_limited_total{policy="api-key",tier="enterprise"}"#
         ) >= limited["enterprise"] as f64
     );
-    assert!(metric(&m, r#"edgesteer_ratelimit_keys{policy="api-key"}"#) >= 1.0);
+    assert!(metric_value(&m, r#"edgesteer_ratelimit_keys{policy="api-key"}"#) >= 1.0);
 
     // The admin listener shows keys only hashed.
     let shown = reqwest::get(format!("http://{}/v1/table", proxy.admin))
@@ -344,9 +344,9 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
         &report.other[..report.other.len().min(5)]
     );
     let m = proxy.metrics().await.unwrap();
-    let keys = metric(&m, r#"edgesteer_ratelimit_keys{policy="ip"}"#);
+    let keys = metric_value(&m, r#"edgesteer_ratelimit_keys{policy="ip"}"#);
     assert!(keys <= 200.0, "{keys} keys tracked with max_keys = 200");
-    assert!(metric(&m, r#"edgesteer_ratelimit_overflow_total{policy="ip"}"#) > 0.0);
+    assert!(metric_value(&m, r#"edgesteer_ratelimit_overflow_total{policy="ip"}"#) > 0.0);
 
     // 40/s from one address (8x its limit, over 2x) for 4 s: blocked.
     let abuser = ip("198.51.100.66");
@@ -456,7 +456,7 @@ abuse = { multiple = 2, for_s = 2, block_s = 60 }
     assert_eq!(lift("not-an-ip", Some(admin_token)).await, 400);
     let m = proxy.metrics().await.unwrap();
     assert!(
-        metric(
+        metric_value(
             &m,
             r#"edgesteer_rate_limited_total{policy="abuse-block",tier="blocked"}"#
         ) >= 1.0

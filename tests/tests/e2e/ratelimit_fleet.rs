@@ -58,7 +58,7 @@ async fn in_live_blocks(redis: &RedisProc, addr: &str) -> Option<bool> {
 }
 
 async fn store_up(p: &Proxy) -> f64 {
-    metric(
+    metric_value(
         &p.metrics().await.unwrap_or_default(),
         "edgesteer_ratelimit_store_up",
     )
@@ -113,9 +113,12 @@ async fn two_proxies_share_one_global_limit_through_redis() {
     assert_within_5pct("one proxy, short burst, global", &lone, 100, 2);
     for p in [&a, &b] {
         let m = p.metrics().await.unwrap();
-        assert_eq!(metric(&m, "edgesteer_ratelimit_store_up"), 1.0);
-        assert!(metric(&m, "edgesteer_ratelimit_store_syncs_total") > 0.0);
-        assert_eq!(metric(&m, "edgesteer_ratelimit_store_errors_total"), 0.0);
+        assert_eq!(metric_value(&m, "edgesteer_ratelimit_store_up"), 1.0);
+        assert!(metric_value(&m, "edgesteer_ratelimit_store_syncs_total") > 0.0);
+        assert_eq!(
+            metric_value(&m, "edgesteer_ratelimit_store_errors_total"),
+            0.0
+        );
     }
 }
 
@@ -226,9 +229,9 @@ async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
     .await;
     assert_within_5pct("fail_open on local limits", &local, 50, 10);
     let m = a.metrics().await.unwrap();
-    assert!(metric(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0);
+    assert!(metric_value(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0);
     assert!(
-        metric(
+        metric_value(
             &m,
             r#"edgesteer_ratelimit_store_refusals_total{policy="closed"}"#
         ) >= 1.0

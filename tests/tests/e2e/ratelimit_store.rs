@@ -64,7 +64,7 @@ fn refused(statuses: &[u16]) -> usize {
 async fn synced(p: &Proxy) {
     let ok = wait_until(Duration::from_secs(5), || async {
         let m = p.metrics().await.unwrap_or_default();
-        metric(&m, "edgesteer_ratelimit_store_up") == 1.0
+        metric_value(&m, "edgesteer_ratelimit_store_up") == 1.0
     })
     .await;
     assert!(ok.is_some(), "the store never came up");
@@ -112,7 +112,7 @@ async fn one_wrong_type_key_does_not_fail_closed_for_other_clients() {
     .await;
     assert_eq!(refused(&b), 0, "client B was refused: {b:?}");
     let m = p.metrics().await.unwrap();
-    assert_eq!(metric(&m, "edgesteer_ratelimit_store_up"), 1.0, "{m}");
+    assert_eq!(metric_value(&m, "edgesteer_ratelimit_store_up"), 1.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +135,7 @@ async fn a_slow_store_command_does_not_fail_closed() {
     assert_eq!(refused(&during), 0, "fail_closed flapped: {during:?}");
     let m = p.metrics().await.unwrap();
     assert!(
-        metric(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0,
+        metric_value(&m, "edgesteer_ratelimit_store_errors_total") >= 1.0,
         "the pause never failed a sync, so this test proved nothing: {m}"
     );
 }

@@ -108,7 +108,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
     // Refusals are counted.
     let metrics = service_metrics(reqwest::Client::new(), &control).await;
     let count = |reason: &str| {
-        metric(
+        metric_value(
             &metrics,
             &format!("edgesteer_control_auth_failures_total{{reason=\"{reason}\"}}"),
         )

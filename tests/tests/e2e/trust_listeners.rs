@@ -116,7 +116,7 @@ async fn the_connection_cap_refuses_the_excess_and_counts_it() {
     assert!(served.is_some(), "the service did not recover");
     let text = service_metrics(fresh(), &control).await;
     assert!(
-        metric(&text, "edgesteer_control_connections_refused_total") >= 3.0,
+        metric_value(&text, "edgesteer_control_connections_refused_total") >= 3.0,
         "{text}"
     );
 }

@@ -108,7 +108,7 @@ async fn a_proxy_trusts_only_its_control_ca() {
     )
     .await;
     assert!(
-        metric(&text, "edgesteer_control_tls_handshake_failures_total") >= 1.0,
+        metric_value(&text, "edgesteer_control_tls_handshake_failures_total") >= 1.0,
         "{text}"
     );
     // Plain HTTP to the TLS port is refused, not served.
