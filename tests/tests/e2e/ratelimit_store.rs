@@ -117,6 +117,8 @@ async fn one_wrong_type_key_does_not_fail_closed_for_other_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_store_command_does_not_fail_closed() {
+    // Timed against the store's staleness window: not beside other heavy tests.
+    let _heavy = heavy().await;
     let be = backend().await;
     let redis = RedisProc::start().await.unwrap();
     let wd = Workdir::new().unwrap();
