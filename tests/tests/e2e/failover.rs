@@ -103,7 +103,13 @@ async fn one_backend_dies_under_load_without_a_failed_get() {
         ips: us_clients(),
         rate: 200,
         duration: Duration::from_secs(10),
-        conns: 8,
+        // At most 3 requests in flight: the retry budget's floor (Envoy's
+        // min retry concurrency, 3) lets every one of them be retried when
+        // the backend dies under them. With more in flight than that at
+        // once, a reset beyond the budget is answered 502 by design, and
+        // the test would depend on how many happened to be on the killed
+        // backend (it did, under a loaded machine, 1 run in 4).
+        conns: 3,
         ..Pace::default()
     }));
     tokio::time::sleep(Duration::from_secs(3)).await;
