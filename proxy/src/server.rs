@@ -310,11 +310,32 @@ fn exit_when_drained(server: &Server, drain: Drain, runtime: Option<RuntimeDir>)
 /// The end of the process: the pid file goes (if still ours), exit 0.
 /// Called by whichever comes first, the drain watch or the end of
 /// Pingora's grace period; the other waits here until the process is gone.
+/// Directories removed when the process ends (the demo's scratch PKI).
+static REMOVE_AT_EXIT: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Removes `dir` when this process ends through [`run`], on the exiting
+/// thread itself, so no exit path can outrun it.
+pub fn remove_at_exit(dir: std::path::PathBuf) {
+    REMOVE_AT_EXIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(dir);
+}
+
 fn finish(runtime: Option<&RuntimeDir>, why: &str) -> ! {
     static EXITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = EXITING.lock();
     if let Some(dir) = runtime {
         dir.remove_pid();
+    }
+    let dirs = std::mem::take(
+        &mut *REMOVE_AT_EXIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
     }
     tracing::info!("{why}");
     std::process::exit(0)

@@ -218,6 +218,10 @@ fn forget_key(key: &std::path::Path) {
 /// Removes `dir` when the server starts shutting down (SIGINT, SIGTERM).
 fn remove_at_exit(server: &pingora_core::server::Server, dir: std::path::PathBuf) {
     use pingora_core::server::ExecutionPhase;
+    // Removed by the exiting thread itself (the watcher below can lose the
+    // race against a quick exit after SIGTERM), and by the watcher on any
+    // other way out.
+    edgesteer_proxy::server::remove_at_exit(dir.clone());
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
         .name("demo-cleanup".into())
