@@ -5,7 +5,10 @@
 //! set, healthy is preferred, and 503 happens only when nothing allowed is
 //! healthy.
 
-use std::collections::{BTreeMap, HashSet};
+mod zone_oracle;
+use zone_oracle::oracle_allowed;
+
+use std::collections::HashSet;
 
 use edgesteer_config::route::{decide, Decision, HealthView, Request};
 use edgesteer_config::wire::{BackendSpec, RegionSpec, TableSpec, ZoneSpec};
@@ -159,26 +162,6 @@ fn build(s: &Shape) -> TableSpec {
         );
     }
     spec
-}
-
-/// The oracle: regions a client from `country` may be served by, from the spec.
-fn oracle_allowed(spec: &TableSpec, country: Option<&str>) -> BTreeMap<String, bool> {
-    let confining = country.and_then(|c| {
-        spec.zones
-            .iter()
-            .find(|(_, z)| z.countries.iter().any(|x| x == c))
-            .map(|(n, _)| n.clone())
-    });
-    spec.regions
-        .iter()
-        .map(|(name, r)| {
-            let ok = match &confining {
-                Some(z) => r.zone.as_deref() == Some(z.as_str()),
-                None => r.zone.as_ref().is_none_or(|z| !spec.zones[z].isolated),
-            };
-            (name.clone(), ok)
-        })
-        .collect()
 }
 
 struct Bits(Vec<bool>);

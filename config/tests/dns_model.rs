@@ -9,13 +9,16 @@
 //! closed inside the client's zone; and neither ever leaves the zone,
 //! judged by an oracle read from the table as written.
 
-use std::collections::{BTreeMap, HashMap};
+mod zone_oracle;
+use zone_oracle::oracle_allowed;
+
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use edgesteer_config::dns::answer::{answer, AnswerState, DnsDecision};
 use edgesteer_config::model::{BackendId, RegionId, RegionSet};
 use edgesteer_config::route::{decide, Decision, HealthView, Request};
-use edgesteer_config::{load_toml, ClientClass, Country, TableSpec, COVERGEN_TOML};
+use edgesteer_config::{load_toml, ClientClass, Country, COVERGEN_TOML};
 
 /// Backends of `up` regions healthy; of the others, none, or only the
 /// first (`one_left`).
@@ -34,26 +37,6 @@ impl HealthView for Health<'_> {
     fn region_rtt_us(&self, r: RegionId) -> Option<u32> {
         Some(1000 + u32::from(r.0) * 10)
     }
-}
-
-/// The regions a client from `country` may use, from the table as written.
-fn oracle_allowed(spec: &TableSpec, country: Option<&str>) -> BTreeMap<String, bool> {
-    let confining = country.and_then(|c| {
-        spec.zones
-            .iter()
-            .find(|(_, z)| z.countries.iter().any(|x| x == c))
-            .map(|(n, _)| n.clone())
-    });
-    spec.regions
-        .iter()
-        .map(|(name, r)| {
-            let ok = match &confining {
-                Some(z) => r.zone.as_deref() == Some(z.as_str()),
-                None => r.zone.as_ref().is_none_or(|z| !spec.zones[z].isolated),
-            };
-            (name.clone(), ok)
-        })
-        .collect()
 }
 
 #[test]

@@ -39,7 +39,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgesteer_config::ratelimit::LimitScope;
 use redis::cluster_async::ClusterConnection;
 use redis::RedisResult;
 use tokio::task::JoinSet;
@@ -94,11 +93,7 @@ pub(crate) async fn run(limiter: Arc<Limiter>, interval: Duration, url: ClusterU
     loop {
         tick.tick().await;
         let started = Instant::now();
-        let states: Vec<Arc<PolicyState>> = limiter
-            .live()
-            .into_iter()
-            .filter(|s| s.scope == LimitScope::Global)
-            .collect();
+        let states = limiter.live_global();
         let round = link
             .round(&limiter, &states, interval_us, &mut blocks)
             .await;

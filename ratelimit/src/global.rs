@@ -35,7 +35,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgesteer_config::ratelimit::LimitScope;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
@@ -132,11 +131,7 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     loop {
         tick.tick().await;
         let started = Instant::now();
-        let states: Vec<Arc<PolicyState>> = limiter
-            .live()
-            .into_iter()
-            .filter(|s| s.scope == LimitScope::Global)
-            .collect();
+        let states = limiter.live_global();
         let result = async {
             if conn.is_none() {
                 let Some(client) = &client else {

@@ -152,6 +152,14 @@ impl Limiter {
     }
 
     /// Live policies (for the syncer and the sweeper).
+    /// The live states of `global` policies: what a store sync reconciles.
+    pub(crate) fn live_global(&self) -> Vec<Arc<PolicyState>> {
+        self.live()
+            .into_iter()
+            .filter(|s| s.scope == LimitScope::Global)
+            .collect()
+    }
+
     pub(crate) fn live(&self) -> Vec<Arc<PolicyState>> {
         let registry = self.states.lock().unwrap_or_else(|e| e.into_inner());
         registry.values().filter_map(Weak::upgrade).collect()
