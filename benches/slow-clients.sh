@@ -2,9 +2,12 @@
 # Hostile slow clients against a release proxy: slowhttptest (Debian's
 # package) holds 1000 connections for 30 s in each of its slowloris
 # (-H: headers trickled), slow-body (-B: a POST body trickled) and
-# slow-read (-X: the answer read slowly) modes, while a legitimate client
-# sends 20 requests/s. Prints, per mode, the legitimate success rate and
-# the proxy's peak RSS.
+# slow-read (-X: the answer read slowly) modes, then slow readers of a
+# 1 MiB answer (X1M), then the two slowloris heads the intake once let past
+# its deadline (benches/slow/trickle.py: `empty`, leading empty lines;
+# `space`, a space in the target), while a legitimate client sends 20
+# requests/s. Prints, per mode, the legitimate success rate and the proxy's
+# peak RSS.
 #
 #   benches/slow-clients.sh                 # 1000 connections, 30 s per mode
 #   CONNS=500 SECS=10 benches/slow-clients.sh
@@ -43,15 +46,27 @@ start_proxy() {
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
 echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed"
-for mode in H B X; do
+for mode in H B X X1M empty space; do
   start_proxy
   before=$(rss_kb)
   peak=$before
   ok=0; sent=0
-  # slowloris sends a header line every 2 s (every read is quick; only a
-  # whole-head deadline closes it); the others follow up every 10 s.
-  slowhttptest -$mode -c "$CONNS" -r 500 -l "$SECS" -i "$([ $mode = H ] && echo 2 || echo 10)" -s 8192 -g -o "$wd/stats-$mode" -k 1 -n 5 -z 32 -w 1 -y 1 \
-    -t "$([ $mode = B ] && echo POST || echo GET)" -u "$url" -p 3 > "$wd/slow-$mode.log" 2>&1 &
+  case $mode in
+    # slowloris sends a header line every 2 s (every read is quick; only a
+    # whole-head deadline closes it); the others follow up every 10 s.
+    H|B|X)
+      slowhttptest -$mode -c "$CONNS" -r 500 -l "$SECS" -i "$([ $mode = H ] && echo 2 || echo 10)" -s 8192 -g -o "$wd/stats-$mode" -k 1 -n 5 -z 32 -w 1 -y 1 \
+        -t "$([ $mode = B ] && echo POST || echo GET)" -u "$url" -p 3 > "$wd/slow-$mode.log" 2>&1 & ;;
+    # Slow readers of a 1 MiB answer: a 512-1024 byte receive window, 32
+    # bytes read every 3 s (the audit's run).
+    X1M)
+      slowhttptest -X -c "$CONNS" -r 500 -l "$SECS" -g -o "$wd/stats-$mode" -k 1 -n 5 -z 32 -w 512 -y 1024 \
+        -u "http://127.0.0.1:$listen/bytes?n=1048576" -p 3 > "$wd/slow-$mode.log" 2>&1 & ;;
+    # The two heads that once slipped past the deadline: leading empty
+    # lines, and a space in the target; a header line every 2 s.
+    empty|space)
+      python3 benches/slow/trickle.py 127.0.0.1 "$listen" "$mode" "$CONNS" "$SECS" 2 > "$wd/slow-$mode.log" 2>&1 & ;;
+  esac
   slow=$!
   end=$(( $(date +%s) + SECS ))
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -60,9 +75,16 @@ for mode in H B X; do
     r=$(rss_kb); [ "$r" -gt "$peak" ] && peak=$r
     sleep 0.05
   done
-  kill "$slow" 2>/dev/null || true; wait "$slow" 2>/dev/null || true
-  # slowhttptest's CSV (-g): connections the server closed by the end.
-  closed=$(tail -1 "$wd/stats-$mode.csv" 2>/dev/null | cut -d, -f2)
+  case $mode in
+    empty|space) wait "$slow" 2>/dev/null || true ;;  # it ends by itself after SECS
+    *) kill "$slow" 2>/dev/null || true; wait "$slow" 2>/dev/null || true ;;
+  esac
+  case $mode in
+    # trickle.py: variant, opened, closed by the proxy, slowest close (s).
+    empty|space) closed=$(awk '{print $3 "/" $2 " by " $4 "s"}' "$wd/slow-$mode.log") ;;
+    # slowhttptest's CSV (-g): connections the server closed by the end.
+    *) closed=$(tail -1 "$wd/stats-$mode.csv" 2>/dev/null | cut -d, -f2) ;;
+  esac
   printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %13s  %6s\n" "$mode" "$ok" "$sent" \
     "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")" \
     "$(metric edgesteer_head_timeouts_total)" "${closed:--}"

@@ -97,6 +97,7 @@ async fn spawn(
         .route("/health", get(health))
         .route("/upload", axum::routing::post(upload))
         .route("/slow", get(slow))
+        .route("/bytes", get(bytes))
         .fallback(echo)
         .with_state(state);
     let (tx, rx) = oneshot::channel();
@@ -251,6 +252,29 @@ async fn upload(State(s): State<BackendState>, req: Request) -> impl IntoRespons
     req.headers_mut()
         .insert("x-body-bytes", axum::http::HeaderValue::from(size));
     echo(State(s), req).await.into_response()
+}
+
+/// `?n=N` bytes (at most 16 MiB) of `x` with a `Content-Length`, streamed
+/// from one static 64 KiB block: a large answer for slow-reader tests and
+/// benches that costs the backend no memory per request.
+async fn bytes(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
+    static BLOCK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    s.served.fetch_add(1, Ordering::Relaxed);
+    let n = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("n=")))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(BLOCK.len())
+        .min(16 * 1024 * 1024);
+    let chunks = (0..n.div_ceil(BLOCK.len())).map(move |i| {
+        let len = (n - i * BLOCK.len()).min(BLOCK.len());
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&BLOCK[..len]))
+    });
+    (
+        [(header::CONTENT_LENGTH, n.to_string())],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }
 
 /// Answers like [`echo`] after `?ms=N` milliseconds (at most 10 s): a
