@@ -244,15 +244,31 @@ proptest! {
         }
     }
 
+    /// Retries from every client class (every zone, and none), with a pin
+    /// or not, under any health: each attempt stays in the client's
+    /// allowed set (by the oracle over the written table), picks a
+    /// healthy backend, never repeats one, and the chain ends.
     #[test]
-    fn retries_never_repeat_a_backend(s in shape(), sticky in any::<u64>()) {
+    fn retries_stay_in_the_zone_and_never_repeat_a_backend(
+        s in shape(),
+        health_bits in prop::collection::vec(any::<bool>(), 32),
+        country in prop::option::of(0usize..COUNTRIES.len()),
+        pin in prop::option::of(0usize..8),
+        sticky in any::<u64>(),
+    ) {
         let spec = build(&s);
         let Ok(table) = compile(&spec) else { return Ok(()) };
-        let class = table.classify(None, None);
+        let health = Bits(health_bits);
+        let cc = country.map(|i| COUNTRIES[i]);
+        let class = table.classify(cc.and_then(Country::parse), None);
+        let allowed = oracle_allowed(&spec, cc);
+        let pin = pin.filter(|&p| p < table.regions.len()).map(|p| RegionId(p as u8));
         let mut tried = Vec::new();
-        let all = Bits(vec![true; 32]);
-        while let Decision::Route(r) = decide(&table, &Request { class, pin: None, sticky, tried: &tried }, &all) {
-            prop_assert!(!tried.contains(&r.backend));
+        while let Decision::Route(r) = decide(&table, &Request { class, pin, sticky, tried: &tried }, &health) {
+            let name = &table.region(r.region).name;
+            prop_assert!(allowed[name], "attempt {} of {:?} went to {} outside {:?}", tried.len() + 1, cc, name, allowed);
+            prop_assert!(health.is_healthy(r.backend), "a retry picked an unhealthy backend");
+            prop_assert!(!tried.contains(&r.backend), "a retry repeated a backend");
             tried.push(r.backend);
             prop_assert!(tried.len() <= table.backends.len());
         }

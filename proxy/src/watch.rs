@@ -133,15 +133,6 @@ impl Watcher {
         Ok(())
     }
 
-    /// Saves a version as the last good table (when a cache is configured).
-    pub fn save(&self, version: u64, epoch: Option<String>, table: &TableSpec) {
-        if let Some(path) = &self.cache {
-            if let Err(e) = save_cache(path, version, epoch, table) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot save the last good table");
-            }
-        }
-    }
-
     async fn ack(&self, version: u64, epoch: Option<&str>, result: &Result<(), String>) {
         let ack = Ack {
             proxy: self.name.clone(),
@@ -327,8 +318,10 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn a_bad_version_is_rejected_and_the_last_good_one_keeps_serving() {
+    /// Driven through the watch's own path (`on_version` and its saver
+    /// task), so the cache is what the watcher wrote, not the test.
+    #[tokio::test]
+    async fn a_bad_version_is_rejected_and_the_last_good_one_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache.json");
         let steer = steering();
@@ -340,13 +333,17 @@ mod tests {
             extra_trust: vec!["10.0.0.0/8".into()],
             epoch: None,
         };
+        let (save, saver) = w.spawn_saver();
+        let mut pos = Position {
+            after: 1,
+            epoch: None,
+            served_epoch: None,
+        };
         let mut good = steer.current().spec.as_ref().clone();
         good.regions.get_mut("us-east").unwrap().drain = true;
         let v2 = versioned(2, good.clone());
-        assert_eq!(w.apply(&v2), Ok(()));
-        w.save(v2.version, None, &v2.table);
+        w.on_version(&v2, &mut pos, &save).await;
         assert_eq!(steer.current().version, 2);
-        assert_eq!(load_cache(&cache).unwrap().version, 2);
         // --trust is added to every pushed table.
         assert!(steer
             .current()
@@ -356,17 +353,24 @@ mod tests {
         let mut bad = good;
         bad.regions.get_mut("cn-east").unwrap().failover = vec!["ap-southeast".into()];
         let v3 = versioned(3, bad);
-        let err = w.apply(&v3).unwrap_err();
-        assert!(err.contains("regions.cn-east.failover[0]"), "{err}");
+        w.on_version(&v3, &mut pos, &save).await;
         assert_eq!(
             steer.current().version,
             2,
             "a rejected table must not be installed"
         );
-        assert_eq!(
-            load_cache(&cache).unwrap().version,
-            2,
-            "the cache keeps the last good table"
-        );
+        assert_eq!(pos.after, 3, "the watch moves past a rejected version");
+        let rejected = steer
+            .metrics
+            .table_applies
+            .with_label_values(&["rejected"])
+            .get();
+        assert_eq!(rejected, 1);
+        // Every save the watcher asked for is on disk once its saver ends.
+        drop(save);
+        saver.await.unwrap();
+        let cached = load_cache(&cache).unwrap();
+        assert_eq!(cached.version, 2, "the cache keeps the last good table");
+        assert!(cached.table.regions["us-east"].drain);
     }
 }

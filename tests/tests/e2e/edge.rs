@@ -142,11 +142,16 @@ async fn a_clients_forwarding_headers_never_reach_the_origin() {
 async fn stalled_uploads_and_hang_ups_eject_nothing() {
     let wd = Workdir::new().unwrap();
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
-    spec.retry.per_try_timeout_ms = Some(300);
-    spec.retry.total_timeout_ms = Some(600);
+    spec.retry.per_try_timeout_ms = Some(4000);
+    spec.retry.total_timeout_ms = Some(8000);
     let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
     let de = sample_ip("DE").to_string();
-    // 20 POSTs that announce a body and never send it.
+    let upstream_active = || async {
+        let text = proxy.metrics().await.unwrap();
+        metric_value(&text, "edgesteer_upstream_requests_active")
+    };
+    // 20 POSTs that announce a body (larger than the edge buffers, so it
+    // streams to the origin) and never send it.
     let mut stalled = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
@@ -156,19 +161,11 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
         s.write_all(head.as_bytes()).await.unwrap();
         stalled.push(s);
     }
-    // 20 clients that hang up before the answer.
-    for _ in 0..20 {
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        let head = format!("GET /v1/covers HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\n\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        drop(s);
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // The origin's wait (per try, 300 ms) ran out while the body was still
+    // The origin's wait (per try, 4 s) runs out while the body is still
     // to come: the client's doing, answered 408 (not the origin's 502/504).
     let mut first = stalled.swap_remove(0);
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), first.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(8), first.read(&mut buf))
         .await
         .expect("no answer to a stalled upload")
         .unwrap();
@@ -176,7 +173,42 @@ async fn stalled_uploads_and_hang_ups_eject_nothing() {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("\"error\":\"request_timeout\""), "{got}");
     drop(stalled);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = wait_until(Duration::from_secs(5), || async {
+        upstream_active().await == 0.0
+    })
+    .await;
+    assert!(
+        idle.is_some(),
+        "the stalled uploads still hold origin requests"
+    );
+
+    // 20 clients that hang up while their request is at the origin (the
+    // demo backend's /slow answers after 3 s, within the 4 s per try).
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let head =
+            format!("GET /slow?ms=3000 HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {de}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        waiting.push(s);
+    }
+    let in_flight = wait_until(Duration::from_secs(2), || async {
+        upstream_active().await == 20.0
+    })
+    .await;
+    assert!(
+        in_flight.is_some(),
+        "the 20 requests never all reached the origin"
+    );
+    drop(waiting);
+    // The proxy notices each hang-up and lets go of the origin request
+    // well before the origin would have answered.
+    let released = wait_until(Duration::from_millis(2500), || async {
+        upstream_active().await == 0.0
+    })
+    .await;
+    assert!(released.is_some(), "hang-ups left origin requests open");
+
     let health = proxy.health().await.unwrap();
     // No endpoint anywhere was ejected or even charged a failure.
     for region in health["regions"].as_array().unwrap() {

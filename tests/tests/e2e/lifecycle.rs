@@ -355,7 +355,16 @@ async fn a_geo_database_rewritten_in_place_never_takes_the_proxy_down() {
     let _heavy = heavy().await;
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
-    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let log = wd.path("proxy.log");
+    let proxy = Proxy::start(ProxyConfig {
+        table: wd.write_table("table.toml", &spec).unwrap(),
+        geo_db: Some(wd.geo_db().unwrap()),
+        trust_loopback: true,
+        log: Some(log.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let db = wd.path("geo.mmdb");
     let good = std::fs::read(&db).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -363,18 +372,30 @@ async fn a_geo_database_rewritten_in_place_never_takes_the_proxy_down() {
     let seen = Arc::new(Seen::default());
     let load = start_load(&proxy.url("/v1/covers"), &stop, &floor, &seen);
     // Rewrite the file in place (same inode, as `cp` does), torn halfway
-    // and then whole, over several reload rounds (every 5 s).
-    for round in 0..3 {
+    // until the reloader (every 5 s) has read and refused the torn file,
+    // then whole again, twice.
+    let refusals = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("geo database not reloaded")
+            .count()
+    };
+    for round in 0..2 {
         use std::io::{Seek, Write};
+        let before = refusals();
         let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
         f.set_len(0).unwrap();
         f.write_all(&good[..good.len() / 2]).unwrap();
         f.flush().unwrap();
-        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let refused = wait_until(Duration::from_secs(7), || async { refusals() > before }).await;
+        assert!(
+            refused.is_some(),
+            "round {round}: the torn file was never read and refused"
+        );
         f.seek(std::io::SeekFrom::Start(0)).unwrap();
         f.write_all(&good).unwrap();
         f.flush().unwrap();
-        tokio::time::sleep(Duration::from_millis(2600 + round * 100)).await;
+        tokio::time::sleep(Duration::from_millis(2600)).await;
     }
     stop.store(true, Ordering::Relaxed);
     for t in load {
@@ -388,13 +409,36 @@ async fn a_geo_database_rewritten_in_place_never_takes_the_proxy_down() {
     );
     assert!(seen.ok.load(Ordering::Relaxed) > 500);
     // Still resolving countries from the database (now the whole file).
-    let land = get_as(
-        &reqwest::Client::new(),
-        &proxy.url("/v1/covers"),
-        edgesteer_geo::testdb::sample_ip("DE"),
-        None,
-    )
-    .await
-    .unwrap();
+    let de = edgesteer_geo::testdb::sample_ip("DE");
+    let client = reqwest::Client::new();
+    let land = get_as(&client, &proxy.url("/v1/covers"), de, None)
+        .await
+        .unwrap();
     assert_eq!(land.region(), "eu-west");
+    // A different database, written in place: DE's network now belongs to
+    // Japan, and within one reload round (5 s) DE's address lands in
+    // Asia-Pacific.
+    let moved: Vec<(&str, &str, &str)> = edgesteer_geo::testdb::SAMPLE
+        .iter()
+        .map(|&(net, c, cont)| {
+            if c == "DE" {
+                (net, "JP", "AS")
+            } else {
+                (net, c, cont)
+            }
+        })
+        .collect();
+    let other = edgesteer_geo::testdb::build(edgesteer_geo::testdb::Schema::GeoIp2, &moved);
+    assert_ne!(other, good);
+    std::fs::write(&db, &other).unwrap();
+    let reloaded = wait_until(Duration::from_secs(8), || async {
+        get_as(&client, &proxy.url("/v1/covers"), de, None)
+            .await
+            .is_ok_and(|r| r.region() == "ap-southeast")
+    })
+    .await;
+    assert!(
+        reloaded.is_some(),
+        "the rewritten database was never loaded"
+    );
 }

@@ -177,7 +177,7 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
         h2: false,
         connections: 8,
         duration: Duration::from_secs(4),
-        rate: Some(1000.0),
+        rate: Some(200.0),
         mix: default_mix(),
         timeout: Duration::from_secs(5),
         distinct_clients: false,
@@ -186,9 +186,12 @@ async fn the_load_driver_reports_the_mix_and_holds_its_rate() {
     .await;
     eprintln!("{}", report.text());
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    // Open loop: exactly rate x duration requests were scheduled and sent.
+    // Open loop, held: rate x duration requests were answered by the time
+    // the last one came back (completed ones, over the time to the last
+    // answer: a proxy that fell behind the schedule shows here).
+    assert_eq!(report.requests, report.ok, "{:?}", report.errors);
     assert!(
-        (report.throughput_rps - 1000.0).abs() <= 10.0,
+        (report.throughput_rps - 200.0).abs() <= 8.0,
         "{}",
         report.throughput_rps
     );

@@ -184,6 +184,12 @@ async fn redis_outage_fails_open_or_closed_and_recovers_by_itself() {
         served >= 30,
         "only {served} requests in 1.5 s while Redis hung (slowest {slowest:?})"
     );
+    // Not even once: a request that awaited Redis would have taken at
+    // least the syncer's 250 ms command timeout.
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a request took {slowest:?} while Redis hung: it waited on Redis"
+    );
     // The syncer noticed (fail_closed now answers 503) ...
     let down = wait_until(Duration::from_secs(3), || async {
         store_up(&a).await == 0.0

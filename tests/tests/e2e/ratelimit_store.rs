@@ -141,3 +141,42 @@ async fn a_slow_store_command_does_not_fail_closed() {
         "the pause never failed a sync, so this test proved nothing: {m}"
     );
 }
+
+/// The Redis password never reaches the proxy's log, at debug level,
+/// through start-up and failed connections (issue 31: the unit test checks
+/// `redacted()`, this checks what is written).
+#[tokio::test]
+async fn redis_credentials_never_reach_the_log() {
+    let be = backend().await;
+    let wd = Workdir::new().unwrap();
+    let log = wd.path("proxy.log");
+    // Nothing listens there: every sync fails and is logged.
+    let url = format!("redis://edge:hunter2-secret@127.0.0.1:{}/0", free_port());
+    let p = Proxy::start(ProxyConfig {
+        table: wd
+            .write_table("t.toml", &limits_table(be.addr, CLOSED).unwrap())
+            .unwrap(),
+        trust_loopback: true,
+        extra_args: vec!["--redis".into(), url, "--redis-sync-ms".into(), "50".into()],
+        log: Some(log.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Let a few syncs fail, and the store be reported down.
+    let down = wait_until(Duration::from_secs(5), || async {
+        let text = p.metrics().await.unwrap();
+        metric(&text, "edgesteer_ratelimit_store_errors_total").is_some_and(|n| n >= 3.0)
+    })
+    .await;
+    assert!(down.is_some(), "no failed sync was counted");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("127.0.0.1"),
+        "the log says nothing about the store:\n{logged}"
+    );
+    assert!(
+        !logged.contains("hunter2-secret"),
+        "the Redis password is in the log"
+    );
+}

@@ -130,6 +130,9 @@ fn start(steps: &[(u32, u64)]) -> RolloutCommand {
 async fn two_proxies_assign_every_key_identically() {
     let s = setup().await;
     let (p1, p2) = (s.proxy("p1").await, s.proxy("p2").await);
+    let salt = s.spec.release.salt.clone().unwrap();
+    let bps = s.spec.regions["us-east"].canary_bps;
+    assert_eq!(bps, 1000, "the covergen split");
     let client = reqwest::Client::new();
     let mut canary = 0;
     for k in 0..300 {
@@ -139,17 +142,42 @@ async fn two_proxies_assign_every_key_identically() {
             track_of(&client, &p2, &key).await,
         );
         assert_eq!(a, b, "{key}");
+        // Each user lands on the track the documented assignment gives
+        // (docs/design.md, "Release tracks"), recomputed here.
+        let want = if documented_bucket(&salt, &key) < bps {
+            "canary"
+        } else {
+            "stable"
+        };
+        assert_eq!(a, (200, want.to_string()), "{key}");
         // A user sticks to its track.
         assert_eq!(track_of(&client, &p1, &key).await, a);
         canary += usize::from(a.1 == "canary");
     }
-    // About 10% of 300 users (the covergen split).
-    assert!((10..=55).contains(&canary), "{canary} canary users of 300");
+    // About 10% of 300 users; the exact count is fixed by the hash (a 5%
+    // split would give 14 of these keys, a 20% one 63).
+    assert_eq!(canary, 28, "canary users of 300");
+    // p1 counted exactly its canary answers (two per canary user).
     let m = p1.metrics().await.unwrap();
-    assert!(
-        m.contains("http_requests_total{region=\"us-east\",status=\"2xx\",track=\"canary\"}"),
-        "{m}"
-    );
+    let series = "http_requests_total{region=\"us-east\",status=\"2xx\",track=\"canary\"}";
+    assert_eq!(metric_value(&m, series), (2 * canary) as f64);
+}
+
+/// The documented sticky assignment, written out from docs/design.md
+/// rather than called: FNV-1a over salt, 0xff, key; the murmur3 64-bit
+/// finaliser; then multiply-shift onto 10,000 buckets.
+fn documented_bucket(salt: &str, key: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in salt.as_bytes().iter().chain(&[0xff]).chain(key.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    ((u128::from(h) * 10_000) >> 64) as u32
 }
 
 #[tokio::test]
@@ -453,6 +481,13 @@ async fn clients_that_stall_or_hang_up_cannot_roll_back_a_canary() {
             .is_some_and(|r| r.state == RolloutState::Running && r.step == 0),
         "a client's fault moved the rollout: {st:?}"
     );
+    // The gates had figures to judge (the load's canary users reported),
+    // and none of the 120 client faults is in them: no error, and no
+    // request of 1.5 s (each stall lasted that long) in the canary's p99.
+    let f = st.and_then(|r| r.figures).expect("no figures reported");
+    assert!(f.canary_requests >= 20, "{f:?}");
+    assert_eq!(f.canary_error_rate, 0.0, "{f:?}");
+    assert!(f.canary_p99_ms.is_some_and(|p| p < 1000.0), "{f:?}");
     stop.store(true, Ordering::Relaxed);
     l.await.unwrap();
     // And no backend was charged for it.
