@@ -163,23 +163,6 @@ async fn two_proxies_assign_every_key_identically() {
     assert_eq!(metric_value(&m, series), (2 * canary) as f64);
 }
 
-/// The documented sticky assignment, written out from docs/design.md
-/// rather than called: FNV-1a over salt, 0xff, key; the murmur3 64-bit
-/// finaliser; then multiply-shift onto 10,000 buckets.
-fn documented_bucket(salt: &str, key: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in salt.as_bytes().iter().chain(&[0xff]).chain(key.as_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    ((u128::from(h) * 10_000) >> 64) as u32
-}
-
 #[tokio::test]
 async fn a_failing_canary_is_rolled_back_by_the_gate() {
     let s = setup().await;
