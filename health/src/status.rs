@@ -13,7 +13,12 @@ use crate::state::{now_ms, TableHealth};
 impl TableHealth {
     /// The `/v1/health` document.
     pub fn status(&self, table: &RoutingTable) -> HealthStatus {
-        let now = now_ms();
+        self.status_at(table, now_ms())
+    }
+
+    /// [`TableHealth::status`] as of `now` (ms on the health clock): the
+    /// time left in each ejection is counted from it.
+    pub fn status_at(&self, table: &RoutingTable, now: u64) -> HealthStatus {
         let regions = table
             .regions
             .iter()

@@ -123,7 +123,9 @@ fn passive_ejection_respects_the_region_cap_and_ends() {
     let r = RegionId(0);
     assert!(!h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r));
     assert!(!h.report(BackendId(0), a, Outcome::Reset, &settings, r));
+    let ejected_at = (now_ms(), 0);
     assert!(h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r));
+    let ejected_at = (ejected_at.0, now_ms());
     assert!(!h.is_healthy(BackendId(0)));
     // The second would take the region to 100% ejected: refused.
     for _ in 0..5 {
@@ -132,23 +134,28 @@ fn passive_ejection_respects_the_region_cap_and_ends() {
     assert!(h.is_healthy(BackendId(1)));
     // A success resets the count.
     h.report(BackendId(1), b, Outcome::Status(200), &settings, r);
-    // The cool-down ends on the sweep after it expires.
-    reg.sweep(now_ms());
+    // The cool-down (50 ms from the ejecting report) ends on the first
+    // sweep after it expires, on the health clock, not the wall's.
+    reg.sweep(ejected_at.0 + 49);
     assert!(!h.is_healthy(BackendId(0)));
-    reg.sweep(now_ms() + 60);
+    reg.sweep(ejected_at.1 + 50);
     assert!(h.is_healthy(BackendId(0)));
-    // A second ejection lasts twice as long.
+    // A second ejection lasts twice as long: 100 ms from the report that
+    // made it, read at the instant the reports ended (no wall-clock
+    // window: the time the reports took is measured, not assumed).
+    let before = now_ms();
     for _ in 0..3 {
         h.report(BackendId(0), a, Outcome::ConnectFailure, &settings, r);
     }
-    let status = h.status(&table(&["127.0.0.1:1", "127.0.0.1:2"]));
+    let after = now_ms();
+    let status = h.status_at(&table(&["127.0.0.1:1", "127.0.0.1:2"]), after);
     let ep = &status.regions[0].backends[0].endpoints[0];
     assert_eq!(ep.state, "ejected");
     assert_eq!(ep.ejections, 2);
+    let until = after + ep.ejected_for_ms;
     assert!(
-        ep.ejected_for_ms > 60 && ep.ejected_for_ms <= 100,
-        "{}",
-        ep.ejected_for_ms
+        (before + 100..=after + 100).contains(&until),
+        "ejected until {until}, reports between {before} and {after}"
     );
     assert!(
         ep.reason.contains("3 consecutive connect failures"),

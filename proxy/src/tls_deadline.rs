@@ -34,6 +34,7 @@ use dashmap::DashMap;
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{SocketDigest, Stream};
+use prometheus::IntGauge;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -48,11 +49,45 @@ pub struct HandshakeDeadline {
     pending: Arc<DashMap<u64, AbortHandle>>,
     /// Connections past their handshake (counted by [`crate::conn_cap`]).
     open: Arc<AtomicUsize>,
+    /// `edgesteer_tls_handshakes_in_progress`: the watchdogs in `pending`
+    /// (the connection cap counts them with the open connections).
+    in_progress: Option<IntGauge>,
+}
+
+/// Registers `edgesteer_tls_handshakes_in_progress` with the proxy's
+/// metrics (a second registration in one process, as in tests, is
+/// logged and the gauge still counts).
+fn in_progress_gauge(steer: &Steering) -> Option<IntGauge> {
+    let gauge = IntGauge::new(
+        "edgesteer_tls_handshakes_in_progress",
+        "TLS handshakes under way on the proxy's listeners (they count against [limits] max_connections).",
+    )
+    .ok()?;
+    if let Err(e) = steer.metrics.registry.register(Box::new(gauge.clone())) {
+        tracing::debug!(error = %e, "TLS handshake gauge not registered");
+    }
+    Some(gauge)
+}
+
+/// Removes a handshake's watchdog entry, counting it out of the gauge
+/// only if it was still there (the watchdog and the finished handshake
+/// may both try).
+fn forget(
+    pending: &DashMap<u64, AbortHandle>,
+    gauge: &Option<IntGauge>,
+    cookie: u64,
+) -> Option<AbortHandle> {
+    let (_, watchdog) = pending.remove(&cookie)?;
+    if let Some(g) = gauge {
+        g.dec();
+    }
+    Some(watchdog)
 }
 
 impl HandshakeDeadline {
     pub fn new(steer: Arc<Steering>) -> Arc<HandshakeDeadline> {
         Arc::new(HandshakeDeadline {
+            in_progress: in_progress_gauge(&steer),
             steer,
             pending: Arc::new(DashMap::new()),
             open: Arc::default(),
@@ -79,7 +114,7 @@ impl HandshakeDeadline {
         let cookie = stream
             .get_socket_digest()
             .and_then(|d| d.socket_cookie().ok());
-        if let Some((_, watchdog)) = cookie.and_then(|c| self.pending.remove(&c)) {
+        if let Some(watchdog) = cookie.and_then(|c| forget(&self.pending, &self.in_progress, c)) {
             watchdog.abort();
         }
     }
@@ -125,6 +160,7 @@ impl PreTlsProcess for HandshakeDeadline {
         };
         let socket = std::net::TcpStream::from(own);
         let pending = self.pending.clone();
+        let gauge = self.in_progress.clone();
         let closed = self.steer.metrics.tls_handshake_timeouts.clone();
         let watchdog = tokio::spawn(async move {
             let deadline = Instant::now() + timeout;
@@ -137,11 +173,11 @@ impl PreTlsProcess for HandshakeDeadline {
                 // Pingora dropped the connection (a failed handshake): let
                 // go of our copy now, so the close reaches the client.
                 if SocketDigest::from_raw_fd(fd).socket_cookie().ok() != Some(cookie) {
-                    pending.remove(&cookie);
+                    forget(&pending, &gauge, cookie);
                     return;
                 }
             }
-            pending.remove(&cookie);
+            forget(&pending, &gauge, cookie);
             let _ = socket.shutdown(Shutdown::Both);
             closed.inc();
             tracing::debug!(
@@ -150,6 +186,9 @@ impl PreTlsProcess for HandshakeDeadline {
             );
         });
         self.pending.insert(cookie, watchdog.abort_handle());
+        if let Some(g) = &self.in_progress {
+            g.inc();
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ mod backend;
 mod binary;
 mod control;
 mod etcd;
+mod health;
 mod metrics;
 mod pace;
 mod pki;
@@ -34,6 +35,7 @@ pub use control::{
     follow, proxy_token, ControlProc, ControlTls, OPS_TOKEN, PROXY_TOKEN, READ_TOKEN, TEST_PROXIES,
 };
 pub use etcd::EtcdCluster;
+pub use health::{backend_endpoints, region_endpoints};
 pub use metrics::{metric, metric_value};
 pub use pace::{send_paced, Pace, Paced};
 pub use pki::{make_pki, TestPki};

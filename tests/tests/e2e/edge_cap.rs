@@ -7,6 +7,8 @@ use tokio::net::TcpStream;
 
 use edgesteer_tests::*;
 
+use crate::edge_conns::open_becomes;
+
 #[tokio::test]
 async fn tls_handshakes_under_way_count_against_the_connection_cap() {
     let wd = Workdir::new().unwrap();
@@ -31,7 +33,10 @@ async fn tls_handshakes_under_way_count_against_the_connection_cap() {
     };
     let url = format!("https://api.covergen.ai:{}/v1/covers", tls_addr.port());
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        open_becomes(&proxy, 0.0).await,
+        "other connections stayed open"
+    );
     let refused = |m: &str| metric_value(m, "edgesteer_connections_refused_total");
     let before = refused(&proxy.metrics().await.unwrap());
 
@@ -40,14 +45,30 @@ async fn tls_handshakes_under_way_count_against_the_connection_cap() {
     for _ in 0..3 {
         silent.push(TcpStream::connect(tls_addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted before their handshakes (an event, not a sleep).
+    let counted = wait_until(Duration::from_secs(5), || async {
+        let text = proxy.metrics().await.unwrap_or_default();
+        metric(&text, "edgesteer_tls_handshakes_in_progress") == Some(3.0)
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "the handshakes under way were not counted"
+    );
     let r = client().get(&url).send().await;
     assert!(r.is_err(), "a fourth connection was served: {r:?}");
     let after = refused(&proxy.metrics().await.unwrap());
     assert_eq!(after - before, 1.0, "the fourth was refused, and only it");
 
-    // Room again once the stalled handshakes are gone.
+    // Room again once the stalled handshakes are gone (and the gauge
+    // counts them out).
     drop(silent);
+    let none = wait_until(Duration::from_secs(5), || async {
+        let text = proxy.metrics().await.unwrap_or_default();
+        metric(&text, "edgesteer_tls_handshakes_in_progress") == Some(0.0)
+    })
+    .await;
+    assert!(none.is_some(), "ended handshakes still counted");
     let ok = wait_until(Duration::from_secs(3), || async {
         client()
             .get(&url)

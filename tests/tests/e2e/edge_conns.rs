@@ -116,13 +116,20 @@ async fn the_connection_cap_refuses_the_excess_and_keeps_serving_the_rest() {
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
     spec.limits.max_connections = Some(5);
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
-    // The readiness probe's connections are gone by now.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Events, not sleeps: the readiness probe's connections are gone, and
+    // then the proxy holds exactly the five.
+    assert!(
+        open_becomes(&proxy, 0.0).await,
+        "other connections stayed open"
+    );
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        open_becomes(&proxy, 5.0).await,
+        "the five were not all taken"
+    );
     // The sixth is accepted and closed at once: it gets no answer.
     let mut extra = TcpStream::connect(proxy.addr).await.unwrap();
     let _ = extra
@@ -330,4 +337,15 @@ async fn a_stalled_tls_handshake_is_shut_down_at_the_deadline() {
     let m = proxy.metrics().await.unwrap();
     let timeouts = metric_value(&m, "edgesteer_tls_handshake_timeouts_total ");
     assert_eq!(timeouts, 2.0);
+}
+
+/// Whether the proxy's count of open client connections (read on the
+/// admin listener, which it does not count) reaches `n` within 5 s.
+pub(crate) async fn open_becomes(proxy: &Proxy, n: f64) -> bool {
+    wait_until(Duration::from_secs(5), || async {
+        let text = proxy.metrics().await.unwrap_or_default();
+        metric(&text, "edgesteer_downstream_connections_open") == Some(n)
+    })
+    .await
+    .is_some()
 }

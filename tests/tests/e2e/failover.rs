@@ -180,16 +180,23 @@ async fn a_dead_region_fails_over_and_comes_back() {
         let got = get_as(&client, &url, us, None).await.unwrap();
         assert_eq!((got.status, got.region()), (200, "us-west"), "{got:?}");
     }
-    // Active checks declare the region down within interval x threshold + 1 s.
-    let down = wait_until(Duration::from_millis(200 * 3 + 1000), || async {
+    // Active checks declare the region down: an event waited for (the
+    // ceiling is generous, not a latency claim), then its cause checked:
+    // every endpoint failed at least `unhealthy_after` (3) probes in a row.
+    let down = wait_until(Duration::from_secs(10), || async {
         !proxy.region_healthy("us-east").await
     })
     .await;
     assert!(
         down.is_some(),
-        "us-east still healthy after 1.6 s: {}",
+        "us-east still healthy after 10 s: {}",
         proxy.health().await.unwrap()
     );
+    let health = proxy.health().await.unwrap();
+    for ep in region_endpoints(&health, "us-east") {
+        assert_ne!(ep["state"], "healthy", "{ep}");
+        assert!(ep["consecutive_fail"].as_u64() >= Some(3), "{ep}");
+    }
     // The ten requests above were each served by the failover region (the
     // series exists at 0 from the start: compare before and after).
     let m = proxy.metrics().await.unwrap();
@@ -212,7 +219,7 @@ async fn a_dead_region_fails_over_and_comes_back() {
     for (i, a) in addrs.iter().enumerate() {
         restarted.push(BackendProc::spawn("us-east", &format!("us-east-{}", i + 1), *a).unwrap());
     }
-    let back = wait_until(Duration::from_millis(200 * 2 + 1500), || async {
+    let back = wait_until(Duration::from_secs(10), || async {
         get_as(&client, &url, us, None)
             .await
             .is_ok_and(|g| g.region() == "us-east")
@@ -222,6 +229,15 @@ async fn a_dead_region_fails_over_and_comes_back() {
         back.is_some(),
         "traffic did not return to us-east: {}",
         proxy.health().await.unwrap()
+    );
+    // Back because probes passed: at least `healthy_after` (2) in a row on
+    // an endpoint that serves.
+    let health = proxy.health().await.unwrap();
+    let eps = region_endpoints(&health, "us-east");
+    assert!(
+        eps.iter()
+            .any(|ep| ep["state"] == "healthy" && ep["consecutive_ok"].as_u64() >= Some(2)),
+        "{eps:?}"
     );
 }
 
@@ -249,15 +265,9 @@ async fn a_hung_backend_fails_over_within_the_per_try_timeout() {
     // times out is still judged, unlike a client that stalls its upload).
     let hung = fleet.procs["us-east"][0].addr.to_string();
     let health = proxy.health().await.unwrap();
-    let endpoint = health["regions"]
-        .as_array()
+    let endpoint = backend_endpoints(&health, &hung)
         .into_iter()
-        .flatten()
-        .flat_map(|r| r["backends"].as_array().into_iter().flatten())
-        .filter(|b| b["backend"] == hung.as_str())
-        .flat_map(|b| b["endpoints"].as_array().into_iter().flatten())
         .next()
-        .cloned()
         .unwrap_or_default();
     let judged = endpoint["passive_failures"].as_u64().unwrap_or(0) >= 1
         || endpoint["state"] == "ejected"

@@ -79,13 +79,31 @@ async fn the_connection_cap_refuses_the_excess_and_counts_it() {
     )
     .await
     .unwrap();
-    // Let the readiness probe's connection go.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first of the three held connections is a kept-alive client that
+    // reads the service's own count until it is the only one open (the
+    // readiness probe's connection has gone): an event, not a sleep.
+    let keeper = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap();
+    let alone = wait_until(Duration::from_secs(5), || async {
+        let text = service_metrics(keeper.clone(), &control).await;
+        metric(&text, "edgesteer_control_connections_open") == Some(1.0)
+    })
+    .await;
+    assert!(alone.is_some(), "other connections stayed open");
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         held.push(tokio::net::TcpStream::connect(control.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The service has taken both (three open, the keeper's included).
+    let taken = wait_until(Duration::from_secs(5), || async {
+        let text = service_metrics(keeper.clone(), &control).await;
+        metric(&text, "edgesteer_control_connections_open") == Some(3.0)
+    })
+    .await;
+    assert!(taken.is_some(), "the held connections were not counted");
     // Two more: accepted by the kernel, closed by the service at once.
     for _ in 0..2 {
         let mut extra = tokio::net::TcpStream::connect(control.addr).await.unwrap();
@@ -105,6 +123,7 @@ async fn the_connection_cap_refuses_the_excess_and_counts_it() {
     assert!(fresh().get(control.url("/healthz")).send().await.is_err());
     // Once they close, requests are served again, and the refusals show.
     drop(held);
+    drop(keeper);
     let served = wait_until(Duration::from_secs(5), || async {
         fresh()
             .get(control.url("/healthz"))
