@@ -15,6 +15,10 @@ use edgesteer_config::wire::BackendSpec;
 use edgesteer_config::TableSpec;
 use tokio::sync::oneshot;
 
+/// A `fail_status` that makes the backend take requests and never answer
+/// them (its health endpoint still answers): a hung origin.
+pub const HANG: u16 = 1;
+
 /// Identity a demo backend reports.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Identity {
@@ -30,7 +34,8 @@ pub struct DemoBackend {
     pub addr: SocketAddr,
     /// Requests answered (health checks excluded).
     pub served: Arc<AtomicU64>,
-    /// When non-zero, every request is answered with this status.
+    /// When non-zero, every request is answered with this status; [`HANG`]
+    /// accepts requests and never answers them.
     pub fail_status: Arc<AtomicU16>,
     /// When set, `/health` answers 503.
     pub health_fail: Arc<AtomicBool>,
@@ -292,6 +297,10 @@ async fn slow(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
 }
 
 async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
+    if s.fail_status.load(Ordering::Relaxed) == HANG {
+        // Accepted and never answered (the health endpoint still is).
+        std::future::pending::<()>().await;
+    }
     s.served.fetch_add(1, Ordering::Relaxed);
     let tls = req.extensions().get::<edgesteer_listener::TlsInfo>();
     let status = axum::http::StatusCode::from_u16(s.fail_status.load(Ordering::Relaxed))

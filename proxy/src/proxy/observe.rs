@@ -52,6 +52,29 @@ pub(super) fn request_done(steer: &Steering, session: &Session, ctx: &Ctx) {
     count_detours(steer, ctx);
 }
 
+/// An attempt the backend failed (refused, reset, timed out) that is
+/// about to be retried: the rollout stats count it against the route it
+/// was sent to, as a 502 after the attempt's time, so a canary whose
+/// failures retries hide from users still fails its error-rate gate. The
+/// retry's own outcome is recorded when the request ends, against the
+/// route that answered.
+pub(super) fn attempt_failed(ctx: &Ctx) {
+    let Some(route) = ctx.route.sent() else {
+        return;
+    };
+    let took = ctx
+        .upstream_start
+        .map_or(ctx.start.elapsed(), |t| t.elapsed());
+    if let Some(s) = ctx
+        .snap
+        .stats
+        .get(route.region.index())
+        .and_then(|s| s.tracks.get(route.track.index()))
+    {
+        s.record(502, took);
+    }
+}
+
 /// Track fallbacks and failovers (including the RTT fallback) of a request
 /// that was sent.
 fn count_detours(steer: &Steering, ctx: &Ctx) {

@@ -202,7 +202,11 @@ pub(super) fn connect_failed(steer: &Steering, ctx: &mut Ctx, mut e: Box<Error>)
     ) {
         tls_failed(steer, ctx, &e);
     }
-    e.set_retry(ctx.attempts_left());
+    let retry = ctx.attempts_left();
+    if retry {
+        super::observe::attempt_failed(ctx);
+    }
+    e.set_retry(retry);
     e
 }
 
@@ -243,7 +247,11 @@ pub(super) fn proxy_failed(
     let safe = session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
         && !answering;
-    e.set_retry(backend_fault && safe && ctx.attempts_left() && take_retry(steer, ctx));
+    let retry = backend_fault && safe && ctx.attempts_left() && take_retry(steer, ctx);
+    if retry {
+        super::observe::attempt_failed(ctx);
+    }
+    e.set_retry(retry);
     e
 }
 

@@ -30,6 +30,7 @@ mod ratelimit_fleet;
 mod ratelimit_store;
 mod replicas;
 mod rollout;
+mod rollout_retries;
 mod routing;
 mod tls_h2;
 mod trust;

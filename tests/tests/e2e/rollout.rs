@@ -14,18 +14,24 @@ use edgesteer_control_api::api::{RolloutAction, RolloutCommand, RolloutStatus};
 use edgesteer_control_api::client::Client;
 use edgesteer_tests::*;
 
-struct Setup {
+pub(crate) struct Setup {
     wd: Workdir,
-    spec: TableSpec,
+    pub(crate) spec: TableSpec,
     backends: Vec<DemoBackend>,
-    control: ControlProc,
+    pub(crate) control: ControlProc,
 }
 
 /// covergen on loopback (canary backends at 10%), one config service.
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`] with the seed table changed by `change` first.
+pub(crate) async fn setup_with(change: impl FnOnce(&mut TableSpec)) -> Setup {
     let wd = Workdir::new().unwrap();
     let (mut spec, backends) = covergen_on_loopback().await.unwrap();
     fast_health(&mut spec);
+    change(&mut spec);
     let seed = wd.write_table("seed.toml", &spec).unwrap();
     let control = ControlProc::start(&wd.path("data"), Some(&seed), &[])
         .await
@@ -39,7 +45,7 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    async fn proxy(&self, name: &str) -> Proxy {
+    pub(crate) async fn proxy(&self, name: &str) -> Proxy {
         let mut args = follow(&self.control, &self.wd.path(&format!("{name}.json")), name);
         args.extend(["--report-interval-ms".to_string(), "500".to_string()]);
         Proxy::start(ProxyConfig {
@@ -52,7 +58,7 @@ impl Setup {
         .unwrap()
     }
 
-    fn canary(&self, region: &str) -> &DemoBackend {
+    pub(crate) fn canary(&self, region: &str) -> &DemoBackend {
         self.backends
             .iter()
             .find(|b| b.id.region == region && b.id.track == "canary")
@@ -60,7 +66,7 @@ impl Setup {
     }
 }
 
-async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str) -> (u16, String) {
+pub(crate) async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str) -> (u16, String) {
     let r = client
         .get(proxy.url("/v1/covers"))
         .header("x-forwarded-for", sample_ip("US").to_string())
@@ -83,7 +89,7 @@ async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str) -> (u16, S
 /// The rollout tests below judge the error-rate and health gates and the
 /// state machine; they loosen the p99 gate (`max_p99_ratio` 20) because a
 /// p99 over a few dozen requests on a shared 2-core test machine is noise.
-fn load(
+pub(crate) fn load(
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
@@ -106,13 +112,13 @@ fn load(
 }
 
 /// The region's rollout, if it has one.
-async fn rollout_state(api: &Client, region: &str) -> Option<RolloutStatus> {
+pub(crate) async fn rollout_state(api: &Client, region: &str) -> Option<RolloutStatus> {
     let s = api.rollouts().await.unwrap();
     s.rollouts.into_iter().find(|r| r.region == region)
 }
 
 /// `start` with these steps (canary share, hold in ms) and the defaults.
-fn start(steps: &[(u32, u64)]) -> RolloutCommand {
+pub(crate) fn start(steps: &[(u32, u64)]) -> RolloutCommand {
     let steps = steps
         .iter()
         .map(|&(canary_bps, hold_ms)| RolloutStep {
