@@ -23,6 +23,10 @@ pub struct HealthSettings {
     pub expect_body: Option<String>,
     pub unhealthy_after: u32,
     pub healthy_after: u32,
+    /// A hostname backend whose name answers "no such name" (or no
+    /// addresses) this long after its last good answer loses its last
+    /// addresses, so a recycled IP stops getting traffic.
+    pub dns_forget_after: Duration,
 }
 
 impl Default for HealthSettings {
@@ -36,6 +40,7 @@ impl Default for HealthSettings {
             expect_body: None,
             unhealthy_after: 3,
             healthy_after: 2,
+            dns_forget_after: Duration::from_secs(300),
         }
     }
 }

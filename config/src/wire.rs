@@ -206,6 +206,10 @@ pub struct HealthSpec {
     pub unhealthy_after: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_after: Option<u32>,
+    /// How long a hostname backend keeps its last addresses once its name
+    /// no longer resolves (NXDOMAIN or no records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_forget_after_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -81,7 +81,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut probes: HashMap<TaskKey, Probe> = HashMap::new();
-    let mut resolvers: HashMap<TaskKey, (Arc<BackendState>, JoinHandle<()>)> = HashMap::new();
+    let mut resolvers: HashMap<TaskKey, (Arc<BackendState>, Duration, JoinHandle<()>)> =
+        HashMap::new();
     let mut resolver: Option<TokioResolver> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -95,6 +96,7 @@ pub async fn run(
         let (_version, targets) = plan();
         let mut keep = std::collections::HashSet::new();
         for t in targets {
+            let forget = t.settings.dns_forget_after;
             let key: TaskKey = (t.state.region.clone(), t.state.key.clone());
             if !keep.insert(key.clone()) {
                 continue; // listed twice in one region: one probe
@@ -119,9 +121,9 @@ pub async fn run(
             let Some((host, port)) = t.state.host.clone() else {
                 continue;
             };
-            let stale = resolvers
-                .get(&key)
-                .is_none_or(|(s, h)| !Arc::ptr_eq(s, &t.state) || h.is_finished());
+            let stale = resolvers.get(&key).is_none_or(|(s, f, h)| {
+                !Arc::ptr_eq(s, &t.state) || *f != forget || h.is_finished()
+            });
             if stale {
                 let r = match &resolver {
                     Some(r) => r.clone(),
@@ -133,8 +135,8 @@ pub async fn run(
                         }
                     },
                 };
-                let task = tokio::spawn(resolve_loop(t.state.clone(), host, port, r));
-                if let Some((_, old)) = resolvers.insert(key, (t.state.clone(), task)) {
+                let task = tokio::spawn(resolve_loop(t.state.clone(), host, port, r, forget));
+                if let Some((_, _, old)) = resolvers.insert(key, (t.state.clone(), forget, task)) {
                     old.abort();
                 }
             }
@@ -145,7 +147,7 @@ pub async fn run(
                 false
             }
         });
-        resolvers.retain(|k, (_, h)| {
+        resolvers.retain(|k, (_, _, h)| {
             keep.contains(k) || {
                 h.abort();
                 false
@@ -155,7 +157,7 @@ pub async fn run(
     for p in probes.into_values() {
         p.handle.abort();
     }
-    for (_, h) in resolvers.into_values() {
+    for (_, _, h) in resolvers.into_values() {
         h.abort();
     }
 }
@@ -198,11 +200,18 @@ async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings, tls: Opt
     }
 }
 
-/// A name that answers "no such name" (or no addresses) this long after
-/// its last good answer loses its last addresses (the longest TTL kept).
-const FORGET_AFTER: Duration = Duration::from_secs(300);
-
-async fn resolve_loop(state: Arc<BackendState>, host: String, port: u16, resolver: TokioResolver) {
+/// Resolves a hostname backend for as long as it is in the table. A name
+/// that answers "no such name" (or no addresses) `forget_after` after its
+/// last good answer loses its last addresses (`[health]
+/// dns_forget_after_ms`, default 300 s: the longest TTL kept); any other
+/// failure keeps them (a resolver outage must not take backends down).
+async fn resolve_loop(
+    state: Arc<BackendState>,
+    host: String,
+    port: u16,
+    resolver: TokioResolver,
+    forget_after: Duration,
+) {
     let mut last_ok = std::time::Instant::now();
     loop {
         let wait = match resolver.lookup_ip(host.as_str()).await {
@@ -222,11 +231,11 @@ async fn resolve_loop(state: Arc<BackendState>, host: String, port: u16, resolve
             }
             Err(e)
                 if (e.is_nx_domain() || e.is_no_records_found())
-                    && last_ok.elapsed() >= FORGET_AFTER =>
+                    && last_ok.elapsed() >= forget_after =>
             {
                 // The name is gone, not the resolver: stop sending there.
                 if state.set_addrs(&[]) {
-                    tracing::warn!(backend = %state.key, error = %e, after = ?FORGET_AFTER, "backend's name no longer resolves; its last addresses expired");
+                    tracing::warn!(backend = %state.key, error = %e, after = ?forget_after, "backend's name no longer resolves; its last addresses expired");
                 }
                 Duration::from_secs(5)
             }

@@ -65,6 +65,10 @@ pub(crate) fn health(
     if let Some(b) = &h.expect_body {
         out.expect_body = Some(b.clone());
     }
+    let forget = format!("{path}.dns_forget_after_ms");
+    if let Some(ms) = errs.in_range(forget, h.dns_forget_after_ms, 1_000..=86_400_000, "") {
+        out.dns_forget_after = Duration::from_millis(ms);
+    }
     for (field, value, slot) in [
         (
             "unhealthy_after",

@@ -6,7 +6,7 @@
 //! its hash picked first, and the resetting address was tried.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,11 @@ use edgesteer_tests::*;
 /// Answers every A query for any name with `addrs` (TTL 1); AAAA and the
 /// rest with no records.
 async fn dns_stub(addrs: Vec<[u8; 4]>) -> SocketAddr {
+    dns_stub_until(addrs, Arc::default()).await
+}
+
+/// [`dns_stub`] that answers NXDOMAIN to everything once `gone` is set.
+async fn dns_stub_until(addrs: Vec<[u8; 4]>, gone: Arc<AtomicBool>) -> SocketAddr {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let at = sock.local_addr().unwrap();
     tokio::spawn(async move {
@@ -30,12 +35,13 @@ async fn dns_stub(addrs: Vec<[u8; 4]>) -> SocketAddr {
                 continue;
             };
             let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
-            let answers: &[[u8; 4]] = if qtype == 1 { &addrs } else { &[] };
+            let nx = gone.load(Ordering::Relaxed);
+            let answers: &[[u8; 4]] = if qtype == 1 && !nx { &addrs } else { &[] };
             let mut r = vec![
                 q[0],
                 q[1],
                 0x81,
-                0x80,
+                if nx { 0x83 } else { 0x80 },
                 0,
                 1,
                 0,
@@ -130,4 +136,58 @@ async fn a_retry_tries_the_backends_other_address() {
         resets.load(Ordering::Relaxed) > 0,
         "no request went to the resetting address first: the retry path was not exercised"
     );
+}
+
+/// A name that stops resolving (NXDOMAIN) loses its last addresses after
+/// `[health] dns_forget_after_ms` (issue 33: they were kept forever, so a
+/// recycled IP kept getting traffic); until then they keep serving.
+#[tokio::test]
+async fn a_name_gone_from_dns_loses_its_addresses_after_the_set_time() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let id = Identity {
+        region: "r".into(),
+        backend: "svc".into(),
+        track: "stable".into(),
+    };
+    let _backend = spawn_backend(id, addr).await.unwrap();
+    let gone = Arc::new(AtomicBool::new(false));
+    let stub = dns_stub_until(vec![[127, 0, 0, 1]], gone.clone()).await;
+    let text = format!(
+        "default_region = \"r\"\n[health]\nkind = \"tcp\"\ninterval_ms = 500\ntimeout_ms = 300\n\
+         dns_forget_after_ms = 2000\n\
+         [regions.r]\nbackends = [{{ address = \"svc.test:{port}\" }}]\n"
+    );
+    let spec = edgesteer_config::parse::from_toml(&text).unwrap();
+    let wd = Workdir::new().unwrap();
+    let proxy = wd
+        .start_proxy(&spec, false, vec!["--resolver".into(), stub.to_string()])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let status = || async {
+        client
+            .get(proxy.url("/v1/covers"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let up = wait_until(Duration::from_secs(5), || async { status().await == 200 }).await;
+    assert!(up.is_some(), "{}", proxy.health().await.unwrap());
+    gone.store(true, Ordering::Relaxed);
+    let went = std::time::Instant::now();
+    // Within the 2 s the last addresses keep serving ...
+    assert_eq!(status().await, 200);
+    // ... and after it (plus one 5 s retry of the failed lookup) they are
+    // gone: the region has no address left, and fails closed.
+    let forgotten = wait_until(Duration::from_secs(12), || async { status().await == 503 }).await;
+    assert!(forgotten.is_some(), "{}", proxy.health().await.unwrap());
+    assert!(
+        went.elapsed() >= Duration::from_millis(2000),
+        "forgotten after {:?}, before the 2 s",
+        went.elapsed()
+    );
+    let health = proxy.health().await.unwrap().to_string();
+    assert!(!health.contains(&format!("127.0.0.1:{port}")), "{health}");
 }
