@@ -13,6 +13,7 @@
 
 mod backend;
 mod binary;
+mod cluster_load;
 mod control;
 mod etcd;
 mod metrics;
@@ -22,6 +23,7 @@ mod ports;
 mod proxy;
 mod redis;
 pub mod redis_cluster;
+mod redis_tls;
 mod requests;
 mod tables;
 mod wait;
@@ -39,6 +41,7 @@ pub use pki::{make_pki, TestPki};
 pub use ports::free_port;
 pub use proxy::{Proxy, ProxyConfig};
 pub use redis::RedisProc;
+pub use redis_tls::{RedisPki, ServerTls};
 pub use requests::{answers, get_as, Landed};
 pub use tables::{covergen, covergen_on_loopback, fast_health, limits_table};
 pub use wait::{heavy, wait_child, wait_until};
