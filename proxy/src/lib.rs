@@ -26,7 +26,8 @@
 //!   requests by country and host pin for the impact preview.
 //! - [`sticky`]: which key pins a client to its track (who the client is
 //!   is `edgesteer_config::client_ip`).
-//! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`],
+//! - [`server`], [`tls`], [`admin`], [`listener`], [`metrics`] (with
+//!   [`store_metrics`], the rate-limit Redis Cluster's nodes),
 //!   [`access_log`]: serving and observing; [`lifecycle`]: signals,
 //!   upgrades and the runtime directory; [`explain`]: "where would this
 //!   client go, and why"; [`geodns`]: the DNS listeners on the same
@@ -53,6 +54,7 @@ pub mod server;
 pub mod stats;
 pub mod steer;
 pub mod sticky;
+pub mod store_metrics;
 pub mod tls;
 pub mod tls_deadline;
 pub mod traffic;

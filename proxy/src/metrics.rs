@@ -3,7 +3,9 @@
 //! request path is an atomic add with no label hashing or locking.
 //!
 //! Cardinality is bounded by construction: region, track, status class,
-//! zone and lookup result; never paths or addresses.
+//! zone and lookup result; never paths or client addresses (the one
+//! address label, a rate-limit Redis Cluster node's, is bounded by the
+//! cluster: `store_metrics.rs`).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -229,6 +231,7 @@ pub struct Metrics {
     pub ratelimit_store_up: IntGauge,
     pub ratelimit_blocked: IntGauge,
     ratelimit_store_refusals: IntCounterVec,
+    store_nodes: crate::store_metrics::StoreNodeMetrics,
     observe_lock: std::sync::Mutex<()>,
 }
 
@@ -312,6 +315,7 @@ impl Metrics {
             geo: LookupStatus::ALL.map(|s| geo_lookups.with_label_values(&[s.as_str()])),
             blocked: rate_limited.with_label_values(&["abuse-block", "blocked"]),
             rate_limited,
+            store_nodes: crate::store_metrics::StoreNodeMetrics::register(&r.0)?,
             observe_lock: std::sync::Mutex::new(()),
             registry: r.0,
         })
@@ -374,6 +378,7 @@ impl Metrics {
         let c = &self.ratelimit_store_syncs;
         c.inc_by(store.syncs.saturating_sub(c.get()));
         self.ratelimit_store_up.set(i64::from(store.up));
+        self.store_nodes.observe(store.cluster.as_ref());
         self.ratelimit_blocked
             .set(i64::try_from(limiter.block_count()).unwrap_or(i64::MAX));
     }

@@ -1,11 +1,8 @@
 //! A Redis Cluster as the rate-limit store: the `--redis` URL form
-//! (`redis+cluster://h1:p1,h2:p2,...`), its credentials (from the
-//! environment only), and the cluster's shape read from `CLUSTER NODES`
-//! (which node serves which slots, and so which key bucket).
-//!
-//! `rediss+cluster://` (TLS) is refused with an explanation: this build
-//! has no Redis TLS (neither does the single-node path), see
-//! docs/design.md.
+//! (`redis+cluster://h1:p1,h2:p2,...`, or `rediss+cluster://` for TLS to
+//! every node, see `tls.rs`), its credentials (from the environment only),
+//! and the cluster's shape read from `CLUSTER NODES` (which node serves
+//! which slots, and so which key bucket).
 
 use crate::slots::{gaps, Buckets, BUCKETS, SLOTS};
 
@@ -18,22 +15,21 @@ pub const PASSWORD_ENV: &str = "EDGESTEER_REDIS_PASSWORD";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterUrl {
     pub seeds: Vec<(String, u16)>,
+    /// `rediss+cluster://`: TLS to every node.
+    pub tls: bool,
 }
 
-const FORM: &str = "expected redis+cluster://HOST:PORT,HOST:PORT,... (user and password in EDGESTEER_REDIS_USERNAME / EDGESTEER_REDIS_PASSWORD)";
+const FORM: &str = "expected redis+cluster://HOST:PORT,HOST:PORT,... or, for TLS, rediss+cluster://HOST:PORT,... (user and password in EDGESTEER_REDIS_USERNAME / EDGESTEER_REDIS_PASSWORD)";
 
 impl ClusterUrl {
     /// `None` for a URL that is not a cluster URL; an error (that says
     /// what to write instead) for a cluster URL that is wrong.
     pub fn parse(url: &str) -> Result<Option<ClusterUrl>, String> {
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("rediss+cluster://") {
-            return Err("TLS to a Redis Cluster (rediss+cluster://) is not supported yet; use redis+cluster:// on a private network, or a TLS tunnel (stunnel, a service mesh) to each node".into());
-        }
-        let Some(rest) = lower
-            .starts_with("redis+cluster://")
-            .then(|| url.get("redis+cluster://".len()..))
-            .flatten()
+        let Some((tls, rest)) = ["redis+cluster://", "rediss+cluster://"]
+            .iter()
+            .find(|scheme| lower.starts_with(*scheme))
+            .and_then(|scheme| Some((scheme.starts_with("rediss"), url.get(scheme.len()..)?)))
         else {
             return Ok(None);
         };
@@ -65,7 +61,7 @@ impl ClusterUrl {
             }
             seeds.push((host.to_string(), port));
         }
-        Ok(Some(ClusterUrl { seeds }))
+        Ok(Some(ClusterUrl { seeds, tls }))
     }
 }
 
@@ -208,9 +204,18 @@ mod tests {
             e.contains("EDGESTEER_REDIS_PASSWORD") && !e.contains("hunter2"),
             "{e}"
         );
-        let e = ClusterUrl::parse("rediss+cluster://h:7000").unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(!u.tls);
+        // Issue 28: TLS to every node.
+        let s = ClusterUrl::parse("rediss+cluster://10.0.0.1:7000,10.0.0.2:7001")
+            .unwrap()
+            .unwrap();
+        assert!(s.tls);
+        assert_eq!(s.seeds.len(), 2);
+        let e = ClusterUrl::parse("rediss+cluster://u:hunter2@h:7000").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
         for bad in [
+            "rediss+cluster://h",
+            "rediss+cluster://h:7000/#insecure",
             "redis+cluster://h",
             "redis+cluster://h:0",
             "redis+cluster://:7000",

@@ -1,6 +1,6 @@
 //! The cluster syncer's link to a Redis Cluster: connecting (with the
 //! credentials from the environment) through the seeds and every node seen
-//! since, reading `CLUSTER NODES`, one bucket's `EVAL` and the probe of an
+//! since (over TLS for `rediss+cluster://`), reading `CLUSTER NODES`, one bucket's `EVAL` and the probe of an
 //! idle master. Every command gives up after `SYNC_TIMEOUT` (a bounded
 //! retry inside the cluster client included), so a dead or hung node costs
 //! a round one timeout.
@@ -17,6 +17,7 @@ use crate::cluster::{ClusterUrl, Topology, PASSWORD_ENV, USERNAME_ENV};
 use crate::cluster_view::{NodeStats, Transitions};
 use crate::reconcile::{SCRIPT, SYNC_TIMEOUT};
 use crate::slots::{Buckets, BUCKETS};
+use crate::tls::RedisTls;
 
 /// While all is well the topology is read again this often.
 const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
@@ -27,6 +28,9 @@ const RETRIES: u32 = 1;
 /// The syncer's connection and what it knows of the cluster.
 pub(crate) struct Link {
     seeds: Vec<(String, u16)>,
+    /// `rediss+cluster://`: TLS to every node, with these files if given.
+    tls: bool,
+    certs: Option<RedisTls>,
     username: Option<String>,
     password: Option<String>,
     pub(crate) conn: Option<ClusterConnection>,
@@ -40,9 +44,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(url: ClusterUrl) -> Link {
+    pub(crate) fn new(url: ClusterUrl, certs: Option<RedisTls>) -> Link {
         Link {
             seeds: url.seeds,
+            tls: url.tls,
+            certs,
             username: std::env::var(USERNAME_ENV).ok().filter(|s| !s.is_empty()),
             password: std::env::var(PASSWORD_ENV).ok().filter(|s| !s.is_empty()),
             conn: None,
@@ -92,7 +98,7 @@ impl Link {
         let nodes: Vec<String> = self
             .candidates()
             .iter()
-            .map(|a| format!("redis://{a}"))
+            .map(|a| format!("{}://{a}", if self.tls { "rediss" } else { "redis" }))
             .collect();
         let mut b = ClusterClientBuilder::new(nodes)
             .connection_timeout(SYNC_TIMEOUT)
@@ -105,6 +111,9 @@ impl Link {
         }
         if let Some(p) = &self.password {
             b = b.password(p.clone());
+        }
+        if let Some(t) = self.certs.as_ref().filter(|_| self.tls) {
+            b = b.certs(t.certificates());
         }
         let client = b.build()?;
         tokio::time::timeout(SYNC_TIMEOUT * 4, client.get_async_connection())

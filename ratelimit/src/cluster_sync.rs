@@ -51,6 +51,7 @@ use crate::limiter::Limiter;
 use crate::reconcile::{apply_debt, take_dirty, BATCH, SCRIPT};
 use crate::slots::{bucket_of, Buckets, BUCKETS};
 use crate::state::PolicyState;
+use crate::tls::RedisTls;
 
 /// Rounds in a row with a failure after which the connection is rebuilt.
 const REBUILD_AFTER: u32 = 20;
@@ -79,12 +80,17 @@ struct Round {
 }
 
 /// Runs the cluster syncer until the task is dropped.
-pub(crate) async fn run(limiter: Arc<Limiter>, interval: Duration, url: ClusterUrl) {
+pub(crate) async fn run(
+    limiter: Arc<Limiter>,
+    interval: Duration,
+    url: ClusterUrl,
+    tls: Option<RedisTls>,
+) {
     let store = &limiter.store;
     store.sharded.store(true, Ordering::Relaxed);
     // Optimistic until the first attempt says otherwise.
     limiter.expect_store(interval);
-    let mut link = Link::new(url);
+    let mut link = Link::new(url, tls);
     let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
     let stale = crate::store::STORE_STALE.max(interval * 4);
     let mut blocks = BlockStream::default();

@@ -28,6 +28,9 @@ pub(crate) struct NodeStats {
 /// What to do about an error, to append to its message.
 pub(crate) fn advice(e: &RedisError) -> String {
     let text = e.to_string();
+    if let Some(tls) = crate::tls::advice(&text) {
+        return tls.to_string();
+    }
     // A failed AUTH while connecting comes wrapped in an I/O error.
     if e.kind() == ErrorKind::AuthenticationFailed
         || text.contains("NOAUTH")

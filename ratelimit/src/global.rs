@@ -29,7 +29,8 @@
 //!
 //! A Redis Cluster (`redis+cluster://h1:p1,h2:p2`) has its own syncer,
 //! `cluster_sync.rs`, on the same script and the same cells; `run_sync`
-//! hands such URLs to it.
+//! hands such URLs to it. `rediss://` and `rediss+cluster://` are the same
+//! over TLS (`tls.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,13 +44,49 @@ use crate::cluster::ClusterUrl;
 use crate::limiter::Limiter;
 use crate::reconcile::{apply_debt, discard, take_dirty, BATCH, SCRIPT, SYNC_TIMEOUT};
 use crate::state::PolicyState;
+use crate::tls::{is_tls, RedisTls, TlsFiles};
 
 /// Where and how often to reconcile.
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
-    /// `redis://host:port[/db]`, or `redis+cluster://h1:p1,h2:p2`.
+    /// `redis://host:port[/db]`, `rediss://...`, or
+    /// `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://` for TLS).
     pub url: String,
     pub interval: Duration,
+    /// A CA and client certificate for a `rediss` URL (without it: the
+    /// system's roots, no client certificate).
+    pub tls: Option<RedisTls>,
+}
+
+impl SyncConfig {
+    /// The `--redis` URL and its TLS files, checked at start-up: a bad URL
+    /// or an unreadable file is an error that names the flag (and never a
+    /// password), so the proxy does not start with every global limit
+    /// store-down.
+    pub fn new(url: String, interval: Duration, files: &TlsFiles) -> Result<SyncConfig, String> {
+        check_url(&url)?;
+        if !is_tls(&url) {
+            if !files.is_empty() {
+                return Err(format!("--redis-ca, --redis-cert and --redis-key are for TLS to Redis, but --redis {} is not a rediss:// or rediss+cluster:// URL", redacted(&url)));
+            }
+            return Ok(SyncConfig {
+                url,
+                interval,
+                tls: None,
+            });
+        }
+        let tls = RedisTls::load(files)?;
+        if ClusterUrl::parse(&url).ok().flatten().is_none() {
+            // The client takes the files as it will connect with them.
+            Client::build_with_tls(url.as_str(), tls.certificates())
+                .map_err(|e| format!("--redis {}: {e}", redacted(&url)))?;
+        }
+        Ok(SyncConfig {
+            url,
+            interval,
+            tls: Some(tls),
+        })
+    }
 }
 
 /// The URL for logs: credentials masked, both `redis://user:secret@host`
@@ -92,9 +129,15 @@ pub fn check_url(url: &str) -> Result<(), String> {
     {
         return Ok(());
     }
+    if is_tls(url) && url.contains('#') {
+        return Err(format!(
+            "--redis {}: a URL fragment such as #insecure (no certificate check) is not supported; give the server's CA with --redis-ca FILE",
+            redacted(url)
+        ));
+    }
     Client::open(url).map(|_| ()).map_err(|e| {
         format!(
-            "--redis {}: {e}; expected redis://[user:password@]host:port[/db], redis+unix:///path.sock[?db=N&pass=...] or redis+cluster://host:port,host:port,...",
+            "--redis {}: {e}; expected redis://[user:password@]host:port[/db], rediss://... (TLS), redis+unix:///path.sock[?db=N&pass=...] or redis+cluster://host:port,host:port,... (rediss+cluster:// for TLS)",
             redacted(url)
         )
     })
@@ -103,14 +146,17 @@ pub fn check_url(url: &str) -> Result<(), String> {
 /// Runs the syncer until the task is dropped.
 pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
     if let Ok(Some(cluster)) = ClusterUrl::parse(&cfg.url) {
-        return crate::cluster_sync::run(limiter, cfg.interval, cluster).await;
+        return crate::cluster_sync::run(limiter, cfg.interval, cluster, cfg.tls).await;
     }
     let store = &limiter.store;
     // Optimistic until the first attempt says otherwise.
     limiter.expect_store(cfg.interval);
     // A bad URL still runs the loop: it keeps discarding unsent counts.
-    let client = Client::open(cfg.url.as_str())
-        .inspect_err(|e| {
+    let client = match &cfg.tls {
+        Some(tls) => Client::build_with_tls(cfg.url.as_str(), tls.certificates()),
+        None => Client::open(cfg.url.as_str()),
+    }
+    .inspect_err(|e| {
             store.up.store(false, Ordering::Relaxed);
             tracing::error!(url = %redacted(&cfg.url), error = %e, "bad --redis URL; global rate limits act as if the store were down");
         })
@@ -182,7 +228,10 @@ pub async fn run_sync(limiter: Arc<Limiter>, cfg: SyncConfig) {
                     discard(state, &take_dirty(state));
                 }
                 store.errors.fetch_add(1, Ordering::Relaxed);
-                store.note_error(format!("{}: {e}", redacted(&cfg.url)));
+                let text = e.to_string();
+                let advice = crate::tls::advice(&text).unwrap_or_default();
+                store.note_error(format!("{}: {text}{advice}", redacted(&cfg.url)));
+                let e = format!("{text}{advice}");
                 // Down only once stale (`StoreStatus::ok`): a slow command
                 // or a blip costs one round, not a flap of fail_closed.
                 if !std::mem::replace(&mut failing, true) {
@@ -247,6 +296,16 @@ mod tests {
         );
         assert_eq!(redacted("redis://u:p@h:1"), "redis://***@h:1");
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        // Issue 28: the TLS schemes too.
+        assert_eq!(
+            redacted("rediss://default:hunter2@redis.internal:6380/0"),
+            "rediss://***@redis.internal:6380/0"
+        );
+        assert_eq!(
+            redacted("rediss+cluster://u:hunter2@h:7000,h:7001"),
+            "rediss+cluster://***@h:7000,h:7001"
+        );
+        assert_eq!(redacted("rediss://h:6380"), "rediss://h:6380");
         // Issue 33: unix-socket URLs carry the password as a parameter.
         assert_eq!(
             redacted("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
@@ -275,7 +334,38 @@ mod tests {
             !e.contains("hunter2") && e.contains("EDGESTEER_REDIS_PASSWORD"),
             "{e}"
         );
-        let e = check_url("rediss+cluster://h:7000").unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        // Issue 28: TLS, one node or a cluster; never without checks.
+        assert!(check_url("rediss://127.0.0.1:6380").is_ok());
+        assert!(check_url("rediss://:hunter2@redis.internal:6380/2").is_ok());
+        assert!(check_url("rediss+cluster://h:7000,h:7001").is_ok());
+        let e = check_url("rediss://:hunter2@h:6380/#insecure").unwrap_err();
+        assert!(
+            e.contains("--redis-ca") && e.contains("rediss://***@h:6380") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_go_with_a_tls_url_only() {
+        use super::SyncConfig;
+        use crate::tls::TlsFiles;
+        use std::time::Duration;
+        let ca = TlsFiles {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let ms = Duration::from_millis(50);
+        let e = SyncConfig::new("redis://:hunter2@h:6379".into(), ms, &ca).unwrap_err();
+        assert!(
+            e.contains("not a rediss://") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = SyncConfig::new("rediss://h:6380".into(), ms, &ca).unwrap_err();
+        assert!(e.starts_with("--redis-ca /nonexistent/ca.pem"), "{e}");
+        let plain = SyncConfig::new("rediss://h:6380".into(), ms, &TlsFiles::default()).unwrap();
+        assert!(plain.tls.is_some());
+        let e = SyncConfig::new("rediss+cluster://h:7000/1".into(), ms, &TlsFiles::default())
+            .unwrap_err();
+        assert!(e.contains("rediss+cluster://HOST:PORT"), "{e}");
     }
 }

@@ -17,7 +17,7 @@
 //! `reconcile.rs` what both syncers share (the script, dirty keys),
 //! `cluster.rs` a Redis Cluster's URL and topology, `cluster_sync.rs` its
 //! syncer, `cluster_link.rs` its connection and commands, `cluster_view.rs` its status and logs, `slots.rs` hash slots
-//! and the key buckets.
+//! and the key buckets, `tls.rs` TLS to Redis (`rediss://`).
 #![forbid(unsafe_code)]
 
 pub mod block;
@@ -35,6 +35,7 @@ mod reconcile;
 pub mod slots;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use block::Block;
 pub use gcra::Verdict;

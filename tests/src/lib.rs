@@ -13,6 +13,7 @@
 
 mod backend;
 mod binary;
+mod cluster_load;
 mod control;
 mod etcd;
 mod health;
@@ -23,6 +24,7 @@ mod ports;
 mod proxy;
 mod redis;
 pub mod redis_cluster;
+mod redis_tls;
 mod requests;
 mod sticky;
 mod tables;
@@ -42,6 +44,7 @@ pub use pki::{make_pki, TestPki};
 pub use ports::free_port;
 pub use proxy::{Proxy, ProxyConfig};
 pub use redis::RedisProc;
+pub use redis_tls::{RedisPki, ServerTls};
 pub use requests::{answers, get_as, Landed};
 pub use sticky::documented_bucket;
 pub use tables::{covergen, covergen_on_loopback, fast_health, limits_table};

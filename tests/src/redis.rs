@@ -6,32 +6,62 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::ports::free_port;
+use crate::redis_tls::ServerTls;
 
 /// A real `redis-server` on a free loopback port, with persistence off;
 /// killed on drop. `scripts/setup.sh` installs it.
 pub struct RedisProc {
     child: Option<Child>,
     pub port: u16,
+    /// Only a TLS port (`rediss://`).
+    tls: Option<ServerTls>,
 }
 
 impl RedisProc {
     pub async fn start() -> anyhow::Result<RedisProc> {
+        Self::start_with(None).await
+    }
+
+    /// A server with only a TLS port (`--port 0 --tls-port PORT`).
+    pub async fn start_tls(tls: ServerTls) -> anyhow::Result<RedisProc> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<ServerTls>) -> anyhow::Result<RedisProc> {
         let mut r = RedisProc {
             child: None,
             port: free_port(),
+            tls,
         };
         r.restart().await?;
         Ok(r)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port and waits for PONG.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            Some(t) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()]);
+                for (k, v) in &t.conf {
+                    cmd.arg(format!("--{k}")).arg(v);
+                }
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -52,6 +82,9 @@ impl RedisProc {
 
     async fn ping(&self) -> bool {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.tls.is_some() {
+            return self.cli(&["PING"]).await.is_ok_and(|r| r.trim() == "PONG");
+        }
         let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
@@ -60,6 +93,23 @@ impl RedisProc {
             && s.read(&mut buf)
                 .await
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// `redis-cli ARGS` against this server (over TLS with the client
+    /// certificate, for a TLS server): its output.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = tokio::process::Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(t) = &self.tls {
+            cmd.args(&t.cli);
+        }
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            cmd.args(args).stdin(Stdio::null()).output(),
+        )
+        .await
+        .context("redis-cli did not finish in 10 s")??;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Sends one command (RESP) and returns the first line of the reply.

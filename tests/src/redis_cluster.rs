@@ -1,9 +1,11 @@
 //! A real Redis Cluster for the fleet-limit tests: six `redis-server`s in
-//! cluster mode on free loopback ports (three masters, three replicas,
-//! `cluster-node-timeout 1000`, no persistence), each started from its own
-//! config file in a scratch directory (so a killed node restarts with the
-//! same file and node id), joined with `redis-cli --cluster create`.
-//! Killed on drop. `scripts/setup.sh` installs `redis-server`.
+//! cluster mode on free loopback ports (three masters, three replicas, or
+//! the three masters only; `cluster-node-timeout 1000`, no persistence),
+//! plain or TLS only (clients, cluster bus and replication), each started
+//! from its own config file in a scratch directory (so a killed node
+//! restarts with the same file and node id), joined with `redis-cli
+//! --cluster create`. Killed on drop. `scripts/setup.sh` installs
+//! `redis-server`. The load the tests send is in `cluster_load.rs`.
 //!
 //! [`ClusterProxy`] is a proxy on such a cluster started with environment
 //! variables of its own (the cluster's credentials go only there), its log
@@ -19,8 +21,11 @@ use anyhow::{bail, Context};
 
 use crate::binary::binary;
 use crate::ports::free_port;
+use crate::redis_tls::ServerTls;
 use crate::requests::answers;
 use crate::workdir::Workdir;
+
+pub use crate::cluster_load::{besides, count, drive, when, Stream, Trace};
 
 /// Where a proxy reads the cluster's credentials.
 pub const USERNAME_ENV: &str = "EDGESTEER_REDIS_USERNAME";
@@ -34,6 +39,10 @@ pub struct ClusterOptions {
     /// `cluster-require-full-coverage` (Redis's default is yes: the whole
     /// cluster refuses keys while any slot is unserved).
     pub full_coverage: bool,
+    /// TLS only: clients, cluster bus (`tls-cluster yes`) and replication.
+    pub tls: Option<ServerTls>,
+    /// Three masters and no replicas (quicker to start).
+    pub masters_only: bool,
 }
 
 /// One node process.
@@ -41,6 +50,11 @@ pub struct RedisNode {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+}
+
+/// The series `edgesteer_ratelimit_redis_node_up` of the node on `port`.
+pub fn node_up(port: u16, role: &str) -> String {
+    format!("edgesteer_ratelimit_redis_node_up{{node=\"127.0.0.1:{port}\",role=\"{role}\"}}")
 }
 
 /// A line of `CLUSTER NODES`.
@@ -69,18 +83,29 @@ impl RedisCluster {
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<RedisCluster> {
         let dir = tempfile::tempdir()?;
         let mut nodes = Vec::new();
-        for i in 0..6 {
+        for i in 0..if opts.masters_only { 3 } else { 6 } {
             let (port, bus) = (free_port(), free_port());
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir)?;
-            let mut conf = format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode no\ncluster-enabled yes\n\
+            let mut conf = match &opts.tls {
+                Some(t) => {
+                    let lines: Vec<String> =
+                        t.conf.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+                    format!(
+                        "port 0\ntls-port {port}\ntls-cluster yes\n{}",
+                        lines.concat()
+                    )
+                }
+                None => format!("port {port}\n"),
+            };
+            conf.push_str(&format!(
+                "bind 127.0.0.1\nprotected-mode no\ncluster-enabled yes\n\
                  cluster-config-file nodes.conf\ncluster-node-timeout 1000\ncluster-port {bus}\n\
                  cluster-replica-validity-factor 0\ncluster-require-full-coverage {}\n\
                  appendonly no\nsave \"\"\ndir {}\n",
                 if opts.full_coverage { "yes" } else { "no" },
                 node_dir.display()
-            );
+            ));
             if let Some(p) = &opts.password {
                 conf.push_str(&format!("requirepass {p}\nmasterauth {p}\n"));
             }
@@ -102,7 +127,8 @@ impl RedisCluster {
         }
         let mut create = vec!["--cluster".to_string(), "create".into()];
         create.extend(c.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        let replicas = if c.opts.masters_only { "0" } else { "1" };
+        create.extend(["--cluster-replicas", replicas, "--cluster-yes"].map(String::from));
         let out = c.cli(c.nodes[0].port, &create).await?;
         if !out.contains("All 16384 slots covered") {
             bail!("redis-cli --cluster create failed:\n{out}");
@@ -111,7 +137,8 @@ impl RedisCluster {
         Ok(c)
     }
 
-    /// `redis+cluster://` with the three first nodes as seeds.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) with the three
+    /// first nodes as seeds.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
@@ -119,7 +146,12 @@ impl RedisCluster {
             .take(3)
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let scheme = if self.opts.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}+cluster://{}", seeds.join(","))
     }
 
     /// `redis-cli -p PORT ARGS...` (with the password), its output.
@@ -132,6 +164,9 @@ impl RedisCluster {
         cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
         if let Some(p) = &self.opts.password {
             cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        if let Some(t) = &self.opts.tls {
+            cmd.args(&t.cli);
         }
         let out = tokio::time::timeout(
             Duration::from_secs(30),
@@ -307,6 +342,7 @@ impl ClusterProxy {
             .arg("--runtime-dir")
             .arg(runtime.path().join("rt"))
             .env_remove("EDGESTEER_REDIS")
+            .env_remove("EDGESTEER_REDIS_CA")
             .env_remove(USERNAME_ENV)
             .env_remove(PASSWORD_ENV)
             .env("RUST_LOG", "warn,pingora_proxy=error")
@@ -376,6 +412,12 @@ impl ClusterProxy {
         Ok(v["store"].clone())
     }
 
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://{}/metrics", self.admin);
+        Ok(self.client.get(url).send().await?.text().await?)
+    }
+
     /// What the proxy logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -387,94 +429,6 @@ impl Drop for ClusterProxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// One stream of requests: an API key (`x-api-key`) and a path.
-pub struct Stream(pub String, pub String);
-
-/// Per stream, `(seconds since start, status)` of each request (status 0:
-/// no answer).
-pub type Trace = Vec<Vec<(f64, u16)>>;
-
-/// `per_s` GETs a second on each stream for `dur` seconds from `start`,
-/// sent to the proxy base URLs in turn, each stream on its own phase.
-pub async fn drive(
-    proxies: Vec<String>,
-    streams: Vec<Stream>,
-    per_s: f64,
-    dur: f64,
-    start: Instant,
-) -> Trace {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    let n = streams.len() as f64;
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let (client, proxies) = (client.clone(), proxies.clone());
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                for j in 0.. {
-                    let at = (j as f64 + i as f64 / n) / per_s;
-                    let Some(base) = proxies.get((i + j) % proxies.len().max(1)) else {
-                        break;
-                    };
-                    if at >= dur {
-                        break;
-                    }
-                    tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
-                    let req = client.get(format!("{base}{}", s.1));
-                    let status = match req.header("x-api-key", &s.0).send().await {
-                        Ok(r) => r.status().as_u16(),
-                        Err(_) => 0,
-                    };
-                    out.push((start.elapsed().as_secs_f64(), status));
-                }
-                out
-            })
-        })
-        .collect();
-    let mut trace = Vec::new();
-    for t in tasks {
-        trace.push(t.await.unwrap_or_default());
-    }
-    trace
-}
-
-/// Requests of `trace` answered `status` at or after `from` seconds.
-pub fn count(trace: &[(f64, u16)], status: u16, from: f64) -> usize {
-    trace
-        .iter()
-        .filter(|(t, s)| *s == status && *t >= from)
-        .count()
-}
-
-/// The requests of `t` answered with none of `want`.
-pub fn besides(t: &[(f64, u16)], want: &[u16]) -> Vec<(f64, u16)> {
-    t.iter()
-        .filter(|(_, s)| !want.contains(s))
-        .cloned()
-        .collect()
-}
-
-/// Polls `f` every 25 ms until it holds or `limit` passes; the seconds
-/// since `start` when it held.
-pub async fn when<F, Fut>(start: Instant, limit: Duration, mut f: F) -> Option<f64>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f().await {
-            return Some(start.elapsed().as_secs_f64());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
 }
 
 impl RedisCluster {

@@ -88,17 +88,8 @@ pub(super) struct ListenArgs {
     /// DNS server(s) for backend hostnames as IP:PORT (default: the system's).
     #[arg(long = "resolver")]
     resolver: Vec<SocketAddr>,
-    /// Redis for `global` rate-limit policies, e.g. redis://127.0.0.1:6379.
-    /// The URL may carry a password: prefer the environment. A Redis
-    /// Cluster: redis+cluster://HOST:PORT,HOST:PORT,... (a few seed nodes),
-    /// its user and password only in EDGESTEER_REDIS_USERNAME and
-    /// EDGESTEER_REDIS_PASSWORD; TLS to a cluster is not supported yet.
-    #[arg(long, env = "EDGESTEER_REDIS", hide_env_values = true)]
-    redis: Option<String>,
-    /// How often global rate-limit counts are reconciled with Redis; the
-    /// fleet's overshoot grows with it (see docs/design.md).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    redis_sync_ms: u64,
+    #[command(flatten)]
+    redis: super::redis_args::RedisArgs,
     #[command(flatten)]
     dns: super::dns_args::DnsArgs,
 }
@@ -234,7 +225,11 @@ fn proxy_server_with_tls(
     Ok(proxy)
 }
 
-fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
+fn serve_options(
+    net: ListenArgs,
+    default_listen: &str,
+    redis: Option<edgesteer_ratelimit::global::SyncConfig>,
+) -> ServeOptions {
     let defaults = ServeOptions::default();
     ServeOptions {
         listen: if net.listen.is_empty() && net.tls_listen.is_empty() {
@@ -257,21 +252,14 @@ fn serve_options(net: ListenArgs, default_listen: &str) -> ServeOptions {
         } else {
             edgesteer_health::DnsConfig::Servers(net.resolver)
         },
-        redis: net
-            .redis
-            .map(|url| edgesteer_ratelimit::global::SyncConfig {
-                url,
-                interval: std::time::Duration::from_millis(net.redis_sync_ms.max(1)),
-            }),
+        redis,
         geodns: net.dns.options(),
     }
 }
 
 pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let admin_tokens = admin_tokens(&args.net.admin_tokens)?;
-    if let Some(url) = &args.net.redis {
-        edgesteer_ratelimit::global::check_url(url).map_err(anyhow::Error::msg)?;
-    }
+    let redis = args.net.redis.sync_config()?;
     let token = match &args.control_token_file {
         Some(p) => Some(edgesteer_control_api::read_secret_file(p).map_err(anyhow::Error::msg)?),
         None => args.control_token.clone(),
@@ -326,7 +314,7 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     steering.admin_tokens = admin_tokens;
     let steer = Arc::new(steering);
-    let mut opts = serve_options(args.net, "0.0.0.0:8080");
+    let mut opts = serve_options(args.net, "0.0.0.0:8080", redis);
     opts.runtime = Some(runtime.clone());
     if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
         if steer.admin_tokens.is_empty() {

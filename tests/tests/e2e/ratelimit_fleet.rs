@@ -22,7 +22,7 @@ keys = { "fleet-key" = "t", "lone-key" = "lone" }
 /// docs/design.md: with N proxies the fleet admits at most
 /// rate x W + burst + (N - 1) x (burst + rate x (2 x sync interval + rtt)).
 /// Here N = 2, sync 50 ms, and we allow 50 ms of round trip.
-fn fleet_bound(rate: u32, burst: u32, run: &Paced) -> f64 {
+pub(crate) fn fleet_bound(rate: u32, burst: u32, run: &Paced) -> f64 {
     expected(rate, burst, run) + f64::from(burst) + f64::from(rate) * 0.15
 }
 
