@@ -3,6 +3,10 @@
 //! routing table (10,000 backends over 8 regions) into a running
 //! `Steering`, which is what every push from the config service costs a
 //! proxy. Requests keep reading the previous snapshot meanwhile.
+//!
+//! And the health service's tick at the table limit (20,000 backends):
+//! rebuilding the probe plan (what every 100 ms tick cost before plans
+//! were rebuilt only on install) against asking for it unchanged.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -60,5 +64,27 @@ fn apply(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, apply);
+fn upkeep(c: &mut Criterion) {
+    let spec = big_table(20_000);
+    let table = edgesteer_config::compile(&spec).unwrap();
+    let steer = Arc::new(Steering::new(
+        1,
+        spec,
+        table,
+        Arc::new(GeoDb::bundled().unwrap()),
+        Arc::new(Metrics::new().unwrap()),
+    ));
+    let mut g = c.benchmark_group("upkeep_20k_backends");
+    g.sample_size(20);
+    let snap = steer.current();
+    g.bench_function("probe_targets_rebuilt", |b| {
+        b.iter(|| black_box(edgesteer_proxy::upkeep::targets(&snap)))
+    });
+    let plan = edgesteer_proxy::upkeep::probe_plan(steer.clone());
+    assert!(plan().is_some(), "the first call plans");
+    g.bench_function("probe_plan_unchanged", |b| b.iter(|| black_box(plan())));
+    g.finish();
+}
+
+criterion_group!(benches, apply, upkeep);
 criterion_main!(benches);

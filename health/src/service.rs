@@ -42,8 +42,11 @@ pub enum DnsConfig {
     Servers(Vec<SocketAddr>),
 }
 
-/// Supplies the current plan: `(table version, targets)`.
-pub type PlanFn = Arc<dyn Fn() -> (u64, Vec<ProbeTarget>) + Send + Sync>;
+/// Supplies the current plan, `(table version, targets)`, or `None` when
+/// nothing was installed since the last call (the service then only
+/// restarts tasks that ended; at 20,000 backends, rebuilding the plan every
+/// tick would allocate about 600,000 times a second for nothing).
+pub type PlanFn = Arc<dyn Fn() -> Option<(u64, Vec<ProbeTarget>)> + Send + Sync>;
 /// Ends expired ejections (called every tick).
 pub type SweepFn = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -91,9 +94,13 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
         sweep(now_ms());
-        // Every tick, not only on a new version: a certificate rotation
+        // On every install, not only a new version: a certificate rotation
         // installs the table again under the same version.
-        let (_version, targets) = plan();
+        let Some((_version, targets)) = plan() else {
+            restart_ended(&mut probes);
+            continue;
+        };
+        let first_round = first_round(targets.len());
         let mut keep = std::collections::HashSet::new();
         for t in targets {
             let forget = t.settings.dns_forget_after;
@@ -109,6 +116,7 @@ pub async fn run(
                     t.state.clone(),
                     t.settings.clone(),
                     t.tls.clone(),
+                    first_round,
                 ));
                 let probe = Probe {
                     state: t.state.clone(),
@@ -162,17 +170,45 @@ pub async fn run(
     }
 }
 
-/// Every backend is probed within this long of the process starting.
+/// Every backend is probed within this long of the process starting ...
 const FIRST_ROUND: Duration = Duration::from_millis(500);
+/// ... unless there are so many that this much per backend is longer (at
+/// most the interval): 5,000 backends and more start no faster than the
+/// steady rate of 10,000 probes a second, instead of all at once.
+const FIRST_ROUND_PER_BACKEND: Duration = Duration::from_micros(100);
 
-async fn probe_loop(state: Arc<BackendState>, settings: HealthSettings, tls: Option<ProbeTls>) {
-    // Start at a random point of the first FIRST_ROUND (or of the
-    // interval, if shorter), so probes do not move in lockstep and a
-    // process that just started (an upgrade's new one knows no health
-    // state) has checked every backend quickly.
+/// How long the first round of probes is spread over for `n` backends.
+fn first_round(n: usize) -> Duration {
+    let per = FIRST_ROUND_PER_BACKEND.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    FIRST_ROUND.max(per)
+}
+
+/// Restarts probe tasks that ended (a probe task ends only if it panicked).
+fn restart_ended(probes: &mut HashMap<TaskKey, Probe>) {
+    for p in probes.values_mut().filter(|p| p.handle.is_finished()) {
+        tracing::warn!(backend = %p.state.key, "a probe task ended; restarting it (please report this)");
+        p.handle = tokio::spawn(probe_loop(
+            p.state.clone(),
+            p.settings.clone(),
+            p.tls.clone(),
+            FIRST_ROUND,
+        ));
+    }
+}
+
+async fn probe_loop(
+    state: Arc<BackendState>,
+    settings: HealthSettings,
+    tls: Option<ProbeTls>,
+    first_round: Duration,
+) {
+    // Start at a random point of the first round (or of the interval, if
+    // shorter), so probes do not move in lockstep and a process that just
+    // started (an upgrade's new one knows no health state) has checked
+    // every backend quickly.
     let first = settings
         .interval
-        .min(FIRST_ROUND)
+        .min(first_round)
         .mul_f64(rand::thread_rng().gen_range(0.0..1.0));
     tokio::time::sleep(first).await;
     loop {

@@ -103,7 +103,7 @@ fn targets(
 
 fn start(plan: &Plan) -> tokio::sync::watch::Sender<bool> {
     let p = plan.clone();
-    let plan_fn: PlanFn = Arc::new(move || p.lock().unwrap().clone());
+    let plan_fn: PlanFn = Arc::new(move || Some(p.lock().unwrap().clone()));
     let sweep: SweepFn = Arc::new(|_| {});
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(run(plan_fn, sweep, DnsConfig::System, rx));

@@ -58,4 +58,5 @@ pub mod store_metrics;
 pub mod tls;
 pub mod tls_deadline;
 pub mod traffic;
+pub mod upkeep;
 pub mod watch;

@@ -1,6 +1,6 @@
 //! Assembles the Pingora server: the proxy service with its plaintext
 //! (HTTP/1.1 + h2c) and TLS (HTTP/2 via ALPN, SNI certificates) listeners,
-//! the admin listener, and the maintenance task (geo reload, DNS); runs it,
+//! the admin listener, and the upkeep services (`crate::upkeep`); runs it,
 //! and ends the process once a graceful shutdown has nothing left in flight.
 
 use std::net::SocketAddr;
@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use edgesteer_health::service::{PlanFn, SweepFn};
-use edgesteer_health::{DnsConfig, ProbeTarget};
+use edgesteer_health::DnsConfig;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
-use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server};
+use pingora_core::services::background::background_service;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::lifecycle::{RuntimeDir, Signals};
@@ -185,14 +183,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         dns.threads = Some(1);
         server.add_service(dns);
     }
-    server.add_service(background_service(
-        "maintenance",
-        Maintenance {
-            steer,
-            dns: opts.dns.clone(),
-            redis: opts.redis.clone(),
-        },
-    ));
+    crate::upkeep::add_services(&mut server, &steer, opts.dns.clone(), opts.redis.clone());
     Ok(ProxyServer { server, drain })
 }
 
@@ -339,105 +330,4 @@ fn finish(runtime: Option<&RuntimeDir>, why: &str) -> ! {
     }
     tracing::info!("{why}");
     std::process::exit(0)
-}
-
-/// Upkeep off the request path: the health service (probes, DNS,
-/// ejection sweep) following the live table, geo database reloads and
-/// origin certificate rotation.
-struct Maintenance {
-    steer: Arc<Steering>,
-    dns: DnsConfig,
-    redis: Option<edgesteer_ratelimit::global::SyncConfig>,
-}
-
-/// How often idle rate-limit keys and expired blocks are dropped.
-const LIMIT_SWEEP: Duration = Duration::from_secs(1);
-
-#[async_trait]
-impl BackgroundService for Maintenance {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let steer = self.steer.clone();
-        let plan: PlanFn = Arc::new(move || {
-            let snap = steer.current();
-            let targets = snap
-                .table
-                .backends
-                .iter()
-                .zip(snap.health.states())
-                .zip(&snap.backend_hosts)
-                .map(|((b, state), host)| {
-                    let region = snap.table.region(b.region);
-                    let tls = snap
-                        .upstream
-                        .get(b.region.index())
-                        .and_then(|up| crate::origin::probe_tls(up, host));
-                    ProbeTarget {
-                        region: region.name.clone(),
-                        state: state.clone(),
-                        settings: region.health.clone(),
-                        tls,
-                    }
-                })
-                .collect();
-            (snap.version, targets)
-        });
-        let steer = self.steer.clone();
-        let sweep: SweepFn = Arc::new(move |now| steer.registry.sweep(now));
-        let health = tokio::spawn(edgesteer_health::service::run(
-            plan,
-            sweep,
-            self.dns.clone(),
-            shutdown.clone(),
-        ));
-
-        let limiter = self.steer.limiter.clone();
-        let sweeper = tokio::spawn(limiter.clone().run_sweeper(LIMIT_SWEEP));
-        let syncer = self
-            .redis
-            .clone()
-            .map(|cfg| tokio::spawn(edgesteer_ratelimit::global::run_sync(limiter, cfg)));
-
-        let mut shutdown = shutdown;
-        let mut certs = crate::cert_watch::CertWatch::default();
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        let mut first = true;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            certs = reload_files(self.steer.clone(), certs, !first).await;
-            first = false;
-        }
-        sweeper.abort();
-        if let Some(s) = syncer {
-            s.abort();
-        }
-        let _ = health.await;
-    }
-}
-
-/// The files the live state is read from, checked for changes: the geo
-/// database (unless `geo`) and the origin certificates. They are read off
-/// the async runtime (a blocking-pool thread), as a table compile reads the
-/// files it names.
-async fn reload_files(
-    steer: Arc<Steering>,
-    mut certs: crate::cert_watch::CertWatch,
-    geo: bool,
-) -> crate::cert_watch::CertWatch {
-    let checked = tokio::task::spawn_blocking(move || {
-        if geo {
-            if let Err(e) = steer.geo.reload_if_changed() {
-                tracing::warn!(error = %e, "geo database not reloaded; the previous one keeps serving");
-            }
-        }
-        certs.check(&steer);
-        certs
-    })
-    .await;
-    checked.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "checking the geo database and origin certificates failed; they are checked again at the next tick (please report this)");
-        crate::cert_watch::CertWatch::default()
-    })
 }

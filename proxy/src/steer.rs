@@ -212,3 +212,18 @@ fn build_snapshot(
         backend_hosts,
     }
 }
+
+/// A `Steering` on the bundled covergen table and geo database, version 1.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn covergen_for_tests() -> Arc<Steering> {
+    let spec = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
+    let table = edgesteer_config::compile(&spec).unwrap();
+    Arc::new(Steering::new(
+        1,
+        spec,
+        table,
+        Arc::new(edgesteer_geo::GeoDb::bundled().unwrap()),
+        Arc::new(crate::metrics::Metrics::new().unwrap()),
+    ))
+}

@@ -283,9 +283,6 @@ impl BackgroundService for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
-    use edgesteer_config::parse;
-    use edgesteer_geo::GeoDb;
 
     /// A version as the service would push it.
     fn versioned(version: u64, table: TableSpec) -> Versioned {
@@ -306,25 +303,13 @@ mod tests {
         }
     }
 
-    fn steering() -> Arc<Steering> {
-        let spec = parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
-        let table = edgesteer_config::compile(&spec).unwrap();
-        Arc::new(Steering::new(
-            1,
-            spec,
-            table,
-            Arc::new(GeoDb::bundled().unwrap()),
-            Arc::new(Metrics::new().unwrap()),
-        ))
-    }
-
     /// Driven through the watch's own path (`on_version` and its saver
     /// task), so the cache is what the watcher wrote, not the test.
     #[tokio::test]
     async fn a_bad_version_is_rejected_and_the_last_good_one_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache.json");
-        let steer = steering();
+        let steer = crate::steer::covergen_for_tests();
         let w = Watcher {
             steer: steer.clone(),
             client: Client::new("http://127.0.0.1:9", None),
