@@ -136,6 +136,9 @@ pub struct Region {
     pub canary_bps: u32,
     /// Drained by an operator: never chosen, clients fail over.
     pub drained: bool,
+    /// Requests/s the region is sized for (`capacity`), if set: only the
+    /// impact preview's capacity check reads it.
+    pub capacity: Option<f64>,
     /// Rollout state (`idle` when there is none) and step, for metrics.
     pub rollout_state: RolloutState,
     pub rollout_step: usize,

@@ -315,6 +315,11 @@ pub struct RegionSpec {
     /// Drained: takes no traffic; its clients go to the failover list.
     #[serde(default, skip_serializing_if = "is_false")]
     pub drain: bool,
+    /// Requests/s the region is sized for (fleet-wide), if known: the
+    /// impact preview warns when a change would load it past 80% of it.
+    /// Not used for routing. Above 0 when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
     /// Overrides of the table-wide health-check settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,

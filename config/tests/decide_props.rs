@@ -154,6 +154,7 @@ fn build(s: &Shape) -> TableSpec {
                 failover,
                 canary_bps: 2_500,
                 drain: s.drained[r],
+                capacity: None,
                 health: None,
                 upstream: None,
                 rollout: None,

@@ -10,6 +10,8 @@
 //! - [`record`]: one stored version and its audit record.
 //! - [`report`]: the per-track stats and the traffic model proxies send
 //!   every second.
+//! - [`limits`]: the rate-limit half of the traffic model (per-key rate
+//!   histograms per tier) and the preview's 429 projection per tier.
 //! - [`preview`]: the impact preview's request and answer.
 //! - [`client`]: typed calls for `ctl` and the proxy's watcher (plain HTTP
 //!   or TLS verified against a given CA, optionally with a client
@@ -23,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 mod client_tls;
+pub mod limits;
 pub mod preview;
 pub mod record;
 pub mod report;

@@ -70,10 +70,17 @@ pub struct RegionImpact {
     /// The region's highest observed requests/s in the window (10 s
     /// points, fleet-wide), the capacity check's reference.
     pub peak_rps: f64,
-    /// Set when `after_rps` would pass the observed peak by more than
-    /// the threshold (see docs/api.md).
+    /// The region's `capacity` (requests/s) in the proposed table (else
+    /// the current one), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
+    /// Set when `after_rps` would pass 80% of `capacity`, or the observed
+    /// peak by more than 25% (see docs/api.md); says which and by how much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_warning: Option<String>,
+    /// The bounds crossed: `"capacity"`, `"peak"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_bounds: Vec<String>,
 }
 
 /// Traffic the preview could not model, and why.
@@ -103,6 +110,10 @@ pub struct Preview {
     /// Requests/s that would be served outside their client's zone:
     /// 0 by construction (every candidate is inside the allowed set).
     pub zone_crossings: f64,
+    /// Rate-limit tiers that sent traffic in the window or whose limit
+    /// changes: 429s/s observed, and projected before and after.
+    #[serde(default)]
+    pub limits: Vec<crate::limits::LimitImpact>,
     pub unmodeled: Vec<Unmodeled>,
     /// How long the preview took on the service, in milliseconds.
     pub took_ms: f64,

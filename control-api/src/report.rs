@@ -67,6 +67,11 @@ pub struct TrafficReport {
     pub interval_ms: u64,
     /// Non-zero cells only.
     pub cells: Vec<TrafficCell>,
+    /// Rate-limit usage by (policy, tier), the busiest
+    /// [`crate::limits::MAX_LIMIT_TIERS`]; absent from older proxies and
+    /// when no key sent anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<crate::limits::TierUsage>,
 }
 
 /// Requests of one (country, pin) cell.

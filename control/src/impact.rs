@@ -20,6 +20,8 @@ use crate::traffic::{Observed, Place};
 
 /// Where a region's projected rate warns: this much over its observed peak.
 pub const CAPACITY_FACTOR: f64 = 1.25;
+/// Where a region's projected rate warns: this share of its `capacity`.
+pub const CAPACITY_SHARE: f64 = 0.8;
 /// The name a refused request (421, 503) lands on.
 pub const REFUSED: &str = "refused";
 /// The pin name of requests that met a pin the proxies did not count apart.
@@ -205,7 +207,13 @@ pub fn impact(
             r.canary_bps_after = after.table.region(id).canary_bps;
         }
         r.peak_rps = peaks.get(name).copied().unwrap_or(0.0);
-        r.capacity_warning = capacity_warning(r);
+        r.capacity = [after.table, before.table]
+            .iter()
+            .find_map(|t| t.region_by_name(name).map(|id| t.region(id).capacity))
+            .flatten();
+        let (warning, bounds) = capacity_warning(r);
+        r.capacity_warning = warning;
+        r.capacity_bounds = bounds;
     }
     let share = |rps: f64| if total > 0.0 { rps / total } else { 0.0 };
     let mut moves: Vec<Move> = moves
@@ -236,24 +244,39 @@ pub fn impact(
     }
 }
 
-/// A warning when a region would take more than [`CAPACITY_FACTOR`] times
-/// its observed peak (and more than it takes now).
-fn capacity_warning(r: &RegionImpact) -> Option<String> {
-    if r.after_rps <= r.before_rps + 1e-9 || r.after_rps < 0.5 {
-        return None;
-    }
-    if r.peak_rps <= 0.0 {
-        return Some(format!(
-            "would take {:.1} requests/s; it served none in the window",
-            r.after_rps
+/// A warning, and the bounds crossed (`capacity`, `peak`), when a region
+/// would take more than [`CAPACITY_SHARE`] of its `capacity` (whether or
+/// not the change adds to it), or more than it takes now and more than
+/// [`CAPACITY_FACTOR`] times its observed peak.
+fn capacity_warning(r: &RegionImpact) -> (Option<String>, Vec<String>) {
+    let mut why = Vec::new();
+    let mut bounds = Vec::new();
+    if let Some(cap) = r.capacity.filter(|c| r.after_rps > c * CAPACITY_SHARE) {
+        bounds.push("capacity".to_string());
+        why.push(format!(
+            "would take {:.1} requests/s, {:.0}% of its capacity of {cap:.1} (warns above {:.0}%)",
+            r.after_rps,
+            100.0 * r.after_rps / cap,
+            100.0 * CAPACITY_SHARE
         ));
     }
-    (r.after_rps > r.peak_rps * CAPACITY_FACTOR).then(|| {
-        format!(
-            "would take {:.1} requests/s, {:.0}% of its observed peak of {:.1}",
-            r.after_rps,
-            100.0 * r.after_rps / r.peak_rps,
-            r.peak_rps
-        )
-    })
+    if r.after_rps > r.before_rps + 1e-9 && r.after_rps >= 0.5 {
+        if r.peak_rps <= 0.0 {
+            bounds.push("peak".to_string());
+            why.push(format!(
+                "would take {:.1} requests/s; it served none in the window",
+                r.after_rps
+            ));
+        } else if r.after_rps > r.peak_rps * CAPACITY_FACTOR {
+            bounds.push("peak".to_string());
+            why.push(format!(
+                "would take {:.1} requests/s, {:.0}% of its observed peak of {:.1} (warns above {:.0}%)",
+                r.after_rps,
+                100.0 * r.after_rps / r.peak_rps,
+                r.peak_rps,
+                100.0 * CAPACITY_FACTOR
+            ));
+        }
+    }
+    ((!why.is_empty()).then(|| why.join("; ")), bounds)
 }

@@ -24,7 +24,9 @@
 //!   draws from the proxies' stats.
 //! - `preview`: `POST /v1/preview`, the impact of a change before it is
 //!   made; [`impact`] computes it (pure) over [`traffic`], each proxy's
-//!   requests by country and pin over a rolling window.
+//!   requests by country and pin over a rolling window, and
+//!   [`impact_limits`] the 429s of rate-limit tiers over [`limit_model`],
+//!   the fleet's per-key rates by tier.
 //! - `http`, `fleet`, `replicas`, [`peer_cert`]: HTTP plumbing, the fleet
 //!   register, what replicas share, and client-certificate names;
 //!   `history` the versions kept in memory (the newest 1000), `compiled`
@@ -43,6 +45,8 @@ mod guard;
 mod history;
 mod http;
 pub mod impact;
+pub mod impact_limits;
+pub mod limit_model;
 mod live;
 pub mod peer_cert;
 mod preview;

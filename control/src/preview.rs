@@ -8,7 +8,8 @@
 //!
 //! A `read` token may preview (see `guard`); the computation is
 //! [`crate::impact`], over [`crate::traffic`] and the fleet's reported
-//! health.
+//! health, and [`crate::impact_limits`] over [`crate::limit_model`] for
+//! the 429s of rate-limit tiers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,9 +20,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
 use edgesteer_config::{parse, TableSpec};
-use edgesteer_control_api::preview::{
-    Preview, PreviewRequest, Unmodeled, MAX_WINDOW_S, MIN_WINDOW_S,
-};
+use edgesteer_control_api::preview::{Preview, PreviewRequest, MAX_WINDOW_S, MIN_WINDOW_S};
 
 use crate::figures::now_ms;
 use crate::http::{parse_body, ApiError};
@@ -67,13 +66,13 @@ pub(crate) async fn preview(
         &observed,
         &peaks,
     );
-    if spec.rate_limits != cur.table.rate_limits {
-        out.unmodeled.push(Unmodeled {
-            what: "rate-limit changes".into(),
-            rps: 0.0,
-            why: "the proxies do not report requests per API key or tier yet, so 429s are not projected".into(),
-        });
-    }
+    let limits = c.limit_model.observed(window_ms);
+    out.limits = crate::impact_limits::project(
+        &before.rate_limits,
+        &after.rate_limits,
+        &limits,
+        &mut out.unmodeled,
+    );
     out.version = cur.version;
     out.window_s = window_s;
     out.took_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -50,6 +50,8 @@ pub struct Control {
     pub(crate) live: crate::live::Live,
     /// Each proxy's requests by country and pin, for the impact preview.
     pub(crate) traffic: crate::traffic::Traffic,
+    /// The fleet's per-key rates by rate-limit tier, for the preview's 429s.
+    pub(crate) limit_model: crate::limit_model::LimitModel,
     /// The geo database the console's explain uses (`--geo-db`).
     geo: std::sync::OnceLock<Arc<edgesteer_geo::GeoDb>>,
     /// The listener's connection counters (see [`edgesteer_listener`]).
@@ -105,6 +107,7 @@ impl Control {
             windows: Windows::default(),
             live: crate::live::Live::default(),
             traffic: crate::traffic::Traffic::default(),
+            limit_model: crate::limit_model::LimitModel::default(),
             geo: std::sync::OnceLock::new(),
             conn_stats: Arc::default(),
             closing: watch::channel(false).0,
@@ -196,6 +199,7 @@ impl Control {
     pub(crate) fn ingest_stats(&self, report: &edgesteer_control_api::api::StatsReport) {
         if let Some(t) = &report.traffic {
             self.traffic.ingest(&report.proxy, t);
+            self.limit_model.ingest(&report.proxy, t);
         }
         if let Some(cur) = self.latest() {
             self.windows.ingest(&cur.table, report);

@@ -287,6 +287,7 @@ mod tests {
                     requests: *n,
                 })
                 .collect(),
+            limits: Vec::new(),
         }
     }
 

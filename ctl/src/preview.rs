@@ -81,8 +81,12 @@ fn show(p: &Preview, as_json: bool) -> anyhow::Result<()> {
         } else {
             format!("canary {} -> {}", r.canary_bps_before, r.canary_bps_after)
         };
+        let capacity = r
+            .capacity
+            .map(|c| format!("  capacity {c:.0}"))
+            .unwrap_or_default();
         outln!(
-            "  {name:<14} {:>9.1} -> {:>9.1}  {canary}{}",
+            "  {name:<14} {:>9.1} -> {:>9.1}  {canary}{capacity}{}",
             r.before_rps,
             r.after_rps,
             r.capacity_warning
@@ -92,6 +96,34 @@ fn show(p: &Preview, as_json: bool) -> anyhow::Result<()> {
         );
     }
     outln!("zone crossings: {:.1} req/s", p.zone_crossings);
+    if !p.limits.is_empty() {
+        outln!("rate limits (429/s: now, then projected before -> after):");
+        for l in &p.limits {
+            let limit = |rate: Option<u32>, burst: Option<u32>| match (rate, burst) {
+                (Some(r), Some(b)) => format!("{r}/s burst {b}"),
+                _ => "none".to_string(),
+            };
+            let (before, after) = (
+                limit(l.rate_before, l.burst_before),
+                limit(l.rate_after, l.burst_after),
+            );
+            let change = if before == after {
+                format!("limit {before}")
+            } else {
+                format!("limit {before} -> {after}")
+            };
+            outln!(
+                "  {}/{:<12} {:>9.1} req/s from {:.0} keys  429/s {:.1}, {:.1} -> {:.1}  {change}",
+                l.policy,
+                l.tier,
+                l.requests_per_s,
+                l.keys_seen,
+                l.observed_429_per_s,
+                l.before_429_per_s,
+                l.after_429_per_s
+            );
+        }
+    }
     for u in &p.unmodeled {
         outln!("not modeled: {} ({:.1} req/s): {}", u.what, u.rps, u.why);
     }

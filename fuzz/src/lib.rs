@@ -180,6 +180,7 @@ fn region(u: &mut Unstructured) -> Result<RegionSpec> {
         failover: list(u, 3, |u| pick(u, REGIONS))?,
         canary_bps: num(u)?,
         drain: u.ratio(1, 8)?,
+        capacity: None,
         health: some(u, health)?,
         upstream: some(u, upstream)?,
         rollout: if u.ratio(1, 4)? {

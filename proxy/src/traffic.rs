@@ -117,6 +117,7 @@ impl TrafficRegistry {
         TrafficReport {
             interval_ms,
             cells: top_cells(raw),
+            limits: Vec::new(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! `gcra.rs` the cell arithmetic, `global.rs` the Redis syncer,
 //! `block_sync.rs` the block list shared through a Redis stream,
 //! `reconcile.rs` what both syncers share (the script, dirty keys),
+//! `usage.rs` the per-key counts of the impact preview's traffic model
+//! (`tally.rs` their word in each key's cell),
 //! `cluster.rs` a Redis Cluster's URL and topology, `cluster_sync.rs` its
 //! syncer, `cluster_link.rs` its connection and commands, `cluster_view.rs` its status and logs, `slots.rs` hash slots
 //! and the key buckets, `tls.rs` TLS to Redis (`rediss://`).
@@ -35,7 +37,9 @@ mod reconcile;
 pub mod slots;
 pub mod state;
 pub mod store;
+mod tally;
 pub mod tls;
+mod usage;
 
 pub use block::Block;
 pub use gcra::Verdict;

@@ -25,7 +25,7 @@ type Identity = edgesteer_config::ratelimit::PolicyIdentity;
 /// A table's policies bound to their long-lived state; built once per
 /// table version, so the request path does no lookups by name.
 pub struct Bound {
-    states: Vec<Arc<PolicyState>>,
+    pub(crate) states: Vec<Arc<PolicyState>>,
     /// `RateLimit-Policy` values by `[policy][tier]`.
     policy_header: Vec<Vec<HeaderValue>>,
 }
@@ -87,6 +87,8 @@ pub struct Limiter {
     pub store: StoreStatus,
     /// Block changes made here, for the syncer to publish (with a store).
     pub(crate) outbox: Mutex<Vec<BlockEvent>>,
+    /// Count requests per key for the traffic model (`usage.rs`).
+    pub(crate) usage_on: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Limiter {
@@ -104,6 +106,7 @@ impl Limiter {
             block_count: AtomicUsize::new(0),
             store: StoreStatus::default(),
             outbox: Mutex::new(Vec::new()),
+            usage_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -222,7 +225,8 @@ impl Limiter {
                 .map(|a| (u64::from(t.rate) * u64::from(a.multiple), a.for_secs));
             let sync =
                 p.scope == LimitScope::Global && self.store.configured.load(Ordering::Relaxed);
-            let checked = state.check(key, t, abuse, now, sync);
+            let tally = self.counting().then_some(tier);
+            let checked = state.check_tallied(key, (t, tally), abuse, now, sync);
             let quota = Quota {
                 policy: i,
                 tier,

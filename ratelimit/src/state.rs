@@ -33,7 +33,7 @@ const DIRTY_QUEUE: usize = 65_536;
 /// In `Cell::pending`: the key is queued for the next sync.
 const DIRTY: u64 = 1 << 63;
 
-/// One key's state: three words, so a map entry with its key is 32 bytes.
+/// One key's state: four words, so a map entry with its key is 40 bytes.
 #[derive(Default)]
 pub struct Cell {
     /// GCRA theoretical arrival time, ns on the limiter clock.
@@ -45,10 +45,14 @@ pub struct Cell {
     /// in that second (u32)`. The streak counts consecutive seconds above
     /// the threshold.
     abuse: AtomicU64,
+    /// The traffic model's counts since the reporter last took them
+    /// (see `usage.rs`): tier, requests and refusals.
+    pub(crate) tally: AtomicU64,
 }
 
 impl Cell {
-    /// Holds nothing a fresh cell would not: safe to evict.
+    /// Holds nothing a fresh cell would not (nor counts the reporter has
+    /// yet to take): safe to evict.
     pub(crate) fn idle(&self, now: u64) -> bool {
         let w = self.abuse.load(Ordering::Relaxed);
         let streak = (w >> 32) & 0xffff;
@@ -59,6 +63,7 @@ impl Cell {
         self.tat.load(Ordering::Relaxed) <= now
             && self.pending.load(Ordering::Relaxed) == 0
             && !streak_live
+            && crate::tally::taken(&self.tally)
     }
 
     /// Records global use: `admitted_ns` of quota (0 for a refusal). True
@@ -285,8 +290,25 @@ impl PolicyState {
         now: u64,
         sync: bool,
     ) -> Checked {
+        self.check_tallied(key, (tier, None), abuse, now, sync)
+    }
+
+    /// [`PolicyState::check`], also counting the request for the traffic
+    /// model under tier index `tally` when given (keys past the cap share
+    /// cells and are not counted).
+    #[inline]
+    pub fn check_tallied(
+        &self,
+        key: u64,
+        (tier, tally): (&LimitTier, Option<usize>),
+        abuse: Option<(u64, u32)>,
+        now: u64,
+        sync: bool,
+    ) -> Checked {
         if let Some(cell) = self.map.get(&key) {
-            return self.check_cell(&cell, key, tier, abuse, now, sync);
+            let checked = self.check_cell(&cell, key, tier, abuse, now, sync);
+            crate::tally::tally(&cell.tally, tally, checked.verdict.allowed);
+            return checked;
         }
         if self.keys.load(Ordering::Relaxed) >= self.max_keys.load(Ordering::Relaxed) {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +324,9 @@ impl PolicyState {
             self.keys.fetch_add(1, Ordering::Relaxed);
             Cell::default()
         });
-        self.check_cell(&cell, key, tier, abuse, now, sync)
+        let checked = self.check_cell(&cell, key, tier, abuse, now, sync);
+        crate::tally::tally(&cell.tally, tally, checked.verdict.allowed);
+        checked
     }
 
     #[inline]
@@ -346,137 +370,4 @@ impl PolicyState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use edgesteer_config::ratelimit::{LimitKey, StoreFailure};
-
-    fn policy(max_keys: u32) -> RateLimitPolicy {
-        RateLimitPolicy {
-            name: "t".into(),
-            key: LimitKey::ClientIp,
-            scope: LimitScope::Local,
-            on_store_error: StoreFailure::Open,
-            response_headers: false,
-            hosts: vec![],
-            path_prefixes: vec![],
-            tiers: vec![LimitTier::new("default", 10, 2)],
-            default_tier: 0,
-            keys: Default::default(),
-            hashed_keys: Default::default(),
-            max_keys,
-            abuse: None,
-        }
-    }
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn idle_keys_are_evicted_without_changing_answers() {
-        let p = policy(100);
-        let st = PolicyState::new(&p);
-        let tier = &p.tiers[0];
-        for k in 1..=50 {
-            assert!(st.check(k, tier, None, 10 * S, false).verdict.allowed);
-        }
-        assert_eq!(st.keys(), 50);
-        // Still inside the window: nothing goes.
-        assert_eq!(st.sweep(10 * S), 50);
-        // 3 s later every cell is idle.
-        assert_eq!(st.sweep(13 * S), 0);
-        assert!(st.check(1, tier, None, 13 * S, false).verdict.allowed);
-    }
-
-    #[test]
-    fn past_the_cap_keys_share_overflow_cells_and_stay_limited() {
-        let p = policy(10);
-        let st = PolicyState::new(&p);
-        let tier = &p.tiers[0];
-        for k in 1..=10 {
-            st.check(k, tier, None, S, false);
-        }
-        assert_eq!(st.keys(), 10);
-        // Key 1000 is untracked: still limited to its burst of 2.
-        let allowed = (0..10)
-            .filter(|_| st.check(1000, tier, None, S, false).verdict.allowed)
-            .count();
-        assert_eq!(allowed, 2);
-        assert_eq!(st.keys(), 10);
-        assert_eq!(st.overflowed.load(Ordering::Relaxed), 10);
-    }
-
-    #[test]
-    fn a_stale_abuse_streak_does_not_pin_a_key() {
-        let p = policy(10);
-        let st = PolicyState::new(&p);
-        let tier = &p.tiers[0];
-        let abuse = Some((2, 5));
-        // Over the threshold in second 100, one request in 101 (streak 1),
-        // then silence.
-        for i in 0..5 {
-            st.check(9, tier, abuse, 100 * S + i, false);
-        }
-        st.check(9, tier, abuse, 101 * S, false);
-        assert_eq!(st.sweep(101 * S + 500_000_000), 1, "streak is live");
-        assert_eq!(st.sweep(103 * S), 0, "a streak two seconds old is dead");
-    }
-
-    #[test]
-    fn global_use_is_queued_once_and_kept_until_the_round_ends() {
-        let mut p = policy(10);
-        p.scope = LimitScope::Global;
-        let st = PolicyState::new(&p);
-        let tier = &p.tiers[0];
-        for _ in 0..3 {
-            st.check(5, tier, None, S, true);
-        }
-        assert_eq!(st.dirty.len(), 1, "queued once");
-        let key = st.dirty.pop().unwrap();
-        let cell = st.map.get(&key).unwrap();
-        assert_eq!(
-            cell.take_pending(),
-            2 * tier.interval_ns,
-            "burst 2 admitted"
-        );
-        drop(cell);
-        // In flight: the sweeper must keep it even when its TAT is past.
-        assert_eq!(st.sweep(100 * S), 1);
-        let cell = st.map.get(&key).unwrap();
-        assert!(!cell.finish_round(), "nothing new: flag cleared");
-        drop(cell);
-        assert_eq!(st.sweep(100 * S), 0);
-        // Without a store (sync = false) nothing is queued or kept.
-        st.check(6, tier, None, S, false);
-        assert!(st.dirty.is_empty());
-        assert_eq!(st.sweep(100 * S), 0);
-    }
-
-    #[test]
-    fn abuse_needs_consecutive_seconds_above_the_threshold() {
-        let p = policy(10);
-        let st = PolicyState::new(&p);
-        let tier = &p.tiers[0];
-        let abuse = Some((20, 3));
-        let mut flagged_at = None;
-        'outer: for sec in 100..110u64 {
-            for i in 0..30 {
-                if st.check(7, tier, abuse, sec * S + i, false).abusive {
-                    flagged_at = Some(sec);
-                    break 'outer;
-                }
-            }
-        }
-        // Seconds 100, 101 and 102 were over; judged when 103 starts.
-        assert_eq!(flagged_at, Some(103));
-
-        // A quiet second in between breaks the streak.
-        let st = PolicyState::new(&p);
-        for sec in [200u64, 201, 203, 204] {
-            for i in 0..30 {
-                assert!(
-                    !st.check(7, tier, abuse, sec * S + i, false).abusive,
-                    "{sec}"
-                );
-            }
-        }
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
 //! `regions`: each region's failover list (which must stay inside its
-//! zone and out of isolated ones), canary share, rollout, health and
-//! backends.
+//! zone and out of isolated ones), canary share, capacity, rollout,
+//! health and backends.
 
 use std::collections::HashSet;
 
@@ -33,6 +33,13 @@ pub(crate) fn regions(
             format!("regions.{name}.canary_bps"),
             format!("{} is over {BUCKETS} (100%)", r.canary_bps),
         );
+        if let Some(c) = r.capacity {
+            errs.check(
+                c.is_finite() && c > 0.0,
+                format!("regions.{name}.capacity"),
+                format!("{c} is not a rate above 0 (requests/s)"),
+            );
+        }
         let (rollout_state, rollout_step) = match &r.rollout {
             None => (RolloutState::Idle, 0),
             Some(ro) => rollout(&format!("regions.{name}.rollout"), ro, errs),
@@ -58,6 +65,7 @@ pub(crate) fn regions(
             failover,
             canary_bps: r.canary_bps.min(BUCKETS),
             drained: r.drain,
+            capacity: r.capacity.filter(|c| c.is_finite() && *c > 0.0),
             rollout_state,
             rollout_step,
             health,

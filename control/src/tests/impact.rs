@@ -192,3 +192,44 @@ fn capacity_warns_above_the_observed_peak_and_canary_follows_the_share() {
         "{ne:?}"
     );
 }
+
+#[test]
+fn capacity_warns_above_80_percent_of_the_field_and_names_the_bound() {
+    let mut spec = covergen();
+    // us-east takes 100/s now; capacity 150 (warns above 120).
+    spec.regions.get_mut("us-east").unwrap().capacity = Some(150.0);
+    spec.regions.get_mut("us-west").unwrap().capacity = Some(1000.0);
+    let before = compile(&spec).unwrap();
+    let p = run(&before, &before, vec![cell("US", None, 100.0)]);
+    let east = &p.regions["us-east"];
+    assert_eq!(east.capacity, Some(150.0));
+    assert!(east.capacity_warning.is_none(), "67%: {east:?}");
+    // At 130/s (87%) it warns, though nothing moves: the bound is absolute.
+    let p = run(&before, &before, vec![cell("US", None, 130.0)]);
+    let east = &p.regions["us-east"];
+    assert_eq!(east.capacity_bounds, vec!["capacity".to_string()]);
+    let w = east.capacity_warning.as_deref().unwrap_or("");
+    assert!(w.contains("87% of its capacity of 150.0"), "{w}");
+    // Draining us-east moves 130/s to us-west: 13% of its 1000, under the
+    // capacity bound, but over its observed peak (none: no peaks given).
+    let mut drained = spec.clone();
+    drained.regions.get_mut("us-east").unwrap().drain = true;
+    let after = compile(&drained).unwrap();
+    let p = run(&before, &after, vec![cell("US", None, 130.0)]);
+    let west = &p.regions["us-west"];
+    assert_eq!(west.capacity_bounds, vec!["peak".to_string()], "{west:?}");
+    // A lower capacity in the proposed table is the one checked.
+    drained.regions.get_mut("us-west").unwrap().capacity = Some(100.0);
+    let after = compile(&drained).unwrap();
+    let p = run(&before, &after, vec![cell("US", None, 130.0)]);
+    let west = &p.regions["us-west"];
+    assert_eq!(west.capacity, Some(100.0));
+    assert_eq!(west.capacity_bounds, vec!["capacity", "peak"], "{west:?}");
+    assert!(
+        west.capacity_warning
+            .as_deref()
+            .unwrap_or("")
+            .contains("130% of its capacity of 100.0"),
+        "{west:?}"
+    );
+}

@@ -1,7 +1,9 @@
 //! The impact preview (issue 29), end to end: two real proxies follow a
 //! config service and carry paced traffic from eleven countries at known
-//! rates; `POST /v1/preview` (and `ctl --preview`) then say where that
-//! traffic would go under a change, and the store never changes.
+//! rates, and two API keys of one rate-limit tier at known rates;
+//! `POST /v1/preview` (and `ctl --preview`) then say where that traffic
+//! would go under a change, which region would pass its `capacity`, and
+//! how many 429s a new limit would answer; the store never changes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,6 +29,12 @@ const MIX: &[(&str, usize)] = &[
 ];
 /// Requests/s per slot of [`MIX`].
 const SLOT_RPS: f64 = 5.0;
+/// Two API keys of the `pro` tier (100/s per key), sent through
+/// p1 only (the limit is per proxy) from Germany: (key, requests/s).
+const KEYS: [(&str, u32); 2] = [("preview-key-a", 20), ("preview-key-b", 5)];
+/// us-west's `capacity` in the test's table: below what a drain of
+/// us-east would send it.
+const WEST_CAPACITY: f64 = 20.0;
 
 fn rate_of(countries: &[&str]) -> f64 {
     MIX.iter()
@@ -74,6 +82,17 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
     let wd = Workdir::new().unwrap();
     let (mut spec, _backends) = covergen_on_loopback().await.unwrap();
     fast_health(&mut spec);
+    spec.regions.get_mut("us-west").unwrap().capacity = Some(WEST_CAPACITY);
+    // Covergen's API-key tiers (the harness drops its limits): `pro`
+    // at 100/s per key; requests without a key get 1000/s per address.
+    spec.rate_limits = vec![serde_json::from_value(serde_json::json!({
+        "name": "api-key",
+        "key": "header:x-api-key",
+        "default_tier": "free",
+        "tiers": {"free": {"rate": 1000}, "pro": {"rate": 100, "burst": 100}},
+        "keys": {KEYS[0].0: "pro", KEYS[1].0: "pro"},
+    }))
+    .unwrap()];
     let seed = wd.write_table("seed.toml", &spec).unwrap();
     let control = ControlProc::start(&wd.path("data"), Some(&seed), &[])
         .await
@@ -89,12 +108,26 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
         .iter()
         .flat_map(|(c, n)| std::iter::repeat_n(sample_ip(c), *n))
         .collect::<Vec<_>>();
-    let total = ips.len() as f64 * SLOT_RPS;
+    let keyed: f64 = KEYS.iter().map(|(_, r)| f64::from(*r)).sum();
+    let total = ips.len() as f64 * SLOT_RPS + keyed;
+    let keyed_loads: Vec<_> = KEYS
+        .iter()
+        .map(|&(key, rate)| {
+            tokio::spawn(send_paced(Pace {
+                urls: vec![p1.url("/v1/covers")],
+                ips: vec![sample_ip("DE")],
+                headers: vec![("x-api-key".into(), key.into())],
+                rate,
+                duration: Duration::from_secs(15),
+                conns: 2,
+            }))
+        })
+        .collect();
     let load = tokio::spawn(send_paced(Pace {
         urls: vec![p1.url("/v1/covers"), p2.url("/v1/covers")],
         ips,
         headers: Vec::new(),
-        rate: total as u32,
+        rate: (total - keyed) as u32,
         duration: Duration::from_secs(15),
         conns: 8,
     }));
@@ -128,8 +161,18 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
         near(east.before_rps, want, 0.07) && east.after_rps == 0.0,
         "{east:?}"
     );
-    assert!(near(p.regions["us-west"].after_rps, want, 0.07), "{p:#?}");
-    assert!(p.regions["us-west"].capacity_warning.is_some(), "{p:#?}");
+    let west = &p.regions["us-west"];
+    assert!(near(west.after_rps, want, 0.07), "{p:#?}");
+    // 30/s on a capacity of 20: the capacity bound (and its peak, none).
+    assert_eq!(west.capacity, Some(WEST_CAPACITY));
+    assert_eq!(west.capacity_bounds, vec!["capacity", "peak"], "{west:?}");
+    let warning = west.capacity_warning.as_deref().unwrap_or("");
+    let pct = 100.0 * west.after_rps / WEST_CAPACITY;
+    assert!(
+        warning.contains(&format!("{pct:.0}% of its capacity of 20.0")) && near(pct, 150.0, 0.07),
+        "{warning}"
+    );
+    assert!(east.capacity_bounds.is_empty(), "{east:?}");
     assert!(
         east.peak_rps > 0.0 && east.peak_rps < want * 1.3,
         "{east:?}"
@@ -157,6 +200,57 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
     assert_eq!(p.countries.len(), 1, "{p:#?}");
     assert_eq!(p.countries[0].country, "JP");
     assert!(near(p.countries[0].rps, rate_of(&["JP"]), 0.1), "{p:#?}");
+    assert_eq!(api.get().await.unwrap().version, v0, "a preview committed");
+
+    // `set-limit api-key --tier pro --rate 10`: key A's excess, 10/s, is
+    // refused; nothing is now or would be under 100/s.
+    let mut limited = spec.clone();
+    let pro = limited
+        .rate_limits
+        .iter_mut()
+        .find(|p| p.name == "api-key")
+        .and_then(|p| p.tiers.get_mut("pro"))
+        .unwrap();
+    pro.rate = 10;
+    pro.burst = Some(10);
+    let p = api.preview(&whole(&limited)).await.unwrap();
+    let pro = p
+        .limits
+        .iter()
+        .find(|l| (l.policy.as_str(), l.tier.as_str()) == ("api-key", "pro"))
+        .unwrap_or_else(|| panic!("{:#?}", p.limits));
+    assert_eq!((pro.rate_before, pro.rate_after), (Some(100), Some(10)));
+    assert!(near(pro.requests_per_s, keyed, 0.05), "{pro:?}");
+    assert!(near(pro.keys_seen, 2.0, 0.05), "{pro:?}");
+    assert_eq!((pro.observed_429_per_s, pro.before_429_per_s), (0.0, 0.0));
+    assert!(near(pro.after_429_per_s, 10.0, 0.05), "{pro:?}");
+    // Exactly A's excess as measured: everything but B's 5/s and A's 10/s.
+    assert!(
+        (pro.after_429_per_s - (pro.requests_per_s - 15.0)).abs() < 0.5,
+        "{pro:?}"
+    );
+    assert!(p.moves.is_empty(), "{p:#?}");
+    // The same through `ctl set-limit --preview`, in text.
+    let out = control.ctl(&[
+        "set-limit",
+        "api-key",
+        "--tier",
+        "pro",
+        "--rate",
+        "10",
+        "--burst",
+        "10",
+        "--preview",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("api-key/pro"))
+        .unwrap_or("");
+    assert!(
+        out.status.success() && line.contains("limit 100/s burst 100 -> 10/s burst 10"),
+        "{text}"
+    );
     assert_eq!(api.get().await.unwrap().version, v0, "a preview committed");
 
     // A failover across zones is refused as the push itself is: 422,
@@ -199,9 +293,25 @@ async fn a_preview_shows_where_the_fleets_traffic_would_go_and_commits_nothing()
         out.status.success() && text.contains("canary 1000 -> 2500"),
         "{text}"
     );
+    let out = control.ctl(&["shift", "us-east", "--preview"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let west = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("us-west"))
+        .unwrap_or("");
+    assert!(
+        west.contains("capacity 20")
+            && west.contains("WARNING")
+            && west.contains("of its capacity"),
+        "{text}"
+    );
     assert_eq!(api.get().await.unwrap().version, v0, "a preview committed");
     assert_eq!(api.history(100).await.unwrap().versions.len(), 1);
 
+    for keyed in keyed_loads {
+        let paced = keyed.await.unwrap();
+        assert!(paced.other.is_empty() && paced.limited == 0, "{paced:?}");
+    }
     let paced = load.await.unwrap();
     assert!(
         paced.other.is_empty(),

@@ -42,6 +42,28 @@ fn backend_rules() {
 }
 
 #[test]
+fn region_capacity_is_a_rate_above_zero() {
+    for bad in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+        let mut s = covergen();
+        region(&mut s, "us-east").capacity = Some(bad);
+        assert_one_error(&s, "regions.us-east.capacity", "not a rate above 0");
+    }
+    let mut s = covergen();
+    region(&mut s, "us-east").capacity = Some(1500.0);
+    let t = compile(&s).unwrap();
+    let east = t.region_by_name("us-east").unwrap();
+    assert_eq!(t.region(east).capacity, Some(1500.0));
+    // From TOML, as the table docs write it.
+    let text = COVERGEN_TOML.replace("[regions.us-east]\n", "[regions.us-east]\ncapacity = 0\n");
+    assert_ne!(text, COVERGEN_TOML, "covergen has no [regions.us-east]");
+    assert_one_error(
+        &parse::from_toml(&text).unwrap(),
+        "regions.us-east.capacity",
+        "not a rate above 0",
+    );
+}
+
+#[test]
 fn backend_address_forms() {
     let mut s = covergen();
     region(&mut s, "us-west").backends = vec![
