@@ -134,6 +134,7 @@ fn health(u: &mut Unstructured) -> Result<HealthSpec> {
         expect_body: some(u, |u| u.arbitrary())?,
         unhealthy_after: some(u, num)?,
         healthy_after: some(u, num)?,
+        dns_forget_after_ms: some(u, num64)?,
     })
 }
 
