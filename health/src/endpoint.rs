@@ -74,6 +74,17 @@ impl Endpoint {
         }
     }
 
+    /// An address that joined a backend already serving from others (a
+    /// DNS answer that changed): out until `healthy_after` probes pass, as
+    /// a recovering one is, so traffic never reaches an unchecked address
+    /// while checked ones can take it.
+    pub fn pending(addr: SocketAddr) -> Self {
+        let ep = Endpoint::new(addr);
+        ep.active_healthy.store(false, Ordering::Relaxed);
+        ep.available.store(false, Ordering::Relaxed);
+        ep
+    }
+
     pub fn is_available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
     }

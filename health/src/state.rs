@@ -30,6 +30,9 @@ use edgesteer_config::{Backend, BackendId, RegionId, RoutingTable};
 
 pub use crate::endpoint::{Endpoint, ProbeReport};
 
+/// Addresses one hostname backend is probed and served at, at most.
+pub const MAX_ENDPOINTS: usize = 64;
+
 /// Milliseconds on a process-wide monotonic clock (never 0).
 pub fn now_ms() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -136,8 +139,16 @@ impl BackendState {
             .cloned()
     }
 
-    /// Replaces the resolved addresses, keeping the state of those that remain.
+    /// Replaces the resolved addresses, keeping the state of those that
+    /// remain. At most [`MAX_ENDPOINTS`] are kept (the first, in the order
+    /// given), which bounds a backend's probe fan-out. The first answer's
+    /// addresses serve at once, as a static backend's do; an address that
+    /// joins later waits for its probes ([`Endpoint::pending`]).
     pub fn set_addrs(&self, addrs: &[SocketAddr]) -> bool {
+        if addrs.len() > MAX_ENDPOINTS {
+            tracing::warn!(backend = %self.key, resolved = addrs.len(), kept = MAX_ENDPOINTS, "backend's name resolves to more addresses than are probed; the first ones are kept");
+        }
+        let addrs = &addrs[..addrs.len().min(MAX_ENDPOINTS)];
         let cur = self.endpoints.load_full();
         let same = cur.len() == addrs.len() && cur.iter().zip(addrs).all(|(e, a)| e.addr == *a);
         if same {
@@ -149,7 +160,13 @@ impl BackendState {
                 cur.iter()
                     .find(|e| e.addr == *a)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(*a)))
+                    .unwrap_or_else(|| {
+                        Arc::new(if cur.is_empty() {
+                            Endpoint::new(*a)
+                        } else {
+                            Endpoint::pending(*a)
+                        })
+                    })
             })
             .collect();
         self.endpoints.store(Arc::new(next));

@@ -82,6 +82,45 @@ fn hostname_backends_are_unavailable_until_resolved() {
     assert!(!s.set_addrs(&[addr("127.0.0.1:80")]));
 }
 
+/// An address that joins a serving hostname backend is out until its
+/// probes pass (issue 33: it was available before its first probe); the
+/// first answer's serve at once; a name with very many addresses is
+/// probed and served at the first `MAX_ENDPOINTS`.
+#[test]
+fn new_addresses_wait_for_their_probes_and_are_bounded() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["origin.example:80"]));
+    let s = h.state(BackendId(0)).unwrap();
+    let (a, b) = (addr("127.0.0.1:80"), addr("127.0.0.2:80"));
+    assert!(s.set_addrs(&[a]));
+    assert!(
+        s.endpoint(a).unwrap().is_available(),
+        "the first answer serves"
+    );
+    assert!(s.set_addrs(&[a, b]));
+    let eb = s.endpoint(b).unwrap();
+    assert!(!eb.is_available(), "a new address serves before any probe");
+    assert_eq!(s.pick(1, &[]), Some(a));
+    let settings = HealthSettings::default();
+    let ok = || crate::endpoint::ProbeReport {
+        ok: true,
+        rtt_us: Some(100),
+        detail: "200".into(),
+        at_ms: now_ms(),
+    };
+    s.record_probe(&eb, ok(), &settings);
+    assert!(!eb.is_available(), "in after one probe of healthy_after 2");
+    s.record_probe(&eb, ok(), &settings);
+    assert!(eb.is_available());
+
+    let many: Vec<SocketAddr> = (0..100u16)
+        .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
+        .collect();
+    assert!(s.set_addrs(&many));
+    assert_eq!(s.endpoints().len(), MAX_ENDPOINTS);
+    assert_eq!(s.endpoints()[0].addr, many[0]);
+}
+
 #[test]
 fn active_thresholds() {
     let reg = HealthRegistry::new();
