@@ -217,9 +217,9 @@ fn in_zone<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     if entry.apex && (any || q.qtype == TYPE_SOA) {
         w.answers(apex_ptr, &z.soa);
     }
-    if entry.apex && (any || q.qtype == TYPE_NS) {
+    let ns = entry.apex && (any || q.qtype == TYPE_NS);
+    if ns {
         w.answers(apex_ptr, &z.ns);
-        w.glue(&z.glue, z.glue_count);
     }
     for (rtype, set) in &entry.sets {
         // A CNAME answers every type (the resolver follows it).
@@ -229,6 +229,12 @@ fn in_zone<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     }
     if w.an == 0 {
         w.authority(apex_ptr, &z.soa_negative);
+    }
+    // The glue goes in the additional section, after every answer (an ANY
+    // at the apex also answers its own sets, CAA for one): written before
+    // them, it was counted as an answer and the CAA as additional.
+    if ns {
+        w.glue(&z.glue, z.glue_count);
     }
     let mut o = w.finish(Rcode::NoError, true, region, scope, transport);
     o.state = state;

@@ -278,6 +278,34 @@ fn any_over_udp_is_minimal_and_big_answers_truncate() {
         Transport::Tcp,
     );
     assert!(m.answers.len() >= 3, "{m:?}");
+    // ANY at the apex over TCP (found by the dns_query fuzz target): the
+    // apex's own sets are answers, the NS glue is additional. The glue was
+    // written before the CAA, so it was read as an answer and the CAA as
+    // additional.
+    let m = f.ask(
+        &query("covergen.ai.", RecordType::ANY, None),
+        Transport::Tcp,
+    );
+    let types = |rs: &[hickory_proto::rr::Record]| {
+        let mut t: Vec<RecordType> = rs.iter().map(|r| r.record_type()).collect();
+        t.sort();
+        t
+    };
+    let mut want = vec![
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::NS,
+        RecordType::CAA,
+    ];
+    want.sort();
+    assert_eq!(types(&m.answers), want, "{m:?}");
+    assert!(
+        m.additionals
+            .iter()
+            .all(|r| r.record_type() == RecordType::A),
+        "{m:?}"
+    );
+    assert_eq!(m.additionals.len(), 2, "{m:?}");
 
     // A region with 64 edges answers 64 A records: over 512 bytes
     // without EDNS, so TC over UDP; whole over TCP.
