@@ -40,6 +40,17 @@ pub fn draining() -> bool {
     DRAINING.load(Ordering::Relaxed)
 }
 
+/// Set once SIGTERM, SIGINT and SIGQUIT are handled. Before that (the
+/// moments between the listeners starting and Pingora's main loop) a
+/// SIGTERM would end the process with no drain and no cleanup, so the
+/// admin `/healthz` answers 503 until then.
+static SIGNALS_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal now ends this process gracefully.
+pub fn signals_armed() -> bool {
+    SIGNALS_ARMED.load(Ordering::Relaxed)
+}
+
 /// How long a SIGQUIT waits for a successor's upgrade socket to appear.
 const SUCCESSOR_WAIT: Duration = Duration::from_secs(5);
 
@@ -318,6 +329,7 @@ impl ShutdownSignalWatch for Signals {
         let mut quit = listen(SignalKind::quit(), "SIGQUIT");
         let mut term = listen(SignalKind::terminate(), "SIGTERM");
         let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        SIGNALS_ARMED.store(true, Ordering::Relaxed);
         loop {
             tokio::select! {
                 _ = next(&mut quit) => {

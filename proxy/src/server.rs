@@ -314,6 +314,21 @@ pub fn remove_at_exit(dir: std::path::PathBuf) {
         .push(dir);
 }
 
+/// Removes `dir` whole, trying again briefly while the process's other
+/// threads (still running until the exit) may write into it: a file
+/// created during a removal makes it fail with "directory not empty".
+pub fn remove_dir_settled(dir: &std::path::Path) {
+    for _ in 0..20 {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(dir = %dir.display(), "could not remove a temporary directory at exit");
+}
+
 fn finish(runtime: Option<&RuntimeDir>, why: &str) -> ! {
     static EXITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = EXITING.lock();
@@ -326,7 +341,7 @@ fn finish(runtime: Option<&RuntimeDir>, why: &str) -> ! {
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     for d in dirs {
-        let _ = std::fs::remove_dir_all(d);
+        remove_dir_settled(&d);
     }
     tracing::info!("{why}");
     std::process::exit(0)

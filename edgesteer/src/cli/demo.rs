@@ -229,7 +229,7 @@ fn remove_at_exit(server: &pingora_core::server::Server, dir: std::path::PathBuf
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted)
                 | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    edgesteer_proxy::server::remove_dir_settled(&dir);
                     return;
                 }
                 _ => {}

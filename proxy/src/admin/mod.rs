@@ -174,6 +174,11 @@ impl AdminApp {
         };
         let steer = &self.steer;
         match (route, read) {
+            (Route::Healthz, _) if !crate::lifecycle::signals_armed() => Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "starting: signals are not handled yet",
+            ),
             (Route::Healthz, _) => Answer::text("text/plain; charset=utf-8", "ok\n"),
             (Route::Metrics, _) => Answer::text(
                 "text/plain; version=0.0.4; charset=utf-8",
