@@ -28,32 +28,31 @@ pub fn add_services(
     dns: DnsConfig,
     redis: Option<SyncConfig>,
 ) {
-    let mut health = background_service(
-        "health",
-        HealthUpkeep {
-            steer: steer.clone(),
-            dns,
-        },
-    );
-    health.threads = Some(1);
-    server.add_service(health);
-    let mut limits = background_service(
-        "ratelimit",
-        LimitUpkeep {
-            steer: steer.clone(),
-            redis,
-        },
-    );
-    limits.threads = Some(1);
-    server.add_service(limits);
-    let mut files = background_service(
-        "maintenance",
-        FileUpkeep {
-            steer: steer.clone(),
-        },
-    );
-    files.threads = Some(1);
-    server.add_service(files);
+    let health = HealthUpkeep {
+        steer: steer.clone(),
+        dns,
+    };
+    add_one_thread(server, "health", health);
+    let limits = LimitUpkeep {
+        steer: steer.clone(),
+        redis,
+    };
+    add_one_thread(server, "ratelimit", limits);
+    let files = FileUpkeep {
+        steer: steer.clone(),
+    };
+    add_one_thread(server, "maintenance", files);
+}
+
+/// Adds `service` as a background service on a runtime of one thread.
+fn add_one_thread<S: BackgroundService + Send + Sync + 'static>(
+    server: &mut Server,
+    name: &str,
+    service: S,
+) {
+    let mut s = background_service(name, service);
+    s.threads = Some(1);
+    server.add_service(s);
 }
 
 /// What the health service probes: every backend of the live table with

@@ -88,6 +88,23 @@ async fn resetter(addr: SocketAddr, seen: Arc<AtomicU64>) {
     });
 }
 
+/// A proxy whose one region `r` has the backend `svc.test:PORT`, resolved
+/// through `stub`, TCP-probed every 500 ms; `health` adds to `[health]`,
+/// `extra` adds sections.
+async fn on_svc_test(port: u16, health: &str, extra: &str, stub: SocketAddr) -> (Workdir, Proxy) {
+    let text = format!(
+        "default_region = \"r\"\n[health]\nkind = \"tcp\"\ninterval_ms = 500\ntimeout_ms = 300\n\
+         {health}{extra}[regions.r]\nbackends = [{{ address = \"svc.test:{port}\" }}]\n"
+    );
+    let spec = edgesteer_config::parse::from_toml(&text).unwrap();
+    let wd = Workdir::new().unwrap();
+    let proxy = wd
+        .start_proxy(&spec, false, vec!["--resolver".into(), stub.to_string()])
+        .await
+        .unwrap();
+    (wd, proxy)
+}
+
 #[tokio::test]
 async fn a_retry_tries_the_backends_other_address() {
     let _heavy = heavy().await;
@@ -103,18 +120,10 @@ async fn a_retry_tries_the_backends_other_address() {
     let resets = Arc::new(AtomicU64::new(0));
     resetter(bad, resets.clone()).await;
     let stub = dns_stub(vec![[127, 0, 0, 2], [127, 0, 0, 1]]).await;
-    let text = format!(
-        "default_region = \"r\"\n[health]\nkind = \"tcp\"\ninterval_ms = 500\ntimeout_ms = 300\n\
-         [retry]\nmax_attempts = 3\n[outlier]\nconsecutive_failures = 0\nconsecutive_5xx = 0\n\
-         [release]\nsticky_keys = [\"header:x-api-key\"]\n\
-         [regions.r]\nbackends = [{{ address = \"svc.test:{port}\" }}]\n"
-    );
-    let spec = edgesteer_config::parse::from_toml(&text).unwrap();
-    let wd = Workdir::new().unwrap();
-    let proxy = wd
-        .start_proxy(&spec, false, vec!["--resolver".into(), stub.to_string()])
-        .await
-        .unwrap();
+    let extra =
+        "[retry]\nmax_attempts = 3\n[outlier]\nconsecutive_failures = 0\nconsecutive_5xx = 0\n\
+         [release]\nsticky_keys = [\"header:x-api-key\"]\n";
+    let (_wd, proxy) = on_svc_test(port, "", extra, stub).await;
     // Both addresses resolved and probed (TCP connects pass on both).
     let both = wait_until(Duration::from_secs(5), || async {
         let h = proxy.health().await.unwrap_or_default().to_string();
@@ -153,17 +162,7 @@ async fn a_name_gone_from_dns_loses_its_addresses_after_the_set_time() {
     let _backend = spawn_backend(id, addr).await.unwrap();
     let gone = Arc::new(AtomicBool::new(false));
     let stub = dns_stub_until(vec![[127, 0, 0, 1]], gone.clone()).await;
-    let text = format!(
-        "default_region = \"r\"\n[health]\nkind = \"tcp\"\ninterval_ms = 500\ntimeout_ms = 300\n\
-         dns_forget_after_ms = 2000\n\
-         [regions.r]\nbackends = [{{ address = \"svc.test:{port}\" }}]\n"
-    );
-    let spec = edgesteer_config::parse::from_toml(&text).unwrap();
-    let wd = Workdir::new().unwrap();
-    let proxy = wd
-        .start_proxy(&spec, false, vec!["--resolver".into(), stub.to_string()])
-        .await
-        .unwrap();
+    let (_wd, proxy) = on_svc_test(port, "dns_forget_after_ms = 2000\n", "", stub).await;
     let client = reqwest::Client::new();
     let status = || async {
         client
