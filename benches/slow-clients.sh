@@ -11,6 +11,7 @@
 #
 #   benches/slow-clients.sh                 # 1000 connections, 30 s per mode
 #   CONNS=500 SECS=10 benches/slow-clients.sh
+#   MODES="X1M" PROFILE=debug benches/slow-clients.sh   # one mode, a debug build
 #
 # Everything runs on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
@@ -22,9 +23,12 @@ command -v slowhttptest >/dev/null || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get install -y -qq --no-install-recommends slowhttptest >/dev/null
 }
+MODES=${MODES:-"H B X X1M empty space"}
+PROFILE=${PROFILE:-release}
 # Only the proxy binary is needed (bench_setup would build the bench tools too).
-cargo build --release --locked -p edgesteer >&2
-root=$(pwd); bin=$root/target/release; wd=$(mktemp -d); pids=()
+if [ "$PROFILE" = release ]; then cargo build --release --locked -p edgesteer >&2
+else cargo build --locked -p edgesteer >&2; fi
+root=$(pwd); bin=$root/target/$PROFILE; wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
@@ -46,7 +50,7 @@ start_proxy() {
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
 echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed"
-for mode in H B X X1M empty space; do
+for mode in $MODES; do
   start_proxy
   before=$(rss_kb)
   peak=$before

@@ -46,6 +46,12 @@ pub struct DownstreamLimits {
     /// `body_read_idle`); larger and chunked ones stream. 0 streams every
     /// body (live, per request).
     pub buffer_body_bytes: u32,
+    /// Response body bytes one request may hold in user space between the
+    /// origin and the client: reads from the origin of an eighth of it,
+    /// and 3/8 in flight to the client; a client that reads slower
+    /// than the origin sends holds the origin back through TCP instead of
+    /// growing the proxy (live, per request).
+    pub response_buffer_bytes: u32,
 }
 
 impl DownstreamLimits {
@@ -72,6 +78,7 @@ impl Default for DownstreamLimits {
             max_header_line_bytes: 8 * 1024,
             max_head_bytes: 64 * 1024,
             buffer_body_bytes: 64 * 1024,
+            response_buffer_bytes: 32 * 1024,
         }
     }
 }

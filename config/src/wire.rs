@@ -272,6 +272,10 @@ pub struct LimitsSpec {
     /// at the edge before an origin is contacted; 0 streams every body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_body_bytes: Option<u32>,
+    /// Response body bytes one request may hold in the proxy between the
+    /// origin and a client that reads slowly; past it the origin waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_buffer_bytes: Option<u32>,
 }
 
 impl LimitsSpec {

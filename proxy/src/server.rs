@@ -229,6 +229,13 @@ fn add_listeners<A>(
             let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
+            // Stateless session tickets, so a returning client resumes
+            // without a full handshake whatever the number of clients (the
+            // rustls default is a stateful cache of 256 sessions). The
+            // key is this process's own, rotated every 6 hours: a ticket
+            // does not resume on another proxy or after an upgrade.
+            let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+            tls.set_server_config_tune(Box::new(move |config| config.ticketer = ticketer));
             proxy.add_listener(
                 ListenerConfig::tcp(addr.as_str())
                     .tls(tls)

@@ -77,6 +77,12 @@ pub(crate) fn limits(spec: &TableSpec, errs: &mut Errors) -> DownstreamLimits {
             0..=1_048_576,
             &mut out.buffer_body_bytes,
         ),
+        (
+            "response_buffer_bytes",
+            l.response_buffer_bytes,
+            4096..=16_777_216,
+            &mut out.response_buffer_bytes,
+        ),
     ] {
         if let Some(n) = errs.in_range(format!("limits.{field}"), value, range, "") {
             *slot = n;

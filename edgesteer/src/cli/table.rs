@@ -81,7 +81,8 @@ pub fn summary(t: &RoutingTable) -> String {
     format!(
         "{} regions, {} backends, zones [{}], {} host pins, default region {}, rate limits [{}], \
          limits [head {:?}, TLS handshake {:?}, keep-alive idle {:?}, body idle {:?}, write idle {:?}, min send rate {send_rate}, \
-         {} requests/connection, h2 idle {:?}, {} connections, bodies buffered up to {} bytes]",
+         {} requests/connection, h2 idle {:?}, {} connections, bodies buffered up to {} bytes, \
+         {} response bytes held per request]",
         t.regions.len(),
         t.backends.len(),
         zones.join(", "),
@@ -101,6 +102,7 @@ pub fn summary(t: &RoutingTable) -> String {
         l.h2_idle,
         l.max_connections,
         l.buffer_body_bytes,
+        l.response_buffer_bytes,
     )
 }
 

@@ -72,6 +72,9 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     // timeout would set and cancel a timer on every request (1.8% CPU).
     peer.options.idle_timeout = None;
     peer.options.tcp_keepalive = Some(origin_keepalive());
+    // What a slow reader may hold here (vendor/README.md: Pingora patch).
+    let buffer = snap.table.limits.response_buffer_bytes;
+    peer.options.response_buffer_limit = Some(buffer as usize);
     ctx.upstream_start = Some(now);
     Ok(Box::new(peer))
 }

@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use super::*;
 use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
+use crate::pipe_budget::PipeBudget;
 use crate::proxy_common::*;
 use pingora_cache::CachePhase;
 use pingora_core::protocols::http::{
@@ -159,7 +160,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                PipeBudget::for_peer(Some(&peer.options)),
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +258,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        budget: Option<PipeBudget>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -278,6 +286,10 @@ where
                                 }
                             }
                             let type_str = task.type_str();
+                            let task = match &budget {
+                                Some(budget) => budget.charge(task).await?,
+                                None => task,
+                            };
                             let result = tx.send(task)
                                 .await.or_err_with(
                                     InternalError,

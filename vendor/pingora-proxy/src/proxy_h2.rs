@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use super::*;
 use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
+use crate::pipe_budget::PipeBudget;
 use crate::proxy_common::*;
 use http::{header::CONTENT_LENGTH, Method, StatusCode};
 use pingora_cache::CachePhase;
@@ -313,7 +314,12 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            pipe_up_to_down_response(client_session, tx, pipe_state)
+            pipe_up_to_down_response(
+                client_session,
+                tx,
+                pipe_state,
+                PipeBudget::for_peer(Some(&peer.options))
+            )
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -1115,6 +1121,7 @@ pub(crate) async fn pipe_up_to_down_response(
     client: &mut Http2Session,
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
+    budget: Option<PipeBudget>,
 ) -> Result<()> {
     client
         .read_response_header()
@@ -1205,7 +1212,12 @@ pub(crate) async fn pipe_up_to_down_response(
                 // completed (e.g. an H1 downstream finished by Content-Length before the
                 // H2 stream signaled end-of-stream): stop reading the upstream stream.
                 // Otherwise the closure is unexpected, so surface the original error.
-                let send_result = tx.send(HttpTask::Body(Some(data), eos)).await;
+                let task = HttpTask::Body(Some(data), eos);
+                let task = match &budget {
+                    Some(budget) => budget.charge(task).await?,
+                    None => task,
+                };
+                let send_result = tx.send(task).await;
                 if send_result.is_err()
                     && PipeState::is_downstream_complete(pipe_state.load(Ordering::Acquire))
                 {

@@ -513,6 +513,14 @@ pub struct PeerOptions {
     pub ca: Option<Arc<CaType>>,
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub tcp_recv_buf: Option<usize>,
+    /// Bound, in bytes, on this peer's response body held in user space until the downstream
+    /// takes it, so a client that reads slowly holds back the upstream instead of growing the
+    /// proxy's memory: HTTP/1 body reads of an eighth of it (the read buffer, and one chunk read
+    /// and waiting), and a budget of three eighths for the chunks in flight between the two
+    /// halves of the proxy (the chunks, and the downstream's copy of a batch of them while it is
+    /// written). `None`: 64 KiB reads and four chunks queued (about 640 KiB per connection under
+    /// a slow reader). edgesteer patch.
+    pub response_buffer_limit: Option<usize>,
     pub dscp: Option<u8>,
     pub h2_ping_interval: Option<Duration>,
     #[cfg(feature = "s2n")]
@@ -588,6 +596,7 @@ impl PeerOptions {
             ca: None,
             tcp_keepalive: None,
             tcp_recv_buf: None,
+            response_buffer_limit: None,
             dscp: None,
             h2_ping_interval: None,
             #[cfg(feature = "s2n")]

@@ -38,7 +38,12 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    /// edgesteer patch: a last say over the built rustls config (session tickets, cache size).
+    tune: Option<ServerConfigTune>,
 }
+
+/// A function given the built rustls [`ServerConfig`] before it serves (edgesteer patch).
+pub type ServerConfigTune = Box<dyn FnOnce(&mut ServerConfig) + Send + Sync>;
 
 pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
@@ -94,6 +99,9 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        if let Some(tune) = self.tune {
+            tune(&mut config);
+        }
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -126,6 +134,12 @@ impl TlsSettings {
     /// handshake.
     pub fn set_cert_resolver(&mut self, resolver: Arc<dyn ResolvesServerCert>) {
         self.cert_resolver = Some(resolver);
+    }
+
+    /// Adjust the rustls config once it is built, e.g. to issue session tickets
+    /// (`ticketer`) or size the session cache (edgesteer patch).
+    pub fn set_server_config_tune(&mut self, tune: ServerConfigTune) {
+        self.tune = Some(tune);
     }
 
     /// Set the path to the certificate chain file (PEM format).
@@ -200,6 +214,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            tune: None,
         })
     }
 
@@ -220,6 +235,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            tune: None,
         })
     }
 }

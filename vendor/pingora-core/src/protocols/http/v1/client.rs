@@ -110,6 +110,11 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            if let Some(limit) = options.response_buffer_limit {
+                // edgesteer patch: reads of an eighth of the bound (see PeerOptions)
+                let read = (limit / 8).clamp(1024, session.body_reader.body_buf_size);
+                session.body_reader.body_buf_size = read;
+            }
         }
         session
     }

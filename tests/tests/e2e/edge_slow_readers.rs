@@ -1,0 +1,119 @@
+//! Memory per slow reader (issue 26): clients that read a large answer
+//! slowly hold back the origin through TCP, not the proxy's memory
+//! (`[limits] response_buffer_bytes`, the patched Pingora pipe in
+//! vendor/README.md), and every byte still arrives.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use edgesteer_tests::*;
+
+const READERS: usize = 200;
+const ANSWER: usize = 1024 * 1024;
+/// What one stalled reader may add to the proxy's RSS, in KiB. A debug
+/// build holds about 100 KiB per request in flight with the default
+/// 32 KiB buffer (70 of it the request itself: futures, headers, the
+/// origin connection); Pingora's own pipe held about 690 KiB.
+const PER_READER_KIB: u64 = 256;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client with a small receive window that asks for the 1 MiB answer
+/// and then reads nothing.
+async fn stalled_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let req = format!("GET /bytes?n={ANSWER} HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_of_a_large_answer_hold_back_the_origin_not_the_proxys_memory() {
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    // One whole answer first, so what the first request allocates once
+    // (pools, the allocator's arenas) is in the baseline.
+    let mut warm = stalled_reader(proxy.addr).await;
+    assert_eq!(read_answer(&mut warm).await, ANSWER);
+    let before = rss_kib(proxy.pid());
+
+    let mut readers = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        readers.push(stalled_reader(proxy.addr).await);
+    }
+    // The peak over 3 s: by then every origin has sent what the proxy
+    // lets it (a loopback origin sends 1 MiB in milliseconds).
+    let mut peak = before;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_kib(proxy.pid()));
+    }
+    let per_reader = (peak - before) / READERS as u64;
+    eprintln!("RSS {before} KiB before, {peak} KiB peak: {per_reader} KiB per stalled reader");
+    assert!(
+        per_reader <= PER_READER_KIB,
+        "{READERS} stalled readers of a 1 MiB answer took the proxy from {before} to {peak} KiB \
+         ({per_reader} KiB each, more than {PER_READER_KIB}): the answer is buffered in the proxy"
+    );
+
+    // Others are still served meanwhile.
+    let url = format!("http://{}/v1/covers", proxy.addr);
+    assert!(answers(&reqwest::Client::new(), &url).await);
+    // And a stalled reader that starts reading gets every byte, in order.
+    let mut first = readers.swap_remove(0);
+    assert_eq!(read_answer(&mut first).await, ANSWER);
+}
+
+/// Reads one answer to its end; the body's length, after checking that
+/// every byte is the demo backend's `x`.
+async fn read_answer(s: &mut TcpStream) -> usize {
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut body = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the answer did not finish within 30 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed after {body} body bytes");
+        let mut chunk = &buf[..n];
+        if body == 0 && !head.ends_with(b"\r\n\r\n") {
+            head.extend_from_slice(chunk);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&head[..end]).to_string();
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            chunk = &head[end + 4..];
+            body += chunk.len();
+            assert!(
+                chunk.iter().all(|&b| b == b'x'),
+                "a body byte is not the origin's"
+            );
+            head.truncate(end + 4);
+        } else {
+            body += chunk.len();
+            assert!(
+                chunk.iter().all(|&b| b == b'x'),
+                "a body byte is not the origin's"
+            );
+        }
+        if body >= ANSWER {
+            return body;
+        }
+    }
+}
