@@ -332,10 +332,16 @@ fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoE
         Origin::Bundled => "bundled",
         _ => "in-memory",
     };
-    verify::verify(&bytes).map_err(|reason| GeoError::Unusable {
-        origin: name.into(),
-        reason,
-    })?;
+    // The bundled database is part of the binary and checked by a unit
+    // test (`the_bundled_database_passes_the_structural_check`); walking
+    // it at every start would page in all 7.8 MB of it and allocate the
+    // check's maps, for the idle proxy's memory to keep (issue 30).
+    if !matches!(origin, Origin::Bundled) {
+        verify::verify(&bytes).map_err(|reason| GeoError::Unusable {
+            origin: name.into(),
+            reason,
+        })?;
+    }
     let reader = Reader::from_source(bytes).map_err(|e| GeoError::Unusable {
         origin: name.into(),
         reason: e.to_string(),

@@ -181,3 +181,13 @@ fn pointer_cycles_are_refused() {
     let err = GeoDb::from_bytes(bytes.to_vec()).unwrap_err();
     assert!(err.to_string().contains("cycle"), "{err}");
 }
+
+/// The bundled database skips the structural check at load (it is part of
+/// the binary): this is where it is checked, once, for every build.
+#[test]
+fn the_bundled_database_passes_the_structural_check() {
+    assert_eq!(crate::verify::verify(BUNDLED_DB), Ok(()));
+    // and it answers as loaded
+    let db = GeoDb::bundled().unwrap();
+    assert_eq!(country(db.lookup_uncached(ip("81.2.69.160"))), Some("GB"));
+}
