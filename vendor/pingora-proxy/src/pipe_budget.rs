@@ -54,10 +54,13 @@ impl PipeBudget {
 
     /// Wait until the task's body bytes fit in the budget, then tie them to it.
     /// A chunk larger than the whole budget takes all of it, so it never waits forever.
+    /// The last chunk of a body is not charged: nothing is read after it, so it is the
+    /// "one chunk read and waiting" the bound already allows for; an answer that comes
+    /// in one chunk (most API answers) costs nothing here.
     pub(crate) async fn charge(&self, task: HttpTask) -> Result<HttpTask> {
         let (data, end, upgraded) = match task {
-            HttpTask::Body(Some(data), end) if !data.is_empty() => (data, end, false),
-            HttpTask::UpgradedBody(Some(data), end) if !data.is_empty() => (data, end, true),
+            HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false, false),
+            HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, false, true),
             other => return Ok(other),
         };
         // at most `size`, which fits in u32 (clamped in for_peer)
