@@ -115,7 +115,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut conn = 0u64;
             while Instant::now() < deadline {
                 conn += 1;
-                let tls = if conn.is_multiple_of(2) { &resuming } else { &fresh };
+                let tls = if conn.is_multiple_of(2) {
+                    &resuming
+                } else {
+                    &fresh
+                };
                 let r = one_connection(tls, target, &name, &path, requests, &xff, &mut n).await;
                 match r {
                     Ok((resumed, latencies)) => {
