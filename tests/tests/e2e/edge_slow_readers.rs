@@ -38,6 +38,27 @@ async fn stalled_reader(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
+/// The proxy's RSS over 3 s (KiB): by then every origin has sent what
+/// the proxy lets it (a loopback origin sends 1 MiB in milliseconds).
+async fn peak_rss(pid: u32, from: u64) -> u64 {
+    let mut peak = from;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    peak
+}
+
+fn assert_bounded(before: u64, peak: u64, what: &str) {
+    let per_reader = (peak - before) / READERS as u64;
+    eprintln!("{what}: RSS {before} KiB before, {peak} KiB peak: {per_reader} KiB each");
+    assert!(
+        per_reader <= PER_READER_KIB,
+        "{READERS} {what} of a 1 MiB answer took the proxy from {before} to {peak} KiB \
+         ({per_reader} KiB each, more than {PER_READER_KIB}): the answer is buffered in the proxy"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_of_a_large_answer_hold_back_the_origin_not_the_proxys_memory() {
     let _heavy = heavy().await;
@@ -54,20 +75,8 @@ async fn slow_readers_of_a_large_answer_hold_back_the_origin_not_the_proxys_memo
     for _ in 0..READERS {
         readers.push(stalled_reader(proxy.addr).await);
     }
-    // The peak over 3 s: by then every origin has sent what the proxy
-    // lets it (a loopback origin sends 1 MiB in milliseconds).
-    let mut peak = before;
-    for _ in 0..15 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        peak = peak.max(rss_kib(proxy.pid()));
-    }
-    let per_reader = (peak - before) / READERS as u64;
-    eprintln!("RSS {before} KiB before, {peak} KiB peak: {per_reader} KiB per stalled reader");
-    assert!(
-        per_reader <= PER_READER_KIB,
-        "{READERS} stalled readers of a 1 MiB answer took the proxy from {before} to {peak} KiB \
-         ({per_reader} KiB each, more than {PER_READER_KIB}): the answer is buffered in the proxy"
-    );
+    let peak = peak_rss(proxy.pid(), before).await;
+    assert_bounded(before, peak, "stalled HTTP/1.1 readers");
 
     // Others are still served meanwhile.
     let url = format!("http://{}/v1/covers", proxy.addr);
@@ -116,4 +125,52 @@ async fn read_answer(s: &mut TcpStream) -> usize {
             return body;
         }
     }
+}
+
+/// The same over h2 (h2c to the plaintext listener): each client keeps
+/// the protocol's default 64 KiB window and never reads, so the proxy's
+/// writes wait on flow control; what waits behind them is bounded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_h2_readers_are_bounded_the_same_way() {
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    // A first answer read whole, as the baseline (see above).
+    let (_warm_conn, mut warm) = h2_stalled_stream(proxy.addr).await;
+    let mut got = 0;
+    while let Some(chunk) = warm.data().await {
+        let chunk = chunk.unwrap();
+        got += chunk.len();
+        let _ = warm.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(got, ANSWER);
+    let before = rss_kib(proxy.pid());
+
+    let mut held = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        held.push(h2_stalled_stream(proxy.addr).await);
+    }
+    let peak = peak_rss(proxy.pid(), before).await;
+    assert_bounded(before, peak, "stalled h2 readers");
+    drop(held);
+}
+
+/// An h2 connection (prior knowledge) with one GET of the 1 MiB answer;
+/// the connection's task and the answer's body, not read.
+async fn h2_stalled_stream(
+    addr: std::net::SocketAddr,
+) -> (tokio::task::JoinHandle<()>, h2::RecvStream) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::get(format!("http://a/bytes?n={ANSWER}"))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    (task, answer.into_body())
 }
