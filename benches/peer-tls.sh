@@ -58,8 +58,12 @@ if [ -n "$need" ]; then
   pkgs=$(echo "$need" | sed 's/h2load/nghttp2-client/')
   $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 fi
-[ "${BUILD:-1}" = 0 ] || cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
-bin=$root/target/release
+PROFILE=${PROFILE:-release}  # debug: to try the harness itself, not for figures
+if [ "${BUILD:-1}" != 0 ]; then
+  if [ "$PROFILE" = release ]; then cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
+  else cargo build --locked -p edgesteer -p edgesteer-benches --bins >&2; fi
+fi
+bin=$root/target/$PROFILE
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 mkdir -p "$wd/tmp"
@@ -139,7 +143,7 @@ CONF
 cat > "$wd/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 40000
+  maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.3
   ssl-default-server-options ssl-min-ver TLSv1.3
 defaults
@@ -182,7 +186,9 @@ start_target() { # name -> sets tpid
     curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$p/" && return 0
     sleep 0.1
   done
-  echo "peer-tls: $1 did not come up (logs in $wd)" >&2; return 1
+  echo "peer-tls: $1 did not come up; its log:" >&2
+  tail -20 "$wd/$1.log" "$wd/$1.err" >&2 2>/dev/null || true
+  return 1
 }
 stop_target() {
   kill "$tpid" 2>/dev/null || true; wait "$tpid" 2>/dev/null || true
