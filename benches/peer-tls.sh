@@ -232,6 +232,7 @@ PY
       python3 -c "
 import json,sys; j=json.load(open('$out'))
 if j['errors']: print('errors:', j['errors'], file=sys.stderr)
+print('  handshakes:', j['handshakes_full'], 'full,', j['handshakes_resumed'], 'resumed', file=sys.stderr)
 print(j['requests'], j['handshakes_full']+j['handshakes_resumed'], j['p50_us'], j['p99_us'])"
       ;;
     h2)
