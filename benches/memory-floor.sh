@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 . benches/lib.sh
 IDLE=${IDLE:-3}
 root=$(pwd)
-[ "${BUILD:-1}" = 0 ] || cargo build --release --locked -p edgesteer >&2
+[ "${BUILD:-1}" = 0 ] || cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2  # the set the other benches build: no rebuild between them
 bin=$root/target/release
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT

@@ -25,9 +25,9 @@ command -v slowhttptest >/dev/null || {
 }
 MODES=${MODES:-"H B X X1M empty space"}
 PROFILE=${PROFILE:-release}
-# Only the proxy binary is needed (bench_setup would build the bench tools too).
-if [ "$PROFILE" = release ]; then cargo build --release --locked -p edgesteer >&2
-else cargo build --locked -p edgesteer >&2; fi
+# The same set the other bench scripts build, so no script rebuilds for another.
+if [ "$PROFILE" = release ]; then cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
+else cargo build --locked -p edgesteer -p edgesteer-benches --bins >&2; fi
 root=$(pwd); bin=$root/target/$PROFILE; wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true

@@ -6,6 +6,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[allow(unsafe_code)] // a constructor (edgesteer_proxy::allocator)
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_OPTIONS: extern "C" fn() = edgesteer_proxy::allocator::mimalloc_options;
+
 fn main() -> std::process::ExitCode {
     edgesteer::cli::main()
 }

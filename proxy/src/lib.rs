@@ -35,6 +35,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod allocator;
 pub mod cert_watch;
 pub mod conn_cap;
 pub mod conn_loop;

@@ -27,6 +27,11 @@ use rustls::pki_types::CertificateDer;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[allow(unsafe_code)] // a constructor (edgesteer_proxy::allocator)
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_OPTIONS: extern "C" fn() = edgesteer_proxy::allocator::mimalloc_options;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long)]

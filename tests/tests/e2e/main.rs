@@ -21,6 +21,7 @@ mod geodns;
 mod geodns_limits;
 mod lifecycle;
 mod local_state;
+mod memory_floor;
 mod observe;
 mod origin_tls;
 mod preview;
