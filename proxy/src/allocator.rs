@@ -25,10 +25,16 @@
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Sets mimalloc's options; for a constructor (see the module's doc).
+/// `MIMALLOC_ARENA_EAGER_COMMIT` in the environment wins (mimalloc reads
+/// it itself): `2` gives back mimalloc's default, eager on Linux.
 pub extern "C" fn mimalloc_options() {
-    // SAFETY: sets one of mimalloc's global options; takes no pointers.
+    // SAFETY: getenv with a NUL-terminated name, before any thread exists
+    // (nothing can set the environment concurrently); mi_option_set takes
+    // no pointers. Neither allocates.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0)
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0)
+        }
     }
 }
