@@ -15,7 +15,8 @@
 //! allocated and freed (compiling the table, the geo and DNS indexes).
 //! With arena eager commit off, arena memory is committed as it is used
 //! and purged when freed: the idle proxy's RSS drops from about 30 to
-//! 18 MB at the same CPU per request (BENCHMARKS.md, "Memory floor"). An
+//! 18 MB for 2.8% more CPU per request, paired (BENCHMARKS.md, "The memory
+//! floor"; `MIMALLOC_ARENA_EAGER_COMMIT=2` in the environment undoes it). An
 //! option must be set before mimalloc reserves its first arena, that is
 //! before the first allocation: hence the constructor, which runs before
 //! Rust's runtime allocates anything. The e2e test `memory_floor` checks
