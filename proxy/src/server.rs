@@ -225,16 +225,18 @@ fn add_listeners<A>(
         let resolver =
             Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
         tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
+        // Stateless session tickets, so a returning client resumes without
+        // a full handshake whatever the number of clients (the rustls
+        // default is a stateful cache of 256 sessions). One ticketer for
+        // every TLS listener, so a ticket resumes on any of them; its keys
+        // are this process's own, rotated every 6 hours: a ticket does not
+        // resume on another proxy or after an upgrade.
+        let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
         for addr in &opts.tls_listen {
             let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
-            // Stateless session tickets, so a returning client resumes
-            // without a full handshake whatever the number of clients (the
-            // rustls default is a stateful cache of 256 sessions). The
-            // key is this process's own, rotated every 6 hours: a ticket
-            // does not resume on another proxy or after an upgrade.
-            let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+            let ticketer = ticketer.clone();
             tls.set_server_config_tune(Box::new(move |config| config.ticketer = ticketer));
             proxy.add_listener(
                 ListenerConfig::tcp(addr.as_str())
