@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# vendor/pingora-{core,proxy}: Pingora 0.9.1 as published on crates.io plus
+# vendor/pingora-{core,http,proxy}: Pingora 0.9.1 as published on crates.io plus
 # vendor/patches/pingora-0.9.1.patch (what it changes and why: vendor/README.md).
 #
 #   scripts/vendor-pingora.sh          # check: vendor/ == crates.io + the patch
 #   scripts/vendor-pingora.sh rebuild  # rewrite vendor/ from crates.io + the patch
+#   scripts/vendor-pingora.sh diff     # rewrite the patch from vendor/ against crates.io
 #
-# To change the patch: edit vendor/, then
-#   git diff <the commit that vendored 0.9.1 unpatched> -- vendor/pingora-core vendor/pingora-proxy \
-#     > vendor/patches/pingora-0.9.1.patch
-# and run the check. To move to a newer Pingora: rebuild on it, resolve the
+# To change the patch: edit vendor/, run `diff`, then the check. To move to a newer Pingora: rebuild on it, resolve the
 # patch's rejects, and drop what upstream now does itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=0.9.1
-crates="pingora-core pingora-proxy"
+crates="pingora-core pingora-http pingora-proxy"
 registry=${CARGO_HOME:-$HOME/.cargo}/registry/src
 find_crate() { # the unpacked crate from the registry (cargo fetch unpacks nothing; a build does)
   local dir
@@ -33,7 +31,18 @@ find_crate() { # the unpacked crate from the registry (cargo fetch unpacks nothi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/vendor"
 for c in $crates; do cp -r "$(find_crate "$c")" "$work/vendor/$c"; done
-(cd "$work" && patch -s -p1 < "$OLDPWD/vendor/patches/pingora-$version.patch")
+patchfile=vendor/patches/pingora-$version.patch
+if [ "${1:-check}" = diff ]; then
+  # The published crates (a/) against vendor/ (b/), paths as `git diff` writes them.
+  mkdir -p "$work/a" "$work/b/vendor"
+  mv "$work/vendor" "$work/a/vendor"
+  for c in $crates; do cp -r "vendor/$c" "$work/b/vendor/$c"; done
+  (cd "$work" && for c in $crates; do diff -ruN "a/vendor/$c" "b/vendor/$c" || [ $? -eq 1 ]; done) \
+    | sed -E 's/^(---|\+\+\+) ([^\t]+)\t.*$/\1 \2/' > "$patchfile" # no timestamps: reproducible
+  echo "$patchfile: $(grep -c '^+[^+]' "$patchfile") lines added, $(grep -c '^-[^-]' "$patchfile") removed"
+  exit 0
+fi
+(cd "$work" && patch -s -p1 < "$OLDPWD/$patchfile")
 case ${1:-check} in
   check)
     for c in $crates; do
@@ -47,5 +56,5 @@ case ${1:-check} in
   rebuild)
     for c in $crates; do rm -rf "vendor/$c"; cp -r "$work/vendor/$c" "vendor/$c"; done
     echo "vendor/ rebuilt" ;;
-  *) echo "usage: $0 [check|rebuild]" >&2; exit 2 ;;
+  *) echo "usage: $0 [check|rebuild|diff]" >&2; exit 2 ;;
 esac
