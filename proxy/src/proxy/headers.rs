@@ -20,9 +20,19 @@ static CLIENT_FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("x-forwarded-port"),
     X_FORWARDED_PROTO,
 ];
-/// Looked up by these (a `&str` name is parsed on every lookup).
+/// Looked up and inserted by these: a `&str` name is parsed on every
+/// lookup, and on every insert into a fresh allocation (two, with the case
+/// map's copy); a name made by `from_static` costs nothing to store
+/// (`insert_header_name`, vendor/README.md).
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_STEER_REGION: HeaderName = HeaderName::from_static("x-steer-region");
+static X_STEER_TRACK: HeaderName = HeaderName::from_static("x-steer-track");
+static X_STEER_VERSION: HeaderName = HeaderName::from_static("x-steer-version");
+/// The most headers `steer_headers` adds to an answer.
+const STEER_HEADERS: usize = 5;
 
 /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin. A trusted
 /// peer's chain is extended (every `X-Forwarded-For` line, in order: the
@@ -47,9 +57,12 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
     let hop = peer.unwrap_or(ctx.client);
     // A trusted peer's chain is extended; anyone else's is replaced.
     let value = forwarded_for(trusted.then_some(&upstream.headers), hop)?;
-    upstream.insert_header("x-forwarded-for", value)?;
+    // The upstream request is a clone with no spare room: grow each map once.
+    upstream.reserve_headers(2)?;
+    upstream.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", value)?;
     if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
-        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+        upstream.insert_header_name(&X_FORWARDED_PROTO, "x-forwarded-proto", proto)?;
     }
     Ok(())
 }
@@ -92,29 +105,30 @@ pub(super) fn steer_headers(
     ctx: &mut Ctx,
 ) -> Result<()> {
     let snap = &*ctx.snap;
+    resp.reserve_headers(STEER_HEADERS)?;
     if let Some(q) = &ctx.limit {
         if let (Some(policy), Some(p)) = (
             snap.limits.policy_header(q.policy, q.tier),
             snap.table.rate_limits.get(q.policy),
         ) {
-            resp.insert_header("ratelimit-policy", policy.clone())?;
+            resp.insert_header_name(&RATELIMIT_POLICY, "ratelimit-policy", policy.clone())?;
             let quota = p.tiers.get(q.tier).map_or(0, |t| t.rate);
-            resp.insert_header(
-                "ratelimit",
-                edgesteer_ratelimit::ratelimit_header(&p.name, quota, &q.verdict),
-            )?;
+            let value = edgesteer_ratelimit::ratelimit_header(&p.name, quota, &q.verdict);
+            resp.insert_header_name(&RATELIMIT, "ratelimit", value)?;
         }
     }
     let route = ctx.route.route();
     if let Some(route) = route {
         if let Some(v) = snap.region_header.get(route.region.index()) {
-            resp.insert_header("x-steer-region", v.clone())?;
+            resp.insert_header_name(&X_STEER_REGION, "x-steer-region", v.clone())?;
         }
         if snap.table.headers.track {
-            resp.insert_header("x-steer-track", route.track.as_str())?;
+            let track = HeaderValue::from_static(route.track.as_str());
+            resp.insert_header_name(&X_STEER_TRACK, "x-steer-track", track)?;
         }
         if snap.table.headers.version {
-            resp.insert_header("x-steer-version", snap.version_header.clone())?;
+            let version = snap.version_header.clone();
+            resp.insert_header_name(&X_STEER_VERSION, "x-steer-version", version)?;
         }
     }
     if let Some(t) = ctx.upstream_start {
@@ -141,6 +155,46 @@ mod tests {
             h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(l).unwrap());
         }
         h
+    }
+
+    /// The vendored `insert_header_name` (vendor/README.md, 3) must act as
+    /// `insert_header` did: every earlier line of the name, in any case,
+    /// replaced; the name written as given; both maps kept in step.
+    #[test]
+    fn a_pre_parsed_insert_replaces_every_line_of_the_name_and_keeps_the_wire_case() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "192.0.2.1").unwrap();
+        req.append_header("x-forwarded-for", "192.0.2.2").unwrap();
+        req.append_header("Accept", "*/*").unwrap();
+        let upstream = req.clone(); // no spare room, as toward the origin
+        for mut h in [req, upstream] {
+            h.reserve_headers(2).unwrap();
+            let v = HeaderValue::from_static("198.51.100.9");
+            h.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", v)
+                .unwrap();
+            let proto = HeaderValue::from_static("https");
+            h.insert_header_name(&X_FORWARDED_PROTO, "x-forwarded-proto", proto)
+                .unwrap();
+            let all: Vec<_> = h.headers.get_all(&X_FORWARDED_FOR).iter().collect();
+            assert_eq!(all, ["198.51.100.9"]);
+            let mut wire = Vec::new();
+            h.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            assert!(wire.contains("x-forwarded-for: 198.51.100.9\r\n"), "{wire}");
+            assert!(wire.contains("x-forwarded-proto: https\r\n"), "{wire}");
+            assert!(wire.contains("Accept: */*\r\n"), "{wire}");
+            assert!(!wire.contains("192.0.2."), "{wire}");
+        }
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("X-Steer-Region", "eu-west").unwrap();
+        resp.reserve_headers(STEER_HEADERS).unwrap();
+        let v = HeaderValue::from_static("us-east");
+        resp.insert_header_name(&X_STEER_REGION, "x-steer-region", v)
+            .unwrap();
+        let mut wire = Vec::new();
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert_eq!(wire, "x-steer-region: us-east\r\n");
     }
 
     #[test]

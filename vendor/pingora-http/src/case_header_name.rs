@@ -30,6 +30,11 @@ impl CaseHeaderName {
         &self.0
     }
 
+    /// A name known at compile time, stored without a copy (edgesteer patch).
+    pub(crate) fn from_static(name: &'static str) -> Self {
+        CaseHeaderName(Bytes::from_static(name.as_bytes()))
+    }
+
     pub fn from_slice(buf: &[u8]) -> Self {
         CaseHeaderName(Bytes::copy_from_slice(buf))
     }

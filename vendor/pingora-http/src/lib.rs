@@ -231,6 +231,37 @@ impl RequestHeader {
         )
     }
 
+    /// Insert a header under a name parsed ahead of time; `case` is the same name as it is
+    /// written on the wire when this header keeps its case (edgesteer patch).
+    ///
+    /// [Self::insert_header()] parses its name into a [HeaderName] on every call, which
+    /// allocates for a name outside the standard set, and copies it into the case map. Here a
+    /// name made once by [HeaderName::from_static] costs nothing to store in either map.
+    pub fn insert_header_name(
+        &mut self,
+        name: &HeaderName,
+        case: &'static str,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_header_name_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
+    /// Make room for `additional` more headers in the header map and in the case map, so
+    /// inserting them grows neither (edgesteer patch). A cloned header has no spare room.
+    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -585,6 +616,37 @@ impl ResponseHeader {
         )
     }
 
+    /// Insert a header under a name parsed ahead of time; `case` is the same name as it is
+    /// written on the wire when this header keeps its case (edgesteer patch).
+    ///
+    /// [Self::insert_header()] parses its name into a [HeaderName] on every call, which
+    /// allocates for a name outside the standard set, and copies it into the case map. Here a
+    /// name made once by [HeaderName::from_static] costs nothing to store in either map.
+    pub fn insert_header_name(
+        &mut self,
+        name: &HeaderName,
+        case: &'static str,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_header_name_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
+    /// Make room for `additional` more headers in the header map and in the case map, so
+    /// inserting them grows neither (edgesteer patch). A cloned header has no spare room.
+    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_headers(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -892,6 +954,45 @@ fn insert_header_value<T>(
     }
     value_map.insert(header_name, value);
     Ok(())
+}
+
+/// [insert_header_value] for a name already parsed (edgesteer patch).
+#[inline]
+fn insert_header_name_value<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    name: &HeaderName,
+    case: &'static str,
+    value: T,
+) -> Result<()> {
+    debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+    if let Some(name_map) = name_map {
+        name_map
+            .try_insert(name.clone(), CaseHeaderName::from_static(case))
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map.try_insert(name.clone(), value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )?;
+    Ok(())
+}
+
+/// Reserve room for `additional` headers in both maps (edgesteer patch).
+fn reserve_headers<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    additional: usize,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        name_map
+            .try_reserve(additional)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map.try_reserve(additional).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
