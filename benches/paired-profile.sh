@@ -21,7 +21,7 @@ bg=$!
 sleep $(( (DUR - REC) / 2 + 2 ))
 perf record -q -F 2999 -C 0 -o "$out/perf.data" -- sleep "$REC" 2>/dev/null
 wait "$bg"
-perf script -i "$out/perf.data" -F comm,pid 2>/dev/null | awk '$1 == "edgesteer" {print $2; exit}' > "$out/apid"
+perf script -i "$out/perf.data" -F comm,pid 2>/dev/null | awk '$1 == "edgesteer" && !p {print $2; p = 1}' > "$out/apid" # no early exit: SIGPIPE + pipefail
 perf script -i "$out/perf.data" -F pid,ip,sym,dso 2>/dev/null > "$out/samples.txt"
 python3 - "$out" "$TOP" <<'PY' | tee "$out/report.txt"
 import collections, re, sys
