@@ -37,8 +37,6 @@ use crate::tls_deadline::HandshakeDeadline;
 pub struct Capped {
     inner: Arc<HttpProxy<EdgeProxy>>,
     steer: Arc<Steering>,
-    /// The TLS listeners' handshake watchdogs, ended here.
-    handshakes: Arc<HandshakeDeadline>,
     /// Open connections (shared with the TLS listeners' pre-handshake cap).
     open: Arc<AtomicUsize>,
     /// Set at `cleanup`: connections waiting for a request close.
@@ -55,7 +53,6 @@ impl Capped {
             inner: Arc::new(inner),
             steer,
             open: handshakes.open(),
-            handshakes,
             closing: Closing::default(),
         }
     }
@@ -82,7 +79,6 @@ impl ServerApp for Capped {
         // A TLS connection is here: its handshake finished in time, and
         // the cap admitted it before the handshake.
         let tls = session.get_ssl_digest().is_some();
-        self.handshakes.handshake_done(&session);
         let accepted = Instant::now();
         let max = self.steer.peek().table.limits.max_connections as usize;
         let before = self.open.fetch_add(1, Ordering::Relaxed);

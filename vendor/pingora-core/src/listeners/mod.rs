@@ -81,7 +81,7 @@ use crate::server::ListenFds;
 
 use async_trait::async_trait;
 use pingora_error::Result;
-use std::{any::Any, fs::Permissions, sync::Arc};
+use std::{any::Any, fs::Permissions, sync::Arc, time::Duration, time::Instant};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
 use tls::{Acceptor, TlsSettings};
@@ -156,6 +156,54 @@ pub trait PreTlsProcess: Send + Sync {
     ///
     /// If this method returns an error, the connection will be dropped.
     async fn process(&self, stream: &mut L4Stream) -> Result<()>;
+
+    /// How long a connection's TLS handshake may take, this callback included; `None` keeps
+    /// the default, [`DEFAULT_HANDSHAKE_TIMEOUT`]. Asked once per connection, so it may
+    /// change at run time (edgesteer patch).
+    fn handshake_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The TLS handshake of a connection that [`Self::process`] let through has ended; called
+    /// exactly once per such connection, also when the handshake is abandoned (edgesteer
+    /// patch).
+    fn handshake_ended(&self, _outcome: HandshakeOutcome) {}
+}
+
+/// The TLS handshake timeout when no [`PreTlsProcess`] sets one.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a TLS handshake ended, for [`PreTlsProcess::handshake_ended`] (edgesteer patch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeOutcome {
+    /// The handshake completed; the connection goes on to the application.
+    Done,
+    /// The handshake failed (a TLS error, or the peer closed).
+    Failed,
+    /// The handshake timeout passed first.
+    TimedOut,
+    /// Dropped before its timeout (the server shutting down).
+    Abandoned,
+}
+
+/// Reports a handshake's end to its [`PreTlsProcess`] when dropped, whether the handshake
+/// finished or its future was dropped at the timeout (edgesteer patch).
+struct HandshakeEnded {
+    callback: PreTlsCallback,
+    started: Instant,
+    timeout: Duration,
+    outcome: Option<HandshakeOutcome>,
+}
+
+impl Drop for HandshakeEnded {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(if self.started.elapsed() >= self.timeout {
+            HandshakeOutcome::TimedOut
+        } else {
+            HandshakeOutcome::Abandoned
+        });
+        self.callback.handshake_ended(outcome);
+    }
 }
 
 /// Type alias for a boxed pre-TLS processor.
@@ -313,16 +361,43 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// How long [`Self::handshake`] may take: the pre-TLS callback's timeout on a TLS
+    /// listener, else [`DEFAULT_HANDSHAKE_TIMEOUT`] (edgesteer patch).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.tls
+            .as_ref()
+            .and(self.pre_tls_callback.as_ref())
+            .and_then(|c| c.handshake_timeout())
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+    }
+
+    /// The handshake, to be run under [`Self::handshake_timeout`].
     pub async fn handshake(mut self) -> Result<Stream> {
+        let started = Instant::now();
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
+            let mut ended = None;
             if let Some(ref callback) = self.pre_tls_callback {
                 callback.process(&mut self.l4).await?;
+                ended = Some(HandshakeEnded {
+                    callback: callback.clone(),
+                    started,
+                    timeout: callback
+                        .handshake_timeout()
+                        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+                    outcome: None,
+                });
             }
 
-            let tls_stream = tls.tls_handshake(self.l4).await?;
-            Ok(Box::new(tls_stream))
+            let tls_stream = tls.tls_handshake(self.l4).await;
+            if let Some(ended) = ended.as_mut() {
+                ended.outcome = Some(match tls_stream {
+                    Ok(_) => HandshakeOutcome::Done,
+                    Err(_) => HandshakeOutcome::Failed,
+                });
+            }
+            Ok(Box::new(tls_stream?))
         } else {
             Ok(Box::new(self.l4))
         }
