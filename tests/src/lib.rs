@@ -41,7 +41,7 @@ pub use health::{backend_endpoints, region_endpoints};
 pub use metrics::{metric, metric_value};
 pub use pace::{send_paced, Pace, Paced};
 pub use pki::{make_pki, TestPki};
-pub use ports::free_port;
+pub use ports::{free_port, free_ports};
 pub use proxy::{Proxy, ProxyConfig};
 pub use redis::RedisProc;
 pub use redis_tls::{RedisPki, ServerTls};

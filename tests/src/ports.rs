@@ -18,6 +18,14 @@ use std::time::Duration;
 ///   with `O_EXCL` in a shared directory; markers older than an hour (a
 ///   previous run's) are reused.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports, each reserved as [`free_port`]
+/// reserves one: for a process that binds a run of ports from a base
+/// (`edgesteer demo --backend-ports`), whose later ports must not be
+/// another test's.
+pub fn free_ports(n: u16) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -38,11 +46,15 @@ pub fn free_port() -> u16 {
         let mut h = seed.build_hasher();
         h.write_u32(std::process::id());
         h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        let port = low + (h.finish() % u64::from(high - low)) as u16;
-        if !reserve(&dir.join(port.to_string())) {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = low + (h.finish() % u64::from(high - low - n)) as u16;
+        // Every port of the run reserved and bindable, or try another run
+        // (the markers taken stay: a port is skipped, never shared).
+        let run = port..port + n;
+        if run.clone().all(|p| reserve(&dir.join(p.to_string())))
+            && run
+                .into_iter()
+                .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
             return port;
         }
     }

@@ -83,6 +83,9 @@ async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
             &format!("127.0.0.1:{admin}"),
             "--control",
             &format!("127.0.0.1:{control}"),
+            // Not the default 5353: another test's demo may hold it.
+            "--dns-listen",
+            &format!("127.0.0.1:{}", free_port()),
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -200,12 +203,15 @@ async fn the_config_service_refuses_plain_http_off_loopback_unless_told() {
 async fn the_demo_keeps_its_origin_key_private_and_removes_its_files() {
     use std::os::unix::fs::PermissionsExt;
     let wd = Workdir::new().unwrap();
-    let (listen, admin, control, backends) = (free_port(), free_port(), free_port(), free_port());
+    let (listen, admin, control) = (free_port(), free_port(), free_port());
+    // The demo binds its 20 backends at this port and the 19 after it.
+    let backends = free_ports(20);
     let child = Command::new(binary())
         .args(["demo", "--listen", &format!("127.0.0.1:{listen}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--control", &format!("127.0.0.1:{control}")])
         .args(["--backend-ports", &backends.to_string()])
+        .args(["--dns-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "warn")
         .stdout(std::fs::File::create(wd.path("demo.out")).unwrap())
         .spawn()

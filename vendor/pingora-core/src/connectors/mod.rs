@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if peer_matches_stream(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +472,30 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Whether a pooled stream goes to `peer` (edgesteer patch): compared with the peer address its
+/// socket digest read once for the connection, instead of a `getpeername` on every reuse. A
+/// connected socket's peer cannot change, and a broken one fails [`test_reusable_stream`] next.
+/// Falls back to [`Peer::matches_fd`] for a proxied peer, a Unix socket, `0.0.0.0` (which that
+/// check lets through), or a stream without a digest.
+#[cfg(unix)]
+fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+    if peer.get_proxy().is_none() {
+        if let PeerAddr::Inet(want) = peer.address() {
+            let digest = stream.get_socket_digest();
+            let cached = digest.as_ref().and_then(|d| d.peer_addr());
+            if let (Some(PeerAddr::Inet(cached)), false) = (cached, want.ip().is_unspecified()) {
+                if cached == want {
+                    return true;
+                }
+                error!("Crit: pooled connection mismatch: addr: {want}, peer: {cached}");
+                return false;
+            }
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
