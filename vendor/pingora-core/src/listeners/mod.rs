@@ -345,6 +345,7 @@ impl TransportStack {
             tls: self.tls.clone(),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            accepted: Instant::now(),
         })
     }
 
@@ -358,6 +359,10 @@ pub(crate) struct UninitializedStream {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    /// When the connection was accepted: before the handshake's timeout was armed, so a
+    /// handshake dropped by that timeout has always run at least the timeout since (edgesteer
+    /// patch).
+    accepted: Instant,
 }
 
 impl UninitializedStream {
@@ -373,7 +378,7 @@ impl UninitializedStream {
 
     /// The handshake, to be run under [`Self::handshake_timeout`].
     pub async fn handshake(mut self) -> Result<Stream> {
-        let started = Instant::now();
+        let started = self.accepted;
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
