@@ -346,6 +346,7 @@ impl TransportStack {
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
             accepted: Instant::now(),
+            timeout: None,
         })
     }
 
@@ -363,22 +364,31 @@ pub(crate) struct UninitializedStream {
     /// handshake dropped by that timeout has always run at least the timeout since (edgesteer
     /// patch).
     accepted: Instant,
+    /// The timeout as [`Self::handshake_timeout`] answered it, so the handshake judges its end
+    /// by the same value its caller armed (the callback's answer may change at run time).
+    timeout: Option<Duration>,
 }
 
 impl UninitializedStream {
     /// How long [`Self::handshake`] may take: the pre-TLS callback's timeout on a TLS
     /// listener, else [`DEFAULT_HANDSHAKE_TIMEOUT`] (edgesteer patch).
-    pub fn handshake_timeout(&self) -> Duration {
-        self.tls
+    pub fn handshake_timeout(&mut self) -> Duration {
+        if let Some(t) = self.timeout {
+            return t;
+        }
+        let t = self
+            .tls
             .as_ref()
             .and(self.pre_tls_callback.as_ref())
             .and_then(|c| c.handshake_timeout())
-            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+        self.timeout = Some(t);
+        t
     }
 
     /// The handshake, to be run under [`Self::handshake_timeout`].
     pub async fn handshake(mut self) -> Result<Stream> {
-        let started = self.accepted;
+        let (started, timeout) = (self.accepted, self.handshake_timeout());
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
@@ -388,9 +398,7 @@ impl UninitializedStream {
                 ended = Some(HandshakeEnded {
                     callback: callback.clone(),
                     started,
-                    timeout: callback
-                        .handshake_timeout()
-                        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+                    timeout,
                     outcome: None,
                 });
             }
