@@ -148,7 +148,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
     app.server_options = Some(server_options);
     // Behind the connection cap ([limits] max_connections, live).
     // TLS handshakes have the table's deadline (Pingora's own is 60 s).
-    let handshakes = HandshakeDeadline::new(steer.clone());
+    let handshakes = HandshakeDeadline::new(steer.clone()).context("the TLS handshake gauge")?;
     let drain = Drain {
         steer: steer.clone(),
         handshakes: handshakes.clone(),

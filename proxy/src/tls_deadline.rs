@@ -7,8 +7,8 @@
 //! that was a fixed 60 s. Our patch to it (vendor/README.md, 4) lets the
 //! pre-TLS callback ([`PreTlsProcess`]) set that timeout per connection
 //! and hears how each handshake ended, so the deadline is Pingora's own:
-//! no watchdog, no second descriptor, nothing per connection beyond two
-//! counters. (Until session 4 a watchdog task per connection held a
+//! no watchdog, no second descriptor, nothing per connection beyond one
+//! counter. (Until session 4 a watchdog task per connection held a
 //! duplicate of the socket and shut it down at the deadline: a spawn, a
 //! `dup`, a `close` and two cookie reads per TLS connection.)
 //!
@@ -30,37 +30,34 @@ use crate::steer::Steering;
 /// The deadline and the count of handshakes under way.
 pub struct HandshakeDeadline {
     steer: Arc<Steering>,
-    /// Handshakes let through by the cap and not yet ended.
-    pending: AtomicUsize,
     /// Connections past their handshake (counted by [`crate::conn_cap`]).
     open: Arc<AtomicUsize>,
-    /// `edgesteer_tls_handshakes_in_progress`: `pending`, as a metric.
-    in_progress: Option<IntGauge>,
+    /// `edgesteer_tls_handshakes_in_progress`: handshakes let through by
+    /// the cap and not yet ended; the count itself, not a copy of one.
+    in_progress: IntGauge,
 }
 
 /// Registers `edgesteer_tls_handshakes_in_progress` with the proxy's
 /// metrics (a second registration in one process, as in tests, is
 /// logged and the gauge still counts).
-fn in_progress_gauge(steer: &Steering) -> Option<IntGauge> {
+fn in_progress_gauge(steer: &Steering) -> prometheus::Result<IntGauge> {
     let gauge = IntGauge::new(
         "edgesteer_tls_handshakes_in_progress",
         "TLS handshakes under way on the proxy's listeners (they count against [limits] max_connections).",
-    )
-    .ok()?;
+    )?;
     if let Err(e) = steer.metrics.registry.register(Box::new(gauge.clone())) {
         tracing::debug!(error = %e, "TLS handshake gauge not registered");
     }
-    Some(gauge)
+    Ok(gauge)
 }
 
 impl HandshakeDeadline {
-    pub fn new(steer: Arc<Steering>) -> Arc<HandshakeDeadline> {
-        Arc::new(HandshakeDeadline {
-            in_progress: in_progress_gauge(&steer),
+    pub fn new(steer: Arc<Steering>) -> prometheus::Result<Arc<HandshakeDeadline>> {
+        Ok(Arc::new(HandshakeDeadline {
+            in_progress: in_progress_gauge(&steer)?,
             steer,
-            pending: AtomicUsize::new(0),
             open: Arc::default(),
-        })
+        }))
     }
 
     /// The count of open connections, shared with the connection cap.
@@ -70,7 +67,7 @@ impl HandshakeDeadline {
 
     /// Handshakes under way (a shutdown waits for them as for requests).
     pub fn in_progress(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        usize::try_from(self.in_progress.get()).unwrap_or(0)
     }
 }
 
@@ -80,7 +77,7 @@ impl PreTlsProcess for HandshakeDeadline {
         let max = self.steer.peek().table.limits.max_connections as usize;
         // The connection cap counts handshakes under way: a connection past
         // it is refused here, before any TLS work.
-        let busy = self.open.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed);
+        let busy = self.open.load(Ordering::Relaxed) + self.in_progress();
         if busy >= max {
             self.steer.metrics.connections_refused.inc();
             tracing::debug!(
@@ -94,10 +91,7 @@ impl PreTlsProcess for HandshakeDeadline {
             ));
         }
         // Let through: Pingora reports its end exactly once (`handshake_ended`).
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        if let Some(g) = &self.in_progress {
-            g.inc();
-        }
+        self.in_progress.inc();
         Ok(())
     }
 
@@ -106,10 +100,7 @@ impl PreTlsProcess for HandshakeDeadline {
     }
 
     fn handshake_ended(&self, outcome: HandshakeOutcome) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        if let Some(g) = &self.in_progress {
-            g.dec();
-        }
+        self.in_progress.dec();
         if outcome == HandshakeOutcome::TimedOut {
             self.steer.metrics.tls_handshake_timeouts.inc();
             tracing::debug!(

@@ -18,19 +18,36 @@ static CLIENT_FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-forwarded-port"),
-    X_FORWARDED_PROTO,
+    HeaderName::from_static(XFP),
 ];
+const XFP: &str = "x-forwarded-proto";
 /// Looked up and inserted by these: a `&str` name is parsed on every
 /// lookup, and on every insert into a fresh allocation (two, with the case
 /// map's copy); a name made by `from_static` costs nothing to store
 /// (`insert_header_name`, vendor/README.md).
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static X_STEER_REGION: HeaderName = HeaderName::from_static("x-steer-region");
-static X_STEER_TRACK: HeaderName = HeaderName::from_static("x-steer-track");
-static X_STEER_VERSION: HeaderName = HeaderName::from_static("x-steer-version");
+static X_FORWARDED_FOR: Added = Added::new("x-forwarded-for");
+static X_FORWARDED_PROTO: Added = Added::new(XFP);
+static RATELIMIT_POLICY: Added = Added::new("ratelimit-policy");
+static RATELIMIT: Added = Added::new("ratelimit");
+static X_STEER_REGION: Added = Added::new("x-steer-region");
+static X_STEER_TRACK: Added = Added::new("x-steer-track");
+static X_STEER_VERSION: Added = Added::new("x-steer-version");
+
+/// A header we add: its name parsed at compile time and its wire form,
+/// from one literal, for `insert_header_name`.
+struct Added {
+    name: HeaderName,
+    wire: &'static str,
+}
+
+impl Added {
+    const fn new(wire: &'static str) -> Added {
+        Added {
+            name: HeaderName::from_static(wire),
+            wire,
+        }
+    }
+}
 /// The most headers `steer_headers` adds to an answer.
 const STEER_HEADERS: usize = 5;
 
@@ -59,10 +76,10 @@ pub(super) fn forwarded(session: &Session, upstream: &mut RequestHeader, ctx: &C
     let value = forwarded_for(trusted.then_some(&upstream.headers), hop)?;
     // The upstream request is a clone with no spare room: grow each map once.
     upstream.reserve_headers(2)?;
-    upstream.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", value)?;
-    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
+    upstream.insert_header_name(&X_FORWARDED_FOR.name, X_FORWARDED_FOR.wire, value)?;
+    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO.name)) {
         let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-        upstream.insert_header_name(&X_FORWARDED_PROTO, "x-forwarded-proto", proto)?;
+        upstream.insert_header_name(&X_FORWARDED_PROTO.name, X_FORWARDED_PROTO.wire, proto)?;
     }
     Ok(())
 }
@@ -81,7 +98,11 @@ fn forwarded_for(prior: Option<&http::HeaderMap>, hop: IpAddr) -> Result<HeaderV
         48 - w.len()
     };
     let ip = ip.get(..ip_len).unwrap_or_default();
-    let lines = || prior.into_iter().flat_map(|h| h.get_all(&X_FORWARDED_FOR));
+    let lines = || {
+        prior
+            .into_iter()
+            .flat_map(|h| h.get_all(&X_FORWARDED_FOR.name))
+    };
     let text_len = |v: &HeaderValue| v.to_str().map_or(0, str::len);
     let len = lines().map(|v| text_len(v) + 2).sum::<usize>() + ip.len();
     let mut out = Vec::with_capacity(len);
@@ -111,24 +132,28 @@ pub(super) fn steer_headers(
             snap.limits.policy_header(q.policy, q.tier),
             snap.table.rate_limits.get(q.policy),
         ) {
-            resp.insert_header_name(&RATELIMIT_POLICY, "ratelimit-policy", policy.clone())?;
+            resp.insert_header_name(
+                &RATELIMIT_POLICY.name,
+                RATELIMIT_POLICY.wire,
+                policy.clone(),
+            )?;
             let quota = p.tiers.get(q.tier).map_or(0, |t| t.rate);
             let value = edgesteer_ratelimit::ratelimit_header(&p.name, quota, &q.verdict);
-            resp.insert_header_name(&RATELIMIT, "ratelimit", value)?;
+            resp.insert_header_name(&RATELIMIT.name, RATELIMIT.wire, value)?;
         }
     }
     let route = ctx.route.route();
     if let Some(route) = route {
         if let Some(v) = snap.region_header.get(route.region.index()) {
-            resp.insert_header_name(&X_STEER_REGION, "x-steer-region", v.clone())?;
+            resp.insert_header_name(&X_STEER_REGION.name, X_STEER_REGION.wire, v.clone())?;
         }
         if snap.table.headers.track {
             let track = HeaderValue::from_static(route.track.as_str());
-            resp.insert_header_name(&X_STEER_TRACK, "x-steer-track", track)?;
+            resp.insert_header_name(&X_STEER_TRACK.name, X_STEER_TRACK.wire, track)?;
         }
         if snap.table.headers.version {
             let version = snap.version_header.clone();
-            resp.insert_header_name(&X_STEER_VERSION, "x-steer-version", version)?;
+            resp.insert_header_name(&X_STEER_VERSION.name, X_STEER_VERSION.wire, version)?;
         }
     }
     if let Some(t) = ctx.upstream_start {
@@ -152,7 +177,7 @@ mod tests {
     fn map(lines: &[&[u8]]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         for l in lines {
-            h.append(&X_FORWARDED_FOR, HeaderValue::from_bytes(l).unwrap());
+            h.append(&X_FORWARDED_FOR.name, HeaderValue::from_bytes(l).unwrap());
         }
         h
     }
@@ -170,12 +195,12 @@ mod tests {
         for mut h in [req, upstream] {
             h.reserve_headers(2).unwrap();
             let v = HeaderValue::from_static("198.51.100.9");
-            h.insert_header_name(&X_FORWARDED_FOR, "x-forwarded-for", v)
+            h.insert_header_name(&X_FORWARDED_FOR.name, X_FORWARDED_FOR.wire, v)
                 .unwrap();
             let proto = HeaderValue::from_static("https");
-            h.insert_header_name(&X_FORWARDED_PROTO, "x-forwarded-proto", proto)
+            h.insert_header_name(&X_FORWARDED_PROTO.name, X_FORWARDED_PROTO.wire, proto)
                 .unwrap();
-            let all: Vec<_> = h.headers.get_all(&X_FORWARDED_FOR).iter().collect();
+            let all: Vec<_> = h.headers.get_all(&X_FORWARDED_FOR.name).iter().collect();
             assert_eq!(all, ["198.51.100.9"]);
             let mut wire = Vec::new();
             h.header_to_h1_wire(&mut wire);
@@ -189,7 +214,7 @@ mod tests {
         resp.append_header("X-Steer-Region", "eu-west").unwrap();
         resp.reserve_headers(STEER_HEADERS).unwrap();
         let v = HeaderValue::from_static("us-east");
-        resp.insert_header_name(&X_STEER_REGION, "x-steer-region", v)
+        resp.insert_header_name(&X_STEER_REGION.name, X_STEER_REGION.wire, v)
             .unwrap();
         let mut wire = Vec::new();
         resp.header_to_h1_wire(&mut wire);
