@@ -82,8 +82,10 @@ for mode in $MODES; do
   slow=$!
   end=$(( $(date +%s) + SECS ))
   while [ "$(date +%s)" -lt "$end" ]; do
-    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url" || true)
-    sent=$((sent + 1)); [ "$code" = 200 ] && ok=$((ok + 1))
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code} %{time_total}' "$url" || true)
+    sent=$((sent + 1))
+    if [ "${code%% *}" = 200 ]; then ok=$((ok + 1))
+    else echo "$mode: legitimate request $sent at +$((SECS - end + $(date +%s)))s: HTTP ${code:-none} (000 = no answer within 5 s)" >&2; fi
     r=$(rss_kb); [ "$r" -gt "$peak" ] && peak=$r
     sleep 0.05
   done

@@ -261,23 +261,47 @@ async fn upload(State(s): State<BackendState>, req: Request) -> impl IntoRespons
 
 /// `?n=N` bytes (at most 16 MiB) of `x` with a `Content-Length`, streamed
 /// from one static 64 KiB block: a large answer for slow-reader tests and
-/// benches that costs the backend no memory per request.
+/// benches that costs the backend no memory per request. `&pattern=1`:
+/// byte `i` is `i % 251` instead (a byte lost, repeated or reordered on
+/// the way shows); `&chunked=1`: no `Content-Length`, so the answer is
+/// chunked.
 async fn bytes(State(s): State<BackendState>, req: Request) -> impl IntoResponse {
     static BLOCK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    /// 261 whole periods of 251, so each block continues the count.
+    static PATTERN: [u8; 251 * 261] = {
+        let mut b = [0u8; 251 * 261];
+        let mut i = 0;
+        while i < b.len() {
+            b[i] = (i % 251) as u8;
+            i += 1;
+        }
+        b
+    };
     s.served.fetch_add(1, Ordering::Relaxed);
-    let n = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("n=")))
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let block: &'static [u8] = match param("pattern") {
+        Some("1") => &PATTERN,
+        _ => &BLOCK,
+    };
+    let n = param("n")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(BLOCK.len())
         .min(16 * 1024 * 1024);
-    let chunks = (0..n.div_ceil(BLOCK.len())).map(move |i| {
-        let len = (n - i * BLOCK.len()).min(BLOCK.len());
-        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&BLOCK[..len]))
+    let chunks = (0..n.div_ceil(block.len())).map(move |i| {
+        let len = (n - i * block.len()).min(block.len());
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&block[..len]))
     });
+    let mut headers = axum::http::HeaderMap::new();
+    if param("chunked") != Some("1") {
+        headers.insert(header::CONTENT_LENGTH, n.into());
+    }
     (
-        [(header::CONTENT_LENGTH, n.to_string())],
+        headers,
         axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
     )
 }

@@ -49,6 +49,8 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+#[cfg(test)]
+mod pingora_patches;
 pub mod proxy;
 pub mod report;
 pub mod server;

@@ -254,9 +254,11 @@ async fn first_bytes(
                 return Poll::Ready(Err(Closed::Client))
             }
             Poll::Ready(Ok(())) => {
-                let mut buf = BytesMut::with_capacity(INIT_BUF);
-                buf.extend_from_slice(read.filled());
-                return Poll::Ready(Ok(buf));
+                // Exactly the bytes read: a head that came whole (nearly
+                // all) becomes Pingora's parse buffer and lives as long as
+                // the request, so no spare 4 KiB rides with it. A head that
+                // needs more reads grows by `INIT_BUF` (`intake`).
+                return Poll::Ready(Ok(BytesMut::from(read.filled())));
             }
             Poll::Ready(Err(_)) => return Poll::Ready(Err(Closed::Client)),
             Poll::Pending => {}

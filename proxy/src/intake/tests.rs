@@ -186,6 +186,30 @@ async fn empty_lines_are_dropped_before_the_request() {
     }
 }
 
+/// A head that arrives in one read is held in exactly its bytes: that
+/// buffer becomes Pingora's parse buffer and lives as long as the request
+/// (a stalled reader of a large answer holds it for minutes), so no spare
+/// capacity rides with it. A head that needs more reads still grows.
+#[tokio::test(start_paused = true)]
+async fn a_head_read_whole_is_held_in_exactly_its_bytes() {
+    let head = b"GET /v1/covers HTTP/1.1\r\nHost: api.covergen.ai\r\n\r\n".to_vec();
+    let (got, _) = connection(vec![(0, head.clone())], Duration::from_secs(10)).await;
+    match got {
+        Intake::Http1(buf) => {
+            assert_eq!(&buf[..], &head[..]);
+            assert_eq!(buf.capacity(), head.len(), "spare capacity held");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (first, rest) = head.split_at(10);
+    let chunks = vec![(0, first.to_vec()), (100, rest.to_vec())];
+    let (got, _) = connection(chunks, Duration::from_secs(10)).await;
+    match got {
+        Intake::Http1(buf) => assert_eq!(&buf[..], &head[..]),
+        other => panic!("{other:?}"),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// Any bytes, trickled any way: the wait ends refused, with a whole

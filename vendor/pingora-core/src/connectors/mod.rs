@@ -360,7 +360,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // edgesteer patch: the connect state (~8 KiB) is boxed only when a
+            // new connection is made, so it is not inline in every request's
+            // future (a pool hit never allocates it).
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }

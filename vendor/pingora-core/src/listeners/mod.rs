@@ -403,7 +403,10 @@ impl UninitializedStream {
                 });
             }
 
-            let tls_stream = tls.tls_handshake(self.l4).await;
+            // edgesteer patch: the TLS accept state (7 KiB) is boxed for the
+            // handshake's length, so it is not part of every connection
+            // task's future for the connection's whole life.
+            let tls_stream = Box::pin(tls.tls_handshake(self.l4)).await;
             if let Some(ended) = ended.as_mut() {
                 ended.outcome = Some(match tls_stream {
                     Ok(_) => HandshakeOutcome::Done,

@@ -1266,6 +1266,93 @@ impl SendBodyState {
 /// Supports both a legacy async API (`write_body` / `finish`) and a cancel-safe
 /// task API that can be driven inside a `tokio::select!` loop without losing
 /// write progress.
+/// A batch of body chunks a downstream writes at once, with vectored writes
+/// instead of a copy into one buffer (edgesteer patch): a chunk is dropped
+/// as soon as it is written, and never copied.
+#[derive(Debug, Default)]
+pub struct BodyChunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl BodyChunks {
+    /// Queue a chunk (an empty one is skipped: in chunked encoding it
+    /// would end the body).
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// The bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drop every chunk.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// Keep only the first `n` bytes.
+    fn truncate(&mut self, mut n: usize) {
+        let mut keep = 0;
+        for chunk in self.chunks.iter_mut() {
+            if n == 0 {
+                break;
+            }
+            if chunk.len() > n {
+                chunk.truncate(n);
+            }
+            n -= chunk.len();
+            keep += 1;
+        }
+        self.chunks.truncate(keep);
+        self.len = self.chunks.iter().map(Bytes::len).sum();
+    }
+}
+
+impl Buf for BodyChunks {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| c.as_ref())
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.len, "advance past the end of the body chunks");
+        self.len -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                break;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks.iter()) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+}
+
 pub struct BodyWriter {
     pub body_mode: BodyMode,
     // Boxed to reduce inline size. Only used by the cancel-safe proxy task API.
@@ -1330,6 +1417,67 @@ impl BodyWriter {
             BM::UntilClose(_) => self.do_write_until_close_body(stream, buf).await,
             BM::ToSelect => Ok(None), // Error here?
         }
+    }
+
+    /// [`Self::write_body`] for a batch of chunks, written with vectored writes
+    /// (one chunk header for the batch in chunked encoding). The chunks are
+    /// consumed (edgesteer patch).
+    pub async fn write_body_chunks<S>(
+        &mut self,
+        stream: &mut S,
+        chunks: &mut BodyChunks,
+    ) -> Result<Option<usize>>
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
+        let len = chunks.len();
+        trace!("Writing Body, size: {len}");
+        let written = match self.body_mode {
+            BM::Complete(_) | BM::ToSelect => return Ok(None),
+            BM::ContentLength(total, written) => {
+                if written >= total {
+                    return Ok(None);
+                }
+                let to_write = total - written;
+                if to_write < len {
+                    warn!("Trying to write data over content-length: {total}");
+                    chunks.truncate(to_write);
+                }
+                let n = chunks.len();
+                stream
+                    .write_all_buf(chunks)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                self.body_mode = BM::ContentLength(total, written + n);
+                if self.finished() {
+                    stream.flush().await.or_err(WriteError, "flushing body")?;
+                }
+                n
+            }
+            // An empty chunk would end the body.
+            BM::ChunkedEncoding(_) if len == 0 => 0,
+            BM::ChunkedEncoding(written) => {
+                let head = Bytes::from(format!("{len:X}\r\n"));
+                let mut output = head.chain(&mut *chunks).chain(&b"\r\n"[..]);
+                stream
+                    .write_all_buf(&mut output)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                stream.flush().await.or_err(WriteError, "flushing body")?;
+                self.body_mode = BM::ChunkedEncoding(written + len);
+                len
+            }
+            BM::UntilClose(written) => {
+                stream
+                    .write_all_buf(chunks)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                stream.flush().await.or_err(WriteError, "flushing body")?;
+                self.body_mode = BM::UntilClose(written + len);
+                len
+            }
+        };
+        Ok(Some(written))
     }
 
     pub fn finished(&self) -> bool {

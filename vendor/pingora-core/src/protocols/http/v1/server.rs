@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{BodyReader, BodyWriter};
+use super::body::{BodyChunks, BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
 use crate::protocols::http::{
@@ -92,7 +92,8 @@ pub struct HttpSession {
     /// Cancel-safe proxy task state.
     proxy_task_state: ProxyTaskState,
     /// An internal buffer to buf multiple body writes to reduce the underlying syscalls
-    body_write_buf: BytesMut,
+    // edgesteer patch: a batch's chunks, written vectored, not copied
+    body_write_buf: BodyChunks,
     /// Track how many application (not on the wire) body bytes already sent
     body_bytes_sent: usize,
     /// Track how many application (not on the wire) body bytes already read
@@ -181,7 +182,7 @@ impl HttpSession {
             body_reader: BodyReader::new(false),
             body_writer: BodyWriter::new(),
             proxy_task_state: ProxyTaskState::default(),
-            body_write_buf: BytesMut::new(),
+            body_write_buf: BodyChunks::default(),
             keepalive_timeout: KeepaliveStatus::Off,
             update_resp_headers: true,
             response_written: None,
@@ -1048,7 +1049,7 @@ impl HttpSession {
 
         let written = self
             .body_writer
-            .write_body(&mut self.underlying_stream, &self.body_write_buf)
+            .write_body_chunks(&mut self.underlying_stream, &mut self.body_write_buf)
             .await;
 
         if let Ok(Some(num_bytes)) = written {
@@ -1545,11 +1546,11 @@ impl HttpSession {
             return;
         };
         if !d.is_empty() && !self.body_writer.finished() {
-            self.body_write_buf.put_slice(&d);
+            self.body_write_buf.push(d);
         }
     }
 
-    // TODO: use vectored write to avoid copying
+    // edgesteer patch: the batch's body chunks are written vectored, not copied
     pub async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
         let n_tasks = tasks.len();
         if n_tasks == 1 {
@@ -3029,7 +3030,7 @@ mod tests_stream {
             .write_response_header_ref(&new_response)
             .await
             .unwrap();
-        http_stream.body_write_buf = BytesMut::from(&b"abc"[..]);
+        http_stream.body_write_buf.push(Bytes::from_static(b"abc"));
         let res = http_stream.write_body_buf().await;
         assert_eq!(res.unwrap_err().etype(), &WriteTimedout);
     }
