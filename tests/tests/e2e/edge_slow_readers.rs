@@ -13,9 +13,10 @@ use edgesteer_tests::*;
 const READERS: usize = 200;
 const ANSWER: usize = 1024 * 1024;
 /// What one stalled reader may add to the proxy's RSS, in KiB. A debug
-/// build holds about 100 KiB per request in flight with the default
-/// 32 KiB buffer (70 of it the request itself: futures, headers, the
-/// origin connection); Pingora's own pipe held about 690 KiB.
+/// build holds about 55 KiB per request in flight with the default
+/// 32 KiB buffer (100 before vendor/README.md part 6 took the connect and
+/// handshake states out of the long-lived futures); Pingora's own pipe
+/// held about 690 KiB.
 const PER_READER_KIB: u64 = 256;
 
 fn rss_kib(pid: u32) -> u64 {
