@@ -12,6 +12,8 @@
 #   benches/slow-clients.sh                 # 1000 connections, 30 s per mode
 #   CONNS=500 SECS=10 benches/slow-clients.sh
 #   MODES="X1M" PROFILE=debug benches/slow-clients.sh   # one mode, a debug build
+#   MODES=X1M RESPONSE_BUFFER_BYTES=16384 benches/slow-clients.sh   # another pipe budget
+#   MODES=X1M PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # capped client send buffers
 #
 # Everything runs on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
@@ -43,13 +45,18 @@ covergen_table "$wd/table.toml" "127.0.0.1:$up" strip
 # harness's, not a slow client's doing. Probes get 2 s here (every 3 s).
 sed -i 's/^timeout_ms = 500$/timeout_ms = 2000/; s/^interval_ms = 1000$/interval_ms = 3000/' "$wd/table.toml"
 grep -q '^timeout_ms = 2000$' "$wd/table.toml"
+# RESPONSE_BUFFER_BYTES=N: the table's [limits] response_buffer_bytes (what
+# one request may hold of an answer a client reads slowly; 32768 by default).
+if [ -n "${RESPONSE_BUFFER_BYTES:-}" ]; then
+  printf '\n[limits]\nresponse_buffer_bytes = %s\n' "$RESPONSE_BUFFER_BYTES" >> "$wd/table.toml"
+fi
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 # A fresh proxy per mode, so each mode's peak is its own (an allocator
 # keeps what the previous mode freed).
 start_proxy() {
   listen=$(port); admin=$(port)
   "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
-    --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 > "$wd/proxy.log" 2>&1 &
+    --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 ${PROXY_ARGS:-} > "$wd/proxy.log" 2>&1 &
   proxy=$!
   pids+=($proxy)
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
@@ -57,11 +64,18 @@ start_proxy() {
 }
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
-echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed"
+# The kernel's TCP buffer memory, whole host (MB): what slow readers hold
+# outside the proxy's RSS.
+tcp_mem_mb() { awk -v pg="$(getconf PAGESIZE)" '$1 == "TCP:" {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1) * pg / 1048576}' /proc/net/sockstat; }
+# The proxy's CPU time so far (user + system, clock ticks).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy/stat"; }
+echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed  legit_ms_p50/p99/max  cpu_s  kernel_tcp_MB"
 for mode in $MODES; do
   start_proxy
   before=$(rss_kb)
   peak=$before
+  cpu_before=$(cpu_ticks)
+  kpeak=0
   ok=0; sent=0
   case $mode in
     # slowloris sends a header line every 2 s (every read is quick; only a
@@ -83,10 +97,11 @@ for mode in $MODES; do
   end=$(( $(date +%s) + SECS ))
   while [ "$(date +%s)" -lt "$end" ]; do
     code=$(curl -s -o /dev/null -m 5 -w '%{http_code} %{time_total}' "$url" || true)
-    sent=$((sent + 1))
+    sent=$((sent + 1)); echo "${code#* }" >> "$wd/legit-$mode.times"
     if [ "${code%% *}" = 200 ]; then ok=$((ok + 1))
     else echo "$mode: legitimate request $sent at +$((SECS - end + $(date +%s)))s: HTTP ${code:-none} (000 = no answer within 5 s)" >&2; fi
     r=$(rss_kb); [ "$r" -gt "$peak" ] && peak=$r
+    k=$(tcp_mem_mb); kpeak=$(python3 -c "print(max($kpeak, $k))")
     sleep 0.05
   done
   case $mode in
@@ -99,9 +114,17 @@ for mode in $MODES; do
     # slowhttptest's CSV (-g): connections the server closed by the end.
     *) closed=$(tail -1 "$wd/stats-$mode.csv" 2>/dev/null | cut -d, -f2) ;;
   esac
-  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %13s  %6s\n" "$mode" "$ok" "$sent" \
+  # The proxy's CPU over the mode, in seconds (of SECS on one thread).
+  cpu=$(python3 -c "print('%.1f' % (($(cpu_ticks) - $cpu_before) / $(getconf CLK_TCK)))")
+  # Legitimate requests' time (curl's time_total): median, p99, slowest.
+  lat=$(python3 -c "
+import sys
+t = sorted(float(x) for x in open(sys.argv[1]).read().split() if x.replace('.', '', 1).isdigit())
+q = lambda p: t[min(len(t) - 1, int(p * len(t)))] * 1000 if t else 0
+print('%.1f/%.0f/%.0f' % (q(0.5), q(0.99), t[-1] * 1000 if t else 0))" "$wd/legit-$mode.times")
+  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %13s  %6s  %20s  %7s  %14.0f\n" "$mode" "$ok" "$sent" \
     "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")" \
-    "$(metric edgesteer_head_timeouts_total)" "${closed:--}"
+    "$(metric edgesteer_head_timeouts_total)" "${closed:--}" "$lat" "$cpu" "$kpeak"
   kill "$proxy" 2>/dev/null || true; wait "$proxy" 2>/dev/null || true
   sleep 2
 done

@@ -6,6 +6,7 @@
 #   protoc        - etcd-client's build (gRPC stubs), Debian's protobuf-compiler
 #   chromium      - the ops console's browser test (chromium + chromium-driver, driven by WebDriver)
 #   dig           - the GeoDNS tests ask with it (Debian's bind9-dnsutils)
+#   ss            - a slow-reader test reads the proxy's socket buffers with it (iproute2)
 # Debian/Ubuntu packages; needs root or sudo. Safe to run again.
 set -euo pipefail
 need=()
@@ -17,6 +18,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

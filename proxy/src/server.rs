@@ -11,7 +11,7 @@ use anyhow::Context;
 use edgesteer_health::DnsConfig;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -45,6 +45,8 @@ pub struct ServeOptions {
     /// Read buffer per client connection beneath Pingora's own header and
     /// body buffers (0: none; Pingora's default is 64 KiB).
     pub read_buffer: usize,
+    /// SO_SNDBUF for each client connection (0: the kernel's autotuning).
+    pub send_buffer: usize,
     /// After SIGTERM (or SIGQUIT, once the listeners are handed over):
     /// seconds in-flight requests and keep-alive connections get to finish.
     /// The listeners stop accepting at once.
@@ -73,6 +75,7 @@ impl Default for ServeOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             work_stealing: false,
             read_buffer: 0,
+            send_buffer: 0,
             grace_period_secs: 5,
             runtime: None,
             upgrade: false,
@@ -218,8 +221,19 @@ fn add_listeners<A>(
     // default, allocated when the connection is accepted: 64 MB for 1000
     // idle or slow clients. Its header (4 KiB) and body buffers are enough.
     let l4_buffer = L4BufferSettings::default().read(opts.read_buffer);
+    // A capped send buffer bounds what the kernel holds for a client that
+    // reads slowly (Pingora sets it on each accepted connection).
+    let tcp = |addr: &str| {
+        let config = ListenerConfig::tcp(addr).l4_buffer(l4_buffer);
+        if opts.send_buffer == 0 {
+            return config;
+        }
+        let mut socket = TcpSocketOptions::default();
+        socket.tcp_snd_buf = Some(opts.send_buffer);
+        config.tcp_socket_options(socket)
+    };
     for addr in &opts.listen {
-        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer));
+        proxy.add_listener(tcp(addr));
     }
     if !opts.tls_listen.is_empty() {
         let resolver =
@@ -238,11 +252,7 @@ fn add_listeners<A>(
             tls.enable_h2();
             let ticketer = ticketer.clone();
             tls.set_server_config_tune(Box::new(move |config| config.ticketer = ticketer));
-            proxy.add_listener(
-                ListenerConfig::tcp(addr.as_str())
-                    .tls(tls)
-                    .l4_buffer(l4_buffer),
-            );
+            proxy.add_listener(tcp(addr).tls(tls));
         }
     }
     Ok(())

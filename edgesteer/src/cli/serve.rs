@@ -67,6 +67,15 @@ pub(super) struct ListenArgs {
     /// saves 64 KiB per held connection).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     read_buffer: u64,
+    /// SO_SNDBUF for each client connection, in bytes (the kernel doubles
+    /// it): what the kernel may hold for a client that reads slowly. 0
+    /// (the default, as nginx and HAProxy) leaves it to the kernel's
+    /// autotuning, up to net.ipv4.tcp_wmem's maximum (4 MiB) per client:
+    /// 1000 stalled readers of 1 MiB answers then hold ~1.1 GB of kernel
+    /// memory. A cap also caps one client's throughput at about
+    /// 2 x this / RTT (BENCHMARKS.md, "Slow readers").
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
+    send_buffer: u64,
     /// After SIGTERM (or SIGQUIT once a new process has the listeners): the
     /// listeners stop accepting at once, and in-flight requests get up to
     /// this many seconds to finish; the process exits when none is left.
@@ -244,6 +253,7 @@ fn serve_options(
         threads: net.threads.unwrap_or(defaults.threads),
         work_stealing: net.work_stealing,
         read_buffer: net.read_buffer as usize,
+        send_buffer: net.send_buffer as usize,
         grace_period_secs: net.grace_period,
         runtime: None,
         upgrade: net.upgrade,

@@ -259,3 +259,61 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// The send queue and send buffer (`ss`'s `w` and `tb`, bytes) of the
+/// proxy's end of each established connection on `port`.
+fn send_queues(port: u16) -> Vec<(u64, u64)> {
+    let filter = format!("( sport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2; scripts/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |mem: &str, key: &str| {
+        mem.split(',')
+            .find_map(|kv| kv.strip_prefix(key)?.parse::<u64>().ok())
+            .unwrap()
+    };
+    text.split("skmem:(")
+        .skip(1)
+        .map(|rest| {
+            let mem = &rest[..rest.find(')').unwrap()];
+            (field(mem, "w"), field(mem, "tb"))
+        })
+        .collect()
+}
+
+/// `--send-buffer N` caps what the kernel holds for a client that reads
+/// slowly: the proxy's socket to a stalled reader keeps a send buffer of
+/// 2N (the kernel doubles SO_SNDBUF) and queues no more, so the rest of
+/// the answer waits behind the pipe's bound, at the origin. Without it
+/// the kernel's autotuning lets the socket take the whole 1 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_send_buffer_bounds_what_the_kernel_holds_for_a_stalled_reader() {
+    const CAP: u64 = 100_000;
+    let wd = Workdir::new().unwrap();
+    let (spec, _backends) = covergen_on_loopback().await.unwrap();
+    let mut queued = Vec::new();
+    for cap in [None, Some(CAP)] {
+        let args = cap.map_or(vec![], |c| vec!["--send-buffer".into(), c.to_string()]);
+        let proxy = wd.start_proxy(&spec, true, args).await.unwrap();
+        let _reader = stalled_reader(proxy.addr).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let sockets = send_queues(proxy.addr.port());
+        let (w, tb) = *sockets.iter().max().expect("the stalled reader's socket");
+        eprintln!("send buffer cap {cap:?}: queued {w} bytes, send buffer {tb}");
+        if cap.is_some() {
+            assert_eq!(tb, 2 * CAP, "the socket's send buffer is not the cap");
+            assert!(
+                w <= tb + 64 * 1024,
+                "{w} bytes queued past a {tb}-byte buffer"
+            );
+        }
+        queued.push(w);
+    }
+    assert!(
+        queued[0] > 4 * CAP,
+        "without the cap the kernel queued only {} bytes: the comparison shows nothing",
+        queued[0]
+    );
+}
