@@ -31,7 +31,7 @@ B=${B:-ours}
 B_ARGS=${B_ARGS-$([ "$B" = ours ] && [ -z "${B_BIN:-}" ] && echo --unsafe-no-edge-checks || true)}
 SCRIPT=${WRK_SCRIPT:-$(pwd)/../shared/bench/geo-mix.lua}
 for tool in wrk nginx taskset; do
-  command -v "$tool" >/dev/null || { echo "paired.sh: needs $tool" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "paired.sh: needs $tool (benches/peer.sh installs wrk and nginx; or apt-get install wrk nginx-light)" >&2; exit 1; }
 done
 # The same build as peer.sh (building the proxy alone changes features and rebuilds).
 cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2

@@ -311,11 +311,16 @@ impl HttpSession {
                         }
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        // The header values point into the bytes they are cut from, and the
+                        // response header lives as long as the request: cut them from a copy
+                        // of the head's size, not from the read buffer (4 KiB or more, most of
+                        // it the start of the body, which the body reader copies anyway).
+                        let head = Bytes::copy_from_slice(&buf[..s]);
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
+                            let header_name = header.get_name_bytes(&head);
                             let header_name = header_name.into_case_header_name();
-                            let value_bytes = header.get_value_bytes(&buf);
+                            let value_bytes = header.get_value_bytes(&head);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
                                 .append_header(header_name, header_value)
@@ -357,6 +362,12 @@ impl HttpSession {
                         self.init_body_reader();
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
+                        if !self.body_reader.need_init() {
+                            // The body reader has its copy of the bytes read past the head;
+                            // the read buffer goes (a 1xx head keeps it for the next read).
+                            self.buf = head;
+                            self.preread_body = Some(BufRef(s, s));
+                        }
                         return Ok(s);
                     }
                     HeaderParseState::Partial => { /* read more below */ }

@@ -1,0 +1,80 @@
+//! Vendor patch 8 (vendor/README.md): an origin's response head is kept
+//! in bytes of its own size, not in the read buffer it arrived in (4 KiB
+//! or more, most of it the start of the body). Pingora's header values
+//! point into those bytes and the header lives as long as the request, so
+//! the read buffer used to be held by every request in flight.
+//!
+//! A test binary of its own: it counts the process's live heap bytes
+//! through a global allocator, which tests running beside it would move.
+
+#![allow(clippy::unwrap_used)]
+// A counting global allocator needs `unsafe impl GlobalAlloc`; it only
+// counts and forwards to the system allocator.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use pingora_core::protocols::http::v1::client::HttpSession;
+use tokio::io::AsyncWriteExt;
+
+/// The system allocator, counting the bytes it has out.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counter is only a statistic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// What dropping an origin's parsed response header gives back, once the
+/// session that read it is gone: the header's maps and the bytes its
+/// values are cut from. The answer comes in one read (a 60-byte head and
+/// 3,000 bytes of body), so with the values cut from the read buffer the
+/// header alone would hold more than 4 KiB.
+#[tokio::test(flavor = "current_thread")]
+async fn an_origin_head_is_held_in_bytes_of_its_own_size() {
+    const MAX: isize = 2048;
+    let (ours, mut origin) = tokio::net::UnixStream::pair().unwrap();
+    let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\nX-Origin: a\r\n\r\n".to_vec();
+    answer.extend_from_slice(&[b'x'; 3000]);
+    origin.write_all(&answer).await.unwrap();
+
+    let stream = pingora_core::protocols::l4::stream::Stream::from(ours);
+    let mut session = HttpSession::new(Box::new(stream));
+    let header = session.read_resp_header_parts().await.unwrap();
+    let mut body = 0;
+    while let Some(chunk) = session.read_body_bytes().await.unwrap() {
+        body += chunk.len();
+    }
+    assert_eq!(body, 3000, "the body read past the head was lost");
+    assert_eq!(header.headers["x-origin"], "a");
+    drop(session);
+
+    let with_header = LIVE.load(Ordering::Relaxed);
+    drop(header);
+    let freed = with_header - LIVE.load(Ordering::Relaxed);
+    assert!(
+        freed < MAX,
+        "a parsed origin head holds {freed} bytes (at most {MAX}): its values are cut \
+         from the read buffer, held for the whole request"
+    );
+}
