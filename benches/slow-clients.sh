@@ -14,6 +14,13 @@
 #   MODES="X1M" PROFILE=debug benches/slow-clients.sh   # one mode, a debug build
 #   MODES=X1M RESPONSE_BUFFER_BYTES=16384 benches/slow-clients.sh   # another pipe budget
 #   MODES=X1M PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # capped client send buffers
+#   TARGET=nginx MODES=X1M benches/slow-clients.sh      # a peer instead: nginx or haproxy
+#
+# TARGET=nginx (1 worker, one process) or haproxy (1 thread) runs the same
+# modes against that peer in front of the same origin, with its defaults
+# but for connection limits that let 1000 clients in (nginx buffers an
+# answer the client is slow to take into a temporary file, up to 1 GiB:
+# its default, so its RSS is its real cost on this host).
 #
 # Everything runs on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
@@ -53,16 +60,69 @@ fi
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 # A fresh proxy per mode, so each mode's peak is its own (an allocator
 # keeps what the previous mode freed).
+TARGET=${TARGET:-ours}
 start_proxy() {
   listen=$(port); admin=$(port)
-  "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
-    --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 ${PROXY_ARGS:-} > "$wd/proxy.log" 2>&1 &
+  case $TARGET in
+    ours)
+      "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+        --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 ${PROXY_ARGS:-} > "$wd/proxy.log" 2>&1 & ;;
+    nginx)
+      mkdir -p "$wd/nginx"
+      cat > "$wd/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $wd/nginx/error.log warn;
+pid $wd/nginx/nginx.pid;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  client_body_temp_path $wd/nginx/body;
+  proxy_temp_path $wd/nginx/proxy;
+  fastcgi_temp_path $wd/nginx/fastcgi;
+  uwsgi_temp_path $wd/nginx/uwsgi;
+  scgi_temp_path $wd/nginx/scgi;
+  upstream origin { server 127.0.0.1:$up; keepalive 32; }
+  server {
+    listen 127.0.0.1:$listen;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+      nginx -p "$wd/nginx" -e "$wd/nginx/error.log" -c "$wd/nginx.conf" > "$wd/proxy.log" 2>&1 & ;;
+    haproxy)
+      cat > "$wd/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 5000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-request 10s
+frontend edge
+  bind 127.0.0.1:$listen
+  default_backend origin
+backend origin
+  http-reuse safe
+  server o 127.0.0.1:$up
+EOF
+      haproxy -db -f "$wd/haproxy.cfg" > "$wd/proxy.log" 2>&1 & ;;
+    *) echo "slow-clients.sh: TARGET is ours, nginx or haproxy" >&2; exit 2 ;;
+  esac
   proxy=$!
   pids+=($proxy)
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$listen/v1/covers" >/dev/null && break; sleep 0.1; done
   url="http://127.0.0.1:$listen/v1/covers"
 }
-metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# An edgesteer counter (ours only).
+metric() {
+  if [ "$TARGET" != ours ]; then echo -; return; fi
+  curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'
+}
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
 # The kernel's TCP buffer memory, whole host (MB): what slow readers hold
 # outside the proxy's RSS.

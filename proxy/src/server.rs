@@ -212,6 +212,26 @@ fn server_conf(opts: &ServeOptions, upgrade_sock: &std::path::Path) -> ServerCon
     }
 }
 
+/// Linux clamps `SO_SNDBUF` to `net.core.wmem_max` without an error:
+/// say so at start rather than let ops believe a larger cap holds.
+fn warn_if_clamped(send_buffer: usize) {
+    const WMEM_MAX: &str = "/proc/sys/net/core/wmem_max";
+    if send_buffer == 0 {
+        return;
+    }
+    let max = std::fs::read_to_string(WMEM_MAX)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    if let Some(max) = max.filter(|&max| send_buffer > max) {
+        tracing::warn!(
+            send_buffer,
+            wmem_max = max,
+            "--send-buffer is above net.core.wmem_max: the kernel clamps each client's send \
+             buffer to {max} bytes (raise the sysctl to use more)"
+        );
+    }
+}
+
 /// The proxy's plaintext and TLS listeners.
 fn add_listeners<A>(
     proxy: &mut pingora_core::services::listening::Service<A>,
@@ -223,6 +243,7 @@ fn add_listeners<A>(
     let l4_buffer = L4BufferSettings::default().read(opts.read_buffer);
     // A capped send buffer bounds what the kernel holds for a client that
     // reads slowly (Pingora sets it on each accepted connection).
+    warn_if_clamped(opts.send_buffer);
     let tcp = |addr: &str| {
         let config = ListenerConfig::tcp(addr).l4_buffer(l4_buffer);
         if opts.send_buffer == 0 {

@@ -72,8 +72,9 @@ pub(super) struct ListenArgs {
     /// (the default, as nginx and HAProxy) leaves it to the kernel's
     /// autotuning, up to net.ipv4.tcp_wmem's maximum (4 MiB) per client:
     /// 1000 stalled readers of 1 MiB answers then hold ~1.1 GB of kernel
-    /// memory. A cap also caps one client's throughput at about
-    /// 2 x this / RTT (BENCHMARKS.md, "Slow readers").
+    /// memory. A cap also limits one client's throughput to at most about
+    /// 2 x this / RTT (BENCHMARKS.md, "Slow readers"). Linux clamps it to
+    /// net.core.wmem_max (208 KiB by default; a warning at start says so).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     send_buffer: u64,
     /// After SIGTERM (or SIGQUIT once a new process has the listeners): the

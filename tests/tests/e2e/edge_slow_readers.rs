@@ -268,11 +268,17 @@ fn send_queues(port: u16) -> Vec<(u64, u64)> {
         .args(["-tmnH", "state", "established", &filter])
         .output()
         .expect("ss (iproute2; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ss failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |mem: &str, key: &str| {
         mem.split(',')
             .find_map(|kv| kv.strip_prefix(key)?.parse::<u64>().ok())
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {key} in ss's skmem:({mem})"))
     };
     text.split("skmem:(")
         .skip(1)
@@ -285,12 +291,17 @@ fn send_queues(port: u16) -> Vec<(u64, u64)> {
 
 /// `--send-buffer N` caps what the kernel holds for a client that reads
 /// slowly: the proxy's socket to a stalled reader keeps a send buffer of
-/// 2N (the kernel doubles SO_SNDBUF) and queues no more, so the rest of
-/// the answer waits behind the pipe's bound, at the origin. Without it
-/// the kernel's autotuning lets the socket take the whole 1 MiB.
+/// 2N (the kernel doubles SO_SNDBUF; N is under the default
+/// `net.core.wmem_max`, 212,992, which would clamp it) and queues no
+/// more, so the rest of the answer waits behind the pipe's bound, at the
+/// origin. Without it the kernel's autotuning lets the socket take the
+/// whole 1 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capped_send_buffer_bounds_what_the_kernel_holds_for_a_stalled_reader() {
     const CAP: u64 = 100_000;
+    // Not beside the 200-reader tests: under the host's TCP memory
+    // pressure the kernel stops growing autotuned buffers.
+    let _heavy = heavy().await;
     let wd = Workdir::new().unwrap();
     let (spec, _backends) = covergen_on_loopback().await.unwrap();
     let mut queued = Vec::new();
@@ -298,8 +309,15 @@ async fn a_capped_send_buffer_bounds_what_the_kernel_holds_for_a_stalled_reader(
         let args = cap.map_or(vec![], |c| vec!["--send-buffer".into(), c.to_string()]);
         let proxy = wd.start_proxy(&spec, true, args).await.unwrap();
         let _reader = stalled_reader(proxy.addr).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let sockets = send_queues(proxy.addr.port());
+        // Until the queue is past what the capped buffer could hold (or,
+        // capped, past half of it): the answer has been offered.
+        let port = proxy.addr.port();
+        let full = cap.map_or(4 * CAP, |c| c);
+        wait_until(Duration::from_secs(10), || async move {
+            send_queues(port).iter().any(|&(w, _)| w > full)
+        })
+        .await;
+        let sockets = send_queues(port);
         let (w, tb) = *sockets.iter().max().expect("the stalled reader's socket");
         eprintln!("send buffer cap {cap:?}: queued {w} bytes, send buffer {tb}");
         if cap.is_some() {
