@@ -58,6 +58,8 @@ pub mod stats;
 pub mod steer;
 pub mod sticky;
 pub mod store_metrics;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 pub mod tls_deadline;
 pub mod traffic;

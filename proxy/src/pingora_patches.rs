@@ -124,23 +124,6 @@ async fn serve_in_batches(framing: Framing, batches: Vec<Vec<Bytes>>) -> (String
     (head, wire[end + 4..].to_vec())
 }
 
-/// The body of a chunked answer; panics on a malformed frame.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap(), 16).unwrap();
-        raw = &raw[line + 2..];
-        if size == 0 {
-            assert_eq!(raw, b"\r\n", "after the last chunk");
-            return body;
-        }
-        body.extend_from_slice(&raw[..size]);
-        assert_eq!(&raw[size..size + 2], b"\r\n", "after a chunk of {size}");
-        raw = &raw[size + 2..];
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// Part 7: a batch of body chunks is written with vectored writes
@@ -177,7 +160,7 @@ proptest! {
         let (head, raw) = rt.block_on(serve_in_batches(framing, batches));
         prop_assert!(head.starts_with("http/1.1 200"), "{}", head);
         let body = match framing {
-            Framing::Chunked => dechunk(&raw),
+            Framing::Chunked => crate::test_util::dechunk(&raw),
             Framing::Length | Framing::UntilClose => raw,
         };
         prop_assert_eq!(body.len(), sent.len(), "{:?}", framing);

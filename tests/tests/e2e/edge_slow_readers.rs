@@ -227,7 +227,11 @@ async fn a_slow_reader_gets_every_byte_once_and_in_order() {
             "framing: {head}"
         );
         let raw = &wire[end + 4..];
-        let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+        let body = if chunked {
+            edgesteer_proxy::test_util::dechunk(raw)
+        } else {
+            raw.to_vec()
+        };
         assert_eq!(body.len(), LEN, "chunked: {chunked}");
         if let Some(at) = (0..LEN).find(|&i| body[i] != (i % 251) as u8) {
             panic!(
@@ -236,27 +240,6 @@ async fn a_slow_reader_gets_every_byte_once_and_in_order() {
                 at % 251
             );
         }
-    }
-}
-
-/// The body of a chunked answer (no trailers, no extensions, as Pingora
-/// writes them); panics on a malformed frame.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap(), 16).unwrap();
-        raw = &raw[line + 2..];
-        if size == 0 {
-            assert_eq!(raw, b"\r\n", "after the last chunk");
-            return body;
-        }
-        body.extend_from_slice(&raw[..size]);
-        assert_eq!(&raw[size..size + 2], b"\r\n", "after a chunk of {size}");
-        raw = &raw[size + 2..];
     }
 }
 
