@@ -47,8 +47,9 @@ pub struct DownstreamLimits {
     /// body (live, per request).
     pub buffer_body_bytes: u32,
     /// Response body bytes one request may hold in user space between the
-    /// origin and the client: reads from the origin of an eighth of it,
-    /// and 3/8 in flight to the client; a client that reads slower
+    /// origin and the client: half in flight to the client, read from the
+    /// origin in pieces of up to half as that room frees, and the body's
+    /// last chunk; a client that reads slower
     /// than the origin sends holds the origin back through TCP instead of
     /// growing the proxy (live, per request).
     pub response_buffer_bytes: u32,

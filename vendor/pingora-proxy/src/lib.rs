@@ -86,7 +86,9 @@ const MAX_SHUTDOWN_NOTIFY_SHARDS: usize = 256;
 type DownstreamCustomMessageReader =
     Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>;
 
-mod pipe_budget;
+// edgesteer patch: public (hidden) so edgesteer's tests can drive it
+#[doc(hidden)]
+pub mod pipe_budget;
 mod proxy_cache;
 mod proxy_common;
 mod proxy_custom;

@@ -3,6 +3,12 @@
 //! A byte budget on the response body between the upstream half and the
 //! downstream half of a proxied request.
 //!
+//! From an HTTP/1 origin the budget is taken before each read: the read is
+//! sized to the room the pipe has (`grant`), into a buffer of its own that
+//! becomes the chunk, so a client that keeps up gets large reads (few chunks,
+//! little per-chunk work) and a slow one holds no more than the budget. An h2
+//! origin's chunks are its DATA frames, charged once read (`charge`).
+//!
 //! Without it, the pipe queues `TASK_BUFFER_SIZE` chunks of up to 64 KiB and
 //! the downstream half writes a batch of as many, so a client that reads
 //! slowly leaves about 640 KiB per connection in user space while the origin
@@ -22,9 +28,27 @@ use pingora_error::{ErrorType::InternalError, OrErr, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The budget of one proxied request's response body.
-pub(crate) struct PipeBudget {
+pub struct PipeBudget {
     permits: Arc<Semaphore>,
     size: usize,
+    /// The most one read from an HTTP/1 origin may take.
+    max_read: usize,
+}
+
+/// The least room a read from an HTTP/1 origin waits for (or the whole budget, if smaller):
+/// a page, so a slow client's drain is not followed by reads of a few bytes each.
+const MIN_READ: usize = 4096;
+
+/// Room in the budget taken before a read from an HTTP/1 origin: the read takes at most
+/// this many bytes, into a buffer of this size, and the chunk keeps the room until dropped.
+pub struct Grant(OwnedSemaphorePermit);
+
+impl Grant {
+    /// How many bytes the read may take.
+    #[allow(clippy::len_without_is_empty)] // never empty: at least one byte
+    pub fn len(&self) -> usize {
+        self.0.num_permits()
+    }
 }
 
 /// Body bytes that hold their share of the budget until dropped.
@@ -40,30 +64,92 @@ impl AsRef<[u8]> for Charged {
 }
 
 impl PipeBudget {
-    /// The budget the peer asks for, if any: three eighths of its response buffer limit
-    /// (the chunks in flight, and the downstream's copy of a batch of them; the read buffer and
-    /// a chunk waiting for room take the other quarter, see `PeerOptions`).
-    pub(crate) fn for_peer(options: Option<&PeerOptions>) -> Option<Self> {
+    /// The budget the peer asks for when its chunks are h2 DATA frames, if any: three eighths
+    /// of its response buffer limit (the chunks in flight; the frame being read and one waiting
+    /// for room take the rest, see `PeerOptions`).
+    pub fn for_peer(options: Option<&PeerOptions>) -> Option<Self> {
         let limit = options?.response_buffer_limit?;
-        let size = (limit / 8 * 3).clamp(1024, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-        Some(PipeBudget {
-            permits: Arc::new(Semaphore::new(size)),
-            size,
-        })
+        Some(Self::new(limit / 8 * 3))
     }
 
-    /// Wait until the task's body bytes fit in the budget, then tie them to it.
+    /// The budget for an HTTP/1 peer, if it asks for one: half its response buffer limit,
+    /// taken by reads of up to all of it. The other half is the last chunk of a body, which
+    /// is not charged (nothing is read after it), or a chunked body's parsing buffer.
+    /// (Reads of a quarter in a budget of three cost the same CPU on a 1 MiB answer, and a
+    /// slow reader then holds three quarters of the limit instead of half.)
+    pub fn for_h1_peer(options: Option<&PeerOptions>) -> Option<Self> {
+        let limit = options?.response_buffer_limit?;
+        Some(Self::new(limit / 2))
+    }
+
+    fn new(size: usize) -> Self {
+        let size = size.clamp(1024, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        PipeBudget {
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+            max_read: size,
+        }
+    }
+
+    /// Wait for room for the next read from an HTTP/1 origin: at least `MIN_READ` bytes (or
+    /// a whole read, if smaller), then all the room there is up to a whole read. Only the
+    /// upstream half takes from the budget, so the room seen cannot shrink before it is taken.
+    pub async fn grant(&self) -> Result<Grant> {
+        let floor = MIN_READ.min(self.max_read);
+        // at most `size`, which fits in u32 (clamped in new)
+        let free = self.permits.available_permits().min(self.max_read);
+        if free >= floor {
+            if let Ok(permit) = self.permits.clone().try_acquire_many_owned(free as u32) {
+                return Ok(Grant(permit));
+            }
+        }
+        let mut permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(floor as u32)
+            .await
+            .or_err(InternalError, "response body budget closed")?;
+        let more = self.permits.available_permits().min(self.max_read - floor);
+        if more > 0 {
+            if let Ok(extra) = self.permits.clone().try_acquire_many_owned(more as u32) {
+                permit.merge(extra);
+            }
+        }
+        Ok(Grant(permit))
+    }
+
+    /// Tie a task read under `grant` to it. A body chunk that is not the last keeps the whole
+    /// grant: its buffer was allocated at the grant's size. Anything else gives it back.
+    pub fn charge_granted(task: HttpTask, grant: Grant) -> HttpTask {
+        let (data, upgraded) = match task {
+            HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false),
+            HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, true),
+            other => return other,
+        };
+        let data = Some(Bytes::from_owner(Charged {
+            data,
+            _permit: grant.0,
+        }));
+        if upgraded {
+            HttpTask::UpgradedBody(data, false)
+        } else {
+            HttpTask::Body(data, false)
+        }
+    }
+
+    /// Wait until the task's body bytes fit in the budget, then tie them to it (chunks read
+    /// before they are charged: h2 DATA frames).
     /// A chunk larger than the whole budget takes all of it, so it never waits forever.
     /// The last chunk of a body is not charged: nothing is read after it, so it is the
     /// "one chunk read and waiting" the bound already allows for; an answer that comes
     /// in one chunk (most API answers) costs nothing here.
-    pub(crate) async fn charge(&self, task: HttpTask) -> Result<HttpTask> {
+    pub async fn charge(&self, task: HttpTask) -> Result<HttpTask> {
         let (data, end, upgraded) = match task {
             HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false, false),
             HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, false, true),
             other => return Ok(other),
         };
-        // at most `size`, which fits in u32 (clamped in for_peer)
+        // at most `size`, which fits in u32 (clamped in new)
         let n = data.len().min(self.size) as u32;
         let permit = self
             .permits

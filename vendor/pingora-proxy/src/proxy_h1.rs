@@ -165,7 +165,7 @@ where
                 tx_upstream,
                 rx_downstream,
                 pipe_state,
-                PipeBudget::for_peer(Some(&peer.options)),
+                PipeBudget::for_h1_peer(Some(&peer.options)),
             ),
         );
 
@@ -273,9 +273,21 @@ where
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
-                res = client_session.read_response_task(), if !response_done => {
+                // edgesteer patch: with a budget, room for a body read is taken first and
+                // the read sized to it (pipe_budget.rs)
+                res = async {
+                    let grant = match &budget {
+                        Some(budget) if client_session.next_read_is_body() => {
+                            let grant = budget.grant().await?;
+                            client_session.set_body_read_size(grant.len());
+                            Some(grant)
+                        }
+                        _ => None,
+                    };
+                    client_session.read_response_task().await.map(|task| (task, grant))
+                }, if !response_done => {
                     match res {
-                        Ok(task) => {
+                        Ok((task, grant)) => {
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -286,8 +298,8 @@ where
                                 }
                             }
                             let type_str = task.type_str();
-                            let task = match &budget {
-                                Some(budget) => budget.charge(task).await?,
+                            let task = match grant {
+                                Some(grant) => PipeBudget::charge_granted(task, grant),
                                 None => task,
                             };
                             let result = tx.send(task)

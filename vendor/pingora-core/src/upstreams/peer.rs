@@ -515,11 +515,12 @@ pub struct PeerOptions {
     pub tcp_recv_buf: Option<usize>,
     /// Bound, in bytes, on this peer's response body held in user space until the downstream
     /// takes it, so a client that reads slowly holds back the upstream instead of growing the
-    /// proxy's memory: HTTP/1 body reads of an eighth of it (the read buffer, and one chunk read
-    /// and waiting), and a budget of three eighths for the chunks in flight between the two
-    /// halves of the proxy (the chunks, and the downstream's copy of a batch of them while it is
-    /// written). `None`: 64 KiB reads and four chunks queued (about 640 KiB per connection under
-    /// a slow reader). edgesteer patch.
+    /// proxy's memory. HTTP/1: a budget of half of it for the chunks in flight between the two
+    /// halves of the proxy, taken before each body read, which is sized to the room taken and
+    /// read into a buffer that becomes the chunk; the last chunk of a body is not charged (the
+    /// other half). h2: its DATA frames charged to a budget of three eighths once read.
+    /// `None`: 64 KiB reads and four chunks queued (about 640 KiB per connection under a slow
+    /// reader). edgesteer patch.
     pub response_buffer_limit: Option<usize>,
     pub dscp: Option<u8>,
     pub h2_ping_interval: Option<Duration>,

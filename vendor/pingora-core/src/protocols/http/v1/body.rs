@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
-const BODY_BUFFER_SIZE: usize = 1024 * 64;
+pub(crate) const BODY_BUFFER_SIZE: usize = 1024 * 64;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -151,6 +151,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // edgesteer patch: hand length- and close-delimited body bytes out without a copy
+    // (see `set_own_chunks`)
+    own_chunks: bool,
 }
 
 impl BodyReader {
@@ -162,6 +165,38 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            own_chunks: false,
+        }
+    }
+
+    /// edgesteer patch: each read of a length- or close-delimited body goes into a buffer of its
+    /// own, of the current `body_buf_size`, which [`Self::take_body`] hands out without a copy;
+    /// the reader keeps no buffer between reads. Chunked bodies keep parsing state in the body
+    /// buffer and are still copied out.
+    pub fn set_own_chunks(&mut self, own: bool) {
+        self.own_chunks = own;
+    }
+
+    /// The bytes `buf_ref` points at. With [`Self::set_own_chunks`] and a body whose framing
+    /// keeps no state in the body buffer, the buffer itself is handed out (no copy) and the
+    /// next read gets a new one; otherwise the bytes are copied.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        let own = self.own_chunks
+            && matches!(
+                self.body_state,
+                PS::Partial(..) | PS::Complete(_) | PS::Done(_) | PS::UntilClose(_)
+            );
+        match self.body_buf.take() {
+            Some(mut buf) if own => {
+                buf.truncate(buf_ref.1);
+                buf.freeze().slice(buf_ref.0..)
+            }
+            Some(buf) => {
+                let bytes = Bytes::copy_from_slice(buf_ref.get(&buf));
+                self.body_buf = Some(buf);
+                bytes
+            }
+            None => Bytes::new(),
         }
     }
 
@@ -174,7 +209,14 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        // edgesteer patch: an owned-chunk reader hands this buffer out with the rewound bytes
+        // and reads the rest into new ones, so it needs no room beyond them
+        let capacity = if self.own_chunks {
+            buf_to_rewind.len()
+        } else {
+            self.body_buf_size.max(buf_to_rewind.len())
+        };
+        let mut body_buf = BytesMut::with_capacity(capacity);
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero

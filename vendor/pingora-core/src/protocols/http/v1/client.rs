@@ -25,7 +25,7 @@ use std::str;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{BodyReader, BodyWriter};
+use super::body::{BodyReader, BodyWriter, BODY_BUFFER_SIZE};
 use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
@@ -111,9 +111,12 @@ impl HttpSession {
                 options.allow_h1_response_invalid_content_length,
             );
             if let Some(limit) = options.response_buffer_limit {
-                // edgesteer patch: reads of an eighth of the bound (see PeerOptions)
-                let read = (limit / 8).clamp(1024, session.body_reader.body_buf_size);
+                // edgesteer patch: reads of at most half the bound, each into a buffer of its
+                // own that becomes the body chunk (see PeerOptions); the proxy sizes each read
+                // by the room its pipe has (`set_body_read_size`)
+                let read = (limit / 2).clamp(1024, session.body_reader.body_buf_size);
                 session.body_reader.body_buf_size = read;
+                session.body_reader.set_own_chunks(true);
             }
         }
         session
@@ -511,9 +514,34 @@ impl HttpSession {
     }
 
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    ///
+    /// edgesteer patch: with a `response_buffer_limit` the bytes of a length- or
+    /// close-delimited body are the read buffer itself, not a copy of it.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        let result = match self.read_timeout {
+            Some(t) => match timeout(t, self.do_read_body()).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
+            },
+            None => self.do_read_body().await,
+        };
+        Ok(result?.map(|body_ref| {
+            let bytes = self.body_reader.take_body(&body_ref);
+            self.body_recv = self.body_recv.saturating_add(bytes.len());
+            bytes
+        }))
+    }
+
+    /// edgesteer patch: how many bytes the next read of the response body may take from the
+    /// connection (at least one, at most Pingora's 64 KiB body buffer).
+    pub fn set_body_read_size(&mut self, size: usize) {
+        self.body_reader.body_buf_size = size.clamp(1, BODY_BUFFER_SIZE);
+    }
+
+    /// edgesteer patch: whether the next [`Self::read_response_task`] reads body bytes from the
+    /// connection (the head is read and the body is not done).
+    pub fn next_read_is_body(&mut self) -> bool {
+        !self.should_read_resp_header() && !self.is_body_done()
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).

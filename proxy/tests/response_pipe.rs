@@ -1,0 +1,220 @@
+//! Vendor patch 1, as revised by part 9 (vendor/README.md): with a
+//! response buffer limit, room in the request's pipe is taken before each
+//! read of an HTTP/1 origin's body, the read is sized to it, and the read
+//! buffer itself becomes the body chunk (no copy). A client that keeps up
+//! gets reads of half the limit; a slow one holds no more than the budget.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::http::HttpTask;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
+use pingora_proxy::pipe_budget::{Grant, PipeBudget};
+use tokio::io::AsyncWriteExt;
+
+const LIMIT: usize = 32 * 1024;
+
+fn options(limit: Option<usize>) -> PeerOptions {
+    let mut options = PeerOptions::new();
+    options.response_buffer_limit = limit;
+    options
+}
+
+/// A client session on one end of a socket pair, with the peer options of
+/// `limit`, and the origin's end.
+fn session(limit: Option<usize>) -> (HttpSession, tokio::net::UnixStream) {
+    let (ours, origin) = tokio::net::UnixStream::pair().unwrap();
+    let mut peer = HttpPeer::new("127.0.0.1:1", false, String::new());
+    peer.options = options(limit);
+    let stream = pingora_core::protocols::l4::stream::Stream::from(ours);
+    (
+        HttpSession::new_with_options(Box::new(stream), &peer),
+        origin,
+    )
+}
+
+/// The capacity of the allocation `b` is the whole of (it must be the only
+/// reference): a copy of the bytes has exactly their length, a read buffer
+/// handed out whole has the size of the read.
+fn capacity(b: Bytes) -> usize {
+    b.try_into_mut().unwrap().capacity()
+}
+
+/// A grant, or a failure naming what held the room (a wait that never ends
+/// would hang the suite instead of failing it).
+async fn granted(budget: &PipeBudget, what: &str) -> Grant {
+    match tokio::time::timeout(Duration::from_secs(2), budget.grant()).await {
+        Ok(grant) => grant.unwrap(),
+        Err(_) => panic!("no room for a read: {what}"),
+    }
+}
+
+/// A body chunk that is not the last, as the upstream half reads one.
+fn chunk(n: usize) -> HttpTask {
+    HttpTask::Body(Some(Bytes::from(vec![b'x'; n])), false)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_out_whole() {
+    let (mut session, mut origin) = session(Some(LIMIT));
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n".to_vec();
+    wire.extend_from_slice(&body[..100]);
+    origin.write_all(&wire).await.unwrap();
+    session.read_response().await.unwrap();
+    let mut got = Vec::new();
+
+    // The 100 bytes that came with the head: a buffer of exactly their size.
+    assert!(session.next_read_is_body());
+    let first = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(first.len(), 100);
+    got.extend_from_slice(&first);
+    assert_eq!(
+        capacity(first),
+        100,
+        "the bytes read with the head were copied into a larger buffer"
+    );
+
+    // 1,500 bytes waiting, a read of up to 4,096: the chunk is that read's buffer.
+    origin.write_all(&body[100..1600]).await.unwrap();
+    session.set_body_read_size(4096);
+    let second = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(second.len(), 1500);
+    got.extend_from_slice(&second);
+    assert_eq!(
+        capacity(second),
+        4096,
+        "the chunk is a copy of the read buffer, not the buffer itself"
+    );
+
+    // The rest waiting, a read of 1,000: no more is taken from the socket.
+    origin.write_all(&body[1600..]).await.unwrap();
+    session.set_body_read_size(1000);
+    let third = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(
+        third.len(),
+        1000,
+        "the read took more than it was given room for"
+    );
+    got.extend_from_slice(&third);
+
+    session.set_body_read_size(LIMIT / 2);
+    while let Some(b) = session.read_body_bytes().await.unwrap() {
+        assert!(b.len() <= LIMIT / 2);
+        got.extend_from_slice(&b);
+    }
+    assert!(!session.next_read_is_body());
+    assert_eq!(got, body, "the body arrived changed");
+    assert_eq!(session.body_bytes_received(), 10_000);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_chunked_body_is_still_parsed_and_copied_out_whole() {
+    let (mut session, mut origin) = session(Some(LIMIT));
+    origin
+        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    session.read_response().await.unwrap();
+    let mut got = Vec::new();
+    session.set_body_read_size(4096);
+    got.extend_from_slice(&session.read_body_bytes().await.unwrap().unwrap());
+    // a chunk head split across reads: the parser's state is in the buffer
+    origin.write_all(b"6\r\n wor").await.unwrap();
+    session.set_body_read_size(4096);
+    got.extend_from_slice(&session.read_body_bytes().await.unwrap().unwrap());
+    origin.write_all(b"ld\r\n0\r\n\r\n").await.unwrap();
+    while let Some(b) = session.read_body_bytes().await.unwrap() {
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(got, b"hello world");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_a_limit_body_bytes_are_copied_as_upstream_pingora_does() {
+    let (mut session, mut origin) = session(None);
+    origin
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n")
+        .await
+        .unwrap();
+    session.read_response().await.unwrap();
+    origin.write_all(&[b'y'; 3000]).await.unwrap();
+    let b = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(b.len(), 3000);
+    assert_eq!(capacity(b), 3000);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_is_granted_all_the_room_up_to_half_the_limit() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    let grant = granted(&budget, "a new budget").await;
+    assert_eq!(
+        grant.len(),
+        LIMIT / 2,
+        "a client that keeps up gets reads of half the limit"
+    );
+    // A chunk in the pipe keeps its grant: the next read waits for room.
+    let in_pipe = PipeBudget::charge_granted(chunk(grant.len()), grant);
+    let mut next = Box::pin(budget.grant());
+    let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
+    assert!(
+        waited.is_err(),
+        "a read was granted room a chunk in the pipe still holds"
+    );
+    // Once the chunk is written (dropped), the waiting read gets all of it.
+    drop(in_pipe);
+    let next = tokio::time::timeout(Duration::from_secs(2), next).await;
+    let next = next.expect("the waiting read was not given the room a written chunk freed");
+    assert_eq!(
+        next.unwrap().len(),
+        LIMIT / 2,
+        "a written chunk kept its room"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_takes_the_room_left_but_waits_for_at_least_a_page() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    // 10,000 bytes in the pipe: the next read may take the 6,384 left.
+    let held = budget.charge(chunk(10_000)).await.unwrap();
+    let grant = granted(&budget, "6,384 bytes free").await;
+    assert_eq!(grant.len(), LIMIT / 2 - 10_000);
+    drop((held, grant));
+    // 1,000 bytes free: less than a page, so the read waits.
+    let held = budget.charge(chunk(LIMIT / 2 - 1000)).await.unwrap();
+    let mut next = Box::pin(budget.grant());
+    let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
+    assert!(
+        waited.is_err(),
+        "a read was granted less than a page of room"
+    );
+    drop(held);
+    let next = tokio::time::timeout(Duration::from_secs(2), next).await;
+    let next = next.expect("the waiting read was not given the room a dropped chunk freed");
+    assert_eq!(next.unwrap().len(), LIMIT / 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_last_chunk_and_other_tasks_give_their_grant_back() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    let last = HttpTask::Body(Some(Bytes::from_static(b"end")), true);
+    let last = PipeBudget::charge_granted(last, granted(&budget, "start").await);
+    let again = granted(&budget, "the last chunk of a body held it").await;
+    assert_eq!(
+        again.len(),
+        LIMIT / 2,
+        "the last chunk of a body held room in the pipe"
+    );
+    drop(again);
+    let done = PipeBudget::charge_granted(HttpTask::Done, granted(&budget, "start").await);
+    let again = granted(&budget, "a task with no body held it").await;
+    assert_eq!(
+        again.len(),
+        LIMIT / 2,
+        "a task with no body held room in the pipe"
+    );
+    drop((last, done, again));
+}
