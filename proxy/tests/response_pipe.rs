@@ -78,11 +78,11 @@ async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_o
         "the bytes read with the head were copied into a larger buffer"
     );
 
-    // 1,500 bytes waiting, a read of up to 4,096: the chunk is that read's buffer.
-    origin.write_all(&body[100..1600]).await.unwrap();
+    // 3,000 bytes waiting, a read of up to 4,096: the chunk is that read's buffer.
+    origin.write_all(&body[100..3100]).await.unwrap();
     session.set_body_read_size(4096);
     let second = session.read_body_bytes().await.unwrap().unwrap();
-    assert_eq!(second.len(), 1500);
+    assert_eq!(second.len(), 3000);
     got.extend_from_slice(&second);
     assert_eq!(
         capacity(second),
@@ -90,8 +90,17 @@ async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_o
         "the chunk is a copy of the read buffer, not the buffer itself"
     );
 
+    // 1,000 bytes waiting, a read of up to 4,096: less than half of the
+    // buffer, so the bytes are copied out and the buffer is not held.
+    origin.write_all(&body[3100..4100]).await.unwrap();
+    session.set_body_read_size(4096);
+    let short = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(short.len(), 1000);
+    got.extend_from_slice(&short);
+    assert_eq!(capacity(short), 1000, "a short read holds its whole buffer");
+
     // The rest waiting, a read of 1,000: no more is taken from the socket.
-    origin.write_all(&body[1600..]).await.unwrap();
+    origin.write_all(&body[4100..]).await.unwrap();
     session.set_body_read_size(1000);
     let third = session.read_body_bytes().await.unwrap().unwrap();
     assert_eq!(
@@ -195,6 +204,28 @@ async fn a_read_takes_the_room_left_but_waits_for_at_least_a_page() {
     let next = tokio::time::timeout(Duration::from_secs(2), next).await;
     let next = next.expect("the waiting read was not given the room a dropped chunk freed");
     assert_eq!(next.unwrap().len(), LIMIT / 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_chunk_keeps_its_buffers_room_and_a_short_one_only_its_length() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    // Copied out of a read that filled less than half its buffer: its length.
+    let short = PipeBudget::charge_granted(chunk(1000), granted(&budget, "start").await);
+    let next = granted(&budget, "a short chunk held its whole grant").await;
+    assert_eq!(
+        next.len(),
+        LIMIT / 2 - 1000,
+        "a chunk copied out of a short read held more room than its bytes"
+    );
+    drop((short, next));
+    // Half the buffer or more: the chunk is the buffer, and keeps all of it.
+    let half = PipeBudget::charge_granted(chunk(LIMIT / 4), granted(&budget, "start").await);
+    let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant()).await;
+    assert!(
+        waited.is_err(),
+        "a chunk that is its read's buffer gave part of it back"
+    );
+    drop(half);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -39,6 +39,10 @@ pub struct PipeBudget {
 /// a page, so a slow client's drain is not followed by reads of a few bytes each.
 const MIN_READ: usize = 4096;
 
+/// The most one read from an HTTP/1 origin takes (Pingora's `BODY_BUFFER_SIZE`), so a read's
+/// buffer is always the size of its grant.
+const MAX_READ: usize = 64 * 1024;
+
 /// Room in the budget taken before a read from an HTTP/1 origin: the read takes at most
 /// this many bytes, into a buffer of this size, and the chunk keeps the room until dropped.
 pub struct Grant(OwnedSemaphorePermit);
@@ -79,7 +83,10 @@ impl PipeBudget {
     /// slow reader then holds three quarters of the limit instead of half.)
     pub fn for_h1_peer(options: Option<&PeerOptions>) -> Option<Self> {
         let limit = options?.response_buffer_limit?;
-        Some(Self::new(limit / 2))
+        let mut budget = Self::new(limit / 2);
+        // a read's buffer is its grant, up to Pingora's largest body read
+        budget.max_read = budget.size.min(MAX_READ);
+        Some(budget)
     }
 
     fn new(size: usize) -> Self {
@@ -118,17 +125,24 @@ impl PipeBudget {
         Ok(Grant(permit))
     }
 
-    /// Tie a task read under `grant` to it. A body chunk that is not the last keeps the whole
-    /// grant: its buffer was allocated at the grant's size. Anything else gives it back.
+    /// Tie a task read under `grant` to it. A body chunk that is not the last keeps what its
+    /// bytes take: the whole grant when it is the read's buffer (allocated at the grant's size),
+    /// its length when the reader copied it out of a buffer it filled less than half of
+    /// (`BodyReader::take_body`, the same rule). Anything else gives the grant back.
     pub fn charge_granted(task: HttpTask, grant: Grant) -> HttpTask {
         let (data, upgraded) = match task {
             HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false),
             HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, true),
             other => return other,
         };
+        let mut permit = grant.0;
+        if data.len() * 2 < permit.num_permits() {
+            // dropping the split-off permits gives them back
+            drop(permit.split(permit.num_permits() - data.len()));
+        }
         let data = Some(Bytes::from_owner(Charged {
             data,
-            _permit: grant.0,
+            _permit: permit,
         }));
         if upgraded {
             HttpTask::UpgradedBody(data, false)

@@ -179,7 +179,9 @@ impl BodyReader {
 
     /// The bytes `buf_ref` points at. With [`Self::set_own_chunks`] and a body whose framing
     /// keeps no state in the body buffer, the buffer itself is handed out (no copy) and the
-    /// next read gets a new one; otherwise the bytes are copied.
+    /// next read gets a new one, unless the read filled less than half of it: those bytes are
+    /// copied out, so a trickle of small reads does not hold a buffer each. Otherwise the
+    /// bytes are copied.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
         let own = self.own_chunks
             && matches!(
@@ -187,6 +189,9 @@ impl BodyReader {
                 PS::Partial(..) | PS::Complete(_) | PS::Done(_) | PS::UntilClose(_)
             );
         match self.body_buf.take() {
+            Some(buf) if own && (buf_ref.1 - buf_ref.0) * 2 < buf.capacity() => {
+                Bytes::copy_from_slice(buf_ref.get(&buf))
+            }
             Some(mut buf) if own => {
                 buf.truncate(buf_ref.1);
                 buf.freeze().slice(buf_ref.0..)
