@@ -43,10 +43,13 @@ fn capacity(b: Bytes) -> usize {
     b.try_into_mut().unwrap().capacity()
 }
 
+/// What the last read brought, for a grant as large as the room allows.
+const FULL: usize = usize::MAX;
+
 /// A grant, or a failure naming what held the room (a wait that never ends
 /// would hang the suite instead of failing it).
 async fn granted(budget: &PipeBudget, what: &str) -> Grant {
-    match tokio::time::timeout(Duration::from_secs(2), budget.grant()).await {
+    match tokio::time::timeout(Duration::from_secs(2), budget.grant(FULL)).await {
         Ok(grant) => grant.unwrap(),
         Err(_) => panic!("no room for a read: {what}"),
     }
@@ -143,6 +146,59 @@ async fn a_chunked_body_is_still_parsed_and_copied_out_whole() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_chunk_head_longer_than_the_next_read_still_parses() {
+    let (mut session, mut origin) = session(Some(LIMIT));
+    origin
+        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    session.read_response().await.unwrap();
+    // A large read brings a chunk and the start of the next one's head: a
+    // 3,000-byte extension, not yet ended.
+    let mut wire = b"5\r\nhello\r\n6;e=".to_vec();
+    wire.extend_from_slice(&[b'x'; 3000]);
+    origin.write_all(&wire).await.unwrap();
+    session.set_body_read_size(8192);
+    let mut got = session.read_body_bytes().await.unwrap().unwrap().to_vec();
+    // The next read is granted less than the partial head already holds.
+    origin.write_all(b"\r\n world\r\n0\r\n\r\n").await.unwrap();
+    session.set_body_read_size(1024);
+    while let Some(b) = session.read_body_bytes().await.unwrap() {
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(got, b"hello world");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_cancelled_while_it_waits_leaves_no_larger_buffer_behind() {
+    let (mut session, mut origin) = session(Some(LIMIT));
+    origin
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n")
+        .await
+        .unwrap();
+    session.read_response().await.unwrap();
+    // A read of 4,096 waits for the origin and is dropped (the proxy's
+    // select! does this when the request side wins the race).
+    session.set_body_read_size(4096);
+    let waited = tokio::time::timeout(Duration::from_millis(50), session.read_body_bytes()).await;
+    assert!(
+        waited.is_err(),
+        "the origin sent nothing, yet a read finished"
+    );
+    // The next read is granted 6,000: its buffer, and so the chunk, is
+    // that size, not the old buffer grown (to 8,192).
+    origin.write_all(&[b'z'; 5000]).await.unwrap();
+    session.set_body_read_size(6000);
+    let b = session.read_body_bytes().await.unwrap().unwrap();
+    assert_eq!(b.len(), 5000);
+    assert_eq!(
+        capacity(b),
+        6000,
+        "the chunk's buffer is larger than the read it was charged for"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn without_a_limit_body_bytes_are_copied_as_upstream_pingora_does() {
     let (mut session, mut origin) = session(None);
     origin
@@ -166,8 +222,11 @@ async fn a_read_is_granted_all_the_room_up_to_half_the_limit() {
         "a client that keeps up gets reads of half the limit"
     );
     // A chunk in the pipe keeps its grant: the next read waits for room.
-    let in_pipe = PipeBudget::charge_granted(chunk(grant.len()), grant);
-    let mut next = Box::pin(budget.grant());
+    let in_pipe = budget
+        .charge_granted(chunk(grant.len()), grant)
+        .await
+        .unwrap();
+    let mut next = Box::pin(budget.grant(FULL));
     let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
     assert!(
         waited.is_err(),
@@ -194,7 +253,7 @@ async fn a_read_takes_the_room_left_but_waits_for_at_least_a_page() {
     drop((held, grant));
     // 1,000 bytes free: less than a page, so the read waits.
     let held = budget.charge(chunk(LIMIT / 2 - 1000)).await.unwrap();
-    let mut next = Box::pin(budget.grant());
+    let mut next = Box::pin(budget.grant(FULL));
     let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
     assert!(
         waited.is_err(),
@@ -210,7 +269,8 @@ async fn a_read_takes_the_room_left_but_waits_for_at_least_a_page() {
 async fn a_chunk_keeps_its_buffers_room_and_a_short_one_only_its_length() {
     let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
     // Copied out of a read that filled less than half its buffer: its length.
-    let short = PipeBudget::charge_granted(chunk(1000), granted(&budget, "start").await);
+    let short = budget.charge_granted(chunk(1000), granted(&budget, "start").await);
+    let short = short.await.unwrap();
     let next = granted(&budget, "a short chunk held its whole grant").await;
     assert_eq!(
         next.len(),
@@ -219,8 +279,9 @@ async fn a_chunk_keeps_its_buffers_room_and_a_short_one_only_its_length() {
     );
     drop((short, next));
     // Half the buffer or more: the chunk is the buffer, and keeps all of it.
-    let half = PipeBudget::charge_granted(chunk(LIMIT / 4), granted(&budget, "start").await);
-    let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant()).await;
+    let half = budget.charge_granted(chunk(LIMIT / 4), granted(&budget, "start").await);
+    let half = half.await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant(FULL)).await;
     assert!(
         waited.is_err(),
         "a chunk that is its read's buffer gave part of it back"
@@ -229,10 +290,58 @@ async fn a_chunk_keeps_its_buffers_room_and_a_short_one_only_its_length() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn reads_grow_while_they_fill_and_start_at_a_page() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    // The first read of a body (and after a trickle): a page, so a
+    // connection waiting on a quiet origin waits with a small buffer.
+    let first = tokio::time::timeout(Duration::from_secs(2), budget.grant(0)).await;
+    assert_eq!(
+        first.unwrap().unwrap().len(),
+        4096,
+        "a first read was not a page"
+    );
+    // Twice what the last read brought, up to half the limit.
+    let next = tokio::time::timeout(Duration::from_secs(2), budget.grant(5000)).await;
+    assert_eq!(
+        next.unwrap().unwrap().len(),
+        10_000,
+        "a read did not grow with the last"
+    );
+    let full = tokio::time::timeout(Duration::from_secs(2), budget.grant(12_000)).await;
+    assert_eq!(full.unwrap().unwrap().len(), LIMIT / 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_chunk_larger_than_its_grant_is_charged_its_length() {
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    // A chunked body's chunk parsed out of what an earlier, larger read
+    // brought: 10,000 bytes under a grant of a page.
+    let page = tokio::time::timeout(Duration::from_secs(2), budget.grant(0)).await;
+    let page = page.unwrap().unwrap();
+    assert_eq!(page.len(), 4096);
+    let big = tokio::time::timeout(
+        Duration::from_secs(2),
+        budget.charge_granted(chunk(10_000), page),
+    );
+    let big = big
+        .await
+        .expect("the chunk waited for room that was free")
+        .unwrap();
+    let rest = granted(&budget, "the chunk took more than its length").await;
+    assert_eq!(
+        rest.len(),
+        LIMIT / 2 - 10_000,
+        "a chunk larger than its grant was charged only the grant"
+    );
+    drop((big, rest));
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn the_last_chunk_and_other_tasks_give_their_grant_back() {
     let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
     let last = HttpTask::Body(Some(Bytes::from_static(b"end")), true);
-    let last = PipeBudget::charge_granted(last, granted(&budget, "start").await);
+    let last = budget.charge_granted(last, granted(&budget, "start").await);
+    let last = last.await.unwrap();
     let again = granted(&budget, "the last chunk of a body held it").await;
     assert_eq!(
         again.len(),
@@ -240,7 +349,8 @@ async fn the_last_chunk_and_other_tasks_give_their_grant_back() {
         "the last chunk of a body held room in the pipe"
     );
     drop(again);
-    let done = PipeBudget::charge_granted(HttpTask::Done, granted(&budget, "start").await);
+    let done = budget.charge_granted(HttpTask::Done, granted(&budget, "start").await);
+    let done = done.await.unwrap();
     let again = granted(&budget, "a task with no body held it").await;
     assert_eq!(
         again.len(),

@@ -99,12 +99,17 @@ impl PipeBudget {
     }
 
     /// Wait for room for the next read from an HTTP/1 origin: at least `MIN_READ` bytes (or
-    /// a whole read, if smaller), then all the room there is up to a whole read. Only the
-    /// upstream half takes from the budget, so the room seen cannot shrink before it is taken.
-    pub async fn grant(&self) -> Result<Grant> {
+    /// a whole read, if smaller), then all the room there is up to twice what the last read
+    /// brought (`last_read`, 0 before the first), at most a whole read. Reads grow while they
+    /// fill their buffers and shrink when an origin trickles, so a connection waiting on an
+    /// origin that sends little (an idle upgraded connection, a stream of events) waits with a
+    /// small buffer. Only the upstream half takes from the budget, so the room seen cannot
+    /// shrink before it is taken.
+    pub async fn grant(&self, last_read: usize) -> Result<Grant> {
         let floor = MIN_READ.min(self.max_read);
+        let want = last_read.saturating_mul(2).clamp(floor, self.max_read);
         // at most `size`, which fits in u32 (clamped in new)
-        let free = self.permits.available_permits().min(self.max_read);
+        let free = self.permits.available_permits().min(want);
         if free >= floor {
             if let Ok(permit) = self.permits.clone().try_acquire_many_owned(free as u32) {
                 return Ok(Grant(permit));
@@ -116,7 +121,7 @@ impl PipeBudget {
             .acquire_many_owned(floor as u32)
             .await
             .or_err(InternalError, "response body budget closed")?;
-        let more = self.permits.available_permits().min(self.max_read - floor);
+        let more = self.permits.available_permits().min(want - floor);
         if more > 0 {
             if let Ok(extra) = self.permits.clone().try_acquire_many_owned(more as u32) {
                 permit.merge(extra);
@@ -128,27 +133,43 @@ impl PipeBudget {
     /// Tie a task read under `grant` to it. A body chunk that is not the last keeps what its
     /// bytes take: the whole grant when it is the read's buffer (allocated at the grant's size),
     /// its length when the reader copied it out of a buffer it filled less than half of
-    /// (`BodyReader::take_body`, the same rule). Anything else gives the grant back.
-    pub fn charge_granted(task: HttpTask, grant: Grant) -> HttpTask {
+    /// (`BodyReader::take_body`, the same rule), and more, waited for, when it is larger than
+    /// the grant (a chunked body's chunk parsed out of what an earlier, larger read brought).
+    /// Anything else gives the grant back.
+    pub async fn charge_granted(&self, task: HttpTask, grant: Grant) -> Result<HttpTask> {
         let (data, upgraded) = match task {
             HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false),
             HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, true),
-            other => return other,
+            other => return Ok(other),
         };
         let mut permit = grant.0;
-        if data.len() * 2 < permit.num_permits() {
+        let held = permit.num_permits();
+        if data.len() * 2 < held {
             // dropping the split-off permits gives them back
-            drop(permit.split(permit.num_permits() - data.len()));
+            drop(permit.split(held - data.len()));
+        } else if data.len() > held {
+            // a chunk larger than the whole budget takes all of it, so it never waits forever;
+            // at most `size`, which fits in u32
+            let more = (data.len().min(self.size) - held) as u32;
+            if more > 0 {
+                let extra = self
+                    .permits
+                    .clone()
+                    .acquire_many_owned(more)
+                    .await
+                    .or_err(InternalError, "response body budget closed")?;
+                permit.merge(extra);
+            }
         }
         let data = Some(Bytes::from_owner(Charged {
             data,
             _permit: permit,
         }));
-        if upgraded {
+        Ok(if upgraded {
             HttpTask::UpgradedBody(data, false)
         } else {
             HttpTask::Body(data, false)
-        }
+        })
     }
 
     /// Wait until the task's body bytes fit in the budget, then tie them to it (chunks read

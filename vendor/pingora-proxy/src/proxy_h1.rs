@@ -269,16 +269,19 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // edgesteer patch: what the last body read brought, to size the next (pipe_budget.rs)
+        let mut last_read = 0;
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
+            let last = last_read;
             tokio::select! {
                 // edgesteer patch: with a budget, room for a body read is taken first and
                 // the read sized to it (pipe_budget.rs)
                 res = async {
                     let grant = match &budget {
                         Some(budget) if client_session.next_read_is_body() => {
-                            let grant = budget.grant().await?;
+                            let grant = budget.grant(last).await?;
                             client_session.set_body_read_size(grant.len());
                             Some(grant)
                         }
@@ -298,9 +301,12 @@ where
                                 }
                             }
                             let type_str = task.type_str();
-                            let task = match grant {
-                                Some(grant) => PipeBudget::charge_granted(task, grant),
-                                None => task,
+                            if let HttpTask::Body(Some(data), _) | HttpTask::UpgradedBody(Some(data), _) = &task {
+                                last_read = data.len();
+                            }
+                            let task = match (grant, &budget) {
+                                (Some(grant), Some(budget)) => budget.charge_granted(task, grant).await?,
+                                _ => task,
                             };
                             let result = tx.send(task)
                                 .await.or_err_with(

@@ -248,6 +248,16 @@ impl BodyReader {
     /// need the buffered bytes (a pending rewind, a partial chunk head, or the trailer tail left
     /// behind by [`Self::do_read_chunked_body`]) must reuse the existing buffer instead.
     fn prepare_buf_for_io(&mut self, read_size: usize) -> &mut BytesMut {
+        // edgesteer patch: an owned-chunk reader reads into a buffer of exactly the read's size
+        // (the size its pipe charges), not one left larger by a read that was cancelled
+        if self.own_chunks
+            && self
+                .body_buf
+                .as_ref()
+                .is_some_and(|b| b.capacity() != read_size)
+        {
+            self.body_buf = Some(BytesMut::with_capacity(read_size));
+        }
         let body_buf = self.body_buf.get_or_insert_default();
         body_buf.clear();
         body_buf.reserve(read_size);
@@ -582,8 +592,15 @@ impl BodyReader {
                         self.body_state = self
                             .body_state
                             .partial_chunk_head(expecting_from_io, expecting_from_io);
+                        // edgesteer patch: the read size can be set per read, smaller than the
+                        // partial head kept from a larger one; read at least a KiB more
+                        let room = self
+                            .body_buf_size
+                            .saturating_sub(expecting_from_io)
+                            .max(1024);
+                        body_buf.reserve(room);
                         let new_bytes = stream
-                            .take((self.body_buf_size - expecting_from_io) as u64)
+                            .take(room as u64)
                             .read_buf(body_buf)
                             .await
                             .or_err(ReadError, "when reading body")?;
