@@ -60,6 +60,22 @@ fn chunk(n: usize) -> HttpTask {
     HttpTask::Body(Some(Bytes::from(vec![b'x'; n])), false)
 }
 
+/// The origin sends `bytes`; the session reads the body with a read size
+/// of `size`, and `got` collects what it returned.
+async fn read_sent(
+    session: &mut HttpSession,
+    origin: &mut tokio::net::UnixStream,
+    bytes: &[u8],
+    size: usize,
+    got: &mut Vec<u8>,
+) -> Bytes {
+    origin.write_all(bytes).await.unwrap();
+    session.set_body_read_size(size);
+    let chunk = session.read_body_bytes().await.unwrap().unwrap();
+    got.extend_from_slice(&chunk);
+    chunk
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_out_whole() {
     let (mut session, mut origin) = session(Some(LIMIT));
@@ -82,11 +98,8 @@ async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_o
     );
 
     // 3,000 bytes waiting, a read of up to 4,096: the chunk is that read's buffer.
-    origin.write_all(&body[100..3100]).await.unwrap();
-    session.set_body_read_size(4096);
-    let second = session.read_body_bytes().await.unwrap().unwrap();
+    let second = read_sent(&mut session, &mut origin, &body[100..3100], 4096, &mut got).await;
     assert_eq!(second.len(), 3000);
-    got.extend_from_slice(&second);
     assert_eq!(
         capacity(second),
         4096,
@@ -95,23 +108,17 @@ async fn a_length_delimited_body_is_read_at_the_size_asked_into_buffers_handed_o
 
     // 1,000 bytes waiting, a read of up to 4,096: less than half of the
     // buffer, so the bytes are copied out and the buffer is not held.
-    origin.write_all(&body[3100..4100]).await.unwrap();
-    session.set_body_read_size(4096);
-    let short = session.read_body_bytes().await.unwrap().unwrap();
+    let short = read_sent(&mut session, &mut origin, &body[3100..4100], 4096, &mut got).await;
     assert_eq!(short.len(), 1000);
-    got.extend_from_slice(&short);
     assert_eq!(capacity(short), 1000, "a short read holds its whole buffer");
 
     // The rest waiting, a read of 1,000: no more is taken from the socket.
-    origin.write_all(&body[4100..]).await.unwrap();
-    session.set_body_read_size(1000);
-    let third = session.read_body_bytes().await.unwrap().unwrap();
+    let third = read_sent(&mut session, &mut origin, &body[4100..], 1000, &mut got).await;
     assert_eq!(
         third.len(),
         1000,
         "the read took more than it was given room for"
     );
-    got.extend_from_slice(&third);
 
     session.set_body_read_size(LIMIT / 2);
     while let Some(b) = session.read_body_bytes().await.unwrap() {

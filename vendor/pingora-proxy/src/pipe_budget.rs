@@ -67,6 +67,29 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
+/// A body chunk that is not the last (its bytes, and whether the connection was upgraded), or
+/// the task as it is: only such chunks are charged.
+fn body_chunk(task: HttpTask) -> std::result::Result<(Bytes, bool), HttpTask> {
+    match task {
+        HttpTask::Body(Some(data), false) if !data.is_empty() => Ok((data, false)),
+        HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => Ok((data, true)),
+        other => Err(other),
+    }
+}
+
+/// The chunk again, its bytes now holding `permit` until the last reference is dropped.
+fn charged(data: Bytes, upgraded: bool, permit: OwnedSemaphorePermit) -> HttpTask {
+    let data = Some(Bytes::from_owner(Charged {
+        data,
+        _permit: permit,
+    }));
+    if upgraded {
+        HttpTask::UpgradedBody(data, false)
+    } else {
+        HttpTask::Body(data, false)
+    }
+}
+
 impl PipeBudget {
     /// The budget the peer asks for when its chunks are h2 DATA frames, if any: three eighths
     /// of its response buffer limit (the chunks in flight; the frame being read and one waiting
@@ -137,10 +160,9 @@ impl PipeBudget {
     /// the grant (a chunked body's chunk parsed out of what an earlier, larger read brought).
     /// Anything else gives the grant back.
     pub async fn charge_granted(&self, task: HttpTask, grant: Grant) -> Result<HttpTask> {
-        let (data, upgraded) = match task {
-            HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false),
-            HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, true),
-            other => return Ok(other),
+        let (data, upgraded) = match body_chunk(task) {
+            Ok(chunk) => chunk,
+            Err(other) => return Ok(other),
         };
         let mut permit = grant.0;
         let held = permit.num_permits();
@@ -161,15 +183,7 @@ impl PipeBudget {
                 permit.merge(extra);
             }
         }
-        let data = Some(Bytes::from_owner(Charged {
-            data,
-            _permit: permit,
-        }));
-        Ok(if upgraded {
-            HttpTask::UpgradedBody(data, false)
-        } else {
-            HttpTask::Body(data, false)
-        })
+        Ok(charged(data, upgraded, permit))
     }
 
     /// Wait until the task's body bytes fit in the budget, then tie them to it (chunks read
@@ -179,10 +193,9 @@ impl PipeBudget {
     /// "one chunk read and waiting" the bound already allows for; an answer that comes
     /// in one chunk (most API answers) costs nothing here.
     pub async fn charge(&self, task: HttpTask) -> Result<HttpTask> {
-        let (data, end, upgraded) = match task {
-            HttpTask::Body(Some(data), false) if !data.is_empty() => (data, false, false),
-            HttpTask::UpgradedBody(Some(data), false) if !data.is_empty() => (data, false, true),
-            other => return Ok(other),
+        let (data, upgraded) = match body_chunk(task) {
+            Ok(chunk) => chunk,
+            Err(other) => return Ok(other),
         };
         // at most `size`, which fits in u32 (clamped in new)
         let n = data.len().min(self.size) as u32;
@@ -192,14 +205,6 @@ impl PipeBudget {
             .acquire_many_owned(n)
             .await
             .or_err(InternalError, "response body budget closed")?;
-        let data = Some(Bytes::from_owner(Charged {
-            data,
-            _permit: permit,
-        }));
-        Ok(if upgraded {
-            HttpTask::UpgradedBody(data, end)
-        } else {
-            HttpTask::Body(data, end)
-        })
+        Ok(charged(data, upgraded, permit))
     }
 }
