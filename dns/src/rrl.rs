@@ -63,7 +63,7 @@ impl Limiter {
         now: u64,
     ) -> Verdict {
         let cell = &self.cells[slot(src, name, class)];
-        let interval = 1_000_000_000 / u64::from(cfg.rate.max(1));
+        let interval = edgesteer_config::ratelimit::LimitTier::interval_ns(cfg.rate);
         let tolerance = interval.saturating_mul(u64::from(cfg.burst));
         if edgesteer_ratelimit::gcra::check(cell, now, interval, tolerance).allowed {
             return Verdict::Send;

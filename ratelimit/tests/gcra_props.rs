@@ -82,3 +82,30 @@ fn concurrent_checks_admit_exactly_the_burst() {
     let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(total, 1000);
 }
+
+/// The case the property found (CI, session 8): at 36/s, burst 2, a sender
+/// that spends its burst and then sends every floor(1 s / 36) ns got one
+/// request more than the window allows, because the tier's interval was
+/// rounded down. It is rounded up now.
+#[test]
+fn a_sender_a_nanosecond_too_fast_is_held_to_the_rate() {
+    let (rate, burst) = (36u32, 2u32);
+    let tier = LimitTier::new("t", rate, burst);
+    let cell = AtomicU64::new(0);
+    let pace = 1_000_000_000 / u64::from(rate);
+    let start = 1_000_000_000u64;
+    // The burst at once, then one request per `pace`.
+    let times =
+        std::iter::repeat_n(start, burst as usize).chain((1..200).map(|k| start + k * pace));
+    let admitted_at: Vec<u64> = times
+        .filter(|&now| gcra::check(&cell, now, tier.interval_ns, tier.tolerance_ns).allowed)
+        .collect();
+    let (first, last) = (admitted_at[0], admitted_at[admitted_at.len() - 1]);
+    let window = u128::from(last - first);
+    let max = u128::from(burst) + window * u128::from(rate) / 1_000_000_000;
+    assert!(
+        admitted_at.len() as u128 <= max,
+        "{} admitted in {window} ns, at most {max}",
+        admitted_at.len()
+    );
+}

@@ -50,15 +50,23 @@ pub struct LimitTier {
     /// Requests per second.
     pub rate: u32,
     pub burst: u32,
-    /// Nanoseconds between requests at the sustained rate (GCRA `T`).
+    /// Nanoseconds between requests at the sustained rate (GCRA `T`),
+    /// rounded up: see [`LimitTier::interval_ns`].
     pub interval_ns: u64,
     /// `interval_ns * burst` (GCRA tolerance).
     pub tolerance_ns: u64,
 }
 
 impl LimitTier {
+    /// GCRA's `T` for `rate` per second, rounded up to the next
+    /// nanosecond. Rounding down would admit a hair over the rate: at 36/s
+    /// a truncated `T` let 91 requests through in a window that allows 90.
+    pub fn interval_ns(rate: u32) -> u64 {
+        1_000_000_000u64.div_ceil(u64::from(rate.max(1)))
+    }
+
     pub fn new(name: &str, rate: u32, burst: u32) -> LimitTier {
-        let interval_ns = 1_000_000_000 / u64::from(rate.max(1));
+        let interval_ns = LimitTier::interval_ns(rate);
         LimitTier {
             name: name.to_string(),
             rate,
