@@ -7,7 +7,7 @@
 # its deadline (benches/slow/trickle.py: `empty`, leading empty lines;
 # `space`, a space in the target), while a legitimate client sends 20
 # requests/s. Prints, per mode, the legitimate success rate and the proxy's
-# peak RSS.
+# peak RSS (and its split, anonymous/file-backed, at that peak).
 #
 #   benches/slow-clients.sh                 # 1000 connections, 30 s per mode
 #   CONNS=500 SECS=10 benches/slow-clients.sh
@@ -15,6 +15,7 @@
 #   MODES=X1M RESPONSE_BUFFER_BYTES=16384 benches/slow-clients.sh   # another pipe budget
 #   MODES=X1M PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # capped client send buffers
 #   TARGET=nginx MODES=X1M benches/slow-clients.sh      # a peer instead: nginx or haproxy
+#   PROXY_BIN=/tmp/edgesteer-before MODES=X1M benches/slow-clients.sh  # another build of ours
 #
 # TARGET=nginx (1 worker, one process) or haproxy (1 thread) runs the same
 # modes against that peer in front of the same origin, with its defaults
@@ -65,7 +66,7 @@ start_proxy() {
   listen=$(port); admin=$(port)
   case $TARGET in
     ours)
-      "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+      "${PROXY_BIN:-$bin/edgesteer}" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
         --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 ${PROXY_ARGS:-} > "$wd/proxy.log" 2>&1 & ;;
     nginx)
       mkdir -p "$wd/nginx"
@@ -124,16 +125,19 @@ metric() {
   curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
+# The same RSS split: anonymous (heap, stacks) / file-backed (the binary, libc), MB.
+rss_split() { awk '/RssAnon/ {a = $2} /RssFile/ {f = $2} END {printf "%.1f/%.1f", a / 1024, f / 1024}' "/proc/$proxy/status"; }
 # The kernel's TCP buffer memory, whole host (MB): what slow readers hold
 # outside the proxy's RSS.
 tcp_mem_mb() { awk -v pg="$(getconf PAGESIZE)" '$1 == "TCP:" {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1) * pg / 1048576}' /proc/net/sockstat; }
 # The proxy's CPU time so far (user + system, clock ticks).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy/stat"; }
-echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  head_timeouts  closed  legit_ms_p50/p99/max  cpu_s  kernel_tcp_MB"
+echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  peak_anon/file  head_timeouts  closed  legit_ms_p50/p99/max  cpu_s  kernel_tcp_MB"
 for mode in $MODES; do
   start_proxy
   before=$(rss_kb)
   peak=$before
+  split=$(rss_split)
   cpu_before=$(cpu_ticks)
   kpeak=0
   ok=0; sent=0
@@ -160,7 +164,7 @@ for mode in $MODES; do
     sent=$((sent + 1)); echo "${code#* }" >> "$wd/legit-$mode.times"
     if [ "${code%% *}" = 200 ]; then ok=$((ok + 1))
     else echo "$mode: legitimate request $sent at +$((SECS - end + $(date +%s)))s: HTTP ${code:-none} (000 = no answer within 5 s)" >&2; fi
-    r=$(rss_kb); [ "$r" -gt "$peak" ] && peak=$r
+    r=$(rss_kb); [ "$r" -gt "$peak" ] && { peak=$r; split=$(rss_split); }
     k=$(tcp_mem_mb); kpeak=$(python3 -c "print(max($kpeak, $k))")
     sleep 0.05
   done
@@ -182,8 +186,8 @@ import sys
 t = sorted(float(x) for x in open(sys.argv[1]).read().split() if x.replace('.', '', 1).isdigit())
 q = lambda p: t[min(len(t) - 1, int(p * len(t)))] * 1000 if t else 0
 print('%.1f/%.0f/%.0f' % (q(0.5), q(0.99), t[-1] * 1000 if t else 0))" "$wd/legit-$mode.times")
-  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %13s  %6s  %20s  %7s  %14.0f\n" "$mode" "$ok" "$sent" \
-    "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")" \
+  printf "%-10s %8d  %10d  %7.1f   %13.1f  %11.1f  %14s  %13s  %6s  %20s  %7s  %14.0f\n" "$mode" "$ok" "$sent" \
+    "$(python3 -c "print(100*$ok/max($sent,1))")" "$(python3 -c "print($before/1024)")" "$(python3 -c "print($peak/1024)")" "$split" \
     "$(metric edgesteer_head_timeouts_total)" "${closed:--}" "$lat" "$cpu" "$kpeak"
   kill "$proxy" 2>/dev/null || true; wait "$proxy" 2>/dev/null || true
   sleep 2

@@ -81,24 +81,31 @@ impl Conn<'_> {
                     return;
                 }
             };
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    let closing = *shutdown.borrow() || self.closing.is_closed();
-                    session.set_keepalive((!closing).then_some(keepalive));
-                    // Pingora counts reuses, not requests: a connection
-                    // whose first session may be reused N times carries
-                    // N + 1 requests.
-                    session.set_keepalive_reuses_remaining(Some(max_requests.saturating_sub(1)));
+            // The session (688 bytes) is made in a block that ends before
+            // the await: a moved-from local would keep its slot in this
+            // future, which every connection holds all its life.
+            let request = {
+                let mut session = ServerSession::new_http1(stream);
+                match settings.take() {
+                    Some(s) => s.apply_to_session(&mut session),
+                    None => {
+                        let closing = *shutdown.borrow() || self.closing.is_closed();
+                        session.set_keepalive((!closing).then_some(keepalive));
+                        // Pingora counts reuses, not requests: a connection
+                        // whose first session may be reused N times carries
+                        // N + 1 requests.
+                        session
+                            .set_keepalive_reuses_remaining(Some(max_requests.saturating_sub(1)));
+                    }
                 }
-            }
-            // Pipelining is never turned on, so Pingora carries no bytes
-            // of its own to the next request: these are the only ones.
-            if let ServerSession::H1(h1) = &mut session {
-                h1.set_pipelined_prefix(buf);
-            }
-            match self.inner.process_new_http(session, shutdown).await {
+                // Pipelining is never turned on, so Pingora carries no bytes
+                // of its own to the next request: these are the only ones.
+                if let ServerSession::H1(h1) = &mut session {
+                    h1.set_pipelined_prefix(buf);
+                }
+                self.inner.process_new_http(session, shutdown)
+            };
+            match request.await {
                 Some(reused) => (stream, settings) = reused.consume(),
                 None => return,
             }
@@ -125,5 +132,46 @@ impl Conn<'_> {
                 "an h2c connection was not a plain TCP stream; closed (please report this)"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Every connection holds its loop's future for its whole life (1000
+    /// slow readers hold 1000). Pingora boxes the request's future, so the
+    /// loop's own state is the intake, its timer and the session being set
+    /// up; the session must not keep a slot beside the boxed request while
+    /// it runs. Unoptimised (as tests build) the future is 816 bytes; it was
+    /// 1,144 while the moved-from session kept its slot.
+    #[tokio::test]
+    async fn a_connection_future_does_not_keep_the_session_it_handed_on() {
+        const MAX: usize = 960;
+        let steer = crate::steer::covergen_for_tests();
+        let conf = Arc::new(pingora_core::server::configuration::ServerConf::default());
+        let inner = Arc::new(pingora_proxy::http_proxy(
+            &conf,
+            EdgeProxy::new(steer.clone()),
+        ));
+        let closing = Closing::default();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let conn = Conn {
+            inner: &inner,
+            steer: &steer,
+            closing: &closing,
+            shutdown: &shutdown,
+        };
+        let (server, _client) = tokio::net::UnixStream::pair().unwrap();
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
+        let connection = conn.http1(stream, Instant::now());
+        let size = std::mem::size_of_val(&connection);
+        assert!(
+            size <= MAX,
+            "a connection's future is {size} bytes (at most {MAX}): held by every open \
+             connection; see which local grew (print-type-sizes)"
+        );
     }
 }
