@@ -90,3 +90,87 @@ async fn waiting_halves_are_woken() {
     .expect("each waiting half was woken by the other");
     assert_eq!(got, (Some(1), Some(2), None));
 }
+
+/// Runs `f` for at most 5 s, so a lost wake-up fails instead of hanging.
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(5), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not woken within 5 s"))
+}
+
+#[tokio::test]
+async fn a_waiting_receiver_hears_the_sender_leave() {
+    let (tx, mut rx) = channel::<u32>(1);
+    let receiver = tokio::spawn(async move { rx.recv().await });
+    // The receiver runs until it waits on the empty pipe.
+    tokio::task::yield_now().await;
+    drop(tx);
+    let got = within("the receiver, after the sender left", receiver).await;
+    assert_eq!(got.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_sender_waiting_for_room_hears_the_receiver_leave() {
+    let (tx, rx) = channel::<u32>(1);
+    tx.send(1).await.unwrap();
+    let sender = tokio::spawn(async move { tx.send(2).await.is_err() });
+    // The sender runs until it waits for room in the full pipe.
+    tokio::task::yield_now().await;
+    drop(rx);
+    let failed = within("the sender, after the receiver left", sender).await;
+    assert!(failed.unwrap(), "a send to a pipe without a receiver fails");
+}
+
+#[tokio::test]
+async fn a_dropped_permit_wakes_a_sender_waiting_for_room() {
+    let (tx, _rx) = channel::<u32>(1);
+    let tx = std::sync::Arc::new(tx);
+    let permit = tx.try_reserve().unwrap();
+    let waiting = tx.clone();
+    let sender = tokio::spawn(async move { waiting.reserve().await.is_ok() });
+    // The other task runs until it waits for the slot the permit holds.
+    tokio::task::yield_now().await;
+    drop(permit);
+    let reserved = within("the sender, after the permit was dropped", sender).await;
+    assert!(reserved.unwrap());
+}
+
+#[tokio::test]
+async fn a_permit_used_after_the_receiver_left_drops_its_task() {
+    let (tx, rx) = channel::<std::sync::Arc<()>>(1);
+    let permit = tx.reserve().await.unwrap();
+    drop(rx);
+    let task = std::sync::Arc::new(());
+    permit.send(task.clone());
+    assert_eq!(
+        std::sync::Arc::strong_count(&task),
+        1,
+        "the task is dropped"
+    );
+    // Its slot is given back: the pipe reports closed, not full.
+    assert_eq!(tx.try_reserve().unwrap_err(), TryReserveError::Closed);
+}
+
+/// As the proxy runs them: both halves in one task (`try_join!`), each
+/// waking the other through the one waker they share.
+#[tokio::test]
+async fn both_halves_in_one_task_pass_every_task_in_order() {
+    let (tx, mut rx) = channel::<u32>(1);
+    let send = async move {
+        for i in 0..100 {
+            tx.send(i).await.unwrap();
+        }
+    };
+    let receive = async move {
+        let mut got = Vec::new();
+        while let Some(i) = rx.recv().await {
+            got.push(i);
+        }
+        got
+    };
+    let ((), got) = within("both halves in one task", async {
+        tokio::join!(send, receive)
+    })
+    .await;
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+}

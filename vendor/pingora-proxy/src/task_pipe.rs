@@ -1,8 +1,8 @@
 // edgesteer patch (not part of Pingora 0.9.1).
 //
-//! The task pipe between the two halves of a proxied HTTP/1 or h2 request: a
-//! bounded queue with one sender and one receiver, in place of
-//! `tokio::sync::mpsc`.
+//! The task pipe between the two halves of a request proxied to an HTTP/1
+//! origin (`proxy_h1.rs`): a bounded queue with one sender and one receiver,
+//! in place of `tokio::sync::mpsc` (the h2 path keeps tokio's).
 //!
 //! Each request opens two pipes (request body one way, response tasks the
 //! other) of `TASK_BUFFER_SIZE` (4) tasks. tokio's channel allocates its
@@ -16,7 +16,10 @@
 //! The API is the part of tokio's that the proxy uses, with the same
 //! semantics: `send` and `reserve` wait for room and fail once the receiver
 //! is gone; a `Permit` holds one slot until it sends or is dropped; `recv`
-//! returns `None` once the sender is gone and the queue is empty.
+//! returns `None` once the sender is gone and the queue is empty. Each half
+//! has one waker slot: one task waits on each side at a time (the proxy's
+//! halves each wait in their own loop), unlike tokio's, which queues any
+//! number of waiting senders.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -78,11 +81,13 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
-/// Stores the task's waker in `slot` unless it is already there.
-fn register(slot: &mut Option<Waker>, waker: &Waker) {
+/// Stores the task's waker in `slot` unless it is already there; returns
+/// the waker it replaced, for the caller to drop once the lock is released.
+#[must_use]
+fn register(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
     match slot {
-        Some(w) if w.will_wake(waker) => {}
-        _ => *slot = Some(waker.clone()),
+        Some(w) if w.will_wake(waker) => None,
+        _ => slot.replace(waker.clone()),
     }
 }
 
@@ -168,7 +173,9 @@ impl<T> Sender<T> {
                     shared: &self.shared,
                 }));
             }
-            register(&mut state.sender_waker, cx.waker());
+            let replaced = register(&mut state.sender_waker, cx.waker());
+            drop(state);
+            drop(replaced);
             Poll::Pending
         })
         .await
@@ -275,9 +282,9 @@ impl<T> Receiver<T> {
                 Some(task) => (task, state.sender_waker.take()),
                 None if state.sender_gone => return Err(TryRecvError::Disconnected),
                 None => {
-                    if let Some(waiter) = waiter {
-                        register(&mut state.receiver_waker, waiter);
-                    }
+                    let replaced = waiter.and_then(|w| register(&mut state.receiver_waker, w));
+                    drop(state);
+                    drop(replaced);
                     return Err(TryRecvError::Empty);
                 }
             }
