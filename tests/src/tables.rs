@@ -27,9 +27,41 @@ pub async fn covergen_on_loopback() -> anyhow::Result<(TableSpec, Vec<DemoBacken
     spec.headers.version = true;
     // Reserved ports: a backend a test stops must not have its port taken
     // by another test's backend (a request would then land there).
-    let mut bind = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let (spec, backends) = spawn_for_spec_on(&spec, None, &mut bind).await?;
-    Ok((spec, backends))
+    //
+    // A reserved port was twice found bound by something else between the
+    // check and the bind (CI, `Address already in use`; the holder is not
+    // known: every test listener is reserved or in the kernel's ephemeral
+    // range). The harness retries with new ports and says which port it met
+    // taken, rather than failing a test on its own plumbing.
+    let mut last = 0u16;
+    let mut attempt = 1;
+    loop {
+        let mut bind = || {
+            last = free_port();
+            SocketAddr::from(([127, 0, 0, 1], last))
+        };
+        match spawn_for_spec_on(&spec, None, &mut bind).await {
+            Ok(done) => return Ok(done),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 3 => {
+                eprintln!(
+                    "covergen_on_loopback: reserved port {last} was already bound ({e}); \
+                     retrying with new ports ({})",
+                    holders(last)
+                );
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Who holds `port` on loopback, from `ss` (for the retry's message).
+fn holders(port: u16) -> String {
+    std::process::Command::new("ss")
+        .args(["-tanp", &format!("sport = :{port}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " | "))
+        .unwrap_or_else(|e| format!("ss: {e}"))
 }
 
 /// Tunes a table for tests: fast probes, short timeouts and cool-downs.
