@@ -9,6 +9,11 @@
 #
 #   benches/memory-floor.sh
 #   BUILD=0 IDLE=5 benches/memory-floor.sh
+#   PROXY_BIN=/tmp/edgesteer-before benches/memory-floor.sh   # another build of ours
+#
+# "code" is the part of "binary" that is its executable mapping: the pages
+# of code start-up and the threads ran, with the kernel's fault-around
+# (docs/design.md, "Code layout").
 #
 # Loopback only; everything is stopped on exit.
 set -euo pipefail
@@ -18,6 +23,7 @@ IDLE=${IDLE:-3}
 root=$(pwd)
 [ "${BUILD:-1}" = 0 ] || cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2  # the set the other benches build: no rebuild between them
 bin=$root/target/release
+exe=${PROXY_BIN:-$bin/edgesteer}
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 up=$(port)
@@ -29,25 +35,27 @@ run() { # label, extra args...
   local label=$1; shift
   local listen admin p
   listen=$(port); admin=$(port)
-  "$bin/edgesteer" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+  "$exe" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
     --admin "127.0.0.1:$admin" --grace-period 0 "$@" > "$wd/proxy.log" 2>&1 &
   p=$!; pids+=($p)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
   sleep "$IDLE"
   local series
   series=$(curl -s "http://127.0.0.1:$admin/metrics" | grep -vc '^#' || true)
-  python3 - "$label" "$p" "$bin/edgesteer" "$series" <<'PY'
+  python3 - "$label" "$p" "$(realpath "$exe")" "$series" <<'PY'
 import re, sys
 label, pid, exe, series = sys.argv[1:]
-parts = {"binary": 0, "other files": 0, "heap": 0, "anon": 0, "stack": 0}
-name = None
+parts = {"binary": 0, "code": 0, "other files": 0, "heap": 0, "anon": 0, "stack": 0}
+name = perms = None
 for line in open(f"/proc/{pid}/smaps"):
-    m = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$", line)
+    m = re.match(r"^[0-9a-f]+-[0-9a-f]+ (\S+) \S+ \S+ \d+\s*(.*)$", line)
     if m:
-        name = m.group(1).strip(); continue
+        perms, name = m.group(1), m.group(2).strip(); continue
     if line.startswith("Rss:"):
         kb = int(line.split()[1])
-        if name == exe or name.startswith(exe + " "): parts["binary"] += kb
+        if name == exe or name.startswith(exe + " "):
+            parts["binary"] += kb
+            if "x" in perms: parts["code"] += kb
         elif name == "[heap]": parts["heap"] += kb
         elif name.startswith("[stack"): parts["stack"] += kb
         elif name.startswith("/"): parts["other files"] += kb
@@ -60,7 +68,7 @@ print(f"{label:34} {mb(rss)}  " + "  ".join(f"{mb(v)}" for v in parts.values()) 
 PY
   kill "$p"; wait "$p" 2>/dev/null || true
 }
-echo "RSS in MB                          total  binary  other-files  heap   anon  stack  threads  series"
+echo "RSS in MB                          total  binary   code  other-files  heap   anon  stack  threads  series"
 run "default (threads = cores)"
 run "--threads 1" --threads 1
 run "--threads 1 --no-request-metrics" --threads 1 --no-request-metrics

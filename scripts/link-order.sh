@@ -1,37 +1,70 @@
 #!/usr/bin/env bash
-# Regenerates edgesteer/link-order.txt: the functions a release proxy runs
-# at start and per request, hottest first, which edgesteer/build.rs hands
-# the linker so they sit together (the binary's resident code is what the
-# kernel maps 64 KiB around each page a process runs; docs/design.md,
-# "Code layout").
-#
-# It runs the release proxy under valgrind's callgrind (which counts every
-# function that ran, however rarely, unlike a sampling profiler) through a
-# start, plaintext and TLS requests from several countries with API keys,
-# h2, 1 MiB answers read fast and slowly, a chunked answer, an upload, bad
-# requests, a metrics scrape, GeoDNS queries and a few health-check rounds,
-# then lists the functions of the binary that ran, by instructions spent.
+# edgesteer/link-order.txt: the functions a release proxy runs at start and
+# per request, hottest first, which edgesteer/build.rs hands the linker so
+# they sit together (the kernel maps 64 KiB of a binary's code around each
+# page a process runs; docs/design.md, "Code layout").
 #
 #   scripts/link-order.sh            # build, profile, rewrite the list
-#   BUILD=0 scripts/link-order.sh    # the release binary already built
+#   BUILD=0 scripts/link-order.sh    # profile the release binary already built
+#   scripts/link-order.sh check      # how much of the list the release binary has, and
+#                                    # whether those functions sit together (exit 1 if not)
 #
-# Re-run it after a large change (a new dependency, a new request path);
-# the list matches the build the benches use (`-p edgesteer -p
-# edgesteer-benches`): another feature set renames some symbols, which the
-# linker then places as it would without a list. It prints how much of the
-# list the binary it profiled has. Loopback only; stops what it starts.
+# It runs the release proxy under valgrind's callgrind, which counts every
+# function that ran, however rarely (a sampling profiler misses the ones
+# that run once), through a start, plaintext HTTP/1.1 and h2c, TLS with
+# HTTP/1.1 and h2, requests from several countries with and without an API
+# key, 1 MiB answers read fast and slowly, a chunked answer, an upload, a
+# smuggling-shaped request, a metrics scrape, GeoDNS queries with client
+# subnets, and a few health-check rounds, then lists the binary's functions
+# that ran, by instructions spent.
+#
+# The names carry hashes that change with the toolchain, Cargo.lock and the
+# feature set: re-run it after any of those change (`check` shows when the
+# list has gone stale). Loopback only; stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
-for tool in valgrind openssl curl; do
-  command -v "$tool" >/dev/null || {
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y -qq --no-install-recommends valgrind openssl curl >/dev/null
-  }
-done
 root=$(pwd)
+list=$root/edgesteer/link-order.txt
+exe=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/edgesteer
+
+if [ "${1:-}" = check ]; then
+  [ -x "$exe" ] || { echo "link-order: no release binary at $exe" >&2; exit 1; }
+  python3 - "$exe" "$list" <<'PY'
+import subprocess, sys
+exe, path = sys.argv[1:]
+listed = [l for l in open(path).read().split("\n") if l]
+nm = subprocess.run(["nm", "-S", "--defined-only", exe], capture_output=True, text=True, check=True).stdout
+funcs = {}
+for p in (l.split() for l in nm.splitlines()):
+    if len(p) == 4 and p[2] in "tTwW":
+        funcs[p[3]] = (int(p[0], 16), int(p[1], 16))
+have = [funcs[s] for s in listed if s in funcs]
+share = len(have) / max(len(listed), 1)
+size = sum(n for _, n in have)
+# Laid out, the listed functions fill one stretch of code about their own
+# size (an assembly file's section brings its other functions along);
+# scattered, they spread over most of the binary's code.
+span = max(a + n for a, n in have) - min(a for a, _ in have) if have else 0
+together = have and span <= 1.5 * size
+print(f"{exe}: has {len(have)} of the {len(listed)} functions listed ({share:.0%}), "
+      f"{size / 1e6:.2f} MB of code, {'together' if together else 'NOT together'}: "
+      f"they span {span / 1e6:.2f} MB")
+sys.exit(0 if share >= 0.9 and together else 1)
+PY
+  exit
+fi
+
+need=()
+for tool in valgrind:valgrind openssl:openssl curl:curl dig:bind9-dnsutils nm:binutils; do
+  command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 [ "${BUILD:-1}" = 0 ] || cargo build --release --locked -p edgesteer -p edgesteer-benches --bins >&2
-exe=$root/target/release/edgesteer
 wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 
@@ -51,39 +84,40 @@ valgrind --tool=callgrind --demangle=no --callgrind-out-file="$wd/cg.out" \
   "$exe" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
   --tls-listen "127.0.0.1:$tls" --tls-cert "$wd/edge.pem:$wd/edge.pk8" \
   --admin "127.0.0.1:$admin" --dns-listen "127.0.0.1:$dns" --threads 1 \
-  --grace-period 0 --trust 127.0.0.1/32 > "$wd/proxy.log" 2>&1 &
+  --runtime-dir "$wd/rt" --grace-period 0 --trust 127.0.0.1/32 > "$wd/proxy.log" 2>&1 &
 proxy=$!; pids+=($proxy)
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null || { cat "$wd/proxy.log" >&2; exit 1; }
 
+plain=http://127.0.0.1:$listen
+https=https://api.covergen.ai:$tls
+tls_to=(--resolve "api.covergen.ai:$tls:127.0.0.1" -k)
 ips="8.8.8.8 81.2.69.142 2.16.0.1 1.0.16.1 36.110.0.1 103.4.96.1 41.0.0.1 177.0.0.1 2001:4860::1"
 for round in 1 2 3; do
   for ip in $ips; do
-    # keep-alive: several requests on one connection, with and without a key
-    curl -s -H "X-Forwarded-For: $ip" "http://127.0.0.1:$listen/echo" \
-      -H "X-Api-Key: key-$round" "http://127.0.0.1:$listen/v1/items?q=$round" > /dev/null || true
-    curl -sk --resolve "api.covergen.ai:$tls:127.0.0.1" -H "X-Forwarded-For: $ip" \
-      "https://api.covergen.ai:$tls/echo" "https://api.covergen.ai:$tls/echo" > /dev/null || true
+    # keep-alive: two requests on one connection, the second with a key
+    curl -s -H "X-Forwarded-For: $ip" "$plain/echo" \
+      --next -H "X-Forwarded-For: $ip" -H "X-Api-Key: key-$round" "$plain/v1/items?q=$round" > /dev/null || true
+    curl -s --http1.1 "${tls_to[@]}" -H "X-Forwarded-For: $ip" "$https/echo" "$https/echo" > /dev/null || true
+    curl -s --http2 "${tls_to[@]}" -H "X-Forwarded-For: $ip" "$https/echo" "$https/echo" > /dev/null || true
+    dig +short +tries=1 +time=5 +subnet="$ip" -p "$dns" @127.0.0.1 api.covergen.ai A > /dev/null || true
   done
-  curl -s --http2-prior-knowledge -H "X-Forwarded-For: 8.8.8.8" \
-    "http://127.0.0.1:$listen/echo" "http://127.0.0.1:$listen/echo" > /dev/null || true
-  curl -s -o /dev/null "http://127.0.0.1:$listen/bytes?n=1048576" || true
-  curl -s -o /dev/null "http://127.0.0.1:$listen/bytes?n=300000&chunked=1" || true
-  curl -s -o /dev/null -X POST --data-binary @"$wd/table.toml" "http://127.0.0.1:$listen/upload" || true
+  curl -s --http2-prior-knowledge -H "X-Forwarded-For: 8.8.8.8" "$plain/echo" "$plain/echo" > /dev/null || true
+  curl -s -o /dev/null "$plain/bytes?n=1048576" || true
+  curl -s -o /dev/null "$plain/bytes?n=300000&chunked=1" || true
+  curl -s -o /dev/null -X POST --data-binary @"$wd/table.toml" "$plain/upload" || true
   printf 'GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n' \
     | timeout 5 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",'"$listen"')); s.sendall(sys.stdin.buffer.read()); s.recv(4096)' || true
   curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" || true
-  if command -v dig >/dev/null; then
-    dig +short +tries=1 +time=5 -p "$dns" @127.0.0.1 api.covergen.ai A > /dev/null || true
-  fi
 done
 # a slow reader: the pipe fills and waits on the client
-curl -s -o /dev/null --limit-rate 200k "http://127.0.0.1:$listen/bytes?n=1048576" || true
+curl -s -o /dev/null --limit-rate 200k "$plain/bytes?n=1048576" || true
 kill -TERM "$proxy"
-for _ in $(seq 300); do kill -0 "$proxy" 2>/dev/null || break; sleep 0.1; done
+wait "$proxy" || true
+[ -s "$wd/cg.out" ] || { echo "link-order: callgrind wrote no profile" >&2; cat "$wd/proxy.log" >&2; exit 1; }
 
-python3 - "$wd/cg.out" "$exe" "$root/edgesteer/link-order.txt" <<'PY'
-import collections, re, subprocess, sys
+python3 - "$wd/cg.out" "$(realpath "$exe")" "$list" <<'PY'
+import collections, os, re, subprocess, sys
 path, exe, dest = sys.argv[1:]
 names, objects = {}, {}
 cost = collections.Counter()
@@ -98,7 +132,7 @@ for line in open(path):
     if m:
         kind, key, name = m.groups()
         if name is not None and kind in ("ob", "cob"):
-            objects[key] = name
+            objects[key] = os.path.realpath(name)
         if name is not None and kind in ("fn", "cfn"):
             names[key] = name
         if kind == "ob":
@@ -113,21 +147,25 @@ for line in open(path):
             cost[fn] += int(fields[1])
 order, seen = [], set()
 for key, _ in cost.most_common():
-    name = re.sub(r"'\d+$", "", names[key])  # callgrind's recursion marker
+    name = re.sub(r"'\d+$", "", names[key])  # callgrind's recursion mark
     if name not in seen:
         seen.add(name)
         order.append(name)
 # Only the binary's own functions: not callgrind's "(below main)", nor a
-# name the symbol table does not have.
+# name its symbol table does not have.
 sizes = {}
-nm = subprocess.run(["nm", "-S", "--defined-only", exe], capture_output=True, text=True).stdout
+nm = subprocess.run(["nm", "-S", "--defined-only", exe], capture_output=True, text=True, check=True).stdout
 for line in nm.splitlines():
     p = line.split()
     if len(p) == 4 and p[2] in "tTwW":
         sizes[p[3]] = int(p[1], 16)
 have = [s for s in order if s in sizes]
-with open(dest, "w") as f:
+if len(have) < 1000:
+    sys.exit(f"link-order: only {len(have)} of the binary's functions ran ({len(order)} names): "
+             f"{dest} left as it was")
+with open(dest + ".new", "w") as f:
     f.write("\n".join(have) + "\n")
+os.replace(dest + ".new", dest)
 print(f"{dest}: {len(have)} functions ({len(order) - len(have)} names that ran are not the "
       f"binary's symbols), {sum(sizes[s] for s in have) / 1e6:.2f} MB of its "
       f"{sum(sizes.values()) / 1e6:.2f} MB of code")

@@ -1,8 +1,10 @@
 //! The release binary's code layout list (`edgesteer/link-order.txt`, read
 //! by `build.rs`, made by `scripts/link-order.sh`): one symbol per line,
-//! each once, and covering the paths a serving proxy runs, so a list
-//! regenerated from a run that skipped one (no TLS, no GeoDNS) fails here
-//! instead of quietly leaving that code scattered.
+//! each once, and covering what a serving proxy runs per request (not only
+//! what it runs at start), so a list regenerated from a run that skipped a
+//! path (no TLS, no GeoDNS query) fails here instead of quietly leaving
+//! that code scattered. Whether a release binary is laid out by it is
+//! `scripts/link-order.sh check` (a release build; not in the test suite).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -48,12 +50,15 @@ fn the_list_covers_what_a_serving_proxy_runs() {
             &["edgesteer_proxy", "upstream_peer"],
         ),
         ("steering's decide", &["edgesteer_config", "decide"]),
-        ("the geo lookup", &["edgesteer_geo"]),
-        ("the rate limiter", &["edgesteer_ratelimit"]),
-        ("health checks", &["edgesteer_health"]),
+        ("the geo lookup", &["edgesteer_geo", "lookup"]),
+        (
+            "the rate limiter's answer",
+            &["edgesteer_ratelimit", "ratelimit_header"],
+        ),
+        ("health probes", &["edgesteer_health", "probe"]),
         ("the TLS handshake", &["rustls", "handshake"]),
         ("h2", &["2h2", "proto"]),
-        ("GeoDNS", &["edgesteer_dns"]),
+        ("a GeoDNS answer", &["edgesteer_dns", "respond"]),
         ("the metrics scrape", &["prometheus", "encode"]),
         ("the allocator", &["mi_malloc"]),
     ];
