@@ -30,28 +30,7 @@ exe=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/edgesteer
 
 if [ "${1:-}" = check ]; then
   [ -x "$exe" ] || { echo "link-order: no release binary at $exe" >&2; exit 1; }
-  python3 - "$exe" "$list" <<'PY'
-import subprocess, sys
-exe, path = sys.argv[1:]
-listed = [l for l in open(path).read().split("\n") if l]
-nm = subprocess.run(["nm", "-S", "--defined-only", exe], capture_output=True, text=True, check=True).stdout
-funcs = {}
-for p in (l.split() for l in nm.splitlines()):
-    if len(p) == 4 and p[2] in "tTwW":
-        funcs[p[3]] = (int(p[0], 16), int(p[1], 16))
-have = [funcs[s] for s in listed if s in funcs]
-share = len(have) / max(len(listed), 1)
-size = sum(n for _, n in have)
-# Laid out, the listed functions fill one stretch of code about their own
-# size (an assembly file's section brings its other functions along);
-# scattered, they spread over most of the binary's code.
-span = max(a + n for a, n in have) - min(a for a, _ in have) if have else 0
-together = have and span <= 1.5 * size
-print(f"{exe}: has {len(have)} of the {len(listed)} functions listed ({share:.0%}), "
-      f"{size / 1e6:.2f} MB of code, {'together' if together else 'NOT together'}: "
-      f"they span {span / 1e6:.2f} MB")
-sys.exit(0 if share >= 0.9 and together else 1)
-PY
+  python3 scripts/link-order.py check "$exe" "$list"
   exit
 fi
 
@@ -116,57 +95,4 @@ kill -TERM "$proxy"
 wait "$proxy" || true
 [ -s "$wd/cg.out" ] || { echo "link-order: callgrind wrote no profile" >&2; cat "$wd/proxy.log" >&2; exit 1; }
 
-python3 - "$wd/cg.out" "$(realpath "$exe")" "$list" <<'PY'
-import collections, os, re, subprocess, sys
-path, exe, dest = sys.argv[1:]
-names, objects = {}, {}
-cost = collections.Counter()
-ob = fn = None
-skip = False
-spec = re.compile(r"^(c?(?:ob|fn|fl|fi|fe))=\((\d+)\)(?: (.*))?$")
-for line in open(path):
-    if skip:  # the line after calls= is the call's inclusive cost
-        skip = False
-        continue
-    m = spec.match(line.rstrip("\n"))
-    if m:
-        kind, key, name = m.groups()
-        if name is not None and kind in ("ob", "cob"):
-            objects[key] = os.path.realpath(name)
-        if name is not None and kind in ("fn", "cfn"):
-            names[key] = name
-        if kind == "ob":
-            ob = key
-        elif kind == "fn":
-            fn = key
-    elif line.startswith("calls="):
-        skip = True
-    elif fn is not None and objects.get(ob) == exe and line[:1] in "0123456789+-*":
-        fields = line.split()
-        if len(fields) >= 2:
-            cost[fn] += int(fields[1])
-order, seen = [], set()
-for key, _ in cost.most_common():
-    name = re.sub(r"'\d+$", "", names[key])  # callgrind's recursion mark
-    if name not in seen:
-        seen.add(name)
-        order.append(name)
-# Only the binary's own functions: not callgrind's "(below main)", nor a
-# name its symbol table does not have.
-sizes = {}
-nm = subprocess.run(["nm", "-S", "--defined-only", exe], capture_output=True, text=True, check=True).stdout
-for line in nm.splitlines():
-    p = line.split()
-    if len(p) == 4 and p[2] in "tTwW":
-        sizes[p[3]] = int(p[1], 16)
-have = [s for s in order if s in sizes]
-if len(have) < 1000:
-    sys.exit(f"link-order: only {len(have)} of the binary's functions ran ({len(order)} names): "
-             f"{dest} left as it was")
-with open(dest + ".new", "w") as f:
-    f.write("\n".join(have) + "\n")
-os.replace(dest + ".new", dest)
-print(f"{dest}: {len(have)} functions ({len(order) - len(have)} names that ran are not the "
-      f"binary's symbols), {sum(sizes[s] for s in have) / 1e6:.2f} MB of its "
-      f"{sum(sizes.values()) / 1e6:.2f} MB of code")
-PY
+python3 scripts/link-order.py make "$wd/cg.out" "$(realpath "$exe")" "$list"
