@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,12 +60,10 @@ enum Framing {
     UntilClose,
 }
 
-/// Writes `batches` of body chunks as one answer through Pingora's
-/// HTTP/1 server session (`response_duplex_vec`, as the proxy's pipe
-/// does) to a client that reads slowly over a socket with a 4 KiB send
-/// buffer, so writes stop wherever the buffer fills, inside chunks.
-/// Returns the bytes the client got after the head, and the head.
-async fn serve_in_batches(framing: Framing, batches: Vec<Vec<Bytes>>) -> (String, Vec<u8>) {
+/// A client connected to a server socket over loopback with 4 KiB buffers
+/// (a send buffer on the server's side, a receive buffer on the client's),
+/// its request for `/` sent.
+async fn small_buffered_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
     let listener = TcpSocket::new_v4().unwrap();
     listener.set_send_buffer_size(4096).unwrap();
     listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -80,6 +79,107 @@ async fn serve_in_batches(framing: Framing, batches: Vec<Vec<Bytes>>) -> (String
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
+    (client, server)
+}
+
+/// Bytes whose buffer says when it is freed.
+struct Flagged {
+    data: Vec<u8>,
+    freed: Arc<AtomicBool>,
+}
+
+impl AsRef<[u8]> for Flagged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Flagged {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Part 11: when a client stops reading in the middle of a chunk, the
+/// chunk's read buffer is freed and only its unwritten rest is kept, in a
+/// buffer of its size; the client still gets every byte once and in order.
+/// (One chunk on its own takes the single-task path, `response_duplex`.)
+#[tokio::test]
+async fn a_chunk_a_stalled_client_is_inside_is_freed_and_its_rest_still_arrives() {
+    const LEN: usize = 256 * 1024;
+    let (mut client, server) = small_buffered_pair().await;
+    let mut session = HttpSession::new(Box::new(
+        pingora_core::protocols::l4::stream::Stream::from(server),
+    ));
+    session.read_request().await.unwrap();
+    session.set_body_compactor(Some(pingora_proxy::pipe_budget::compact_chunk));
+    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let freed = Arc::new(AtomicBool::new(false));
+    let chunk = Bytes::from_owner(Flagged {
+        data: body.clone(),
+        freed: freed.clone(),
+    });
+    let mut head = ResponseHeader::build(200, None).unwrap();
+    head.insert_header("Content-Length", LEN).unwrap();
+    let writer = tokio::spawn(async move {
+        session
+            .response_duplex_vec(vec![HttpTask::Header(Box::new(head), false)])
+            .await
+            .unwrap();
+        session
+            .response_duplex_vec(vec![HttpTask::Body(Some(chunk), true)])
+            .await
+            .unwrap();
+    });
+    // The client reads nothing: the write stalls inside the chunk.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !freed.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !writer.is_finished(),
+        "the write ended although the client read nothing"
+    );
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "a stalled client's chunk kept its whole buffer: it was not shrunk to its rest"
+    );
+    let mut wire = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = client.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            wire.extend_from_slice(&buf[..n]);
+            if let Some(end) = wire.windows(4).position(|w| w == b"\r\n\r\n") {
+                if wire.len() - end - 4 >= LEN {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("the rest of the answer did not arrive");
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert_eq!(wire.len() - end - 4, LEN, "the answer's length on the wire");
+    let first_bad = (0..LEN).find(|&i| wire[end + 4 + i] != body[i]);
+    assert_eq!(first_bad, None, "the answer's bytes on the wire");
+}
+
+/// Writes `batches` of body chunks as one answer through Pingora's
+/// HTTP/1 server session (`response_duplex_vec`, as the proxy's pipe
+/// does) to a client that reads slowly over a socket with a 4 KiB send
+/// buffer, so writes stop wherever the buffer fills, inside chunks.
+/// Returns the bytes the client got after the head, and the head.
+async fn serve_in_batches(framing: Framing, batches: Vec<Vec<Bytes>>) -> (String, Vec<u8>) {
+    let (mut client, server) = small_buffered_pair().await;
     let reader = tokio::spawn(async move {
         let mut wire = Vec::new();
         let mut buf = [0u8; 3000];
@@ -96,6 +196,8 @@ async fn serve_in_batches(framing: Framing, batches: Vec<Vec<Bytes>>) -> (String
         pingora_core::protocols::l4::stream::Stream::from(server),
     ));
     session.read_request().await.unwrap();
+    // the proxy's compactor (part 11): writes stall inside chunks, which shrink to their rest
+    session.set_body_compactor(Some(pingora_proxy::pipe_budget::compact_chunk));
     let total: usize = batches.iter().flatten().map(Bytes::len).sum();
     let mut head = ResponseHeader::build(200, None).unwrap();
     match framing {

@@ -366,3 +366,69 @@ async fn the_last_chunk_and_other_tasks_give_their_grant_back() {
     );
     drop((last, done, again));
 }
+
+/// Bytes whose buffer says when it is freed.
+struct Flagged {
+    data: Vec<u8>,
+    freed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AsRef<[u8]> for Flagged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Flagged {
+    fn drop(&mut self) {
+        self.freed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_chunk_shrunk_to_its_rest_frees_its_buffer_and_keeps_its_whole_charge() {
+    use bytes::Buf;
+    let budget = PipeBudget::for_h1_peer(Some(&options(Some(LIMIT)))).unwrap();
+    let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read: Vec<u8> = (0..LIMIT / 2).map(|i| (i % 251) as u8).collect();
+    let expected = read[LIMIT / 2 - 1000..].to_vec();
+    let buffer = Bytes::from_owner(Flagged {
+        data: read,
+        freed: freed.clone(),
+    });
+    let task = HttpTask::Body(Some(buffer), false);
+    let task = budget.charge_granted(task, granted(&budget, "start").await);
+    let HttpTask::Body(Some(mut chunk), false) = task.await.unwrap() else {
+        panic!("a body chunk came back as another task");
+    };
+    // The client took all but the last 1000 bytes, then stopped reading.
+    chunk.advance(LIMIT / 2 - 1000);
+    let rest = pingora_proxy::pipe_budget::compact_chunk(chunk);
+    assert_eq!(
+        &rest[..],
+        &expected[..],
+        "the rest is not the unwritten bytes"
+    );
+    assert!(
+        freed.load(std::sync::atomic::Ordering::SeqCst),
+        "the chunk's read buffer outlived its compaction"
+    );
+    let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant(FULL)).await;
+    assert!(
+        waited.is_err(),
+        "compacting a stalled chunk gave its room back: the origin would be read further ahead"
+    );
+    drop(rest);
+    let next = granted(&budget, "the compacted rest kept its charge once dropped").await;
+    assert_eq!(
+        next.len(),
+        LIMIT / 2,
+        "the compacted rest gave back less than the chunk's charge"
+    );
+    // An uncharged chunk (the last of a body) is copied the same way.
+    let last = Bytes::from(vec![7u8; 5000]).slice(4000..);
+    assert_eq!(
+        &pingora_proxy::pipe_budget::compact_chunk(last)[..],
+        &[7u8; 1000][..]
+    );
+}

@@ -19,6 +19,7 @@
 //! has written it (or the request ended). The upstream half waits for room,
 //! so the origin's TCP window closes instead of the proxy's memory growing.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -58,12 +59,64 @@ impl Grant {
 /// Body bytes that hold their share of the budget until dropped.
 struct Charged {
     data: Bytes,
-    _permit: OwnedSemaphorePermit,
+    /// Always `Some` until dropped.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Charged {
     fn as_ref(&self) -> &[u8] {
         &self.data
+    }
+}
+
+thread_local! {
+    /// `Some` while `compact_chunk` drops a chunk: the chunk's charge is caught here instead
+    /// of given back.
+    static CATCH: RefCell<Option<Option<OwnedSemaphorePermit>>> = const { RefCell::new(None) };
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        // Given back outside the borrow (that wakes a waiting read), or caught. A thread
+        // that is exiting has no slot: the charge is given back.
+        let give_back = CATCH
+            .try_with(|catch| match &mut *catch.borrow_mut() {
+                Some(slot) => {
+                    *slot = Some(permit);
+                    None
+                }
+                None => Some(permit),
+            })
+            .unwrap_or(None);
+        drop(give_back);
+    }
+}
+
+/// The compactor a downstream HTTP/1 session is given with a budget
+/// (`HttpSession::set_body_compactor`): when a client stops reading in the middle of a
+/// chunk, the chunk's unwritten rest is copied into a buffer of its size and the chunk's
+/// buffer (the whole read, up to half the limit) is freed. The rest keeps the chunk's whole
+/// charge, so the origin is read no further ahead than before: the pipe's bound stands and a
+/// stalled client holds only what it has yet to read. An uncharged chunk (the last of a body)
+/// is copied the same way.
+pub fn compact_chunk(chunk: Bytes) -> Bytes {
+    let rest = Bytes::copy_from_slice(&chunk);
+    let caught = CATCH.try_with(|catch| {
+        *catch.borrow_mut() = Some(None);
+        // the last reference (the session is the chunk's only holder): drops the old
+        // `Charged`, whose charge is caught
+        drop(chunk);
+        catch.borrow_mut().take().flatten()
+    });
+    match caught {
+        Ok(Some(permit)) => Bytes::from_owner(Charged {
+            data: rest,
+            permit: Some(permit),
+        }),
+        _ => rest,
     }
 }
 
@@ -81,7 +134,7 @@ fn body_chunk(task: HttpTask) -> std::result::Result<(Bytes, bool), HttpTask> {
 fn charged(data: Bytes, upgraded: bool, permit: OwnedSemaphorePermit) -> HttpTask {
     let data = Some(Bytes::from_owner(Charged {
         data,
-        _permit: permit,
+        permit: Some(permit),
     }));
     if upgraded {
         HttpTask::UpgradedBody(data, false)

@@ -16,11 +16,12 @@ use futures::future::OptionFuture;
 use futures::StreamExt;
 
 use super::*;
-use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::pipe_budget::PipeBudget;
+use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::proxy_common::*;
 use crate::task_pipe;
 use pingora_cache::CachePhase;
+use pingora_core::protocols::http::v1::ChunkCompactor;
 use pingora_core::protocols::http::{
     authority::{raw_target_authority, validate_request_authority},
     custom::CUSTOM_MESSAGE_QUEUE_SIZE,
@@ -146,6 +147,13 @@ where
         let (tx_downstream, rx_downstream) = task_pipe::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
         session.as_mut().enable_retry_buffering();
+        // edgesteer patch: with a budget, a chunk a stalled client is inside shrinks to its
+        // unwritten rest (pipe_budget::compact_chunk)
+        session.downstream_session.set_body_compactor(
+            peer.options
+                .response_buffer_limit
+                .map(|_| crate::pipe_budget::compact_chunk as ChunkCompactor),
+        );
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.

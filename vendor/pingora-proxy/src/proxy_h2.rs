@@ -16,8 +16,8 @@ use futures::future::OptionFuture;
 use futures::StreamExt;
 
 use super::*;
-use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::pipe_budget::PipeBudget;
+use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::proxy_common::*;
 use http::{header::CONTENT_LENGTH, Method, StatusCode};
 use pingora_cache::CachePhase;
@@ -25,6 +25,7 @@ use pingora_core::protocols::http::authority::{
     raw_target_authority, validate_request_authority, RawTargetAuthority,
 };
 use pingora_core::protocols::http::custom::CUSTOM_MESSAGE_QUEUE_SIZE;
+use pingora_core::protocols::http::v1::ChunkCompactor;
 use pingora_core::protocols::http::v2::{client::Http2Session, write_body};
 
 /// Derive H2 `:path`, separating H1 absolute-form components ([RFC 9113 section 8.3.1]).
@@ -296,6 +297,13 @@ where
         let (tx, rx) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
         session.as_mut().enable_retry_buffering();
+        // edgesteer patch: with a budget, a chunk a stalled client is inside shrinks to its
+        // unwritten rest (pipe_budget::compact_chunk)
+        session.downstream_session.set_body_compactor(
+            peer.options
+                .response_buffer_limit
+                .map(|_| crate::pipe_budget::compact_chunk as ChunkCompactor),
+        );
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.

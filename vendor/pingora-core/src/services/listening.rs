@@ -24,6 +24,7 @@ use crate::listeners::tls::TlsSettings;
 use crate::listeners::AcceptAllFilter;
 use crate::listeners::{
     ConnectionFilter, ListenerConfig, Listeners, ServerAddress, TcpSocketOptions, TransportStack,
+    UninitializedStream,
 };
 use crate::protocols::Stream;
 #[cfg(unix)]
@@ -198,6 +199,33 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
     }
 
+    /// The accepted stream's handshake under its timeout: the stream, or `None` (logged).
+    async fn handshake(mut io: UninitializedStream) -> Option<Stream> {
+        let peer_addr = io.peer_addr();
+        // edgesteer patch: the pre-TLS callback may set the timeout
+        let handshake_timeout = io.handshake_timeout();
+        match timeout(handshake_timeout, io.handshake()).await {
+            Ok(handshake) => {
+                match handshake {
+                    Ok(io) => Some(io),
+                    Err(e) => {
+                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                        if let Some(addr) = peer_addr {
+                            error!("Downstream handshake error from {}: {e}", addr);
+                        } else {
+                            error!("Downstream handshake error: {e}");
+                        }
+                        None
+                    }
+                }
+            }
+            Err(_) => {
+                error!("Downstream handshake timeout");
+                None
+            }
+        }
+    }
+
     async fn run_endpoint(
         app_logic: Arc<A>,
         mut stack: TransportStack,
@@ -225,30 +253,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(mut io) => {
+                Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // edgesteer patch: the accepted stream and its handshake live in a box
+                    // of their own that is freed when the handshake ends, so the
+                    // connection's task, held for the connection's whole life, is not the
+                    // size of a handshake (and of the stream it moved out of).
+                    let handshake = Box::pin(Self::handshake(io));
                     current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // edgesteer patch: the pre-TLS callback may set the timeout
-                        let handshake_timeout = io.handshake_timeout();
-                        match timeout(handshake_timeout, io.handshake()).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
+                        if let Some(io) = handshake.await {
+                            Self::handle_event(io, app, shutdown).await
                         }
                     });
                 }

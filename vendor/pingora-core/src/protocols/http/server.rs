@@ -910,6 +910,15 @@ impl Session {
         }
     }
 
+    /// Shrink an HTTP/1 response body chunk a stalled write is inside to its unwritten rest
+    /// with `compactor` (edgesteer patch; see [`super::v1::ChunkCompactor`]). Other sessions
+    /// ignore it.
+    pub fn set_body_compactor(&mut self, compactor: Option<super::v1::ChunkCompactor>) {
+        if let Self::H1(s) = self {
+            s.set_body_compactor(compactor);
+        }
+    }
+
     /// Enable or disable the cancel-safe proxy task API for this session.
     pub fn set_proxy_tasks_enabled(&mut self, enabled: bool) {
         match self {

@@ -1332,12 +1332,32 @@ impl SendBodyState {
 /// write progress.
 /// A batch of body chunks a downstream writes at once, with vectored writes
 /// instead of a copy into one buffer (edgesteer patch): a chunk is dropped
-/// as soon as it is written, and never copied.
+/// as soon as it is written, and copied only to shrink it (see
+/// [`ChunkCompactor`]).
 #[derive(Debug, Default)]
 pub struct BodyChunks {
     chunks: std::collections::VecDeque<Bytes>,
     len: usize,
+    /// Bytes written out of the front chunk since it was queued or compacted.
+    front_written: usize,
+    compactor: Option<ChunkCompactor>,
 }
+
+/// Moves a chunk's bytes into an allocation of their own size (edgesteer
+/// patch). When a write stalls inside a chunk (the client's socket is full),
+/// the chunk's unwritten rest is all the session still needs of it, but the
+/// chunk keeps the whole buffer it was read into alive: a client that stops
+/// reading would hold it until it reads again or times out. Given the rest
+/// (the chunk as advanced), the compactor returns the same bytes in a buffer
+/// of their size; whatever else the old chunk carried (a charge against a
+/// budget, say) it may move over. Only a chunk the session alone holds is
+/// freed by this, so a caller that keeps body chunks alive elsewhere should
+/// not set one.
+pub type ChunkCompactor = fn(Bytes) -> Bytes;
+
+/// The least a compaction frees: a page. A chunk is compacted when a write
+/// stalls after at least this much of it was written.
+const COMPACT_MIN: usize = 4096;
 
 impl BodyChunks {
     /// Queue a chunk (an empty one is skipped: in chunked encoding it
@@ -1362,6 +1382,31 @@ impl BodyChunks {
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
+        self.front_written = 0;
+    }
+
+    /// Shrink chunks a stalled write is inside with `compactor` (none by default).
+    pub fn set_compactor(&mut self, compactor: Option<ChunkCompactor>) {
+        self.compactor = compactor;
+    }
+
+    /// A write stalled: if at least a page of the front chunk was written, move its rest into
+    /// a buffer of its own size, so a client that stopped reading holds only what it has yet to
+    /// read.
+    fn compact_stalled(&mut self) {
+        let Some(compact) = self.compactor else {
+            return;
+        };
+        if self.front_written < COMPACT_MIN {
+            return;
+        }
+        if let Some(front) = self.chunks.front_mut() {
+            let rest = std::mem::take(front);
+            let len = rest.len();
+            *front = compact(rest);
+            debug_assert_eq!(front.len(), len, "a compactor changed a chunk's length");
+            self.front_written = 0;
+        }
     }
 
     /// Keep only the first `n` bytes.
@@ -1400,10 +1445,12 @@ impl Buf for BodyChunks {
             };
             if cnt < front.len() {
                 front.advance(cnt);
+                self.front_written += cnt;
                 break;
             }
             cnt -= front.len();
             self.chunks.pop_front();
+            self.front_written = 0;
         }
     }
 
@@ -1415,6 +1462,44 @@ impl Buf for BodyChunks {
         }
         n
     }
+}
+
+/// `AsyncWriteExt::write_all_buf` (vectored when the stream is), calling `on_stall` on the
+/// buffer each time the stream is full (edgesteer patch).
+async fn write_all_compacting<S, B>(
+    stream: &mut S,
+    buf: &mut B,
+    mut on_stall: impl FnMut(&mut B),
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+    B: Buf,
+{
+    std::future::poll_fn(|cx| {
+        while buf.has_remaining() {
+            let polled = if stream.is_write_vectored() {
+                // as many slices as tokio's write_all_buf gives a vectored write
+                let mut slices = [std::io::IoSlice::new(&[]); 64];
+                let n = buf.chunks_vectored(&mut slices);
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n])
+            } else {
+                Pin::new(&mut *stream).poll_write(cx, buf.chunk())
+            };
+            match polled {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => buf.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    on_stall(buf);
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
 }
 
 pub struct BodyWriter {
@@ -1508,8 +1593,7 @@ impl BodyWriter {
                     chunks.truncate(to_write);
                 }
                 let n = chunks.len();
-                stream
-                    .write_all_buf(chunks)
+                write_all_compacting(stream, chunks, |c| c.compact_stalled())
                     .await
                     .or_err(WriteError, "while writing body")?;
                 self.body_mode = BM::ContentLength(total, written + n);
@@ -1523,17 +1607,17 @@ impl BodyWriter {
             BM::ChunkedEncoding(written) => {
                 let head = Bytes::from(format!("{len:X}\r\n"));
                 let mut output = head.chain(&mut *chunks).chain(&b"\r\n"[..]);
-                stream
-                    .write_all_buf(&mut output)
-                    .await
-                    .or_err(WriteError, "while writing body")?;
+                write_all_compacting(stream, &mut output, |o| {
+                    o.first_mut().last_mut().compact_stalled()
+                })
+                .await
+                .or_err(WriteError, "while writing body")?;
                 stream.flush().await.or_err(WriteError, "flushing body")?;
                 self.body_mode = BM::ChunkedEncoding(written + len);
                 len
             }
             BM::UntilClose(written) => {
-                stream
-                    .write_all_buf(chunks)
+                write_all_compacting(stream, chunks, |c| c.compact_stalled())
                     .await
                     .or_err(WriteError, "while writing body")?;
                 stream.flush().await.or_err(WriteError, "flushing body")?;

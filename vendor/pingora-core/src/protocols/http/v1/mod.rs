@@ -20,6 +20,9 @@ pub mod common;
 pub(crate) mod header;
 pub mod server;
 
+// edgesteer patch: what a server session shrinks a stalled body chunk with
+pub use body::ChunkCompactor;
+
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{BodyChunks, BodyReader, BodyWriter};
+use super::body::{BodyChunks, BodyReader, BodyWriter, ChunkCompactor};
 use super::common::*;
 use super::header::HeaderWriter;
 use crate::protocols::http::{
@@ -981,6 +981,12 @@ impl HttpSession {
         }
     }
 
+    /// Shrink a body chunk a stalled write is inside to its unwritten rest with `compactor`
+    /// (edgesteer patch; none by default, see [`ChunkCompactor`]).
+    pub fn set_body_compactor(&mut self, compactor: Option<ChunkCompactor>) {
+        self.body_write_buf.set_compactor(compactor);
+    }
+
     /// Whether the cancel-safe proxy task API is enabled for this session.
     pub fn proxy_tasks_enabled(&self) -> bool {
         self.proxy_tasks_enabled
@@ -1502,7 +1508,12 @@ impl HttpSession {
         if d.is_empty() {
             return Ok(());
         }
-        self.write_body(&d).await.map_err(|e| e.into_down())?;
+        // edgesteer patch: written as a batch of one, so a stalled write can shrink it
+        // (`set_body_compactor`)
+        if !self.body_writer.finished() {
+            self.body_write_buf.push(d);
+        }
+        self.write_body_buf().await.map_err(|e| e.into_down())?;
         Ok(())
     }
 
