@@ -173,6 +173,92 @@ async fn a_chunk_a_stalled_client_is_inside_is_freed_and_its_rest_still_arrives(
     assert_eq!(first_bad, None, "the answer's bytes on the wire");
 }
 
+/// Part 11 with the pipe's budget, as the proxy runs it: a chunk charged to
+/// the budget, written with chunked framing to a client that reads nothing.
+/// Its read buffer is freed while the write waits, its rest keeps the whole
+/// charge (the next read from the origin still waits), the client then gets
+/// every byte, and once the rest is written the whole charge comes back.
+#[tokio::test]
+async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buffer() {
+    use pingora_proxy::pipe_budget::PipeBudget;
+    const LEN: usize = 64 * 1024;
+    let mut options = pingora_core::upstreams::peer::PeerOptions::new();
+    options.response_buffer_limit = Some(2 * LEN);
+    let budget = PipeBudget::for_h1_peer(Some(&options)).unwrap();
+    let (mut client, server) = small_buffered_pair().await;
+    let mut session = HttpSession::new(Box::new(
+        pingora_core::protocols::l4::stream::Stream::from(server),
+    ));
+    session.read_request().await.unwrap();
+    session.set_body_compactor(Some(pingora_proxy::pipe_budget::compact_chunk));
+    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let freed = Arc::new(AtomicBool::new(false));
+    let chunk = Bytes::from_owner(Flagged {
+        data: body.clone(),
+        freed: freed.clone(),
+    });
+    let grant = budget.grant(usize::MAX).await.unwrap();
+    assert_eq!(grant.len(), LEN, "the whole budget for the first read");
+    let task = budget
+        .charge_granted(HttpTask::Body(Some(chunk), false), grant)
+        .await
+        .unwrap();
+    let mut head = ResponseHeader::build(200, None).unwrap();
+    head.insert_header("Transfer-Encoding", "chunked").unwrap();
+    let writer = tokio::spawn(async move {
+        for task in [
+            HttpTask::Header(Box::new(head), false),
+            task,
+            HttpTask::Body(None, true),
+        ] {
+            session.response_duplex_vec(vec![task]).await.unwrap();
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !freed.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!writer.is_finished(), "the write ended unread");
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "a stalled client's charged chunk kept its read buffer (chunked framing)"
+    );
+    let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant(usize::MAX)).await;
+    assert!(
+        waited.is_err(),
+        "the stalled chunk's rest gave its charge back: the origin would be read further ahead"
+    );
+    let mut wire = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 16 * 1024];
+        while !wire.ends_with(b"0\r\n\r\n") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before the last chunk");
+            wire.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("the rest of the answer did not arrive");
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let got = crate::test_util::dechunk(&wire[end + 4..]);
+    assert_eq!(got.len(), LEN, "the answer's length after dechunking");
+    assert!(got == body, "the answer's bytes after dechunking");
+    let again = tokio::time::timeout(Duration::from_secs(2), budget.grant(usize::MAX))
+        .await
+        .expect("the written rest kept its charge")
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        LEN,
+        "the written rest gave back less than its charge"
+    );
+}
+
 /// Writes `batches` of body chunks as one answer through Pingora's
 /// HTTP/1 server session (`response_duplex_vec`, as the proxy's pipe
 /// does) to a client that reads slowly over a socket with a 4 KiB send

@@ -104,20 +104,51 @@ impl Drop for Charged {
 /// is copied the same way.
 pub fn compact_chunk(chunk: Bytes) -> Bytes {
     let rest = Bytes::copy_from_slice(&chunk);
-    let caught = CATCH.try_with(|catch| {
-        *catch.borrow_mut() = Some(None);
-        // the last reference (the session is the chunk's only holder): drops the old
-        // `Charged`, whose charge is caught
-        drop(chunk);
-        catch.borrow_mut().take().flatten()
-    });
+    if CATCH
+        .try_with(|catch| *catch.borrow_mut() = Some(None))
+        .is_err()
+    {
+        // a thread that is exiting: the chunk's charge is given back as it drops
+        return rest;
+    }
+    let armed = Armed;
+    // the last reference (the session is the chunk's only holder): drops the old `Charged`,
+    // whose charge is caught
+    drop(chunk);
+    let caught = armed.disarm();
     match caught {
-        Ok(Some(permit)) => Bytes::from_owner(Charged {
+        Some(permit) => Bytes::from_owner(Charged {
             data: rest,
             permit: Some(permit),
         }),
-        _ => rest,
+        None => rest,
     }
+}
+
+/// The catch slot armed by `compact_chunk`: disarmed when dropped, also by a panic in a
+/// chunk's drop, so no later chunk's charge is caught (anything caught is given back).
+struct Armed;
+
+impl Armed {
+    /// Disarm the slot and take what it caught.
+    fn disarm(self) -> Option<OwnedSemaphorePermit> {
+        take_caught()
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        drop(take_caught());
+    }
+}
+
+/// Empty and disarm the catch slot, returning what it held.
+fn take_caught() -> Option<OwnedSemaphorePermit> {
+    CATCH
+        .try_with(|catch| catch.borrow_mut().take())
+        .ok()
+        .flatten()
+        .flatten()
 }
 
 /// A body chunk that is not the last (its bytes, and whether the connection was upgraded), or

@@ -1340,6 +1340,8 @@ pub struct BodyChunks {
     len: usize,
     /// Bytes written out of the front chunk since it was queued or compacted.
     front_written: usize,
+    /// Whether the front chunk is already a compactor's copy.
+    front_compacted: bool,
     compactor: Option<ChunkCompactor>,
 }
 
@@ -1350,13 +1352,18 @@ pub struct BodyChunks {
 /// reading would hold it until it reads again or times out. Given the rest
 /// (the chunk as advanced), the compactor returns the same bytes in a buffer
 /// of their size; whatever else the old chunk carried (a charge against a
-/// budget, say) it may move over. Only a chunk the session alone holds is
+/// budget, say) it may move over, and it must keep the length (a write whose
+/// compactor changes it fails). Only a chunk the session alone holds is
 /// freed by this, so a caller that keeps body chunks alive elsewhere should
-/// not set one.
+/// not set one. The bytes a stalled write retries move: a TLS stream must
+/// accept that (rustls copies what it is given; OpenSSL needs
+/// `SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`).
 pub type ChunkCompactor = fn(Bytes) -> Bytes;
 
 /// The least a compaction frees: a page. A chunk is compacted when a write
-/// stalls after at least this much of it was written.
+/// stalls after at least this much of it was written; a copy is compacted
+/// again only once as much of it was written as remains, so the copies of
+/// one chunk come to at most about twice its length.
 const COMPACT_MIN: usize = 4096;
 
 impl BodyChunks {
@@ -1383,6 +1390,7 @@ impl BodyChunks {
         self.chunks.clear();
         self.len = 0;
         self.front_written = 0;
+        self.front_compacted = false;
     }
 
     /// Shrink chunks a stalled write is inside with `compactor` (none by default).
@@ -1390,23 +1398,32 @@ impl BodyChunks {
         self.compactor = compactor;
     }
 
-    /// A write stalled: if at least a page of the front chunk was written, move its rest into
-    /// a buffer of its own size, so a client that stopped reading holds only what it has yet to
-    /// read.
-    fn compact_stalled(&mut self) {
+    /// A write stalled: if at least a page of the front chunk was written (and, for a chunk
+    /// already compacted, at least as much as remains), move its rest into a buffer of its own
+    /// size, so a client that stopped reading holds only what it has yet to read.
+    fn compact_stalled(&mut self) -> std::io::Result<()> {
         let Some(compact) = self.compactor else {
-            return;
+            return Ok(());
         };
-        if self.front_written < COMPACT_MIN {
-            return;
+        let Some(front) = self.chunks.front_mut() else {
+            return Ok(());
+        };
+        let written = self.front_written;
+        if written < COMPACT_MIN || (self.front_compacted && written < front.len()) {
+            return Ok(());
         }
-        if let Some(front) = self.chunks.front_mut() {
-            let rest = std::mem::take(front);
-            let len = rest.len();
-            *front = compact(rest);
-            debug_assert_eq!(front.len(), len, "a compactor changed a chunk's length");
-            self.front_written = 0;
+        let rest = std::mem::take(front);
+        let len = rest.len();
+        *front = compact(rest);
+        self.front_written = 0;
+        self.front_compacted = true;
+        if front.len() != len {
+            return Err(std::io::Error::other(format!(
+                "a body chunk compactor returned {} bytes for a rest of {len}",
+                front.len()
+            )));
         }
+        Ok(())
     }
 
     /// Keep only the first `n` bytes.
@@ -1451,6 +1468,7 @@ impl Buf for BodyChunks {
             cnt -= front.len();
             self.chunks.pop_front();
             self.front_written = 0;
+            self.front_compacted = false;
         }
     }
 
@@ -1465,11 +1483,11 @@ impl Buf for BodyChunks {
 }
 
 /// `AsyncWriteExt::write_all_buf` (vectored when the stream is), calling `on_stall` on the
-/// buffer each time the stream is full (edgesteer patch).
+/// buffer each time the stream is full; an error from it fails the write (edgesteer patch).
 async fn write_all_compacting<S, B>(
     stream: &mut S,
     buf: &mut B,
-    mut on_stall: impl FnMut(&mut B),
+    mut on_stall: impl FnMut(&mut B) -> std::io::Result<()>,
 ) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
@@ -1492,7 +1510,7 @@ where
                 Poll::Ready(Ok(n)) => buf.advance(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    on_stall(buf);
+                    on_stall(buf)?;
                     return Poll::Pending;
                 }
             }

@@ -1072,7 +1072,12 @@ impl HttpSession {
         match self.write_timeout(self.body_write_buf.len()) {
             Some(t) => match timeout(t, self.do_write_body_buf()).await {
                 Ok(res) => res,
-                Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
+                Err(_) => {
+                    // edgesteer patch: what was not written is dropped with the error, as a
+                    // single body write's bytes were (and gives back what it holds)
+                    self.body_write_buf.clear();
+                    Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}"))
+                }
             },
             None => self.do_write_body_buf().await,
         }
@@ -1565,7 +1570,7 @@ impl HttpSession {
     pub async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
         let n_tasks = tasks.len();
         if n_tasks == 1 {
-            // fallback to single operation to avoid copy
+            // fallback to single operation (no batch to gather)
             return self.response_duplex(tasks.pop().unwrap()).await;
         }
 
