@@ -100,64 +100,71 @@ impl Drop for Flagged {
     }
 }
 
-/// Part 11: when a client stops reading in the middle of a chunk, the
-/// chunk's read buffer is freed and only its unwritten rest is kept, in a
-/// buffer of its size; the client still gets every byte once and in order.
-/// (One chunk on its own takes the single-task path, `response_duplex`.)
-#[tokio::test]
-async fn a_chunk_a_stalled_client_is_inside_is_freed_and_its_rest_still_arrives() {
-    const LEN: usize = 256 * 1024;
-    let (mut client, server) = small_buffered_pair().await;
+/// A server session that has read a client's request over small buffers
+/// (`small_buffered_pair`), with the proxy's compactor set; a body of `len`
+/// counting bytes; that body as a chunk whose buffer says when it is freed;
+/// and the flag it sets.
+async fn stalling_session(
+    len: usize,
+) -> (
+    tokio::net::TcpStream,
+    HttpSession,
+    Vec<u8>,
+    Bytes,
+    Arc<AtomicBool>,
+) {
+    let (client, server) = small_buffered_pair().await;
     let mut session = HttpSession::new(Box::new(
         pingora_core::protocols::l4::stream::Stream::from(server),
     ));
     session.read_request().await.unwrap();
     session.set_body_compactor(Some(pingora_proxy::pipe_budget::compact_chunk));
-    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let freed = Arc::new(AtomicBool::new(false));
     let chunk = Bytes::from_owner(Flagged {
         data: body.clone(),
         freed: freed.clone(),
     });
-    let mut head = ResponseHeader::build(200, None).unwrap();
-    head.insert_header("Content-Length", LEN).unwrap();
-    let writer = tokio::spawn(async move {
-        session
-            .response_duplex_vec(vec![HttpTask::Header(Box::new(head), false)])
-            .await
-            .unwrap();
-        session
-            .response_duplex_vec(vec![HttpTask::Body(Some(chunk), true)])
-            .await
-            .unwrap();
-    });
-    // The client reads nothing: the write stalls inside the chunk.
+    (client, session, body, chunk, freed)
+}
+
+/// Writes `tasks` one at a time, each as the proxy's pipe hands a lone task
+/// over (`response_duplex_vec` with one task).
+fn write_one_by_one(mut session: HttpSession, tasks: Vec<HttpTask>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for task in tasks {
+            session.response_duplex_vec(vec![task]).await.unwrap();
+        }
+    })
+}
+
+/// Waits up to 5 s for `freed` while the client reads nothing; whether it
+/// was freed.
+async fn freed_while_stalled(freed: &AtomicBool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !freed.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        !writer.is_finished(),
-        "the write ended although the client read nothing"
-    );
-    assert!(
-        freed.load(Ordering::SeqCst),
-        "a stalled client's chunk kept its whole buffer: it was not shrunk to its rest"
-    );
+    freed.load(Ordering::SeqCst)
+}
+
+/// Reads the answer until `done` says the wire holds all of it (or the
+/// connection closes), then waits for the writer; returns the wire's bytes
+/// after the head.
+async fn read_answer(
+    client: &mut tokio::net::TcpStream,
+    writer: tokio::task::JoinHandle<()>,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     let mut wire = Vec::new();
     let read_all = async {
         let mut buf = [0u8; 16 * 1024];
-        loop {
+        while !done(&wire) {
             let n = client.read(&mut buf).await.unwrap();
             if n == 0 {
                 break;
             }
             wire.extend_from_slice(&buf[..n]);
-            if let Some(end) = wire.windows(4).position(|w| w == b"\r\n\r\n") {
-                if wire.len() - end - 4 >= LEN {
-                    break;
-                }
-            }
         }
     };
     tokio::time::timeout(Duration::from_secs(20), read_all)
@@ -168,8 +175,42 @@ async fn a_chunk_a_stalled_client_is_inside_is_freed_and_its_rest_still_arrives(
         .unwrap()
         .unwrap();
     let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert_eq!(wire.len() - end - 4, LEN, "the answer's length on the wire");
-    let first_bad = (0..LEN).find(|&i| wire[end + 4 + i] != body[i]);
+    wire.split_off(end + 4)
+}
+
+/// Part 11: when a client stops reading in the middle of a chunk, the
+/// chunk's read buffer is freed and only its unwritten rest is kept, in a
+/// buffer of its size; the client still gets every byte once and in order.
+/// (One chunk on its own takes the single-task path, `response_duplex`.)
+#[tokio::test]
+async fn a_chunk_a_stalled_client_is_inside_is_freed_and_its_rest_still_arrives() {
+    const LEN: usize = 256 * 1024;
+    let (mut client, session, body, chunk, freed) = stalling_session(LEN).await;
+    let mut head = ResponseHeader::build(200, None).unwrap();
+    head.insert_header("Content-Length", LEN).unwrap();
+    let tasks = vec![
+        HttpTask::Header(Box::new(head), false),
+        HttpTask::Body(Some(chunk), true),
+    ];
+    let writer = write_one_by_one(session, tasks);
+    // The client reads nothing: the write stalls inside the chunk.
+    let was_freed = freed_while_stalled(&freed).await;
+    assert!(
+        !writer.is_finished(),
+        "the write ended although the client read nothing"
+    );
+    assert!(
+        was_freed,
+        "a stalled client's chunk kept its whole buffer: it was not shrunk to its rest"
+    );
+    let got = read_answer(&mut client, writer, |wire| {
+        wire.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| wire.len() - end - 4 >= LEN)
+    })
+    .await;
+    assert_eq!(got.len(), LEN, "the answer's length on the wire");
+    let first_bad = (0..LEN).find(|&i| got[i] != body[i]);
     assert_eq!(first_bad, None, "the answer's bytes on the wire");
 }
 
@@ -185,18 +226,7 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
     let mut options = pingora_core::upstreams::peer::PeerOptions::new();
     options.response_buffer_limit = Some(2 * LEN);
     let budget = PipeBudget::for_h1_peer(Some(&options)).unwrap();
-    let (mut client, server) = small_buffered_pair().await;
-    let mut session = HttpSession::new(Box::new(
-        pingora_core::protocols::l4::stream::Stream::from(server),
-    ));
-    session.read_request().await.unwrap();
-    session.set_body_compactor(Some(pingora_proxy::pipe_budget::compact_chunk));
-    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-    let freed = Arc::new(AtomicBool::new(false));
-    let chunk = Bytes::from_owner(Flagged {
-        data: body.clone(),
-        freed: freed.clone(),
-    });
+    let (mut client, session, body, chunk, freed) = stalling_session(LEN).await;
     let grant = budget.grant(usize::MAX).await.unwrap();
     assert_eq!(grant.len(), LEN, "the whole budget for the first read");
     let task = budget
@@ -205,22 +235,16 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
         .unwrap();
     let mut head = ResponseHeader::build(200, None).unwrap();
     head.insert_header("Transfer-Encoding", "chunked").unwrap();
-    let writer = tokio::spawn(async move {
-        for task in [
-            HttpTask::Header(Box::new(head), false),
-            task,
-            HttpTask::Body(None, true),
-        ] {
-            session.response_duplex_vec(vec![task]).await.unwrap();
-        }
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !freed.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let tasks = vec![
+        HttpTask::Header(Box::new(head), false),
+        task,
+        HttpTask::Body(None, true),
+    ];
+    let writer = write_one_by_one(session, tasks);
+    let was_freed = freed_while_stalled(&freed).await;
     assert!(!writer.is_finished(), "the write ended unread");
     assert!(
-        freed.load(Ordering::SeqCst),
+        was_freed,
         "a stalled client's charged chunk kept its read buffer (chunked framing)"
     );
     let waited = tokio::time::timeout(Duration::from_millis(50), budget.grant(usize::MAX)).await;
@@ -228,24 +252,12 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
         waited.is_err(),
         "the stalled chunk's rest gave its charge back: the origin would be read further ahead"
     );
-    let mut wire = Vec::new();
-    let read_all = async {
-        let mut buf = [0u8; 16 * 1024];
-        while !wire.ends_with(b"0\r\n\r\n") {
-            let n = client.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the connection closed before the last chunk");
-            wire.extend_from_slice(&buf[..n]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read_all)
-        .await
-        .expect("the rest of the answer did not arrive");
-    tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .unwrap()
-        .unwrap();
-    let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let got = crate::test_util::dechunk(&wire[end + 4..]);
+    let raw = read_answer(&mut client, writer, |wire| wire.ends_with(b"0\r\n\r\n")).await;
+    assert!(
+        raw.ends_with(b"0\r\n\r\n"),
+        "the connection closed before the last chunk"
+    );
+    let got = crate::test_util::dechunk(&raw);
     assert_eq!(got.len(), LEN, "the answer's length after dechunking");
     assert!(got == body, "the answer's bytes after dechunking");
     let again = tokio::time::timeout(Duration::from_secs(2), budget.grant(usize::MAX))

@@ -7,17 +7,12 @@
 //! freed when it ends.
 //!
 //! A test binary of its own: it counts the process's live heap bytes
-//! through a global allocator, which tests running beside it would move.
+//! through a global allocator (`common/counting.rs`), which tests running
+//! beside it would move.
 
 #![allow(clippy::unwrap_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only
-// counts and forwards to the system allocator.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+#[path = "common/counting.rs"]
+mod counting;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -26,34 +21,10 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_core::services::Service as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
-
-/// The system allocator, counting the bytes it has out.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; the
-// counter is only a statistic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc`, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract for `dealloc`, passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// An application that holds each connection until the client closes it,
 /// counting the connections it holds.
@@ -135,14 +106,14 @@ async fn an_idle_connection_holds_no_handshake_state() {
     };
     until_holding(&holding, 1).await;
 
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     // Clients on std sockets: they hold no heap of the runtime's (the
     // listen backlog takes them until the service accepts).
     let clients: Vec<_> = (0..CONNS)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     until_holding(&holding, CONNS + 1).await;
-    let per_conn = (LIVE.load(Ordering::Relaxed) - before) / CONNS as isize;
+    let per_conn = (counting::live() - before) / CONNS as isize;
 
     drop(clients);
     drop(first);

@@ -5,45 +5,15 @@
 //! the read buffer used to be held by every request in flight.
 //!
 //! A test binary of its own: it counts the process's live heap bytes
-//! through a global allocator, which tests running beside it would move.
+//! through a global allocator (`common/counting.rs`), which tests running
+//! beside it would move.
 
 #![allow(clippy::unwrap_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only
-// counts and forwards to the system allocator.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "common/counting.rs"]
+mod counting;
 
 use pingora_core::protocols::http::v1::client::HttpSession;
 use tokio::io::AsyncWriteExt;
-
-/// The system allocator, counting the bytes it has out.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; the
-// counter is only a statistic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc`, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract for `dealloc`, passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// What a session holds once it has read an origin's head, and what
 /// dropping the parsed header gives back once the session is gone: the
@@ -61,14 +31,14 @@ async fn an_origin_head_is_held_in_bytes_of_its_own_size() {
 
     let stream = pingora_core::protocols::l4::stream::Stream::from(ours);
     let mut session = HttpSession::new(Box::new(stream));
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     let header = session.read_resp_header_parts().await.unwrap();
     // While the request is in flight the session holds the body reader's
     // buffer (Pingora's 64 KiB `BODY_BUFFER_SIZE`, with the 3,000 bytes
     // read past the head copied in), the head and two headers' maps (the
     // session's and this clone): 1,406 bytes over the body buffer, 5,526
     // if the session kept the read buffer it no longer needs.
-    let held = LIVE.load(Ordering::Relaxed) - before - BODY_BUFFER;
+    let held = counting::live() - before - BODY_BUFFER;
     assert!(
         held < 3 * 1024,
         "the session holds {held} bytes besides its body buffer while the answer is \
@@ -82,9 +52,9 @@ async fn an_origin_head_is_held_in_bytes_of_its_own_size() {
     assert_eq!(header.headers["x-origin"], "a");
     drop(session);
 
-    let with_header = LIVE.load(Ordering::Relaxed);
+    let with_header = counting::live();
     drop(header);
-    let freed = with_header - LIVE.load(Ordering::Relaxed);
+    let freed = with_header - counting::live();
     assert!(
         freed < MAX,
         "a parsed origin head holds {freed} bytes (at most {MAX}): its values are cut \
