@@ -128,6 +128,9 @@ pub struct UpstreamSettings {
     pub client: Option<ClientIdentity>,
     pub alpn: UpstreamAlpn,
     pub max_h2_streams: usize,
+    /// HTTP/2 flow-control window per request (the connection's is this
+    /// times `max_h2_streams`).
+    pub h2_window_bytes: u32,
 }
 
 /// A client certificate for mTLS to origins.

@@ -432,6 +432,13 @@ pub struct UpstreamSpec {
     /// (default 100); more open another connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_h2_streams: Option<u32>,
+    /// HTTP/2 flow-control window the proxy gives an origin per request,
+    /// in bytes (default 65,535, the protocol's own): what a client that
+    /// stops reading can make the proxy hold of its answer, on top of
+    /// `[limits] response_buffer_bytes`. A connection's window is this
+    /// times `max_h2_streams`, so stalled requests never use up another's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_window_bytes: Option<u32>,
 }
 
 impl UpstreamSpec {
@@ -454,6 +461,7 @@ impl UpstreamSpec {
             client_key: over.client_key.clone().or_else(|| self.client_key.clone()),
             alpn: over.alpn.clone().or_else(|| self.alpn.clone()),
             max_h2_streams: over.max_h2_streams.or(self.max_h2_streams),
+            h2_window_bytes: over.h2_window_bytes.or(self.h2_window_bytes),
         }
     }
 }

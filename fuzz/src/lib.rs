@@ -172,6 +172,7 @@ fn upstream(u: &mut Unstructured) -> Result<UpstreamSpec> {
             list(u, 3, |u| pick(u, &["h2", "http/1.1", "h2c", "spdy"]))
         })?,
         max_h2_streams: some(u, num)?,
+        h2_window_bytes: some(u, num)?,
     })
 }
 

@@ -150,6 +150,11 @@ const CONNECTIONS_REFUSED: Family = (
     "Client connections closed at accept because [limits] max_connections were open.",
 );
 
+const STALLED_CHUNKS: Family = (
+    "edgesteer_stalled_chunks_compacted_total",
+    "Answer body chunks shrunk to their unwritten rest because an HTTP/1 client stopped reading inside them (the chunk's read buffer freed): how often clients stall mid-answer.",
+);
+
 const HEAD_TIMEOUTS: Family = (
     "edgesteer_head_timeouts_total",
     "Client connections closed because a request head did not arrive whole within [limits] head_timeout_ms (slowloris).",
@@ -218,6 +223,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
     pub head_timeouts: IntCounter,
+    stalled_chunks: IntCounter,
     pub tls_handshake_timeouts: IntCounter,
     geo: [IntCounter; 4],
     rate_limited: IntCounterVec,
@@ -307,6 +313,7 @@ impl Metrics {
             connections_open: r.add(IntGauge::with_opts(opts(CONNECTIONS_OPEN))?)?,
             connections_refused: r.add(IntCounter::with_opts(opts(CONNECTIONS_REFUSED))?)?,
             head_timeouts: r.add(IntCounter::with_opts(opts(HEAD_TIMEOUTS))?)?,
+            stalled_chunks: r.add(IntCounter::with_opts(opts(STALLED_CHUNKS))?)?,
             tls_handshake_timeouts: r.add(IntCounter::with_opts(opts(TLS_HANDSHAKE_TIMEOUTS))?)?,
             upstream_tls_errors: r.add(IntCounterVec::new(
                 opts(UPSTREAM_TLS_ERRORS),
@@ -355,9 +362,10 @@ impl Metrics {
         self.blocked.inc();
     }
 
-    /// Copies the limiter's figures into the metrics (at scrape time; one
-    /// scrape at a time, so the counter deltas are not applied twice).
-    pub fn observe_limiter(&self, limiter: &edgesteer_ratelimit::Limiter) {
+    /// Copies the figures kept outside the registry, the limiter's and the
+    /// response pipes', into the metrics (at scrape time; one scrape at a
+    /// time, so the counter deltas are not applied twice).
+    pub fn observe(&self, limiter: &edgesteer_ratelimit::Limiter) {
         let _one = self
             .observe_lock
             .lock()
@@ -381,6 +389,8 @@ impl Metrics {
         self.store_nodes.observe(store.cluster.as_ref());
         self.ratelimit_blocked
             .set(i64::try_from(limiter.block_count()).unwrap_or(i64::MAX));
+        let c = &self.stalled_chunks;
+        c.inc_by(pingora_proxy::pipe_budget::chunks_compacted().saturating_sub(c.get()));
     }
 
     /// Handles for every region of `table`, index-aligned, plus one for

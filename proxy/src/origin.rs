@@ -26,6 +26,9 @@ pub struct RegionUpstream {
     pub client: Option<Arc<CertKey>>,
     pub alpn: ALPN,
     pub max_h2_streams: usize,
+    /// HTTP/2 flow-control window per request, and per connection.
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
     /// What the health probes of this region's backends use (HTTP/1.1).
     pub probe_tls: Option<Arc<rustls::ClientConfig>>,
     /// A hash of the settings, so probes restart only when they change.
@@ -72,6 +75,14 @@ impl RegionUpstream {
             client,
             alpn,
             max_h2_streams: s.max_h2_streams,
+            h2_stream_window: s.h2_window_bytes,
+            // Every stream's whole window at once: requests whose clients
+            // stopped reading cannot leave another none (compile bounds the
+            // product under HTTP/2's largest window).
+            h2_connection_window: u32::try_from(s.max_h2_streams)
+                .ok()
+                .and_then(|n| s.h2_window_bytes.checked_mul(n))
+                .unwrap_or(i32::MAX as u32),
             probe_tls,
             fingerprint: {
                 use std::hash::{Hash, Hasher};

@@ -169,6 +169,14 @@ pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> Upstr
     ) {
         max_h2_streams = n as usize;
     }
+    let h2_window_bytes = errs
+        .in_range(
+            format!("{path}.h2_window_bytes"),
+            u.h2_window_bytes,
+            H2_WINDOW_MIN..=H2_WINDOW_MAX,
+            "",
+        )
+        .unwrap_or(H2_WINDOW_MIN);
     UpstreamSettings {
         tls,
         sni: u.sni.clone(),
@@ -177,8 +185,15 @@ pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> Upstr
         client,
         alpn,
         max_h2_streams,
+        h2_window_bytes,
     }
 }
+
+/// HTTP/2's own initial window (RFC 9113 6.9.2), the least a table may set.
+const H2_WINDOW_MIN: u32 = 65_535;
+/// 2 MiB: times the most streams (1,000) it stays under the protocol's
+/// largest window, 2^31 - 1, as a connection's window.
+const H2_WINDOW_MAX: u32 = 2 << 20;
 
 fn alpn(path: &str, list: &[String], tls: bool, errs: &mut Errors) -> UpstreamAlpn {
     let names: Vec<&str> = list.iter().map(String::as_str).collect();

@@ -10,7 +10,7 @@ use crate::steer::Steering;
 
 /// The Prometheus text, with each backend's availability set first.
 pub(super) fn metrics(steer: &Steering) -> String {
-    steer.metrics.observe_limiter(&steer.limiter);
+    steer.metrics.observe(&steer.limiter);
     let snap = steer.current();
     for (state, b) in snap.health.states().iter().zip(&snap.table.backends) {
         let region = &snap.table.region(b.region).name;

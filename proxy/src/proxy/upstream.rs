@@ -56,7 +56,7 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
             let mut p = HttpPeer::new(addr, false, String::new());
             // h2c (prior knowledge) when the table says so.
             p.options.alpn = up.alpn.clone();
-            p.options.max_h2_streams = up.max_h2_streams;
+            h2_options(&mut p, up);
             p
         }
         None => HttpPeer::new(addr, false, String::new()),
@@ -134,8 +134,20 @@ fn tls_peer(
     p.options.ca = up.ca.clone();
     p.client_cert_key = up.client.clone();
     p.options.alpn = up.alpn.clone();
-    p.options.max_h2_streams = up.max_h2_streams;
+    h2_options(&mut p, up);
     p
+}
+
+/// HTTP/2 streams per connection, and the flow-control windows: a stream's
+/// bounds what a client that stops reading holds here of its answer (the
+/// pipe's budget waits while the origin fills it); the connection's holds
+/// every stream's, so stalled streams cannot use up the window another is
+/// still reading from (Pingora's default, 8 MiB each, lets one stalled
+/// request buffer its whole answer, and eight of 1 MiB starve the rest).
+fn h2_options(p: &mut HttpPeer, up: &crate::origin::RegionUpstream) {
+    p.options.max_h2_streams = up.max_h2_streams;
+    p.options.h2_stream_window_size = Some(up.h2_stream_window);
+    p.options.h2_connection_window_size = Some(up.h2_connection_window);
 }
 
 /// A retry: the failed endpoint is avoided from now on; the same backend

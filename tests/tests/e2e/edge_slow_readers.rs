@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use edgesteer::demo::DemoBackend;
 use edgesteer_tests::*;
 
 const READERS: usize = 200;
@@ -31,8 +32,13 @@ fn rss_kib(pid: u32) -> u64 {
 /// A client with a small receive window that asks for the 1 MiB answer
 /// and then reads nothing.
 async fn stalled_reader(addr: std::net::SocketAddr) -> TcpStream {
+    stalled_reader_with(addr, 4096).await
+}
+
+/// [`stalled_reader`] with a receive buffer of `rcvbuf` bytes.
+async fn stalled_reader_with(addr: std::net::SocketAddr, rcvbuf: u32) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
     let req = format!("GET /bytes?n={ANSWER} HTTP/1.1\r\nHost: a\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
@@ -85,6 +91,117 @@ async fn slow_readers_of_a_large_answer_hold_back_the_origin_not_the_proxys_memo
     // And a stalled reader that starts reading gets every byte, in order.
     let mut first = readers.swap_remove(0);
     assert_eq!(read_answer(&mut first).await, ANSWER);
+}
+
+/// A client that stops reading inside a chunk leaves the proxy only the
+/// chunk's unwritten rest (vendor/README.md part 11), whether the origin
+/// speaks HTTP/1 or h2 (each sets the compactor on its own path):
+/// `edgesteer_stalled_chunks_compacted_total` counts the shrunk chunks,
+/// and a stalled reader that reads again still gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_a_stalled_reader_is_inside_shrinks_to_its_rest_from_h1_and_h2_origins() {
+    // Where the kernel stops taking a write depends on the client's window
+    // and the proxy's send buffer (capped here): with one window size the
+    // readers' answers mostly stop at the same place, at a chunk's end or
+    // inside it. Eight sizes, 512 B to 64 KiB, two readers each: some stop
+    // at least a page into a chunk (1 to 8 of 8 did here, per origin).
+    const STALLED: usize = 16;
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let (h2, _h2_origin) = h2_origin(&wd).await;
+    let (h1, _backends) = covergen_on_loopback().await.unwrap();
+    for (origin, spec, version) in [("HTTP/1", h1, "HTTP/1.1"), ("h2", h2, "HTTP/2.0")] {
+        let args = vec!["--send-buffer".to_string(), "65536".into()];
+        let proxy = wd.start_proxy(&spec, true, args).await.unwrap();
+        let echo: serde_json::Value = reqwest::get(proxy.url("/v1/covers"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(echo["http_version"], version, "{origin} origin: {echo}");
+        let mut readers = Vec::with_capacity(STALLED);
+        for i in 0..STALLED {
+            readers.push(stalled_reader_with(proxy.addr, 512 << (i % 8)).await);
+        }
+        let shrunk = wait_until(Duration::from_secs(10), || async {
+            let m = proxy.metrics().await.unwrap_or_default();
+            metric(&m, "edgesteer_stalled_chunks_compacted_total").is_some_and(|n| n >= 1.0)
+        })
+        .await;
+        assert!(
+            shrunk.is_some(),
+            "{origin} origin: {STALLED} stalled readers and no chunk shrunk to its rest: {}",
+            proxy.metrics().await.unwrap()
+        );
+        let m = proxy.metrics().await.unwrap();
+        let n = metric_value(&m, "edgesteer_stalled_chunks_compacted_total");
+        eprintln!("{origin} origin: {n} chunks shrunk to their rest");
+        for mut r in readers {
+            assert_eq!(read_answer(&mut r).await, ANSWER, "{origin} origin");
+        }
+    }
+}
+
+/// A table of one region on one origin that speaks h2 over TLS, and the
+/// origin.
+async fn h2_origin(wd: &Workdir) -> (edgesteer_config::wire::TableSpec, DemoBackend) {
+    let pki = edgesteer::demo::DemoPki::generate(&wd.path("pki")).unwrap();
+    let origin = crate::origin_tls::origin("a", &pki.cert, &pki.key, None).await;
+    let spec = crate::origin_tls::table(
+        &[(origin.addr, 1)],
+        crate::origin_tls::trusting(&pki),
+        "interval_ms = 60000\ntimeout_ms = 1000",
+    );
+    (spec, origin)
+}
+
+/// Requests to an h2 origin share its connection's flow-control window.
+/// With Pingora's default windows, 8 MiB per stream and per connection, a
+/// stalled client's answer piled up in the proxy (610 KiB each here), and
+/// sixteen stalled 1 MiB answers used up the connection's window: a new
+/// request on it got its head and then nothing until its read timed out.
+/// The table's `h2_window_bytes` (64 KiB by default) bounds each stream,
+/// and the connection's window holds every stream's: also when a table
+/// raises the stream's to 1 MiB, where each stalled answer is whole in
+/// the proxy by choice. The send buffer is capped so the kernel does not
+/// take the stalled answers off the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_to_an_h2_origin_neither_pile_up_nor_starve_another() {
+    const STALLED: usize = 16;
+    let _heavy = heavy().await;
+    let wd = Workdir::new().unwrap();
+    let (mut spec, _origin) = h2_origin(&wd).await;
+    for window in [None, Some(1 << 20)] {
+        if let Some(upstream) = spec.regions.get_mut("r").and_then(|r| r.upstream.as_mut()) {
+            upstream.h2_window_bytes = window;
+        }
+        let args = vec!["--send-buffer".to_string(), "65536".into()];
+        let proxy = wd.start_proxy(&spec, true, args).await.unwrap();
+        let mut warm = stalled_reader(proxy.addr).await;
+        assert_eq!(read_answer(&mut warm).await, ANSWER);
+        let before = rss_kib(proxy.pid());
+        let mut readers = Vec::with_capacity(STALLED);
+        for _ in 0..STALLED {
+            readers.push(stalled_reader(proxy.addr).await);
+        }
+        let peak = peak_rss(proxy.pid(), before).await;
+        let each = (peak - before) / STALLED as u64;
+        eprintln!("window {window:?}: {STALLED} stalled readers of an h2 origin, RSS {before} -> {peak} KiB, {each} KiB each");
+        if window.is_none() {
+            assert!(
+                each <= PER_READER_KIB,
+                "each stalled reader of an h2 origin holds {each} KiB (more than \
+                 {PER_READER_KIB}): its answer piles up in the proxy's h2 receive window"
+            );
+        }
+        // A new request shares the stalled ones' connection to the origin.
+        let mut fresh = stalled_reader(proxy.addr).await;
+        assert_eq!(read_answer(&mut fresh).await, ANSWER, "window {window:?}");
+        for mut r in readers {
+            assert_eq!(read_answer(&mut r).await, ANSWER, "window {window:?}");
+        }
+    }
 }
 
 /// Reads one answer to its end; the body's length, after checking that

@@ -16,7 +16,7 @@ use edgesteer_tests::*;
 
 /// A TLS origin for region `r` with `cert`/`key`; `client_ca` makes it
 /// require a client certificate chaining to that CA.
-async fn origin(
+pub(crate) async fn origin(
     name: &str,
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -34,7 +34,11 @@ async fn origin(
 }
 
 /// One region `r` on `backends` (address, weight), reached with `upstream`.
-fn table(backends: &[(SocketAddr, u32)], upstream: UpstreamSpec, health: &str) -> TableSpec {
+pub(crate) fn table(
+    backends: &[(SocketAddr, u32)],
+    upstream: UpstreamSpec,
+    health: &str,
+) -> TableSpec {
     let list: Vec<String> = backends
         .iter()
         .map(|(a, w)| format!("{{ address = \"{a}\", weight = {w} }}"))
@@ -48,7 +52,7 @@ fn table(backends: &[(SocketAddr, u32)], upstream: UpstreamSpec, health: &str) -
     spec
 }
 
-fn trusting(pki: &DemoPki) -> UpstreamSpec {
+pub(crate) fn trusting(pki: &DemoPki) -> UpstreamSpec {
     UpstreamSpec {
         tls: Some(true),
         sni: Some("localhost".into()),

@@ -20,6 +20,7 @@
 //! so the origin's TCP window closes instead of the proxy's memory growing.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -95,6 +96,16 @@ impl Drop for Charged {
     }
 }
 
+/// Chunks `compact_chunk` has shrunk to their rest, over the process's life.
+static COMPACTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many body chunks have been shrunk to their unwritten rest because a client stopped
+/// reading inside them (`compact_chunk`), over the process's life: how often clients stall
+/// in the middle of an answer.
+pub fn chunks_compacted() -> u64 {
+    COMPACTED.load(Ordering::Relaxed)
+}
+
 /// The compactor a downstream HTTP/1 session is given with a budget
 /// (`HttpSession::set_body_compactor`): when a client stops reading in the middle of a
 /// chunk, the chunk's unwritten rest is copied into a buffer of its size and the chunk's
@@ -103,6 +114,7 @@ impl Drop for Charged {
 /// stalled client holds only what it has yet to read. An uncharged chunk (the last of a body)
 /// is copied the same way.
 pub fn compact_chunk(chunk: Bytes) -> Bytes {
+    COMPACTED.fetch_add(1, Ordering::Relaxed);
     let rest = Bytes::copy_from_slice(&chunk);
     if CATCH
         .try_with(|catch| *catch.borrow_mut() = Some(None))

@@ -256,6 +256,36 @@ fn limits_are_bounded_and_name_their_field() {
     assert_eq!(t.limits.min_send_rate, Some(100));
 }
 
+/// A stream's h2 window is HTTP/2's own unless raised; at most 2 MiB, so
+/// the connection's (times up to 1,000 streams) stays a valid window.
+#[test]
+fn the_h2_window_is_bounded_and_a_region_may_raise_it() {
+    let mut spec = covergen();
+    let t = compile(&spec).unwrap();
+    assert_eq!(t.regions[0].upstream.h2_window_bytes, 65_535);
+    spec.upstream.h2_window_bytes = Some(65_534);
+    assert_one_error(
+        &spec,
+        "upstream.h2_window_bytes",
+        "65534 is outside 65535..=2097152",
+    );
+    spec.upstream.h2_window_bytes = None;
+    region(&mut spec, "us-east").upstream = Some(crate::wire::UpstreamSpec {
+        h2_window_bytes: Some(2 * 1024 * 1024 + 1),
+        ..Default::default()
+    });
+    assert_one_error(&spec, "regions.us-east.upstream.h2_window_bytes", "outside");
+    region(&mut spec, "us-east").upstream = Some(crate::wire::UpstreamSpec {
+        h2_window_bytes: Some(1 << 20),
+        ..Default::default()
+    });
+    let t = compile(&spec).unwrap();
+    for r in &t.regions {
+        let want = if r.name == "us-east" { 1 << 20 } else { 65_535 };
+        assert_eq!(r.upstream.h2_window_bytes, want, "{}", r.name);
+    }
+}
+
 #[test]
 fn a_pushed_table_may_not_ask_for_too_much() {
     let mut spec = crate::parse::from_toml(crate::COVERGEN_TOML).unwrap();
