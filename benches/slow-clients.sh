@@ -13,6 +13,8 @@
 #   CONNS=500 SECS=10 benches/slow-clients.sh
 #   MODES="X1M" PROFILE=debug benches/slow-clients.sh   # one mode, a debug build
 #   MODES=X1M RESPONSE_BUFFER_BYTES=16384 benches/slow-clients.sh   # another pipe budget
+#   MODES=X1M ORIGIN=h2c benches/slow-clients.sh       # the origin reached over h2c (one connection per 100 requests)
+#   MODES=X1M ORIGIN=h2c H2_WINDOW_BYTES=1048576 benches/slow-clients.sh  # and a larger h2 window per request
 #   MODES=X1M PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # capped client send buffers
 #   TARGET=nginx MODES=X1M benches/slow-clients.sh      # a peer instead: nginx or haproxy
 #   PROXY_BIN=/tmp/edgesteer-before MODES=X1M benches/slow-clients.sh  # another build of ours
@@ -57,6 +59,13 @@ grep -q '^timeout_ms = 2000$' "$wd/table.toml"
 # one request may hold of an answer a client reads slowly; 32768 by default).
 if [ -n "${RESPONSE_BUFFER_BYTES:-}" ]; then
   printf '\n[limits]\nresponse_buffer_bytes = %s\n' "$RESPONSE_BUFFER_BYTES" >> "$wd/table.toml"
+fi
+# ORIGIN=h2c: the proxy reaches the origin over HTTP/2 without TLS (the demo
+# backend speaks both), so stalled requests share h2 connections and their
+# flow-control windows; H2_WINDOW_BYTES=N: the table's h2_window_bytes.
+if [ "${ORIGIN:-h1}" = h2c ]; then
+  printf '\n[upstream]\nalpn = ["h2c"]\n' >> "$wd/table.toml"
+  [ -z "${H2_WINDOW_BYTES:-}" ] || printf 'h2_window_bytes = %s\n' "$H2_WINDOW_BYTES" >> "$wd/table.toml"
 fi
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 # A fresh proxy per mode, so each mode's peak is its own (an allocator

@@ -35,6 +35,9 @@ pub struct RegionUpstream {
     pub fingerprint: u64,
 }
 
+/// HTTP/2's largest flow-control window, 2^31 - 1 (RFC 9113, 6.9.1).
+const H2_MAX_WINDOW: u32 = i32::MAX as u32;
+
 impl RegionUpstream {
     /// Built when a table is installed. Certificate material was read and
     /// checked when the table compiled; a failure here (it should not
@@ -82,7 +85,7 @@ impl RegionUpstream {
             h2_connection_window: u32::try_from(s.max_h2_streams)
                 .ok()
                 .and_then(|n| s.h2_window_bytes.checked_mul(n))
-                .unwrap_or(i32::MAX as u32),
+                .map_or(H2_MAX_WINDOW, |w| w.min(H2_MAX_WINDOW)),
             probe_tls,
             fingerprint: {
                 use std::hash::{Hash, Hasher};
