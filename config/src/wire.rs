@@ -433,9 +433,10 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_h2_streams: Option<u32>,
     /// HTTP/2 flow-control window the proxy gives an origin per request,
-    /// in bytes (default 65,535, the protocol's own): what a client that
-    /// stops reading can make the proxy hold of its answer, on top of
-    /// `[limits] response_buffer_bytes`. A connection's window is this
+    /// in bytes (default 65,535, the protocol's own; 16,384 to 2 MiB):
+    /// what a client that stops reading can make the proxy hold of its
+    /// answer, on top of `[limits] response_buffer_bytes`, and one
+    /// answer's throughput per round trip. A connection's window is this
     /// times `max_h2_streams`, so stalled requests never use up another's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_window_bytes: Option<u32>,

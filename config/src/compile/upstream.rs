@@ -176,7 +176,7 @@ pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> Upstr
             H2_WINDOW_MIN..=H2_WINDOW_MAX,
             "",
         )
-        .unwrap_or(H2_WINDOW_MIN);
+        .unwrap_or(H2_WINDOW_DEFAULT);
     UpstreamSettings {
         tls,
         sni: u.sni.clone(),
@@ -189,8 +189,11 @@ pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> Upstr
     }
 }
 
-/// HTTP/2's own initial window (RFC 9113 6.9.2), the least a table may set.
-const H2_WINDOW_MIN: u32 = 65_535;
+/// HTTP/2's own initial window (RFC 9113, 6.9.2), the default.
+const H2_WINDOW_DEFAULT: u32 = 65_535;
+/// One frame of the default largest size: a smaller window would cut every
+/// DATA frame into pieces.
+const H2_WINDOW_MIN: u32 = 16_384;
 /// 2 MiB: times the most streams (1,000) it stays under the protocol's
 /// largest window, 2^31 - 1, as a connection's window.
 const H2_WINDOW_MAX: u32 = 2 << 20;

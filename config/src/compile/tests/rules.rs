@@ -256,18 +256,19 @@ fn limits_are_bounded_and_name_their_field() {
     assert_eq!(t.limits.min_send_rate, Some(100));
 }
 
-/// A stream's h2 window is HTTP/2's own unless raised; at most 2 MiB, so
+/// A stream's h2 window is HTTP/2's own unless set; at least a frame (16
+/// KiB), at most 2 MiB, so
 /// the connection's (times up to 1,000 streams) stays a valid window.
 #[test]
-fn the_h2_window_is_bounded_and_a_region_may_raise_it() {
+fn the_h2_window_is_bounded_and_a_region_may_set_its_own() {
     let mut spec = covergen();
     let t = compile(&spec).unwrap();
     assert_eq!(t.regions[0].upstream.h2_window_bytes, 65_535);
-    spec.upstream.h2_window_bytes = Some(65_534);
+    spec.upstream.h2_window_bytes = Some(16_383);
     assert_one_error(
         &spec,
         "upstream.h2_window_bytes",
-        "65534 is outside 65535..=2097152",
+        "16383 is outside 16384..=2097152",
     );
     spec.upstream.h2_window_bytes = None;
     region(&mut spec, "us-east").upstream = Some(crate::wire::UpstreamSpec {
