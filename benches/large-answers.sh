@@ -13,6 +13,7 @@
 #   SIZE=65536 ROUNDS=3 benches/large-answers.sh
 #   B_BIN=/tmp/edgesteer-before TARGETS="before ours" benches/large-answers.sh
 #   RESPONSE_BUFFER_BYTES=65536 TARGETS=ours benches/large-answers.sh
+#   ORIGIN=h2c B_BIN=/tmp/edgesteer-before TARGETS="before ours" benches/large-answers.sh  # over h2c
 #
 # Prints one row per target and round: requests, MB/s, proxy CPU us per
 # request, wrk's mean latency; then each target's median. CPU is the
@@ -40,6 +41,12 @@ pids+=($!)
 covergen_table "$wd/table.toml" "127.0.0.1:$up" strip
 if [ -n "${RESPONSE_BUFFER_BYTES:-}" ]; then
   printf '\n[limits]\nresponse_buffer_bytes = %s\n' "$RESPONSE_BUFFER_BYTES" >> "$wd/table.toml"
+fi
+# ORIGIN=h2c: ours (and before) reach the origin over HTTP/2 without TLS;
+# H2_WINDOW_BYTES=N: the table's h2_window_bytes (ours only).
+if [ "${ORIGIN:-h1}" = h2c ]; then
+  printf '\n[upstream]\nalpn = ["h2c"]\n' >> "$wd/table.toml"
+  [ -z "${H2_WINDOW_BYTES:-}" ] || printf 'h2_window_bytes = %s\n' "$H2_WINDOW_BYTES" >> "$wd/table.toml"
 fi
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 
