@@ -257,8 +257,8 @@ fn limits_are_bounded_and_name_their_field() {
 }
 
 /// A stream's h2 window is HTTP/2's own unless set; at least a frame (16
-/// KiB), at most 2 MiB, so
-/// the connection's (times up to 1,000 streams) stays a valid window.
+/// KiB), at most 2 MiB, so the connection's (times up to 1,000 streams)
+/// stays a valid window.
 #[test]
 fn the_h2_window_is_bounded_and_a_region_may_set_its_own() {
     let mut spec = covergen();
