@@ -42,12 +42,7 @@ covergen_table "$wd/table.toml" "127.0.0.1:$up" strip
 if [ -n "${RESPONSE_BUFFER_BYTES:-}" ]; then
   printf '\n[limits]\nresponse_buffer_bytes = %s\n' "$RESPONSE_BUFFER_BYTES" >> "$wd/table.toml"
 fi
-# ORIGIN=h2c: ours (and before) reach the origin over HTTP/2 without TLS;
-# H2_WINDOW_BYTES=N: the table's h2_window_bytes (ours only).
-if [ "${ORIGIN:-h1}" = h2c ]; then
-  printf '\n[upstream]\nalpn = ["h2c"]\n' >> "$wd/table.toml"
-  [ -z "${H2_WINDOW_BYTES:-}" ] || printf 'h2_window_bytes = %s\n' "$H2_WINDOW_BYTES" >> "$wd/table.toml"
-fi
+origin_protocol "$wd/table.toml"
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 
 # start TARGET LISTEN: the target on CPU 0; sets pid.

@@ -20,6 +20,16 @@ bench_cleanup() {
   rm -rf "$wd"
 }
 
+# origin_protocol TABLE: with ORIGIN=h2c, ours reaches the origin over
+# HTTP/2 without TLS (the demo backend speaks both), so requests share h2
+# connections and their flow-control windows; H2_WINDOW_BYTES=N sets the
+# table's h2_window_bytes (a build that knows it).
+origin_protocol() {
+  [ "${ORIGIN:-h1}" = h2c ] || return 0
+  printf '\n[upstream]\nalpn = ["h2c"]\n' >> "$1"
+  [ -z "${H2_WINDOW_BYTES:-}" ] || printf 'h2_window_bytes = %s\n' "$H2_WINDOW_BYTES" >> "$1"
+}
+
 # covergen_table DST UPSTREAM LIMITS [MAX_KEYS]
 # The covergen table with every region's backends replaced by UPSTREAM, so
 # routing, zones and pins are production's. LIMITS: keep (the covergen

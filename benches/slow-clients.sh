@@ -60,13 +60,7 @@ grep -q '^timeout_ms = 2000$' "$wd/table.toml"
 if [ -n "${RESPONSE_BUFFER_BYTES:-}" ]; then
   printf '\n[limits]\nresponse_buffer_bytes = %s\n' "$RESPONSE_BUFFER_BYTES" >> "$wd/table.toml"
 fi
-# ORIGIN=h2c: the proxy reaches the origin over HTTP/2 without TLS (the demo
-# backend speaks both), so stalled requests share h2 connections and their
-# flow-control windows; H2_WINDOW_BYTES=N: the table's h2_window_bytes.
-if [ "${ORIGIN:-h1}" = h2c ]; then
-  printf '\n[upstream]\nalpn = ["h2c"]\n' >> "$wd/table.toml"
-  [ -z "${H2_WINDOW_BYTES:-}" ] || printf 'h2_window_bytes = %s\n' "$H2_WINDOW_BYTES" >> "$wd/table.toml"
-fi
+origin_protocol "$wd/table.toml"
 "$bin/edgesteer" validate "$wd/table.toml" >&2
 # A fresh proxy per mode, so each mode's peak is its own (an allocator
 # keeps what the previous mode freed).
