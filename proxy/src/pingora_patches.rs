@@ -271,6 +271,65 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
     );
 }
 
+/// What a chunk holds (its budget's charge, an h2 frame's window) is given
+/// back when its last reference drops, or taken over by its copy
+/// (`held::take_holds`, as `compact_chunk` does): given back only when
+/// what was taken drops, and the catch disarmed after, so a later chunk
+/// gives back at once. A chunk with another reference gives nothing yet.
+#[test]
+fn what_a_chunk_holds_is_given_back_or_taken_over_by_its_copy() {
+    use pingora_core::protocols::http::held;
+    use std::sync::atomic::AtomicUsize;
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    /// Bytes whose owner gives back two holds as it drops.
+    struct Owner(Option<(Counted, Counted)>);
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            b"abc"
+        }
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            if let Some((a, b)) = self.0.take() {
+                held::give_back(a);
+                held::give_back(b);
+            }
+        }
+    }
+    let given = Arc::new(AtomicUsize::new(0));
+    let chunk = || {
+        let holds = (Counted(given.clone()), Counted(given.clone()));
+        Bytes::from_owner(Owner(Some(holds)))
+    };
+    let count = || given.load(Ordering::SeqCst);
+
+    drop(chunk());
+    assert_eq!(count(), 2, "a dropped chunk kept what it held");
+
+    let holds = held::take_holds(chunk());
+    assert_eq!(holds.len(), 2, "the copy did not take over both holds");
+    assert_eq!(count(), 2, "given back while taken over");
+    drop(holds);
+    assert_eq!(count(), 4, "what was taken over was not given back");
+    drop(chunk());
+    assert_eq!(count(), 6, "the catch stayed armed after take_holds");
+
+    let shared = chunk();
+    let other = shared.clone();
+    assert!(
+        held::take_holds(shared).is_empty(),
+        "taken from a chunk still referenced"
+    );
+    assert_eq!(count(), 6);
+    drop(other);
+    assert_eq!(count(), 8);
+}
+
 /// Writes `batches` of body chunks as one answer through Pingora's
 /// HTTP/1 server session (`response_duplex_vec`, as the proxy's pipe
 /// does) to a client that reads slowly over a socket with a 4 KiB send

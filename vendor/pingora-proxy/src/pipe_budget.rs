@@ -19,11 +19,11 @@
 //! has written it (or the request ended). The upstream half waits for room,
 //! so the origin's TCP window closes instead of the proxy's memory growing.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use pingora_core::protocols::http::held::{self, Holds};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::PeerOptions;
 use pingora_error::{ErrorType::InternalError, OrErr, Result};
@@ -70,29 +70,12 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-thread_local! {
-    /// `Some` while `compact_chunk` drops a chunk: the chunk's charge is caught here instead
-    /// of given back.
-    static CATCH: RefCell<Option<Option<OwnedSemaphorePermit>>> = const { RefCell::new(None) };
-}
-
 impl Drop for Charged {
     fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        // Given back outside the borrow (that wakes a waiting read), or caught. A thread
-        // that is exiting has no slot: the charge is given back.
-        let give_back = CATCH
-            .try_with(|catch| match &mut *catch.borrow_mut() {
-                Some(slot) => {
-                    *slot = Some(permit);
-                    None
-                }
-                None => Some(permit),
-            })
-            .unwrap_or(None);
-        drop(give_back);
+        // given back (that wakes a waiting read), or kept by `compact_chunk`'s copy
+        if let Some(permit) = self.permit.take() {
+            held::give_back(permit);
+        }
     }
 }
 
@@ -110,57 +93,35 @@ pub fn chunks_compacted() -> u64 {
 /// (`HttpSession::set_body_compactor`): when a client stops reading in the middle of a
 /// chunk, the chunk's unwritten rest is copied into a buffer of its size and the chunk's
 /// buffer (the whole read, up to half the limit) is freed. The rest keeps the chunk's whole
-/// charge, so the origin is read no further ahead than before: the pipe's bound stands and a
-/// stalled client holds only what it has yet to read. An uncharged chunk (the last of a body)
-/// is copied the same way.
+/// charge, and an h2 frame's whole window (`held`), so the origin is read no further ahead,
+/// and sends no more, than before: the pipe's bound stands and a stalled client holds only
+/// what it has yet to read. An uncharged chunk (the last of a body) is copied the same way.
 pub fn compact_chunk(chunk: Bytes) -> Bytes {
     COMPACTED.fetch_add(1, Ordering::Relaxed);
     let rest = Bytes::copy_from_slice(&chunk);
-    if CATCH
-        .try_with(|catch| *catch.borrow_mut() = Some(None))
-        .is_err()
-    {
-        // a thread that is exiting: the chunk's charge is given back as it drops
-        return rest;
-    }
-    let armed = Armed;
-    // the last reference (the session is the chunk's only holder): drops the old `Charged`,
-    // whose charge is caught
-    drop(chunk);
-    let caught = armed.disarm();
-    match caught {
-        Some(permit) => Bytes::from_owner(Charged {
+    // the last reference (the session is the chunk's only holder): what it held, its charge
+    // and, from an h2 origin, its flow-control window, is kept by the rest
+    let holds = held::take_holds(chunk);
+    if holds.is_empty() {
+        rest
+    } else {
+        Bytes::from_owner(Rest {
             data: rest,
-            permit: Some(permit),
-        }),
-        None => rest,
+            _holds: holds,
+        })
     }
 }
 
-/// The catch slot armed by `compact_chunk`: disarmed when dropped, also by a panic in a
-/// chunk's drop, so no later chunk's charge is caught (anything caught is given back).
-struct Armed;
-
-impl Armed {
-    /// Disarm the slot and take what it caught.
-    fn disarm(self) -> Option<OwnedSemaphorePermit> {
-        take_caught()
-    }
+/// A chunk's unwritten rest, holding what the chunk held.
+struct Rest {
+    data: Bytes,
+    _holds: Holds,
 }
 
-impl Drop for Armed {
-    fn drop(&mut self) {
-        drop(take_caught());
+impl AsRef<[u8]> for Rest {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
-}
-
-/// Empty and disarm the catch slot, returning what it held.
-fn take_caught() -> Option<OwnedSemaphorePermit> {
-    CATCH
-        .try_with(|catch| catch.borrow_mut().take())
-        .ok()
-        .flatten()
-        .flatten()
 }
 
 /// A body chunk that is not the last (its bytes, and whether the connection was upgraded), or

@@ -1131,6 +1131,9 @@ pub(crate) async fn pipe_up_to_down_response(
     pipe_state: Arc<AtomicU8>,
     budget: Option<PipeBudget>,
 ) -> Result<()> {
+    // edgesteer patch: with a budget, each chunk is dropped once the client has been sent it,
+    // and gives its window back to the origin then (`Http2Session::hold_window`)
+    client.hold_window(budget.is_some());
     client
         .read_response_header()
         .await

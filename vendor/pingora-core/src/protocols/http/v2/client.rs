@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::connectors::http::v2::ConnectionRef;
 use crate::protocols::http::authority::validate_request_authority_fields;
+use crate::protocols::http::held; // edgesteer patch
 use crate::protocols::http::v1::common::validate_content_length_without_transfer_encoding;
 use crate::protocols::{Digest, SocketAddr, UniqueIDType};
 
@@ -70,6 +71,46 @@ pub struct Http2Session {
     ended: bool,
     // Total DATA payload bytes received from upstream response
     body_recv: usize,
+    // edgesteer patch: a body chunk's flow-control capacity is released when its bytes are
+    // dropped, not when it is read (`hold_window`)
+    hold_window: bool,
+}
+
+/// edgesteer patch: a response body chunk that holds its flow-control capacity until dropped
+/// (`Http2Session::hold_window`).
+struct WindowHeld {
+    data: Bytes,
+    /// Always `Some` until dropped.
+    release: Option<WindowRelease>,
+}
+
+impl AsRef<[u8]> for WindowHeld {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for WindowHeld {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            held::give_back(release);
+        }
+    }
+}
+
+/// A chunk's flow-control capacity, released to its stream and connection when dropped.
+struct WindowRelease {
+    flow: h2::FlowControl,
+    len: usize,
+}
+
+impl Drop for WindowRelease {
+    fn drop(&mut self) {
+        // Fails only once the stream is gone, whose capacity h2 then gave back itself.
+        if let Err(e) = self.flow.release_capacity(self.len) {
+            debug!("h2 response body capacity not released: {e}");
+        }
+    }
 }
 
 impl Drop for Http2Session {
@@ -92,6 +133,7 @@ impl Http2Session {
             conn,
             ended: false,
             body_recv: 0,
+            hold_window: false,
         }
     }
 
@@ -291,15 +333,37 @@ impl Http2Session {
                 e
             })?;
 
-        if let Some(data) = body.as_ref() {
-            body_reader
-                .flow_control()
-                .release_capacity(data.len())
-                .or_err(ReadError, "while releasing h2 response body capacity")?;
-            self.body_recv = self.body_recv.saturating_add(data.len());
+        let Some(data) = body else {
+            return Ok(None);
+        };
+        self.body_recv = self.body_recv.saturating_add(data.len());
+        if self.hold_window && !data.is_empty() {
+            // edgesteer patch: released when the chunk's bytes are dropped (`hold_window`)
+            let release = WindowRelease {
+                flow: body_reader.flow_control().clone(),
+                len: data.len(),
+            };
+            return Ok(Some(Bytes::from_owner(WindowHeld {
+                data,
+                release: Some(release),
+            })));
         }
+        body_reader
+            .flow_control()
+            .release_capacity(data.len())
+            .or_err(ReadError, "while releasing h2 response body capacity")?;
+        Ok(Some(data))
+    }
 
-        Ok(body)
+    /// edgesteer patch: give a response body chunk's flow-control capacity back to the origin
+    /// when the last reference to the chunk's bytes is dropped (once the client has been sent
+    /// them, when they go through a proxy's pipe), instead of as soon as it is read. The origin
+    /// then has at most the stream's window of the answer anywhere between its socket and the
+    /// client's, however far behind the client falls; a chunk copied to its rest keeps its
+    /// window (`held`). Only for a reader that drops each chunk once it is done with it: one
+    /// that keeps the body until it ends would wait forever on an answer larger than the window.
+    pub fn hold_window(&mut self, hold: bool) {
+        self.hold_window = hold;
     }
 
     #[doc(hidden)]
