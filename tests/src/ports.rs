@@ -15,8 +15,9 @@ use std::time::Duration;
 ///   only explicit binds land;
 /// - another test process (nextest runs one per test) could pick the same
 ///   port, so each port handed out is reserved by a marker file created
-///   with `O_EXCL` in a shared directory; markers older than an hour (a
-///   previous run's) are reused.
+///   with `O_EXCL` in a shared directory, holding the process's PID. A
+///   marker whose process has exited, or older than an hour, is reused, so
+///   runs one after the other do not use up the range.
 pub fn free_port() -> u16 {
     free_ports(1)
 }
@@ -65,23 +66,31 @@ pub fn free_ports(n: u16) -> u16 {
         .unwrap_or(0)
 }
 
-/// Claims `marker` for this process; a marker older than an hour is a
-/// previous run's and is taken over.
+/// Claims `marker` for this process (it holds our PID); a marker whose
+/// process has exited, or older than an hour, is a finished run's and is
+/// taken over.
 fn reserve(marker: &Path) -> bool {
+    use std::io::Write;
     let create = || {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(marker)
+            .and_then(|mut f| write!(f, "{}", std::process::id()))
             .is_ok()
     };
     if create() {
         return true;
     }
-    let stale = std::fs::metadata(marker)
-        .and_then(|m| m.modified())
+    let owner_exited = std::fs::read_to_string(marker)
         .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > Duration::from_secs(3600));
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+    let stale = owner_exited
+        || std::fs::metadata(marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
     stale && std::fs::remove_file(marker).is_ok() && create()
 }

@@ -15,6 +15,7 @@ mod edge_cap;
 mod edge_conns;
 mod edge_faults;
 mod edge_heads;
+mod edge_slow_h2_origin;
 mod edge_slow_readers;
 mod failover;
 mod geodns;
