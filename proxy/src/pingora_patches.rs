@@ -275,7 +275,8 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
 /// back when its last reference drops, or taken over by its copy
 /// (`held::take_holds`, as `compact_chunk` does): given back only when
 /// what was taken drops, and the catch disarmed after, so a later chunk
-/// gives back at once. A chunk with another reference gives nothing yet.
+/// gives back at once. A chunk with another reference gives nothing yet,
+/// and a rest compacted again keeps what the first rest held.
 #[test]
 fn what_a_chunk_holds_is_given_back_or_taken_over_by_its_copy() {
     use pingora_core::protocols::http::held;
@@ -328,6 +329,15 @@ fn what_a_chunk_holds_is_given_back_or_taken_over_by_its_copy() {
     assert_eq!(count(), 6);
     drop(other);
     assert_eq!(count(), 8);
+
+    // A rest compacted again (the client read some of it, then stalled
+    // again) hands its holds on to the new rest.
+    use pingora_proxy::pipe_budget::compact_chunk;
+    let twice = compact_chunk(compact_chunk(chunk()));
+    assert_eq!(count(), 8, "a rest compacted again gave back what it held");
+    assert_eq!(&twice[..], b"abc");
+    drop(twice);
+    assert_eq!(count(), 10);
 }
 
 /// Writes `batches` of body chunks as one answer through Pingora's

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 use edgesteer::demo::DemoBackend;
 use edgesteer_tests::*;
 
 use crate::edge_slow_readers::{
-    assert_bounded, read_answer, stall_readers, stalled_reader, ANSWER,
+    assert_bounded, read_answer, read_rest, stall_readers, stalled_reader, Answer, ANSWER,
 };
 
 /// A table of one region on one origin that speaks h2 over TLS, and the
@@ -76,10 +78,13 @@ async fn stalled_requests_to_an_h2_origin_neither_pile_up_nor_starve_another() {
 /// was read, the budget's chunks (96 KiB here) and a stalled chunk's rest
 /// came on top of it. The origin (`counting_h2c_origin`) counts what the
 /// window let it send; `ss` counts what the kernel holds between the
-/// proxy and the client. Then the client reads, and gets every byte.
+/// proxy and the client. Then, stalled for longer than the proxy waits on
+/// an origin's read (the origin waits for the client now, not the proxy
+/// for it), the client reads, and gets every byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_answer_from_an_h2_origin_holds_at_most_its_window_in_the_proxy() {
     const WINDOW: u64 = 65_535;
+    const PER_TRY_MS: u64 = 1000;
     let _heavy = heavy().await;
     let wd = Workdir::new().unwrap();
     let (origin, sent) = counting_h2c_origin(ANSWER).await;
@@ -93,11 +98,52 @@ async fn a_stalled_answer_from_an_h2_origin_holds_at_most_its_window_in_the_prox
         "interval_ms = 60000\ntimeout_ms = 1000",
     );
     spec.limits.response_buffer_bytes = Some(256 * 1024);
+    // The origin waits for the client here, and the proxy's read of it must
+    // not time out meanwhile.
+    spec.retry.per_try_timeout_ms = Some(PER_TRY_MS);
     let args = vec!["--send-buffer".to_string(), "65536".into()];
     let proxy = wd.start_proxy(&spec, true, args).await.unwrap();
     let mut reader = stalled_reader(proxy.addr).await;
-    // Until neither the origin nor the kernel has moved for a second.
     let port = proxy.addr.port();
+    // Stalled, then twice more after reading some (a chunk's rest may be
+    // cut and shrunk again).
+    let mut got = Answer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    for round in 0..3 {
+        let target = got.body + if round == 0 { 0 } else { 96 * 1024 };
+        while got.body < target {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed after {} body bytes", got.body);
+            got.feed(&buf[..n]);
+        }
+        let (from_origin, in_kernel) = settled(&sent, port).await;
+        assert!(
+            from_origin > 0 && (from_origin as usize) < ANSWER,
+            "the origin sent {from_origin} bytes"
+        );
+        let delivered = got.body as u64 + in_kernel;
+        let in_proxy = from_origin.saturating_sub(delivered);
+        eprintln!(
+            "round {round}: origin sent {from_origin}, the client read {} and the kernel holds \
+             {in_kernel}: {in_proxy} in the proxy",
+            got.body
+        );
+        assert!(
+            in_proxy <= WINDOW,
+            "round {round}: {in_proxy} bytes of a stalled answer in the proxy (the origin sent \
+             {from_origin}, the client read {} and the kernel holds {in_kernel}), more than the \
+             stream's window: the window was given back before the client took the bytes",
+            got.body
+        );
+    }
+    // Stalled for longer than a try may wait on the origin: still whole.
+    tokio::time::sleep(Duration::from_millis(2 * PER_TRY_MS)).await;
+    assert_eq!(read_rest(&mut reader, got).await, ANSWER);
+}
+
+/// What the origin has sent and what the kernel holds on the connection to
+/// `port`, once neither has moved for a second.
+async fn settled(sent: &AtomicU64, port: u16) -> (u64, u64) {
     let mut last = (u64::MAX, u64::MAX);
     let mut steady = 0;
     for _ in 0..100 {
@@ -106,23 +152,10 @@ async fn a_stalled_answer_from_an_h2_origin_holds_at_most_its_window_in_the_prox
         steady = if now == last { steady + 1 } else { 0 };
         last = now;
         if steady == 10 && now.0 > 0 {
-            break;
+            return now;
         }
     }
-    let (from_origin, in_kernel) = last;
-    assert!(
-        from_origin > 0 && (from_origin as usize) < ANSWER,
-        "the origin sent {from_origin} bytes"
-    );
-    let in_proxy = from_origin.saturating_sub(in_kernel);
-    eprintln!("origin sent {from_origin}, the kernel holds {in_kernel} to the client: {in_proxy} in the proxy");
-    assert!(
-        in_proxy <= WINDOW,
-        "{in_proxy} bytes of a stalled answer in the proxy (the origin sent {from_origin}, the \
-         kernel holds {in_kernel} to the client), more than the stream's window: the window \
-         was given back before the client took the bytes"
-    );
-    assert_eq!(read_answer(&mut reader).await, ANSWER);
+    panic!("the origin and the kernel did not settle in 10 s: last {last:?}");
 }
 
 /// An h2 origin without TLS that answers `/bytes` with `len` bytes and

@@ -166,7 +166,7 @@ pub(crate) async fn read_answer(s: &mut TcpStream) -> usize {
 }
 
 /// Reads the rest of an answer `got` has the start of, as [`read_answer`].
-async fn read_rest(s: &mut TcpStream, mut got: Answer) -> usize {
+pub(crate) async fn read_rest(s: &mut TcpStream, mut got: Answer) -> usize {
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.body < ANSWER {
@@ -183,14 +183,14 @@ async fn read_rest(s: &mut TcpStream, mut got: Answer) -> usize {
 /// What has arrived of one answer: its head until it is whole, then the
 /// count of body bytes, each checked to be the demo backend's `x`.
 #[derive(Default)]
-struct Answer {
+pub(crate) struct Answer {
     head: Vec<u8>,
     in_body: bool,
-    body: usize,
+    pub(crate) body: usize,
 }
 
 impl Answer {
-    fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         if self.in_body {
             self.count(bytes);
             return;

@@ -305,6 +305,15 @@ where
                 .map(|_| crate::pipe_budget::compact_chunk as ChunkCompactor),
         );
 
+        // edgesteer patch: with a budget, an HTTP/1 client's chunks give their window back to
+        // the origin once written to its socket (`Http2Session::hold_window`); an h2 client's
+        // are taken by its connection's send queue, which its own flow control bounds
+        let hold_window = peer.options.response_buffer_limit.is_some()
+            && matches!(
+                session.downstream_session.as_ref(),
+                pingora_core::protocols::http::ServerSession::H1(_)
+            );
+
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
@@ -326,7 +335,8 @@ where
                 client_session,
                 tx,
                 pipe_state,
-                PipeBudget::for_peer(Some(&peer.options))
+                PipeBudget::for_peer(Some(&peer.options)),
+                hold_window,
             )
         );
 
@@ -1130,10 +1140,11 @@ pub(crate) async fn pipe_up_to_down_response(
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
     budget: Option<PipeBudget>,
+    hold_window: bool,
 ) -> Result<()> {
-    // edgesteer patch: with a budget, each chunk is dropped once the client has been sent it,
-    // and gives its window back to the origin then (`Http2Session::hold_window`)
-    client.hold_window(budget.is_some());
+    // edgesteer patch: each chunk gives its window back to the origin once dropped, after the
+    // client's socket took it (`Http2Session::hold_window`)
+    client.hold_window(hold_window);
     client
         .read_response_header()
         .await

@@ -106,9 +106,20 @@ struct WindowRelease {
 
 impl Drop for WindowRelease {
     fn drop(&mut self) {
-        // Fails only once the stream is gone, whose capacity h2 then gave back itself.
-        if let Err(e) = self.flow.release_capacity(self.len) {
-            debug!("h2 response body capacity not released: {e}");
+        // Not while unwinding: the h2 crate's lock may be poisoned, and a second panic aborts
+        // (the stream's capacity then goes back when the stream is dropped).
+        if std::thread::panicking() {
+            return;
+        }
+        let (flow, len) = (&mut self.flow, self.len);
+        // a panic inside the h2 crate (its lock poisoned) must not unwind out of a drop
+        let released =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flow.release_capacity(len)));
+        match released {
+            Ok(Ok(())) => {}
+            // none expected: the chunk holds a reference to its stream
+            Ok(Err(e)) => debug!("h2 response body capacity not released: {e}"),
+            Err(_) => warn!("h2 response body capacity not released: the h2 connection panicked"),
         }
     }
 }
@@ -315,12 +326,26 @@ impl Http2Session {
             return Ok(None);
         };
 
-        let fut = body_reader.data();
-        let res = match self.read_timeout {
-            Some(t) => timeout(t, fut)
-                .await
-                .map_err(|_| Error::explain(ReadTimedout, "while reading h2 response body"))?,
-            None => fut.await,
+        let res = loop {
+            let fut = body_reader.data();
+            let Some(t) = self.read_timeout else {
+                break fut.await;
+            };
+            match timeout(t, fut).await {
+                Ok(res) => break res,
+                // edgesteer patch: while chunks hold some of the stream's window
+                // (`hold_window`), the origin may be waiting for the client, not we for it:
+                // the timeout starts again (the client's own write timeout bounds the wait)
+                Err(_) if self.hold_window && body_reader.flow_control().used_capacity() > 0 => {
+                    debug!("h2 response body read waits on the client's held window");
+                }
+                Err(_) => {
+                    return Err(Error::explain(
+                        ReadTimedout,
+                        "while reading h2 response body",
+                    ))
+                }
+            }
         };
         let body = res
             .transpose()
@@ -362,6 +387,8 @@ impl Http2Session {
     /// client's, however far behind the client falls; a chunk copied to its rest keeps its
     /// window (`held`). Only for a reader that drops each chunk once it is done with it: one
     /// that keeps the body until it ends would wait forever on an answer larger than the window.
+    /// While chunks hold some of the window, a body read that times out waits again: the origin
+    /// may be waiting for the client's reads, not the other way round.
     pub fn hold_window(&mut self, hold: bool) {
         self.hold_window = hold;
     }
