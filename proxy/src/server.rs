@@ -47,6 +47,9 @@ pub struct ServeOptions {
     pub read_buffer: usize,
     /// SO_SNDBUF for each client connection (0: the kernel's autotuning).
     pub send_buffer: usize,
+    /// The most a TLS client's connection holds encrypted for it in the
+    /// proxy (rustls's send buffer; 0: rustls's default, 64 KiB).
+    pub tls_send_buffer: usize,
     /// After SIGTERM (or SIGQUIT, once the listeners are handed over):
     /// seconds in-flight requests and keep-alive connections get to finish.
     /// The listeners stop accepting at once.
@@ -64,6 +67,10 @@ pub struct ServeOptions {
     pub geodns: Option<crate::geodns::GeoDnsOptions>,
 }
 
+/// The default `--tls-send-buffer`: one TLS record's plaintext (16 KiB), so
+/// a client that stops reading holds one record in rustls, not four.
+pub const TLS_SEND_BUFFER: usize = 16 * 1024;
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
@@ -76,6 +83,7 @@ impl Default for ServeOptions {
             work_stealing: false,
             read_buffer: 0,
             send_buffer: 0,
+            tls_send_buffer: TLS_SEND_BUFFER,
             grace_period_secs: 5,
             runtime: None,
             upgrade: false,
@@ -273,6 +281,11 @@ fn add_listeners<A>(
             tls.enable_h2();
             let ticketer = ticketer.clone();
             tls.set_server_config_tune(Box::new(move |config| config.ticketer = ticketer));
+            // What rustls holds encrypted for a client that stopped reading
+            // (vendor/README.md part 14); the rest waits in the pipe and upstream.
+            if opts.tls_send_buffer > 0 {
+                tls.set_send_buffer_limit(Some(opts.tls_send_buffer));
+            }
             proxy.add_listener(tcp(addr).tls(tls));
         }
     }

@@ -77,6 +77,13 @@ pub(super) struct ListenArgs {
     /// net.core.wmem_max (208 KiB by default; a warning at start says so).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     send_buffer: u64,
+    /// What each TLS client's connection may hold encrypted in the proxy, in
+    /// bytes, waiting for the client to read (rustls's send buffer). The
+    /// default, one TLS record (16 KiB), bounds a stalled TLS reader as a
+    /// plaintext one; rustls's own default is 64 KiB (0). Larger fills the
+    /// socket in fewer system calls for large answers.
+    #[arg(long, default_value_t = edgesteer_proxy::server::TLS_SEND_BUFFER as u64, value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
+    tls_send_buffer: u64,
     /// After SIGTERM (or SIGQUIT once a new process has the listeners): the
     /// listeners stop accepting at once, and in-flight requests get up to
     /// this many seconds to finish; the process exits when none is left.
@@ -255,6 +262,7 @@ fn serve_options(
         work_stealing: net.work_stealing,
         read_buffer: net.read_buffer as usize,
         send_buffer: net.send_buffer as usize,
+        tls_send_buffer: net.tls_send_buffer as usize,
         grace_period_secs: net.grace_period,
         runtime: None,
         upgrade: net.upgrade,

@@ -19,7 +19,7 @@ pub(crate) const ANSWER: usize = 1024 * 1024;
 /// held about 690 KiB.
 const PER_READER_KIB: u64 = 256;
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -46,7 +46,7 @@ async fn stalled_reader_with(addr: std::net::SocketAddr, rcvbuf: u32) -> TcpStre
 
 /// The proxy's RSS over 3 s (KiB): by then every origin has sent what
 /// the proxy lets it (a loopback origin sends 1 MiB in milliseconds).
-async fn peak_rss(pid: u32, from: u64) -> u64 {
+pub(crate) async fn peak_rss(pid: u32, from: u64) -> u64 {
     let mut peak = from;
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -17,6 +17,7 @@ mod edge_faults;
 mod edge_heads;
 mod edge_slow_h2_origin;
 mod edge_slow_readers;
+mod edge_slow_tls;
 mod failover;
 mod geodns;
 mod geodns_limits;

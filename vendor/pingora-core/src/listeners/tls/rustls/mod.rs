@@ -40,6 +40,9 @@ pub struct TlsSettings {
     offload_threadpool: Option<(usize, usize)>,
     /// edgesteer patch: a last say over the built rustls config (session tickets, cache size).
     tune: Option<ServerConfigTune>,
+    /// edgesteer patch: the most each connection's rustls holds to be sent (`None`: rustls's
+    /// default, 64 KiB).
+    send_buffer_limit: Option<usize>,
 }
 
 /// A function given the built rustls [`ServerConfig`] before it serves (edgesteer patch).
@@ -49,6 +52,8 @@ pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
     callbacks: Option<SharedTlsAcceptCallbacks>,
     offload: Option<OffloadRuntime>,
+    /// edgesteer patch: see `TlsSettings::set_send_buffer_limit`.
+    send_buffer_limit: Option<usize>,
 }
 
 impl TlsSettings {
@@ -109,6 +114,7 @@ impl TlsSettings {
             offload: self.offload_threadpool.map(|(shards, threads_per_shard)| {
                 OffloadRuntime::new("downstream TLS offload", shards, threads_per_shard)
             }),
+            send_buffer_limit: self.send_buffer_limit,
         }
     }
 
@@ -140,6 +146,14 @@ impl TlsSettings {
     /// (`ticketer`) or size the session cache (edgesteer patch).
     pub fn set_server_config_tune(&mut self, tune: ServerConfigTune) {
         self.tune = Some(tune);
+    }
+
+    /// Cap what each connection's rustls holds to be sent, encrypted, once the handshake is done
+    /// (`rustls::ConnectionCommon::set_buffer_limit`; 64 KiB by default): a client that stops
+    /// reading then holds at most this much of the answer in rustls, the rest waiting upstream
+    /// (edgesteer patch).
+    pub fn set_send_buffer_limit(&mut self, limit: Option<usize>) {
+        self.send_buffer_limit = limit;
     }
 
     /// Set the path to the certificate chain file (PEM format).
@@ -215,6 +229,7 @@ impl TlsSettings {
             callbacks: None,
             offload_threadpool: None,
             tune: None,
+            send_buffer_limit: None,
         })
     }
 
@@ -236,6 +251,7 @@ impl TlsSettings {
             callbacks: Some(callbacks),
             offload_threadpool: None,
             tune: None,
+            send_buffer_limit: None,
         })
     }
 }
@@ -254,10 +270,20 @@ impl Acceptor {
             acceptor: RusTlsAcceptor::from(config),
             callbacks: None,
             offload: None,
+            send_buffer_limit: None,
         }
     }
 
     pub async fn tls_handshake<S: IO + 'static>(&self, stream: S) -> Result<TlsStream<S>> {
+        let mut stream = self.tls_handshake_inner(stream).await?;
+        // edgesteer patch
+        if self.send_buffer_limit.is_some() {
+            stream.set_send_buffer_limit(self.send_buffer_limit);
+        }
+        Ok(stream)
+    }
+
+    async fn tls_handshake_inner<S: IO + 'static>(&self, stream: S) -> Result<TlsStream<S>> {
         debug!("new tls session");
         if let Some(offload) = self.offload.as_ref() {
             // Clone without offload to prevent recursive offloading on the worker runtime.
@@ -265,6 +291,7 @@ impl Acceptor {
                 acceptor: self.acceptor.clone(),
                 callbacks: None,
                 offload: None,
+                send_buffer_limit: None,
             };
             let callbacks = self.callbacks.clone();
             let rt = offload.get_runtime(stream.id() as u64);

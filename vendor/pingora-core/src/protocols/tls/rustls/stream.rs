@@ -138,6 +138,16 @@ impl<T> TlsStream<T> {
         self.digest.clone()
     }
 
+    /// Cap what rustls holds to be sent (`rustls::ConnectionCommon::set_buffer_limit`; edgesteer
+    /// patch).
+    pub fn set_send_buffer_limit(&mut self, limit: Option<usize>) {
+        match self.stream.as_mut() {
+            Some(RusTlsStream::Server(s)) => s.get_mut().1.set_buffer_limit(limit),
+            Some(RusTlsStream::Client(c)) => c.get_mut().1.set_buffer_limit(limit),
+            None => {}
+        }
+    }
+
     /// Attempts to obtain a mutable reference to the SslDigest.
     /// This method returns `None` if the SslDigest is currently held by other references.
     pub(crate) fn ssl_digest_mut(&mut self) -> Option<&mut SslDigest> {
