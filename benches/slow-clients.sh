@@ -18,6 +18,13 @@
 #   MODES=X1M PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # capped client send buffers
 #   TARGET=nginx MODES=X1M benches/slow-clients.sh      # a peer instead: nginx or haproxy
 #   PROXY_BIN=/tmp/edgesteer-before MODES=X1M benches/slow-clients.sh  # another build of ours
+#   MODES=X1MTLS PROXY_ARGS="--send-buffer 65536" benches/slow-clients.sh  # stalled readers of 1 MiB over TLS (ours only)
+#   MODES=X1MTLS PROXY_ARGS="--send-buffer 65536 --tls-send-buffer 0" benches/slow-clients.sh  # with rustls's 64 KiB buffer
+#
+# X1MTLS: benches/slow/tls_readers.py opens CONNS TLS connections (4 KiB
+# receive buffers) to ours' TLS listener, each asking for 1 MiB, and reads
+# nothing for SECS seconds (slowhttptest has no TLS here); "closed" is what
+# the script saw opened.
 #
 # TARGET=nginx (1 worker, one process) or haproxy (1 thread) runs the same
 # modes against that peer in front of the same origin, with its defaults
@@ -44,6 +51,11 @@ root=$(pwd); bin=$root/target/$PROFILE; wd=$(mktemp -d); pids=()
 trap bench_cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
+# ours' TLS listener (X1MTLS): a self-signed ECDSA P-256 certificate.
+(cd "$wd" && openssl ecparam -name prime256v1 -genkey -noout -out edge.key &&
+  openssl req -x509 -new -key edge.key -sha256 -days 2 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -out edge.pem 2>/dev/null &&
+  openssl pkcs8 -topk8 -nocrypt -in edge.key -out edge.pk8)
 up=$(port)
 "$bin/edgesteer" backend --region us-east --name b1 --listen "127.0.0.1:$up" > "$wd/backend.log" 2>&1 &
 pids+=($!)
@@ -66,10 +78,14 @@ origin_protocol "$wd/table.toml"
 # keeps what the previous mode freed).
 TARGET=${TARGET:-ours}
 start_proxy() {
-  listen=$(port); admin=$(port)
+  listen=$(port); admin=$(port); tls=$(port)
+  # a TLS listener only for the TLS mode, so the others' figures stay comparable
+  local tls_args=()
+  [ "$mode" = X1MTLS ] && tls_args=(--tls-listen "127.0.0.1:$tls" --tls-cert "$wd/edge.pem:$wd/edge.pk8")
   case $TARGET in
     ours)
       "${PROXY_BIN:-$bin/edgesteer}" proxy --config "$wd/table.toml" --listen "127.0.0.1:$listen" \
+        "${tls_args[@]}" \
         --admin "127.0.0.1:$admin" --threads 1 --grace-period 0 ${PROXY_ARGS:-} > "$wd/proxy.log" 2>&1 & ;;
     nginx)
       mkdir -p "$wd/nginx"
@@ -137,6 +153,7 @@ tcp_mem_mb() { awk -v pg="$(getconf PAGESIZE)" '$1 == "TCP:" {for (i = 1; i < NF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy/stat"; }
 echo "mode       legit_ok  legit_sent  legit_%   rss_before_MB  rss_peak_MB  peak_anon/file  head_timeouts  closed  legit_ms_p50/p99/max  cpu_s  kernel_tcp_MB"
 for mode in $MODES; do
+  if [ "$mode" = X1MTLS ] && [ "$TARGET" != ours ]; then echo "X1MTLS: ours only (skipped for $TARGET)" >&2; continue; fi
   start_proxy
   before=$(rss_kb)
   peak=$before
@@ -155,6 +172,9 @@ for mode in $MODES; do
     X1M)
       slowhttptest -X -c "$CONNS" -r 500 -l "$SECS" -g -o "$wd/stats-$mode" -k 1 -n 5 -z 32 -w 512 -y 1024 \
         -u "http://127.0.0.1:$listen/bytes?n=1048576" -p 3 > "$wd/slow-$mode.log" 2>&1 & ;;
+    # Stalled readers of 1 MiB over TLS (ours' TLS listener).
+    X1MTLS)
+      python3 benches/slow/tls_readers.py 127.0.0.1 "$tls" "$CONNS" "$SECS" "/bytes?n=1048576" > "$wd/slow-$mode.log" 2>&1 & ;;
     # The two heads that once slipped past the deadline: leading empty
     # lines, and a space in the target; a header line every 2 s.
     empty|space)
@@ -172,12 +192,13 @@ for mode in $MODES; do
     sleep 0.05
   done
   case $mode in
-    empty|space) wait "$slow" 2>/dev/null || true ;;  # it ends by itself after SECS
+    empty|space|X1MTLS) wait "$slow" 2>/dev/null || true ;;  # it ends by itself after SECS
     *) kill "$slow" 2>/dev/null || true; wait "$slow" 2>/dev/null || true ;;
   esac
   case $mode in
     # trickle.py: variant, opened, closed by the proxy, slowest close (s).
     empty|space) closed=$(awk '{print $3 "/" $2 " by " $4 "s"}' "$wd/slow-$mode.log") ;;
+    X1MTLS) closed="opened:$(awk '{print $1}' "$wd/slow-$mode.log")" ;;
     # slowhttptest's CSV (-g): connections the server closed by the end.
     *) closed=$(tail -1 "$wd/stats-$mode.csv" 2>/dev/null | cut -d, -f2) ;;
   esac
