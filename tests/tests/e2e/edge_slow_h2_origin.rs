@@ -230,16 +230,7 @@ async fn send_counted(
 /// Send-Q).
 fn kernel_queues(port: u16) -> u64 {
     let filter = format!("( sport = :{port} or dport = :{port} )");
-    let out = std::process::Command::new("ss")
-        .args(["-tnH", "state", "established", &filter])
-        .output()
-        .expect("ss (iproute2; scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "ss failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    crate::edge_slow_readers::ss_established("-tnH", &filter)
         .lines()
         .map(|line| {
             let mut cols = line

@@ -330,12 +330,10 @@ async fn a_slow_reader_gets_every_byte_once_and_in_order() {
     }
 }
 
-/// The send queue and send buffer (`ss`'s `w` and `tb`, bytes) of the
-/// proxy's end of each established connection on `port`.
-fn send_queues(port: u16) -> Vec<(u64, u64)> {
-    let filter = format!("( sport = :{port} )");
+/// `ss FLAGS state established FILTER`'s output.
+pub(crate) fn ss_established(flags: &str, filter: &str) -> String {
     let out = std::process::Command::new("ss")
-        .args(["-tmnH", "state", "established", &filter])
+        .args([flags, "state", "established", filter])
         .output()
         .expect("ss (iproute2; scripts/setup.sh installs it)");
     assert!(
@@ -344,7 +342,13 @@ fn send_queues(port: u16) -> Vec<(u64, u64)> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The send queue and send buffer (`ss`'s `w` and `tb`, bytes) of the
+/// proxy's end of each established connection on `port`.
+fn send_queues(port: u16) -> Vec<(u64, u64)> {
+    let text = ss_established("-tmnH", &format!("( sport = :{port} )"));
     let field = |mem: &str, key: &str| {
         mem.split(',')
             .find_map(|kv| kv.strip_prefix(key)?.parse::<u64>().ok())

@@ -28,16 +28,13 @@ thread_local! {
 /// Give `hold` back (drop it), unless [`take_holds`] is dropping a chunk on this thread: then it
 /// is kept in what that returns. Called by a chunk's owner as it drops.
 pub fn give_back<T: Send + 'static>(hold: T) {
-    give_back_boxed(Box::new(hold));
-}
-
-fn give_back_boxed(hold: Box<dyn Send>) {
-    // Dropped outside the borrow: giving back may wake a task or take a lock. A thread that is
-    // exiting has no slot, and the hold is given back with the closure.
+    // Boxed only when caught (the common path allocates nothing). Dropped outside the borrow:
+    // giving back may wake a task or take a lock. A thread that is exiting has no slot, and the
+    // hold is given back with the closure.
     let back = CATCH
         .try_with(move |catch| match &mut *catch.borrow_mut() {
             Some(caught) => {
-                caught.push(hold);
+                caught.push(Box::new(hold));
                 None
             }
             None => Some(hold),
@@ -55,7 +52,7 @@ pub struct Holds(Vec<Box<dyn Send>>);
 impl Drop for Holds {
     fn drop(&mut self) {
         for hold in self.0.drain(..) {
-            give_back_boxed(hold);
+            give_back(hold);
         }
     }
 }
