@@ -3,9 +3,13 @@
 /// mimalloc: a proxy allocates and frees many small buffers per request on
 /// few threads; glibc malloc spent ~11% of a worker in malloc/free and
 /// consolidation in our profiles (see BENCHMARKS.md).
+/// The `system-alloc` feature leaves the system allocator in place, for
+/// heap profilers that see only malloc (`benches/allocs.sh`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(not(feature = "system-alloc"))]
 #[allow(unsafe_code)] // a constructor (edgesteer_proxy::allocator)
 #[used]
 #[link_section = ".init_array"]

@@ -23,10 +23,13 @@ use pingora_proxy::{ProxyHttp, Session};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-/// The same allocator as `edgesteer`, so the comparison isolates steering.
+/// The same allocator as `edgesteer`, so the comparison isolates steering
+/// (with the `system-alloc` feature, the system's, as `edgesteer`'s).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(not(feature = "system-alloc"))]
 #[allow(unsafe_code)] // a constructor (edgesteer_proxy::allocator)
 #[used]
 #[link_section = ".init_array"]
