@@ -14,6 +14,11 @@
 #   B_BIN=/tmp/edgesteer-before TARGETS="before ours" benches/large-answers.sh
 #   RESPONSE_BUFFER_BYTES=65536 TARGETS=ours benches/large-answers.sh
 #   ORIGIN=h2c B_BIN=/tmp/edgesteer-before TARGETS="before ours" benches/large-answers.sh  # over h2c
+#   EDGE=tls B_BIN=/tmp/edgesteer-before TARGETS="before ours" benches/large-answers.sh  # clients over TLS
+#   EDGE=tls OURS_ARGS="--tls-send-buffer 0" TARGETS=ours benches/large-answers.sh   # flags for ours (B_ARGS: before)
+#
+# EDGE=tls: wrk reads over TLS 1.3 from ours' TLS listener (a self-signed
+# ECDSA P-256 certificate); ours and before only.
 #
 # Prints one row per target and round: requests, MB/s, proxy CPU us per
 # request, wrk's mean latency; then each target's median. CPU is the
@@ -34,6 +39,16 @@ done
 case " $TARGETS " in *" before "*) [ -n "${B_BIN:-}" ] || { echo "large-answers.sh: target 'before' needs B_BIN=/path/to/edgesteer" >&2; exit 1; } ;; esac
 bench_setup
 hz=$(getconf CLK_TCK)
+EDGE=${EDGE:-plain}
+scheme=http
+if [ "$EDGE" = tls ]; then
+  case " $TARGETS " in *" bare "*|*" nginx "*) echo "large-answers.sh: EDGE=tls is for ours and before only" >&2; exit 1 ;; esac
+  scheme=https
+  (cd "$wd" && openssl ecparam -name prime256v1 -genkey -noout -out edge.key &&
+    openssl req -x509 -new -key edge.key -sha256 -days 2 -subj "/CN=localhost" \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -out edge.pem 2>/dev/null &&
+    openssl pkcs8 -topk8 -nocrypt -in edge.key -out edge.pk8)
+fi
 
 up=$(port)
 taskset -c 1 "$bin/edgesteer" backend --region us-east --name b1 --listen "127.0.0.1:$up" > "$wd/backend.log" 2>&1 &
@@ -49,9 +64,13 @@ origin_protocol "$wd/table.toml"
 start() {
   case $1 in
     ours|before)
-      local exe=$bin/edgesteer; [ "$1" = before ] && exe=$B_BIN
-      taskset -c 0 "$exe" proxy --config "$wd/table.toml" --listen "127.0.0.1:$2" \
-        --admin "127.0.0.1:$(port)" --threads 1 --grace-period 0 > "$wd/$1.log" 2>&1 & ;;
+      local exe=$bin/edgesteer extra=${OURS_ARGS:-}
+      [ "$1" = before ] && { exe=$B_BIN; extra=${B_ARGS:-}; }
+      local listen=(--listen "127.0.0.1:$2")
+      [ "$EDGE" = tls ] && listen=(--listen "127.0.0.1:$(port)" --tls-listen "127.0.0.1:$2" --tls-cert "$wd/edge.pem:$wd/edge.pk8")
+      # shellcheck disable=SC2086
+      taskset -c 0 "$exe" proxy --config "$wd/table.toml" "${listen[@]}" \
+        --admin "127.0.0.1:$(port)" --threads 1 --grace-period 0 $extra > "$wd/$1.log" 2>&1 & ;;
     bare)
       taskset -c 0 "$bin/passthrough" --listen "127.0.0.1:$2" --upstream "127.0.0.1:$up" \
         --threads 1 > "$wd/bare.log" 2>&1 & ;;
@@ -88,12 +107,12 @@ for round in $(seq "$ROUNDS"); do
     start "$t" "$listen"
     ok=""
     for _ in $(seq 100); do
-      curl -sf -o /dev/null "http://127.0.0.1:$listen/bytes?n=16" && { ok=1; break; }
+      curl -skf -o /dev/null "$scheme://127.0.0.1:$listen/bytes?n=16" && { ok=1; break; }
       sleep 0.1
     done
     [ -n "$ok" ] || { echo "large-answers.sh: $t did not answer; its log:" >&2; cat "$wd/$t.log" >&2 2>/dev/null || true; exit 1; }
     t0=$(cpu_ticks "$pid")
-    out=$(taskset -c 1 wrk -t1 -c8 -d"${DUR}s" "http://127.0.0.1:$listen/bytes?n=$SIZE")
+    out=$(taskset -c 1 wrk -t1 -c8 -d"${DUR}s" "$scheme://127.0.0.1:$listen/bytes?n=$SIZE")
     t1=$(cpu_ticks "$pid")
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")

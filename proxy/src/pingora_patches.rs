@@ -276,7 +276,8 @@ async fn a_charged_chunk_a_stalled_client_is_inside_keeps_its_charge_not_its_buf
 /// (`held::take_holds`, as `compact_chunk` does): given back only when
 /// what was taken drops, and the catch disarmed after, so a later chunk
 /// gives back at once. A chunk with another reference gives nothing yet,
-/// and a rest compacted again keeps what the first rest held.
+/// a rest compacted again keeps what the first rest held, and chunks
+/// written to a TLS client keep theirs together until the flush.
 #[test]
 fn what_a_chunk_holds_is_given_back_or_taken_over_by_its_copy() {
     use pingora_core::protocols::http::held;
@@ -338,6 +339,20 @@ fn what_a_chunk_holds_is_given_back_or_taken_over_by_its_copy() {
     assert_eq!(&twice[..], b"abc");
     drop(twice);
     assert_eq!(count(), 10);
+
+    // Written chunks over TLS (part 15): each chunk's holds join one
+    // `Holds` until the flush, then all are given back, and the catch is
+    // disarmed between chunks.
+    let mut flushing = held::Holds::default();
+    held::take_holds_into(&mut flushing, chunk());
+    held::take_holds_into(&mut flushing, chunk());
+    assert_eq!(flushing.len(), 4, "a written chunk's holds were not kept");
+    assert_eq!(count(), 10, "given back before the flush");
+    drop(chunk());
+    assert_eq!(count(), 12, "the catch stayed armed after take_holds_into");
+    flushing.give_back_all();
+    assert!(flushing.is_empty());
+    assert_eq!(count(), 16, "the flush did not give back what was kept");
 }
 
 /// Writes `batches` of body chunks as one answer through Pingora's

@@ -68,7 +68,8 @@ pub struct ServeOptions {
 }
 
 /// The default `--tls-send-buffer`: one TLS record's plaintext (16 KiB), so
-/// a client that stops reading holds one record in rustls, not four.
+/// a client that stops reading holds one record in rustls, not four, also
+/// where no pipe budget waits for rustls (vendor/README.md parts 14-15).
 pub const TLS_SEND_BUFFER: usize = 16 * 1024;
 
 impl Default for ServeOptions {

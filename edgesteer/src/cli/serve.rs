@@ -78,10 +78,11 @@ pub(super) struct ListenArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     send_buffer: u64,
     /// What each TLS client's connection may hold encrypted in the proxy, in
-    /// bytes, waiting for the client to read (rustls's send buffer). The
-    /// default, one TLS record (16 KiB), bounds a stalled TLS reader as a
-    /// plaintext one; rustls's own default is 64 KiB (0). Larger fills the
-    /// socket in fewer system calls for large answers.
+    /// bytes, waiting for the client to read (rustls's send buffer). An
+    /// answer's body already waits for rustls to send each chunk on before
+    /// the next is read; this caps the rest (heads, local answers, h2
+    /// clients). The default is one TLS record (16 KiB); rustls's own is
+    /// 64 KiB (0).
     #[arg(long, default_value_t = edgesteer_proxy::server::TLS_SEND_BUFFER as u64, value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
     tls_send_buffer: u64,
     /// After SIGTERM (or SIGQUIT once a new process has the listeners): the

@@ -22,12 +22,12 @@ use bytes::Bytes;
 
 thread_local! {
     /// `Some` while `take_holds` drops a chunk on this thread.
-    static CATCH: RefCell<Option<Vec<Box<dyn Send>>>> = const { RefCell::new(None) };
+    static CATCH: RefCell<Option<Vec<Box<dyn Send + Sync>>>> = const { RefCell::new(None) };
 }
 
 /// Give `hold` back (drop it), unless [`take_holds`] is dropping a chunk on this thread: then it
 /// is kept in what that returns. Called by a chunk's owner as it drops.
-pub fn give_back<T: Send + 'static>(hold: T) {
+pub fn give_back<T: Send + Sync + 'static>(hold: T) {
     // Boxed only when caught (the common path allocates nothing). Dropped outside the borrow:
     // giving back may wake a task or take a lock. A thread that is exiting has no slot, and the
     // hold is given back with the closure.
@@ -47,13 +47,11 @@ pub fn give_back<T: Send + 'static>(hold: T) {
 /// What a dropped chunk held, given back when this is dropped: through [`give_back`], so a
 /// copy that holds them and is itself copied (a rest compacted again) hands them on too.
 #[derive(Default)]
-pub struct Holds(Vec<Box<dyn Send>>);
+pub struct Holds(Vec<Box<dyn Send + Sync>>);
 
 impl Drop for Holds {
     fn drop(&mut self) {
-        for hold in self.0.drain(..) {
-            give_back(hold);
-        }
+        self.give_back_all();
     }
 }
 
@@ -67,22 +65,37 @@ impl Holds {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// Give every hold back now (keeping the room for the next ones).
+    pub fn give_back_all(&mut self) {
+        for hold in self.0.drain(..) {
+            give_back(hold);
+        }
+    }
 }
 
 /// Drop `chunk` and return what it gave back as it dropped, if this was its last reference.
 /// Nothing is caught on a thread that is exiting (it is given back).
 pub fn take_holds(chunk: Bytes) -> Holds {
+    let mut holds = Holds::default();
+    take_holds_into(&mut holds, chunk);
+    holds
+}
+
+/// [`take_holds`], adding what `chunk` gives back to `holds` (in its room, so a caller that
+/// keeps one `Holds` allocates only for the holds themselves).
+pub fn take_holds_into(holds: &mut Holds, chunk: Bytes) {
     if CATCH
-        .try_with(|catch| *catch.borrow_mut() = Some(Vec::new()))
+        .try_with(|catch| *catch.borrow_mut() = Some(std::mem::take(&mut holds.0)))
         .is_err()
     {
-        return Holds::default();
+        return;
     }
     // Disarmed when dropped, also by a panic in the chunk's drop, so no later chunk's holds are
     // caught (what was caught then is given back).
     let armed = Armed;
     drop(chunk);
-    armed.disarm()
+    *holds = armed.disarm();
 }
 
 /// The catch armed by `take_holds`.

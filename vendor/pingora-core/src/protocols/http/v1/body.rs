@@ -25,6 +25,7 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::protocols::http::held::{self, Holds};
 use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
@@ -1334,7 +1335,7 @@ impl SendBodyState {
 /// instead of a copy into one buffer (edgesteer patch): a chunk is dropped
 /// as soon as it is written, and copied only to shrink it (see
 /// [`ChunkCompactor`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BodyChunks {
     chunks: std::collections::VecDeque<Bytes>,
     len: usize,
@@ -1343,6 +1344,24 @@ pub struct BodyChunks {
     /// Whether the front chunk is already a compactor's copy.
     front_compacted: bool,
     compactor: Option<ChunkCompactor>,
+    /// Keep what written chunks held until the stream is flushed (see
+    /// [`Self::set_hold_until_flushed`]).
+    hold_until_flushed: bool,
+    /// What the chunks written since the last flush held.
+    flushing: Holds,
+}
+
+impl Debug for BodyChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyChunks")
+            .field("chunks", &self.chunks)
+            .field("len", &self.len)
+            .field("front_written", &self.front_written)
+            .field("front_compacted", &self.front_compacted)
+            .field("hold_until_flushed", &self.hold_until_flushed)
+            .field("flushing", &self.flushing.len())
+            .finish()
+    }
 }
 
 /// Moves a chunk's bytes into an allocation of their own size (edgesteer
@@ -1385,17 +1404,33 @@ impl BodyChunks {
         self.len == 0
     }
 
-    /// Drop every chunk.
+    /// Drop every chunk (and give back what written ones still held).
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
         self.front_written = 0;
         self.front_compacted = false;
+        self.flushing.give_back_all();
     }
 
     /// Shrink chunks a stalled write is inside with `compactor` (none by default).
     pub fn set_compactor(&mut self, compactor: Option<ChunkCompactor>) {
         self.compactor = compactor;
+    }
+
+    /// Keep what each written chunk holds (a pipe budget's charge, an h2 window: see
+    /// [`held`](crate::protocols::http::held)) until the stream has been flushed, though its
+    /// bytes are freed as soon as the stream took them (edgesteer patch; off by default). For a
+    /// stream that keeps what it was given, as TLS keeps encrypted records until the socket
+    /// takes them: without it, the bytes the stream holds count for nothing, and the chunk after
+    /// them is read from the origin while the client reads nothing.
+    pub fn set_hold_until_flushed(&mut self, hold: bool) {
+        self.hold_until_flushed = hold;
+    }
+
+    /// Whether written chunks' holds wait for a flush.
+    fn holds_to_flush(&self) -> bool {
+        !self.flushing.is_empty()
     }
 
     /// A write stalled: if at least a page of the front chunk was written (and, for a chunk
@@ -1466,7 +1501,10 @@ impl Buf for BodyChunks {
                 break;
             }
             cnt -= front.len();
-            self.chunks.pop_front();
+            let written = self.chunks.pop_front();
+            if let (true, Some(written)) = (self.hold_until_flushed, written) {
+                held::take_holds_into(&mut self.flushing, written);
+            }
             self.front_written = 0;
             self.front_compacted = false;
         }
@@ -1615,7 +1653,9 @@ impl BodyWriter {
                     .await
                     .or_err(WriteError, "while writing body")?;
                 self.body_mode = BM::ContentLength(total, written + n);
-                if self.finished() {
+                // flushed once the body is done, or while the stream keeps what written chunks
+                // held (see `BodyChunks::set_hold_until_flushed`)
+                if self.finished() || chunks.holds_to_flush() {
                     stream.flush().await.or_err(WriteError, "flushing body")?;
                 }
                 n
@@ -1643,6 +1683,9 @@ impl BodyWriter {
                 len
             }
         };
+        // every branch that wrote flushed: the stream has sent the chunks on, so what they held
+        // is given back
+        chunks.flushing.give_back_all();
         Ok(Some(written))
     }
 

@@ -983,8 +983,12 @@ impl HttpSession {
 
     /// Shrink a body chunk a stalled write is inside to its unwritten rest with `compactor`
     /// (edgesteer patch; none by default, see [`ChunkCompactor`]).
+    /// Over TLS, what a written chunk holds is also kept until the stream has sent it on
+    /// (`BodyChunks::set_hold_until_flushed`): rustls keeps the records it encrypted.
     pub fn set_body_compactor(&mut self, compactor: Option<ChunkCompactor>) {
         self.body_write_buf.set_compactor(compactor);
+        self.body_write_buf
+            .set_hold_until_flushed(compactor.is_some() && self.digest.ssl_digest.is_some());
     }
 
     /// Whether the cancel-safe proxy task API is enabled for this session.
