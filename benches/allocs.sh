@@ -41,26 +41,7 @@ mkdir -p "$out" "$wd/tmp"
 rm -f "$out"/*.zst
 
 up=$(port)
-cat > "$wd/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $wd/upstream.err warn;
-pid $wd/upstream.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $wd/tmp; proxy_temp_path $wd/tmp; fastcgi_temp_path $wd/tmp;
-  uwsgi_temp_path $wd/tmp; scgi_temp_path $wd/tmp;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  server {
-    listen 127.0.0.1:$up backlog=4096;
-    location / { default_type text/plain; return 200 "$(printf 'x%.0s' $(seq 100))"; }
-  }
-}
-EOF
-nginx -p "$wd" -c "$wd/upstream.conf" &
-pids+=($!)
+nginx_upstream 1
 covergen_table "$wd/table.toml" "127.0.0.1:$up" price
 
 # count NAME EXE ARGS...: runs EXE under heaptrack, loads it, stops it with

@@ -55,3 +55,35 @@ text = re.sub(r'backends = \[[^\]]*\]', 'backends = [ { address = "%s", weight =
 open(dst, "w").write(text)
 PY
 }
+
+# nginx_conf NAME CPU BODY: an nginx with one worker on CPU, serving BODY
+# (the http block's inside), started in the background; its pid file is
+# $wd/NAME.pid (needs $wd/tmp, $wd and pids).
+nginx_conf() {
+  cat > "$wd/$1.conf" <<EOF2
+worker_processes 1;
+daemon off;
+error_log $wd/$1.err warn;
+pid $wd/$1.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $wd/tmp; proxy_temp_path $wd/tmp; fastcgi_temp_path $wd/tmp;
+  uwsgi_temp_path $wd/tmp; scgi_temp_path $wd/tmp;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+$3
+}
+EOF2
+  taskset -c "$2" nginx -p "$wd" -c "$wd/$1.conf" &
+  pids+=($!)
+}
+
+# nginx_upstream CPU: the origin of the paired and allocation runs, an nginx
+# answering every request with 100 bytes on 127.0.0.1:$up.
+nginx_upstream() {
+  nginx_conf upstream "$1" "  server {
+    listen 127.0.0.1:$up backlog=4096;
+    location / { default_type text/plain; return 200 \"$(printf 'x%.0s' $(seq 100))\"; }
+  }"
+}

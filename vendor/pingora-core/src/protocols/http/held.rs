@@ -49,6 +49,12 @@ pub fn give_back<T: Send + Sync + 'static>(hold: T) {
 #[derive(Default)]
 pub struct Holds(Vec<Box<dyn Send + Sync>>);
 
+impl std::fmt::Debug for Holds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Holds").field(&self.0.len()).finish()
+    }
+}
+
 impl Drop for Holds {
     fn drop(&mut self) {
         self.give_back_all();

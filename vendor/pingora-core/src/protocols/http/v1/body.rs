@@ -1335,7 +1335,7 @@ impl SendBodyState {
 /// instead of a copy into one buffer (edgesteer patch): a chunk is dropped
 /// as soon as it is written, and copied only to shrink it (see
 /// [`ChunkCompactor`]).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct BodyChunks {
     chunks: std::collections::VecDeque<Bytes>,
     len: usize,
@@ -1349,19 +1349,6 @@ pub struct BodyChunks {
     hold_until_flushed: bool,
     /// What the chunks written since the last flush held.
     flushing: Holds,
-}
-
-impl Debug for BodyChunks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodyChunks")
-            .field("chunks", &self.chunks)
-            .field("len", &self.len)
-            .field("front_written", &self.front_written)
-            .field("front_compacted", &self.front_compacted)
-            .field("hold_until_flushed", &self.hold_until_flushed)
-            .field("flushing", &self.flushing.len())
-            .finish()
-    }
 }
 
 /// Moves a chunk's bytes into an allocation of their own size (edgesteer
