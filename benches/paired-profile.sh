@@ -3,7 +3,9 @@
 # on the same core: one `benches/paired.sh` round (B=bare by default) with
 # `perf record -F 2999 -C 0` in its middle. Each process's samples become
 # microseconds per request through its own measured CPU per request.
-# Prints the per-component and per-symbol differences and each side's top
+# Prints user space alone (the kernel's share holds the wake-ups of the
+# load side's core, which move with timing: BENCHMARKS.md, "The Zen 4
+# host"), the per-component and per-symbol differences and each side's top
 # symbols (self time).
 #
 #   benches/paired-profile.sh                    # 24 s round, 14 s recorded
@@ -16,12 +18,12 @@ command -v perf >/dev/null || { echo "paired-profile.sh needs perf" >&2; exit 1;
 out=target/paired-profile
 mkdir -p "$out"
 DUR=${DUR:-24}; REC=${REC:-14}; TOP=${TOP:-20}
-B=${B:-bare} ROUNDS=1 DUR=$DUR benches/paired.sh > "$out/paired.txt" 2>&1 &
+rm -f "$out/pids"
+PAIRED_PIDS=$PWD/$out/pids B=${B:-bare} ROUNDS=1 DUR=$DUR benches/paired.sh > "$out/paired.txt" 2>&1 &
 bg=$!
 sleep $(( (DUR - REC) / 2 + 2 ))
 perf record -q -F 2999 -C 0 -o "$out/perf.data" -- sleep "$REC" 2>/dev/null
 wait "$bg"
-perf script -i "$out/perf.data" -F comm,pid 2>/dev/null | awk '$1 == "edgesteer" && !p {print $2; p = 1}' > "$out/apid" # no early exit: SIGPIPE + pipefail
 perf script -i "$out/perf.data" -F pid,ip,sym,dso 2>/dev/null > "$out/samples.txt"
 python3 - "$out" "$TOP" <<'PY' | tee "$out/report.txt"
 import collections, re, sys
@@ -30,7 +32,7 @@ rows = [l.split() for l in open(d + "/paired.txt") if re.match(r"^1\s", l)]
 if not rows:
     sys.exit("paired.sh printed no round: see " + d + "/paired.txt")
 us = {"A": float(rows[0][3]), "B": float(rows[0][4])}
-a_pid = int(open(d + "/apid").read())
+a_pid, b_pid = (int(p) for p in open(d + "/pids").read().split())
 count = collections.defaultdict(collections.Counter)
 for line in open(d + "/samples.txt"):
     m = re.match(r"\s*(\d+)\s+[0-9a-f]+\s+(.*)$", line)
@@ -43,11 +45,10 @@ for line in open(d + "/samples.txt"):
     dso = dso.split("/")[-1]
     if "kernel" in dso:
         sym, dso = "[k] " + sym, "kernel"
-    elif dso in ("edgesteer", "passthrough", "nginx"):
-        dso = "bin"
+    elif not re.search(r"\.so(\.|$)", dso) and not dso.startswith("["):
+        dso = "bin"  # the proxy's own binary, whatever its file is called (B_BIN)
     count[pid][(sym, dso)] += 1
-others = sorted((p for p in count if p != a_pid), key=lambda p: -sum(count[p].values()))
-side = {"A": count[a_pid], "B": count[others[0]]}
+side = {"A": count[a_pid], "B": count[b_pid]}
 per = {k: {s: n * us[k] / sum(c.values()) for s, n in c.items()} for k, c in side.items()}
 def component(sym, dso):
     if dso != "bin":
@@ -66,6 +67,8 @@ for i, k in enumerate("AB"):
     for (s, dso), v in per[k].items():
         comp[component(s, dso)][i] += v
         syms[s][i] += v
+user = [sum(v for (s, dso), v in per[k].items() if dso != "kernel") for k in "AB"]
+print(f"user space alone: A {user[0]:.2f}, B {user[1]:.2f} us/request (ratio {user[0] / user[1]:.4f})")
 print("\nby component (us/request): A  B  A-B")
 for c, (a, b) in sorted(comp.items(), key=lambda kv: kv[1][1] - kv[1][0]):
     print(f"{a:8.3f} {b:8.3f} {a - b:+8.3f}  {c}")

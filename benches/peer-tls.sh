@@ -32,6 +32,8 @@
 #
 #   benches/peer-tls.sh                          # DUR=10 ROUNDS=3
 #   SHAPES=churn TARGETS="nginx ours" DUR=5 ROUNDS=1 BUILD=0 benches/peer-tls.sh
+#   RATE=10000 WRK_SCRIPT=$PWD/benches/paced.lua SHAPES=keepalive benches/peer-tls.sh
+#                                                # p99 at one offered load for all
 #
 # Loopback only; everything started here is stopped on exit.
 set -euo pipefail
@@ -51,6 +53,10 @@ TARGETS=${TARGETS:-"nginx haproxy pingora ours"}
 root=$(pwd)
 CSV=${CSV:-$root/target/peer-tls.csv}
 GEO_MIX=${GEO_MIX:-$root/../shared/bench/geo-mix.lua}
+# The keep-alive shape's wrk script: the geo mix, or benches/paced.lua for
+# the mix at a fixed offered load (RATE; it reads CONNS, exported here).
+WRK_SCRIPT=${WRK_SCRIPT:-$GEO_MIX}
+export CONNS
 need=""
 for t in nginx haproxy wrk h2load openssl; do command -v $t >/dev/null || need="$need $t"; done
 if [ -n "$need" ]; then
@@ -212,7 +218,7 @@ load() {
   local shape=$1 p=$2 secs=$3 out=$4
   case $shape in
     keepalive)
-      taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$GEO_MIX" "https://127.0.0.1:$p/" > "$out" 2>&1
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$WRK_SCRIPT" "https://127.0.0.1:$p/" > "$out" 2>&1
       python3 - "$out" "$CONNS" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
