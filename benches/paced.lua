@@ -13,6 +13,8 @@
 -- RATE and CONNS (the wrk -c of the run) come from the environment; GEO
 -- names the mix to pace (default: the shared geo-mix.lua beside this repo).
 -- wrk waits in whole milliseconds; the run reports the rate it achieved.
+-- So RATE/1000 requests arrive on each millisecond tick together: at
+-- 10,000/s a burst of about ten, whose CPU the latency still includes.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local mix = os.getenv("GEO") or (here .. "../../shared/bench/geo-mix.lua")
 dofile(mix)
