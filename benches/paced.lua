@@ -1,14 +1,14 @@
 -- wrk script: the geo mix (../shared/bench/geo-mix.lua: a rotating
 -- X-Forwarded-For from 40 countries) at a fixed offered load instead of as
--- fast as the target answers. Each connection waits CONNS / RATE seconds
--- after an answer before its next request, so every target is offered
--- about the same RATE requests/s (less its own latency, which is small
--- below saturation). At saturation a proxy's p99 is its queue, and so its
--- throughput (Little's law); paced, p99 is what it adds to a request at a
--- load it can carry, which is what a user sees.
+-- fast as the target answers. After each answer a connection pauses a
+-- random 0 to 2 * CONNS / RATE ms (CONNS / RATE s on average), so every
+-- target is offered about the same RATE requests/s, less its own latency,
+-- which is small below saturation. At saturation a proxy's p99 is its
+-- queue, and so its throughput (Little's law); paced, targets are compared
+-- at one load they all carry.
 --
 --   RATE=10000 CONNS=64 WRK_SCRIPT=$PWD/benches/paced.lua benches/peer.sh
---   RATE=10000 GEO_MIX=$PWD/benches/paced.lua benches/peer-tls.sh
+--   RATE=10000 WRK_SCRIPT=$PWD/benches/paced.lua SHAPES=keepalive benches/peer-tls.sh
 --
 -- RATE and CONNS (the wrk -c of the run) come from the environment; GEO
 -- names the mix to pace (default: the shared geo-mix.lua beside this repo).
