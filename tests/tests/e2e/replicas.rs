@@ -299,7 +299,7 @@ async fn the_leader_dies_mid_rollout_and_another_replica_finishes_it_once() {
     let cmd = RolloutCommand {
         steps: Some(steps),
         min_requests: Some(10),
-        max_p99_ratio: Some(50.0),
+        max_p99_ratio: Some(crate::rollout::NOISE_P99_RATIO),
         ..RolloutCommand::new(RolloutAction::Start, "failover test".into())
     };
     let api_b = b.client();
