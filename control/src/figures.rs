@@ -264,4 +264,117 @@ mod tests {
         });
         assert_eq!(small.p99_ms(), LATENCY_BUCKETS_MS[1]);
     }
+
+    /// A table whose `us-east` runs one step held an hour, with these gates.
+    fn running(max_p99_ratio: f64, min_requests: u64) -> TableSpec {
+        let mut t = TableSpec::default();
+        t.regions.entry("us-east".into()).or_default().rollout = Some(RolloutSpec {
+            state: "running".into(),
+            steps: vec![edgesteer_config::wire::RolloutStep {
+                canary_bps: 5000,
+                hold_ms: 3_600_000,
+            }],
+            max_p99_ratio: Some(max_p99_ratio),
+            min_requests: Some(min_requests),
+            step_started_ms: now_ms(),
+            ..RolloutSpec::default()
+        });
+        t
+    }
+
+    /// `n` requests, `errors` of them 5xx, all in latency bucket `bucket`.
+    fn track(n: u64, errors: u64, bucket: usize) -> TrackReport {
+        let mut buckets = vec![0; LATENCY_BUCKETS_MS.len() + 1];
+        buckets[bucket] = n;
+        TrackReport {
+            requests: n,
+            errors,
+            buckets,
+        }
+    }
+
+    fn judged(t: &TableSpec, reports: &[(TrackReport, TrackReport)]) -> Option<(Verdict, String)> {
+        let w = Windows::default();
+        for (stable, canary) in reports {
+            let mut r = StatsReport {
+                proxy: "p1".into(),
+                ..StatsReport::default()
+            };
+            r.regions.insert(
+                "us-east".into(),
+                edgesteer_control_api::api::RegionReport {
+                    stable: stable.clone(),
+                    canary: canary.clone(),
+                    ..Default::default()
+                },
+            );
+            w.ingest(t, &r);
+        }
+        let ro = t.regions["us-east"].rollout.as_ref().unwrap();
+        w.judge("us-east", ro)
+    }
+
+    const MS_2: usize = 1; // the 2 ms bucket
+    const MS_5: usize = 2;
+    const MS_500: usize = 8;
+
+    #[test]
+    fn the_p99_gate_rolls_back_a_canary_slower_than_the_ratio() {
+        let t = running(1.5, 100);
+        // 2 of 100 canary answers at 500 ms: its p99 is 500 ms.
+        let mut canary = track(98, 0, MS_2);
+        canary.buckets[MS_500] = 2;
+        canary.requests = 100;
+        let (v, why) = judged(&t, &[(track(200, 0, MS_2), canary)]).unwrap();
+        assert_eq!(v, Verdict::RollBack);
+        assert_eq!(
+            why,
+            "gate p99 failed at step 1: canary p99 500 ms > 1.5 x stable p99 2 ms"
+        );
+    }
+
+    #[test]
+    fn the_p99_gate_spares_a_canary_within_the_ratio_or_one_slow_answer_in_a_hundred() {
+        let t = running(3.0, 100);
+        // 5 ms against 2 ms is within 3x.
+        assert_eq!(
+            judged(&t, &[(track(200, 0, MS_2), track(100, 0, MS_5))]),
+            None
+        );
+        // One slow answer in 101 is above the p99.
+        let mut canary = track(100, 0, MS_2);
+        canary.buckets[MS_500] = 1;
+        canary.requests = 101;
+        assert_eq!(judged(&t, &[(track(200, 0, MS_2), canary)]), None);
+    }
+
+    #[test]
+    fn the_p99_gate_waits_for_min_requests_on_both_tracks() {
+        let t = running(1.5, 100);
+        let slow = track(100, 0, MS_500);
+        // Stable has 99: no verdict yet, however slow the canary.
+        assert_eq!(judged(&t, &[(track(99, 0, MS_2), slow.clone())]), None);
+        // The canary has 99: none either.
+        assert_eq!(
+            judged(&t, &[(track(200, 0, MS_2), track(99, 0, MS_500))]),
+            None
+        );
+        // One more stable request, in a later report: the gate fires.
+        let v = judged(
+            &t,
+            &[
+                (track(99, 0, MS_2), slow),
+                (track(1, 0, MS_2), TrackReport::default()),
+            ],
+        );
+        assert_eq!(v.map(|(v, _)| v), Some(Verdict::RollBack));
+    }
+
+    #[test]
+    fn the_error_gate_is_judged_before_the_p99_gate() {
+        let t = running(1.5, 100);
+        let (v, why) = judged(&t, &[(track(200, 0, MS_2), track(100, 5, MS_500))]).unwrap();
+        assert_eq!(v, Verdict::RollBack);
+        assert!(why.starts_with("gate error_rate failed at step 1"), "{why}");
+    }
 }

@@ -39,6 +39,10 @@ pub struct DemoBackend {
     pub fail_status: Arc<AtomicU16>,
     /// When set, `/health` answers 503.
     pub health_fail: Arc<AtomicBool>,
+    /// When non-zero, every echoed answer (all but `/health` and
+    /// `/bytes`) waits this many milliseconds first: a latency regression
+    /// that is no error.
+    pub delay_ms: Arc<AtomicU64>,
     /// Connection counts (TLS backends only).
     pub conns: Option<Arc<edgesteer_listener::ConnStats>>,
     stop: Option<oneshot::Sender<()>>,
@@ -65,6 +69,7 @@ struct BackendState {
     served: Arc<AtomicU64>,
     fail_status: Arc<AtomicU16>,
     health_fail: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 /// Starts one backend on `bind` (port 0 picks a free port).
@@ -92,11 +97,13 @@ async fn spawn(
     let served = Arc::new(AtomicU64::new(0));
     let fail_status = Arc::new(AtomicU16::new(0));
     let health_fail = Arc::new(AtomicBool::new(false));
+    let delay_ms = Arc::new(AtomicU64::new(0));
     let state = BackendState {
         id: Arc::new(id.clone()),
         served: served.clone(),
         fail_status: fail_status.clone(),
         health_fail: health_fail.clone(),
+        delay_ms: delay_ms.clone(),
     };
     let app = Router::new()
         .route("/health", get(health))
@@ -146,6 +153,7 @@ async fn spawn(
         served,
         fail_status,
         health_fail,
+        delay_ms,
         conns,
         stop: Some(tx),
     })
@@ -324,6 +332,10 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
     if s.fail_status.load(Ordering::Relaxed) == HANG {
         // Accepted and never answered (the health endpoint still is).
         std::future::pending::<()>().await;
+    }
+    let delay = s.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     s.served.fetch_add(1, Ordering::Relaxed);
     let tls = req.extensions().get::<edgesteer_listener::TlsInfo>();

@@ -36,6 +36,7 @@ mod ratelimit_store;
 mod ratelimit_tls;
 mod replicas;
 mod rollout;
+mod rollout_gates;
 mod rollout_retries;
 mod routing;
 mod tls_h2;
