@@ -140,6 +140,13 @@ impl Proxy {
     /// process takes the listeners over (it signals the old one through
     /// the pid file), and from then on this `Proxy` is the new process.
     /// Returns the old process, draining, to be waited for.
+    /// [`Proxy::upgrade`], the new process logging (at debug level) to
+    /// `log` instead of where this one logs.
+    pub async fn upgrade_logging_to(&mut self, log: PathBuf) -> anyhow::Result<Child> {
+        self.log = Some(log);
+        self.upgrade().await
+    }
+
     pub async fn upgrade(&mut self) -> anyhow::Result<Child> {
         let mut args = self.args.clone();
         args.push("--upgrade".into());

@@ -237,9 +237,11 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
     .is_some());
 
     // Writes racing a kill -9: every acknowledged version must survive.
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let api = s.control.client();
         let east = s.spec.regions["us-east"].backends[0].address.clone();
+        let acks = acks.clone();
         tokio::spawn(async move {
             let mut acked = Vec::new();
             // Weights 2, 3, 1, 2, ...: each write changes the table (the
@@ -250,14 +252,23 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
                     ..PatchRegion::default()
                 };
                 match api.patch_region("us-east", &change).await {
-                    Ok(v) => acked.push(v.version),
+                    Ok(v) => {
+                        acked.push(v.version);
+                        acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(_) => break,
                 }
             }
             acked
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed mid-stream, once a few writes are durable (each is fsynced:
+    // on a loaded disk the first took longer than a fixed 300 ms).
+    let writing = wait_until(Duration::from_secs(10), || async {
+        acks.load(std::sync::atomic::Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert!(writing.is_some(), "no write was acknowledged in 10 s");
     s.control.kill9();
     let acked = writer.await.unwrap();
     assert!(!acked.is_empty());
@@ -271,7 +282,23 @@ async fn proxies_survive_the_service_and_history_survives_kill_9() {
         assert_eq!((got.status, got.region()), (200, "us-west"));
     }
     // A proxy restarted while the service is down serves its cached table.
+    // The cache is written off the apply path: the crash comes once it
+    // holds what the proxy served.
     let served = p1.table_version().await.unwrap();
+    let cache = s.wd.path("p1.cache.json");
+    let saved = wait_until(Duration::from_secs(5), || async {
+        std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c["version"].as_u64())
+            == Some(served)
+    })
+    .await;
+    assert!(
+        saved.is_some(),
+        "version {served} never reached {}",
+        cache.display()
+    );
     drop(p1);
     let p1 = s.proxy("p1").await;
     assert_eq!(p1.table_version().await, Some(served));

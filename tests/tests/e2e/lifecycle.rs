@@ -3,6 +3,7 @@
 //! take the listeners (or only a stale upgrade socket), `--upgrade` with
 //! no proxy to take over from, and a geo database rewritten in place.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,6 +108,15 @@ fn start_load(
     tasks
 }
 
+/// Whether the process logging to `log` installed `version`.
+fn installed(log: &Path, version: u64) -> bool {
+    let want = format!(" version={version} ");
+    std::fs::read_to_string(log).is_ok_and(|text| {
+        text.lines()
+            .any(|l| l.contains("routing table installed") && l.contains(&want))
+    })
+}
+
 #[tokio::test]
 async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
     let _heavy = heavy().await;
@@ -121,9 +131,12 @@ async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
     // in flight the moment it stops accepting.
     let mut args = follow(&control, &wd.path("p.cache.json"), "p");
     args.extend(["--grace-period".into(), "2".into()]);
+    // Each process logs to a file of its own: which versions it installed.
+    let mut log = wd.path("p0.log");
     let mut proxy = Proxy::start(ProxyConfig {
         geo_db: Some(wd.geo_db().unwrap()),
         extra_args: args,
+        log: Some(log.clone()),
         ..Default::default()
     })
     .await
@@ -134,7 +147,7 @@ async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
     let seen = Arc::new(Seen::default());
     let load = start_load(&proxy.url("/v1/covers"), &stop, &floor, &seen);
     let api = control.client();
-    let mut olds = Vec::new();
+    let mut olds: Vec<(std::process::Child, PathBuf)> = Vec::new();
     for i in 0..10 {
         // A new table between upgrades: once live, no answer may be older.
         let v = api
@@ -157,14 +170,34 @@ async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
             "version {} never went live",
             v.version
         );
-        // Both processes of an earlier upgrade may still be draining; each
-        // follows the service, so give the slower one a moment (500 ms: on
-        // a loaded 2-core machine 200 ms was once too short for a draining
-        // process to take the version in).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Processes of earlier upgrades may still be draining, and each
+        // follows the service: the floor rises once every one still alive
+        // has installed the version (a fixed 200 ms, then 500 ms, was once
+        // too short on a loaded 2-core machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut behind: Vec<String> = olds
+                .iter_mut()
+                .filter_map(|(c, l)| matches!(c.try_wait(), Ok(None)).then(|| l.clone()))
+                .chain([log.clone()])
+                .filter(|l| !installed(l, v.version))
+                .map(|l| l.display().to_string())
+                .collect();
+            if behind.is_empty() {
+                break;
+            }
+            behind.sort();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "version {} not installed by the processes logging to {behind:?}",
+                v.version
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         floor.store(v.version, Ordering::Release);
-        let old = proxy.upgrade().await.unwrap();
-        olds.push(old);
+        let old_log = std::mem::replace(&mut log, wd.path(&format!("p{}.log", i + 1)));
+        let old = proxy.upgrade_logging_to(log.clone()).await.unwrap();
+        olds.push((old, old_log));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -172,7 +205,7 @@ async fn ten_upgrades_under_load_lose_no_request_and_never_go_back() {
     for t in load {
         t.await.unwrap();
     }
-    for mut old in olds {
+    for (mut old, _) in olds {
         let status = wait_child(&mut old, Duration::from_secs(30)).await;
         assert!(
             status.is_some_and(|s| s.success()),

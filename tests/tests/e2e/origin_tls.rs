@@ -123,12 +123,13 @@ async fn a_wrong_ca_is_a_counted_connect_failure_retried_elsewhere_and_unhealthy
     let good = origin("good", &pki.cert, &pki.key, None).await;
     let bad = origin("bad", &other.cert, &other.key, None).await;
     // The bad origin takes nearly every first pick; probes mark it down
-    // only after two rounds (about a second), so the first requests meet it.
+    // only after two rounds (about 3 s: at 1 s a slow start on a loaded
+    // machine could let them win), so the first requests meet it.
     let spec = table(
         &[(good.addr, 1), (bad.addr, 1000)],
         trusting(&pki),
         // Only the probes judge here (passive ejection would show its own cause).
-        "interval_ms = 1000\ntimeout_ms = 500\nunhealthy_after = 2\n[outlier]\nconsecutive_failures = 0",
+        "interval_ms = 3000\ntimeout_ms = 500\nunhealthy_after = 2\n[outlier]\nconsecutive_failures = 0",
     );
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
     let client = reqwest::Client::new();
@@ -148,7 +149,7 @@ async fn a_wrong_ca_is_a_counted_connect_failure_retried_elsewhere_and_unhealthy
     );
     // Marked unhealthy by its probes, with the reason.
     let bad_key = bad.addr.to_string();
-    let down = wait_until(Duration::from_secs(6), || async {
+    let down = wait_until(Duration::from_secs(10), || async {
         let h = proxy.health().await.unwrap();
         backend_status(&h, &bad_key).is_some_and(|b| {
             b["available"] == false
