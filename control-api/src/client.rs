@@ -24,7 +24,7 @@ pub enum ClientError {
     /// `{:#}`) does not print it twice.
     #[error("cannot reach the config service at {url}: {}{}", chain(.cause), tls_hint(.url, .cause))]
     Unreachable { url: String, cause: reqwest::Error },
-    #[error("{status}: {message}{}", fields(.errors))]
+    #[error("{status}{}: {message}{}", error_code(.code), fields(.errors))]
     Api {
         status: u16,
         code: String,
@@ -93,6 +93,15 @@ fn split_bases(base: &str) -> Vec<String> {
         vec![base.to_string()]
     } else {
         list
+    }
+}
+
+/// The error document's code after the status (`400 empty_change`).
+fn error_code(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!(" {code}")
     }
 }
 

@@ -285,7 +285,11 @@ fn apply_command(
         }
         (RolloutAction::Abort, Running | Paused) => {
             set_state(ro, Aborted);
-            ro.reason = Some(format!("aborted by {actor}: {}", req.reason));
+            ro.reason = Some(if req.reason.is_empty() {
+                format!("aborted by {actor}")
+            } else {
+                format!("aborted by {actor}: {}", req.reason)
+            });
             r.canary_bps = 0;
         }
         (a, _) => {

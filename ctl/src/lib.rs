@@ -49,6 +49,10 @@ pub struct CtlArgs {
     /// it is trusted, not the system roots.
     #[arg(long, env = "EDGESTEER_CONTROL_CA")]
     control_ca: Option<PathBuf>,
+    /// The secret of a token the config service takes (the demo prints
+    /// its own at start-up); prefer the environment.
+    #[arg(long, global = true, env = "EDGESTEER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the API's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -146,9 +150,8 @@ enum CtlCommand {
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let token = std::env::var("EDGESTEER_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
+    let token = args.token.clone().filter(|t| !t.is_empty());
+    let has_token = token.is_some();
     let tls = ClientTls {
         ca: args.control_ca.clone(),
         identity: None,
@@ -162,8 +165,20 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         // The reader of our output has gone (`ctl get | head -2`): end
         // quietly, as Unix tools do.
         Err(e) if broken_pipe(&e) => Ok(()),
+        Err(e) if status_is(&e, 401) => Err(e.context(if has_token {
+            "the config service does not know the token in --token / EDGESTEER_TOKEN"
+        } else {
+            "the config service wants a token: set EDGESTEER_TOKEN (or --token)"
+        })),
         done => done,
     }
+}
+
+/// Whether `e` is, or was caused by, the service answering `status`.
+fn status_is(e: &anyhow::Error, status: u16) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Api { status: s, .. }) if *s == status)
+    })
 }
 
 /// Whether `e` is, or was caused by, writing to a closed pipe.

@@ -39,10 +39,11 @@ fn show(p: &Preview, as_json: bool) -> anyhow::Result<()> {
         return super::print::json(p);
     }
     outln!(
-        "preview against version {} (nothing was committed): {} requests from {} proxies in the last {} s, {:.1} requests/s modeled",
+        "preview against version {} (nothing was committed): {} requests from {} {} in the last {} s, {:.1} requests/s modeled",
         p.version,
         p.requests_seen,
         p.proxies,
+        if p.proxies == 1 { "proxy" } else { "proxies" },
         p.window_s,
         p.total_rps
     );

@@ -20,13 +20,16 @@ use super::table::compile_or_explain;
 use crate::demo::DemoBackend;
 use edgesteer_proxy::server::ServeOptions;
 
+/// The demo's admin listener by default, where `ctl explain` asks.
+const DEMO_ADMIN: &str = "127.0.0.1:9090";
+
 #[derive(Args, Debug)]
 pub(super) struct DemoArgs {
     /// The proxy's listener.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
     /// The proxy's admin listener (`ctl explain --admin`).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = DEMO_ADMIN)]
     admin: SocketAddr,
     /// Where the demo's config service listens (`ctl --control`).
     #[arg(long, default_value = "127.0.0.1:9300")]
@@ -109,7 +112,12 @@ pub(super) fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         });
         anyhow::Ok(control)
     })?;
-    let version = control.latest().map_or(1, |r| r.version);
+    // The proxy starts from the version the service stored, as a proxy
+    // that follows it would: its API keys hashed on the way in.
+    let (version, spec, table) = match control.latest() {
+        Some(r) => (r.version, r.table.clone(), compile_or_explain(&r.table)?),
+        None => (1, spec, table),
+    };
     control.set_geo_db(Arc::new(GeoDb::bundled()?));
 
     let steer = Arc::new(steering(version, spec, table, GeoDb::bundled()?)?);
@@ -300,10 +308,22 @@ fn print_banner(args: &DemoArgs, backends: &[DemoBackend], control_url: &str) {
     println!("\nconfig service: {control_url}   token: {DEMO_TOKEN}");
     println!("ops console:    {control_url}/ui   (log in with the token above)");
     println!("  export EDGESTEER_TOKEN={DEMO_TOKEN}");
-    println!("  edgesteer ctl get");
-    println!("  edgesteer ctl set-weight us-east {us_east_1} 0 --reason 'drain one backend'");
-    println!("  edgesteer ctl shift eu-west --reason maintenance     # EU traffic -> eu-central");
-    println!("  edgesteer ctl history");
+    // Moved ports: `ctl` must be told, or it asks the defaults (another
+    // demo's, perhaps).
+    if control_url != edgesteer_ctl::DEMO_CONTROL {
+        println!("  export EDGESTEER_CONTROL={control_url}");
+    }
+    if args.admin.to_string() != DEMO_ADMIN {
+        println!("  export EDGESTEER_ADMIN=http://{}", args.admin);
+    }
+    // This binary, wherever it is (`cargo run` leaves it in target/).
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "edgesteer".into());
+    println!("  {me} ctl get");
+    println!("  {me} ctl set-weight us-east {us_east_1} 0 --reason 'drain one backend'");
+    println!("  {me} ctl shift eu-west --reason maintenance     # EU traffic -> eu-central");
+    println!("  {me} ctl history");
 }
 
 pub(super) fn run_backend(

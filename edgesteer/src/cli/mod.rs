@@ -35,7 +35,8 @@ enum Command {
     /// Run the proxy with a routing table file.
     Proxy(Box<serve::ProxyArgs>),
     /// Check a routing table (TOML or JSON), or the table in a proxy's
-    /// cache file (--cache), and print a summary or every error.
+    /// cache file (what its --cache wrote), and print a summary or every
+    /// error.
     Validate {
         /// Table file (`.json` is read as JSON, anything else as TOML), or a
         /// proxy's table cache.

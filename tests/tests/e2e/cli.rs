@@ -148,6 +148,31 @@ async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
         .unwrap();
     assert_eq!(x["client"]["zone"], "cn", "{x}");
     assert_eq!(x["decision"]["region"], "cn-east", "{x}");
+
+    // The proxy serves the version the service stored, its API keys hashed
+    // on the way in (the admin view would show a plain one's hash cut short).
+    let t: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{admin}/v1/table"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = t["table"]["rate_limits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["keys"].as_object())
+        .flat_map(|k| k.keys().cloned())
+        .collect::<Vec<_>>();
+    assert!(!keys.is_empty(), "{t}");
+    for k in &keys {
+        assert!(
+            k.starts_with("sha256:") && k.len() == 7 + 64,
+            "{k} in {keys:?}"
+        );
+    }
 }
 
 /// `edgesteer control --listen LISTEN` with a token and a store, its

@@ -249,6 +249,26 @@ async fn a_write_that_changes_nothing_commits_nothing() {
 }
 
 #[tokio::test]
+async fn ctl_without_a_known_token_says_where_one_goes() {
+    let wd = Workdir::new().unwrap();
+    let control = seeded(&wd).await;
+    let (code, out, err) = text(&ctl(&control.base(), &["get"], &[("EDGESTEER_TOKEN", "")]));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("wants a token: set EDGESTEER_TOKEN") && err.contains("401 unauthorized"),
+        "{err}"
+    );
+    let wrong = [("EDGESTEER_TOKEN", "not-a-token-it-knows")];
+    let (code, out, err) = text(&ctl(&control.base(), &["get"], &wrong));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("does not know the token"), "{err}");
+    assert!(
+        !err.contains("not-a-token-it-knows"),
+        "the secret was printed: {err}"
+    );
+}
+
+#[tokio::test]
 async fn a_canary_share_needs_canary_backends() {
     let wd = Workdir::new().unwrap();
     let control = seeded(&wd).await;
@@ -258,7 +278,10 @@ async fn a_canary_share_needs_canary_backends() {
         &[],
     ));
     assert_eq!(code, Some(1), "{out}{err}");
-    assert!(err.contains("422") && err.contains("canary_bps"), "{err}");
+    assert!(
+        err.contains("422 no_canary_backends") && err.contains("canary_bps"),
+        "{err}"
+    );
     assert!(err.contains("us-west has no canary backends"), "{err}");
     let api = control.client();
     assert_eq!(api.history(10).await.unwrap().versions.len(), 1);
