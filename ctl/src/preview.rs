@@ -114,7 +114,7 @@ fn show(p: &Preview, as_json: bool) -> anyhow::Result<()> {
                 format!("limit {before} -> {after}")
             };
             outln!(
-                "  {}/{:<12} {:>9.1} req/s from {:.0} keys  429/s {:.1}, {:.1} -> {:.1}  {change}",
+                "  {}/{:<12} {:>9.1} req/s from {:.1} keys on average  429/s {:.1}, {:.1} -> {:.1}  {change}",
                 l.policy,
                 l.tier,
                 l.requests_per_s,
