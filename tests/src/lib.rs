@@ -45,7 +45,7 @@ pub use ports::{free_port, free_ports};
 pub use proxy::{Proxy, ProxyConfig};
 pub use redis::RedisProc;
 pub use redis_tls::{RedisPki, ServerTls};
-pub use requests::{answers, get_as, Landed};
+pub use requests::{answers, get_as, get_json, Landed};
 pub use sticky::documented_bucket;
 pub use tables::{covergen, covergen_on_loopback, fast_health, limits_table};
 pub use wait::{heavy, wait_child, wait_until};

@@ -3,6 +3,20 @@
 
 use std::net::IpAddr;
 
+/// A GET of `url`: its status and its body as JSON (`Null` when it is not).
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let r = client.get(url).send().await?;
+    let status = r.status().as_u16();
+    let body = r
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}
+
 /// Whether a GET of `url` answers 2xx.
 pub async fn answers(client: &reqwest::Client, url: &str) -> bool {
     client

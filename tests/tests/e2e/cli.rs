@@ -151,12 +151,7 @@ async fn the_demo_routes_by_geography_and_reaches_eu_west_over_tls() {
 
     // The proxy serves the version the service stored, its API keys hashed
     // on the way in (the admin view would show a plain one's hash cut short).
-    let t: serde_json::Value = client
-        .get(format!("http://127.0.0.1:{admin}/v1/table"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let (_, t) = get_json(&client, &format!("http://127.0.0.1:{admin}/v1/table"))
         .await
         .unwrap();
     let keys = t["table"]["rate_limits"]

@@ -62,13 +62,6 @@ pub(crate) fn trusting(pki: &DemoPki) -> UpstreamSpec {
     }
 }
 
-async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = client.get(url).send().await.unwrap();
-    let status = r.status().as_u16();
-    let body = r.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
 fn accepted(b: &DemoBackend) -> u64 {
     b.conns
         .as_ref()
@@ -89,7 +82,7 @@ async fn tls13_with_the_expected_sni_and_h2_multiplexed() {
     );
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
     let client = reqwest::Client::new();
-    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await;
+    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sni"], "localhost", "{body}");
     assert_eq!(body["tls_version"], "TLSv1_3", "{body}");
@@ -134,7 +127,7 @@ async fn a_wrong_ca_is_a_counted_connect_failure_retried_elsewhere_and_unhealthy
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
     let client = reqwest::Client::new();
     for _ in 0..10 {
-        let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await;
+        let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["backend"], "good", "{body}");
     }
@@ -160,7 +153,7 @@ async fn a_wrong_ca_is_a_counted_connect_failure_retried_elsewhere_and_unhealthy
     })
     .await;
     assert!(down.is_some(), "health: {}", proxy.health().await.unwrap());
-    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await;
+    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
     assert_eq!((status, body["backend"].as_str()), (200, Some("good")));
 }
 
@@ -183,7 +176,9 @@ async fn a_name_mismatch_is_refused() {
     up.sni = Some("not-the-origin.example".into());
     let spec = table(&[(a.addr, 1)], up, "interval_ms = 60000\ntimeout_ms = 1000");
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
-    let (status, body) = get_json(&reqwest::Client::new(), &proxy.url("/v1/covers")).await;
+    let (status, body) = get_json(&reqwest::Client::new(), &proxy.url("/v1/covers"))
+        .await
+        .unwrap();
     assert!(status == 502 || status == 503, "{status} {body}");
     assert_eq!(
         a.served.load(Ordering::Relaxed),
@@ -222,7 +217,7 @@ async fn mtls_origin_takes_the_proxys_certificate_refuses_a_plain_client_and_rot
     let spec = table(&[(a.addr, 1)], up, "interval_ms = 500\ntimeout_ms = 400");
     let proxy = wd.start_proxy(&spec, false, vec![]).await.unwrap();
     let client = reqwest::Client::new();
-    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await;
+    let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let names = body["client_cert"].to_string();
     assert!(names.contains("proxy-1"), "{body}");
@@ -253,7 +248,7 @@ async fn mtls_origin_takes_the_proxys_certificate_refuses_a_plain_client_and_rot
     std::fs::rename(&tmp_cert, &cert).unwrap();
     let failures = std::sync::Mutex::new(Vec::new());
     let rotated = wait_until(Duration::from_secs(12), || async {
-        let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await;
+        let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
         if status != 200 {
             failures.lock().unwrap().push(format!("{status} {body}"));
         }
