@@ -238,8 +238,7 @@ async fn leads(c: &ControlProc) -> bool {
 
 #[tokio::test]
 async fn the_leader_dies_mid_rollout_and_another_replica_finishes_it_once() {
-    use edgesteer_config::wire::RolloutStep;
-    use edgesteer_control_api::api::{RolloutAction, RolloutCommand};
+    use edgesteer_control_api::api::RolloutCommand;
     let _heavy = heavy().await;
     let etcd = EtcdCluster::start(1).await.unwrap();
     let wd = Workdir::new().unwrap();
@@ -289,18 +288,9 @@ async fn the_leader_dies_mid_rollout_and_another_replica_finishes_it_once() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let steps = [(2500, 1500), (5000, 1500), (10000, 1500)]
-        .iter()
-        .map(|&(canary_bps, hold_ms)| RolloutStep {
-            canary_bps,
-            hold_ms,
-        })
-        .collect();
     let cmd = RolloutCommand {
-        steps: Some(steps),
-        min_requests: Some(10),
-        max_p99_ratio: Some(crate::rollout::NOISE_P99_RATIO),
-        ..RolloutCommand::new(RolloutAction::Start, "failover test".into())
+        reason: "failover test".into(),
+        ..crate::rollout::gated(10, &[(2500, 1500), (5000, 1500), (10000, 1500)])
     };
     let api_b = b.client();
     a.client().rollout("us-east", &cmd).await.unwrap();

@@ -90,7 +90,7 @@ pub(crate) async fn track_of(client: &reqwest::Client, proxy: &Proxy, key: &str)
 /// p99 of 2 ms and a 20x gate rolled back a healthy canary. At 100x the
 /// gate fires only on answers slower than 100-500 ms (stable p99 1-5 ms):
 /// still every stall and hang these tests make (0.3-1.5 s).
-pub(crate) const NOISE_P99_RATIO: f64 = 100.0;
+const NOISE_P99_RATIO: f64 = 100.0;
 
 /// Steady load with many keys until `stop` (about 200 requests/s).
 ///
@@ -136,6 +136,16 @@ pub(crate) fn start(steps: &[(u32, u64)]) -> RolloutCommand {
     RolloutCommand {
         steps: Some(steps),
         ..RolloutCommand::new(RolloutAction::Start, String::new())
+    }
+}
+
+/// [`start`] with `min_requests` and the p99 gate at [`NOISE_P99_RATIO`]:
+/// the plan of a test that judges another gate.
+pub(crate) fn gated(min_requests: u64, steps: &[(u32, u64)]) -> RolloutCommand {
+    RolloutCommand {
+        min_requests: Some(min_requests),
+        max_p99_ratio: Some(NOISE_P99_RATIO),
+        ..start(steps)
     }
 }
 
@@ -188,10 +198,8 @@ async fn a_failing_canary_is_rolled_back_by_the_gate() {
     ];
 
     let release = RolloutCommand {
-        min_requests: Some(20),
-        max_p99_ratio: Some(NOISE_P99_RATIO),
         reason: "release 2026.11.22".into(),
-        ..start(&[(1000, 1500), (5000, 60000), (10000, 1500)])
+        ..gated(20, &[(1000, 1500), (5000, 60000), (10000, 1500)])
     };
     api.rollout("us-east", &release).await.unwrap();
     // Wait for the second step, then break the canary.
@@ -265,11 +273,7 @@ async fn a_healthy_rollout_completes_and_an_abort_is_immediate() {
     let api = s.control.client();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
-    let healthy = RolloutCommand {
-        min_requests: Some(10),
-        max_p99_ratio: Some(NOISE_P99_RATIO),
-        ..start(&[(2500, 700), (5000, 700), (10000, 700)])
-    };
+    let healthy = gated(10, &[(2500, 700), (5000, 700), (10000, 700)]);
     api.rollout("us-east", &healthy).await.unwrap();
     let done = wait_until(Duration::from_secs(20), || async {
         rollout_state(&api, "us-east")
@@ -361,11 +365,7 @@ async fn an_unhealthy_canary_blocks_advancing_and_its_users_go_to_stable() {
     assert!(out.is_some());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
-    let command = RolloutCommand {
-        min_requests: Some(1),
-        max_p99_ratio: Some(NOISE_P99_RATIO),
-        ..start(&[(5000, 500), (10000, 500)])
-    };
+    let command = gated(1, &[(5000, 500), (10000, 500)]);
     api.rollout("us-east", &command).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = rollout_state(&api, "us-east").await;

@@ -9,7 +9,7 @@ use edgesteer_config::model::RolloutState;
 use edgesteer_control_api::api::RolloutCommand;
 use edgesteer_tests::*;
 
-use crate::rollout::{load, rollout_state, setup, start, track_of, NOISE_P99_RATIO};
+use crate::rollout::{gated, load, rollout_state, setup, start, track_of};
 
 #[tokio::test]
 async fn a_slow_canary_is_rolled_back_by_the_p99_gate() {
@@ -76,11 +76,7 @@ async fn clients_that_stall_or_hang_up_cannot_roll_back_a_canary() {
     // gate would fire on stalls (1.5 s, bucket 2,000 ms) and hang-ups
     // (0.7 s, bucket 1,000 ms) against a stable p99 up to 5 ms; the
     // figures' p99 is checked below whatever stable's.
-    let release = RolloutCommand {
-        min_requests: Some(20),
-        max_p99_ratio: Some(NOISE_P99_RATIO),
-        ..start(&[(5000, 60_000), (10_000, 1000)])
-    };
+    let release = gated(20, &[(5000, 60_000), (10_000, 1000)]);
     api.rollout("us-east", &release).await.unwrap();
     let v = api.get().await.unwrap().version;
     assert!(wait_until(Duration::from_secs(3), || async {

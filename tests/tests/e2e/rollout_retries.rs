@@ -11,7 +11,7 @@ use edgesteer_config::model::RolloutState;
 use edgesteer_control_api::api::RolloutCommand;
 use edgesteer_tests::*;
 
-use crate::rollout::{load, rollout_state, setup_with, start, track_of, NOISE_P99_RATIO};
+use crate::rollout::{gated, load, rollout_state, setup_with, track_of};
 
 #[tokio::test]
 async fn a_canary_hidden_by_retries_still_fails_its_error_gate() {
@@ -27,10 +27,8 @@ async fn a_canary_hidden_by_retries_still_fails_its_error_gate() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let l = load(p.url("/v1/covers"), stop.clone());
     let release = RolloutCommand {
-        min_requests: Some(20),
-        max_p99_ratio: Some(NOISE_P99_RATIO),
         reason: "release with a hang".into(),
-        ..start(&[(5000, 60_000), (10_000, 1000)])
+        ..gated(20, &[(5000, 60_000), (10_000, 1000)])
     };
     api.rollout("us-east", &release).await.unwrap();
     let judged = wait_until(Duration::from_secs(10), || async {
