@@ -83,11 +83,12 @@ impl Limiter {
 
 /// The client's /24 (IPv4) or /56 (IPv6), the name and the class, hashed.
 fn slot(src: IpAddr, name: u64, class: AnswerClass) -> usize {
-    let net: u128 = match edgesteer_config::model::canonical_ip(src) {
-        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
-        IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 72) - 1) | (1u128 << 127),
+    let (family, net): (u8, u128) = match edgesteer_config::model::canonical_ip(src) {
+        IpAddr::V4(v4) => (4, u128::from(u32::from(v4) & 0xffff_ff00)),
+        IpAddr::V6(v6) => (6, u128::from(v6) & !((1u128 << 72) - 1)),
     };
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[family]);
     h.update(&net.to_le_bytes());
     h.update(&name.to_le_bytes());
     h.update(&[class as u8]);
@@ -147,6 +148,69 @@ mod tests {
         assert_eq!(
             l.check_at(&cfg, a, X, AnswerClass::Answer, now + 100_000_000),
             Verdict::Send
+        );
+    }
+
+    const CFG: Rrl = Rrl {
+        rate: 10,
+        burst: 2,
+        slip: 2,
+    };
+
+    /// Spends `src`'s budget for name `n` (the burst), then says whether
+    /// `other` still has its own.
+    fn shares_budget(src: &str, other: &str) -> bool {
+        let l = Limiter::default();
+        let (a, b): (IpAddr, IpAddr) = (src.parse().unwrap(), other.parse().unwrap());
+        let now = 5_000_000_000;
+        for _ in 0..2 {
+            assert_eq!(
+                l.check_at(&CFG, a, 7, AnswerClass::Answer, now),
+                Verdict::Send
+            );
+        }
+        assert_ne!(
+            l.check_at(&CFG, a, 7, AnswerClass::Answer, now),
+            Verdict::Send
+        );
+        l.check_at(&CFG, b, 7, AnswerClass::Answer, now) != Verdict::Send
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_56_and_never_with_ipv4() {
+        assert!(shares_budget(
+            "2001:db8:0:1200::1",
+            "2001:db8:0:12ff:ffff::9"
+        ));
+        assert!(!shares_budget("2001:db8:0:1200::1", "2001:db8:0:1300::1"));
+        assert!(!shares_budget("2001:db8:0:1200::1", "2001:db9:0:1200::1"));
+        // Networks that differ only in the top bit.
+        assert!(!shares_budget("fd00::1", "7d00::1"));
+        // An IPv4 /24 and the IPv6 network holding the same bits.
+        assert!(!shares_budget("192.0.2.7", "::c000:207"));
+        // A mapped address is its IPv4 client.
+        assert!(shares_budget("192.0.2.7", "::ffff:192.0.2.99"));
+    }
+
+    #[test]
+    fn no_slip_drops_every_refusal_and_rate_zero_sends_everything() {
+        let l = Limiter::default();
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let no_slip = Rrl { slip: 0, ..CFG };
+        let v: Vec<Verdict> = (0..6)
+            .map(|_| l.check_at(&no_slip, a, 7, AnswerClass::Answer, 1_000_000_000))
+            .collect();
+        assert_eq!(v[..2], [Verdict::Send, Verdict::Send]);
+        assert!(v[2..].iter().all(|&x| x == Verdict::Drop), "{v:?}");
+        // check() on the process clock: rate 0 is off, any other rate limits.
+        let off = Rrl { rate: 0, ..CFG };
+        assert!((0..100).all(|_| l.check(&off, a, 8, AnswerClass::Answer) == Verdict::Send));
+        let sent = (0..100)
+            .filter(|_| l.check(&CFG, a, 8, AnswerClass::Answer) == Verdict::Send)
+            .count();
+        assert!(
+            (2..=4).contains(&sent),
+            "{sent} of 100 sent at 10/s, burst 2"
         );
     }
 }

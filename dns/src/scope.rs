@@ -195,5 +195,11 @@ mod tests {
         push_merged(&mut l, (net([10, 128, 0, 0]), 9, 1), 32);
         push_merged(&mut l, (net([11, 0, 0, 0]), 9, 1), 32);
         assert_eq!(l.len(), 2);
+        // A /0 has no parent: a database that lists it twice is kept as
+        // written (and nothing underflows).
+        let mut l: Vec<Entry<u32>> = Vec::new();
+        push_merged(&mut l, (0, 0, 1), 32);
+        push_merged(&mut l, (0, 0, 1), 32);
+        assert_eq!(l, vec![(0, 0, 1), (0, 0, 1)]);
     }
 }

@@ -396,6 +396,42 @@ fn scopes_are_the_merged_networks_of_one_zone_and_home() {
         edgesteer_geo::GeoLookup::networks(&db, cb).unwrap()
     })
     .unwrap();
+    // FR in the US's class instead: DE and it no longer merge, one
+    // entry more (the database's unlisted networks are entries too).
+    let split = GeoDb::from_bytes(build(
+        Schema::GeoIp2,
+        &[
+            ("100.0.0.0/16", "DE", "EU"),
+            ("100.1.0.0/16", "US", "NA"),
+            ("100.2.0.0/16", "GB", "EU"),
+            ("100.3.0.0/16", "CN", "AS"),
+        ],
+    ))
+    .unwrap();
+    let split = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
+        edgesteer_geo::GeoLookup::networks(&split, cb).unwrap()
+    })
+    .unwrap();
+    let ((v4, v6), (split_v4, split_v6)) = (map.len(), split.len());
+    assert_eq!((split_v4, split_v6), (v4 + 1, v6));
+    assert!(v6 > 0 && !map.is_empty());
+    assert_eq!(map.version, 42);
+    let one_v4 = edgesteer_dns::scope::ClassMap::build(&f.table, 1, |cb| {
+        cb(edgesteer_geo::GeoNetwork {
+            addr: "100.0.0.0".parse().unwrap(),
+            prefix: 16,
+            result: edgesteer_geo::GeoResult {
+                country: edgesteer_config::Country::parse("DE"),
+                continent: None,
+                status: edgesteer_geo::LookupStatus::Found,
+            },
+        });
+        Ok(0)
+    })
+    .unwrap();
+    assert_eq!((one_v4.len(), one_v4.is_empty()), ((1, 0), false));
+    let empty = edgesteer_dns::scope::ClassMap::build(&f.table, 1, |_| Ok(0)).unwrap();
+    assert_eq!((empty.len(), empty.is_empty()), ((0, 0), true));
     let env = Env {
         table: &f.table,
         health: &AllHealthy,

@@ -121,7 +121,7 @@ impl TableHealth {
 /// The multiplier of the ejection starting now (under the ejection lock):
 /// one more than the last, less one for each whole `max_ejection` the
 /// endpoint has stayed in since its last ejection ended (at least 1).
-fn multiplier(ep: &Endpoint, settings: &OutlierSettings, now: u64) -> u32 {
+pub(crate) fn multiplier(ep: &Endpoint, settings: &OutlierSettings, now: u64) -> u32 {
     let prev = ep.ejections.load(Ordering::SeqCst);
     let ended = ep.ejection_ended_ms.load(Ordering::SeqCst);
     let period = (settings.max_ejection.as_millis() as u64).max(1);

@@ -36,7 +36,11 @@ pub const MAX_ENDPOINTS: usize = 64;
 /// Milliseconds on a process-wide monotonic clock (never 0).
 pub fn now_ms() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = BASE.get_or_init(Instant::now);
+    ms_since(*BASE.get_or_init(Instant::now))
+}
+
+/// Milliseconds since `base`, plus one: 0 stays free to mean "never".
+pub(crate) fn ms_since(base: Instant) -> u64 {
     base.elapsed().as_millis() as u64 + 1
 }
 

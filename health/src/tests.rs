@@ -57,7 +57,15 @@ fn state_survives_reload_by_identity() {
         Some(900)
     );
     assert!(reg.get("a", "127.0.0.1:1").is_none());
+    let kept = reg.get("a", "127.0.0.1:2").unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &kept,
+        h2.state(BackendId(1)).unwrap()
+    ));
+    assert!(reg.get("b", "127.0.0.1:2").is_none(), "state is per region");
     assert_eq!(reg.len(), 2);
+    assert!(!reg.is_empty());
+    assert!(HealthRegistry::new().is_empty());
 }
 
 #[test]
@@ -361,4 +369,44 @@ async fn expect_body_matches_within_the_prefix_of_a_long_body() {
     };
     let r = probe(a, "x", &missing, None).await;
     assert!(!r.ok && r.detail.contains("body lacks"), "{r:?}");
+}
+
+/// `pick` starts at the endpoint the hash names (`hash mod n`), so users
+/// spread over a name's addresses, and goes round from there past the
+/// unavailable ones.
+#[test]
+fn pick_rotates_by_the_hash_over_every_address() {
+    let reg = HealthRegistry::new();
+    let h = reg.bind(&table(&["origin.example:80"]));
+    let s = h.state(BackendId(0)).unwrap();
+    let all: Vec<SocketAddr> = (1..=3).map(|i| addr(&format!("127.0.0.{i}:80"))).collect();
+    s.set_addrs(&all);
+    for hash in [0, 1, 2, 3, 4, 5, 7, 1 << 40, u64::MAX] {
+        let i = (hash % 3) as usize;
+        assert_eq!(s.pick(hash, &[]), Some(all[i]), "hash {hash}");
+        assert_eq!(s.pick_available(hash, &[]), Some(all[i]), "hash {hash}");
+        // Past an avoided address, the next one round.
+        assert_eq!(
+            s.pick(hash, &[all[i]]),
+            Some(all[(i + 1) % 3]),
+            "hash {hash}"
+        );
+    }
+    s.endpoint(all[1]).unwrap().set_active_healthy(false);
+    assert_eq!(s.pick(1, &[]), Some(all[2]));
+    assert_eq!(s.pick(4, &[all[2]]), Some(all[0]));
+    // Nothing available: any address not avoided (the caller chose to try).
+    for a in [all[0], all[2]] {
+        s.endpoint(a).unwrap().set_active_healthy(false);
+    }
+    assert_eq!(s.pick(1, &[]), Some(all[1]));
+    assert_eq!(s.pick(1, &[all[1]]), Some(all[2]));
+    assert_eq!(s.pick_available(1, &[]), None);
+}
+
+#[test]
+fn the_health_clock_never_reads_zero() {
+    // 0 means "never" (not ejected, no ejection ended).
+    assert_eq!(ms_since(std::time::Instant::now()), 1);
+    assert!(now_ms() >= 1);
 }

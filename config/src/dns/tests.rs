@@ -190,3 +190,112 @@ fn answers_follow_home_failover_and_fail_open_inside_the_zone() {
     let got = answer(&t, z, class, Some(cn), &UpIn(&t, vec![]), RegionSet::EMPTY);
     assert!(matches!(got, DnsDecision::PinOutsideZone { .. }), "{got:?}");
 }
+
+/// Every backend healthy but the ones listed.
+struct Down(Vec<BackendId>);
+
+impl HealthView for Down {
+    fn is_healthy(&self, b: BackendId) -> bool {
+        !self.0.contains(&b)
+    }
+    fn region_rtt_us(&self, _r: RegionId) -> Option<u32> {
+        None
+    }
+}
+
+#[test]
+fn a_home_with_one_backend_down_is_still_the_answer_but_degraded() {
+    let t = compile(&covergen()).unwrap();
+    let z = t.dns.as_ref().unwrap();
+    let eu = t.region_by_name("eu-west").unwrap();
+    let one = t.region(eu).tracks[0].members().next().unwrap();
+    let class = t.classify(Country::parse("DE"), None);
+    let DnsDecision::Answer(a) = answer(&t, z, class, None, &Down(vec![one]), RegionSet::EMPTY)
+    else {
+        panic!()
+    };
+    // Two of three still up: the region serves, with the short TTL that
+    // brings clients back soon if it gets worse.
+    assert_eq!(
+        (a.region, a.reason, a.state, a.ttl),
+        (eu, Reason::Home, AnswerState::Degraded, z.ttl.degraded)
+    );
+    assert_ne!(z.ttl.degraded, z.ttl.normal);
+}
+
+#[test]
+fn explain_names_the_state_and_whether_http_agrees() {
+    use super::explain::explain_dns;
+    let t = compile(&covergen()).unwrap();
+    let de = t.classify(Country::parse("DE"), None);
+    let eu = t.region_by_name("eu-west").unwrap();
+    let one = t.region(eu).tracks[0].members().next().unwrap();
+    let ex = |h: &dyn HealthView| explain_dns(&t, "API.covergen.ai.", de, h, RegionSet::EMPTY);
+
+    let v = ex(&Down(vec![]));
+    assert_eq!(v["name"], "api.covergen.ai");
+    assert_eq!(v["answer"], "addresses");
+    assert_eq!(v["region"], "eu-west");
+    assert_eq!(v["state"], "normal");
+    assert_eq!(v["ttl"], 60);
+    assert_eq!(v["http_region"], "eu-west");
+    assert_eq!(v["agrees_with_http"], true);
+    let addrs = v["addresses"].as_array().unwrap();
+    assert!(!addrs.is_empty());
+    let edges = &t.dns.as_ref().unwrap().regions[eu.index()];
+    assert_eq!(addrs[0], edges.v4[0].to_string());
+
+    assert_eq!(ex(&Down(vec![one]))["state"], "degraded");
+    // The whole EU down: DNS fails open to the zone's own edges, HTTP
+    // answers 503 there; they agree, and nothing leaves the zone.
+    let v = ex(&UpIn(&t, vec!["eu-west", "eu-central"]));
+    assert_eq!(
+        (
+            &v["state"],
+            &v["region"],
+            &v["http_region"],
+            &v["agrees_with_http"]
+        ),
+        (
+            &"fail_open".into(),
+            &"eu-west".into(),
+            &serde_json::Value::Null,
+            &true.into()
+        )
+    );
+
+    // A pin across the zone: NODATA here, 421 over HTTP.
+    let v = explain_dns(
+        &t,
+        "api-cn.covergen.ai",
+        de,
+        &Down(vec![]),
+        RegionSet::EMPTY,
+    );
+    assert_eq!(
+        (&v["answer"], &v["agrees_with_http"]),
+        (&"nodata".into(), &true.into())
+    );
+    assert!(v["why"].as_str().unwrap().contains("cn-"), "{v}");
+    for (name, why) in [
+        ("api.example.com", "not in the zone"),
+        ("covergen.ai", "not a steered"),
+    ] {
+        let v = explain_dns(&t, name, de, &Down(vec![]), RegionSet::EMPTY);
+        assert!(v["why"].as_str().unwrap().contains(why), "{name}: {v}");
+    }
+}
+
+#[test]
+fn answer_states_index_the_ttl_tables_in_their_documented_order() {
+    let states = [
+        AnswerState::Normal,
+        AnswerState::Degraded,
+        AnswerState::FailOpen,
+    ];
+    assert_eq!(states.map(AnswerState::index), [0, 1, 2]);
+    assert_eq!(
+        states.map(AnswerState::as_str),
+        ["normal", "degraded", "fail_open"]
+    );
+}
