@@ -100,3 +100,75 @@ pub(crate) fn take_dirty(state: &PolicyState) -> Vec<(u64, u64)> {
     }
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{policy, S};
+    use edgesteer_config::ratelimit::LimitScope;
+
+    fn global() -> (edgesteer_config::ratelimit::RateLimitPolicy, PolicyState) {
+        let mut p = policy(100);
+        p.scope = LimitScope::Global;
+        let st = PolicyState::new(&p);
+        (p, st)
+    }
+
+    #[test]
+    fn a_round_books_the_fleet_debt_and_the_use_made_meanwhile() {
+        let (p, st) = global();
+        let (tier, i) = (&p.tiers[0], p.tiers[0].interval_ns);
+        for _ in 0..2 {
+            assert!(st.check(5, tier, None, S, true).verdict.allowed);
+        }
+        assert_eq!(take_dirty(&st), vec![(5, 2 * i)]);
+        // Used again while the round is out: counted, not queued twice.
+        assert!(st.check(5, tier, None, S + i, true).verdict.allowed);
+        assert!(st.dirty.is_empty());
+        {
+            let cell = st.map.get(&5).unwrap();
+            assert!(cell.queued());
+            assert_eq!(cell.pending_now(), i);
+        }
+        // The fleet is 0.5 s ahead: the TAT moves to now + debt + the use
+        // made since the snapshot, and the key goes back in the queue.
+        apply_debt(&st, 5, 500_000, S + i);
+        let tat = st.map.get(&5).unwrap().tat.load(Ordering::Relaxed);
+        assert_eq!(tat, S + i + 500_000_000 + i);
+        assert_eq!(take_dirty(&st), vec![(5, i)]);
+        // No debt, nothing used meanwhile: the TAT stays, the round ends.
+        apply_debt(&st, 5, -1_000, S + 2 * i);
+        let cell = st.map.get(&5).unwrap();
+        assert_eq!(cell.tat.load(Ordering::Relaxed), tat);
+        assert!(!cell.queued());
+        drop(cell);
+        assert!(take_dirty(&st).is_empty());
+    }
+
+    #[test]
+    fn a_failed_round_drops_its_quota_and_lets_the_key_go() {
+        let (p, st) = global();
+        st.check(7, &p.tiers[0], None, S, true);
+        let keys = take_dirty(&st);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(st.sweep(100 * S), 1, "kept while its round is out");
+        discard(&st, &keys);
+        let cell = st.map.get(&7).unwrap();
+        assert!(!cell.queued() && cell.pending_now() == 0);
+        drop(cell);
+        assert_eq!(st.sweep(100 * S), 0);
+    }
+
+    #[test]
+    fn with_the_queue_overrun_the_queued_keys_are_found_by_a_scan() {
+        let (p, st) = global();
+        let (tier, i) = (&p.tiers[0], p.tiers[0].interval_ns);
+        st.check(8, tier, None, S, true);
+        st.check(9, tier, None, S, false);
+        // The queue overflowed: key 8's entry was lost.
+        assert_eq!(st.dirty.pop(), Some(8));
+        st.dirty_lost.store(true, Ordering::Relaxed);
+        assert_eq!(take_dirty(&st), vec![(8, i)], "the queued key, alone");
+        assert!(!st.dirty_lost.load(Ordering::Relaxed));
+    }
+}

@@ -370,4 +370,4 @@ impl PolicyState {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

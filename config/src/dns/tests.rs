@@ -299,3 +299,179 @@ fn answer_states_index_the_ttl_tables_in_their_documented_order() {
         ["normal", "degraded", "fail_open"]
     );
 }
+
+#[test]
+fn an_edge_health_url_is_plain_http_with_a_host_and_a_path() {
+    let with = |u: &str| {
+        let mut s = covergen();
+        dns(&mut s).regions.get_mut("eu-west").unwrap().health_url = Some(u.into());
+        s
+    };
+    let t = compile(&with("http://192.0.2.10:8080/healthz")).unwrap();
+    let eu = t.region_by_name("eu-west").unwrap();
+    assert_eq!(
+        t.dns.as_ref().unwrap().regions[eu.index()]
+            .health_url
+            .as_deref(),
+        Some("http://192.0.2.10:8080/healthz")
+    );
+    for bad in [
+        "https://192.0.2.10/healthz",
+        "http:///healthz",
+        "http://192.0.2.10:8080",
+        "http://ops@192.0.2.10/healthz",
+        "192.0.2.10/healthz",
+    ] {
+        let e = only_error(&with(bad));
+        assert_eq!(e.path, "dns.regions.eu-west.health_url", "{bad}: {e}");
+        assert!(
+            e.reason.contains("not an http://host:port/path URL"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+fn record(name: &str, t: &str, v: &str) -> DnsRecordSpec {
+    DnsRecordSpec {
+        name: name.into(),
+        rtype: t.into(),
+        value: v.into(),
+        ttl: None,
+    }
+}
+
+#[test]
+fn static_records_compile_to_their_data() {
+    use super::RecordData;
+    let mut s = covergen();
+    dns(&mut s).records.extend([
+        record("www.covergen.ai", "a", " 192.0.2.80 "),
+        record("www.covergen.ai", "AAAA", "2001:db8:99::80"),
+        record("docs.covergen.ai", "CNAME", "Docs-Host.Example.NET."),
+        record("www.covergen.ai", "TXT", "v=spf1 -all"),
+        record(
+            "www.covergen.ai",
+            "CAA",
+            "128 iodef \"mailto:ops@covergen.ai\"",
+        ),
+    ]);
+    let t = compile(&s).unwrap();
+    let z = t.dns.as_ref().unwrap();
+    let data: Vec<&RecordData> = z.records.iter().map(|r| &r.data).collect();
+    for want in [
+        RecordData::A("192.0.2.80".parse().unwrap()),
+        RecordData::Aaaa("2001:db8:99::80".parse().unwrap()),
+        RecordData::Cname("docs-host.example.net".into()),
+        RecordData::Txt("v=spf1 -all".into()),
+        RecordData::Caa {
+            flags: 128,
+            tag: "iodef".into(),
+            value: "mailto:ops@covergen.ai".into(),
+        },
+    ] {
+        assert!(data.contains(&&want), "{want:?} not in {data:?}");
+    }
+}
+
+#[test]
+fn static_records_keep_to_the_zone_rules() {
+    let n = covergen().dns.unwrap().records.len();
+    let errors = |extra: Vec<DnsRecordSpec>| {
+        let mut s = covergen();
+        dns(&mut s).records.extend(extra);
+        match compile(&s) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .errors()
+                .iter()
+                .map(|e| (e.path.clone(), e.reason.clone()))
+                .collect(),
+        }
+    };
+    // A CNAME stands alone: the error is the CNAME's, and only its.
+    let e = errors(vec![
+        record("docs.covergen.ai", "TXT", "x"),
+        record("docs.covergen.ai", "CNAME", "docs.example.net"),
+    ]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, format!("dns.records[{}].type", n + 1));
+    assert!(e[0].1.contains("a CNAME stands alone"), "{e:?}");
+    // Alone, or beside records of other names, it is fine; so are two TXT.
+    assert!(errors(vec![record(
+        "docs.covergen.ai",
+        "CNAME",
+        "docs.example.net"
+    )])
+    .is_empty());
+    assert!(errors(vec![
+        record("docs.covergen.ai", "CNAME", "docs.example.net"),
+        record("www.covergen.ai", "A", "192.0.2.80"),
+    ])
+    .is_empty());
+    assert!(errors(vec![
+        record("www.covergen.ai", "TXT", "a"),
+        record("www.covergen.ai", "TXT", "b"),
+    ])
+    .is_empty());
+    // An edge's IPv6 address is as off limits as its IPv4 one.
+    let e = errors(vec![record("www.covergen.ai", "AAAA", "2001:db8:3::30")]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, format!("dns.records[{n}].value"));
+    assert!(e[0].1.contains("edge address"), "{e:?}");
+    // CAA tags: 1-15 letters and digits.
+    for tag in ["is-sue", "abcdefghijklmnop", ""] {
+        let e = errors(vec![record(
+            "www.covergen.ai",
+            "CAA",
+            &format!("0 {tag} \"x\""),
+        )]);
+        assert_eq!(e.len(), 1, "{tag}: {e:?}");
+        assert_eq!(e[0].0, format!("dns.records[{n}].value"), "{tag}");
+    }
+    assert!(errors(vec![record(
+        "www.covergen.ai",
+        "CAA",
+        "0 abcdefghijklmno \"x\""
+    )])
+    .is_empty());
+}
+
+#[test]
+fn record_count_name_servers_and_rrl_are_compiled() {
+    // At most 1024 records.
+    let mut s = covergen();
+    let room = 1024 - dns(&mut s).records.len();
+    let txt = |i: usize| record(&format!("t{i}.covergen.ai"), "TXT", "x");
+    dns(&mut s).records.extend((0..room).map(txt));
+    assert!(compile(&s).is_ok(), "1024 records");
+    dns(&mut s).records.push(txt(room));
+    let e = compile(&s).expect_err("1025 records compiled");
+    // The first error names the cap (the name servers' glue, dropped
+    // with the records, follows it).
+    assert_eq!(e.errors()[0].path, "dns.records", "{e}");
+    assert!(e.errors()[0].reason.contains("at most 1024"), "{e}");
+
+    // The apex as a name server is inside the zone: it needs glue too.
+    let mut s = covergen();
+    dns(&mut s).ns = vec!["covergen.ai".into()];
+    let e = only_error(&s);
+    assert_eq!(e.path, "dns.ns[0]");
+    assert!(e.reason.contains("glue"), "{e}");
+    dns(&mut s)
+        .records
+        .push(record("covergen.ai", "A", "192.0.2.55"));
+    assert!(compile(&s).is_ok());
+
+    let mut s = covergen();
+    let rrl = &mut dns(&mut s).rrl;
+    rrl.responses_per_s = Some(7);
+    rrl.slip = Some(3);
+    let z = compile(&s).unwrap().dns.unwrap();
+    assert_eq!((z.rrl.rate, z.rrl.burst, z.rrl.slip), (7, 14, 3));
+    let d = super::Rrl::default();
+    let z = compile(&covergen()).unwrap().dns.unwrap();
+    assert_eq!(
+        (z.rrl.rate, z.rrl.burst, z.rrl.slip),
+        (d.rate, d.burst, d.slip)
+    );
+}

@@ -4,7 +4,7 @@
 use super::*;
 use edgesteer_config::ratelimit::{LimitKey, StoreFailure};
 
-fn policy(max_keys: u32) -> RateLimitPolicy {
+pub(crate) fn policy(max_keys: u32) -> RateLimitPolicy {
     RateLimitPolicy {
         name: "t".into(),
         key: LimitKey::ClientIp,
@@ -22,7 +22,7 @@ fn policy(max_keys: u32) -> RateLimitPolicy {
     }
 }
 
-const S: u64 = 1_000_000_000;
+pub(crate) const S: u64 = 1_000_000_000;
 
 #[test]
 fn idle_keys_are_evicted_without_changing_answers() {
@@ -132,4 +132,75 @@ fn abuse_needs_consecutive_seconds_above_the_threshold() {
             );
         }
     }
+}
+
+#[test]
+fn a_second_at_the_threshold_is_not_above_it() {
+    let p = policy(10);
+    let st = PolicyState::new(&p);
+    let tier = &p.tiers[0];
+    for sec in 300..310u64 {
+        for i in 0..20 {
+            let c = st.check(7, tier, Some((20, 2)), sec * S + i, false);
+            assert!(
+                !c.abusive,
+                "{sec}: 20 requests/s flagged at a threshold of 20"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_lowered_cap_applies_to_the_next_new_key() {
+    let p = policy(10);
+    let st = PolicyState::new(&p);
+    let tier = &p.tiers[0];
+    st.check(1, tier, None, S, false);
+    st.set_max_keys(1);
+    st.check(2, tier, None, S, false);
+    assert_eq!((st.keys(), st.overflowed.load(Ordering::Relaxed)), (1, 1));
+    st.set_max_keys(10);
+    st.check(3, tier, None, S, false);
+    assert_eq!((st.keys(), st.overflowed.load(Ordering::Relaxed)), (2, 1));
+}
+
+#[test]
+fn a_reset_key_starts_afresh() {
+    let p = policy(10);
+    let st = PolicyState::new(&p);
+    let tier = &p.tiers[0];
+    let abuse = Some((1, 1));
+    for sec in 0..3 {
+        for i in 0..3 {
+            st.check(4, tier, abuse, (10 + sec) * S + i, false);
+        }
+    }
+    assert!(!st.check(4, tier, None, 12 * S, false).verdict.allowed);
+    st.reset(4);
+    // The full burst again, and the abuse streak forgotten.
+    for _ in 0..2 {
+        let c = st.check(4, tier, abuse, 12 * S, false);
+        assert!(c.verdict.allowed && !c.abusive);
+    }
+}
+
+#[test]
+fn the_map_hasher_takes_every_byte_in_order() {
+    use std::hash::BuildHasher;
+    let h = Seeded::new();
+    let of = |b: &[u8]| h.hash_one(b);
+    let all = [
+        of(&[1, 2]),
+        of(&[2, 1]),
+        of(&[3, 2]),
+        of(&[1, 2, 3]),
+        of(&[]),
+    ];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    assert_eq!(h.hash_one(7u64), h.hash_one(7u64));
+    assert_ne!(h.hash_one(7u64), h.hash_one(8u64));
 }
