@@ -24,8 +24,10 @@ use edgesteer_config::ratelimit::{LimitScope, LimitTier, RateLimitPolicy};
 
 use crate::gcra::{self, Verdict};
 
-/// Shared cells used past the key cap.
-pub const OVERFLOW_SLOTS: usize = 16_384;
+/// Shared cells used past the key cap: 2^14, indexed by the top bits of
+/// a keyed hash.
+pub const OVERFLOW_SLOTS: usize = 1 << OVERFLOW_BITS;
+const OVERFLOW_BITS: u32 = 14;
 /// Map shards; more shards keep the sweeper's per-shard write lock short.
 const SHARDS: usize = 64;
 /// Queue of keys with unsynced global use; past it the syncer scans.
@@ -317,7 +319,7 @@ impl PolicyState {
             // victim's slot. Shared slots never flag abuse (the neighbour
             // may be innocent) and are not synced: past the cap a global
             // policy acts per proxy.
-            let slot = (self.seed.mix(key) >> 50) as usize & (OVERFLOW_SLOTS - 1);
+            let slot = (self.seed.mix(key) >> (64 - OVERFLOW_BITS)) as usize;
             return self.check_cell(&self.overflow[slot], key, tier, None, now, false);
         }
         let cell = self.map.entry(key).or_insert_with(|| {

@@ -45,3 +45,28 @@ pub(crate) fn take(word: &AtomicU64) -> Option<(usize, u64, u64)> {
     let refused = (w >> REFUSED_SHIFT) & COUNT_MASK;
     (tier > 0 && requests > 0).then(|| (tier - 1, requests, refused))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_taken_once_under_the_last_tier_used() {
+        let w = AtomicU64::new(0);
+        assert!(taken(&w) && take(&w).is_none());
+        tally(&w, Some(0), true);
+        tally(&w, Some(0), false);
+        tally(&w, None, false);
+        assert!(!taken(&w));
+        assert_eq!(take(&w), Some((0, 2, 1)));
+        assert!(taken(&w));
+        assert_eq!(take(&w), None);
+        // The key moved tiers between two takes: its counts go under the
+        // tier it has now.
+        tally(&w, Some(0), true);
+        tally(&w, Some(3), false);
+        assert_eq!(take(&w), Some((3, 2, 1)));
+        tally(&w, Some(254), true);
+        assert_eq!(take(&w), Some((254, 1, 0)));
+    }
+}
