@@ -328,3 +328,27 @@ fn a_step_advances_once_held_with_enough_requests_and_healthy_canaries() {
     );
     assert_eq!(w.judge("us-east", &rollout(&t)), None);
 }
+
+#[test]
+fn the_gates_spare_a_canary_exactly_at_their_limits() {
+    // A 5xx rate of exactly max_error_rate (1%).
+    let t = running(1.5, 100);
+    assert_eq!(
+        judged(&t, &[(track(200, 0, MS_2), track(100, 1, MS_2))]),
+        None
+    );
+    // A p99 of exactly max_p99_ratio times stable's: 20 ms against 2 ms.
+    const MS_20: usize = 4;
+    let t = running(10.0, 100);
+    assert_eq!(
+        judged(&t, &[(track(200, 0, MS_2), track(100, 0, MS_20))]),
+        None
+    );
+    // A canary p99 in the first bucket never fails the gate, even with no
+    // stable answers to compare (min_requests 0).
+    let t = running(1.5, 0);
+    assert_eq!(
+        judged(&t, &[(TrackReport::default(), track(100, 0, 0))]),
+        None
+    );
+}
