@@ -262,11 +262,13 @@ fn check_records(
                 format!("`{}` is answered by the table (geography or a pin); only TXT and CAA records may sit beside it", r.name),
             );
         }
-        let cname_clash = records
-            .iter()
-            .enumerate()
-            .any(|(j, o)| j != i && o.name == r.name && (kind == 5 || o.data.rtype() == 5));
-        if cname_clash && kind == 5 {
+        // Reported once, at the CNAME.
+        let cname_clash = kind == 5
+            && records
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != i && o.name == r.name);
+        if cname_clash {
             errs.push(
                 format!("{path}.type"),
                 format!(

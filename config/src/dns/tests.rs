@@ -112,6 +112,21 @@ fn names_records_and_ttls_are_checked() {
             "value",
             "IPv6",
         ),
+        (
+            record("www.covergen.ai", "A", "2001:db8::1"),
+            "value",
+            "not an IPv4 address",
+        ),
+        (
+            record("www.covergen.ai", "CNAME", "bad name!"),
+            "value",
+            "not a DNS name",
+        ),
+        (
+            record("www.covergen.ai", "TXT", &"x".repeat(4001)),
+            "value",
+            "at most 4000 bytes",
+        ),
     ] {
         let mut s = covergen();
         dns(&mut s).records.push(r.clone());
