@@ -11,8 +11,8 @@
 # `scripts/mutants.sh --iterate` (only what was not caught last time).
 # Extra args go to every run. Needs cargo-mutants 27.x (installed here when
 # missing). Results go to $MUTANTS_OUT/<crate>/mutants.out (default
-# target/mutants, which git ignores). Slow (a build per mutant, about an
-# hour on 2 cores): NOT part of CI; run it after changing one of the files.
+# target/mutants, which git ignores). Slow (a build per mutant, about 75
+# minutes on 2 cores): NOT part of CI; run it after changing one of the files.
 #
 # Every viable mutant is caught (or times out: a constant hash makes the
 # tests quadratic), but these, which no test can tell from the original
