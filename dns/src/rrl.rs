@@ -157,7 +157,7 @@ mod tests {
         slip: 2,
     };
 
-    /// Spends `src`'s budget for name `n` (the burst), then says whether
+    /// Spends `src`'s budget for one name (its burst), then says whether
     /// `other` still has its own.
     fn shares_budget(src: &str, other: &str) -> bool {
         let l = Limiter::default();
