@@ -11,7 +11,7 @@
 # `scripts/mutants.sh --iterate` (only what was not caught last time).
 # Extra args go to every run. Needs cargo-mutants 27.x (installed here when
 # missing). Results go to $MUTANTS_OUT/<crate>/mutants.out (default
-# target/mutants, which git ignores). Slow (a build per mutant, about 75
+# target/mutants, which git ignores). Slow (a build per mutant, about 80
 # minutes on 2 cores): NOT part of CI; run it after changing one of the files.
 #
 # Every viable mutant is caught (or times out: a constant hash makes the
@@ -49,8 +49,9 @@ run() {
 extra=("$@")
 run config edgesteer-config \
   config/src/route.rs config/src/client_ip.rs config/src/compile/zones.rs \
-  config/src/sticky.rs config/src/dns/answer.rs config/src/dns/explain.rs \
-  config/src/dns/compile.rs
+  config/src/sticky.rs config/src/host.rs config/src/ratelimit/key.rs \
+  config/src/ratelimit/path.rs config/src/ratelimit/reach.rs \
+  config/src/dns/answer.rs config/src/dns/explain.rs config/src/dns/compile.rs
 run ratelimit edgesteer-ratelimit \
   ratelimit/src/gcra.rs ratelimit/src/state.rs ratelimit/src/tally.rs \
   ratelimit/src/reconcile.rs

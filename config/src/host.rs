@@ -102,14 +102,6 @@ impl<R: Copy> HostPins<R> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, R)> {
         self.list.iter().map(|(h, r)| (h.as_str(), *r))
     }

@@ -247,6 +247,12 @@ name = "ip0"
 key = "client_ip"
 rate = 5
 abuse = { multiple = 2, for_s = 5, block_s = 0 }
+
+[[rate_limits]]
+name = "ip30"
+key = "client_ip"
+rate = 5
+abuse = { multiple = 2, for_s = 5, block_s = 2592000 }
 "#,
     );
     assert_fields(
@@ -256,4 +262,47 @@ abuse = { multiple = 2, for_s = 5, block_s = 0 }
             "rate_limits[1].abuse.block_s",
         ],
     );
+    assert_eq!(errs.len(), 2, "30 days exactly is allowed: {errs:?}");
+}
+
+#[test]
+fn a_key_is_the_client_ip_or_a_header_of_token_characters() {
+    let with_key = |k: &str| {
+        errors_of(&format!(
+            "[[rate_limits]]\nname = \"k\"\nkey = \"{k}\"\nrate = 5\n"
+        ))
+    };
+    let long_ok = format!("header:{}", "a".repeat(64));
+    for ok in [
+        "client_ip",
+        "header:X-Api-Key",
+        "header:a_b-9",
+        long_ok.as_str(),
+    ] {
+        assert_eq!(with_key(ok), vec![], "{ok}");
+    }
+    let long = format!("header:{}", "a".repeat(65));
+    for bad in [
+        "client_ipx",
+        "header:",
+        "header:x y",
+        "header:x.y",
+        "header:x:y",
+        "query:user",
+        long.as_str(),
+    ] {
+        let errs = with_key(bad);
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert_eq!(errs[0].0, "rate_limits[0].key", "{bad}");
+        assert!(
+            errs[0].1.contains("is not `client_ip` or `header:<name>`"),
+            "{bad}: {errs:?}"
+        );
+    }
+    let t = load_toml(
+        "default_region = \"a\"\n[regions.a]\nbackends = [{ address = \"127.0.0.1:1\" }]\n\
+         [[rate_limits]]\nname = \"k\"\nkey = \"header:X-Api-Key\"\nrate = 5\n",
+    )
+    .unwrap();
+    assert_eq!(t.1.rate_limits[0].key, LimitKey::Header("x-api-key".into()));
 }
