@@ -140,17 +140,26 @@ fn names_records_and_ttls_are_checked() {
     assert_eq!(only_error(&s).path, "dns.ttl.degraded");
 }
 
-/// Every backend healthy but those of the regions named.
-struct UpIn<'a>(&'a crate::RoutingTable, Vec<&'a str>);
+/// Every backend healthy but the ones listed.
+struct Down(Vec<BackendId>);
 
-impl HealthView for UpIn<'_> {
+impl HealthView for Down {
     fn is_healthy(&self, b: BackendId) -> bool {
-        let r = self.0.backend(b).region;
-        !self.1.contains(&self.0.region(r).name.as_str())
+        !self.0.contains(&b)
     }
     fn region_rtt_us(&self, _r: RegionId) -> Option<u32> {
         None
     }
+}
+
+/// Every backend healthy but those of the regions named.
+fn down_in(t: &crate::RoutingTable, regions: Vec<&str>) -> Down {
+    Down(
+        (0..t.backends.len())
+            .map(|i| BackendId(i as u32))
+            .filter(|&b| regions.contains(&t.region(t.backend(b).region).name.as_str()))
+            .collect(),
+    )
 }
 
 #[test]
@@ -160,7 +169,7 @@ fn answers_follow_home_failover_and_fail_open_inside_the_zone() {
     let name = |r: RegionId| t.region(r).name.clone();
     let at = |cc: &str, down: Vec<&str>| {
         let class = t.classify(Country::parse(cc), None);
-        answer(&t, z, class, None, &UpIn(&t, down), RegionSet::EMPTY)
+        answer(&t, z, class, None, &down_in(&t, down), RegionSet::EMPTY)
     };
     let DnsDecision::Answer(a) = at("CN", vec![]) else {
         panic!()
@@ -196,26 +205,21 @@ fn answers_follow_home_failover_and_fail_open_inside_the_zone() {
     let class = t.classify(Country::parse("US"), None);
     let mut down = RegionSet::EMPTY;
     down.insert(t.region_by_name("us-east").unwrap());
-    let DnsDecision::Answer(a) = answer(&t, z, class, None, &UpIn(&t, vec![]), down) else {
+    let DnsDecision::Answer(a) = answer(&t, z, class, None, &down_in(&t, vec![]), down) else {
         panic!()
     };
     assert_eq!(name(a.region), "us-west");
     // A pin across the zone: no answer (NODATA), as HTTP answers 421.
     let cn = t.region_by_name("cn-east").unwrap();
-    let got = answer(&t, z, class, Some(cn), &UpIn(&t, vec![]), RegionSet::EMPTY);
+    let got = answer(
+        &t,
+        z,
+        class,
+        Some(cn),
+        &down_in(&t, vec![]),
+        RegionSet::EMPTY,
+    );
     assert!(matches!(got, DnsDecision::PinOutsideZone { .. }), "{got:?}");
-}
-
-/// Every backend healthy but the ones listed.
-struct Down(Vec<BackendId>);
-
-impl HealthView for Down {
-    fn is_healthy(&self, b: BackendId) -> bool {
-        !self.0.contains(&b)
-    }
-    fn region_rtt_us(&self, _r: RegionId) -> Option<u32> {
-        None
-    }
 }
 
 #[test]
@@ -263,7 +267,7 @@ fn explain_names_the_state_and_whether_http_agrees() {
     assert_eq!(ex(&Down(vec![one]))["state"], "degraded");
     // The whole EU down: DNS fails open to the zone's own edges, HTTP
     // answers 503 there; they agree, and nothing leaves the zone.
-    let v = ex(&UpIn(&t, vec!["eu-west", "eu-central"]));
+    let v = ex(&down_in(&t, vec!["eu-west", "eu-central"]));
     assert_eq!(
         (
             &v["state"],

@@ -57,22 +57,9 @@ fn track(n: u64, errors: u64, bucket: usize) -> TrackReport {
 fn judged(t: &TableSpec, reports: &[(TrackReport, TrackReport)]) -> Option<(Verdict, String)> {
     let w = Windows::default();
     for (stable, canary) in reports {
-        let mut r = StatsReport {
-            proxy: "p1".into(),
-            ..StatsReport::default()
-        };
-        r.regions.insert(
-            "us-east".into(),
-            edgesteer_control_api::api::RegionReport {
-                stable: stable.clone(),
-                canary: canary.clone(),
-                ..Default::default()
-            },
-        );
-        w.ingest(t, &r);
+        w.ingest(t, &report("p1", stable.clone(), canary.clone(), 0));
     }
-    let ro = t.regions["us-east"].rollout.as_ref().unwrap();
-    w.judge("us-east", ro)
+    w.judge("us-east", &rollout(t))
 }
 
 const MS_2: usize = 1; // the 2 ms bucket
