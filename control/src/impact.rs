@@ -24,8 +24,6 @@ pub const CAPACITY_FACTOR: f64 = 1.25;
 pub const CAPACITY_SHARE: f64 = 0.8;
 /// The name a refused request (421, 503) lands on.
 pub const REFUSED: &str = "refused";
-/// The pin name of requests that met a pin the proxies did not count apart.
-const OVERFLOW_PIN: &str = "*";
 
 /// One table's side of a preview.
 pub struct Side<'a> {
@@ -138,9 +136,9 @@ pub fn impact(
             );
             continue;
         }
-        if cell.pin.as_deref() == Some(OVERFLOW_PIN) {
+        if cell.pin.as_deref() == Some(edgesteer_control_api::report::OTHER_PIN) {
             unknown.add(
-                "host pins past the proxies' first 256",
+                "host pins past the first 256 a proxy counts (1,024 the service keeps)",
                 "counted together, so their regions are not known",
                 cell.rps,
             );

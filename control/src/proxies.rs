@@ -146,6 +146,14 @@ pub(crate) async fn post_stats(
 ) -> Result<StatusCode, ApiError> {
     let report: StatsReport = parse_body(body)?;
     own_name(&c, &caller, &report.proxy, "send stats")?;
+    report.check().map_err(|(path, reason)| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("{path}: {reason}; nothing of this report was kept"),
+        )
+        .at(path, reason)
+    })?;
     c.ingest_stats(&report);
     c.share_stats(&report);
     Ok(StatusCode::NO_CONTENT)

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use edgesteer_config::geo_codes::COUNTRY_SLOTS;
 use edgesteer_config::Country;
 use edgesteer_control_api::report::{
-    TrafficReport, MAX_TRAFFIC_CELLS, OTHER_COUNTRY, UNKNOWN_COUNTRY,
+    TrafficReport, MAX_TRAFFIC_CELLS, OTHER_COUNTRY, OTHER_PIN, UNKNOWN_COUNTRY,
 };
 
 use crate::figures::now_ms;
@@ -129,10 +129,17 @@ impl Inner {
         if self.pins.is_empty() {
             self.pins.push(String::new());
         }
-        if self.pins.len() > MAX_PINS {
-            return self.pin_id(Some("*"));
-        }
-        let id = self.pins.len() as u16;
+        // Past the cap a new name counts as `*`, which takes the one slot
+        // kept past it (id 0 is "no pin", so ids stay within u16).
+        let pin = if self.pins.len() > MAX_PINS {
+            match self.pin_ids.get(OTHER_PIN) {
+                Some(&id) => return id,
+                None => OTHER_PIN,
+            }
+        } else {
+            pin
+        };
+        let id = u16::try_from(self.pins.len()).unwrap_or(u16::MAX);
         self.pins.push(pin.to_string());
         self.pin_ids.insert(pin.to_string(), id);
         id
@@ -321,6 +328,25 @@ mod tests {
         // Out of the window: nothing.
         let later = t.observed_at(10_000, now + 60_000);
         assert_eq!((later.proxies, later.requests), (0, 0));
+    }
+
+    /// Pins past the cap are counted, together, as `*`: neither dropped
+    /// nor given a name of their own (which once recursed for ever).
+    #[test]
+    fn pins_past_the_cap_count_as_one() {
+        let t = Traffic::default();
+        let names: Vec<String> = (0..MAX_PINS + 100).map(|i| format!("p{i}.x")).collect();
+        let cells: Vec<_> = names.iter().map(|n| ("DE", Some(n.as_str()), 1)).collect();
+        for chunk in cells.chunks(MAX_TRAFFIC_CELLS / 4) {
+            t.ingest_at("p", &report(1000, chunk), 1_000_000);
+        }
+        let o = t.observed_at(60_000, 1_001_000);
+        assert_eq!(o.requests, names.len() as u64, "every request counted");
+        let pins: std::collections::HashSet<_> =
+            o.cells.iter().filter_map(|c| c.pin.as_deref()).collect();
+        assert_eq!(pins.len(), MAX_PINS + 1, "MAX_PINS names and `*`");
+        assert!(pins.contains(OTHER_PIN));
+        assert!(pins.contains("p0.x") && !pins.contains(names[MAX_PINS + 50].as_str()));
     }
 
     #[test]

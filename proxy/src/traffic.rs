@@ -17,16 +17,15 @@ use dashmap::DashMap;
 use edgesteer_config::geo_codes::COUNTRY_SLOTS;
 use edgesteer_config::{Country, RoutingTable};
 use edgesteer_control_api::report::{
-    TrafficCell, TrafficReport, MAX_TRAFFIC_CELLS, OTHER_COUNTRY, TOP_COUNTRIES, UNKNOWN_COUNTRY,
+    TrafficCell, TrafficReport, MAX_TRAFFIC_CELLS, OTHER_COUNTRY, OTHER_PIN, TOP_COUNTRIES,
+    UNKNOWN_COUNTRY,
 };
 
 /// Cells per array: every two-letter code, then "unknown".
 const CELLS: usize = COUNTRY_SLOTS + 1;
 /// Host pins counted apiece; requests meeting a later pin are counted
-/// under [`OVERFLOW_PIN`] (bounded memory: 5.4 KB per pin).
+/// under [`OTHER_PIN`] (bounded memory: 5.4 KB per pin).
 pub const MAX_PINS: usize = 256;
-/// The pin name of requests that met a pin past [`MAX_PINS`].
-pub const OVERFLOW_PIN: &str = "*";
 
 /// Requests by country cell.
 #[derive(Debug)]
@@ -95,7 +94,7 @@ impl TrafficRegistry {
                 .take(MAX_PINS)
                 .map(|(host, _)| self.array(host))
                 .collect(),
-            overflow: self.array(OVERFLOW_PIN),
+            overflow: self.array(OTHER_PIN),
         }
     }
 
@@ -113,7 +112,7 @@ impl TrafficRegistry {
         let live: std::collections::HashSet<&str> =
             table.pins().take(MAX_PINS).map(|(h, _)| h).collect();
         self.arrays
-            .retain(|pin, _| pin.is_empty() || pin == OVERFLOW_PIN || live.contains(pin.as_str()));
+            .retain(|pin, _| pin.is_empty() || pin == OTHER_PIN || live.contains(pin.as_str()));
         TrafficReport {
             interval_ms,
             cells: top_cells(raw),
