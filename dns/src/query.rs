@@ -105,6 +105,18 @@ impl Ecs {
             IpAddr::V6(Ipv6Addr::from(a))
         }
     }
+
+    /// An IPv6 subnet inside `::ffff:0:0/96` (IPv4-mapped): its IPv4
+    /// address, masked to the source's bits past the 96.
+    pub fn mapped_v4(&self) -> Option<Ipv4Addr> {
+        if self.family != 2 || self.source < 96 {
+            return None;
+        }
+        let IpAddr::V6(v6) = self.masked(self.source) else {
+            return None;
+        };
+        v6.to_ipv4_mapped()
+    }
 }
 
 /// Why a query cannot be answered normally.

@@ -22,9 +22,6 @@ use crate::render::{Rendered, RrSet};
 
 /// The EDNS payload size we offer and honour at most (DNS flag day 2020).
 pub const MAX_UDP: usize = 1232;
-/// Client-subnet source prefixes are used up to these lengths.
-pub const ECS_CAP_V4: u8 = 24;
-pub const ECS_CAP_V6: u8 = 56;
 
 /// Response codes we send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -241,35 +238,41 @@ fn in_zone<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     o
 }
 
-/// Where the client is: its subnet when the resolver sent one (source
-/// capped at /24 and /56; a /0 source counts as none), else the
-/// resolver's own address. Returns its class and the reply's scope.
+/// Where the client is: its subnet when the resolver sent one (a /0
+/// source counts as none), else the resolver's own address. Returns its
+/// class and the reply's scope.
+///
+/// Every bit the resolver sent is used, and the scope is the (merged)
+/// network the subnet's address falls in. A subnet that spans networks
+/// therefore gets the longer scope of the one it was answered for (RFC
+/// 7871 7.2.1: not specific enough, send more bits), never a scope that
+/// claims the answer for addresses it was not computed from: a /16 whose
+/// halves are mainland China and Hong Kong must not be cached as one.
+/// An IPv4-mapped subnet (`::ffff:0:0/96` and longer) is located as the
+/// IPv4 one it is, as the HTTP plane locates a mapped client address.
 fn locate<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     env: &Env<'_, H, G>,
     q: &Query<'_>,
     src: IpAddr,
 ) -> (edgesteer_config::ClientClass, u8) {
-    let ecs = q.edns.and_then(|e| e.ecs).filter(|e| e.source > 0);
-    let (ip, used) = match ecs {
-        Some(e) => {
-            let cap = if e.family == 1 {
-                ECS_CAP_V4
-            } else {
-                ECS_CAP_V6
-            };
-            let used = e.source.min(cap);
-            (e.masked(used), used)
+    let class_of = |ip: IpAddr| {
+        if let Some(hit) = env.classes.and_then(|m| m.lookup(ip)) {
+            return hit;
         }
-        None => (src, 0),
+        let (geo, prefix) = env.geo.lookup_net(ip);
+        (env.table.classify(geo.country, geo.continent), prefix)
     };
-    // The answer holds for the (merged) network, but only as far as we
-    // looked: never longer than the bits we used.
-    if let Some(hit) = env.classes.and_then(|m| m.lookup(ip)) {
-        return (hit.0, hit.1.min(used));
+    match q.edns.and_then(|e| e.ecs).filter(|e| e.source > 0) {
+        Some(e) => {
+            let (ip, offset) = match e.mapped_v4() {
+                Some(v4) => (IpAddr::V4(v4), 96),
+                None => (e.masked(e.source), 0),
+            };
+            let (class, prefix) = class_of(ip);
+            (class, offset + prefix)
+        }
+        None => (class_of(src).0, 0),
     }
-    let (geo, prefix) = env.geo.lookup_net(ip);
-    let class = env.table.classify(geo.country, geo.continent);
-    (class, prefix.min(used))
 }
 
 /// A FORMERR (or other refusal) for a query we could not read whole.

@@ -4,98 +4,16 @@
 //! no subnet, a /0 subnet, NODATA for AAAA where a region has no IPv6,
 //! NXDOMAIN, REFUSED, 0x20 case, the 1232-byte cap and TC, BADVERS,
 //! FORMERR for a subnet with bits past its prefix, RFC 8482 ANY, and a
-//! refused zone transfer.
+//! refused zone transfer. Client-subnet scopes are in `scopes.rs`.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
 
-use edgesteer_config::dns::DnsZone;
-use edgesteer_config::model::RegionSet;
-use edgesteer_config::route::AllHealthy;
-use edgesteer_config::{load_toml, RoutingTable, COVERGEN_TOML};
+use common::{fixture, query, scope, v4s, Fixture};
+use edgesteer_config::COVERGEN_TOML;
 use edgesteer_dns::render::Rendered;
-use edgesteer_dns::respond::{respond, Env, Rcode, Transport};
-use edgesteer_geo::testdb::{build, Schema, SAMPLE};
-use edgesteer_geo::GeoDb;
+use edgesteer_dns::respond::{Rcode, Transport};
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
-
-struct Fixture {
-    table: RoutingTable,
-    zone: Rendered,
-    geo: GeoDb,
-}
-
-fn fixture() -> Fixture {
-    let (_, table) = load_toml(COVERGEN_TOML).unwrap();
-    let z: std::sync::Arc<DnsZone> = table.dns.clone().unwrap();
-    Fixture {
-        zone: Rendered::new(z, 42),
-        table,
-        geo: GeoDb::from_bytes(build(Schema::GeoIp2, SAMPLE)).unwrap(),
-    }
-}
-
-fn query(name: &str, rtype: RecordType, subnet: Option<(&str, u8)>) -> Message {
-    let mut m = Message::query();
-    m.metadata.id = 0xbeef;
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if let Some((addr, source)) = subnet {
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-            addr.parse().unwrap(),
-            source,
-            0,
-        )));
-        m.set_edns(e);
-    }
-    m
-}
-
-impl Fixture {
-    fn ask_bytes(&self, msg: &[u8], from: &str, t: Transport) -> Option<Vec<u8>> {
-        let env = Env {
-            table: &self.table,
-            health: &AllHealthy,
-            geo: &self.geo,
-            zone: Some(&self.zone),
-            edges_down: RegionSet::EMPTY,
-            classes: None,
-        };
-        let mut out = Vec::new();
-        respond(&env, msg, from.parse().unwrap(), t, &mut out).map(|_| out)
-    }
-
-    fn ask(&self, q: &Message, t: Transport) -> Message {
-        let out = self
-            .ask_bytes(&q.to_vec().unwrap(), "127.0.0.1", t)
-            .expect("an answer");
-        Message::from_vec(&out).expect("our answer parses")
-    }
-}
-
-fn v4s(m: &Message) -> Vec<Ipv4Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
-}
-
-fn scope(m: &Message) -> Option<(IpAddr, u8, u8)> {
-    match m
-        .edns
-        .as_ref()?
-        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)?
-    {
-        EdnsOption::Subnet(s) => Some((s.addr(), s.source_prefix(), s.scope_prefix())),
-        _ => None,
-    }
-}
 
 #[test]
 fn each_subnet_gets_its_regions_edges_over_udp_and_tcp() {
@@ -375,109 +293,4 @@ fn any_over_udp_is_minimal_and_big_answers_truncate() {
     let m = g.ask(&q, Transport::Tcp);
     assert_eq!(m.answers.len(), 1);
     let _ = Rcode::ALL;
-}
-
-#[test]
-fn scopes_are_the_merged_networks_of_one_zone_and_home() {
-    let f = fixture();
-    // DE and FR side by side (both zone eu, home eu-west) merge into one
-    // /15; CN next to them does not; the DE/FR pair's scope is /15.
-    let db = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[
-            ("100.0.0.0/16", "DE", "EU"),
-            ("100.1.0.0/16", "FR", "EU"),
-            ("100.2.0.0/16", "GB", "EU"),
-            ("100.3.0.0/16", "CN", "AS"),
-        ],
-    ))
-    .unwrap();
-    let map = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
-        edgesteer_geo::GeoLookup::networks(&db, cb).unwrap()
-    })
-    .unwrap();
-    // FR in the US's class instead: DE and it no longer merge, one
-    // entry more (the database's unlisted networks are entries too).
-    let split = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[
-            ("100.0.0.0/16", "DE", "EU"),
-            ("100.1.0.0/16", "US", "NA"),
-            ("100.2.0.0/16", "GB", "EU"),
-            ("100.3.0.0/16", "CN", "AS"),
-        ],
-    ))
-    .unwrap();
-    let split = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
-        edgesteer_geo::GeoLookup::networks(&split, cb).unwrap()
-    })
-    .unwrap();
-    let ((v4, v6), (split_v4, split_v6)) = (map.len(), split.len());
-    assert_eq!((split_v4, split_v6), (v4 + 1, v6));
-    assert!(v6 > 0 && !map.is_empty());
-    assert_eq!(map.version, 42);
-    let one_v4 = edgesteer_dns::scope::ClassMap::build(&f.table, 1, |cb| {
-        cb(edgesteer_geo::GeoNetwork {
-            addr: "100.0.0.0".parse().unwrap(),
-            prefix: 16,
-            result: edgesteer_geo::GeoResult {
-                country: edgesteer_config::Country::parse("DE"),
-                continent: None,
-                status: edgesteer_geo::LookupStatus::Found,
-            },
-        });
-        Ok(0)
-    })
-    .unwrap();
-    assert_eq!((one_v4.len(), one_v4.is_empty()), ((1, 0), false));
-    let empty = edgesteer_dns::scope::ClassMap::build(&f.table, 1, |_| Ok(0)).unwrap();
-    assert_eq!((empty.len(), empty.is_empty()), ((0, 0), true));
-    let env = Env {
-        table: &f.table,
-        health: &AllHealthy,
-        geo: &db,
-        zone: Some(&f.zone),
-        edges_down: RegionSet::EMPTY,
-        classes: Some(&map),
-    };
-    let ask = |subnet: &str| {
-        let q = query("api.covergen.ai.", RecordType::A, Some((subnet, 24)));
-        let mut out = Vec::new();
-        respond(
-            &env,
-            &q.to_vec().unwrap(),
-            "127.0.0.1".parse().unwrap(),
-            Transport::Udp,
-            &mut out,
-        )
-        .unwrap();
-        let m = Message::from_vec(&out).unwrap();
-        (v4s(&m), scope(&m).unwrap().2)
-    };
-    let (a, sc) = ask("100.1.5.0");
-    assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
-    assert_eq!(sc, 15, "DE and FR merged");
-    // GB: not in zone eu (home eu-west, no zone): its own class, /16.
-    let (a, sc) = ask("100.2.1.0");
-    assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
-    assert_eq!(sc, 16);
-    let (a, sc) = ask("100.3.1.0");
-    assert!(a.contains(&"203.0.113.80".parse().unwrap()), "{a:?}");
-    assert_eq!(sc, 16);
-    // Without the map, the database's own network: /16 for DE too.
-    let direct = Env {
-        classes: None,
-        ..env
-    };
-    let q = query("api.covergen.ai.", RecordType::A, Some(("100.1.5.0", 24)));
-    let mut out = Vec::new();
-    respond(
-        &direct,
-        &q.to_vec().unwrap(),
-        "127.0.0.1".parse().unwrap(),
-        Transport::Udp,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(scope(&Message::from_vec(&out).unwrap()).unwrap().2, 16);
 }

@@ -96,7 +96,7 @@ async fn each_zones_subnets_get_their_regions_edges_over_udp_and_tcp() {
             );
             assert_eq!(a.len(), 2, "{out}");
             assert!(a.iter().all(|r| r.1 == 60), "normal TTL: {out}");
-            // The subnet is echoed, with a scope no longer than /24.
+            // The subnet is echoed, with its scope.
             let echo = out
                 .lines()
                 .find(|l| l.contains("CLIENT-SUBNET"))
