@@ -153,13 +153,23 @@ impl Ctx {
     }
 }
 
-/// The `Host` of a request: `:authority` for HTTP/2, else the header.
+/// The `Host` of a request: `:authority` for HTTP/2, else the header,
+/// else (HTTP/1.0, which may omit it) an absolute-form target's authority,
+/// which Pingora keeps out of the URI but sends upstream as `Host`.
 pub(super) fn host_of(req: &pingora_http::RequestHeader) -> Option<&str> {
-    req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .or_else(|| {
+            pingora_http::authority::raw_target_authority(req.raw_path())
+                .authority()
+                .and_then(|a| std::str::from_utf8(a).ok())
+        })
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! edge's tighter ones, as nginx and Envoy keep.
 
 use bytes::Bytes;
+use edgesteer_config::host::valid_host_header;
 use edgesteer_config::limits::DownstreamLimits;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use pingora_http::RequestHeader;
 
 use super::refusal::{Refusal, RefusalKind};
@@ -36,6 +37,9 @@ pub(super) fn check(
     }
     if lengths > 1 {
         return Some(bad_framing("a request may carry only one Content-Length"));
+    }
+    if let Some(refused) = host_check(req) {
+        return Some(refused);
     }
     // One decimal number (RFC 9110 8.6): never a list (`3, 3`), a sign
     // (`+3`) or anything an origin could read another way.
@@ -70,6 +74,30 @@ pub(super) fn check(
     None
 }
 
+/// RFC 9112 3.2: an HTTP/1.1 request without `Host`, or with one that is
+/// not `host[:port]`, is answered 400. Host pins and host-scoped rate
+/// limits match the header, so a spelling no pin could meet
+/// (`api-cn.x:x`) must not pass as "no host". HTTP/2 carries the host in
+/// `:authority`, which Pingora has parsed into the target.
+fn host_check(req: &RequestHeader) -> Option<(RefusalKind, Refusal)> {
+    let refuse = |message: &str| {
+        let refusal = Refusal::client_error(400, "bad_request", message.to_string(), Some("host"));
+        Some((RefusalKind::BadFraming, refusal))
+    };
+    let mut hosts = req.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => refuse("a request may carry only one Host"),
+        (Some(v), None) => match v.to_str() {
+            Ok(v) if valid_host_header(v) => None,
+            _ => refuse("Host must be host[:port]: a name, an IPv4 address or a bracketed IPv6 one, and a port of digits"),
+        },
+        (None, _) if req.version == http::Version::HTTP_11 => {
+            refuse("an HTTP/1.1 request must carry Host (RFC 9112 3.2)")
+        }
+        (None, _) => None,
+    }
+}
+
 /// Whether a raw HTTP/1 head has a `Content-Length` line.
 fn has_content_length(head: &[u8]) -> bool {
     const NAME: &[u8] = b"content-length:";
@@ -97,7 +125,9 @@ mod tests {
     use super::*;
 
     fn req(headers: &[(&str, String)]) -> RequestHeader {
+        // HTTP/1.0, which may omit Host: each test names the lines it counts.
         let mut r = RequestHeader::build("POST", b"/v1/x", None).unwrap();
+        r.set_version(http::Version::HTTP_10);
         for (n, v) in headers {
             r.append_header(n.to_string(), v.as_str()).unwrap();
         }
@@ -111,6 +141,7 @@ mod tests {
     #[test]
     fn a_length_pingora_dropped_is_found_in_the_raw_head() {
         let te = req(&[("transfer-encoding", "chunked".to_string())]);
+
         let raw = Bytes::from_static(
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
@@ -143,6 +174,32 @@ mod tests {
             .map(|i| ("x-n", i.to_string()))
             .collect();
         assert_eq!(refused(&fine), None);
+    }
+
+    /// RFC 9112 3.2, and no spelling that no pin could meet.
+    #[test]
+    fn host_is_required_in_1_1_and_must_be_host_and_port() {
+        let host = |v: &str| refused(&[("host", v.to_string())]);
+        assert_eq!(host("api-cn.covergen.ai:443"), None);
+        assert_eq!(host("[2001:db8::1]:8443"), None);
+        for bad in [
+            "api-cn.covergen.ai:x",
+            "api-cn.covergen.ai:443:443",
+            "u@api-cn.covergen.ai",
+        ] {
+            assert_eq!(host(bad), Some(RefusalKind::BadFraming), "{bad}");
+        }
+        let two = [("host", "a".to_string()), ("host", "b".to_string())];
+        assert_eq!(refused(&two), Some(RefusalKind::BadFraming));
+        let mut none = RequestHeader::build("GET", b"/", None).unwrap();
+        let limits = DownstreamLimits::default();
+        let kind = check(&none, || None, &limits).map(|(k, _)| k);
+        assert_eq!(kind, Some(RefusalKind::BadFraming));
+        none.set_version(http::Version::HTTP_10);
+        assert!(
+            check(&none, || None, &limits).is_none(),
+            "HTTP/1.0 may omit Host"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Heads the intake must read exactly as Pingora does (issue 26): heads
 //! that Pingora would finish only later (leading empty lines, a target
 //! Pingora escapes) meet the head deadline; HTTP/1.0 is closed unless it
-//! asks for keep-alive; `Content-Length` is one number.
+//! asks for keep-alive; `Content-Length` is one number; `Host` is required
+//! in HTTP/1.1, must be `host[:port]`, and an absolute-form target's host
+//! meets its pin.
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +191,48 @@ async fn content_length_lists_and_signs_are_refused_at_the_edge() {
     let (answer, _) = exchange(
         proxy.addr,
         b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The host a pin is matched against cannot be dodged by how the request
+/// writes it: an HTTP/1.0 absolute-form target without `Host` meets its
+/// pin (421 for a US client of the CN pin), and an HTTP/1.1 request
+/// without `Host`, or with one that is not `host[:port]`, is 400 naming
+/// the header, never served as "no host". Each once reached us-east.
+#[tokio::test]
+async fn a_host_is_read_however_it_is_written_or_refused() {
+    let wd = Workdir::new().unwrap();
+    let (spec, backends) = covergen_on_loopback().await.unwrap();
+    let proxy = wd.start_proxy(&spec, true, vec![]).await.unwrap();
+    let us = sample_ip("US");
+    let before = served(&backends);
+    let (answer, _) = exchange(
+        proxy.addr,
+        format!(
+            "GET http://api-cn.covergen.ai/v1/covers HTTP/1.0\r\nX-Forwarded-For: {us}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    for head in [
+        format!("GET http://api-cn.covergen.ai/v1/covers HTTP/1.1\r\nX-Forwarded-For: {us}\r\n\r\n"),
+        format!("GET /v1/covers HTTP/1.1\r\nHost: api-cn.covergen.ai:x\r\nX-Forwarded-For: {us}\r\n\r\n"),
+        format!("GET /v1/covers HTTP/1.1\r\nHost: api-cn.covergen.ai:443:443\r\nX-Forwarded-For: {us}\r\n\r\n"),
+    ] {
+        let (answer, closed) = exchange(proxy.addr, head.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head}: {answer}");
+        assert!(answer.contains("\"header\":\"host\""), "{head}: {answer}");
+        assert!(closed, "{head}: closed after the refusal");
+    }
+    assert_eq!(served(&backends), before, "nothing reached an origin");
+    // Written plainly, the same client is served.
+    let (answer, _) = exchange(
+        proxy.addr,
+        format!("GET /v1/covers HTTP/1.1\r\nHost: api.covergen.ai:443\r\nX-Forwarded-For: {us}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
