@@ -359,6 +359,14 @@ async fn echo(State(s): State<BackendState>, req: Request) -> impl IntoResponse 
         "real_ip": header("x-real-ip"),
         "forwarded_host": header("x-forwarded-host"),
         "forwarded_port": header("x-forwarded-port"),
+        // What an origin that maps headers to CGI variables would also
+        // read as forwarding headers.
+        "underscored": req
+            .headers()
+            .keys()
+            .map(|n| n.as_str())
+            .filter(|n| n.contains('_'))
+            .collect::<Vec<_>>(),
         "sni": tls.and_then(|t| t.sni.as_deref()),
         "tls_version": tls.map(|t| t.version.as_str()),
         "client_cert": req

@@ -104,6 +104,10 @@ async fn a_clients_forwarding_headers_never_reach_the_origin() {
         .header("x-forwarded-port", "1")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-for", "36.1.1.1")
+        .header("x_forwarded_for", "36.1.1.1")
+        .header("x-real_ip", "36.1.1.1")
+        .header("X_Forwarded_Proto", "https")
+        .header("x_api_version", "2")
         .send()
         .await
         .unwrap()
@@ -115,6 +119,13 @@ async fn a_clients_forwarding_headers_never_reach_the_origin() {
     }
     assert_eq!(body["forwarded_proto"], "http", "{body}");
     assert_eq!(body["forwarded_for"], "127.0.0.1", "{body}");
+    // Their `_` spellings, which CGI-style origins read as the real ones,
+    // are dropped; other names with `_` pass.
+    assert_eq!(
+        body["underscored"],
+        serde_json::json!(["x_api_version"]),
+        "{body}"
+    );
 
     // From a trusted peer the whole chain (every line) is kept and extended.
     let trusted = wd.start_proxy(&spec, true, vec![]).await.unwrap();
