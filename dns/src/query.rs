@@ -43,12 +43,6 @@ pub struct Query<'a> {
     pub edns: Option<Edns>,
 }
 
-impl Query<'_> {
-    pub fn opcode(&self) -> u8 {
-        ((self.flags >> 11) & 0xf) as u8
-    }
-}
-
 /// A name in presentation form on the stack.
 #[derive(Clone, Copy)]
 pub struct NameBuf {
@@ -125,6 +119,8 @@ pub enum Malformed {
     /// Not worth an answer: shorter than a header, or a response
     /// (answering responses is how reflection loops start).
     Drop,
+    /// NOTIMP: an opcode other than QUERY.
+    NotImp { id: u16, flags: u16 },
     /// FORMERR: the header was read; the question too when `question_len` > 0.
     FormErr {
         id: u16,
@@ -147,6 +143,11 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Malformed> {
     if msg.len() < 12 || flags & 0x8000 != 0 {
         return Err(Malformed::Drop);
     }
+    // Another opcode (NOTIFY, UPDATE, ...) is not implemented, whatever its
+    // sections hold (RFC 1035 4.1.1): read before their shape is judged.
+    if (flags >> 11) & 0xf != 0 {
+        return Err(Malformed::NotImp { id, flags });
+    }
     let formerr = |question_len, edns| Malformed::FormErr {
         id,
         flags,
@@ -165,7 +166,10 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Malformed> {
     };
     let question = &msg[12..qend];
     let edns = if counts[3] == 1 {
-        Some(read_opt(&msg[qend..]).ok_or(formerr(question.len(), true))?)
+        // FORMERR carries an OPT only when the query's record was one
+        // (RFC 6891 7).
+        let was_opt = msg.get(qend) == Some(&0) && u16_at(msg, qend + 1) == Some(TYPE_OPT);
+        Some(read_opt(&msg[qend..]).ok_or(formerr(question.len(), was_opt))?)
     } else if qend == msg.len() {
         None
     } else {

@@ -100,8 +100,9 @@ pub struct Outcome {
     pub class: AnswerClass,
     /// Whether the answer did not fit (UDP) and went out truncated.
     pub truncated: bool,
-    /// A hash of the name asked (lower case), for rate limiting; 0 when
-    /// no question was read.
+    /// A hash of the name asked (lower case), for rate limiting; 0 for
+    /// NXDOMAINs and errors (which share a budget per client network
+    /// whatever the name) and when no question was read.
     pub name_hash: u64,
     /// Where the question ends in the answer (12 + its length).
     pub question_end: usize,
@@ -132,6 +133,9 @@ pub fn respond<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
     let q = match parse(msg) {
         Ok(q) => q,
         Err(Malformed::Drop) => return None,
+        Err(Malformed::NotImp { id, flags }) => {
+            return Some(refuse(out, id, flags, &[], false, Rcode::NotImp));
+        }
         Err(Malformed::FormErr {
             id,
             flags,
@@ -143,9 +147,7 @@ pub fn respond<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
         }
     };
     let mut w = Writer::start(out, &q);
-    let outcome = if q.opcode() != 0 {
-        w.finish(Rcode::NotImp, false, None, 0, transport)
-    } else if q.edns.is_some_and(|e| e.version > 0) {
+    let outcome = if q.edns.is_some_and(|e| e.version > 0) {
         w.finish(Rcode::BadVers, false, None, 0, transport)
     } else if q.qclass != CLASS_IN {
         w.finish(Rcode::Refused, false, None, 0, transport)
@@ -456,6 +458,14 @@ impl<'a> Writer<'a> {
             Rcode::NxDomain => AnswerClass::NxDomain,
             _ => AnswerClass::Error,
         };
+        // Rate limiting keys answers by the name asked, but NXDOMAINs and
+        // errors by their class alone (per zone: we serve one), as BIND's
+        // RRL does: a flood of random names must share one budget, not
+        // get a fresh one per name.
+        let name_hash = match class {
+            AnswerClass::Answer | AnswerClass::NoData => self.name_hash,
+            AnswerClass::NxDomain | AnswerClass::Error => 0,
+        };
         Outcome {
             rcode,
             qtype: self.qtype,
@@ -463,7 +473,7 @@ impl<'a> Writer<'a> {
             state: None,
             class,
             truncated,
-            name_hash: self.name_hash,
+            name_hash,
             question_end: self.question_end,
         }
     }

@@ -1,5 +1,7 @@
 //! Response rate limiting over UDP: each (client /24 or /56, name,
-//! answer class) may get `rate` answers per second with `burst` at once,
+//! answer class) may get `rate` answers per second with `burst` at once
+//! (NXDOMAINs and errors are keyed without the name, as BIND does, so
+//! random names asked in a flood share one budget),
 //! on the ratelimit crate's GCRA. Past that, every `slip`-th answer goes
 //! out truncated (a real resolver retries over TCP, which is not limited)
 //! and the rest are dropped, so a spoofed flood cannot turn this server

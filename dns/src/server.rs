@@ -253,6 +253,11 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
                 drop(stream);
                 continue;
             };
+            // Answers are written whole as they are made; Nagle would
+            // hold one back for the client's delayed ACK (RFC 7766 8).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "DNS TCP: TCP_NODELAY not set");
+            }
             let me = self.clone();
             tokio::spawn(async move {
                 me.metrics.tcp_open.inc();
@@ -282,10 +287,10 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
                 return;
             }
             let len = u16::try_from(out.len()).unwrap_or(u16::MAX);
-            let write = async {
-                stream.write_all(&len.to_be_bytes()).await?;
-                stream.write_all(&out[..usize::from(len)]).await
-            };
+            // The length and the message in one write (one segment).
+            let prefix = len.to_be_bytes();
+            let mut frame = bytes::Buf::chain(&prefix[..], &out[..usize::from(len)]);
+            let write = stream.write_all_buf(&mut frame);
             match tokio::time::timeout(self.tcp.idle, write).await {
                 Ok(Ok(())) => {}
                 _ => return,

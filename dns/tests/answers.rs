@@ -182,6 +182,97 @@ fn edns_versions_and_bad_subnets_are_refused_by_rcode() {
     assert!(f.ask_bytes(&resp, "127.0.0.1", Transport::Udp).is_none());
 }
 
+/// Response rate limiting keys an answer by its name, but NXDOMAINs and
+/// errors without it: a spoofed flood of random names from one network
+/// meets one budget (it once got a fresh one per name, and every reply
+/// went out).
+#[test]
+fn random_names_share_one_rate_limit_budget() {
+    use edgesteer_dns::respond::AnswerClass;
+    use edgesteer_dns::rrl::{Limiter, Verdict};
+    let f = fixture();
+    let a = |name: &str| f.outcome(&query(name, RecordType::A, None), "192.0.2.7");
+    let (x, y) = (a("r1x.covergen.ai."), a("r2y.covergen.ai."));
+    assert_eq!(
+        (x.class, y.class),
+        (AnswerClass::NxDomain, AnswerClass::NxDomain)
+    );
+    assert_eq!(x.name_hash, y.name_hash);
+    let (x, y) = (a("a.example.com."), a("b.example.com."));
+    assert_eq!((x.class, y.class), (AnswerClass::Error, AnswerClass::Error));
+    assert_eq!(x.name_hash, y.name_hash);
+    // Names that exist keep a budget each.
+    let (x, y) = (a("api.covergen.ai."), a("api-eu.covergen.ai."));
+    assert_eq!(
+        (x.class, y.class),
+        (AnswerClass::Answer, AnswerClass::Answer)
+    );
+    assert_ne!(x.name_hash, y.name_hash);
+    // Through the limiter: a burst of 3 at once, then random names are
+    // refused.
+    let cfg = edgesteer_config::dns::Rrl {
+        rate: 1,
+        burst: 3,
+        slip: 0,
+    };
+    let l = Limiter::default();
+    let src = "192.0.2.7".parse().unwrap();
+    let sent = (0..10)
+        .map(|i| a(&format!("rand{i}.covergen.ai.")))
+        .filter(|o| l.check(&cfg, src, o.name_hash, o.class) == Verdict::Send)
+        .count();
+    assert_eq!(sent, 3, "the burst, not one per name");
+}
+
+/// An UPDATE (a record in the authority section) and a NOTIFY (its SOA
+/// in the answer section) are NOTIMP, not FORMERR: the opcode is read
+/// before the sections' shape (RFC 1035 4.1.1).
+#[test]
+fn other_opcodes_are_not_implemented_whatever_their_sections() {
+    let f = fixture();
+    let question = b"\x08covergen\x02ai\x00\x00\x06\x00\x01";
+    let record =
+        b"\x03api\x08covergen\x02ai\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x01\x02\x03\x04";
+    // (opcode, answer count, authority count): UPDATE, NOTIFY.
+    for (opcode, an, ns) in [(5u8, 0u8, 1u8), (4, 1, 0)] {
+        let mut msg = vec![0x12, 0x34, opcode << 3, 0, 0, 1, 0, an, 0, ns, 0, 0];
+        msg.extend_from_slice(question);
+        msg.extend_from_slice(record);
+        let out = f.ask_bytes(&msg, "127.0.0.1", Transport::Udp).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NotImp,
+            "opcode {opcode}"
+        );
+        assert_eq!(m.metadata.id, 0x1234);
+    }
+}
+
+/// A FORMERR answers with an OPT only when the query's additional record
+/// was an OPT (RFC 6891 7): a broken OPT gets one, a lone other record
+/// (a TSIG) does not.
+#[test]
+fn a_formerr_carries_an_opt_only_for_an_opt() {
+    let f = fixture();
+    let base = query("api.covergen.ai.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let with = |rr: &[u8]| {
+        let mut msg = base.clone();
+        msg[11] = 1; // ARCOUNT
+        msg.extend_from_slice(rr);
+        let out = f.ask_bytes(&msg, "127.0.0.1", Transport::Udp).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        m.edns.is_some()
+    };
+    // Root name, type OPT, then a length past the message's end.
+    assert!(with(b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x09"));
+    // Root name, type TSIG (250), class ANY, no data.
+    assert!(!with(b"\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00"));
+}
+
 #[test]
 fn any_over_udp_is_minimal_and_big_answers_truncate() {
     let f = fixture();

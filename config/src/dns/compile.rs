@@ -58,7 +58,7 @@ pub(crate) fn dns_zone(
     }
     let regions = regions(spec, region_ids, errs);
     let records = records(spec, &apex, errs);
-    check_records(&records, &geo_names, &pinned, &regions, errs);
+    check_records(&records, &apex, (&geo_names, &pinned), &regions, errs);
     let ns = ns(spec, &apex, &records, errs);
     let ttl = ttls(spec, errs);
     let soa = soa(spec, &apex, &ns, errs);
@@ -244,11 +244,12 @@ fn caa(v: &str) -> Option<RecordData> {
 }
 
 /// A steered name holds only its A/AAAA answer plus TXT and CAA; a
-/// CNAME stands alone; no static address may be an edge address.
+/// CNAME stands alone, so never at the apex (which holds the SOA and NS);
+/// no static address may be an edge address.
 fn check_records(
     records: &[StaticRecord],
-    geo: &[String],
-    pinned: &[(String, RegionId)],
+    apex: &str,
+    (geo, pinned): (&[String], &[(String, RegionId)]),
     regions: &Option<Vec<DnsRegion>>,
     errs: &mut Errors,
 ) {
@@ -264,17 +265,20 @@ fn check_records(
         }
         // Reported once, at the CNAME.
         let cname_clash = kind == 5
-            && records
-                .iter()
-                .enumerate()
-                .any(|(j, o)| j != i && o.name == r.name);
+            && (r.name == apex
+                || records
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && o.name == r.name));
         if cname_clash {
+            let beside = if r.name == apex {
+                "is the zone's apex, which holds its SOA and NS"
+            } else {
+                "has a CNAME and other records"
+            };
             errs.push(
                 format!("{path}.type"),
-                format!(
-                    "`{}` has a CNAME and other records; a CNAME stands alone",
-                    r.name
-                ),
+                format!("`{}` {beside}; a CNAME stands alone", r.name),
             );
         }
         let addr = match r.data {
@@ -406,12 +410,14 @@ fn rrl(spec: &DnsSpec, errs: &mut Errors) -> Rrl {
             "",
         )
         .unwrap_or(d.rate);
+    // A limit with no burst would refuse every answer: at least 1 unless
+    // the limit is off (rate 0).
     let burst = errs
         .in_range(
             "dns.rrl.burst",
             Some(r.burst.unwrap_or(rate.saturating_mul(2))),
-            0..=10_000_000,
-            "",
+            u32::from(rate > 0)..=10_000_000,
+            " (at least 1 while responses_per_s is above 0)",
         )
         .unwrap_or(d.burst);
     let slip = errs

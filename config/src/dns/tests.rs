@@ -494,3 +494,5 @@ fn record_count_name_servers_and_rrl_are_compiled() {
         (d.rate, d.burst, d.slip)
     );
 }
+
+mod records;

@@ -63,6 +63,27 @@ impl Fixture {
         respond(&env, msg, from.parse().unwrap(), t, &mut out).map(|_| out)
     }
 
+    /// The outcome of answering `q` from `from` over UDP.
+    pub fn outcome(&self, q: &Message, from: &str) -> edgesteer_dns::respond::Outcome {
+        let env = Env {
+            table: &self.table,
+            health: &AllHealthy,
+            geo: &self.geo,
+            zone: Some(&self.zone),
+            edges_down: RegionSet::EMPTY,
+            classes: None,
+        };
+        let mut out = Vec::new();
+        respond(
+            &env,
+            &q.to_vec().unwrap(),
+            from.parse().unwrap(),
+            Transport::Udp,
+            &mut out,
+        )
+        .expect("an answer")
+    }
+
     pub fn ask(&self, q: &Message, t: Transport) -> Message {
         let out = self
             .ask_bytes(&q.to_vec().unwrap(), "127.0.0.1", t)
