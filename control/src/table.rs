@@ -127,6 +127,24 @@ pub(crate) fn apply_patch(
         action.push("set-weight");
     }
     if let Some(bps) = req.canary_bps {
+        // The rollout's controller owns the share while it runs (or may
+        // resume): a share set beside it would be undone at its next step.
+        if let Some(ro) = r
+            .rollout
+            .as_ref()
+            .filter(|ro| matches!(ro.state.as_str(), "running" | "paused"))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "rollout_in_progress",
+                format!(
+                    "region {region} has a {} rollout at step {}; its controller sets the canary share, and would set this one back at its next step: abort it to take the canary out (`ctl rollout abort {region}`), or let it run",
+                    ro.state,
+                    ro.step + 1
+                ),
+            )
+            .at("canary_bps", format!("set by the {} rollout", ro.state)));
+        }
         let has_canary = r
             .backends
             .iter()

@@ -176,8 +176,22 @@ async fn rollout_commands_move_the_state_machine() {
     assert_eq!((st.canary_bps, st.figures.is_none()), (500, true));
     assert!(st.next_step_in_ms.is_some());
 
+    // While it runs, the controller owns the canary share: a share set
+    // beside it would be set back at its next step, so it is refused.
+    let canary = |bps| PatchRegion {
+        canary_bps: Some(bps),
+        reason: "incident".into(),
+        ..PatchRegion::default()
+    };
+    let e = api.patch_region("us-east", &canary(0)).await.unwrap_err();
+    let (status, code, message) = api_code(e);
+    assert_eq!((status, code.as_str()), (409, "rollout_in_progress"));
+    assert!(message.contains("ctl rollout abort us-east"), "{message}");
+
     let pause = RolloutCommand::new(RolloutAction::Pause, String::new());
     api.rollout("us-east", &pause).await.unwrap();
+    let e = api.patch_region("us-east", &canary(0)).await.unwrap_err();
+    assert_eq!(api_code(e).1, "rollout_in_progress", "paused: it may resume");
     let e = api.rollout("us-east", &pause).await.unwrap_err();
     assert!(api_code(e)
         .2
@@ -197,6 +211,8 @@ async fn rollout_commands_move_the_state_machine() {
         api.get().await.unwrap().table.regions["us-east"].canary_bps,
         0
     );
+    // Ended, the share is the operator's again.
+    api.patch_region("us-east", &canary(100)).await.unwrap();
 }
 
 #[tokio::test]
