@@ -191,7 +191,11 @@ async fn rollout_commands_move_the_state_machine() {
     let pause = RolloutCommand::new(RolloutAction::Pause, String::new());
     api.rollout("us-east", &pause).await.unwrap();
     let e = api.patch_region("us-east", &canary(0)).await.unwrap_err();
-    assert_eq!(api_code(e).1, "rollout_in_progress", "paused: it may resume");
+    assert_eq!(
+        api_code(e).1,
+        "rollout_in_progress",
+        "paused: it may resume"
+    );
     let e = api.rollout("us-east", &pause).await.unwrap_err();
     assert!(api_code(e)
         .2

@@ -92,14 +92,23 @@ pub(super) async fn set_key(c: &Client, as_json: bool, a: SetKey) -> anyhow::Res
     let mut spec = current.table;
     let p = policy_mut(&mut spec, &a.policy)?;
     let hashed = edgesteer_config::ratelimit::hashed_key(&a.key);
-    let key = if a.hash { hashed.clone() } else { a.key };
+    let plain = a.key;
+    let key = if a.hash {
+        hashed.clone()
+    } else {
+        plain.clone()
+    };
     match (a.remove, a.tier) {
         (true, _) => {
             // Either spelling of the key goes.
-            let had = p.keys.remove(&key).is_some() | p.keys.remove(&hashed).is_some();
+            let had = p.keys.remove(&plain).is_some() | p.keys.remove(&hashed).is_some();
             anyhow::ensure!(had, "that key is not in policy {}", a.policy);
         }
         (false, Some(t)) => {
+            // One spelling per key: the service stores a plain key hashed,
+            // so a key moved to another tier replaces whichever is there.
+            p.keys.remove(&hashed);
+            p.keys.remove(&plain);
             p.keys.insert(key, t);
         }
         (false, None) => anyhow::bail!("name the tier (or pass --remove)"),

@@ -294,6 +294,27 @@ async fn a_plain_api_key_is_never_shown_or_logged() {
         .map(|v| v.to_str().unwrap().to_string());
     // The key is in force (pro tier: 100/s) though stored only hashed.
     assert_eq!(policy.as_deref(), Some("\"api-key\";q=100;w=1"));
+    // Moved to another tier, spelled plain again: the stored hashed entry
+    // is replaced, not refused as a second spelling of the same key.
+    let keys_of = |t: &edgesteer_config::TableSpec| {
+        t.rate_limits
+            .iter()
+            .find(|p| p.name == "api-key")
+            .map(|p| p.keys.clone())
+            .unwrap_or_default()
+    };
+    let before = keys_of(&control.client().get().await.unwrap().table);
+    let out = control.ctl(&["set-key", "api-key", KEY, "enterprise"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shown += &String::from_utf8_lossy(&out.stdout);
+    let keys = keys_of(&control.client().get().await.unwrap().table);
+    let hashed = edgesteer_config::ratelimit::hashed_key(KEY);
+    assert_eq!(keys.get(&hashed).map(String::as_str), Some("enterprise"));
+    assert_eq!(keys.len(), before.len(), "one entry for the key: {keys:?}");
     // Every read of the service and of the proxy's admin API.
     let api = control.client();
     shown += &serde_json::to_string(&api.get().await.unwrap()).unwrap();
