@@ -51,8 +51,9 @@ pub(super) struct ControlArgs {
     /// `proxy` (watch, acks, stats) or `read`; NAME becomes the audit actor.
     /// Repeat for several; also read from EDGESTEER_TOKENS (comma-separated).
     /// Prefer --token-file: the command line shows in `ps`.
+    // Parsed after clap (`all_tokens`): its error would print the secret.
     #[arg(long = "token")]
-    tokens: Vec<edgesteer_control_api::Token>,
+    tokens: Vec<String>,
     /// File of tokens, one [ROLE:]NAME=SECRET per line (`#` comments).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -236,10 +237,10 @@ pub(super) fn run_control(args: ControlArgs) -> anyhow::Result<()> {
 
 /// The tokens of `--token`, `EDGESTEER_TOKENS` and `--token-file`.
 fn all_tokens(
-    tokens: Vec<Token>,
+    tokens: Vec<String>,
     token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<Token>> {
-    let mut tokens = tokens;
+    let mut tokens = super::parse_tokens("--token", &tokens)?;
     if let Ok(env) = std::env::var("EDGESTEER_TOKENS") {
         for t in env.split(',').filter(|t| !t.trim().is_empty()) {
             tokens.push(

@@ -141,3 +141,16 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
+
+/// Tokens given as `[ROLE:]NAME=SECRET` flags, parsed here rather than by
+/// clap, whose error would print the value, secret and all (to a terminal
+/// or a journal): an error names the flag and the entry, never its value.
+fn parse_tokens(flag: &str, raw: &[String]) -> anyhow::Result<Vec<edgesteer_control_api::Token>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("{flag} entry {} (value not shown): {e}", i + 1))
+        })
+        .collect()
+}

@@ -278,7 +278,10 @@ fn serve_options(
 }
 
 pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let admin_tokens = admin_tokens(&args.net.admin_tokens)?;
+    let admin_tokens = super::parse_tokens(
+        "--admin-token (or EDGESTEER_ADMIN_TOKENS)",
+        &args.net.admin_tokens,
+    )?;
     let redis = args.net.redis.sync_config()?;
     let token = match &args.control_token_file {
         Some(p) => Some(edgesteer_control_api::read_secret_file(p).map_err(anyhow::Error::msg)?),
@@ -355,22 +358,6 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     });
     let server = proxy_server_with_tls(steer, &opts, follow, &tls)?;
     server::run(server, Some(runtime))
-}
-
-/// The `--admin-token`s (or `EDGESTEER_ADMIN_TOKENS`), parsed here rather
-/// than by clap so that an error names the entry, never its secret.
-fn admin_tokens(raw: &[String]) -> anyhow::Result<Vec<edgesteer_control_api::Token>> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            t.parse().map_err(|e| {
-                anyhow::anyhow!(
-                    "--admin-token (or EDGESTEER_ADMIN_TOKENS) entry {} (value not shown): {e}",
-                    i + 1
-                )
-            })
-        })
-        .collect()
 }
 
 /// Saves the table a proxy starts with as the last good one, so that a

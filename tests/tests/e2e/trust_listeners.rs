@@ -22,6 +22,33 @@ async fn a_second_service_on_the_same_data_directory_refuses_to_start() {
     assert!(err.contains("in use by another config service"), "{err}");
 }
 
+/// A malformed token on the command line is refused naming the flag and
+/// the entry, never echoing the value (clap's own error printed it, secret
+/// and all, to the terminal or the journal).
+#[tokio::test]
+async fn a_bad_token_flag_is_refused_without_its_secret() {
+    const SECRET: &str = "never-print-me-42";
+    let wd = Workdir::new().unwrap();
+    for (cmd, flag, value) in [
+        ("control", "--token", format!("boss:alice={SECRET}")),
+        ("proxy", "--admin-token", format!("boss:alice={SECRET}")),
+    ] {
+        let mut c = std::process::Command::new(binary());
+        c.args([cmd, "--listen", "127.0.0.1:0", flag, &value]);
+        if cmd == "control" {
+            c.arg("--data").arg(wd.path("bad-token-data"));
+        }
+        let out = c.env_remove("EDGESTEER_TOKENS").output().unwrap();
+        assert!(!out.status.success(), "{cmd} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains("entry 1"),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains(SECRET), "{cmd} printed the secret: {err}");
+    }
+}
+
 #[tokio::test]
 async fn an_admin_listener_off_loopback_needs_a_token() {
     let wd = Workdir::new().unwrap();
