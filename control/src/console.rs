@@ -170,7 +170,8 @@ pub(crate) async fn explain(
     q: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.body_text()).at(
+        crate::http::malformed_part(
+            e.body_text(),
             "ip",
             "give ?ip=ADDRESS (and optionally &key=API_KEY, &host=HOST)",
         )

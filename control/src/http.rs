@@ -75,6 +75,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A path segment or query string that did not parse (axum's `detail`):
+/// 400 `malformed_request` as JSON, naming the field and what it takes,
+/// like every other error (axum's own rejection is plain text).
+pub(crate) fn malformed_part(detail: String, field: &str, want: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", detail).at(field, want)
+}
+
 /// A refused body: over the limit, or unreadable.
 pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -56,8 +56,15 @@ fn own_name(c: &Control, caller: &Caller, name: &str, what: &str) -> Result<(), 
 pub(crate) async fn watch_table(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<WatchQuery>,
+    q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        crate::http::malformed_part(
+            e.body_text(),
+            "after, timeout_ms",
+            "a version number and milliseconds",
+        )
+    })?;
     if let Some(p) = &q.proxy {
         own_name(&c, &caller, p, "watch")?;
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -15,7 +15,7 @@ use edgesteer_config::ratelimit::hashed_key;
 use edgesteer_config::wire::RegionSpec;
 use edgesteer_config::{diff, parse, TableSpec};
 
-use crate::http::{parse_body, tagged, ApiError};
+use crate::http::{malformed_part, parse_body, tagged, ApiError};
 use crate::state::Control;
 use edgesteer_control_api::api::{
     Diff, DiffQuery, History, HistoryEntry, HistoryQuery, PatchRegion, PutTable, Rollback,
@@ -29,8 +29,9 @@ pub(crate) async fn get_table(State(c): State<Arc<Control>>) -> Result<Response,
 
 pub(crate) async fn get_version(
     State(c): State<Arc<Control>>,
-    Path(v): Path<u64>,
+    v: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(v) = v.map_err(|e| malformed_part(e.body_text(), "version", "a version number"))?;
     let r = c.version(v)?;
     Ok(tagged(&r, &c.epoch))
 }
@@ -231,8 +232,10 @@ fn with_hashed_keys(spec: &TableSpec) -> TableSpec {
 
 pub(crate) async fn history(
     State(c): State<Arc<Control>>,
-    Query(q): Query<HistoryQuery>,
-) -> Json<History> {
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| malformed_part(e.body_text(), "limit", "how many versions, a number"))?;
     let versions = c
         .newest(q.limit.unwrap_or(50))
         .iter()
@@ -241,13 +244,14 @@ pub(crate) async fn history(
             audit: r.audit.clone(),
         })
         .collect();
-    Json(History { versions })
+    Ok(Json(History { versions }))
 }
 
 pub(crate) async fn get_diff(
     State(c): State<Arc<Control>>,
-    Query(q): Query<DiffQuery>,
+    q: Result<Query<DiffQuery>, QueryRejection>,
 ) -> Result<Json<Diff>, ApiError> {
+    let Query(q) = q.map_err(|e| malformed_part(e.body_text(), "from, to", "version numbers"))?;
     let latest = c.current_or_404()?;
     let to = q.to.unwrap_or(latest.version);
     let from = q.from.unwrap_or(to.saturating_sub(1));
