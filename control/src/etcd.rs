@@ -35,6 +35,11 @@ use crate::store::{new_epoch, Store, StoreError, VersionRecord};
 /// etcd refuses requests over 1.5 MiB (`--max-request-bytes`); a version is
 /// refused before that, with room for the transaction around it.
 pub const MAX_VERSION_BYTES: usize = 1_400_000;
+/// Versions read per range request (at most about 22 MB).
+const PAGE: i64 = 16;
+/// Largest answer or watch event taken from etcd: a page of versions is
+/// more than gRPC's default 4 MiB.
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// Where and how to reach etcd.
 #[derive(Clone, Debug)]
@@ -204,20 +209,38 @@ impl EtcdStore {
         })
     }
 
-    /// Versions from key `from` (inclusive) to the end of the prefix.
+    /// Versions from key `from` (inclusive) to the end of the prefix, a
+    /// page of [`PAGE`] at a time: one answer with the whole history would
+    /// pass gRPC's message limit once it holds a few hundred versions, and
+    /// a replica could then neither start nor catch up.
     async fn range_from(&self, from: String) -> Result<Vec<VersionRecord>, StoreError> {
         let end = format!("{}/versions0", self.prefix); // '0' follows '/'
-        let resp = retried(|| {
-            let mut c = self.client.clone();
-            let (from, end) = (from.clone(), end.clone());
-            async move { c.get(from, Some(GetOptions::new().with_range(end))).await }
-        })
-        .await
-        .map_err(unavailable)?;
-        resp.kvs()
-            .iter()
-            .map(|kv| self.parse(kv.key(), kv.value()))
-            .collect()
+        let mut from = from.into_bytes();
+        let mut out = Vec::new();
+        loop {
+            let resp = retried(|| {
+                let mut c = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_MESSAGE);
+                let (from, end) = (from.clone(), end.clone());
+                let page = GetOptions::new().with_range(end).with_limit(PAGE);
+                async move { c.get(from, Some(page)).await }
+            })
+            .await
+            .map_err(unavailable)?;
+            for kv in resp.kvs() {
+                out.push(self.parse(kv.key(), kv.value())?);
+            }
+            match resp.kvs().last() {
+                // The next page starts just past the last key read.
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     fn leader_key(&self) -> String {
@@ -358,7 +381,11 @@ impl Store for EtcdStore {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let mut c = store.client.clone();
+                // An event carries its version (up to MAX_VERSION_BYTES).
+                let mut c = store
+                    .client
+                    .watch_client()
+                    .max_decoding_message_size(MAX_MESSAGE);
                 let watched = c
                     .watch(store.versions(), Some(WatchOptions::new().with_prefix()))
                     .await;

@@ -265,3 +265,38 @@ async fn a_controller_commit_without_the_lease_is_refused_by_etcd() {
     // An operator's write does not need the lease.
     store.append(&record(2)).await.unwrap();
 }
+
+/// A history larger than one gRPC answer may hold (4 MiB by default) is
+/// read a page at a time: a replica starts, and one far behind catches up
+/// (both once failed with "decoded message length too large").
+#[tokio::test]
+async fn a_history_past_one_answers_limit_loads_in_pages() {
+    let etcd = Etcd::start().await;
+    let store = etcd.store("a", |_| {}).await;
+    let big = |v: u64| {
+        let mut r = record(v);
+        r.table.description = Some(format!("{v}:{}", "x".repeat(200_000)));
+        r
+    };
+    for v in 1..=40 {
+        store.append(&big(v)).await.unwrap();
+    }
+    let fresh = etcd.store("b", |_| {}).await;
+    let all = fresh.load().await.unwrap();
+    let versions: Vec<u64> = all.iter().map(|r| r.version).collect();
+    assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+    assert!(all[39]
+        .table
+        .description
+        .as_deref()
+        .unwrap()
+        .starts_with("40:"));
+    let after: Vec<u64> = fresh
+        .load_after(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(after, (4..=40).collect::<Vec<_>>());
+}
