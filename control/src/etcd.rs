@@ -291,13 +291,15 @@ impl EtcdStore {
             TxnOp::put(key, bytes.clone(), None),
             TxnOp::put(head, record.version.to_string(), None),
         ]);
+        // Past its retries a txn's outcome is unknown: it may have been
+        // sent and committed before the answer was lost.
         let resp = retried(|| {
             let mut c = self.client.clone();
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| StoreError::Unconfirmed(e.to_string()))?;
         if resp.succeeded() {
             return Ok(());
         }

@@ -126,15 +126,28 @@ impl Control {
         if control.latest().is_none() {
             if let Some(seed) = seed {
                 compile(&seed).map_err(StartError::Seed)?;
-                control
+                let seeded = control
                     .commit("seed", "seed", seed, "initial table".into(), None)
-                    .await
-                    .map_err(|e| {
-                        StartError::Store(StoreError::Corrupt {
+                    .await;
+                match seeded {
+                    Ok(_) => {}
+                    // Replicas started together with the same --seed: the
+                    // one that stored version 1 first wins; the others take
+                    // its version and start.
+                    Err(e) if e.code == "conflict" => {
+                        control.catch_up().await?;
+                        tracing::info!(
+                            version = ?control.latest().map(|r| r.version),
+                            "another replica stored its seed first; serving the stored table"
+                        );
+                    }
+                    Err(e) => {
+                        return Err(StartError::Store(StoreError::Corrupt {
                             path: Default::default(),
                             reason: e.message,
-                        })
-                    })?;
+                        }))
+                    }
+                }
             }
         }
         drop(_guard);
@@ -400,6 +413,11 @@ fn store_error(e: StoreError) -> ApiError {
             StatusCode::CONFLICT,
             "not_leader",
             format!("this replica no longer runs the rollout controller ({why}); nothing was changed"),
+        ),
+        StoreError::Unconfirmed(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unconfirmed",
+            format!("{e}; the change may or may not have been stored: look at `ctl history` (or GET /v1/history) before trying again"),
         ),
         StoreError::TooLarge { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -25,6 +25,10 @@ pub enum StoreError {
     Locked { path: PathBuf, reason: String },
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but not confirmed (a timeout, a lost connection):
+    /// it may have been stored.
+    #[error("the store did not confirm the write: {0}")]
+    Unconfirmed(String),
     #[error("not the rollout controller: {0}")]
     NotLeader(String),
     #[error("the version is {bytes} bytes; the store takes at most {limit}")]

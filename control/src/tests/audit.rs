@@ -229,3 +229,42 @@ async fn a_table_naming_a_device_is_refused_with_its_field_and_the_service_serve
         2
     );
 }
+
+/// Another replica's seed lands between this one's look at the empty store
+/// and its own commit of version 1.
+struct SeededMeanwhile(crate::MemoryStore, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl crate::store::Store for SeededMeanwhile {
+    async fn load(&self) -> Result<Vec<crate::store::VersionRecord>, crate::store::StoreError> {
+        self.0.load().await
+    }
+    async fn append(
+        &self,
+        r: &crate::store::VersionRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut theirs = r.clone();
+            theirs.audit.actor = "other-replica".into();
+            self.0.append(&theirs).await?;
+        }
+        self.0.append(r).await
+    }
+    async fn epoch(&self) -> Result<String, crate::store::StoreError> {
+        self.0.epoch().await
+    }
+}
+
+/// Replicas started together with the same `--seed`: the one that loses
+/// the race for version 1 takes the winner's and starts (it exited with a
+/// store error).
+#[tokio::test]
+async fn a_replica_that_loses_the_seed_race_takes_the_winners_version() {
+    let seed = edgesteer_config::parse::from_toml(edgesteer_config::COVERGEN_TOML).unwrap();
+    let store = SeededMeanwhile(crate::MemoryStore::default(), Default::default());
+    let control = crate::Control::open(std::sync::Arc::new(store), Vec::new(), Some(seed))
+        .await
+        .expect("started");
+    let v = control.latest().expect("a current version");
+    assert_eq!((v.version, v.audit.actor.as_str()), (1, "other-replica"));
+}

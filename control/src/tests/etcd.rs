@@ -300,3 +300,15 @@ async fn a_history_past_one_answers_limit_loads_in_pages() {
         .collect();
     assert_eq!(after, (4..=40).collect::<Vec<_>>());
 }
+
+/// A write etcd does not answer may still commit: it is reported as
+/// unconfirmed ("look at the history"), never as "not stored".
+#[tokio::test]
+async fn a_write_etcd_does_not_answer_is_unconfirmed() {
+    let etcd = Etcd::start().await;
+    let store = etcd.store("a", |_| {}).await;
+    etcd.signal("-STOP");
+    let r = store.append(&record(1)).await;
+    etcd.resume();
+    assert!(matches!(r, Err(StoreError::Unconfirmed(_))), "{r:?}");
+}
