@@ -150,6 +150,31 @@ pub enum Intake {
     Refused(Refused),
 }
 
+/// The state of a head as it arrives, judged again only once a line has
+/// ended since the last look: a head trickled a byte at a time is parsed
+/// once per line (at most `MAX_HEADERS` + 1), not once per byte (64 KiB
+/// parsed whole 64 Ki times). A bad byte inside a line is then refused
+/// when its line ends, or at the size limit or the head deadline.
+#[derive(Default)]
+struct Judged {
+    /// Bytes of the buffer the last judgement saw (0: none yet).
+    upto: usize,
+    /// How many times the head was parsed (for the tests).
+    parses: usize,
+}
+
+impl Judged {
+    fn state(&mut self, buf: &[u8]) -> Head {
+        let new = buf.get(self.upto..).unwrap_or_default();
+        if self.upto > 0 && memchr::memchr(b'\n', new).is_none() {
+            return Head::Partial;
+        }
+        self.upto = buf.len();
+        self.parses += 1;
+        head_state(buf)
+    }
+}
+
 /// Waits for the next request on `stream`.
 pub async fn next_request(
     stream: &mut Stream,
@@ -172,18 +197,20 @@ pub async fn next_request(
     // Empty lines before the request line (RFC 9112 §2.2) are dropped
     // here, counted against the head's size.
     let mut skipped = 0usize;
+    let mut judged = Judged::default();
     let whole = loop {
         let empty = empty_lines(&buf);
         if empty > 0 {
             skipped += empty;
             bytes::Buf::advance(&mut buf, empty);
+            judged = Judged::default();
         }
         if h2c && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             // Could still be the HTTP/2 preface: read on.
         } else if h2c && buf.starts_with(H2_PREFACE) {
             return Intake::H2c(buf);
         } else {
-            match head_state(&buf) {
+            match judged.state(&buf) {
                 Head::Complete => break true,
                 Head::Invalid => return Intake::Refused(Refused::BadHead),
                 Head::Partial if buf.len() + skipped > rules.max_head_bytes => {

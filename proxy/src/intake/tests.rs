@@ -29,6 +29,30 @@ fn heads_are_told_apart() {
     assert_eq!(head_state(b"G\"T / HTTP/1.1\r\n"), Head::Invalid);
 }
 
+/// A head trickled a byte at a time is parsed once per line, not once per
+/// byte (which made its cost grow with the square of its size); it is
+/// still told complete, or invalid, when the line that decides it ends.
+#[test]
+fn a_trickled_head_is_parsed_once_per_line() {
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\nX-More: b\r\n\r\n",
+        "v".repeat(20_000)
+    );
+    let mut j = Judged::default();
+    let mut states = Vec::new();
+    for n in 1..=head.len() {
+        states.push(j.state(&head.as_bytes()[..n]));
+    }
+    assert_eq!(states.last(), Some(&Head::Complete));
+    assert!(states[..states.len() - 1].iter().all(|s| *s == Head::Partial));
+    assert_eq!(j.parses, 1 + 5, "the first byte, then once per line end");
+    // A bad byte mid-line is refused when its line ends.
+    let bad = b"GET / HTTP/1.1\r\nHo\x01st: a\r\n";
+    let mut j = Judged::default();
+    let last = (1..=bad.len()).map(|n| j.state(&bad[..n])).last();
+    assert_eq!(last, Some(Head::Invalid));
+}
+
 #[test]
 fn only_small_declared_bodies_are_buffered() {
     let post = |headers: &str| format!("POST /x HTTP/1.1\r\n{headers}\r\n").into_bytes();
