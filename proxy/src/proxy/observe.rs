@@ -129,8 +129,8 @@ fn access_record<'a>(session: &'a Session, ctx: &'a Ctx, status: u16) -> AccessR
         track: served.map(|r| r.track.as_str()),
         status,
         method: req.method.as_str(),
-        host: host_of(req),
-        path: req.uri.path(),
+        host: host_of(req).map(crate::access_log::clip),
+        path: crate::access_log::clip(req.uri.path()),
         duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
         upstream_ms: ctx
             .upstream_start
