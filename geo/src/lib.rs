@@ -441,11 +441,14 @@ thread_local! {
     );
 }
 
+/// Every address its own key: IPv4 as its IPv4-mapped IPv6 form (the
+/// address is canonical here, so no IPv6 key is one). Marking IPv4 with
+/// the top bit once cleared that bit of IPv6 keys, so `a400::1` could be
+/// answered with `2400::1`'s country.
 fn cache_key(ip: IpAddr) -> u128 {
     match ip {
-        // The top bit marks IPv4 so it never collides with an IPv6 key.
-        IpAddr::V4(v4) => (1u128 << 127) | u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6) & !(1u128 << 127),
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 

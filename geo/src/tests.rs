@@ -81,6 +81,27 @@ fn cache_returns_the_same_answers() {
     }
 }
 
+/// IPv6 addresses that differ only in their top bit are cached apart
+/// (the key once cleared that bit).
+#[test]
+fn the_cache_tells_every_address_apart() {
+    let db = GeoDb::from_bytes(build(
+        Schema::GeoIp2,
+        &[
+            ("2400::/12", "JP", "AS"),
+            ("a400::/12", "US", "NA"),
+            ("5.0.0.0/16", "DE", "EU"),
+        ],
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(country(db.lookup(ip("2400::1"))), Some("JP"));
+        assert_eq!(country(db.lookup(ip("a400::1"))), Some("US"));
+        assert_eq!(country(db.lookup(ip("5.0.0.1"))), Some("DE"));
+        assert_eq!(country(db.lookup(ip("::ffff:5.0.0.1"))), Some("DE"));
+    }
+}
+
 #[test]
 fn reload_swaps_the_file_atomically() {
     let dir = tempfile::tempdir().unwrap();

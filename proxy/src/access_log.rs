@@ -68,11 +68,15 @@ impl AccessLog {
     }
 
     /// The log with its writer thread writing to `out`.
-    fn writing_to(mut out: Box<dyn Write + Send>, dropped: IntCounter) -> std::io::Result<AccessLog> {
+    fn writing_to(
+        mut out: Box<dyn Write + Send>,
+        dropped: IntCounter,
+    ) -> std::io::Result<AccessLog> {
         let (tx, rx) = sync_channel::<String>(QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = queued.clone();
-        let write = move |buf: &mut std::io::BufWriter<&mut Box<dyn Write + Send>>, line: String| {
+        let write = move |buf: &mut std::io::BufWriter<&mut Box<dyn Write + Send>>,
+                          line: String| {
             let _ = buf.write_all(line.as_bytes());
             taken.fetch_sub(line.len(), Ordering::Relaxed);
         };
@@ -237,7 +241,11 @@ mod tests {
         assert_eq!(clip("/v1/x"), "/v1/x");
         let long = "é".repeat(MAX_FIELD);
         let c = clip(&long);
-        assert!(c.len() <= MAX_FIELD && c.len() >= MAX_FIELD - 1, "{}", c.len());
+        assert!(
+            c.len() <= MAX_FIELD && c.len() >= MAX_FIELD - 1,
+            "{}",
+            c.len()
+        );
         assert!(long.starts_with(c));
     }
 }

@@ -35,9 +35,12 @@ pub fn explain(
     limiter: &edgesteer_ratelimit::Limiter,
     q: &Query,
 ) -> Value {
-    let g = geo.lookup(q.ip);
+    // As the data plane sees it: an IPv4-mapped address is its IPv4 one
+    // (for the sticky bucket and the block list too).
+    let ip = edgesteer_config::model::canonical_ip(q.ip);
+    let g = geo.lookup(ip);
     let client = Client {
-        ip: q.ip,
+        ip,
         country: g.country,
         continent: g.continent,
         lookup: g.status.as_str(),
@@ -114,7 +117,7 @@ fn rate_limits(snap: &Snapshot, limiter: &edgesteer_ratelimit::Limiter, q: &Quer
         })
         .collect();
     json!({
-        "blocked": limiter.blocked(q.ip),
+        "blocked": limiter.blocked(edgesteer_config::model::canonical_ip(q.ip)),
         "store": limiter.store_snapshot(),
         "policies": policies,
     })

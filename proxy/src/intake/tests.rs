@@ -44,7 +44,9 @@ fn a_trickled_head_is_parsed_once_per_line() {
         states.push(j.state(&head.as_bytes()[..n]));
     }
     assert_eq!(states.last(), Some(&Head::Complete));
-    assert!(states[..states.len() - 1].iter().all(|s| *s == Head::Partial));
+    assert!(states[..states.len() - 1]
+        .iter()
+        .all(|s| *s == Head::Partial));
     assert_eq!(j.parses, 1 + 5, "the first byte, then once per line end");
     // A bad byte mid-line is refused when its line ends.
     let bad = b"GET / HTTP/1.1\r\nHo\x01st: a\r\n";

@@ -69,6 +69,15 @@ async fn explain_agrees_with_live_routing_even_during_failover() {
     assert_eq!(e["candidates"][0]["region"], "eu-west");
     assert_eq!(e["candidates"][0]["available"], false);
     assert_eq!(e["decision"]["reason"], "failover");
+    // An IPv4-mapped address is explained as the data plane reads it.
+    let de = sample_ip("DE");
+    let mapped = match de {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    let m = proxy.explain(mapped, None).await.unwrap();
+    assert_eq!(m["client"], e["client"], "{m}");
+    assert_eq!(m["sticky"], e["sticky"], "{m}");
     // A pin across the zone is explained as the proxy answers it.
     let e = proxy
         .explain(sample_ip("US"), Some("api-cn.covergen.ai"))
