@@ -106,6 +106,8 @@ pub struct Outcome {
     pub name_hash: u64,
     /// Where the question ends in the answer (12 + its length).
     pub question_end: usize,
+    /// The length of the OPT record that ends the answer (0: none).
+    pub opt_len: usize,
 }
 
 /// What the answer path reads besides the query.
@@ -298,10 +300,12 @@ fn refuse(
         u16::from(edns),
     );
     out.extend_from_slice(question);
+    let before_opt = out.len();
     if edns {
         opt(out, high, None, 0);
     }
     Outcome {
+        opt_len: out.len() - before_opt,
         rcode,
         qtype: 0,
         region: None,
@@ -418,10 +422,13 @@ impl<'a> Writer<'a> {
     ) -> Outcome {
         let (low, high) = rcode.bits();
         let ecs = self.edns.and_then(|e| e.ecs);
+        let before_opt = self.out.len();
         if self.edns.is_some() {
             opt(self.out, high, ecs.as_ref(), scope);
             self.ar += 1;
         }
+        // The OPT is written last, and again after a truncation: as long.
+        let opt_len = self.out.len() - before_opt;
         let limit = match (transport, self.edns) {
             (Transport::Tcp, _) => usize::from(u16::MAX),
             (Transport::Udp, Some(e)) => usize::from(e.udp_size).clamp(512, MAX_UDP),
@@ -475,20 +482,27 @@ impl<'a> Writer<'a> {
             truncated,
             name_hash,
             question_end: self.question_end,
+            opt_len,
         }
     }
 }
 
-/// Turns a written reply into its truncated form (RRL's slip): header,
-/// question, TC set, no records. `question_end` is 12 + the question.
-pub fn slip(out: &mut Vec<u8>, question_end: usize) {
-    if out.len() < 12 {
+/// Turns a written reply (`outcome`'s) into its truncated form (RRL's
+/// slip): header, question, TC set, no records but its OPT, which an EDNS
+/// query's answer always carries (RFC 6891 7; it also holds a BADVERS's
+/// upper rcode bits and the client subnet's echo).
+pub fn slip(out: &mut Vec<u8>, outcome: &Outcome) {
+    let (question_end, opt_len) = (outcome.question_end, outcome.opt_len);
+    if out.len() < 12 || question_end > out.len() || opt_len > out.len() - question_end {
         return;
     }
-    out.truncate(question_end.min(out.len()));
+    let opt_at = out.len() - opt_len;
+    out.copy_within(opt_at.., question_end);
+    out.truncate(question_end + opt_len);
     let flags = u16::from_be_bytes([out[2], out[3]]) | 0x0200;
     out[2..4].copy_from_slice(&flags.to_be_bytes());
-    for i in [6, 8, 10] {
-        out[i..i + 2].copy_from_slice(&[0, 0]);
+    let ar = u16::from(opt_len > 0);
+    for (i, v) in [(6, 0u16), (8, 0), (10, ar)] {
+        out[i..i + 2].copy_from_slice(&v.to_be_bytes());
     }
 }

@@ -227,7 +227,7 @@ impl<P: Plane, G: GeoLookup + ?Sized + 'static> DnsServer<P, G> {
             Verdict::Send => true,
             Verdict::Slip => {
                 self.metrics.rrl_slipped.inc();
-                crate::respond::slip(out, outcome.question_end);
+                crate::respond::slip(out, &outcome);
                 true
             }
             Verdict::Drop => {

@@ -224,6 +224,31 @@ fn random_names_share_one_rate_limit_budget() {
     assert_eq!(sent, 3, "the burst, not one per name");
 }
 
+/// A slipped answer (rate limited, sent truncated so a resolver retries
+/// over TCP) keeps its OPT and the subnet's echo; without EDNS it has none.
+#[test]
+fn a_slipped_answer_keeps_its_opt() {
+    let f = fixture();
+    for (subnet, edns) in [(Some(("36.1.1.0", 24)), true), (None, false)] {
+        let q = query("api.covergen.ai.", RecordType::A, subnet);
+        let outcome = f.outcome(&q, "192.0.2.7");
+        let mut out = f
+            .ask_bytes(&q.to_vec().unwrap(), "192.0.2.7", Transport::Udp)
+            .unwrap();
+        edgesteer_dns::respond::slip(&mut out, &outcome);
+        let m = Message::from_vec(&out).unwrap();
+        assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.edns.is_some(), edns, "{m:?}");
+        if edns {
+            assert_eq!(
+                scope(&m).map(|s| (s.0, s.1)),
+                Some(("36.1.1.0".parse().unwrap(), 24))
+            );
+        }
+    }
+}
+
 /// An UPDATE (a record in the authority section) and a NOTIFY (its SOA
 /// in the answer section) are NOTIMP, not FORMERR: the opcode is read
 /// before the sections' shape (RFC 1035 4.1.1).
