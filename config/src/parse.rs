@@ -32,10 +32,18 @@ pub fn from_json(text: &[u8]) -> Result<TableSpec, ConfigError> {
     Ok(spec)
 }
 
+/// The largest table file read (a table of 20,000 backends is a few MB).
+pub const MAX_TABLE_BYTES: u64 = 64 << 20;
+
 /// Reads a table file: JSON when its name ends in `.json`, else TOML.
 /// The outer error is the file's (unreadable); the inner one the table's.
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Result<TableSpec, ConfigError>> {
-    let text = std::fs::read_to_string(path)?;
+    // A regular file of at most MAX_TABLE_BYTES: a FIFO or a device named
+    // here must not hang or exhaust the process.
+    let bytes = crate::pem::read_regular(path, MAX_TABLE_BYTES)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.reason))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))?;
     Ok(if path.extension().is_some_and(|e| e == "json") {
         from_json(text.as_bytes())
     } else {
@@ -63,4 +71,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
     (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A table path naming a device is refused by kind, not read until
+    /// memory runs out.
+    #[test]
+    fn a_device_named_as_a_table_is_refused() {
+        let e = super::read_file(std::path::Path::new("/dev/zero")).err();
+        let e = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("character device"), "{e}");
+    }
 }

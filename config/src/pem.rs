@@ -5,14 +5,14 @@
 //!   as `/dev/zero`, a socket or a directory is refused with its kind;
 //! - it is opened non-blocking, so a FIFO swapped in after the check
 //!   cannot block the open, and checked again on the open descriptor;
-//! - at most [`MAX_FILE_BYTES`] are read: a bigger file is refused.
+//! - at most [`MAX_FILE_BYTES`] are read: a bigger file is refused
+//!   ([`read_regular`] takes another cap, for tables and geo databases).
 //!
 //! These are blocking reads of at most 1 MiB. Callers on an async runtime
 //! run them (or the compile that makes them) on a blocking thread.
 //! PEM is parsed by `rustls-pki-types`, so nothing here adds a use of the
 //! unmaintained `rustls-pemfile`.
 
-use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -56,46 +56,45 @@ fn kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-fn must_be_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), FileError> {
+fn must_be_regular(path: &Path, meta: &std::fs::Metadata, max: u64) -> Result<(), FileError> {
     if !meta.file_type().is_file() {
         return Err(FileError::new(
             path,
             format!("is {}; only a regular file is read", kind(meta.file_type())),
         ));
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_big(path));
+    if meta.len() > max {
+        return Err(too_big(path, max));
     }
     Ok(())
 }
 
-fn too_big(path: &Path) -> FileError {
-    FileError::new(
-        path,
-        format!("is larger than {MAX_FILE_BYTES} bytes; refused"),
-    )
+fn too_big(path: &Path, max: u64) -> FileError {
+    FileError::new(path, format!("is larger than {max} bytes; refused"))
 }
 
 /// The bytes of a regular file of at most [`MAX_FILE_BYTES`].
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
+    read_regular(path, MAX_FILE_BYTES)
+}
+
+/// The bytes of a regular file of at most `max` bytes, with the checks of
+/// [`read_bounded`] (for files larger than PEM: tables, geo databases).
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
     let cannot = |e: std::io::Error| FileError::new(path, format!("cannot read: {e}"));
-    must_be_regular(path, &std::fs::metadata(path).map_err(cannot)?)?;
+    must_be_regular(path, &std::fs::metadata(path).map_err(cannot)?, max)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(cannot)?;
-    must_be_regular(path, &file.metadata().map_err(cannot)?)?;
-    read_capped(path, file)
-}
-
-fn read_capped(path: &Path, file: File) -> Result<Vec<u8>, FileError> {
+    must_be_regular(path, &file.metadata().map_err(cannot)?, max)?;
     let mut out = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut out)
         .map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
-    if out.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_big(path));
+    if out.len() as u64 > max {
+        return Err(too_big(path, max));
     }
     Ok(out)
 }

@@ -37,6 +37,7 @@
 mod compiled;
 pub mod console;
 pub mod etcd;
+mod etcd_config;
 mod etcd_lease;
 mod etcd_shared;
 mod figures;
@@ -46,6 +47,7 @@ mod history;
 mod http;
 pub mod impact;
 pub mod impact_limits;
+mod keys;
 pub mod limit_model;
 mod live;
 pub mod peer_cert;

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 
 use crate::http::ApiError;
-use crate::state::{redact, Control};
+use crate::keys::redact;
+use crate::state::Control;
 use crate::store::StoreError;
 
 /// How often shared keys of forgotten proxies are deleted.

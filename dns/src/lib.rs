@@ -35,6 +35,7 @@ pub mod run;
 pub mod scope;
 pub mod server;
 pub mod udp;
+mod write;
 
 pub use run::{serve, Bound};
 pub use server::{DnsServer, Plane, TcpLimits};

@@ -354,15 +354,23 @@ fn load_memory(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Loaded, GeoE
     })
 }
 
+/// The largest database read (GeoIP2 City is about 70 MB).
+pub const MAX_DB_BYTES: u64 = 1 << 30;
+
 fn load_file(path: &Path) -> Result<Loaded, GeoError> {
     // The file is read into memory, checked, and served from that copy.
     // A file rewritten in place while it is read is seen by its stamp
     // changing under the read; that round is skipped and the next reload
     // tries again, so a torn copy never goes live.
     let stamp = stamp_of(path)?;
-    let bytes = std::fs::read(path).map_err(|source| GeoError::Stat {
-        path: path.to_path_buf(),
-        source,
+    // Only a regular file, opened non-blocking and read up to a cap: a FIFO
+    // or `/dev/zero` named (or swapped in) must not hang or exhaust a
+    // process, at start or at a reload.
+    let bytes = edgesteer_config::pem::read_regular(path, MAX_DB_BYTES).map_err(|e| {
+        GeoError::Unusable {
+            origin: path.display().to_string(),
+            reason: e.reason,
+        }
     })?;
     if stamp_of(path)? != stamp || bytes.len() as u64 != stamp.len {
         return Err(GeoError::Unusable {

@@ -212,3 +212,30 @@ fn the_bundled_database_passes_the_structural_check() {
     let db = GeoDb::bundled().unwrap();
     assert_eq!(country(db.lookup_uncached(ip("81.2.69.160"))), Some("GB"));
 }
+
+/// A database path naming a device or a FIFO is refused at once, by kind:
+/// a plain read filled memory from `/dev/zero` and waited for ever on a
+/// FIFO (at start, or in the reload thread, for good).
+#[test]
+fn a_device_or_a_fifo_named_as_the_database_is_refused() {
+    let zero = GeoDb::open("/dev/zero").err().map(|e| e.to_string());
+    assert!(
+        zero.as_deref()
+            .unwrap_or_default()
+            .contains("character device"),
+        "{zero:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("geo.mmdb");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(GeoDb::open(&fifo).err().map(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the open of a FIFO returned");
+        assert!(e.as_deref().unwrap_or_default().contains("FIFO"), "{e:?}");
+    }
+}
