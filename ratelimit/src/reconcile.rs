@@ -14,8 +14,12 @@ pub(crate) const BATCH: usize = 500;
 /// A Redis command (connect, or one `EVAL`) slower than this fails it.
 pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Debt larger than this from the store is treated as corrupt and clamped.
-const MAX_DEBT_NS: u64 = 3_600_000_000_000;
+/// Debt larger than this from the store is treated as corrupt and clamped:
+/// twice the largest tolerance a table can give (a burst of `MAX_BURST` at
+/// 1 request/s). A lower clamp (it was one hour) cut the fleet's debt for
+/// a tier whose burst/rate is longer, and each proxy then held the key to
+/// its own limit alone: N proxies admitted N times the rate.
+const MAX_DEBT_NS: u64 = 2 * edgesteer_config::ratelimit::MAX_BURST as u64 * 1_000_000_000;
 
 /// ARGV[1]: the sync interval (us); ARGV[i + 1]: quota (us) KEYS[i] used.
 /// The quota was used over the last interval, so it is booked from
@@ -112,6 +116,23 @@ mod tests {
         p.scope = LimitScope::Global;
         let st = PolicyState::new(&p);
         (p, st)
+    }
+
+    /// A tier may run hours ahead (rate 1/s, burst 7,200): the fleet's
+    /// debt is applied whole, not clamped at an hour.
+    #[test]
+    fn a_debt_longer_than_an_hour_is_applied_whole() {
+        let (p, st) = global();
+        assert!(st.check(6, &p.tiers[0], None, S, true).verdict.allowed);
+        let _ = take_dirty(&st);
+        let two_hours_us = 7_200_000_000;
+        apply_debt(&st, 6, two_hours_us, S);
+        let tat = st.map.get(&6).unwrap().tat.load(Ordering::Relaxed);
+        assert_eq!(tat, S + 7_200_000_000_000);
+        // Only an absurd value (past twice any tolerance) is clamped.
+        apply_debt(&st, 6, i64::MAX, S);
+        let tat = st.map.get(&6).unwrap().tat.load(Ordering::Relaxed);
+        assert_eq!(tat, S + MAX_DEBT_NS);
     }
 
     #[test]
