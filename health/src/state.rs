@@ -158,6 +158,15 @@ impl BackendState {
         if same {
             return false;
         }
+        // A new address waits for its probes only while an address this
+        // backend keeps can take the traffic. An answer that changed whole
+        // (rotating load balancer addresses), or whose kept addresses are
+        // down, starts as a first answer does: serving, until a probe or a
+        // passive check says otherwise. Holding all of them back took the
+        // backend out at every such re-resolution.
+        let kept_serves = cur
+            .iter()
+            .any(|e| e.is_available() && addrs.contains(&e.addr));
         let next: Vec<Arc<Endpoint>> = addrs
             .iter()
             .map(|a| {
@@ -165,10 +174,10 @@ impl BackendState {
                     .find(|e| e.addr == *a)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(if cur.is_empty() {
-                            Endpoint::new(*a)
-                        } else {
+                        Arc::new(if kept_serves {
                             Endpoint::pending(*a)
+                        } else {
+                            Endpoint::new(*a)
                         })
                     })
             })

@@ -121,6 +121,29 @@ fn new_addresses_wait_for_their_probes_and_are_bounded() {
     s.record_probe(&eb, ok(), &settings);
     assert!(eb.is_available());
 
+    // An answer that changed whole: nothing kept could serve, so the new
+    // addresses serve at once, as a first answer's do (the backend was
+    // out until their probes passed).
+    let (c, d) = (addr("127.0.0.3:80"), addr("127.0.0.4:80"));
+    assert!(s.set_addrs(&[c, d]));
+    assert!(s.endpoint(c).unwrap().is_available() && s.is_available());
+    assert!(s.pick(1, &[]).is_some());
+    // The same when what is kept is down.
+    let bad = crate::endpoint::ProbeReport {
+        ok: false,
+        rtt_us: None,
+        detail: "refused".into(),
+        at_ms: now_ms(),
+    };
+    let ec = s.endpoint(c).unwrap();
+    for _ in 0..settings.unhealthy_after {
+        s.record_probe(&ec, bad.clone(), &settings);
+    }
+    assert!(!ec.is_available());
+    let e = addr("127.0.0.5:80");
+    assert!(s.set_addrs(&[c, e]));
+    assert!(s.endpoint(e).unwrap().is_available(), "kept c is down: e serves");
+
     let many: Vec<SocketAddr> = (0..100u16)
         .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
         .collect();
