@@ -12,8 +12,29 @@ use edgesteer_control_api::api::{Figures, Gates, StatsReport, TrackReport};
 
 /// Upper bounds (ms) of the latency buckets; one more bucket catches the rest.
 pub use edgesteer_control_api::api::LATENCY_BUCKETS_MS;
-/// Canary requests needed before the error-rate gate can fire.
-const MIN_ERROR_SAMPLE: u64 = 20;
+/// Canary requests needed before the error-rate gate can fire, and so
+/// before a step can advance.
+pub const MIN_ERROR_SAMPLE: u64 = 20;
+/// The error gate's confidence: one-sided 99% (z). The gate is judged
+/// several times a second, so a plain threshold (one 5xx in 20 requests
+/// is 5% > 1%) rolled healthy canaries back on noise: one with a true 5xx
+/// rate of 0.3% failed a 60 s step at 5 requests/s about a third of the
+/// time. At 99% a canary that fails every request is still rolled back at
+/// its 20th, one at 5x the limit within about 100.
+const ERROR_GATE_Z: f64 = 2.326;
+
+/// The lower end of the Wilson score interval of `errors` in `n` at `z`:
+/// the smallest 5xx rate these figures leave likely.
+pub(crate) fn error_rate_lower_bound(errors: u64, n: u64, z: f64) -> f64 {
+    if n == 0 || errors == 0 {
+        return 0.0;
+    }
+    let (n, p) = (n as f64, errors.min(n) as f64 / n as f64);
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+}
 /// A proxy's canary-health report counts for this long.
 const HEALTH_FRESH: Duration = Duration::from_secs(3);
 
@@ -195,16 +216,18 @@ impl Windows {
             .filter(|w| w.step_key == step_key(ro))
             .unwrap_or(&empty);
         let step = ro.steps.get(ro.step)?;
-        if w.canary.requests >= MIN_ERROR_SAMPLE && w.canary.error_rate() > g.max_error_rate {
+        let low = error_rate_lower_bound(w.canary.errors, w.canary.requests, ERROR_GATE_Z);
+        if w.canary.requests >= MIN_ERROR_SAMPLE && low > g.max_error_rate {
             return Some((
                 Verdict::RollBack,
                 format!(
-                    "gate error_rate failed at step {} ({} bps): canary 5xx rate {:.2}% over {} requests > {:.2}%",
+                    "gate error_rate failed at step {} ({} bps): canary 5xx rate {:.2}% over {} requests > {:.2}% (at least {:.2}% at 99% confidence)",
                     ro.step + 1,
                     step.canary_bps,
                     w.canary.error_rate() * 100.0,
                     w.canary.requests,
-                    g.max_error_rate * 100.0
+                    g.max_error_rate * 100.0,
+                    low * 100.0
                 ),
             ));
         }
@@ -218,8 +241,15 @@ impl Windows {
                 ));
             }
         }
+        // Advancing needs every gate judged and passed: the error gate's
+        // sample at least, a 5xx rate within the limit (one above it but
+        // not yet surely so waits for more requests), and the p99 gate,
+        // except at a full share, where stable has no traffic left.
         let held = now_ms().saturating_sub(ro.step_started_ms) >= step.hold_ms;
-        if held && w.canary.requests >= min_requests && w.unhealthy_canaries() == 0 {
+        let enough = w.canary.requests >= min_requests.max(MIN_ERROR_SAMPLE);
+        let p99_judged = step.canary_bps >= 10_000 || w.stable.requests >= min_requests;
+        let within = w.canary.error_rate() <= g.max_error_rate;
+        if held && enough && within && p99_judged && w.unhealthy_canaries() == 0 {
             return Some((
                 Verdict::Advance,
                 format!(

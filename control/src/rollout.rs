@@ -5,10 +5,12 @@
 //! deltas about once a second ([`StatsReport`]). The controller keeps a
 //! window per region since the current step began ([`crate::figures`]) and,
 //! several times a second, judges the gates:
-//! - canary 5xx rate at most `max_error_rate` (once 20 canary requests are in);
-//! - canary p99 at most `max_p99_ratio` x stable's (once both have `min_requests`);
+//! - canary 5xx rate not above `max_error_rate` with 99% confidence (once 20
+//!   canary requests are in), and within it to advance;
+//! - canary p99 at most `max_p99_ratio` x stable's (once both have
+//!   `min_requests`; judged before advancing, unless the share is 100%);
 //! - no canary backend failing health checks (blocks advancing, not a rollback);
-//! - at least `min_requests` canary requests and `hold_ms` before advancing.
+//! - at least `min_requests` (and 20) canary requests and `hold_ms` before advancing.
 //!
 //! A failed gate rolls back at once (share 0, state `rolled_back`, the gate
 //! and its figures in the audit); a held step advances. Every change is a

@@ -12,7 +12,7 @@ use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use edgesteer_config::ratelimit::hashed_key;
-use edgesteer_config::wire::RegionSpec;
+use edgesteer_config::wire::{RegionSpec, RolloutSpec};
 use edgesteer_config::{diff, parse, TableSpec};
 
 use crate::http::{malformed_part, parse_body, tagged, ApiError};
@@ -52,6 +52,7 @@ pub(crate) async fn put_table(
     let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
     if let Some(cur) = c.latest() {
+        starts_no_rollout(&cur.table, &spec)?;
         if with_hashed_keys(&spec) == cur.table {
             return Err(unchanged(format!(
                 "the table is the same as version {}; nothing was committed",
@@ -187,25 +188,74 @@ pub(crate) async fn rollback(
     let actor = caller.name;
     let req: Rollback = parse_body(body)?;
     let target = c.version(req.to)?;
-    crate::compiled::compile_blocking(&target.table).await?;
     let _guard = c.write_guard().await?;
     c.check_if_match(&headers)?;
-    if let Some(cur) = c.latest().filter(|cur| cur.table == target.table) {
+    let mut table = target.table.clone();
+    if let Some(cur) = c.latest() {
+        keep_rollouts(&cur.table, &mut table);
+    }
+    crate::compiled::compile_blocking(&table).await?;
+    if let Some(cur) = c.latest().filter(|cur| cur.table == table) {
         return Err(unchanged(format!(
-            "version {}'s table is the current one (version {}); nothing was committed",
+            "version {}'s table is the current one (version {}, rollouts kept as they are); nothing was committed",
             req.to, cur.version
         )));
     }
     let rec = c
-        .commit(
-            &actor,
-            "rollback",
-            target.table.clone(),
-            req.reason,
-            Some(req.to),
-        )
+        .commit(&actor, "rollback", table, req.reason, Some(req.to))
         .await?;
     Ok(tagged(&rec, &c.epoch))
+}
+
+/// Whether a rollout runs, or may run again (paused).
+fn live(ro: Option<&RolloutSpec>) -> bool {
+    ro.is_some_and(|r| matches!(r.state.as_str(), "running" | "paused"))
+}
+
+/// A table written whole may not start, resume or move a rollout: one
+/// exported before the controller moved (or before an abort) would run
+/// again from a stale step, with a window long past its hold. Rollouts
+/// are started, paused, resumed and aborted by their own commands.
+fn starts_no_rollout(current: &TableSpec, new: &TableSpec) -> Result<(), ApiError> {
+    for (name, region) in &new.regions {
+        let was = current.regions.get(name).and_then(|r| r.rollout.as_ref());
+        let now = region.rollout.as_ref();
+        if live(now) && now != was {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "rollout_in_progress",
+                format!("the table would start, resume or move the rollout in {name}; rollouts are run by their commands (`ctl rollout start|resume {name}`): take the current table (`ctl get --toml`) and change what you meant to"),
+            )
+            .at(format!("regions.{name}.rollout"), "set by the rollout commands"));
+        }
+    }
+    Ok(())
+}
+
+/// A restored table keeps each region's current rollout and, with it, its
+/// canary share: restoring routing must not bring back a rollout that was
+/// aborted or rolled back (it would advance at once, its hold long past).
+/// A region the current table no longer has gets its live rollout aborted.
+fn keep_rollouts(current: &TableSpec, restored: &mut TableSpec) {
+    for (name, region) in &mut restored.regions {
+        match current.regions.get(name) {
+            Some(cur) if cur.rollout != region.rollout => {
+                region.rollout.clone_from(&cur.rollout);
+                region.canary_bps = cur.canary_bps;
+            }
+            Some(_) => {}
+            None if live(region.rollout.as_ref()) => {
+                if let Some(ro) = region.rollout.as_mut() {
+                    ro.state = "aborted".into();
+                    ro.reason = Some(
+                        "restored by a rollback: rollouts are started by their commands".into(),
+                    );
+                }
+                region.canary_bps = 0;
+            }
+            None => {}
+        }
+    }
 }
 
 /// `400 empty_change`: a write that would store a table equal to the

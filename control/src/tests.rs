@@ -16,6 +16,7 @@ mod audit;
 mod etcd;
 mod impact;
 mod input;
+mod rollouts;
 
 const SECRET: &str = "ops-secret-1";
 const PROXY_SECRET: &str = "proxy-secret-1";

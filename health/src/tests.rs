@@ -142,7 +142,10 @@ fn new_addresses_wait_for_their_probes_and_are_bounded() {
     assert!(!ec.is_available());
     let e = addr("127.0.0.5:80");
     assert!(s.set_addrs(&[c, e]));
-    assert!(s.endpoint(e).unwrap().is_available(), "kept c is down: e serves");
+    assert!(
+        s.endpoint(e).unwrap().is_available(),
+        "kept c is down: e serves"
+    );
 
     let many: Vec<SocketAddr> = (0..100u16)
         .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))

@@ -44,6 +44,24 @@ pub(crate) fn regions(
             None => (RolloutState::Idle, 0),
             Some(ro) => rollout(&format!("regions.{name}.rollout"), ro, errs),
         };
+        // A running or paused rollout sets the share to its step's.
+        if let Some(step) = r
+            .rollout
+            .as_ref()
+            .filter(|_| matches!(rollout_state, RolloutState::Running | RolloutState::Paused))
+            .and_then(|ro| ro.steps.get(rollout_step))
+        {
+            errs.check(
+                r.canary_bps == step.canary_bps,
+                format!("regions.{name}.canary_bps"),
+                format!(
+                    "{} is not the {} bps of the rollout's step {}, which sets it",
+                    r.canary_bps,
+                    step.canary_bps,
+                    rollout_step + 1
+                ),
+            );
+        }
         let health = match &r.health {
             Some(h) => health(&format!("regions.{name}.health"), h, default_health, errs),
             None => default_health.clone(),

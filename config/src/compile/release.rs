@@ -35,6 +35,9 @@ pub(crate) fn release(spec: &TableSpec, errs: &mut Errors) -> ReleaseSettings {
     }
 }
 
+/// The longest a rollout step may hold.
+const MAX_HOLD_MS: u64 = 30 * 86_400_000;
+
 /// A region's rollout at `path`: its state and current step.
 pub(crate) fn rollout(path: &str, ro: &RolloutSpec, errs: &mut Errors) -> (RolloutState, usize) {
     let state = RolloutState::parse(&ro.state).unwrap_or_else(|| {
@@ -75,6 +78,20 @@ pub(crate) fn rollout(path: &str, ro: &RolloutSpec, errs: &mut Errors) -> (Rollo
         0.0..=1.0,
         "",
     );
+    errs.in_range(
+        format!("{path}.min_requests"),
+        ro.min_requests,
+        0..=1_000_000_000,
+        "",
+    );
+    for (i, st) in ro.steps.iter().enumerate() {
+        errs.in_range(
+            format!("{path}.steps[{i}].hold_ms"),
+            Some(st.hold_ms),
+            0..=MAX_HOLD_MS,
+            " (30 days)",
+        );
+    }
     if let Some(r) = ro.max_p99_ratio {
         errs.check(
             r >= 1.0 && r.is_finite(),

@@ -10,6 +10,7 @@ use crate::parse;
 use crate::wire::RegionSpec;
 use crate::COVERGEN_TOML;
 
+mod rollouts;
 mod rules;
 
 fn covergen() -> TableSpec {

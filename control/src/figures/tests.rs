@@ -339,3 +339,79 @@ fn the_gates_spare_a_canary_exactly_at_their_limits() {
         None
     );
 }
+
+/// A table whose us-east step (at `bps`) has been held past its hold.
+fn held(min_requests: u64, bps: u32) -> TableSpec {
+    let mut t = running(1.5, min_requests);
+    let ro = t
+        .regions
+        .get_mut("us-east")
+        .and_then(|r| r.rollout.as_mut())
+        .unwrap();
+    ro.steps[0] = edgesteer_config::wire::RolloutStep {
+        canary_bps: bps,
+        hold_ms: 5_000,
+    };
+    ro.step_started_ms = now_ms() - 10_000;
+    t
+}
+
+fn verdict(t: &TableSpec, stable: TrackReport, canary: TrackReport) -> Option<Verdict> {
+    judged(t, &[(stable, canary)]).map(|(v, _)| v)
+}
+
+#[test]
+fn the_lower_bound_is_wilsons() {
+    assert_eq!(error_rate_lower_bound(0, 100, ERROR_GATE_Z), 0.0);
+    assert_eq!(error_rate_lower_bound(3, 0, ERROR_GATE_Z), 0.0);
+    let b = error_rate_lower_bound(5, 100, ERROR_GATE_Z);
+    assert!((b - 0.0186).abs() < 0.0005, "{b}");
+    let all = error_rate_lower_bound(20, 20, ERROR_GATE_Z);
+    assert!((all - 0.787).abs() < 0.001, "{all}");
+}
+
+/// The error gate rolls back on evidence, judged several times a second:
+/// one unlucky answer in the first 20 (5% > 1%) neither rolls a canary
+/// back nor lets it advance; a canary failing every request goes at its
+/// 20th; one at 5x the limit within 100.
+#[test]
+fn the_error_gate_rolls_back_on_evidence_not_on_one_unlucky_answer() {
+    let t = held(100, 5000);
+    let stable = || track(200, 0, MS_2);
+    assert_eq!(verdict(&t, stable(), track(20, 1, MS_2)), None);
+    assert_eq!(
+        verdict(&t, stable(), track(150, 1, MS_2)),
+        Some(Verdict::Advance)
+    );
+    assert_eq!(verdict(&t, stable(), track(19, 19, MS_2)), None);
+    assert_eq!(
+        verdict(&t, stable(), track(20, 20, MS_2)),
+        Some(Verdict::RollBack)
+    );
+    assert_eq!(
+        verdict(&t, stable(), track(100, 5, MS_2)),
+        Some(Verdict::RollBack)
+    );
+    // Within the limit's noise but over it: no verdict until more come.
+    assert_eq!(verdict(&t, stable(), track(200, 3, MS_2)), None);
+}
+
+/// A step advances only when every gate was judged: the error gate's 20
+/// requests even with `min_requests` 0, and the p99 gate (stable with
+/// `min_requests`) unless the share is full and stable has no traffic.
+#[test]
+fn a_step_advances_only_when_every_gate_was_judged() {
+    let t = held(0, 5000);
+    assert_eq!(verdict(&t, track(200, 0, MS_2), track(19, 0, MS_2)), None);
+    assert_eq!(
+        verdict(&t, track(200, 0, MS_2), track(20, 0, MS_2)),
+        Some(Verdict::Advance)
+    );
+    let t = held(100, 5000);
+    assert_eq!(verdict(&t, track(99, 0, MS_2), track(100, 0, MS_2)), None);
+    let t = held(100, 10_000);
+    assert_eq!(
+        verdict(&t, TrackReport::default(), track(100, 0, MS_2)),
+        Some(Verdict::Advance)
+    );
+}
