@@ -82,6 +82,9 @@ pub struct Ctx {
     /// The request failed while its body was still arriving: the client's
     /// doing, so neither passive health nor the rollout gates count it.
     pub(super) client_fault: bool,
+    /// This attempt's connect timeout was cut short by the request's own
+    /// deadline: a connect that times out then is not the backend's fault.
+    pub(super) connect_clipped: bool,
 }
 
 impl Ctx {
@@ -112,6 +115,7 @@ impl Ctx {
             active: false,
             retries_held: 0,
             client_fault: false,
+            connect_clipped: false,
         }
     }
 

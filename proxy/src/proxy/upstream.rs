@@ -61,8 +61,10 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         }
         None => HttpPeer::new(addr, false, String::new()),
     };
-    peer.options.connection_timeout = Some(retry.connect_timeout.min(per_try));
-    peer.options.total_connection_timeout = Some(retry.connect_timeout.min(per_try));
+    let connect = retry.connect_timeout.min(per_try);
+    ctx.connect_clipped = connect < retry.connect_timeout;
+    peer.options.connection_timeout = Some(connect);
+    peer.options.total_connection_timeout = Some(connect);
     peer.options.read_timeout = Some(per_try);
     peer.options.write_timeout = Some(per_try);
     // No idle timer on pooled connections: Pingora's pool watches each
@@ -200,6 +202,17 @@ const RETRY_BUDGET_SHARE: f64 = 0.2;
 /// ... but at least this many, so a quiet proxy can still retry.
 const RETRY_BUDGET_MIN: i64 = 3;
 
+/// Whether a connect failure is charged to the backend: not a connect or
+/// handshake that ran out of the time the request had left (`clipped`:
+/// the attempt's connect timeout was cut to it), rather than of its own.
+fn backends_fault(clipped: bool, e: &ErrorType) -> bool {
+    !(clipped
+        && matches!(
+            e,
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout
+        ))
+}
+
 /// A connect failure (refused, timed out, TLS failed before any byte of
 /// the request): nothing reached the backend, so any method may go
 /// elsewhere, and it always does while attempts are left, whatever the
@@ -209,7 +222,9 @@ const RETRY_BUDGET_MIN: i64 = 3;
 /// region, during the seconds before health checks notice) into client
 /// errors while the failover region is healthy.
 pub(super) fn connect_failed(steer: &Steering, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
-    passive(ctx, Outcome::ConnectFailure);
+    if backends_fault(ctx.connect_clipped, e.etype()) {
+        passive(ctx, Outcome::ConnectFailure);
+    }
     steer.metrics.connect_failures.inc();
     if matches!(
         e.etype(),
@@ -333,5 +348,24 @@ pub(super) fn passive(ctx: &Ctx, outcome: Outcome) {
             &snap.table.outlier,
             route.region,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A late retry's connect timeout is cut to the request's time left:
+    /// running out of that is the request's deadline, not the backend's
+    /// fault; refusals, TLS failures and its own timeout are.
+    #[test]
+    fn a_connect_cut_short_by_the_request_deadline_is_not_the_backends_fault() {
+        for e in [ErrorType::ConnectTimedout, ErrorType::TLSHandshakeTimedout] {
+            assert!(!backends_fault(true, &e), "{e:?}");
+            assert!(backends_fault(false, &e), "{e:?}");
+        }
+        for e in [ErrorType::ConnectRefused, ErrorType::TLSHandshakeFailure] {
+            assert!(backends_fault(true, &e), "{e:?}");
+        }
     }
 }
