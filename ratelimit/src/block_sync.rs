@@ -198,15 +198,33 @@ async fn apply_stream<C: ConnectionLike + Send>(
     keys: &BlockKeys,
 ) -> redis::RedisResult<()> {
     let from = stream.last_id.clone().unwrap_or_else(|| "0".into());
-
-    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+    // The stream's first kept entry, read with the new ones: past the last
+    // entry applied here, entries this proxy never read were trimmed away
+    // (it was cut off, or stopped), and only the snapshot has them.
+    let (first, reply): (
+        redis::streams::StreamRangeReply,
+        Option<redis::streams::StreamReadReply>,
+    ) = redis::pipe()
+        .cmd("XRANGE")
+        .arg(keys.stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XREAD")
         .arg("COUNT")
         .arg(BLOCK_READ)
         .arg("STREAMS")
         .arg(keys.stream)
-        .arg(from)
+        .arg(&from)
         .query_async(conn)
         .await?;
+    if let Some(kept) = first.ids.first().filter(|e| fell_behind(&e.id, &from)) {
+        tracing::warn!(last_applied = %from, first_kept = %kept.id, "this proxy fell behind the fleet's block stream past its trimmed entries; reloading the live blocks");
+        let live = load_snapshot(limiter, conn, stream, keys).await?;
+        limiter.keep_only_live(&live);
+        return Ok(());
+    }
     if stream.seen.len() > 4 * BLOCK_STREAM_LEN {
         stream.seen.clear();
     }
@@ -287,7 +305,7 @@ async fn load_snapshot<C: ConnectionLike + Send>(
     conn: &mut C,
     stream: &mut BlockStream,
     keys: &BlockKeys,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<std::collections::HashSet<std::net::IpAddr>> {
     let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(keys.stream)
         .arg("+")
@@ -302,15 +320,19 @@ async fn load_snapshot<C: ConnectionLike + Send>(
         .await?;
     let now_ms = epoch_ms(std::time::SystemTime::now());
     let mut expired = Vec::new();
+    let mut units = std::collections::HashSet::new();
     for (ip, value) in live {
         let (until_ms, policy, reason) = parse_snapshot(&value);
         match ip.parse() {
-            Ok(addr) if until_ms > now_ms => limiter.apply_remote(BlockEvent::Block {
-                ip: addr,
-                policy: policy.to_string(),
-                reason: reason.to_string(),
-                until: from_epoch_ms(until_ms),
-            }),
+            Ok(addr) if until_ms > now_ms => {
+                units.insert(crate::keys::client_unit(addr));
+                limiter.apply_remote(BlockEvent::Block {
+                    ip: addr,
+                    policy: policy.to_string(),
+                    reason: reason.to_string(),
+                    until: from_epoch_ms(until_ms),
+                })
+            }
             _ => expired.push(ip),
         }
     }
@@ -327,7 +349,18 @@ async fn load_snapshot<C: ConnectionLike + Send>(
             .first()
             .map_or_else(|| "0".into(), |e| e.id.clone()),
     );
-    Ok(())
+    Ok(units)
+}
+
+/// Whether entries after `last_applied` may have been trimmed away: the
+/// first entry still kept is newer (`"0"`, a replay from the start, can
+/// miss nothing the snapshot it was loaded with does not hold).
+fn fell_behind(first_kept: &str, last_applied: &str) -> bool {
+    let id = |s: &str| -> Option<(u64, u64)> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Some((ms.parse().ok()?, seq.parse().ok()?))
+    };
+    last_applied != "0" && matches!((id(first_kept), id(last_applied)), (Some(f), Some(l)) if f > l)
 }
 
 fn from_epoch_ms(ms: u64) -> std::time::SystemTime {
@@ -352,7 +385,24 @@ fn parse_snapshot(value: &str) -> (u64, &str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_snapshot, snapshot_value};
+    use super::{fell_behind, parse_snapshot, snapshot_value};
+
+    /// Stream ids compare as (milliseconds, sequence), not as text.
+    #[test]
+    fn behind_means_the_first_kept_entry_is_newer_than_the_last_applied() {
+        assert!(fell_behind("1700000000123-0", "1700000000100-5"));
+        assert!(fell_behind("1700000000100-6", "1700000000100-5"));
+        assert!(!fell_behind("1700000000100-5", "1700000000100-5"));
+        assert!(
+            !fell_behind("999-0", "1000-0"),
+            "9 < 1 as text, not as a number"
+        );
+        assert!(
+            !fell_behind("1700000000123-0", "0"),
+            "a replay from the start"
+        );
+        assert!(!fell_behind("garbage", "1-0"));
+    }
 
     #[test]
     fn snapshot_values_round_trip() {

@@ -104,6 +104,29 @@ impl Limiter {
         }
     }
 
+    /// After this proxy fell behind the fleet's trimmed stream: lifts the
+    /// blocks the fleet's live snapshot no longer holds (`live`: its
+    /// addresses' units), but for changes of its own not yet published.
+    pub(crate) fn keep_only_live(&self, live: &std::collections::HashSet<IpAddr>) {
+        let outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let unpublished = |unit: IpAddr| {
+            outbox.iter().any(|e| {
+                let (BlockEvent::Block { ip, .. } | BlockEvent::Unblock { ip, .. }) = e;
+                client_unit(*ip) == unit
+            })
+        };
+        let stale: Vec<IpAddr> = self
+            .blocks
+            .iter()
+            .map(|b| *b.key())
+            .filter(|unit| !live.contains(unit) && !unpublished(*unit))
+            .collect();
+        drop(outbox);
+        for unit in stale {
+            self.remove_block(unit);
+        }
+    }
+
     /// Puts an address (its [`client_unit`]: an IPv6 /64) on the block
     /// list, for abuse or by an operator; false when the list is full.
     pub fn block(

@@ -383,3 +383,73 @@ async fn with_redis_the_block_list_is_shared_by_the_fleet() {
         assert!(back.is_some(), "the lift did not reach every proxy");
     }
 }
+
+/// A proxy that falls behind the block stream past its trimmed entries
+/// (stopped here; cut off from Redis alike) reloads the fleet's live
+/// blocks: the block it missed is in force on it, and the one lifted
+/// meanwhile is lifted on it too (it once read on from the first entry
+/// kept and never learnt either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_behind_a_trimmed_block_stream_reloads_the_live_blocks() {
+    let be = backend().await;
+    let redis = RedisProc::start().await.unwrap();
+    let wd = Workdir::new().unwrap();
+    let spec = limits_table(
+        be.addr,
+        "[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 1000\n",
+    )
+    .unwrap();
+    let (a, b) = fleet(&wd, &spec, &redis).await;
+    let client = reqwest::Client::new();
+    let status_as = |p: &Proxy, addr: &'static str| {
+        let req = client
+            .get(p.url("/x"))
+            .header("x-forwarded-for", addr)
+            .send();
+        async move { req.await.unwrap().status().as_u16() }
+    };
+    let blocks = format!("http://{}/v1/ratelimit/blocks", a.admin);
+    let block = |ip: &'static str| {
+        let req = client
+            .post(&blocks)
+            .json(&serde_json::json!({ "ip": ip, "seconds": 300 }))
+            .send();
+        async move { assert_eq!(req.await.unwrap().status(), 201) }
+    };
+    block("198.51.100.90").await;
+    let seen = wait_until(Duration::from_secs(3), || async {
+        status_as(&b, "198.51.100.90").await == 429
+    })
+    .await;
+    assert!(seen.is_some(), "B never saw the first block");
+
+    b.signal("STOP");
+    // Meanwhile: .90 lifted, .91 blocked; their entries trimmed away, and
+    // one more block after them.
+    let lifted = client
+        .delete(format!("{blocks}/198.51.100.90"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    block("198.51.100.91").await;
+    let stored = wait_until(Duration::from_secs(3), || async {
+        in_live_blocks(&redis, "198.51.100.91").await == Some(true)
+    })
+    .await;
+    assert!(stored.is_some(), "A never published the block");
+    redis
+        .command(&["XTRIM", "edgesteer:blocks", "MAXLEN", "0"])
+        .await
+        .unwrap();
+    block("198.51.100.92").await;
+    b.signal("CONT");
+
+    let caught_up = wait_until(Duration::from_secs(5), || async {
+        status_as(&b, "198.51.100.91").await == 429
+            && status_as(&b, "198.51.100.92").await == 429
+            && status_as(&b, "198.51.100.90").await == 200
+    })
+    .await;
+    assert!(caught_up.is_some(), "B did not reload the fleet's blocks");
+}
