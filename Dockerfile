@@ -27,8 +27,9 @@ ENV EDGESTEER_CACHE=/var/lib/edgesteer/last-good-table.json \
 USER 10001:10001
 # 8080: traffic; 9091: /metrics and /healthz only, for scrapers. The admin
 # API stays on the container's loopback (`docker exec ... curl 127.0.0.1:9090`);
-# to expose it, pass EDGESTEER_ADMIN_TOKENS (read:NAME=SECRET,ops:NAME=SECRET)
-# from a secret and --admin 0.0.0.0:9090, which refuses to start without it.
+# to expose it (plain HTTP), pass EDGESTEER_ADMIN_TOKENS
+# (read:NAME=SECRET,ops:NAME=SECRET) from a secret with --admin 0.0.0.0:9090
+# and --insecure-admin-plaintext; it refuses to start without either.
 EXPOSE 8080 8443 9091
 # The bundled geo database is embedded in the binary; mount a fresher one
 # and pass --geo-db to use it.

@@ -248,6 +248,9 @@ pub struct RoutingTable {
     pub(crate) pins: crate::host::HostPins<RegionId>,
     /// The `[dns]` section, when the table has one.
     pub dns: Option<std::sync::Arc<crate::dns::DnsZone>>,
+    /// When `compile` began reading the files the table names (CA and
+    /// client certificates): a file changed since may not be in it.
+    pub files_read_at: std::time::SystemTime,
 }
 
 impl RoutingTable {

@@ -443,12 +443,33 @@ pub struct UpstreamSpec {
 }
 
 impl UpstreamSpec {
+    fn with_tls(mut self, tls: bool) -> UpstreamSpec {
+        self.tls = Some(tls);
+        self
+    }
+
     pub fn is_default(&self) -> bool {
         *self == UpstreamSpec::default()
     }
 
-    /// `over` applied on top of `self`, field by field.
+    /// `over` applied on top of `self`, field by field. A region that
+    /// turns TLS off (`tls = false`) takes none of the table's TLS
+    /// settings (SNI, verification, CA, client certificate, ALPN): it could
+    /// not unset them, and they only mean something with TLS.
     pub fn merged(&self, over: &UpstreamSpec) -> UpstreamSpec {
+        if over.tls == Some(false) {
+            let plain = UpstreamSpec {
+                max_h2_streams: self.max_h2_streams,
+                h2_window_bytes: self.h2_window_bytes,
+                ..UpstreamSpec::default()
+            };
+            return plain
+                .merged(&UpstreamSpec {
+                    tls: None,
+                    ..over.clone()
+                })
+                .with_tls(false);
+        }
         UpstreamSpec {
             tls: over.tls.or(self.tls),
             sni: over.sni.clone().or_else(|| self.sni.clone()),

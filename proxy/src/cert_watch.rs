@@ -39,14 +39,19 @@ impl CertWatch {
             }
             paths.sort();
             paths.dedup();
+            // A file written since the compile began reading may not be in
+            // the table: counted as changed (no stamp), so it is reloaded.
+            let read_at = snap.table.files_read_at;
             self.stamps = paths
                 .into_iter()
                 .map(|p| {
-                    let s = stamp(&p);
+                    let s = stamp(&p).filter(|(modified, _)| *modified < read_at);
                     (p, s)
                 })
                 .collect();
-            return false;
+            if self.stamps.iter().all(|(_, s)| s.is_some()) {
+                return false;
+            }
         }
         let now: Vec<_> = self.stamps.iter().map(|(p, _)| stamp(p)).collect();
         let changed: Vec<String> = self
@@ -61,11 +66,15 @@ impl CertWatch {
         }
         match edgesteer_config::compile(&snap.spec) {
             Ok(table) => {
+                // Over the snapshot it was compiled from only: a version
+                // pushed meanwhile stays (its own compile read the files).
+                if !steer.install_over(&snap, (*snap.spec).clone(), table) {
+                    return false;
+                }
                 // Only now: a file caught half-written is tried again.
                 for ((_, old), new) in self.stamps.iter_mut().zip(now) {
                     *old = new;
                 }
-                steer.install(snap.version, (*snap.spec).clone(), table);
                 tracing::info!(files = ?changed, version = snap.version, "origin certificates changed on disk: reloaded");
                 true
             }

@@ -118,6 +118,10 @@ const RATELIMIT_STORE_UP: Family = (
     "edgesteer_ratelimit_store_up",
     "1 while the rate-limit store (Redis) answers syncs.",
 );
+const RATELIMIT_STORE_CONFIGURED: Family = (
+    "edgesteer_ratelimit_store_configured",
+    "1 when this proxy syncs with a rate-limit store (--redis); alert on store_up only then.",
+);
 const RATELIMIT_BLOCKED: Family = (
     "edgesteer_ratelimit_blocked_addresses",
     "Client addresses on the abuse block list.",
@@ -235,6 +239,7 @@ pub struct Metrics {
     pub ratelimit_store_errors: IntCounter,
     pub ratelimit_store_syncs: IntCounter,
     pub ratelimit_store_up: IntGauge,
+    pub ratelimit_store_configured: IntGauge,
     pub ratelimit_blocked: IntGauge,
     ratelimit_store_refusals: IntCounterVec,
     store_nodes: crate::store_metrics::StoreNodeMetrics,
@@ -302,6 +307,8 @@ impl Metrics {
             ratelimit_store_errors: r.add(IntCounter::with_opts(opts(RATELIMIT_STORE_ERRORS))?)?,
             ratelimit_store_syncs: r.add(IntCounter::with_opts(opts(RATELIMIT_STORE_SYNCS))?)?,
             ratelimit_store_up: r.add(IntGauge::with_opts(opts(RATELIMIT_STORE_UP))?)?,
+            ratelimit_store_configured: r
+                .add(IntGauge::with_opts(opts(RATELIMIT_STORE_CONFIGURED))?)?,
             ratelimit_blocked: r.add(IntGauge::with_opts(opts(RATELIMIT_BLOCKED))?)?,
             ratelimit_store_refusals: r.add(IntCounterVec::new(
                 opts(RATELIMIT_STORE_REFUSALS),
@@ -386,6 +393,8 @@ impl Metrics {
         let c = &self.ratelimit_store_syncs;
         c.inc_by(store.syncs.saturating_sub(c.get()));
         self.ratelimit_store_up.set(i64::from(store.up));
+        self.ratelimit_store_configured
+            .set(i64::from(store.configured));
         self.store_nodes.observe(store.cluster.as_ref());
         self.ratelimit_blocked
             .set(i64::try_from(limiter.block_count()).unwrap_or(i64::MAX));

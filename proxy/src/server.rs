@@ -142,6 +142,16 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         upgrade: opts.upgrade,
         ..Opt::default()
     };
+    // What can fail on this host's files or ports is done before the
+    // running process is asked to hand its listeners over (`--upgrade`):
+    // a bad certificate then exits 1 with that process still serving. It
+    // was loaded after the hand-off, and the old process drained and exited
+    // behind a successor that had just failed.
+    let edge_tls = EdgeTls::load(opts)?;
+    let geodns = match &opts.geodns {
+        Some(g) => Some(crate::geodns::GeoDnsService::bind(steer.clone(), g)?),
+        None => None,
+    };
     if let (true, Some(dir)) = (opts.upgrade, &opts.runtime) {
         crate::lifecycle::request_handoff(dir)?;
     }
@@ -170,7 +180,7 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
         crate::conn_cap::Capped::new(app, steer.clone(), handshakes.clone()),
     );
     proxy.endpoints().set_pre_tls_callback(handshakes);
-    add_listeners(&mut proxy, opts)?;
+    add_listeners(&mut proxy, opts, edge_tls)?;
     server.add_service(proxy);
 
     if let Some(addr) = opts.admin {
@@ -185,11 +195,8 @@ pub fn build(steer: Arc<Steering>, opts: &ServeOptions) -> anyhow::Result<ProxyS
             .with_context(|| format!("binding the metrics listener on {addr}"))?;
         server.add_service(listener);
     }
-    if let Some(g) = &opts.geodns {
-        let mut dns = background_service(
-            "geodns",
-            crate::geodns::GeoDnsService::bind(steer.clone(), g)?,
-        );
+    if let Some(service) = geodns {
+        let mut dns = background_service("geodns", service);
         // UDP is served on its own threads (one per socket); this runtime
         // has TCP and the edge probes.
         dns.threads = Some(1);
@@ -242,9 +249,36 @@ fn warn_if_clamped(send_buffer: usize) {
 }
 
 /// The proxy's plaintext and TLS listeners.
+/// The edge's TLS material, loaded (and checked) before anything serves.
+struct EdgeTls {
+    resolver: Arc<SniResolver>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+impl EdgeTls {
+    /// `None` without TLS listeners.
+    fn load(opts: &ServeOptions) -> anyhow::Result<Option<EdgeTls>> {
+        if opts.tls_listen.is_empty() {
+            return Ok(None);
+        }
+        let resolver =
+            Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
+        tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
+        // Stateless session tickets, so a returning client resumes without
+        // a full handshake whatever the number of clients (the rustls
+        // default is a stateful cache of 256 sessions). One ticketer for
+        // every TLS listener, so a ticket resumes on any of them; its keys
+        // are this process's own, rotated every 6 hours: a ticket does not
+        // resume on another proxy or after an upgrade.
+        let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+        Ok(Some(EdgeTls { resolver, ticketer }))
+    }
+}
+
 fn add_listeners<A>(
     proxy: &mut pingora_core::services::listening::Service<A>,
     opts: &ServeOptions,
+    edge_tls: Option<EdgeTls>,
 ) -> anyhow::Result<()> {
     // Pingora reads each client connection through a 64 KiB buffer by
     // default, allocated when the connection is accepted: 64 MB for 1000
@@ -265,17 +299,7 @@ fn add_listeners<A>(
     for addr in &opts.listen {
         proxy.add_listener(tcp(addr));
     }
-    if !opts.tls_listen.is_empty() {
-        let resolver =
-            Arc::new(SniResolver::load(&opts.tls_certs).context("loading TLS certificates")?);
-        tracing::info!(names = ?resolver.names(), "TLS certificates loaded");
-        // Stateless session tickets, so a returning client resumes without
-        // a full handshake whatever the number of clients (the rustls
-        // default is a stateful cache of 256 sessions). One ticketer for
-        // every TLS listener, so a ticket resumes on any of them; its keys
-        // are this process's own, rotated every 6 hours: a ticket does not
-        // resume on another proxy or after an upgrade.
-        let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+    if let Some(EdgeTls { resolver, ticketer }) = edge_tls {
         for addr in &opts.tls_listen {
             let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
             tls.set_cert_resolver(resolver.clone());

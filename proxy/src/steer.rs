@@ -121,6 +121,34 @@ impl Steering {
 
     /// Installs a compiled table as the new live version. In-flight
     /// requests keep the snapshot they loaded.
+    /// [`Steering::install`] of a table recompiled from `over`'s spec,
+    /// only while `over` is still the live snapshot: false (nothing
+    /// installed) when another version went live meanwhile.
+    pub fn install_over(&self, over: &Arc<Snapshot>, spec: TableSpec, table: RoutingTable) -> bool {
+        let snap = Arc::new(build_snapshot(
+            over.version,
+            spec,
+            table,
+            &self.registry,
+            &self.limiter,
+            &self.metrics,
+            &self.stats,
+        ));
+        let prev = self.current.compare_and_swap(over, snap);
+        if !Arc::ptr_eq(&*prev, over) {
+            tracing::debug!(
+                version = over.version,
+                "a recompiled table was not installed: another version went live meanwhile"
+            );
+            return false;
+        }
+        tracing::info!(
+            version = over.version,
+            "routing table reinstalled (origin certificates reloaded)"
+        );
+        true
+    }
+
     pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
         let snap = Arc::new(build_snapshot(
             version,

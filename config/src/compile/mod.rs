@@ -42,6 +42,7 @@ pub fn compile(spec: &TableSpec) -> Result<RoutingTable, ConfigError> {
 /// Every section in turn; `None` when the table cannot be numbered at all
 /// (no regions, too many regions or zones) or has no default region.
 fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
+    let files_read_at = std::time::SystemTime::now();
     if spec.regions.is_empty() {
         errs.push("regions", "at least one region is required");
         return None;
@@ -97,6 +98,7 @@ fn build(spec: &TableSpec, errs: &mut Errors) -> Option<RoutingTable> {
         unconfined: zoning.unconfined,
         pins: crate::host::HostPins::new(pin_list),
         dns,
+        files_read_at,
     })
 }
 

@@ -136,11 +136,24 @@ pub(crate) fn settings(path: &str, u: &UpstreamSpec, errs: &mut Errors) -> Upstr
         (Some(c), Some(k)) => {
             let chain = read_certs(&format!("{path}.client_cert"), c, errs);
             let key = read_key(&format!("{path}.client_key"), k, errs);
-            chain.zip(key).map(|(chain, key)| ClientIdentity {
+            let pair = chain.zip(key).filter(|(chain, key)| {
+                // A key of another certificate would fail every handshake
+                // with the region's origins (and its probes): refused here,
+                // so the last good pair keeps serving.
+                let matched = pair_matches(chain, key);
+                if let Err(e) = &matched {
+                    errs.push(
+                        format!("{path}.client_key"),
+                        format!("{k} does not go with client_cert {c}: {e}"),
+                    );
+                }
+                matched.is_ok()
+            });
+            pair.map(|(chain, key)| ClientIdentity {
                 cert_path: c.clone(),
                 key_path: k.clone(),
                 chain,
-                key,
+                key: key.secret_der().to_vec(),
             })
         }
         (Some(_), None) => {
@@ -246,12 +259,35 @@ fn read_certs(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<Vec<u8>>>
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1), as DER.
-fn read_key(path: &str, file: &str, errs: &mut Errors) -> Option<Vec<u8>> {
+fn read_key(
+    path: &str,
+    file: &str,
+    errs: &mut Errors,
+) -> Option<rustls_pki_types::PrivateKeyDer<'static>> {
     match crate::pem::private_key(std::path::Path::new(file)) {
-        Ok(k) => Some(k.secret_der().to_vec()),
+        Ok(k) => Some(k),
         Err(e) => {
             errs.push(path, e.to_string());
             None
         }
     }
+}
+
+/// Whether `key` is the private key of `chain`'s first certificate.
+fn pair_matches(
+    chain: &[Vec<u8>],
+    key: &rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<(), String> {
+    use rustls::crypto::ring::default_provider;
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let chain = chain
+        .iter()
+        .map(|c| rustls_pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    rustls::sign::CertifiedKey::new(chain, signing)
+        .keys_match()
+        .map_err(|e| e.to_string())
 }

@@ -31,10 +31,15 @@ pub(super) struct ListenArgs {
     /// Certificate and key as CERT.pem:KEY.pem; repeat for SNI.
     #[arg(long = "tls-cert")]
     tls_cert: Vec<CertPair>,
-    /// Admin listener (/healthz, /metrics, /v1/...). Off loopback it needs
-    /// --admin-token.
+    /// Admin listener (/healthz, /metrics, /v1/...), plain HTTP. Off
+    /// loopback it needs --admin-token and --insecure-admin-plaintext.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Serve the admin listener off loopback although it is plain HTTP: its
+    /// tokens (an `ops` one changes the fleet's block list) cross the
+    /// network in clear. Prefer loopback, reached over SSH or a local agent.
+    #[arg(long)]
+    insecure_admin_plaintext: bool,
     /// A listener with only /metrics and /healthz, for scrapers.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -143,7 +148,8 @@ pub(super) struct ProxyArgs {
     /// Private key (PEM) of --control-cert.
     #[arg(long, requires = "control_cert")]
     control_key: Option<PathBuf>,
-    /// This proxy's name in the fleet view (default: host:pid).
+    /// This proxy's name in the fleet view and to the config service (default:
+    /// the host name); a `proxy` token must carry the same name.
     #[arg(long)]
     name: Option<String>,
     /// How often per-track stats go to the config service (rollout gates).
@@ -337,12 +343,17 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     steering.admin_tokens = admin_tokens;
     let steer = Arc::new(steering);
+    let insecure_admin_plaintext = args.net.insecure_admin_plaintext;
     let mut opts = serve_options(args.net, "0.0.0.0:8080", redis);
     opts.runtime = Some(runtime.clone());
     if let Some(admin) = opts.admin.filter(|a| !a.ip().is_loopback()) {
         if steer.admin_tokens.is_empty() {
             anyhow::bail!("the admin listener on {admin} is not on loopback and has no --admin-token: anyone who reaches it could read the routing table and change the block list; give --admin-token (or EDGESTEER_ADMIN_TOKENS), or bind it to 127.0.0.1");
         }
+        if !insecure_admin_plaintext {
+            anyhow::bail!("the admin listener on {admin} is plain HTTP off loopback: its tokens would cross the network in clear; bind it to 127.0.0.1 (reach it over SSH or a local agent), or pass --insecure-admin-plaintext to accept that");
+        }
+        tracing::warn!(%admin, "admin listener off loopback in plain HTTP (--insecure-admin-plaintext): its tokens cross the network unencrypted");
     }
     if !opts.tls_listen.is_empty() && opts.tls_certs.is_empty() {
         anyhow::bail!("--tls-listen needs at least one --tls-cert CERT.pem:KEY.pem");
@@ -392,10 +403,35 @@ fn default_cache() -> PathBuf {
     dir.join("last-good-table.json")
 }
 
+/// The host name, in the characters a proxy name may hold (a proxy token
+/// is then `proxy:HOSTNAME=SECRET`). It was `HOST:PID`, which the config
+/// service refuses (no `:` in a name): a proxy started as the docs showed
+/// never got a table.
 pub(super) fn default_name() -> String {
-    let host =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into());
-    format!("{}:{}", host.trim(), std::process::id())
+    let name: String = host_name()
+        .trim()
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "proxy".into()
+    } else {
+        name
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into())
+}
+
+/// A config service replica's default name (audit records, etcd keys):
+/// `HOST:PID`, so replicas on one host stay apart.
+pub(super) fn default_replica() -> String {
+    format!("{}:{}", host_name().trim(), std::process::id())
 }
 
 /// The table a proxy starts with, and where it came from.

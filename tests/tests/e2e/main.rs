@@ -22,6 +22,7 @@ mod failover;
 mod geodns;
 mod geodns_limits;
 mod lifecycle;
+mod lifecycle_certs;
 mod local_state;
 mod memory_floor;
 mod observe;

@@ -239,12 +239,22 @@ async fn mtls_origin_takes_the_proxys_certificate_refuses_a_plain_client_and_rot
         "a client without a certificate got {direct:?}"
     );
 
-    // Rotate: the new certificate is renamed over the old files.
+    // Rotate: the new certificate is renamed over the old files, the key
+    // first and the certificate one reload tick (5 s) later. The
+    // half-rotated pair (proxy-1's certificate, proxy-2's key) does not
+    // load, and proxy-1's keeps serving meanwhile: it was installed, and
+    // every handshake with the origin failed until the certificate came.
     let tmp_cert = wd.path("proxy.pem.new");
     let tmp_key = wd.path("proxy.key.new");
     std::fs::copy(&clients.leaves[1].0, &tmp_cert).unwrap();
     std::fs::copy(&clients.leaves[1].1, &tmp_key).unwrap();
     std::fs::rename(&tmp_key, &key).unwrap();
+    let half = std::time::Instant::now();
+    while half.elapsed() < Duration::from_secs(6) {
+        let (status, body) = get_json(&client, &proxy.url("/v1/covers")).await.unwrap();
+        assert_eq!(status, 200, "with a half-rotated pair: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     std::fs::rename(&tmp_cert, &cert).unwrap();
     let failures = std::sync::Mutex::new(Vec::new());
     let rotated = wait_until(Duration::from_secs(12), || async {

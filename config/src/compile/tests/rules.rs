@@ -287,6 +287,35 @@ fn the_h2_window_is_bounded_and_a_region_may_set_its_own() {
     }
 }
 
+/// A region may turn TLS off under a table that sets TLS options: it
+/// takes none of them (it could not unset them, and was refused naming a
+/// field it never set); its own TLS options are still its error.
+#[test]
+fn a_region_turns_tls_off_without_the_tables_tls_options() {
+    let mut spec = covergen();
+    spec.upstream.tls = Some(true);
+    spec.upstream.sni = Some("origin.covergen.ai".into());
+    spec.upstream.alpn = Some(vec!["h2".into()]);
+    region(&mut spec, "us-east").upstream = Some(crate::wire::UpstreamSpec {
+        tls: Some(false),
+        ..Default::default()
+    });
+    let t = compile(&spec).unwrap();
+    let us = t.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert!(!us.upstream.tls);
+    assert!(t.regions.iter().any(|r| r.upstream.tls), "others keep TLS");
+    region(&mut spec, "us-east").upstream = Some(crate::wire::UpstreamSpec {
+        tls: Some(false),
+        sni: Some("x.covergen.ai".into()),
+        ..Default::default()
+    });
+    assert_one_error(
+        &spec,
+        "regions.us-east.upstream.sni",
+        "only means something",
+    );
+}
+
 #[test]
 fn a_pushed_table_may_not_ask_for_too_much() {
     let mut spec = crate::parse::from_toml(crate::COVERGEN_TOML).unwrap();
