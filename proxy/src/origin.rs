@@ -7,7 +7,9 @@
 //! the system roots) and the name against the SNI, which defaults to the
 //! backend's hostname (an IP backend is checked against the certificate's
 //! IP SANs). Pingora's pool keys connections by address, SNI, client
-//! certificate and verification, so reuse stays per origin identity.
+//! certificate and verification, and by these settings' fingerprint (its
+//! `group_key`, CA bytes included), so reuse stays per origin identity and
+//! trust.
 
 use std::sync::{Arc, OnceLock};
 

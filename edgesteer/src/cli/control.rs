@@ -263,7 +263,7 @@ async fn open_store(args: &ControlArgs) -> anyhow::Result<(Arc<dyn Store>, Strin
             let replica = args
                 .replica
                 .clone()
-                .unwrap_or_else(super::serve::default_replica);
+                .unwrap_or_else(super::local::default_replica);
             let mut cfg =
                 edgesteer_control::EtcdConfig::parse(url, replica).map_err(anyhow::Error::msg)?;
             cfg.ca = args.etcd_ca.clone();

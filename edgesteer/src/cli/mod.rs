@@ -6,6 +6,7 @@
 mod control;
 mod demo;
 mod dns_args;
+mod local;
 mod redis_args;
 mod serve;
 mod table;

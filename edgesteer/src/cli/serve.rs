@@ -296,7 +296,7 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     if args.control.is_some() && token.is_none() && args.control_cert.is_none() {
         tracing::warn!("--control without a token (--control-token-file or EDGESTEER_CONTROL_TOKEN) or client certificate (--control-cert): the config service will refuse this proxy");
     }
-    let name = args.name.clone().unwrap_or_else(default_name);
+    let name = args.name.clone().unwrap_or_else(super::local::default_name);
     let tls = ClientTls {
         ca: args.control_ca.clone(),
         identity: args.control_cert.clone().zip(args.control_key.clone()),
@@ -310,7 +310,10 @@ pub(super) fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(edgesteer_proxy::lifecycle::RuntimeDir::default_path);
     let runtime = edgesteer_proxy::lifecycle::RuntimeDir::prepare(&runtime_path)?;
-    let cache = args.cache.clone().unwrap_or_else(default_cache);
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(super::local::default_cache);
     let start = initial_table(&args, &cache, token.clone(), &name, &tls)?;
     let mut spec = start.spec.clone();
     spec.client_ip
@@ -384,54 +387,6 @@ fn save_first(cache: &std::path::Path, start: &Start) {
             tracing::warn!(version = start.version, cache = %cache.display(), error = %e, "cannot save the first table; a restart while the config service is away will not find it (check that the directory is writable, or give --cache)")
         }
     }
-}
-
-/// The last good table's default place: absolute, and writable by the
-/// service user (the container image makes /var/lib/edgesteer a volume).
-fn default_cache() -> PathBuf {
-    let dir = if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default())
-    } else if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/var/lib/edgesteer")
-    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        PathBuf::from(d).join("edgesteer")
-    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        PathBuf::from(home).join(".local/state/edgesteer")
-    } else {
-        std::env::temp_dir().join(format!("edgesteer-state-{}", nix::unistd::geteuid()))
-    };
-    dir.join("last-good-table.json")
-}
-
-/// The host name, in the characters a proxy name may hold (a proxy token
-/// is then `proxy:HOSTNAME=SECRET`). It was `HOST:PID`, which the config
-/// service refuses (no `:` in a name): a proxy started as the docs showed
-/// never got a table.
-pub(super) fn default_name() -> String {
-    let name: String = host_name()
-        .trim()
-        .chars()
-        .map(|c| match c {
-            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '-',
-        })
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "proxy".into()
-    } else {
-        name
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "proxy".into())
-}
-
-/// A config service replica's default name (audit records, etcd keys):
-/// `HOST:PID`, so replicas on one host stay apart.
-pub(super) fn default_replica() -> String {
-    format!("{}:{}", host_name().trim(), std::process::id())
 }
 
 /// The table a proxy starts with, and where it came from.

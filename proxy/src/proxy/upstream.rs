@@ -136,6 +136,12 @@ fn tls_peer(
     p.options.ca = up.ca.clone();
     p.client_cert_key = up.client.clone();
     p.options.alpn = up.alpn.clone();
+    // Pingora's pool key has the address, SNI, client certificate and
+    // verification flags, not the CA: a connection verified against one
+    // region's CA must not serve another region (same backend and SNI,
+    // another CA), nor outlive a CA rotation. The settings' fingerprint
+    // (CA bytes included) keeps them apart.
+    p.group_key = up.fingerprint;
     h2_options(&mut p, up);
     p
 }
@@ -358,6 +364,29 @@ mod tests {
     /// A late retry's connect timeout is cut to the request's time left:
     /// running out of that is the request's deadline, not the backend's
     /// fault; refusals, TLS failures and its own timeout are.
+    /// Two regions whose TLS settings differ only in their CA (their
+    /// fingerprint) never share a pooled connection.
+    #[test]
+    fn tls_settings_that_differ_pool_apart() {
+        use pingora_core::upstreams::peer::Peer;
+        let settings = edgesteer_config::model::UpstreamSettings {
+            tls: true,
+            ..Default::default()
+        };
+        let a = crate::origin::RegionUpstream::new(&settings);
+        let mut b = crate::origin::RegionUpstream::new(&settings);
+        let addr: std::net::SocketAddr = "127.0.0.1:443".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            tls_peer(addr, &a, "origin").reuse_hash(),
+            tls_peer(addr, &b, "origin").reuse_hash()
+        );
+        b.fingerprint ^= 1;
+        assert_ne!(
+            tls_peer(addr, &a, "origin").reuse_hash(),
+            tls_peer(addr, &b, "origin").reuse_hash()
+        );
+    }
+
     #[test]
     fn a_connect_cut_short_by_the_request_deadline_is_not_the_backends_fault() {
         for e in [ErrorType::ConnectTimedout, ErrorType::TLSHandshakeTimedout] {
