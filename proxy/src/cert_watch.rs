@@ -85,3 +85,28 @@ impl CertWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// A table recompiled for new certificates goes live only over the
+    /// snapshot it was compiled from: a version pushed meanwhile stays
+    /// (putting the old version back would undo a push the watcher has
+    /// already acknowledged).
+    #[test]
+    fn a_recompiled_table_never_replaces_a_newer_version() {
+        let steer = crate::steer::covergen_for_tests();
+        let compile = || edgesteer_config::compile(&steer.current().spec).unwrap();
+        let v1 = steer.current();
+        assert!(steer.install_over(&v1, (*v1.spec).clone(), compile()));
+        let reinstalled = steer.current();
+        assert_eq!(reinstalled.version, 1);
+        assert!(!std::sync::Arc::ptr_eq(&reinstalled, &v1));
+
+        // Version 2 goes live while version 1 is being recompiled.
+        steer.install(2, (*v1.spec).clone(), compile());
+        assert!(!steer.install_over(&reinstalled, (*v1.spec).clone(), compile()));
+        assert_eq!(steer.current().version, 2);
+    }
+}
