@@ -458,7 +458,13 @@ impl UpstreamSpec {
     /// not unset them, and they only mean something with TLS.
     pub fn merged(&self, over: &UpstreamSpec) -> UpstreamSpec {
         if over.tls == Some(false) {
+            // A plaintext ALPN (`["h2c"]`, `["http/1.1"]`) still applies.
+            let plain_alpn = self
+                .alpn
+                .clone()
+                .filter(|a| a.len() == 1 && a.iter().all(|p| p == "h2c" || p == "http/1.1"));
             let plain = UpstreamSpec {
+                alpn: plain_alpn,
                 max_h2_streams: self.max_h2_streams,
                 h2_window_bytes: self.h2_window_bytes,
                 ..UpstreamSpec::default()

@@ -63,7 +63,7 @@ pub const OTHER_PIN: &str = "*";
 pub const MAX_PIN_BYTES: usize = 253;
 /// Longest backend key (`host:port`) a report names.
 pub const MAX_BACKEND_KEY_BYTES: usize = 260;
-/// Longest region, policy or tier name (the table's own rule).
+/// Longest region or policy name (the table's own rule; tiers have theirs).
 const MAX_NAME_BYTES: usize = 63;
 
 impl StatsReport {
@@ -129,7 +129,7 @@ impl StatsReport {
             fail(long(
                 format!("traffic.limits[{i}].tier"),
                 &u.tier,
-                MAX_NAME_BYTES,
+                edgesteer_config::ratelimit::MAX_TIER_NAME,
             ))?;
             fail(many(
                 &format!("traffic.limits[{i}].bins"),
@@ -222,7 +222,7 @@ mod tests {
                 .map(|i| (format!("r{i}"), region(buckets, &name(260))))
                 .collect(),
             vec![cell("other", Some(name(253))); MAX_TRAFFIC_CELLS],
-            vec![tier(&name(63), &name(63), RATE_BINS); MAX_LIMIT_TIERS],
+            vec![tier(&name(63), &name(256), RATE_BINS); MAX_LIMIT_TIERS],
         );
         assert_eq!(ok.check(), Ok(()));
         let field = |r: StatsReport| r.check().err().map(|(path, _)| path);
@@ -284,7 +284,8 @@ mod tests {
             (
                 "traffic.limits[2].tier",
                 Box::new(|r| {
-                    r.traffic.as_mut().unwrap().limits[2].tier = "t".repeat(64);
+                    let max = edgesteer_config::ratelimit::MAX_TIER_NAME;
+                    r.traffic.as_mut().unwrap().limits[2].tier = "t".repeat(max + 1);
                 }),
             ),
             (

@@ -232,14 +232,16 @@ fn starts_no_rollout(current: &TableSpec, new: &TableSpec) -> Result<(), ApiErro
     Ok(())
 }
 
-/// A restored table keeps each region's current rollout and, with it, its
-/// canary share: restoring routing must not bring back a rollout that was
-/// aborted or rolled back (it would advance at once, its hold long past).
+/// A restored table may not bring back a rollout that runs or is paused
+/// (one since aborted or rolled back would advance at once, its hold long
+/// past): such a region keeps its current rollout and canary share. Any
+/// other restored rollout (none, completed, ended) and its share are
+/// restored as they were, so a rollback to before a release undoes it.
 /// A region the current table no longer has gets its live rollout aborted.
 fn keep_rollouts(current: &TableSpec, restored: &mut TableSpec) {
     for (name, region) in &mut restored.regions {
         match current.regions.get(name) {
-            Some(cur) if cur.rollout != region.rollout => {
+            Some(cur) if live(region.rollout.as_ref()) && cur.rollout != region.rollout => {
                 region.rollout.clone_from(&cur.rollout);
                 region.canary_bps = cur.canary_bps;
             }

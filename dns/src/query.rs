@@ -119,7 +119,8 @@ pub enum Malformed {
     /// Not worth an answer: shorter than a header, or a response
     /// (answering responses is how reflection loops start).
     Drop,
-    /// NOTIMP: an opcode other than QUERY.
+    /// NOTIMP: an opcode other than QUERY, in a message not shaped as a
+    /// query (its sections are not read).
     NotImp { id: u16, flags: u16 },
     /// FORMERR: the header was read; the question too when `question_len` > 0.
     FormErr {
@@ -144,15 +145,17 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Malformed> {
         return Err(Malformed::Drop);
     }
     // Another opcode (NOTIFY, UPDATE, ...) is not implemented, whatever its
-    // sections hold (RFC 1035 4.1.1): read before their shape is judged.
-    if (flags >> 11) & 0xf != 0 {
-        return Err(Malformed::NotImp { id, flags });
-    }
-    let formerr = |question_len, edns| Malformed::FormErr {
-        id,
-        flags,
-        question_len,
-        edns,
+    // sections hold (RFC 1035 4.1.1): one shaped as a query is answered
+    // NOTIMP with its question and OPT (`respond`), any other NOTIMP alone.
+    let other_opcode = (flags >> 11) & 0xf != 0;
+    let formerr = |question_len, edns| match other_opcode {
+        true => Malformed::NotImp { id, flags },
+        false => Malformed::FormErr {
+            id,
+            flags,
+            question_len,
+            edns,
+        },
     };
     let counts = [4, 6, 8, 10].map(|i| u16_at(msg, i).unwrap_or(0));
     if counts[0] != 1 || counts[1] != 0 || counts[2] != 0 || counts[3] > 1 {

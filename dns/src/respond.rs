@@ -61,7 +61,9 @@ pub fn respond<H: HealthView + ?Sized, G: GeoLookup + ?Sized>(
         }
     };
     let mut w = Writer::start(out, &q);
-    let outcome = if q.edns.is_some_and(|e| e.version > 0) {
+    let outcome = if (q.flags >> 11) & 0xf != 0 {
+        w.finish(Rcode::NotImp, false, None, 0, transport)
+    } else if q.edns.is_some_and(|e| e.version > 0) {
         w.finish(Rcode::BadVers, false, None, 0, transport)
     } else if q.qclass != CLASS_IN {
         w.finish(Rcode::Refused, false, None, 0, transport)

@@ -272,6 +272,13 @@ fn other_opcodes_are_not_implemented_whatever_their_sections() {
         );
         assert_eq!(m.metadata.id, 0x1234);
     }
+    // A NOTIFY shaped as a query, with EDNS: NOTIMP with its question and
+    // an OPT (RFC 6891 7).
+    let mut q = query("covergen.ai.", RecordType::SOA, Some(("5.0.1.0", 24)));
+    q.metadata.op_code = hickory_proto::op::OpCode::Notify;
+    let m = f.ask(&q, Transport::Udp);
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    assert!(m.edns.is_some() && m.queries.len() == 1, "{m:?}");
 }
 
 /// A FORMERR answers with an OPT only when the query's additional record

@@ -58,6 +58,9 @@ impl Snapshot {
 /// State shared by the data plane, the admin API and background tasks.
 pub struct Steering {
     current: ArcSwap<Snapshot>,
+    /// Held while a table is built and stored, so a certificate reload
+    /// (`install_over`) never builds over a version going live.
+    installing: std::sync::Mutex<()>,
     pub geo: Arc<GeoDb>,
     pub registry: HealthRegistry,
     /// Rate-limit state; outlives tables like the health registry.
@@ -94,6 +97,7 @@ impl Steering {
         metrics.table_version.set(version as i64);
         Steering {
             current: ArcSwap::from_pointee(first),
+            installing: std::sync::Mutex::new(()),
             geo,
             registry,
             limiter,
@@ -125,6 +129,17 @@ impl Steering {
     /// only while `over` is still the live snapshot: false (nothing
     /// installed) when another version went live meanwhile.
     pub fn install_over(&self, over: &Arc<Snapshot>, spec: TableSpec, table: RoutingTable) -> bool {
+        // Under the install lock, checked before the snapshot is built: a
+        // build binds health and limiter state to its table, which must not
+        // happen for one that will not go live.
+        let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&self.current.load(), over) {
+            tracing::debug!(
+                version = over.version,
+                "a recompiled table was not installed: another version went live meanwhile"
+            );
+            return false;
+        }
         let snap = Arc::new(build_snapshot(
             over.version,
             spec,
@@ -134,14 +149,7 @@ impl Steering {
             &self.metrics,
             &self.stats,
         ));
-        let prev = self.current.compare_and_swap(over, snap);
-        if !Arc::ptr_eq(&*prev, over) {
-            tracing::debug!(
-                version = over.version,
-                "a recompiled table was not installed: another version went live meanwhile"
-            );
-            return false;
-        }
+        self.current.store(snap);
         tracing::info!(
             version = over.version,
             "routing table reinstalled (origin certificates reloaded)"
@@ -150,6 +158,7 @@ impl Steering {
     }
 
     pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
+        let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         let snap = Arc::new(build_snapshot(
             version,
             spec,

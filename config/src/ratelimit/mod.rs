@@ -17,7 +17,7 @@ mod policy;
 mod reach;
 pub use reach::MAX_BLOCK_S;
 mod tiers;
-pub use tiers::MAX_BURST;
+pub use tiers::{MAX_BURST, MAX_TIER_NAME};
 
 pub(crate) use compile::compile_policies;
 pub use hash::{hashed_key, sha256};

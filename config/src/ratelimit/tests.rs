@@ -306,3 +306,18 @@ fn a_key_is_the_client_ip_or_a_header_of_token_characters() {
     .unwrap();
     assert_eq!(t.1.rate_limits[0].key, LimitKey::Header("x-api-key".into()));
 }
+
+/// Proxies report usage by tier name and the config service refuses a
+/// report with a longer one than a table may give: a tier name is 1 to
+/// `MAX_TIER_NAME` bytes (a longer one once compiled, and every proxy's
+/// stats were then refused).
+#[test]
+fn tier_names_are_bounded() {
+    let long = "t".repeat(MAX_TIER_NAME + 1);
+    let policy = |tier: &str| {
+        format!("[[rate_limits]]\nname = \"k\"\nkey = \"header:x-api-key\"\ndefault_tier = \"{tier}\"\ntiers = {{ \"{tier}\" = {{ rate = 10 }} }}\n")
+    };
+    let errs = errors_of(&policy(&long));
+    assert_fields(&errs, &[&format!("rate_limits[0].tiers.{long}")]);
+    assert!(errors_of(&policy(&"t".repeat(MAX_TIER_NAME))).is_empty());
+}

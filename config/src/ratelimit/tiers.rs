@@ -9,6 +9,8 @@ use crate::check::Errors;
 
 /// Largest burst a policy or tier may allow.
 pub const MAX_BURST: u32 = 100_000_000;
+/// The longest tier name.
+pub const MAX_TIER_NAME: usize = 256;
 use crate::wire::RateLimitSpec;
 
 /// The limits section of one policy.
@@ -101,6 +103,13 @@ fn named_tiers(path: &str, p: &RateLimitSpec, errs: &mut Errors) -> Vec<LimitTie
     );
     let mut tiers = Vec::with_capacity(p.tiers.len());
     for (name, t) in &p.tiers {
+        // Proxies report usage by tier name; the config service refuses a
+        // report with a longer one (edgesteer_control_api::report).
+        errs.check(
+            !name.is_empty() && name.len() <= MAX_TIER_NAME,
+            format!("{path}.tiers.{name}"),
+            format!("a tier name is 1 to {MAX_TIER_NAME} bytes"),
+        );
         errs.check(
             (1..=MAX_RATE).contains(&t.rate),
             format!("{path}.tiers.{name}.rate"),

@@ -32,6 +32,18 @@ async fn a_rollback_keeps_the_current_rollouts() {
     );
     assert_eq!(us.canary_bps, 0);
     assert!(!now.regions["eu-west"].drain, "the routing was restored");
+    // Back to before the release: no rollout then, and that share.
+    let v1 = api.version(1).await.unwrap().table;
+    api.rollback(1, "undo the release").await.unwrap();
+    let now = api.get().await.unwrap().table;
+    assert_eq!(
+        now.regions["us-east"].rollout,
+        v1.regions["us-east"].rollout
+    );
+    assert_eq!(
+        now.regions["us-east"].canary_bps,
+        v1.regions["us-east"].canary_bps
+    );
 }
 
 /// A table exported while a rollout ran, applied after the controller

@@ -62,7 +62,8 @@ pub(super) fn peer(steer: &Steering, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         None => HttpPeer::new(addr, false, String::new()),
     };
     let connect = retry.connect_timeout.min(per_try);
-    ctx.connect_clipped = connect < retry.connect_timeout;
+    // Cut by the time the request has left, not by the table's own limits.
+    ctx.connect_clipped = remaining < retry.connect_timeout.min(retry.per_try_timeout);
     peer.options.connection_timeout = Some(connect);
     peer.options.total_connection_timeout = Some(connect);
     peer.options.read_timeout = Some(per_try);
