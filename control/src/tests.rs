@@ -61,6 +61,23 @@ fn with_token(api: &Client, secret: Option<&str>) -> Client {
     Client::new(api.base(), secret.map(str::to_string))
 }
 
+/// An API error's status, code and the first field it names.
+fn api_field(e: ClientError) -> (u16, String, Option<String>) {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            errors,
+            ..
+        } => (
+            status,
+            code,
+            errors.into_iter().next().map(|(path, _)| path),
+        ),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
 fn api_code(e: ClientError) -> (u16, String, String) {
     match e {
         ClientError::Api {

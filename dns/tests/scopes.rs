@@ -5,50 +5,33 @@
 
 mod common;
 
-use common::{fixture, query, scope, v4s};
-use edgesteer_config::model::RegionSet;
-use edgesteer_config::route::AllHealthy;
-use edgesteer_dns::respond::{respond, Env, Transport};
+use common::{a_for_subnet, fixture};
 use edgesteer_geo::testdb::{build, Schema};
 use edgesteer_geo::GeoDb;
-use hickory_proto::op::Message;
-use hickory_proto::rr::RecordType;
 
 #[test]
 fn scopes_are_the_merged_networks_of_one_zone_and_home() {
     let f = fixture();
     // DE and FR side by side (both zone eu, home eu-west) merge into one
     // /15; CN next to them does not; the DE/FR pair's scope is /15.
-    let db = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[
-            ("100.0.0.0/16", "DE", "EU"),
-            ("100.1.0.0/16", "FR", "EU"),
-            ("100.2.0.0/16", "GB", "EU"),
-            ("100.3.0.0/16", "CN", "AS"),
-        ],
-    ))
-    .unwrap();
-    let map = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
-        edgesteer_geo::GeoLookup::networks(&db, cb).unwrap()
-    })
-    .unwrap();
+    let db = db(&[
+        ("100.0.0.0/16", "DE", "EU"),
+        ("100.1.0.0/16", "FR", "EU"),
+        ("100.2.0.0/16", "GB", "EU"),
+        ("100.3.0.0/16", "CN", "AS"),
+    ]);
+    let map = class_map(&f, &db);
     // FR in the US's class instead: DE and it no longer merge, one
     // entry more (the database's unlisted networks are entries too).
-    let split = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[
+    let split = class_map(
+        &f,
+        &self::db(&[
             ("100.0.0.0/16", "DE", "EU"),
             ("100.1.0.0/16", "US", "NA"),
             ("100.2.0.0/16", "GB", "EU"),
             ("100.3.0.0/16", "CN", "AS"),
-        ],
-    ))
-    .unwrap();
-    let split = edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
-        edgesteer_geo::GeoLookup::networks(&split, cb).unwrap()
-    })
-    .unwrap();
+        ]),
+    );
     let ((v4, v6), (split_v4, split_v6)) = (map.len(), split.len());
     assert_eq!((split_v4, split_v6), (v4 + 1, v6));
     assert!(v6 > 0 && !map.is_empty());
@@ -69,79 +52,44 @@ fn scopes_are_the_merged_networks_of_one_zone_and_home() {
     assert_eq!((one_v4.len(), one_v4.is_empty()), ((1, 0), false));
     let empty = edgesteer_dns::scope::ClassMap::build(&f.table, 1, |_| Ok(0)).unwrap();
     assert_eq!((empty.len(), empty.is_empty()), ((0, 0), true));
-    let env = Env {
-        table: &f.table,
-        health: &AllHealthy,
-        geo: &db,
-        zone: Some(&f.zone),
-        edges_down: RegionSet::EMPTY,
-        classes: Some(&map),
-    };
-    let ask = |subnet: &str| {
-        let q = query("api.covergen.ai.", RecordType::A, Some((subnet, 24)));
-        let mut out = Vec::new();
-        respond(
-            &env,
-            &q.to_vec().unwrap(),
-            "127.0.0.1".parse().unwrap(),
-            Transport::Udp,
-            &mut out,
-        )
-        .unwrap();
-        let m = Message::from_vec(&out).unwrap();
-        (v4s(&m), scope(&m).unwrap().2)
-    };
-    let (a, sc) = ask("100.1.5.0");
+    let env = f.env(&db, Some(&map));
+    let (a, sc) = a_for_subnet(&env, "100.1.5.0", 24);
     assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
     assert_eq!(sc, 15, "DE and FR merged");
     // GB: not in zone eu (home eu-west, no zone): its own class, /16.
-    let (a, sc) = ask("100.2.1.0");
+    let (a, sc) = a_for_subnet(&env, "100.2.1.0", 24);
     assert!(a.contains(&"198.51.100.30".parse().unwrap()), "{a:?}");
     assert_eq!(sc, 16);
-    let (a, sc) = ask("100.3.1.0");
+    let (a, sc) = a_for_subnet(&env, "100.3.1.0", 24);
     assert!(a.contains(&"203.0.113.80".parse().unwrap()), "{a:?}");
     assert_eq!(sc, 16);
     // Without the map, the database's own network: /16 for DE too.
-    let direct = Env {
-        classes: None,
-        ..env
-    };
-    let q = query("api.covergen.ai.", RecordType::A, Some(("100.1.5.0", 24)));
-    let mut out = Vec::new();
-    respond(
-        &direct,
-        &q.to_vec().unwrap(),
-        "127.0.0.1".parse().unwrap(),
-        Transport::Udp,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(scope(&Message::from_vec(&out).unwrap()).unwrap().2, 16);
+    let direct = f.env(&db, None);
+    assert_eq!(a_for_subnet(&direct, "100.1.5.0", 24).1, 16);
+}
+
+/// A database of `(network, country, continent)`.
+fn db(nets: &[(&str, &str, &str)]) -> GeoDb {
+    GeoDb::from_bytes(build(Schema::GeoIp2, nets)).unwrap()
+}
+
+/// `db`'s networks merged under the covergen table's classes (version 42).
+fn class_map(f: &common::Fixture, db: &GeoDb) -> edgesteer_dns::scope::ClassMap {
+    edgesteer_dns::scope::ClassMap::build(&f.table, 42, |cb| {
+        edgesteer_geo::GeoLookup::networks(db, cb).unwrap()
+    })
+    .unwrap()
+}
+
+/// A /16 whose halves are mainland China and Hong Kong.
+fn cn_and_hk() -> GeoDb {
+    db(&[("100.3.0.0/17", "CN", "AS"), ("100.3.128.0/17", "HK", "AS")])
 }
 
 /// Answers `subnet/source` from `db` (directly: no class map).
 fn ask_db(db: &GeoDb, subnet: &str, source: u8) -> (Vec<std::net::Ipv4Addr>, u8) {
     let f = fixture();
-    let env = Env {
-        table: &f.table,
-        health: &AllHealthy,
-        geo: db,
-        zone: Some(&f.zone),
-        edges_down: RegionSet::EMPTY,
-        classes: None,
-    };
-    let q = query("api.covergen.ai.", RecordType::A, Some((subnet, source)));
-    let mut out = Vec::new();
-    respond(
-        &env,
-        &q.to_vec().unwrap(),
-        "127.0.0.1".parse().unwrap(),
-        Transport::Udp,
-        &mut out,
-    )
-    .unwrap();
-    let m = Message::from_vec(&out).unwrap();
-    (v4s(&m), scope(&m).unwrap().2)
+    a_for_subnet(&f.env(db, None), subnet, source)
 }
 
 /// A /16 whose halves are mainland China and Hong Kong: the answer's
@@ -151,11 +99,7 @@ fn ask_db(db: &GeoDb, subnet: &str, source: u8) -> (Vec<std::net::Ipv4Addr>, u8)
 /// network's scope, not the source's.
 #[test]
 fn a_subnet_across_networks_gets_the_longer_scope_of_its_answer() {
-    let db = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[("100.3.0.0/17", "CN", "AS"), ("100.3.128.0/17", "HK", "AS")],
-    ))
-    .unwrap();
+    let db = cn_and_hk();
     let cn = "203.0.113.80".parse().unwrap();
     let ap = "203.0.113.10".parse().unwrap();
     let (a, sc) = ask_db(&db, "100.3.0.0", 16);
@@ -174,11 +118,7 @@ fn a_subnet_across_networks_gets_the_longer_scope_of_its_answer() {
 /// cut to /56, read as `::` and sent out of its zone.
 #[test]
 fn an_ipv4_mapped_subnet_is_located_as_ipv4() {
-    let db = GeoDb::from_bytes(build(
-        Schema::GeoIp2,
-        &[("100.3.0.0/17", "CN", "AS"), ("100.3.128.0/17", "HK", "AS")],
-    ))
-    .unwrap();
+    let db = cn_and_hk();
     let (a, sc) = ask_db(&db, "::ffff:100.3.1.0", 120);
     let cn_east: Vec<std::net::Ipv4Addr> = vec![
         "203.0.113.80".parse().unwrap(),

@@ -123,8 +123,20 @@ impl Steering {
         self.current.load()
     }
 
-    /// Installs a compiled table as the new live version. In-flight
-    /// requests keep the snapshot they loaded.
+    /// The snapshot of a compiled table: binds health and limiter state to
+    /// it. Called under the install lock, for a table that goes live.
+    fn snapshot(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
+        Arc::new(build_snapshot(
+            version,
+            spec,
+            table,
+            &self.registry,
+            &self.limiter,
+            &self.metrics,
+            &self.stats,
+        ))
+    }
+
     /// [`Steering::install`] of a table recompiled from `over`'s spec,
     /// only while `over` is still the live snapshot: false (nothing
     /// installed) when another version went live meanwhile.
@@ -140,16 +152,7 @@ impl Steering {
             );
             return false;
         }
-        let snap = Arc::new(build_snapshot(
-            over.version,
-            spec,
-            table,
-            &self.registry,
-            &self.limiter,
-            &self.metrics,
-            &self.stats,
-        ));
-        self.current.store(snap);
+        self.current.store(self.snapshot(over.version, spec, table));
         tracing::info!(
             version = over.version,
             "routing table reinstalled (origin certificates reloaded)"
@@ -157,17 +160,11 @@ impl Steering {
         true
     }
 
+    /// Installs a compiled table as the new live version. In-flight
+    /// requests keep the snapshot they loaded.
     pub fn install(&self, version: u64, spec: TableSpec, table: RoutingTable) -> Arc<Snapshot> {
         let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
-        let snap = Arc::new(build_snapshot(
-            version,
-            spec,
-            table,
-            &self.registry,
-            &self.limiter,
-            &self.metrics,
-            &self.stats,
-        ));
+        let snap = self.snapshot(version, spec, table);
         self.current.store(snap.clone());
         self.limiter.warn_if_unsynced(&snap.table.rate_limits);
         self.metrics.table_version.set(version as i64);

@@ -2,9 +2,8 @@
 //! query strings that do not parse, each a JSON error naming the field.
 
 use edgesteer_control_api::api::StatsReport;
-use edgesteer_control_api::client::ClientError;
 
-use super::{serve, with_token, PROXY_SECRET, READ_SECRET};
+use super::{api_field, serve, with_token, PROXY_SECRET, READ_SECRET};
 
 /// The service keeps parts of every report for minutes: a report with a
 /// name longer than any table allows is refused whole, naming the field,
@@ -32,20 +31,9 @@ async fn a_stats_report_out_of_shape_is_refused_whole() {
         .report_stats(&report("p".repeat(300)))
         .await
         .unwrap_err();
-    let ClientError::Api {
-        status,
-        code,
-        errors,
-        ..
-    } = err
-    else {
-        panic!("not an API error: {err}");
-    };
+    let (status, code, field) = api_field(err);
     assert_eq!((status, code.as_str()), (400, "malformed_request"));
-    assert_eq!(
-        errors.first().map(|e| e.0.as_str()),
-        Some("traffic.cells[0].pin")
-    );
+    assert_eq!(field.as_deref(), Some("traffic.cells[0].pin"));
     assert_eq!(control.traffic.observed(60_000).requests, 0, "nothing kept");
     proxy.report_stats(&report("api.x".into())).await.unwrap();
     assert_eq!(control.traffic.observed(60_000).requests, 7);

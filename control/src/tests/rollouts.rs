@@ -3,9 +3,8 @@
 //! resume or move one.
 
 use edgesteer_control_api::api::{RolloutAction, RolloutCommand};
-use edgesteer_control_api::client::ClientError;
 
-use super::serve;
+use super::{api_field, serve};
 
 /// An aborted rollout restored by a rollback would run again from its old
 /// step, its hold long past, and advance at once.
@@ -63,19 +62,8 @@ async fn a_table_cannot_start_or_move_a_rollout() {
         ro.step_started_ms -= 1;
     }
     let err = api.put(&stale, "stale", None).await.unwrap_err();
-    let ClientError::Api {
-        status,
-        code,
-        errors,
-        ..
-    } = err
-    else {
-        panic!("not an API error: {err}");
-    };
+    let (status, code, field) = api_field(err);
     assert_eq!((status, code.as_str()), (409, "rollout_in_progress"));
-    assert_eq!(
-        errors.first().map(|e| e.0.as_str()),
-        Some("regions.us-east.rollout")
-    );
+    assert_eq!(field.as_deref(), Some("regions.us-east.rollout"));
     assert_eq!(api.get().await.unwrap().version, cur.version);
 }

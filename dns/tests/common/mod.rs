@@ -50,32 +50,40 @@ pub fn query(name: &str, rtype: RecordType, subnet: Option<(&str, u8)>) -> Messa
 }
 
 impl Fixture {
-    pub fn ask_bytes(&self, msg: &[u8], from: &str, t: Transport) -> Option<Vec<u8>> {
-        let env = Env {
+    /// The answer path's inputs: this table and zone, every backend
+    /// healthy, `geo` (the fixture's own, or another), `classes` if given.
+    pub fn env<'a>(
+        &'a self,
+        geo: &'a GeoDb,
+        classes: Option<&'a edgesteer_dns::scope::ClassMap>,
+    ) -> Env<'a, AllHealthy, GeoDb> {
+        Env {
             table: &self.table,
             health: &AllHealthy,
-            geo: &self.geo,
+            geo,
             zone: Some(&self.zone),
             edges_down: RegionSet::EMPTY,
-            classes: None,
-        };
+            classes,
+        }
+    }
+
+    pub fn ask_bytes(&self, msg: &[u8], from: &str, t: Transport) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        respond(&env, msg, from.parse().unwrap(), t, &mut out).map(|_| out)
+        respond(
+            &self.env(&self.geo, None),
+            msg,
+            from.parse().unwrap(),
+            t,
+            &mut out,
+        )
+        .map(|_| out)
     }
 
     /// The outcome of answering `q` from `from` over UDP.
     pub fn outcome(&self, q: &Message, from: &str) -> edgesteer_dns::respond::Outcome {
-        let env = Env {
-            table: &self.table,
-            health: &AllHealthy,
-            geo: &self.geo,
-            zone: Some(&self.zone),
-            edges_down: RegionSet::EMPTY,
-            classes: None,
-        };
         let mut out = Vec::new();
         respond(
-            &env,
+            &self.env(&self.geo, None),
             &q.to_vec().unwrap(),
             from.parse().unwrap(),
             Transport::Udp,
@@ -111,4 +119,25 @@ pub fn scope(m: &Message) -> Option<(IpAddr, u8, u8)> {
         EdnsOption::Subnet(s) => Some((s.addr(), s.source_prefix(), s.scope_prefix())),
         _ => None,
     }
+}
+
+/// The A answer for `api.covergen.ai` to a resolver sending the client
+/// subnet `subnet/source` over UDP: its IPv4 addresses and its scope.
+pub fn a_for_subnet(
+    env: &Env<'_, AllHealthy, GeoDb>,
+    subnet: &str,
+    source: u8,
+) -> (Vec<Ipv4Addr>, u8) {
+    let q = query("api.covergen.ai.", RecordType::A, Some((subnet, source)));
+    let mut out = Vec::new();
+    respond(
+        env,
+        &q.to_vec().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        Transport::Udp,
+        &mut out,
+    )
+    .unwrap();
+    let m = Message::from_vec(&out).unwrap();
+    (v4s(&m), scope(&m).unwrap().2)
 }

@@ -57,6 +57,21 @@ async fn in_live_blocks(redis: &RedisProc, addr: &str) -> Option<bool> {
     }
 }
 
+/// One per-IP policy, for the block-list tests.
+const PER_IP: &str = "[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 1000\n";
+
+/// The status of a request to `p` from client address `addr`.
+async fn status_as(p: &Proxy, addr: &str) -> u16 {
+    reqwest::Client::new()
+        .get(p.url("/x"))
+        .header("x-forwarded-for", addr)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn store_up(p: &Proxy) -> f64 {
     metric_value(
         &p.metrics().await.unwrap_or_default(),
@@ -276,20 +291,9 @@ async fn with_redis_the_block_list_is_shared_by_the_fleet() {
     let be = backend().await;
     let redis = RedisProc::start().await.unwrap();
     let wd = Workdir::new().unwrap();
-    let spec = limits_table(
-        be.addr,
-        "[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 1000\n",
-    )
-    .unwrap();
+    let spec = limits_table(be.addr, PER_IP).unwrap();
     let (a, b) = fleet(&wd, &spec, &redis).await;
     let client = reqwest::Client::new();
-    let status_as = |p: &Proxy, addr: &'static str| {
-        let req = client
-            .get(p.url("/x"))
-            .header("x-forwarded-for", addr)
-            .send();
-        async move { req.await.unwrap().status().as_u16() }
-    };
     assert_eq!(status_as(&b, "198.51.100.77").await, 200);
 
     // Blocked on A by an operator: B refuses the address within a few syncs.
@@ -394,20 +398,9 @@ async fn a_proxy_behind_a_trimmed_block_stream_reloads_the_live_blocks() {
     let be = backend().await;
     let redis = RedisProc::start().await.unwrap();
     let wd = Workdir::new().unwrap();
-    let spec = limits_table(
-        be.addr,
-        "[[rate_limits]]\nname = \"ip\"\nkey = \"client_ip\"\nrate = 1000\n",
-    )
-    .unwrap();
+    let spec = limits_table(be.addr, PER_IP).unwrap();
     let (a, b) = fleet(&wd, &spec, &redis).await;
     let client = reqwest::Client::new();
-    let status_as = |p: &Proxy, addr: &'static str| {
-        let req = client
-            .get(p.url("/x"))
-            .header("x-forwarded-for", addr)
-            .send();
-        async move { req.await.unwrap().status().as_u16() }
-    };
     let blocks = format!("http://{}/v1/ratelimit/blocks", a.admin);
     let block = |ip: &'static str| {
         let req = client
